@@ -1,0 +1,1 @@
+"""OpenTimelineIO integration for uav."""

@@ -1,0 +1,1 @@
+"""Built-in uav plugin package (uav_segments)."""
