@@ -1,0 +1,193 @@
+"""Checkpoint key names: the official layout <-> our modules (SPEC §1).
+
+Our module tree uses the released names, so nearly every key maps to itself. What
+needs care:
+
+* **RoPE aliases.** The published U-Net registers ONE ``RotaryEmbedding`` parameter
+  under 17 keys (``temporal_rotary_emb.freqs`` and 16
+  ``*.attn_temporal.rotary_emb.freqs``). We hold the table once, as a buffer, and
+  hooks below consume those 17 keys on load and emit them on save, so strict
+  loading and the official key set both hold.
+* **VAE attention names.** The released VAE uses the diffusers-0.16 names
+  (``group_norm``, ``query``, ``key``, ``value``, ``proj_attn``). Newer diffusers
+  checkpoints use ``to_q``/``to_k``/``to_v``/``to_out.0``; :func:`legacy_vae_attention_names`
+  maps those to ours so either loads.
+* **Image-only SD x4 U-Net.** :func:`init_temporal_as_new` zeroes the residual
+  outputs of every temporal layer, so a video U-Net loaded from the image model
+  reproduces it exactly for single-frame clips.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+ROPE_KEY = "temporal_rotary_emb.freqs"
+_ROPE_ALIAS_SUFFIX = ".rotary_emb.freqs"
+
+
+def rope_alias_keys(model: nn.Module) -> list[str]:
+    """The 17 (for the released config) state-dict keys of the shared RoPE table."""
+    from uav.models.temporal import TemporalAttention
+
+    keys = [ROPE_KEY]
+    keys += [name + _ROPE_ALIAS_SUFFIX for name, m in model.named_modules() if isinstance(m, TemporalAttention)]
+    return keys
+
+
+def install_rope_alias_hooks(model: nn.Module) -> None:
+    """Make ``model.state_dict()`` / ``load_state_dict`` speak the official RoPE keys."""
+    alias_keys = rope_alias_keys(model)
+
+    def add_aliases(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+        table = module.temporal_rotary_emb.freqs.detach()
+        for key in alias_keys:
+            # separate tensors: safetensors refuses to save tensors that share memory
+            state_dict[prefix + key] = table.clone()
+
+    def consume_aliases(
+        module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any, strict: bool,
+        missing_keys: list, unexpected_keys: list, error_msgs: list,
+    ) -> None:
+        buffer = module.temporal_rotary_emb.freqs
+        found = None
+        for key in alias_keys:
+            value = state_dict.pop(prefix + key, None)
+            if value is None:
+                missing_keys.append(prefix + key)
+                continue
+            if tuple(value.shape) != tuple(buffer.shape):
+                error_msgs.append(
+                    f"size mismatch for {prefix + key}: expected {tuple(buffer.shape)}, got {tuple(value.shape)}"
+                )
+                continue
+            found = value if found is None else found
+        if found is not None:
+            with torch.no_grad():
+                buffer.copy_(found.to(buffer.dtype))
+
+    model.register_state_dict_post_hook(add_aliases)
+    model.register_load_state_dict_pre_hook(consume_aliases)
+
+
+# ---------------------------------------------------------------------------- VAE names
+_NEW_TO_LEGACY_ATTN = {
+    "to_q": "query",
+    "to_k": "key",
+    "to_v": "value",
+    "to_out.0": "proj_attn",
+}
+_VAE_ATTN = re.compile(r"^(?P<head>(?:encoder|decoder)\.mid_block\.attentions\.\d+\.)(?P<name>to_q|to_k|to_v|to_out\.0)\.")
+
+
+def legacy_vae_attention_names(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename newer diffusers VAE attention keys to the released (legacy) names.
+
+    Keys already in the legacy form pass through. Newer checkpoints may store the
+    projections as 1x1 convolutions' 4-D weights; those are squeezed to Linear shape.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        m = _VAE_ATTN.match(key)
+        if m:
+            new = m.group("head") + _NEW_TO_LEGACY_ATTN[m.group("name")] + key[m.end() - 1 :]
+            if value.ndim == 4 and value.shape[-2:] == (1, 1):
+                value = value[:, :, 0, 0]
+            out[new] = value
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- strict loading
+class CheckpointKeyError(KeyError):
+    """A checkpoint whose keys do not fit the model, with the first offenders named."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+def load_official_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str = "checkpoint",
+                             strict: bool = True) -> None:
+    """``load_state_dict`` with an error that lists what is missing/unexpected/mis-shaped.
+
+    Raises:
+        CheckpointKeyError: keys do not match (strict) — the message names the first few.
+        ValueError: shapes do not match.
+    """
+    own = model.state_dict()
+    shape_errors = [
+        f"{k}: expected {tuple(own[k].shape)}, got {tuple(v.shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(own[k].shape) != tuple(v.shape)
+    ]
+    if shape_errors:
+        raise ValueError(
+            f"{source}: {len(shape_errors)} tensor(s) have the wrong shape for this model config, e.g. "
+            + "; ".join(shape_errors[:5])
+        )
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if strict and (missing or unexpected):
+        raise CheckpointKeyError(
+            f"{source} does not fit {type(model).__name__}: {len(missing)} missing key(s) "
+            f"{_first(missing)} and {len(unexpected)} unexpected key(s) {_first(unexpected)}. "
+            "Check that the config matches the weights (e.g. vae_3d vs vae_video)."
+        )
+    model.load_state_dict(dict(state_dict), strict=strict)
+
+
+def _first(keys: Iterable[str], n: int = 5) -> str:
+    keys = list(keys)
+    if not keys:
+        return "[]"
+    shown = ", ".join(keys[:n])
+    return f"[{shown}{', ...' if len(keys) > n else ''}]"
+
+
+# ---------------------------------------------------------------------------- image -> video
+def init_temporal_as_new(unet: nn.Module) -> None:
+    """Zero the output layer of every temporal residual branch of a video U-Net.
+
+    After this, each temporal layer is the identity, so loading the image-only SD x4
+    upscaler's weights into the rest gives a video U-Net that matches it per frame.
+    """
+    from uav.models.layers import ResnetBlock3DCNN
+    from uav.models.temporal import TemporalAttention, TemporalModule3D
+
+    with torch.no_grad():
+        for module in unet.modules():
+            if isinstance(module, TemporalModule3D):
+                module.shift_conv.weight.zero_()
+                module.shift_conv.bias.zero_()
+            elif isinstance(module, TemporalAttention):
+                module.to_out[0].weight.zero_()
+                module.to_out[0].bias.zero_()
+            elif isinstance(module, ResnetBlock3DCNN) and not _inside_temporal_module(unet, module):
+                module.conv2.weight.zero_()
+                module.conv2.bias.zero_()
+
+
+def _inside_temporal_module(root: nn.Module, target: nn.Module) -> bool:
+    from uav.models.temporal import TemporalModule3D
+
+    for m in root.modules():
+        if isinstance(m, TemporalModule3D) and any(sub is target for sub in m.modules()):
+            return True
+    return False
+
+
+def is_temporal_key(key: str) -> bool:
+    """Whether a video U-Net key belongs to the layers the image model lacks."""
+    return (
+        "_temp_blocks." in key
+        or ".resblock_temporal." in key
+        or ".attn_temporal." in key
+        or ".norm_temporal." in key
+        or key == ROPE_KEY
+    )

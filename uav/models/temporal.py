@@ -1,0 +1,152 @@
+"""The temporal layers that inflate the SD x4 upscaler to video (paper §3.2, SPEC §2.4-2.5).
+
+* :class:`TemporalAttention` — attention across frames at every spatial position,
+  with partial interleaved RoPE (first 32 channels of each head) and a T5-style
+  relative position bias.
+* :class:`TemporalModule3D` — the 3D-CNN residual modules after each U-Net block
+  (the released config gives them no attention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uav.models.layers import InflatedConv3d, ResnetBlock3D, ResnetBlock3DCNN
+
+Tensor = torch.Tensor
+
+#: channels of each head that RoPE rotates (the published RotaryEmbedding(32))
+ROPE_DIM = 32
+
+
+def rope_frequencies(dim: int = ROPE_DIM, theta: float = 10000.0) -> Tensor:
+    """The RoPE table ``1 / theta^(2k/dim)`` for ``k < dim/2`` (float32)."""
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32)[: dim // 2] / dim))
+
+
+class RotaryEmbedding(nn.Module):
+    """Interleaved rotary position embedding over the frame axis.
+
+    The table is a non-persistent buffer; the U-Net maps the checkpoint's 17 aliases
+    of it (one shared parameter in the published code) in :mod:`uav.models.checkpoint`.
+    """
+
+    def __init__(self, dim: int = ROPE_DIM) -> None:
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("freqs", rope_frequencies(dim), persistent=False)
+
+    def rotate(self, x: Tensor) -> Tensor:
+        """Rotate the first ``dim`` channels of ``x`` ``(..., T, d)`` by frame position."""
+        t = x.shape[-2]
+        pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
+        angles = pos[:, None] * self.freqs[None, :]  # (T, dim/2), float32 as published
+        angles = angles.repeat_interleave(2, dim=-1)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        rot, rest = x[..., : self.dim], x[..., self.dim :]
+        pairs = rot.unflatten(-1, (-1, 2))
+        # (u, v) -> (-v, u) per adjacent pair: the "rotate half" of interleaved RoPE
+        rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        return torch.cat((rot * cos + rotated_half * sin, rest), dim=-1)
+
+
+def relative_position_bucket(
+    relative_position: Tensor, num_buckets: int = 32, max_distance: int = 32
+) -> Tensor:
+    """T5-style bidirectional buckets for ``relative_position = key - query`` (SPEC §2.4)."""
+    n = -relative_position
+    num_buckets //= 2
+    ret = (n < 0).long() * num_buckets
+    n = n.abs()
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    val_if_large = max_exact + (
+        torch.log(n.float() / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).long()
+    val_if_large = torch.minimum(val_if_large, torch.full_like(val_if_large, num_buckets - 1))
+    return ret + torch.where(is_small, n, val_if_large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias of the frame offset between query and key."""
+
+    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 32) -> None:
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
+
+    def forward(self, num_frames: int, device: torch.device) -> Tensor:
+        pos = torch.arange(num_frames, dtype=torch.long, device=device)
+        rel = pos[None, :] - pos[:, None]
+        bucket = relative_position_bucket(rel, self.num_buckets, self.max_distance)
+        return self.relative_attention_bias(bucket).permute(2, 0, 1)  # (heads, T, T)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention along the frame axis (SPEC §2.4). Input ``(S, T, C)``."""
+
+    def __init__(self, dim: int, heads: int, rotary: RotaryEmbedding | None) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"channels ({dim}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.head_dim = dim // heads
+        if rotary is not None and self.head_dim < rotary.dim:
+            raise ValueError(f"head size {self.head_dim} is smaller than the RoPE width {rotary.dim}")
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+        nn.init.zeros_(self.to_out[0].weight)
+        self.time_rel_pos_bias = RelativePositionBias(heads)
+        # The table is shared with the U-Net's `temporal_rotary_emb`; keep it out of this
+        # module's children so it is registered (and moved between devices) exactly once.
+        self._rotary = [rotary]
+
+    @property
+    def rotary_emb(self) -> RotaryEmbedding | None:
+        return self._rotary[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        s, t, c = x.shape
+        n, d = self.heads, self.head_dim
+        q = self.to_q(x).view(s, t, n, d).transpose(1, 2) * (d**-0.5)
+        k = self.to_k(x).view(s, t, n, d).transpose(1, 2)
+        v = self.to_v(x).view(s, t, n, d).transpose(1, 2)
+        if self.rotary_emb is not None:
+            q = self.rotary_emb.rotate(q)
+            k = self.rotary_emb.rotate(k)
+        bias = self.time_rel_pos_bias(t, x.device).to(q.dtype)  # (n, T, T) broadcast over S
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        out = out.transpose(1, 2).reshape(s, t, c)
+        return self.to_out[0](out)
+
+
+class TemporalModule3D(nn.Module):
+    """``x + shift_conv(ResnetBlock3D(ResnetBlock3DCNN_k5(x, emb), emb))`` (SPEC §2.5).
+
+    Both residual blocks use GroupNorm(32, 1e-6) whatever the config says, as published.
+    """
+
+    def __init__(self, channels: int, temb_channels: int, attention_block_types: tuple[str, ...] = ("", "")) -> None:
+        super().__init__()
+        if any(attention_block_types):
+            raise ValueError(
+                "temporal_module_config.attention_block_types must be ['', ''] (the released config); "
+                f"got {list(attention_block_types)}"
+            )
+        self.resblocks_3d_temporal = ResnetBlock3DCNN(channels, kernel=5, temb_channels=temb_channels, groups=32)
+        self.resblocks_3d_spatial = ResnetBlock3D(channels, channels, temb_channels=temb_channels, groups=32)
+        self.shift_conv = InflatedConv3d(channels, channels, 1)
+        nn.init.zeros_(self.shift_conv.weight)
+        nn.init.zeros_(self.shift_conv.bias)
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        h = self.resblocks_3d_temporal(x, temb)
+        h = self.resblocks_3d_spatial(h, temb)
+        return x + self.shift_conv(h)

@@ -1,0 +1,510 @@
+"""``UNetVideoModel``: the SD x4 upscaler U-Net inflated to video (paper §3.2, SPEC §2).
+
+Module and parameter names follow the released checkpoint (``unet/unet_video.bin``), so
+``load_state_dict(official_state_dict, strict=True)`` works unchanged; the only keys
+that need mapping are the 17 aliases of the shared RoPE table (see
+:mod:`uav.models.checkpoint`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from uav.models import checkpoint
+from uav.models.layers import (
+    Downsample3D,
+    InflatedConv3d,
+    ResnetBlock3D,
+    ResnetBlock3DCNN,
+    Upsample3D,
+    batch_to_frames,
+    frames_to_batch,
+)
+from uav.models.temporal import ROPE_DIM, RotaryEmbedding, TemporalAttention, TemporalModule3D
+
+Tensor = torch.Tensor
+
+#: the published model refuses noise levels above this (its ``max_noise_level``)
+MAX_NOISE_LEVEL = 350
+
+
+@dataclass
+class UNetVideoOutput(BaseOutput):
+    """``sample``: the network output (v-prediction), ``(B, 4, T, H, W)``."""
+
+    sample: Tensor
+
+
+class Attention(nn.Module):
+    """Multi-head attention with the SD naming (``to_q``, ``to_k``, ``to_v``, ``to_out.0``)."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(context_dim or dim, dim, bias=False)
+        self.to_v = nn.Linear(context_dim or dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        context = x if context is None else context
+        b, n_q, c = x.shape
+        n = self.heads
+        q = self.to_q(x).view(b, n_q, n, c // n).transpose(1, 2)
+        k = self.to_k(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
+        v = self.to_v(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out[0](out.transpose(1, 2).reshape(b, n_q, c))
+
+
+class GEGLU(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, gate = self.proj(x).chunk(2, dim=-1)
+        return a * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([GEGLU(dim, dim * 4), nn.Dropout(0.0), nn.Linear(dim * 4, dim)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class BasicTransformerBlock(nn.Module):
+    """Spatial (or text-only) attention, cross attention, temporal attention, GEGLU FF (SPEC §2.3)."""
+
+    def __init__(
+        self, dim: int, heads: int, cross_attention_dim: int, only_cross_attention: bool, rotary: RotaryEmbedding
+    ) -> None:
+        super().__init__()
+        self.only_cross_attention = only_cross_attention
+        self.attn1 = Attention(dim, heads, cross_attention_dim if only_cross_attention else None)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, heads, cross_attention_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn_temporal = TemporalAttention(dim, heads, rotary)
+        self.norm_temporal = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:
+        # x: (B*T, HW, C); context: (B, L, Cx). The text is the same for every frame of a
+        # clip, so cross attention runs on (B, T*HW) query rows instead of repeating it T times.
+        bt, hw, c = x.shape
+        b = bt // num_frames
+
+        def cross(attn: Attention, h: Tensor) -> Tensor:
+            return attn(h.reshape(b, num_frames * hw, c), context).reshape(bt, hw, c)
+
+        h = self.norm1(x)
+        x = x + (cross(self.attn1, h) if self.only_cross_attention else self.attn1(h))
+        x = x + cross(self.attn2, self.norm2(x))
+        # temporal attention: one sequence over the frames per (batch, position)
+        xt = x.reshape(b, num_frames, hw, c).transpose(1, 2).reshape(b * hw, num_frames, c)
+        xt = xt + self.attn_temporal(self.norm_temporal(xt))
+        x = xt.reshape(b, hw, num_frames, c).transpose(1, 2).reshape(bt, hw, c)
+        return x + self.ff(self.norm3(x))
+
+
+class Transformer3DModel(nn.Module):
+    """``resblock_temporal`` then a per-frame transformer whose residual is that block's output."""
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        *,
+        cross_attention_dim: int,
+        norm_num_groups: int,
+        only_cross_attention: bool,
+        rotary: RotaryEmbedding,
+    ) -> None:
+        super().__init__()
+        self.resblock_temporal = ResnetBlock3DCNN(channels, kernel=3, groups=32)
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(channels, heads, cross_attention_dim, only_cross_attention, rotary)]
+        )
+        self.proj_out = nn.Linear(channels, channels)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        b, c, t, h, w = x.shape
+        residual = self.resblock_temporal(x)
+        frames = frames_to_batch(residual)
+        tokens = self.norm(frames).permute(0, 2, 3, 1).reshape(b * t, h * w, c)
+        tokens = self.proj_in(tokens)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, context, t)
+        tokens = self.proj_out(tokens)
+        out = tokens.reshape(b * t, h, w, c).permute(0, 3, 1, 2) + frames
+        return batch_to_frames(out, t)
+
+
+class _Block(nn.Module):
+    """A down / up / mid block: resnets, optional transformers, optional resampler."""
+
+    resnets: nn.ModuleList
+    attentions: nn.ModuleList | None
+
+
+class DownBlock3D(_Block):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        temb_channels: int,
+        num_layers: int,
+        groups: int,
+        eps: float,
+        add_downsample: bool,
+        heads: int | None = None,
+        cross_attention_dim: int | None = None,
+        only_cross_attention: bool = False,
+        rotary: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock3D(in_channels if i == 0 else out_channels, out_channels, temb_channels=temb_channels,
+                          groups=groups, eps=eps)
+            for i in range(num_layers)
+        )
+        self.attentions = None
+        if heads is not None:
+            self.attentions = nn.ModuleList(
+                Transformer3DModel(out_channels, heads, cross_attention_dim=cross_attention_dim,
+                                   norm_num_groups=groups, only_cross_attention=only_cross_attention, rotary=rotary)
+                for _ in range(num_layers)
+            )
+        self.downsamplers = nn.ModuleList([Downsample3D(out_channels, padding=1)]) if add_downsample else None
+
+    def forward(self, x: Tensor, temb: Tensor, context: Tensor) -> tuple[Tensor, list[Tensor]]:
+        skips = []
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(x, temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x, context)
+            skips.append(x)
+        if self.downsamplers is not None:
+            x = self.downsamplers[0](x)
+            skips.append(x)
+        return x, skips
+
+
+class UpBlock3D(_Block):
+    def __init__(
+        self,
+        in_channels: int,
+        prev_output_channel: int,
+        out_channels: int,
+        *,
+        temb_channels: int,
+        num_layers: int,
+        groups: int,
+        eps: float,
+        add_upsample: bool,
+        heads: int | None = None,
+        cross_attention_dim: int | None = None,
+        only_cross_attention: bool = False,
+        rotary: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        resnets = []
+        for i in range(num_layers):
+            skip_channels = in_channels if i == num_layers - 1 else out_channels
+            resnet_in = prev_output_channel if i == 0 else out_channels
+            resnets.append(ResnetBlock3D(resnet_in + skip_channels, out_channels, temb_channels=temb_channels,
+                                         groups=groups, eps=eps))
+        self.resnets = nn.ModuleList(resnets)
+        self.attentions = None
+        if heads is not None:
+            self.attentions = nn.ModuleList(
+                Transformer3DModel(out_channels, heads, cross_attention_dim=cross_attention_dim,
+                                   norm_num_groups=groups, only_cross_attention=only_cross_attention, rotary=rotary)
+                for _ in range(num_layers)
+            )
+        self.upsamplers = nn.ModuleList([Upsample3D(out_channels)]) if add_upsample else None
+
+    def forward(
+        self, x: Tensor, skips: list[Tensor], temb: Tensor, context: Tensor, upsample_size: tuple[int, int, int] | None
+    ) -> Tensor:
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x, context)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, upsample_size)
+        return x
+
+
+class UNetMidBlock3DCrossAttn(_Block):
+    def __init__(
+        self, channels: int, *, temb_channels: int, groups: int, eps: float, heads: int, cross_attention_dim: int,
+        rotary: RotaryEmbedding,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock3D(channels, channels, temb_channels=temb_channels, groups=groups, eps=eps) for _ in range(2)
+        )
+        self.attentions = nn.ModuleList([
+            Transformer3DModel(channels, heads, cross_attention_dim=cross_attention_dim, norm_num_groups=groups,
+                               only_cross_attention=False, rotary=rotary)
+        ])
+
+    def forward(self, x: Tensor, temb: Tensor, context: Tensor) -> Tensor:
+        x = self.resnets[0](x, temb)
+        x = self.attentions[0](x, context)
+        return self.resnets[1](x, temb)
+
+
+class _Identity(nn.Module):
+    """Stands in for a temporal module at an index the config leaves out."""
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        return x
+
+
+class UNetVideoModel(ModelMixin, ConfigMixin):
+    """The Upscale-A-Video U-Net.
+
+    ``forward(sample, timestep, low_res, encoder_hidden_states=..., class_labels=...)``
+    takes the noisy latent ``(B, 4, T, h, w)`` and the noisy low-res clip
+    ``(B, 3, T, h, w)`` (concatenated to 7 channels inside), a timestep (0-dim or
+    ``(B,)``), text embeddings ``(B, L, cross_attention_dim)`` and the noise level as
+    class label (``(B,)`` or ``(1,)``), and returns the v-prediction.
+    """
+
+    config_name = "unet_video_config.json"
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int | None = None,
+        in_channels: int = 7,
+        out_channels: int = 4,
+        center_input_sample: bool = False,
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        down_block_types: Sequence[str] = ("DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D",
+                                           "CrossAttnDownBlock3D"),
+        up_block_types: Sequence[str] = ("CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D",
+                                         "UpBlock3D"),
+        only_cross_attention: bool | Sequence[bool] = (True, True, True, False),
+        block_out_channels: Sequence[int] = (256, 512, 512, 1024),
+        layers_per_block: int = 2,
+        downsample_padding: int = 1,
+        mid_block_scale_factor: float = 1.0,
+        act_fn: str = "silu",
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-5,
+        cross_attention_dim: int = 1024,
+        attention_head_dim: int | Sequence[int] = 8,
+        dual_cross_attention: bool = False,
+        use_linear_projection: bool = True,
+        num_class_embeds: int | None = 1000,
+        max_noise_level: int = MAX_NOISE_LEVEL,
+        down_temporal_idx: Sequence[int] = (0, 1, 2),
+        mid_temporal: bool = False,
+        up_temporal_idx: Sequence[int] = (1, 2, 3),
+        temporal_module_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        n_blocks = len(block_out_channels)
+        _check_config(down_block_types, up_block_types, block_out_channels, act_fn, use_linear_projection,
+                      dual_cross_attention, center_input_sample, downsample_padding, mid_block_scale_factor,
+                      num_class_embeds)
+        if isinstance(only_cross_attention, bool):
+            only_cross_attention = [only_cross_attention] * n_blocks
+        if isinstance(attention_head_dim, int):
+            attention_head_dim = [attention_head_dim] * n_blocks
+        attention_types = tuple((temporal_module_config or {}).get("attention_block_types", ("", "")))
+        time_embed_dim = block_out_channels[0] * 4
+
+        self.conv_in = InflatedConv3d(in_channels, block_out_channels[0], 3, padding=1)
+        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
+        self.class_embedding = nn.Embedding(num_class_embeds, time_embed_dim)
+        self.temporal_rotary_emb = RotaryEmbedding(ROPE_DIM)
+        rotary = self.temporal_rotary_emb
+
+        def temp_block(channels: int, present: bool) -> nn.Module:
+            return TemporalModule3D(channels, time_embed_dim, attention_types) if present else _Identity()
+
+        self.down_blocks = nn.ModuleList()
+        self.down_temp_blocks = nn.ModuleList()
+        out_ch = block_out_channels[0]
+        for i, kind in enumerate(down_block_types):
+            in_ch, out_ch = out_ch, block_out_channels[i]
+            cross = kind == "CrossAttnDownBlock3D"
+            self.down_blocks.append(DownBlock3D(
+                in_ch, out_ch, temb_channels=time_embed_dim, num_layers=layers_per_block, groups=norm_num_groups,
+                eps=norm_eps, add_downsample=i < n_blocks - 1, heads=attention_head_dim[i] if cross else None,
+                cross_attention_dim=cross_attention_dim, only_cross_attention=only_cross_attention[i], rotary=rotary,
+            ))
+            self.down_temp_blocks.append(temp_block(out_ch, i in down_temporal_idx))
+
+        self.mid_block = UNetMidBlock3DCrossAttn(
+            block_out_channels[-1], temb_channels=time_embed_dim, groups=norm_num_groups, eps=norm_eps,
+            heads=attention_head_dim[-1], cross_attention_dim=cross_attention_dim, rotary=rotary,
+        )
+        self.mid_temp_block = temp_block(block_out_channels[-1], bool(mid_temporal))
+
+        self.up_blocks = nn.ModuleList()
+        self.up_temp_blocks = nn.ModuleList()
+        rev_ch = list(reversed(block_out_channels))
+        rev_heads = list(reversed(attention_head_dim))
+        rev_cross_only = list(reversed(only_cross_attention))
+        out_ch = rev_ch[0]
+        for i, kind in enumerate(up_block_types):
+            prev_ch, out_ch = out_ch, rev_ch[i]
+            in_ch = rev_ch[min(i + 1, n_blocks - 1)]
+            cross = kind == "CrossAttnUpBlock3D"
+            self.up_blocks.append(UpBlock3D(
+                in_ch, prev_ch, out_ch, temb_channels=time_embed_dim, num_layers=layers_per_block + 1,
+                groups=norm_num_groups, eps=norm_eps, add_upsample=i < n_blocks - 1,
+                heads=rev_heads[i] if cross else None, cross_attention_dim=cross_attention_dim,
+                only_cross_attention=rev_cross_only[i], rotary=rotary,
+            ))
+            self.up_temp_blocks.append(temp_block(out_ch, i in up_temporal_idx))
+
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
+        self.conv_out = InflatedConv3d(block_out_channels[0], out_channels, 3, padding=1)
+        checkpoint.install_rope_alias_hooks(self)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        sample: Tensor,
+        timestep: Tensor | int | float,
+        low_res: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        class_labels: Tensor | int | None = None,
+        return_dict: bool = True,
+    ) -> UNetVideoOutput | tuple[Tensor]:
+        self._check_inputs(sample, low_res, encoder_hidden_states)
+        x = torch.cat([sample, low_res], dim=1)
+        b = x.shape[0]
+
+        timesteps = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=x.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps[None]
+        timesteps = timesteps.to(x.device).expand(b)
+        emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
+
+        labels = self._noise_level_labels(class_labels, x.device)
+        emb = emb + self.class_embedding(labels).to(self.dtype)
+
+        context = encoder_hidden_states
+        h = self.conv_in(x)
+        skips: list[Tensor] = [h]
+        for block, temp in zip(self.down_blocks, self.down_temp_blocks):
+            h, block_skips = block(h, emb, context)
+            skips.extend(block_skips)
+            h = temp(h, emb)  # the skips keep the values from before the temporal module
+
+        h = self.mid_temp_block(self.mid_block(h, emb, context), emb)
+
+        for i, (block, temp) in enumerate(zip(self.up_blocks, self.up_temp_blocks)):
+            n = len(block.resnets)
+            block_skips, skips = skips[-n:], skips[:-n]
+            # odd sizes: upsample to exactly the next skip's size instead of x2
+            upsample_size = tuple(skips[-1].shape[2:]) if skips else None
+            h = temp(block(h, block_skips, emb, context, upsample_size), emb)
+
+        h = self.conv_out(F.silu(self.conv_norm_out(h)))
+        if not return_dict:
+            return (h,)
+        return UNetVideoOutput(sample=h)
+
+    # ------------------------------------------------------------------ checks
+    def _check_inputs(self, sample: Tensor, low_res: Tensor, context: Tensor | None) -> None:
+        latent_ch = self.config.out_channels
+        lr_ch = self.config.in_channels - latent_ch
+        for name, t, ch in (("sample", sample, latent_ch), ("low_res", low_res, lr_ch)):
+            if not torch.is_tensor(t) or t.ndim != 5:
+                got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+                raise ValueError(f"{name}: expected a 5-D tensor (B, C, T, H, W), got {got}")
+            if t.shape[1] != ch:
+                raise ValueError(f"{name}: expected {ch} channels, got {t.shape[1]} (shape {tuple(t.shape)})")
+        if sample.shape[0] != low_res.shape[0] or sample.shape[2:] != low_res.shape[2:]:
+            raise ValueError(
+                "sample and low_res must share batch, frames and size: "
+                f"got sample {tuple(sample.shape)} and low_res {tuple(low_res.shape)}"
+            )
+        if context is None:
+            raise ValueError("encoder_hidden_states: the text embeddings are required (B, L, "
+                             f"{self.config.cross_attention_dim})")
+        if context.ndim != 3 or context.shape[-1] != self.config.cross_attention_dim:
+            raise ValueError(
+                f"encoder_hidden_states: expected (B, L, {self.config.cross_attention_dim}), got {tuple(context.shape)}"
+            )
+        if context.shape[0] != sample.shape[0]:
+            raise ValueError(
+                f"encoder_hidden_states: batch {context.shape[0]} does not match sample batch {sample.shape[0]}"
+            )
+
+    def _noise_level_labels(self, class_labels: Tensor | int | None, device: torch.device) -> Tensor:
+        if class_labels is None:
+            raise ValueError("class_labels: the noise level is required (an int in [0, "
+                             f"{self.config.max_noise_level}])")
+        labels = class_labels if torch.is_tensor(class_labels) else torch.tensor([class_labels])
+        labels = labels.to(device)
+        if labels.is_floating_point():
+            if not torch.equal(labels, labels.round()):
+                raise ValueError(f"class_labels: noise levels must be integers, got {labels.tolist()}")
+            labels = labels.long()
+        if labels.numel() and (labels.min() < 0 or labels.max() > self.config.max_noise_level):
+            raise ValueError(
+                f"class_labels: noise level must be in [0, {self.config.max_noise_level}], got {labels.tolist()}"
+            )
+        return labels.reshape(-1)
+
+
+def _check_config(down_types, up_types, channels, act_fn, linear_proj, dual, center, pad, mid_scale, n_class) -> None:
+    known_down = {"DownBlock3D", "CrossAttnDownBlock3D"}
+    known_up = {"UpBlock3D", "CrossAttnUpBlock3D"}
+    problems = []
+    if any(t not in known_down for t in down_types):
+        problems.append(f"down_block_types must be from {sorted(known_down)}, got {list(down_types)}")
+    if any(t not in known_up for t in up_types):
+        problems.append(f"up_block_types must be from {sorted(known_up)}, got {list(up_types)}")
+    if not (len(down_types) == len(up_types) == len(channels)):
+        problems.append("down_block_types, up_block_types and block_out_channels must have the same length")
+    if act_fn != "silu":
+        problems.append(f"act_fn must be 'silu', got {act_fn!r}")
+    if not linear_proj:
+        problems.append("use_linear_projection must be true (the released model uses Linear projections)")
+    if dual:
+        problems.append("dual_cross_attention is not supported")
+    if center:
+        problems.append("center_input_sample is not supported")
+    if pad != 1:
+        problems.append(f"downsample_padding must be 1, got {pad}")
+    if float(mid_scale) != 1.0:
+        problems.append(f"mid_block_scale_factor must be 1, got {mid_scale}")
+    if not n_class:
+        problems.append("num_class_embeds must be set: the noise level is a class label")
+    if any(c % 32 for c in channels):
+        problems.append(f"block_out_channels must be multiples of 32 (hard-coded GroupNorm(32)), got {list(channels)}")
+    if problems:
+        raise ValueError("unsupported UNetVideoModel config: " + "; ".join(problems))
+
