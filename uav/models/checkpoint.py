@@ -185,7 +185,7 @@ def _inside_temporal_module(root: nn.Module, target: nn.Module) -> bool:
 def is_temporal_key(key: str) -> bool:
     """Whether a video U-Net key belongs to the layers the image model lacks."""
     return (
-        "_temp_blocks." in key
+        key.startswith(("down_temp_blocks.", "up_temp_blocks.", "mid_temp_block."))
         or ".resblock_temporal." in key
         or ".attn_temporal." in key
         or ".norm_temporal." in key
