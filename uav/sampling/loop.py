@@ -1,0 +1,141 @@
+"""The denoising loop (paper §3, SPEC §6 step 5), as one plain function with a callback.
+
+Per step: run the U-Net on every temporal window (CFG batch ``[uncond, cond]``), merge
+the window predictions with the segment plan's weights, apply guidance, predict x0,
+optionally propagate x0 along the optical flow, and step from x0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Collection, Sequence
+
+import torch
+
+from uav.protocols import DenoisingScheduler, SegmentPlan
+from uav.sampling.propagation import propagate_latents
+from uav.sampling.windows import merge_windows
+
+Tensor = torch.Tensor
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+def denoise(
+    unet: torch.nn.Module,
+    scheduler: DenoisingScheduler,
+    latents: Tensor,
+    low_res: Tensor,
+    text_embeddings: Tensor,
+    *,
+    noise_level: int,
+    guidance_scale: float,
+    plan: SegmentPlan,
+    timesteps: Sequence[int] | Tensor,
+    propagation_steps: Collection[int] = (),
+    flows: tuple[Tensor, Tensor] | None = None,
+    fuse_scale: float = 0.5,
+    window_batch: int = 1,
+    callback: StepCallback | None = None,
+    trace: dict[str, Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Run the reverse diffusion on a whole clip and return the final latents.
+
+    Args:
+        unet: the video U-Net (called as ``unet(sample, t, low_res, encoder_hidden_states=,
+            class_labels=)``); runs in its own dtype.
+        scheduler: a :class:`~uav.protocols.DenoisingScheduler` whose schedule is set.
+        latents: initial ``x_T``, ``(1, 4, T, h, w)``.
+        low_res: the *noised* low-res clip ``(1, 3, T, h, w)``.
+        text_embeddings: ``(2, L, D)`` = ``[negative, positive]`` when guidance is on,
+            else ``(1, L, D)``.
+        noise_level: the class label of every U-Net call.
+        plan: temporal windows and merge weights (see :mod:`uav.sampling.windows`).
+        timesteps: the schedule, in order.
+        propagation_steps: 0-based step indices at which x0 is propagated.
+        flows: ``(forward, backward)`` at latent resolution, each ``(1, 2, T-1, h, w)``.
+        window_batch: windows stacked into one U-Net call (GroupNorm is per batch item,
+            so this changes nothing numerically).
+        callback: called after every step with ``{"stage": "denoise", "index", "total",
+            "timestep", "latents", "x0"}``.
+        trace: if a dict, receives the per-step tensors named as in the parity fixture.
+    """
+    cfg = text_embeddings.shape[0] == 2
+    num_frames = latents.shape[2]
+    unet_dtype = next(unet.parameters()).dtype
+    device = latents.device
+    lr_in = torch.cat([low_res, low_res]) if cfg else low_res
+    lr_in = lr_in.to(unet_dtype)
+    text = text_embeddings.to(device=device, dtype=unet_dtype)
+    total = len(timesteps)
+    prop = set(int(s) for s in propagation_steps)
+    if prop and flows is None:
+        raise ValueError("propagation_steps were given but no flows: pass flows or a flow estimator")
+
+    for i, t in enumerate(timesteps):
+        t_int = int(t)
+        if trace is not None:
+            trace[f"step{i}_latents_in"] = latents.detach().clone()
+        inp = torch.cat([latents, latents]) if cfg else latents
+        inp = inp.to(unet_dtype)
+        preds = _run_windows(unet, inp, lr_in, text, t_int, noise_level, plan.windows, window_batch)
+        v = merge_windows([p.float() for p in preds], plan, num_frames, dim=2)
+        if cfg:
+            v_uncond, v_cond = v.chunk(2)
+            v = v_uncond + guidance_scale * (v_cond - v_uncond)
+        v = v.to(latents.dtype)
+        x0 = scheduler.predict_x0(v, t_int, latents)
+        if trace is not None:
+            trace[f"step{i}_timestep"] = torch.tensor([t_int])
+            trace[f"step{i}_noise_pred_guided"] = v.detach().clone()
+            trace[f"step{i}_x0"] = x0.detach().clone()
+        if i in prop:
+            x0 = propagate_latents(x0, flows[0].to(x0), flows[1].to(x0), fuse_scale=fuse_scale)
+        if trace is not None:
+            trace[f"step{i}_x0_used"] = x0.detach().clone()
+        latents = _step(scheduler, v, t_int, latents, x0, generator)
+        if trace is not None:
+            trace[f"step{i}_latents_out"] = latents.detach().clone()
+        if callback is not None:
+            callback({"stage": "denoise", "index": i, "total": total, "timestep": t_int, "latents": latents,
+                      "x0": x0})
+    return latents
+
+
+def _step(scheduler: Any, v: Tensor, t: int, latents: Tensor, x0: Tensor, generator: torch.Generator | None) -> Tensor:
+    if generator is not None:
+        try:
+            return scheduler.step(v, t, latents, x0, generator=generator)
+        except TypeError:  # a plugin scheduler without a generator argument
+            pass
+    return scheduler.step(v, t, latents, x0)
+
+
+def _run_windows(
+    unet: torch.nn.Module,
+    inp: Tensor,
+    lr_in: Tensor,
+    text: Tensor,
+    t: int,
+    noise_level: int,
+    windows: Sequence[tuple[int, int]],
+    window_batch: int,
+) -> list[Tensor]:
+    """U-Net predictions for each window, ``window_batch`` equal-length windows per call."""
+    b = inp.shape[0]
+    preds: list[Tensor | None] = [None] * len(windows)
+    order = list(range(len(windows)))
+    while order:
+        first = order[0]
+        length = windows[first][1] - windows[first][0]
+        group = [k for k in order if windows[k][1] - windows[k][0] == length][:window_batch]
+        order = [k for k in order if k not in group]
+        sample = torch.cat([inp[:, :, windows[k][0]:windows[k][1]] for k in group])
+        cond = torch.cat([lr_in[:, :, windows[k][0]:windows[k][1]] for k in group])
+        ctx = text.repeat(len(group), 1, 1)
+        labels = torch.full((sample.shape[0],), noise_level, dtype=torch.long, device=sample.device)
+        out = unet(sample, torch.tensor(t, device=sample.device), cond, encoder_hidden_states=ctx,
+                   class_labels=labels)
+        out = out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
+        for j, k in enumerate(group):
+            preds[k] = out[j * b:(j + 1) * b]
+    return preds  # type: ignore[return-value]

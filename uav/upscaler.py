@@ -1,0 +1,564 @@
+"""``VideoUpscaler``: the public facade over models, sampling loop, decoding and I/O.
+
+Data walks one way: source -> low-res clip (+ flows) -> denoising per tile -> chunked
+decode -> tile blend -> colour fix -> frames handed out chunk by chunk. Only low-res
+state (clip, latents) is held for the whole video; 4x frames exist a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from uav.protocols import Tile
+from uav.sampling.decode import decode_chunks
+from uav.sampling.loop import denoise
+from uav.sampling.schedulers import OfficialDDIM, low_res_add_noise
+from uav.sampling.tiling import blend_tiles
+from uav.settings import SettingsError, UpscaleSettings
+
+Tensor = torch.Tensor
+log = logging.getLogger("uav")
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+#: the published code downscales inputs whose sides are both >= this (SPEC §7.2)
+LARGE_INPUT_SIDE = 1280
+
+
+class InputError(ValueError):
+    """A video argument that cannot be upscaled (names the argument and the fix)."""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What is known of the input beyond its pixels (filled when it came from a file)."""
+
+    path: Path | None = None
+    fps: Any = None
+    start_frame: int = 0
+
+
+class VideoUpscaler:
+    """Temporally consistent diffusion video super-resolution (Upscale-A-Video), x4.
+
+    Build with :meth:`from_pretrained` (a release folder) or :meth:`from_components`
+    (your own models and schedulers), then call :meth:`upscale`::
+
+        up = VideoUpscaler.from_pretrained("pretrained_models/upscale_a_video", device="cuda")
+        up.upscale("in.mp4", output="out.mp4", prompt="a cat", propagation_steps=(24, 26, 28))
+    """
+
+    def __init__(
+        self,
+        *,
+        unet: torch.nn.Module,
+        vae: torch.nn.Module,
+        scheduler: Any,
+        low_res_scheduler: Any,
+        text_encoder: Any = None,
+        tokenizer: Any = None,
+        flow: Any = None,
+        raft_weights: str | os.PathLike[str] | None = None,
+        registry: Any = None,
+        source: str | None = None,
+    ) -> None:
+        self.unet = unet
+        self.vae = vae
+        self.scheduler = scheduler
+        self.low_res_scheduler = low_res_scheduler
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.flow = flow
+        self.raft_weights = Path(raft_weights) if raft_weights else None
+        self._registry = registry
+        self.source = source
+        self._prompt_cache: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_components(
+        cls,
+        *,
+        unet: torch.nn.Module,
+        vae: torch.nn.Module,
+        scheduler: Any,
+        low_res_scheduler: Any,
+        text_encoder: Any = None,
+        tokenizer: Any = None,
+        flow: Any = None,
+        registry: Any = None,
+        raft_weights: str | os.PathLike[str] | None = None,
+    ) -> "VideoUpscaler":
+        """Assemble an upscaler from ready-made parts.
+
+        ``scheduler`` may be a diffusers ``DDIMScheduler`` (always run with the published
+        DDIM rule), an :class:`~uav.sampling.schedulers.OfficialDDIM`, or any
+        :class:`~uav.protocols.DenoisingScheduler`; ``low_res_scheduler`` a diffusers
+        ``DDPMScheduler`` (or its config). ``flow`` is a flow estimator object or name.
+        """
+        return cls(unet=unet, vae=vae, scheduler=scheduler, low_res_scheduler=low_res_scheduler,
+                   text_encoder=text_encoder, tokenizer=tokenizer, flow=flow, registry=registry,
+                   raft_weights=raft_weights, source="components")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        vae: Literal["3d", "video"] = "3d",
+        vae_dtype: torch.dtype | str | None = None,
+        load_text_encoder: bool = True,
+        flow: Any = None,
+        registry: Any = None,
+    ) -> "VideoUpscaler":
+        """Load a release folder (official layout, see :mod:`uav.release`).
+
+        Args:
+            path: the folder (``pretrained_models/upscale_a_video``).
+            device: where the networks run (default: CUDA when available, else CPU).
+            dtype: U-Net/text-encoder compute dtype (default fp16 on CUDA, fp32 on CPU).
+            vae: ``"3d"`` (published default) or ``"video"`` (temporal, LR-conditioned decoder).
+            vae_dtype: VAE dtype (default fp32, as published; bf16 halves decode memory).
+            load_text_encoder: set False when you always pass prompt embeddings.
+        """
+        from uav import release
+
+        if not Path(path).exists():
+            raise release.ReleaseError(
+                f"weights folder {path} does not exist; download the Upscale-A-Video release "
+                "(see docs/weights.md) or pass its folder"
+            )
+        rel = release.find_release(path)
+        missing = rel.missing(vae=vae, need_text=load_text_encoder)
+        if missing:
+            raise release.ReleaseError(f"{rel.root} is missing: {', '.join(missing)}")
+        device = torch.device(device) if device is not None else (
+            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        dtype = _dtype(dtype, "dtype") or (torch.float16 if device.type == "cuda" else torch.float32)
+        vae_dtype = _dtype(vae_dtype, "vae_dtype") or torch.float32
+        unet = release.load_unet(rel, device=device, dtype=dtype)
+        vae_model = release.load_vae(rel, vae, device=device, dtype=vae_dtype)
+        ddim, ddpm = release.load_schedulers(rel)
+        tokenizer = text_encoder = None
+        if load_text_encoder:
+            tokenizer, text_encoder = release.load_text_encoder(rel, device=device, dtype=dtype)
+        return cls(unet=unet, vae=vae_model, scheduler=ddim, low_res_scheduler=ddpm, text_encoder=text_encoder,
+                   tokenizer=tokenizer, flow=flow, registry=registry, raft_weights=rel.raft_weights,
+                   source=str(rel.root))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from uav.registry import default_registry
+
+            self._registry = default_registry()
+        return self._registry
+
+    @property
+    def upscale_factor(self) -> int:
+        return int(getattr(self.vae, "upscale_factor", 4))
+
+    # ------------------------------------------------------------------ prompts
+    def encode_prompt(self, text: str) -> Tensor:
+        """CLIP ``last_hidden_state`` of ``text`` padded to the tokenizer's max length (cached)."""
+        if text in self._prompt_cache:
+            return self._prompt_cache[text]
+        if self.text_encoder is None or self.tokenizer is None:
+            raise InputError(
+                "prompt: this upscaler has no text encoder; pass prompt_embeds and negative_prompt_embeds "
+                "(or load the release's text_encoder/ and tokenizer/)"
+            )
+        enc_device = next(self.text_encoder.parameters()).device
+        ids = self.tokenizer(text, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        mask = ids.attention_mask.to(enc_device) if getattr(self.text_encoder.config, "use_attention_mask", False) \
+            else None
+        with torch.no_grad():
+            out = self.text_encoder(ids.input_ids.to(enc_device), attention_mask=mask)[0]
+        out = out.detach()
+        self._prompt_cache[text] = out
+        return out
+
+    # ------------------------------------------------------------------ main entry points
+    def upscale(
+        self,
+        video: Any,
+        *,
+        output: str | os.PathLike[str] | None = None,
+        output_type: Literal["np", "pt"] = "np",
+        settings: UpscaleSettings | None = None,
+        callback: ProgressCallback | None = None,
+        prompt_embeds: Tensor | None = None,
+        negative_prompt_embeds: Tensor | None = None,
+        latents: Tensor | None = None,
+        low_res_noise: Tensor | None = None,
+        flows: tuple[Tensor, Tensor] | None = None,
+        trace: dict[str, Tensor] | None = None,
+        writer_options: Mapping[str, Any] | None = None,
+        start: int | str | None = None,
+        end: int | str | None = None,
+        **knobs: Any,
+    ) -> Any:
+        """Upscale a video x4.
+
+        Args:
+            video: a file path (read with :mod:`uav.io`), frames as a numpy array ``(T, H, W, 3)``
+                (uint8, uint16 or float in [0, 1]), a torch tensor ``(1, 3, T, H, W)`` or
+                ``(T, 3, H, W)`` in [-1, 1], or an iterable of ``(H, W, 3)`` frames.
+            output: write the result to this path (codec from ``writer_options``) and return the path.
+            output_type: without ``output``: ``"np"`` -> uint8 ``(T, 4H, 4W, 3)``; ``"pt"`` ->
+                ``(1, 3, T, 4H, 4W)`` float in [-1, 1].
+            settings: an :class:`UpscaleSettings`; keyword ``knobs`` (``prompt=``, ``noise_level=``,
+                ``guidance_scale=``, ``num_inference_steps=``, ``propagation_steps=``, ``color_fix=``,
+                ``seed=``, ``w_lr=`` ...) override its fields.
+            callback: receives progress dicts (``stage``: ``flow``/``denoise``/``decode``, ``index``,
+                ``total`` ...).
+            prompt_embeds, negative_prompt_embeds: explicit text embeddings ``(1, L, D)``; they
+                override the text prompts (defaults included) and need no text encoder.
+            latents: initial ``x_T`` ``(1, 4, T, h, w)``; low_res_noise: the augmentation noise
+                ``(1, 3, T, h, w)``; flows: ``(forward, backward)`` ``(1, 2, T-1, h, w)`` at the
+                low-res size. All three are what the parity fixtures record.
+            trace: a dict that receives per-step tensors (see :func:`uav.sampling.loop.denoise`).
+            start, end: frame range of a file input (``end`` exclusive; ints or timecodes).
+        """
+        settings = _merge_settings(settings, knobs)
+        lr, info = self._load_video(video, start=start, end=end)
+        chunks = self._generate(lr, settings, callback=callback, prompt_embeds=prompt_embeds,
+                                negative_prompt_embeds=negative_prompt_embeds, latents=latents,
+                                low_res_noise=low_res_noise, flows=flows, trace=trace)
+        if output is not None:
+            return self._write(chunks, Path(output), lr, info, writer_options or {})
+        if output_type == "pt":
+            return torch.cat([c for _, c in chunks], dim=2)
+        if output_type == "np":
+            return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
+        raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+
+    def upscale_iter(self, video: Any, *, settings: UpscaleSettings | None = None,
+                     callback: ProgressCallback | None = None, start: int | str | None = None,
+                     end: int | str | None = None, **kwargs: Any) -> Iterator[np.ndarray]:
+        """Stream the result: yields uint8 frames ``(t, 4H, 4W, 3)`` a decode chunk at a time."""
+        knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in UpscaleSettings.field_names()}
+        settings = _merge_settings(settings, knobs)
+        lr, _ = self._load_video(video, start=start, end=end)
+        for _, chunk in self._generate(lr, settings, callback=callback, **kwargs):
+            yield to_uint8(chunk)
+
+    # ------------------------------------------------------------------ the pipeline
+    def _generate(
+        self,
+        lr: Tensor,
+        s: UpscaleSettings,
+        *,
+        callback: ProgressCallback | None = None,
+        prompt_embeds: Tensor | None = None,
+        negative_prompt_embeds: Tensor | None = None,
+        latents: Tensor | None = None,
+        low_res_noise: Tensor | None = None,
+        flows: tuple[Tensor, Tensor] | None = None,
+        trace: dict[str, Tensor] | None = None,
+    ) -> Iterator[tuple[int, Tensor]]:
+        device = self.device
+        lr = self._maybe_downscale(lr, s)
+        _, _, num_frames, h, w = lr.shape
+        text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
+
+        generator = torch.Generator(device="cpu").manual_seed(
+            s.seed if s.seed is not None else random.randrange(2**63))
+        # draw order as published: low-res noise first, then the initial latents
+        noise = _given("low_res_noise", low_res_noise, (1, 3, num_frames, h, w)) if low_res_noise is not None \
+            else torch.randn(lr.shape, generator=generator)
+        x_t = _given("latents", latents, (1, 4, num_frames, h, w)) if latents is not None \
+            else torch.randn((1, 4, num_frames, h, w), generator=generator)
+
+        flow_pair = None
+        if s.propagation_steps and num_frames > 1:
+            if flows is not None:
+                flow_pair = (_given("flows[0]", flows[0], (1, 2, num_frames - 1, h, w)),
+                             _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
+            else:
+                flow_pair = self._estimate_flows(lr, s, callback)
+
+        scheduler = self._scheduler(s)
+        timesteps = [int(t) for t in scheduler.set_timesteps(s.num_inference_steps)]
+        segments = self.registry.get("segments", s.segments)
+        tiles = self._tiles(h, w, s)
+        tile_latents: list[Tensor] = []
+        for k, tile in enumerate(tiles):
+            y0, y1, x0, x1 = tile.region
+            crop = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+            lr_tile = lr[crop].to(device)
+            noisy = low_res_add_noise(lr_tile, noise[crop].to(device), s.noise_level, self.low_res_scheduler)
+            tile_flows = None if flow_pair is None else tuple(f[crop].to(device) for f in flow_pair)
+            plan = segments.plan(num_frames, s.window)
+
+            def step_cb(info: dict[str, Any], k: int = k) -> None:
+                if callback is not None:
+                    callback({**info, "tile": k, "tiles": len(tiles)})
+
+            with torch.no_grad():
+                out = denoise(
+                    self.unet, scheduler, x_t[crop].to(device), noisy, text, noise_level=s.noise_level,
+                    guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
+                    propagation_steps=s.propagation_steps, flows=tile_flows, fuse_scale=s.fuse_scale,
+                    window_batch=s.window_batch, callback=step_cb, trace=trace if len(tiles) == 1 else None,
+                    generator=generator,
+                )
+            # keep finished tiles off the accelerator while the others denoise
+            tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
+
+        corrector = None if s.color_fix_name == "none" else self.registry.get("color", s.color_fix_name)
+        decoders = [decode_chunks(self.vae, z.to(device), lr[:, :, :, t.region[0]:t.region[1],
+                                                          t.region[2]:t.region[3]].to(device),
+                                  chunk=s.decode_chunk, w_lr=s.w_lr)
+                    for z, t in zip(tile_latents, tiles)]
+        scale = self.upscale_factor
+        n_chunks = -(-num_frames // s.decode_chunk)
+        for c, parts in enumerate(zip(*decoders)):
+            start = parts[0][0]
+            outs = [p[1] for p in parts]
+            frames = outs[0] if len(tiles) == 1 else blend_tiles(outs, tiles, h * scale, w * scale)
+            if corrector is not None:
+                ref = lr[0, :, start:start + frames.shape[2]].permute(1, 0, 2, 3).to(frames.device)
+                fixed = corrector(frames[0].permute(1, 0, 2, 3), ref)
+                frames = fixed.permute(1, 0, 2, 3)[None].clamp(-1.0, 1.0)
+            if callback is not None:
+                callback({"stage": "decode", "index": c, "total": n_chunks, "frames": frames.shape[2]})
+            yield start, frames.cpu()
+
+    # ------------------------------------------------------------------ components
+    def _scheduler(self, s: UpscaleSettings) -> Any:
+        from diffusers import DDIMScheduler
+
+        sched = self.scheduler
+        if s.scheduler == "ddim-official":
+            if isinstance(sched, OfficialDDIM):
+                return OfficialDDIM(sched._ddim, eta=s.eta) if s.eta != sched.eta else sched
+            if isinstance(sched, (DDIMScheduler, Mapping)):
+                return OfficialDDIM(sched, eta=s.eta)
+            if hasattr(sched, "predict_x0") and hasattr(sched, "step"):
+                return sched  # a ready DenoisingScheduler handed in by the caller
+            raise SettingsError(f"scheduler: cannot run the published DDIM rule with {type(sched).__name__}")
+        config = sched._ddim.config if isinstance(sched, OfficialDDIM) else getattr(sched, "config", sched)
+        return self.registry.get("scheduler", s.scheduler, config=dict(config))
+
+    def _tiles(self, h: int, w: int, s: UpscaleSettings) -> list[Tile]:
+        use = s.tile if s.tile is not None else h * w >= s.tile_threshold
+        if not use:
+            scale = self.upscale_factor
+            return [Tile((0, h, 0, w), torch.ones(h * scale, w * scale))]
+        strategy = self.registry.get("tiling", s.tiling)
+        tiles = strategy.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=self.upscale_factor)
+        log.info("tiling %dx%d into %d tiles (%s)", w, h, len(tiles), s.tiling)
+        return tiles
+
+    def _estimate_flows(self, lr: Tensor, s: UpscaleSettings, callback: ProgressCallback | None) -> tuple[Tensor,
+                                                                                                         Tensor]:
+        estimator = self._flow_estimator(s)
+        if callback is not None:
+            callback({"stage": "flow", "index": 0, "total": 1})
+        frames = lr[0].permute(1, 0, 2, 3)
+        forward, backward = estimator(frames, size=tuple(lr.shape[-2:]))
+        if callback is not None:
+            callback({"stage": "flow", "index": 1, "total": 1})
+        return forward.float().cpu(), backward.float().cpu()
+
+    def _flow_estimator(self, s: UpscaleSettings) -> Any:
+        if self.flow is not None and not isinstance(self.flow, str) and s.flow == "auto":
+            return self.flow
+        name = self.flow if isinstance(self.flow, str) and s.flow == "auto" else s.flow
+        if name == "auto":
+            name = "raft" if self.raft_weights is not None else "dis"
+        if name == "raft":
+            if self.raft_weights is None:
+                raise SettingsError("flow='raft' needs propagator/raft-things.pth in the weights folder; "
+                                    "use flow='dis' (no weights) instead")
+            return self.registry.get("flow", "raft", weights=str(self.raft_weights), device=self.device)
+        return self.registry.get("flow", name)
+
+    def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:
+        if cond is None:
+            cond = self.encode_prompt(s.full_prompt)
+        cond = _embeds("prompt_embeds", cond)
+        if not s.do_classifier_free_guidance:
+            return cond
+        if uncond is None:
+            if self.text_encoder is None and cond is not None:
+                raise InputError(
+                    "negative_prompt_embeds: guidance_scale > 1 needs the negative embeddings too "
+                    "(or a text encoder to encode negative_prompt)"
+                )
+            uncond = self.encode_prompt(s.negative_prompt)
+        uncond = _embeds("negative_prompt_embeds", uncond)
+        if uncond.shape != cond.shape:
+            raise InputError(f"negative_prompt_embeds shape {tuple(uncond.shape)} differs from prompt_embeds "
+                             f"{tuple(cond.shape)}")
+        return torch.cat([uncond, cond])
+
+    def _maybe_downscale(self, lr: Tensor, s: UpscaleSettings) -> Tensor:
+        h, w = lr.shape[-2:]
+        if h >= LARGE_INPUT_SIDE and w >= LARGE_INPUT_SIDE:
+            if s.downscale_large:
+                log.warning("input %dx%d: downscaling by 1/4 (area) before upscaling x4 (downscale_large=True)", w, h)
+                frames = lr[0].permute(1, 0, 2, 3)
+                small = F.interpolate(frames, size=(h // 4, w // 4), mode="area")
+                return small.permute(1, 0, 2, 3)[None]
+            log.warning("input %dx%d is large: the output will be %dx%d. The published code would have downscaled "
+                        "it by 1/4 first; pass downscale_large=True for that.", w, h, 4 * w, 4 * h)
+        return lr
+
+    # ------------------------------------------------------------------ input / output
+    def _load_video(self, video: Any, *, start: int | str | None = None,
+                    end: int | str | None = None) -> tuple[Tensor, ClipInfo]:
+        info = ClipInfo()
+        if isinstance(video, (str, os.PathLike)):
+            from uav.io import reader
+
+            path = Path(video)
+            vi = reader.probe(path)
+            frames = reader.read_frames(path, start=start, end=end)
+            info = ClipInfo(path=path, fps=vi.fps,
+                            start_frame=reader.parse_frame_position(start, vi.fps, vi.start_timecode) or 0)
+            lr = frames_to_tensor(frames, "video")
+        else:
+            if start is not None or end is not None:
+                raise InputError("start/end: only a file input can be trimmed; slice the frames instead")
+            lr = frames_to_tensor(video, "video")
+        return lr, info
+
+    def _write(self, chunks: Iterable[tuple[int, Tensor]], path: Path, lr: Tensor, info: ClipInfo,
+               options: Mapping[str, Any]) -> Path:
+        from fractions import Fraction
+
+        from uav.io.writer import VideoWriter
+
+        options = dict(options)
+        fps = options.pop("fps", None) or info.fps or Fraction(24)
+        scale = self.upscale_factor
+        height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
+        if info.path is not None:
+            options.setdefault("audio_source", info.path)
+            options.setdefault("audio_start_frame", info.start_frame)
+            options.setdefault("audio_end_frame", info.start_frame + lr.shape[2])
+        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options)
+        try:
+            for _, chunk in chunks:
+                for frame in to_uint8(chunk):
+                    writer.write(frame)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.close()
+
+
+# ---------------------------------------------------------------------------- helpers
+def _merge_settings(settings: UpscaleSettings | None, knobs: Mapping[str, Any]) -> UpscaleSettings:
+    if settings is not None and not isinstance(settings, UpscaleSettings):
+        raise SettingsError(f"settings must be an UpscaleSettings, got {type(settings).__name__}")
+    knobs = dict(knobs)
+    if "steps" in knobs:
+        knobs["num_inference_steps"] = knobs.pop("steps")
+    base = settings or UpscaleSettings()
+    return base.replace(**knobs) if knobs else base
+
+
+def _dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if value not in table:
+        raise SettingsError(f"{name} must be one of {sorted(table)}, got {value!r}")
+    return table[value]
+
+
+def _given(name: str, t: Any, shape: tuple[int, ...]) -> Tensor:
+    if not torch.is_tensor(t):
+        raise InputError(f"{name}: expected a tensor of shape {shape}, got {type(t).__name__}")
+    if tuple(t.shape) != shape:
+        raise InputError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+    return t.float().cpu()
+
+
+def _embeds(name: str, t: Any) -> Tensor:
+    if not torch.is_tensor(t) or t.ndim != 3 or t.shape[0] != 1:
+        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+        raise InputError(f"{name}: expected a (1, L, D) tensor, got {got}")
+    if not torch.isfinite(t).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+    return t
+
+
+def frames_to_tensor(video: Any, name: str = "video") -> Tensor:
+    """Normalise any supported frame container to a float32 ``(1, 3, T, H, W)`` clip in [-1, 1]."""
+    if torch.is_tensor(video):
+        t = video.detach()
+        if t.ndim == 4:  # (T, 3, H, W)
+            if t.shape[1] != 3:
+                raise InputError(f"{name}: a 4-D tensor must be (T, 3, H, W), got {tuple(t.shape)}")
+            t = t.permute(1, 0, 2, 3)[None]
+        if t.ndim != 5 or t.shape[0] != 1 or t.shape[1] != 3:
+            raise InputError(f"{name}: expected a tensor (1, 3, T, H, W) or (T, 3, H, W) in [-1, 1], "
+                             f"got {tuple(t.shape)}")
+        t = t.float().cpu()
+    else:
+        if isinstance(video, np.ndarray):
+            arr = video
+        else:
+            try:
+                frames = [np.asarray(f) for f in video]
+            except TypeError:
+                raise InputError(f"{name}: expected a path, an array, a tensor or an iterable of frames, "
+                                 f"got {type(video).__name__}") from None
+            if not frames:
+                raise InputError(f"{name}: the video has no frames")
+            shapes = {f.shape for f in frames}
+            if len(shapes) > 1:
+                first = frames[0].shape
+                bad = next(i for i, f in enumerate(frames) if f.shape != first)
+                raise InputError(f"{name}: all frames must have one size; frame 0 is {first}, frame {bad} is "
+                                 f"{frames[bad].shape}")
+            arr = np.stack(frames)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise InputError(f"{name}: expected frames (T, H, W, 3) RGB, got array of shape {arr.shape}")
+        if arr.dtype == np.uint8:
+            x = torch.from_numpy(np.ascontiguousarray(arr)).float() / 255.0
+        elif arr.dtype == np.uint16:
+            x = torch.from_numpy(arr.astype(np.float32)) / 65535.0
+        elif np.issubdtype(arr.dtype, np.floating):
+            x = torch.from_numpy(arr.astype(np.float32))
+        else:
+            raise InputError(f"{name}: unsupported frame dtype {arr.dtype} (use uint8, uint16 or float in [0, 1])")
+        t = (x * 2.0 - 1.0).permute(3, 0, 1, 2)[None]
+    if t.shape[2] == 0:
+        raise InputError(f"{name}: the video has no frames")
+    if t.shape[-1] < 1 or t.shape[-2] < 1:
+        raise InputError(f"{name}: frames have no pixels ({tuple(t.shape[-2:])})")
+    if not torch.isfinite(t).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+    return t.contiguous()
+
+
+def to_uint8(frames: Tensor) -> np.ndarray:
+    """``(1, 3, t, H, W)`` in [-1, 1] -> uint8 ``(t, H, W, 3)``, rounded (the published code truncates)."""
+    x = ((frames[0].float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous().numpy()
