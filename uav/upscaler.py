@@ -315,7 +315,7 @@ class VideoUpscaler:
                 out = denoise(
                     self.unet, scheduler, x_t[crop].to(device), noisy, text, noise_level=s.noise_level,
                     guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
-                    propagation_steps=s.propagation_steps, flows=tile_flows, fuse_scale=s.fuse_scale,
+                    propagation_steps=s.propagation_steps if tile_flows is not None else (), flows=tile_flows, fuse_scale=s.fuse_scale,
                     window_batch=s.window_batch, callback=step_cb, trace=trace if len(tiles) == 1 else None,
                     generator=generator,
                 )
