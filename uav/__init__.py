@@ -3,13 +3,38 @@
 The public surface is small on purpose::
 
     from uav import VideoUpscaler, UpscaleSettings
+
+Names are imported lazily, so ``import uav.io`` or ``uav --help`` do not pay for torch
+and diffusers until a model is needed.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from uav.settings import SettingsError, UpscaleSettings
-from uav.upscaler import InputError, VideoUpscaler
+_LAZY = {
+    "VideoUpscaler": "uav.upscaler",
+    "InputError": "uav.upscaler",
+    "UpscaleSettings": "uav.settings",
+    "SettingsError": "uav.settings",
+    "hookimpl": "uav.registry.hookspecs",
+}
 
-__all__ = ["VideoUpscaler", "UpscaleSettings", "SettingsError", "InputError", "__version__"]
+__all__ = ["VideoUpscaler", "UpscaleSettings", "SettingsError", "InputError", "hookimpl", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from uav.registry.hookspecs import hookimpl
+    from uav.settings import SettingsError, UpscaleSettings
+    from uav.upscaler import InputError, VideoUpscaler
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'uav' has no attribute {name!r}")

@@ -296,6 +296,8 @@ class VideoUpscaler:
 
         scheduler = self._scheduler(s)
         timesteps = [int(t) for t in scheduler.set_timesteps(s.num_inference_steps)]
+        # 1 for DDIM; Euler-type plugin schedulers start from a slightly different scale
+        x_t = x_t * float(getattr(scheduler, "init_noise_sigma", 1.0))
         segments = self.registry.get("segments", s.segments)
         tiles = self._tiles(h, w, s)
         tile_latents: list[Tensor] = []
