@@ -8,7 +8,9 @@ from uav.cli.app import app
 
 # One line per sub-command module; a module that is missing is simply not offered.
 _COMMAND_MODULES: list[str] = [
+    "timeline",
     "evaluate",
+    "plugins",
 ]
 
 

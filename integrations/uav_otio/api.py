@@ -1,0 +1,315 @@
+"""The Python API: read a timeline, plan it, upscale it, write it back."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import opentimelineio as otio
+
+from .plan import DEFAULT_HANDLES, Plan, RenderJob, plan_timeline
+from .relink import DOWNGRADE_SCHEMA_VERSIONS, absolutize_media_urls, relink_plan
+from .render import PARTIAL_MARK, RenderReport, Renderer, UpscalerRenderer, render_plan
+from .shots import ShotList, load_shot_list
+
+__all__ = [
+    "LoadedTimeline",
+    "UpscaleResult",
+    "adapter_can_write",
+    "output_paths",
+    "plan_file",
+    "read_timeline",
+    "upscale_timeline",
+    "write_timeline",
+]
+
+
+@dataclass
+class LoadedTimeline:
+    """A timeline read from disk and the folder its relative media paths start from."""
+
+    timeline: otio.schema.Timeline
+    path: Path | None
+    base_dir: Path | None
+
+
+def _pick_timeline(obj: Any, path: Path, name: str | None) -> otio.schema.Timeline:
+    if isinstance(obj, otio.schema.Timeline):
+        if name is not None and obj.name != name:
+            raise ValueError(f"{str(path)!r} holds timeline {obj.name!r}, not {name!r}")
+        return obj
+    timelines = [t for t in (obj.find_children(descended_from_type=otio.schema.Timeline)
+                             if hasattr(obj, "find_children") else [])]
+    if name is not None:
+        timelines = [t for t in timelines if t.name == name]
+    if len(timelines) == 1:
+        return timelines[0]
+    names = [t.name for t in (obj.find_children(descended_from_type=otio.schema.Timeline)
+                              if hasattr(obj, "find_children") else [])]
+    if not names:
+        raise ValueError(f"{str(path)!r} holds no timeline (got a {type(obj).__name__})")
+    want = f"named {name!r}" if name is not None else "(choose one by name)"
+    raise ValueError(f"{str(path)!r} holds {len(names)} timelines {names}; expected one {want}")
+
+
+def read_timeline(
+    path: str | Path,
+    *,
+    adapter_name: str | None = None,
+    timeline_name: str | None = None,
+    extract_dir: str | Path | None = None,
+) -> LoadedTimeline:
+    """Read any timeline OpenTimelineIO can read (``.otio``, ``.otioz``, and with the
+    ``otio`` extra FCP7/Premiere XML, CMX 3600 EDL, AAF...).
+
+    Args:
+        path: the timeline file.
+        adapter_name: force an adapter instead of guessing from the suffix.
+        timeline_name: pick a timeline by name when the file holds several.
+        extract_dir: where an ``.otioz`` bundle's media is unpacked (default: a
+            temporary folder removed at exit).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: no adapter for the suffix, the file cannot be parsed, or it does
+            not hold exactly one (matching) timeline.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"timeline {str(p)!r} does not exist")
+    base_dir = p.resolve().parent
+    if adapter_name is None and p.suffix.lower() == ".otioz":
+        if extract_dir is None:
+            extract = Path(tempfile.mkdtemp(prefix="uav-otioz-"))
+            atexit.register(shutil.rmtree, extract, True)
+        else:
+            extract = Path(extract_dir)
+            extract.mkdir(parents=True, exist_ok=True)
+        try:
+            with zipfile.ZipFile(p) as z:
+                z.extractall(extract)  # zipfile drops ".." and absolute parts of names
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
+        content = extract / "content.otio"
+        if not content.is_file():
+            raise ValueError(f"{str(p)!r} is not a valid .otioz bundle: it has no content.otio")
+        obj = otio.adapters.read_from_file(str(content), adapter_name="otio_json")
+        return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, extract.resolve())
+    try:
+        obj = otio.adapters.read_from_file(str(p), adapter_name=adapter_name)
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        raise ValueError(
+            f"no OpenTimelineIO adapter reads {p.suffix!r} files ({str(p)!r}); "
+            f"available adapters: {', '.join(otio.adapters.available_adapter_names())}. "
+            "FCP XML, EDL and AAF need the 'otio' extra (opentimelineio-plugins)"
+        ) from None
+    except otio.exceptions.OTIOError as exc:
+        raise ValueError(f"cannot read timeline {str(p)!r}: {exc}") from None
+    return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, base_dir)
+
+
+def _load_shots(shots: str | Path | ShotList | None) -> ShotList | None:
+    if shots is None or isinstance(shots, ShotList):
+        return shots
+    return load_shot_list(shots)
+
+
+def plan_file(
+    path: str | Path,
+    *,
+    handles: int = DEFAULT_HANDLES,
+    media_dir: str | Path | None = None,
+    shots: str | Path | ShotList | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    name_by: str = "media",
+    ext: str = ".mov",
+    timeline_name: str | None = None,
+) -> tuple[LoadedTimeline, Plan]:
+    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`)."""
+    loaded = read_timeline(path, timeline_name=timeline_name)
+    plan = plan_timeline(
+        loaded.timeline,
+        handles=handles,
+        media_dir=media_dir,
+        shot_list=_load_shots(shots),
+        overrides=overrides,
+        base_dir=loaded.base_dir,
+        name_by=name_by,
+        ext=ext,
+    )
+    return loaded, plan
+
+
+def adapter_can_write(suffix: str) -> str | None:
+    """The name of the adapter that writes ``suffix`` files, or ``None``."""
+    try:
+        adapter = otio.adapters.from_filepath(f"x{suffix}")
+    except otio.exceptions.OTIOError:
+        return None
+    return adapter.name if adapter.has_feature("write") else None
+
+
+def output_paths(output: str | Path, input_path: str | Path | None = None) -> list[Path]:
+    """The files :func:`write_timeline` writes for ``output``: always ``.otio``, plus
+    ``output`` itself when it names another writable format, plus the input's own
+    format when its adapter can write."""
+    out = Path(output)
+    paths = [out if out.suffix.lower() == ".otio" else out.with_suffix(".otio")]
+    if out.suffix.lower() != ".otio":
+        if adapter_can_write(out.suffix) is None:
+            raise ValueError(f"no OpenTimelineIO adapter writes {out.suffix!r} files (output {str(out)!r})")
+        paths.append(out)
+    if input_path is not None:
+        suffix = Path(input_path).suffix
+        if suffix.lower() != ".otio" and adapter_can_write(suffix) is not None:
+            extra = out.with_suffix(suffix)
+            if extra not in paths:
+                paths.append(extra)
+    return paths
+
+
+def write_timeline(
+    timeline: otio.schema.Timeline,
+    output: str | Path,
+    *,
+    input_path: str | Path | None = None,
+    downgrade: bool = False,
+) -> tuple[list[Path], list[str]]:
+    """Write ``timeline`` to every file of :func:`output_paths`, each atomically.
+
+    Args:
+        timeline: the (relinked) timeline.
+        output: the main output path.
+        input_path: the input timeline, whose format is written too where possible.
+        downgrade: write ``.otio`` in the OTIO 0.14 schema (one media reference per
+            clip, the active one) for readers that know only one.
+
+    Returns:
+        ``(written, warnings)``: the files written, and why any other format was not.
+    """
+    written: list[Path] = []
+    problems: list[str] = []
+    for path in output_paths(output, input_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}{PARTIAL_MARK}-{os.getpid()}{path.suffix}")
+        kwargs: dict[str, Any] = {}
+        if path.suffix.lower() == ".otio" and downgrade:
+            kwargs["target_schema_versions"] = DOWNGRADE_SCHEMA_VERSIONS
+        try:
+            otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
+            os.replace(tmp, path)
+            written.append(path)
+        except Exception as exc:  # adapters raise anything from OTIOError to KeyError
+            if path.suffix.lower() == ".otio":
+                raise
+            problems.append(f"could not write {str(path)!r}: {type(exc).__name__}: {exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return written, problems
+
+
+@dataclass
+class UpscaleResult:
+    """What :func:`upscale_timeline` did."""
+
+    timeline: otio.schema.Timeline
+    plan: Plan
+    report: RenderReport
+    written: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    relinked: int = 0
+
+
+def upscale_timeline(
+    timeline: str | Path | otio.schema.Timeline,
+    output: str | Path,
+    media_dir: str | Path,
+    *,
+    renderer: Renderer | None = None,
+    weights: str | Path | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    codec: str = "prores_hq",
+    model: Mapping[str, Any] | None = None,
+    handles: int = DEFAULT_HANDLES,
+    shots: str | Path | ShotList | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    name_by: str = "media",
+    ext: str = ".mov",
+    base_dir: str | Path | None = None,
+    timeline_name: str | None = None,
+    downgrade: bool = False,
+    force: bool = False,
+    progress: Callable[[RenderJob, int, int], None] | None = None,
+    on_job: Callable[[RenderJob, str], None] | None = None,
+) -> UpscaleResult:
+    """Upscale every clip an edit uses and write the relinked timeline.
+
+    Args:
+        timeline: a timeline file, or a Timeline object (then ``base_dir`` resolves
+            relative media paths).
+        output: the output timeline (``.otio`` is always written; see :func:`write_timeline`).
+        media_dir: where rendered media and the manifest go.
+        renderer: ``renderer(job, settings, output_path, progress=None)``; default
+            :class:`uav_otio.render.UpscalerRenderer` (uav's ``VideoUpscaler``) built
+            from ``weights``, ``device``, ``dtype`` and ``codec``.
+        model: what identifies the model for the cache key and metadata; defaults to
+            ``renderer.model`` when the renderer has one.
+        handles: frames added on each side of each used range.
+        shots: a TOML shot list path or a parsed :class:`~uav_otio.shots.ShotList`.
+        overrides: settings that beat every other layer.
+        name_by, ext: output naming (see :func:`uav_otio.plan.plan_timeline`).
+        timeline_name: pick a timeline in a file that holds several.
+        downgrade: write ``.otio`` for readers with one media reference per clip.
+        force: re-render even what the manifest says is done.
+        progress, on_job: callbacks (see :func:`uav_otio.render.render_plan`).
+
+    Returns:
+        An :class:`UpscaleResult`. Rerunning with the same arguments renders nothing
+        and rewrites the same timeline.
+    """
+    mdir = Path(media_dir)
+    input_path: Path | None = None
+    if isinstance(timeline, otio.schema.Timeline):
+        tl, bdir = timeline, Path(base_dir) if base_dir is not None else None
+    else:
+        input_path = Path(timeline)
+        extract = mdir / f".{input_path.stem}.otioz-source" if input_path.suffix.lower() == ".otioz" else None
+        targets = [p.resolve() for p in output_paths(output, input_path)]
+        if input_path.resolve() in targets:
+            raise ValueError(
+                f"output {str(output)!r} would overwrite the input timeline {str(input_path)!r}; "
+                "choose another output name"
+            )
+        loaded = read_timeline(input_path, timeline_name=timeline_name, extract_dir=extract)
+        tl, bdir = loaded.timeline, Path(base_dir) if base_dir is not None else loaded.base_dir
+    plan = plan_timeline(
+        tl,
+        handles=handles,
+        media_dir=mdir,
+        shot_list=_load_shots(shots),
+        overrides=overrides,
+        base_dir=bdir,
+        name_by=name_by,
+        ext=ext,
+    )
+    if renderer is None:
+        renderer = UpscalerRenderer(weights=weights, device=device, dtype=dtype, codec=codec)
+    if model is None:
+        model = getattr(renderer, "model", None) or {}
+    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job)
+    relinked = relink_plan(tl, plan, report)
+    if bdir is not None and Path(output).resolve().parent != bdir.resolve():
+        # Relative links to the original media would break next to the new file.
+        absolutize_media_urls(tl, bdir)
+    written, problems = write_timeline(tl, output, input_path=input_path, downgrade=downgrade)
+    return UpscaleResult(tl, plan, report, written, list(plan.warnings) + problems, relinked)

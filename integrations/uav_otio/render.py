@@ -1,0 +1,386 @@
+"""Render jobs -> media files, resumably.
+
+The renderer is injected: any callable ``renderer(job, settings, output_path,
+progress=None) -> None`` that writes ``output_path`` atomically (write a temporary
+file, rename it when complete; :func:`atomic_output` does that). ``progress``, when
+given, is called as ``progress(frames_done, frames_total)``.
+
+A manifest (``uav_manifest.json`` in the media folder) records every finished
+output with the hash of what produced it. A rerun renders only the jobs whose
+output is missing, whose size no longer matches, or whose settings, range or
+model changed. The manifest is rewritten (atomically) after every finished job, so
+a run killed at any point loses at most the job in flight; leftover temporary
+files of such a run are removed at the start of the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # plan imports this module; the types are for annotations only
+    from .plan import Plan, RenderJob
+
+__all__ = [
+    "MANIFEST_NAME",
+    "PARTIAL_MARK",
+    "JobResult",
+    "Manifest",
+    "RenderReport",
+    "Renderer",
+    "UpscalerRenderer",
+    "atomic_output",
+    "clean_partials",
+    "compute_settings_hash",
+    "render_plan",
+]
+
+#: the manifest's file name inside the media folder
+MANIFEST_NAME = "uav_manifest.json"
+#: marks temporary files; anything in the media folder carrying it is a leftover
+PARTIAL_MARK = ".uav-partial"
+_MANIFEST_FORMAT = "uav-timeline-manifest"
+_MANIFEST_VERSION = 1
+
+#: ``renderer(job, settings, output_path, progress=None) -> None``
+Renderer = Callable[..., None]
+
+
+def compute_settings_hash(data: Mapping[str, Any]) -> str:
+    """A short stable hash of JSON-serialisable data (key order does not matter)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _partial_path(path: Path) -> Path:
+    # Keep the real extension last: writers pick the container format from it.
+    return path.with_name(f".{path.stem}{PARTIAL_MARK}-{os.getpid()}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    On any exception (``KeyboardInterrupt`` included) the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial_path(final)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"nothing was written to the temporary file {str(tmp)!r} for {str(final)!r}")
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}{PARTIAL_MARK}-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def clean_partials(media_dir: str | Path) -> list[Path]:
+    """Remove temporary files left by an interrupted run; returns what was removed."""
+    d = Path(media_dir)
+    removed = []
+    if d.is_dir():
+        for p in d.iterdir():
+            if p.is_file() and p.name.startswith(".") and PARTIAL_MARK in p.name:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+class Manifest:
+    """The record of finished outputs in a media folder."""
+
+    def __init__(self, media_dir: str | Path) -> None:
+        self.media_dir = Path(media_dir)
+        self.path = self.media_dir / MANIFEST_NAME
+        self.outputs: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                if data.get("format") != _MANIFEST_FORMAT or not isinstance(data.get("outputs"), dict):
+                    raise ValueError("not a uav manifest")
+                self.outputs = data["outputs"]
+            except (ValueError, OSError) as exc:
+                # Every entry only saves work; starting empty just re-renders.
+                warnings.warn(f"ignoring unreadable manifest {str(self.path)!r}: {exc}", stacklevel=2)
+                self.outputs = {}
+
+    def is_current(self, name: str, render_hash: str) -> bool:
+        """Whether ``name`` exists, is the size recorded, and was made from ``render_hash``."""
+        entry = self.outputs.get(name)
+        out = self.media_dir / name
+        if not entry or entry.get("render_hash") != render_hash or not out.is_file():
+            return False
+        return out.stat().st_size == entry.get("size")
+
+    def record(self, name: str, entry: dict[str, Any]) -> None:
+        """Add or replace an entry and save the manifest atomically."""
+        self.outputs[name] = entry
+        self.save()
+
+    def save(self) -> None:
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(
+            self.path, {"format": _MANIFEST_FORMAT, "version": _MANIFEST_VERSION, "outputs": self.outputs}
+        )
+
+
+@dataclass
+class JobResult:
+    """What happened to one job."""
+
+    job: RenderJob
+    status: str  # "rendered" or "cached"
+    render_hash: str
+    model: dict[str, Any]
+
+
+@dataclass
+class RenderReport:
+    """The outcome of :func:`render_plan`."""
+
+    results: list[JobResult] = field(default_factory=list)
+    removed_partials: list[Path] = field(default_factory=list)
+
+    @property
+    def rendered(self) -> list[JobResult]:
+        return [r for r in self.results if r.status == "rendered"]
+
+    @property
+    def cached(self) -> list[JobResult]:
+        return [r for r in self.results if r.status == "cached"]
+
+    def for_job(self, job: RenderJob) -> JobResult | None:
+        for r in self.results:
+            if r.job is job:
+                return r
+        return None
+
+
+def render_hash(job: RenderJob, model: Mapping[str, Any] | None) -> str:
+    """The hash an output is cached under: the job's settings hash plus the model."""
+    return compute_settings_hash({"settings_hash": job.settings_hash, "model": dict(model or {})})
+
+
+def render_plan(
+    plan: Plan,
+    renderer: Renderer,
+    *,
+    media_dir: str | Path | None = None,
+    model: Mapping[str, Any] | None = None,
+    force: bool = False,
+    progress: Callable[[RenderJob, int, int], None] | None = None,
+    on_job: Callable[[RenderJob, str], None] | None = None,
+) -> RenderReport:
+    """Render every job of ``plan`` that is not already done.
+
+    Args:
+        plan: from :func:`uav_otio.plan.plan_timeline`.
+        renderer: ``renderer(job, settings, output_path, progress=None)``; must write
+            ``output_path`` atomically.
+        media_dir: the output folder; defaults to ``plan.media_dir``.
+        model: what identifies the model (weights, dtype...); part of the cache key
+            and recorded in the manifest.
+        force: render even jobs the manifest says are done.
+        progress: ``progress(job, frames_done, frames_total)``.
+        on_job: ``on_job(job, status)`` with status ``"cached"``, ``"rendering"`` or
+            ``"rendered"``.
+
+    Returns:
+        A :class:`RenderReport`.
+
+    Raises:
+        ValueError: no media folder, or a job without an output name.
+        RuntimeError: the renderer returned without writing its output.
+    """
+    if not callable(renderer):
+        raise TypeError(f"renderer must be callable, got {type(renderer).__name__}")
+    mdir = Path(media_dir) if media_dir is not None else plan.media_dir
+    if mdir is None:
+        raise ValueError("media_dir is required: pass it here or to plan_timeline")
+    mdir.mkdir(parents=True, exist_ok=True)
+    model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
+    report = RenderReport(removed_partials=clean_partials(mdir))
+    manifest = Manifest(mdir)
+    for job in plan.jobs:
+        if not job.output_name:
+            raise ValueError("every job needs an output name; plan it with plan_timeline")
+        out = mdir / job.output_name
+        job.output_path = out
+        rh = render_hash(job, model_rec)
+        if not force and manifest.is_current(job.output_name, rh):
+            report.results.append(JobResult(job, "cached", rh, model_rec))
+            if on_job:
+                on_job(job, "cached")
+            continue
+        if on_job:
+            on_job(job, "rendering")
+        cb = (lambda done, total, _job=job: progress(_job, done, total)) if progress else None
+        renderer(job, dict(job.settings), out, progress=cb)
+        if not out.is_file():
+            raise RuntimeError(f"the renderer returned without writing {str(out)!r}")
+        manifest.record(
+            job.output_name,
+            {
+                "render_hash": rh,
+                "settings_hash": job.settings_hash,
+                "settings": job.settings,
+                "model": model_rec,
+                "media": job.media.identity,
+                "range": [job.start, job.end],
+                "rate": job.rate,
+                "frames": job.frames,
+                "timecode": job.timecode,
+                "clips": list(job.clip_names),
+                "size": out.stat().st_size,
+                "rendered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        report.results.append(JobResult(job, "rendered", rh, model_rec))
+        if on_job:
+            on_job(job, "rendered")
+    return report
+
+
+# --------------------------------------------------------------------------- #
+# the default renderer: uav's VideoUpscaler
+# --------------------------------------------------------------------------- #
+
+
+def _read_sequence(job: RenderJob) -> Any:
+    """The job's image-sequence frames as RGB ``(T, H, W, 3)`` (uint8 or uint16)."""
+    import cv2  # local: only image sequences need it
+    import numpy as np
+
+    frames = []
+    for index in range(job.first_index, job.end_index):
+        p = job.media.frame_path(index)
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise FileNotFoundError(f"image sequence frame {str(p)!r} is missing or unreadable")
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+        else:
+            img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+        frames.append(img)
+    return np.stack(frames)
+
+
+class UpscalerRenderer:
+    """The default renderer: :class:`uav.VideoUpscaler` on the job's frames, written
+    by :class:`uav.io.writer.VideoWriter` (ProRes 422 HQ by default) with the
+    source's frame rate, the job's start timecode and the source's audio for the
+    rendered range.
+
+    The model is loaded on first use and kept for the following jobs; a shot that
+    asks for another ``vae`` variant reloads it.
+
+    Args:
+        weights: the release folder for ``VideoUpscaler.from_pretrained``.
+        device: torch device name (default: CUDA when available).
+        dtype: U-Net/text-encoder dtype (``"float16"``, ``"bfloat16"``, ``"float32"``).
+        codec: a :data:`uav.io.writer.CODECS` name.
+        upscaler: a ready :class:`uav.VideoUpscaler` to use instead of loading ``weights``.
+        load_options: further keyword arguments for ``VideoUpscaler.from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        codec: str = "prores_hq",
+        upscaler: Any = None,
+        **load_options: Any,
+    ) -> None:
+        if weights is None and upscaler is None:
+            raise ValueError("weights is required: pass the release folder (--weights) or a ready upscaler")
+        self.weights = Path(weights) if weights is not None else None
+        self.device = device
+        self.dtype = dtype
+        self.codec = codec
+        self.load_options = {k: v for k, v in load_options.items() if v is not None}
+        self._upscaler: Any = upscaler
+        self._vae: str | None = None if upscaler is None else "given"
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """What identifies the model, for the cache key and the timeline metadata."""
+        rec: dict[str, Any] = {
+            "weights": str(self.weights.resolve()) if self.weights else getattr(self._upscaler, "source", None),
+            "dtype": self.dtype,
+            "codec": self.codec,
+        }
+        rec.update({k: str(v) for k, v in self.load_options.items()})
+        return rec
+
+    def _get_upscaler(self, vae: str | None) -> Any:
+        if self._vae == "given":
+            return self._upscaler
+        want = vae or "3d"
+        if self._upscaler is None or self._vae != want:
+            from uav import VideoUpscaler  # heavy (torch); only a real render needs it
+
+            self._upscaler = None  # free the previous model before loading the next
+            self._upscaler = VideoUpscaler.from_pretrained(
+                self.weights, device=self.device, dtype=self.dtype, vae=want, **self.load_options
+            )
+            self._vae = want
+        return self._upscaler
+
+    def __call__(
+        self,
+        job: RenderJob,
+        settings: Mapping[str, Any],
+        output_path: Path,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        from .shots import to_upscale_settings
+
+        upscaler = self._get_upscaler(settings.get("vae"))
+        pipeline_settings = to_upscale_settings(settings)
+        done = {"frames": 0}
+
+        def callback(info: Mapping[str, Any]) -> None:
+            if progress is not None and info.get("stage") == "decode" and info.get("tile", 0) == 0:
+                done["frames"] += int(info.get("frames", 0))
+                progress(min(done["frames"], job.frames), job.frames)
+
+        options: dict[str, Any] = {"codec": self.codec, "timecode": job.timecode}
+        with atomic_output(output_path) as tmp:
+            if job.media.kind == "image_sequence":
+                options["fps"] = job.fps
+                upscaler.upscale(_read_sequence(job), output=tmp, settings=pipeline_settings,
+                                 callback=callback, writer_options=options)
+            else:
+                # a file input brings its own fps and audio (cut to the same frames)
+                upscaler.upscale(str(job.media.path), output=tmp, settings=pipeline_settings, callback=callback,
+                                 writer_options=options, start=job.first_index, end=job.end_index)
