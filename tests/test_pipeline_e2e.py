@@ -129,3 +129,18 @@ def test_settings_prompt_join_and_parse():
     assert s.full_prompt == "a dog, best quality, extremely detailed"
     assert s.propagation_steps == (24, 26, 28)
     assert UpscaleSettings(guidance_scale=0.5, negative_prompt="").do_classifier_free_guidance is False
+
+
+@pytest.mark.parametrize("knobs", [dict(scheduler="dpmsolver++"), dict(segments="uniform"),
+                                   dict(scheduler="unipc", segments="uniform", window_batch=4)])
+def test_components_selected_by_name_run_end_to_end(upscaler, knobs):
+    clip = moving_pattern(frames=10, height=12, width=12)
+    out = upscaler.upscale(clip, num_inference_steps=2, propagation_steps=(1,), seed=0, output_type="pt", **knobs)
+    assert out.shape == (1, 3, 10, 48, 48) and torch.isfinite(out).all()
+
+
+def test_window_batching_does_not_change_the_numbers(upscaler):
+    clip = moving_pattern(frames=13, height=8, width=8)
+    a = upscaler.upscale(clip, num_inference_steps=1, seed=0, output_type="pt")
+    b = upscaler.upscale(clip, num_inference_steps=1, seed=0, output_type="pt", window_batch=4)
+    assert (a - b).abs().max() < 1e-5
