@@ -45,6 +45,9 @@ class UpscaleSettings:
         window_batch: how many windows go through the U-Net in one call (same numbers, faster on GPUs).
         tiling: spatial tiling rule (``"official"`` hard paste, ``"feather"``, or a plugin's).
         tile: ``None`` = automatic (when h*w >= tile_threshold), ``True``/``False`` to force.
+        tile_mode: ``"pipeline"`` (published: each tile runs the whole pipeline on its own and the
+            outputs are blended) or ``"latent"`` (MultiDiffusion-style: one run whose U-Net predictions
+            are averaged over overlapping latent tiles at every step; frames decode whole).
         tile_size, tile_overlap, tile_threshold: in low-res pixels (published 256, 64, 384²).
         decode_chunk: frames per VAE decode call (3 as published; GroupNorm makes it matter).
         fuse_scale: propagation fusion weight beta (0.5 as published).
@@ -70,6 +73,7 @@ class UpscaleSettings:
     window_batch: int = 1
     tiling: str = "official"
     tile: bool | None = None
+    tile_mode: str = "pipeline"
     tile_size: int = 256
     tile_overlap: int = 64
     tile_threshold: int = 384 * 384
@@ -121,6 +125,8 @@ class UpscaleSettings:
         _finite("fuse_scale", self.fuse_scale)
         if not 0.0 <= self.fuse_scale <= 1.0:
             raise SettingsError(f"fuse_scale must be in [0, 1], got {self.fuse_scale}")
+        if self.tile_mode not in ("pipeline", "latent"):
+            raise SettingsError(f"tile_mode must be 'pipeline' or 'latent', got {self.tile_mode!r}")
         for name in ("prompt", "added_prompt", "negative_prompt", "flow", "scheduler", "segments", "tiling"):
             if not isinstance(getattr(self, name), str):
                 raise SettingsError(f"{name} must be a string, got {getattr(self, name)!r}")

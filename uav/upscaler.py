@@ -300,6 +300,12 @@ class VideoUpscaler:
         x_t = x_t * float(getattr(scheduler, "init_noise_sigma", 1.0))
         segments = self.registry.get("segments", s.segments)
         tiles = self._tiles(h, w, s)
+        latent_tiles = None
+        if s.tile_mode == "latent" and len(tiles) > 1:
+            # one run over the whole frame; the plan's tiles only split each U-Net call
+            latent_tiles = self.registry.get("tiling", s.tiling).plan(h, w, tile_size=s.tile_size,
+                                                                      overlap=s.tile_overlap, scale=1)
+            tiles = self._tiles(h, w, s.replace(tile=False))
         tile_latents: list[Tensor] = []
         for k, tile in enumerate(tiles):
             y0, y1, x0, x1 = tile.region
@@ -317,8 +323,9 @@ class VideoUpscaler:
                 out = denoise(
                     self.unet, scheduler, x_t[crop].to(device), noisy, text, noise_level=s.noise_level,
                     guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
-                    propagation_steps=s.propagation_steps if tile_flows is not None else (), flows=tile_flows, fuse_scale=s.fuse_scale,
-                    window_batch=s.window_batch, callback=step_cb, trace=trace if len(tiles) == 1 else None,
+                    propagation_steps=s.propagation_steps if tile_flows is not None else (),
+                    flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
+                    spatial_tiles=latent_tiles, callback=step_cb, trace=trace if len(tiles) == 1 else None,
                     generator=generator,
                 )
             # keep finished tiles off the accelerator while the others denoise

@@ -11,7 +11,7 @@ from typing import Any, Callable, Collection, Sequence
 
 import torch
 
-from uav.protocols import DenoisingScheduler, SegmentPlan
+from uav.protocols import DenoisingScheduler, SegmentPlan, Tile
 from uav.sampling.propagation import propagate_latents
 from uav.sampling.windows import merge_windows
 
@@ -34,6 +34,7 @@ def denoise(
     flows: tuple[Tensor, Tensor] | None = None,
     fuse_scale: float = 0.5,
     window_batch: int = 1,
+    spatial_tiles: Sequence[Tile] | None = None,
     callback: StepCallback | None = None,
     trace: dict[str, Tensor] | None = None,
     generator: torch.Generator | None = None,
@@ -55,6 +56,10 @@ def denoise(
         flows: ``(forward, backward)`` at latent resolution, each ``(1, 2, T-1, h, w)``.
         window_batch: windows stacked into one U-Net call (GroupNorm is per batch item,
             so this changes nothing numerically).
+        spatial_tiles: MultiDiffusion-style latent tiling: every window's prediction is
+            assembled from overlapping spatial tiles (weights at latent scale, ``scale=1``)
+            averaged by their weights, so large frames denoise in bounded memory as one
+            picture, without seams.
         callback: called after every step with ``{"stage": "denoise", "index", "total",
             "timestep", "latents", "x0"}``.
         trace: if a dict, receives the per-step tensors named as in the parity fixture.
@@ -77,7 +82,11 @@ def denoise(
             trace[f"step{i}_latents_in"] = latents.detach().clone()
         inp = torch.cat([latents, latents]) if cfg else latents
         inp = inp.to(unet_dtype)
-        preds = _run_windows(unet, inp, lr_in, text, t_int, noise_level, plan.windows, window_batch)
+        if spatial_tiles:
+            preds = _run_tiled(unet, inp, lr_in, text, t_int, noise_level, plan.windows, window_batch,
+                               spatial_tiles)
+        else:
+            preds = _run_windows(unet, inp, lr_in, text, t_int, noise_level, plan.windows, window_batch)
         v = merge_windows([p.float() for p in preds], plan, num_frames, dim=2)
         if cfg:
             v_uncond, v_cond = v.chunk(2)
@@ -139,3 +148,35 @@ def _run_windows(
         for j, k in enumerate(group):
             preds[k] = out[j * b:(j + 1) * b]
     return preds  # type: ignore[return-value]
+
+
+def _run_tiled(
+    unet: torch.nn.Module,
+    inp: Tensor,
+    lr_in: Tensor,
+    text: Tensor,
+    t: int,
+    noise_level: int,
+    windows: Sequence[tuple[int, int]],
+    window_batch: int,
+    tiles: Sequence[Tile],
+) -> list[Tensor]:
+    """Per-window predictions assembled from overlapping latent tiles (weighted mean)."""
+    acc: list[Tensor] | None = None
+    norm = torch.zeros(inp.shape[-2:], dtype=torch.float32, device=inp.device)
+    for tile in tiles:
+        y0, y1, x0, x1 = tile.region
+        w = tile.weight.to(device=inp.device, dtype=torch.float32)
+        if w.shape != (y1 - y0, x1 - x0):
+            raise ValueError(f"latent tiling needs tile weights at latent scale (scale=1); got {tuple(w.shape)} "
+                             f"for region {tile.region}")
+        part = _run_windows(unet, inp[..., y0:y1, x0:x1], lr_in[..., y0:y1, x0:x1], text, t, noise_level, windows,
+                            window_batch)
+        if acc is None:
+            acc = [torch.zeros(p.shape[:-2] + inp.shape[-2:], dtype=torch.float32, device=inp.device) for p in part]
+        for a, p in zip(acc, part):
+            a[..., y0:y1, x0:x1] += p.float() * w
+        norm[y0:y1, x0:x1] += w
+    if acc is None or bool((norm <= 0).any()):
+        raise ValueError("latent tiling: the tiles do not cover every latent pixel with a positive weight")
+    return [a / norm for a in acc]
