@@ -150,22 +150,20 @@ def test_latent_tiling_merges_tile_predictions_by_weight():
     """With a pointwise stand-in U-Net, averaging overlapping tile predictions must give the untiled result."""
     from types import SimpleNamespace
 
-    from uav.sampling.loop import _run_tiled, _run_windows
+    from uav.sampling.loop import _tiled_call, _unet_call
     from uav.sampling.tiling import feather_tile_plan
 
     class Pointwise(torch.nn.Module):
         def forward(self, sample, t, low_res, encoder_hidden_states=None, class_labels=None):
             return SimpleNamespace(sample=2 * sample + low_res[:, :1])
 
-    inp, lr = torch.randn(2, 4, 10, 20, 28), torch.randn(2, 3, 10, 20, 28)
+    sample, lr = torch.randn(2, 4, 8, 20, 28), torch.randn(2, 3, 8, 20, 28)
     text = torch.zeros(2, 3, 32)
-    windows = [(0, 8), (2, 10)]
     tiles = feather_tile_plan(20, 28, tile_size=12, overlap=4, scale=1)
     assert len(tiles) > 1
-    whole = _run_windows(Pointwise(), inp, lr, text, 5, 20, windows, 1)
-    tiled = _run_tiled(Pointwise(), inp, lr, text, 5, 20, windows, 2, tiles)
-    for a, b in zip(whole, tiled):
-        assert torch.allclose(a, b, atol=1e-5)
+    whole = _unet_call(Pointwise(), sample, lr, text, 5, 20)
+    tiled = _tiled_call(Pointwise(), sample, lr, text, 5, 20, tiles)
+    assert torch.allclose(whole, tiled, atol=1e-5)
 
 
 def test_latent_tile_mode_runs_end_to_end(upscaler):

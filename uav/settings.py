@@ -51,6 +51,10 @@ class UpscaleSettings:
         tile_size, tile_overlap, tile_threshold: in low-res pixels (published 256, 64, 384²).
         decode_chunk: frames per VAE decode call (3 as published; GroupNorm makes it matter).
         fuse_scale: propagation fusion weight beta (0.5 as published).
+        offload: keep the whole-clip denoising state (latents, low-res clip, merged
+            predictions) in host memory and move one group of windows at a time to the
+            accelerator; ``None`` = automatic (on for CUDA). Same numbers; GPU memory then
+            does not grow with the clip length.
         downscale_large: apply the published 1/4 area downscale to inputs whose sides are both
             >= 1280 px; never done silently.
     """
@@ -78,6 +82,7 @@ class UpscaleSettings:
     tile_overlap: int = 64
     tile_threshold: int = 384 * 384
     decode_chunk: int = 3
+    offload: bool | None = None
     fuse_scale: float = 0.5
     downscale_large: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -44,6 +44,8 @@ class ClipInfo:
     path: Path | None = None
     fps: Any = None
     start_frame: int = 0
+    #: the reader's :class:`~uav.io.reader.VideoInfo` of a file input (timecode, colour, aspect, audio)
+    video: Any = None
 
 
 class VideoUpscaler:
@@ -307,12 +309,14 @@ class VideoUpscaler:
                                                                       overlap=s.tile_overlap, scale=1)
             tiles = self._tiles(h, w, s.replace(tile=False))
         tile_latents: list[Tensor] = []
+        offload = s.offload if s.offload is not None else device.type == "cuda"
+        state_device = torch.device("cpu") if offload else device
         for k, tile in enumerate(tiles):
             y0, y1, x0, x1 = tile.region
             crop = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-            lr_tile = lr[crop].to(device)
-            noisy = low_res_add_noise(lr_tile, noise[crop].to(device), s.noise_level, self.low_res_scheduler)
-            tile_flows = None if flow_pair is None else tuple(f[crop].to(device) for f in flow_pair)
+            lr_tile = lr[crop].to(state_device)
+            noisy = low_res_add_noise(lr_tile, noise[crop].to(state_device), s.noise_level, self.low_res_scheduler)
+            tile_flows = None if flow_pair is None else tuple(f[crop].to(state_device) for f in flow_pair)
             plan = segments.plan(num_frames, s.window)
 
             def step_cb(info: dict[str, Any], k: int = k) -> None:
@@ -321,7 +325,7 @@ class VideoUpscaler:
 
             with torch.no_grad():
                 out = denoise(
-                    self.unet, scheduler, x_t[crop].to(device), noisy, text, noise_level=s.noise_level,
+                    self.unet, scheduler, x_t[crop].to(state_device), noisy, text, noise_level=s.noise_level,
                     guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
                     propagation_steps=s.propagation_steps if tile_flows is not None else (),
                     flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
@@ -441,7 +445,7 @@ class VideoUpscaler:
             path = Path(video)
             vi = reader.probe(path)
             frames = reader.read_frames(path, start=start, end=end)
-            info = ClipInfo(path=path, fps=vi.fps,
+            info = ClipInfo(path=path, fps=vi.fps, video=vi,
                             start_frame=reader.parse_frame_position(start, vi.fps, vi.start_timecode) or 0)
             lr = frames_to_tensor(frames, "video")
         else:
@@ -454,16 +458,28 @@ class VideoUpscaler:
                options: Mapping[str, Any]) -> Path:
         from fractions import Fraction
 
+        from uav.io.reader import color_tags
+        from uav.io.timecode import offset_timecode
         from uav.io.writer import VideoWriter
 
         options = dict(options)
         fps = options.pop("fps", None) or info.fps or Fraction(24)
         scale = self.upscale_factor
         height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
-        if info.path is not None:
+        vi = info.video
+        if info.path is not None and (vi is None or vi.has_audio):
             options.setdefault("audio_source", info.path)
             options.setdefault("audio_start_frame", info.start_frame)
             options.setdefault("audio_end_frame", info.start_frame + lr.shape[2])
+        if vi is not None and not vi.is_image_sequence:
+            # the output shows the same frames, so it carries the source's metadata over
+            if vi.start_timecode:
+                options.setdefault("timecode", offset_timecode(vi.start_timecode, info.start_frame, vi.fps))
+            tags = color_tags(vi)
+            if tags:
+                options.setdefault("color", tags)
+            if vi.sample_aspect_ratio is not None and vi.sample_aspect_ratio != 1:
+                options.setdefault("sample_aspect_ratio", vi.sample_aspect_ratio)
         writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options)
         try:
             for _, chunk in chunks:

@@ -472,7 +472,10 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             if not torch.equal(labels, labels.round()):
                 raise ValueError(f"class_labels: noise levels must be integers, got {labels.tolist()}")
             labels = labels.long()
-        if labels.numel() and (labels.min() < 0 or labels.max() > self.config.max_noise_level):
+        # the range check reads the values back (a device sync); compiled graphs skip it
+        if not torch.compiler.is_compiling() and labels.numel() and (
+            labels.min() < 0 or labels.max() > self.config.max_noise_level
+        ):
             raise ValueError(
                 f"class_labels: noise level must be in [0, {self.config.max_noise_level}], got {labels.tolist()}"
             )

@@ -7,13 +7,12 @@ optionally propagate x0 along the optical flow, and step from x0.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import torch
 
 from uav.protocols import DenoisingScheduler, SegmentPlan, Tile
 from uav.sampling.propagation import propagate_latents
-from uav.sampling.windows import merge_windows
 
 Tensor = torch.Tensor
 StepCallback = Callable[[dict[str, Any]], None]
@@ -66,11 +65,15 @@ def denoise(
     """
     cfg = text_embeddings.shape[0] == 2
     num_frames = latents.shape[2]
-    unet_dtype = next(unet.parameters()).dtype
-    device = latents.device
-    lr_in = torch.cat([low_res, low_res]) if cfg else low_res
-    lr_in = lr_in.to(unet_dtype)
-    text = text_embeddings.to(device=device, dtype=unet_dtype)
+    param = next(unet.parameters())
+    unet_dtype, unet_device = param.dtype, param.device
+    # The clip-length state (latents, low-res clip, merged prediction, x0) lives on the
+    # device the caller put `latents` on; only one group of windows at a time visits the
+    # U-Net's device. With CPU state and a CUDA U-Net, GPU memory does not grow with T.
+    state_device = latents.device
+    low_res = low_res.to(state_device)
+    text = text_embeddings.to(device=unet_device, dtype=unet_dtype)
+    weights = plan.weights.to(device=state_device, dtype=torch.float32)
     total = len(timesteps)
     prop = set(int(s) for s in propagation_steps)
     if prop and flows is None:
@@ -80,17 +83,15 @@ def denoise(
         t_int = int(t)
         if trace is not None:
             trace[f"step{i}_latents_in"] = latents.detach().clone()
-        inp = torch.cat([latents, latents]) if cfg else latents
-        inp = inp.to(unet_dtype)
-        if spatial_tiles:
-            preds = _run_tiled(unet, inp, lr_in, text, t_int, noise_level, plan.windows, window_batch,
-                               spatial_tiles)
-        else:
-            preds = _run_windows(unet, inp, lr_in, text, t_int, noise_level, plan.windows, window_batch)
-        v = merge_windows([p.float() for p in preds], plan, num_frames, dim=2)
+        v = torch.zeros((text.shape[0],) + tuple(latents.shape[1:]), dtype=torch.float32, device=state_device)
+        for k, (s, e), pred in _window_predictions(unet, latents, low_res, text, t_int, noise_level, plan.windows,
+                                                    window_batch, spatial_tiles, cfg):
+            w = weights[k, s:e].reshape(1, 1, -1, 1, 1)
+            v[:, :, s:e].add_(pred.to(device=state_device, dtype=torch.float32) * w)
         if cfg:
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + guidance_scale * (v_cond - v_uncond)
+            del v_uncond, v_cond
         v = v.to(latents.dtype)
         x0 = scheduler.predict_x0(v, t_int, latents)
         if trace is not None:
@@ -102,12 +103,81 @@ def denoise(
         if trace is not None:
             trace[f"step{i}_x0_used"] = x0.detach().clone()
         latents = _step(scheduler, v, t_int, latents, x0, generator)
+        del v
         if trace is not None:
             trace[f"step{i}_latents_out"] = latents.detach().clone()
         if callback is not None:
             callback({"stage": "denoise", "index": i, "total": total, "timestep": t_int, "latents": latents,
                       "x0": x0})
     return latents
+
+
+def _window_predictions(
+    unet: torch.nn.Module,
+    latents: Tensor,
+    low_res: Tensor,
+    text: Tensor,
+    t: int,
+    noise_level: int,
+    windows: Sequence[tuple[int, int]],
+    window_batch: int,
+    spatial_tiles: Sequence[Tile] | None,
+    cfg: bool,
+) -> Iterator[tuple[int, tuple[int, int], Tensor]]:
+    """Yield ``(k, window, prediction)`` with the CFG batch ``[uncond, cond]``, one U-Net
+    group at a time; inputs move to the U-Net's device per group."""
+    param = next(unet.parameters())
+    order = list(range(len(windows)))
+    while order:
+        length = windows[order[0]][1] - windows[order[0]][0]
+        group = [k for k in order if windows[k][1] - windows[k][0] == length][:window_batch]
+        order = [k for k in order if k not in group]
+
+        def take(x: Tensor) -> Tensor:
+            parts = [x[:, :, windows[k][0]:windows[k][1]] for k in group]
+            out = torch.cat(parts).to(device=param.device, dtype=param.dtype)
+            # CFG: both halves see the same latents and the same noised low-res clip
+            return torch.cat([out, out]) if cfg else out
+
+        sample, cond = take(latents), take(low_res)
+        # batch layout: window-major, [uncond, cond] inside each window (text repeated alike)
+        if cfg:
+            n = len(group)
+            idx = torch.arange(2 * n, device=sample.device).reshape(2, n).t().reshape(-1)
+            sample, cond = sample[idx], cond[idx]
+        ctx = text.repeat(len(group), 1, 1)
+        if spatial_tiles:
+            out = _tiled_call(unet, sample, cond, ctx, t, noise_level, spatial_tiles)
+        else:
+            out = _unet_call(unet, sample, cond, ctx, t, noise_level)
+        b = text.shape[0]
+        for j, k in enumerate(group):
+            yield k, windows[k], out[j * b:(j + 1) * b]
+
+
+def _unet_call(unet: torch.nn.Module, sample: Tensor, cond: Tensor, ctx: Tensor, t: int, noise_level: int) -> Tensor:
+    labels = torch.full((sample.shape[0],), noise_level, dtype=torch.long, device=sample.device)
+    out = unet(sample, torch.tensor(t, device=sample.device), cond, encoder_hidden_states=ctx, class_labels=labels)
+    return out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
+
+
+def _tiled_call(unet: torch.nn.Module, sample: Tensor, cond: Tensor, ctx: Tensor, t: int, noise_level: int,
+                tiles: Sequence[Tile]) -> Tensor:
+    """One U-Net call assembled from overlapping latent tiles (weighted mean, MultiDiffusion-style)."""
+    acc = torch.zeros(sample.shape, dtype=torch.float32, device=sample.device)
+    norm = torch.zeros(sample.shape[-2:], dtype=torch.float32, device=sample.device)
+    for tile in tiles:
+        y0, y1, x0, x1 = tile.region
+        w = tile.weight.to(device=sample.device, dtype=torch.float32)
+        if w.shape != (y1 - y0, x1 - x0):
+            raise ValueError(f"latent tiling needs tile weights at latent scale (scale=1); got {tuple(w.shape)} "
+                             f"for region {tile.region}")
+        pred = _unet_call(unet, sample[..., y0:y1, x0:x1], cond[..., y0:y1, x0:x1], ctx, t, noise_level)
+        acc[..., y0:y1, x0:x1] += pred.float() * w
+        norm[y0:y1, x0:x1] += w
+    if bool((norm <= 0).any()):
+        raise ValueError("latent tiling: the tiles do not cover every latent pixel with a positive weight")
+    return (acc / norm).to(sample.dtype)
 
 
 def _step(scheduler: Any, v: Tensor, t: int, latents: Tensor, x0: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -118,65 +188,3 @@ def _step(scheduler: Any, v: Tensor, t: int, latents: Tensor, x0: Tensor, genera
             pass
     return scheduler.step(v, t, latents, x0)
 
-
-def _run_windows(
-    unet: torch.nn.Module,
-    inp: Tensor,
-    lr_in: Tensor,
-    text: Tensor,
-    t: int,
-    noise_level: int,
-    windows: Sequence[tuple[int, int]],
-    window_batch: int,
-) -> list[Tensor]:
-    """U-Net predictions for each window, ``window_batch`` equal-length windows per call."""
-    b = inp.shape[0]
-    preds: list[Tensor | None] = [None] * len(windows)
-    order = list(range(len(windows)))
-    while order:
-        first = order[0]
-        length = windows[first][1] - windows[first][0]
-        group = [k for k in order if windows[k][1] - windows[k][0] == length][:window_batch]
-        order = [k for k in order if k not in group]
-        sample = torch.cat([inp[:, :, windows[k][0]:windows[k][1]] for k in group])
-        cond = torch.cat([lr_in[:, :, windows[k][0]:windows[k][1]] for k in group])
-        ctx = text.repeat(len(group), 1, 1)
-        labels = torch.full((sample.shape[0],), noise_level, dtype=torch.long, device=sample.device)
-        out = unet(sample, torch.tensor(t, device=sample.device), cond, encoder_hidden_states=ctx,
-                   class_labels=labels)
-        out = out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
-        for j, k in enumerate(group):
-            preds[k] = out[j * b:(j + 1) * b]
-    return preds  # type: ignore[return-value]
-
-
-def _run_tiled(
-    unet: torch.nn.Module,
-    inp: Tensor,
-    lr_in: Tensor,
-    text: Tensor,
-    t: int,
-    noise_level: int,
-    windows: Sequence[tuple[int, int]],
-    window_batch: int,
-    tiles: Sequence[Tile],
-) -> list[Tensor]:
-    """Per-window predictions assembled from overlapping latent tiles (weighted mean)."""
-    acc: list[Tensor] | None = None
-    norm = torch.zeros(inp.shape[-2:], dtype=torch.float32, device=inp.device)
-    for tile in tiles:
-        y0, y1, x0, x1 = tile.region
-        w = tile.weight.to(device=inp.device, dtype=torch.float32)
-        if w.shape != (y1 - y0, x1 - x0):
-            raise ValueError(f"latent tiling needs tile weights at latent scale (scale=1); got {tuple(w.shape)} "
-                             f"for region {tile.region}")
-        part = _run_windows(unet, inp[..., y0:y1, x0:x1], lr_in[..., y0:y1, x0:x1], text, t, noise_level, windows,
-                            window_batch)
-        if acc is None:
-            acc = [torch.zeros(p.shape[:-2] + inp.shape[-2:], dtype=torch.float32, device=inp.device) for p in part]
-        for a, p in zip(acc, part):
-            a[..., y0:y1, x0:x1] += p.float() * w
-        norm[y0:y1, x0:x1] += w
-    if acc is None or bool((norm <= 0).any()):
-        raise ValueError("latent tiling: the tiles do not cover every latent pixel with a positive weight")
-    return [a / norm for a in acc]
