@@ -204,3 +204,18 @@ def test_image_model_loads_and_matches_for_one_frame(tmp_path):
     with torch.no_grad():
         out2 = video(x2, 500, lr2, encoder_hidden_states=text, class_labels=labels).sample[:, :, 0]
     assert rel_err(out2, ref) > 1e-3
+
+
+def test_raft_checkpoint_is_found_and_validated(tmp_path, tiny_unet, tiny_vae):
+    from conftest import PARITY as P
+
+    keys = [line.split("\t") for line in (P / "raft_things_keys.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    state = {k: torch.zeros(json.loads(shape)) for k, shape, *_ in keys}
+    rel = release.save_release(tmp_path / "rel", unet=tiny_unet, vae={"video": tiny_vae}, fmt="bin", raft_state=state)
+    assert rel.raft_weights is not None and rel.raft_weights.name == "raft-things.pth"
+    assert release.check_raft_weights(rel.raft_weights) == len(state)
+    bad = {k.replace("module.", ""): v for k, v in state.items()}
+    release.save_state_dict(bad, tmp_path / "bad.pth")
+    with pytest.raises(release.ReleaseError, match="module."):
+        release.check_raft_weights(tmp_path / "bad.pth")

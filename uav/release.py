@@ -243,6 +243,23 @@ def load_text_encoder(release: ReleaseFolder | str | os.PathLike[str], *, device
     return tokenizer, encoder
 
 
+def check_raft_weights(path: str | os.PathLike[str]) -> int:
+    """Validate ``propagator/raft-things.pth`` without building RAFT: it must read with
+    ``weights_only`` and hold the ``module.``-prefixed RAFT-large tensors (feature, context
+    and update networks). Returns the number of tensors. The ``raft`` flow plugin does the
+    full strict mapping onto torchvision's RAFT when it loads the file."""
+    state = load_state_dict_file(path)
+    prefixes = ("module.fnet.", "module.cnet.", "module.update_block.")
+    missing = [p for p in prefixes if not any(k.startswith(p) for k in state)]
+    stray = [k for k in state if not k.startswith("module.")]
+    if missing or stray:
+        raise ReleaseError(
+            f"{path} is not the release's RAFT checkpoint: missing {missing or 'nothing'}, "
+            f"keys without the DataParallel 'module.' prefix: {stray[:3] or 'none'}"
+        )
+    return len(state)
+
+
 #: the SD x4 upscaler scheduler configs (SPEC §5.1)
 SD_X4_DDIM_CONFIG: dict[str, Any] = {
     "_class_name": "DDIMScheduler", "beta_end": 0.02, "beta_schedule": "scaled_linear", "beta_start": 0.0001,
