@@ -260,7 +260,8 @@ def _invoke_plugins(args: list[str]):
     from uav.cli.app import app
 
     # With a single command typer runs it as the root command; with several it is a group.
-    argv = ["plugins", *args] if isinstance(typer.main.get_command(app), click.Group) else args
+    # (typer may bundle its own click, so look for sub-commands rather than a click class)
+    argv = ["plugins", *args] if getattr(typer.main.get_command(app), "commands", None) else args
     return CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
 
 
@@ -278,7 +279,7 @@ def test_cli_lists_plugins_with_distribution_version_and_names(third_party):
 def test_cli_json(third_party):
     result = _invoke_plugins(["--json"])
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)
     assert "invert" in doc["components"]["color"]
     assert set(doc["components"]["flow"]) >= BUILTIN_NAMES["flow"]
     plugins = {p["name"]: p for p in doc["plugins"]}
@@ -293,7 +294,7 @@ def test_cli_details_lists_each_component_with_its_description():
     assert result.exit_code == 0, result.output
     assert "uav components" in result.output
     assert "Published DDIM update" in result.output
-    doc = json.loads(_invoke_plugins(["--json", "--details"]).output)
+    doc = json.loads(_invoke_plugins(["--json", "--details"]).stdout)
     rows = {(c["kind"], c["name"]): c for c in doc["component_details"]}
     assert rows[("flow", "dis")]["plugin"] == "flow"
     assert rows[("flow", "dis")]["description"].startswith("OpenCV DIS flow")

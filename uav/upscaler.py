@@ -240,6 +240,7 @@ class VideoUpscaler:
         """
         settings = _merge_settings(settings, knobs)
         lr, info = self._load_video(video, start=start, end=end)
+        lr = self._maybe_downscale(lr, settings)
         chunks = self._generate(lr, settings, callback=callback, prompt_embeds=prompt_embeds,
                                 negative_prompt_embeds=negative_prompt_embeds, latents=latents,
                                 low_res_noise=low_res_noise, flows=flows, trace=trace)
@@ -258,6 +259,7 @@ class VideoUpscaler:
         knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in UpscaleSettings.field_names()}
         settings = _merge_settings(settings, knobs)
         lr, _ = self._load_video(video, start=start, end=end)
+        lr = self._maybe_downscale(lr, settings)
         for _, chunk in self._generate(lr, settings, callback=callback, **kwargs):
             yield to_uint8(chunk)
 
@@ -276,7 +278,6 @@ class VideoUpscaler:
         trace: dict[str, Tensor] | None = None,
     ) -> Iterator[tuple[int, Tensor]]:
         device = self.device
-        lr = self._maybe_downscale(lr, s)
         _, _, num_frames, h, w = lr.shape
         text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
 

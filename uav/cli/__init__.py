@@ -6,8 +6,13 @@ import importlib
 
 from uav.cli.app import app
 
-# One line per sub-command module; a module that is missing is simply not offered.
+# One line per sub-command module. A module that fails to import is reported on stderr
+# and its command is not offered, so one broken optional dependency does not take the
+# whole CLI down.
 _COMMAND_MODULES: list[str] = [
+    "upscale",
+    "weights",
+    "doctor",
     "timeline",
     "evaluate",
     "plugins",
@@ -15,8 +20,13 @@ _COMMAND_MODULES: list[str] = [
 
 
 def _load_commands() -> None:
+    import sys
+
     for name in _COMMAND_MODULES:
-        importlib.import_module(f"uav.cli.{name}")
+        try:
+            importlib.import_module(f"uav.cli.{name}")
+        except ImportError as exc:
+            print(f"warning: the '{name}' commands are unavailable: {exc}", file=sys.stderr)
 
 
 def main() -> None:
