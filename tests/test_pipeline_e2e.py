@@ -174,3 +174,35 @@ def test_latent_tile_mode_runs_end_to_end(upscaler):
     per_tile = upscaler.upscale(clip, **kw)
     assert latent.shape == per_tile.shape == (1, 3, 3, 64, 80)
     assert torch.isfinite(latent).all() and not torch.allclose(latent, per_tile)
+
+
+def test_tiled_decode_blends_to_the_whole_frame_result():
+    """With a decoder that is local (x4 nearest of the latent), tiled and whole-frame decoding agree."""
+    from types import SimpleNamespace
+
+    from uav.sampling.decode import decode_chunks
+
+    class LocalVAE(torch.nn.Module):
+        config = SimpleNamespace(scaling_factor=1.0)
+        upscale_factor = 4
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def decode(self, z, img, w_lr):
+            up = torch.nn.functional.interpolate(z[:, :3], scale_factor=(1, 4, 4), mode="nearest")
+            return SimpleNamespace(sample=torch.tanh(up + 0.1 * torch.nn.functional.interpolate(
+                img, scale_factor=(1, 4, 4), mode="nearest")))
+
+    z, lr = torch.randn(1, 4, 5, 30, 41), torch.rand(1, 3, 5, 30, 41) * 2 - 1
+    whole = torch.cat([c for _, c in decode_chunks(LocalVAE(), z, lr, chunk=3)], dim=2)
+    tiled = torch.cat([c for _, c in decode_chunks(LocalVAE(), z, lr, chunk=3, tile=12, tile_overlap=4)], dim=2)
+    assert whole.shape == tiled.shape == (1, 3, 5, 120, 164)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+def test_decode_tile_setting_runs_end_to_end(upscaler):
+    out = upscaler.upscale(moving_pattern(frames=2, height=20, width=24), num_inference_steps=1, seed=0,
+                           decode_tile=12, output_type="pt")
+    assert out.shape == (1, 3, 2, 80, 96) and torch.isfinite(out).all()

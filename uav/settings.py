@@ -50,6 +50,9 @@ class UpscaleSettings:
             are averaged over overlapping latent tiles at every step; frames decode whole).
         tile_size, tile_overlap, tile_threshold: in low-res pixels (published 256, 64, 384²).
         decode_chunk: frames per VAE decode call (3 as published; GroupNorm makes it matter).
+        decode_tile: decode in overlapping spatial tiles of this many low-res pixels (``None``:
+            whole frames, as published). The VAE's mid-block attention costs the square of a
+            frame's pixel count; on a CPU, 64-128 keeps large frames practical.
         fuse_scale: propagation fusion weight beta (0.5 as published).
         offload: keep the whole-clip denoising state (latents, low-res clip, merged
             predictions) in host memory and move one group of windows at a time to the
@@ -82,6 +85,7 @@ class UpscaleSettings:
     tile_overlap: int = 64
     tile_threshold: int = 384 * 384
     decode_chunk: int = 3
+    decode_tile: int | None = None
     offload: bool | None = None
     fuse_scale: float = 0.5
     downscale_large: bool = False
@@ -127,6 +131,8 @@ class UpscaleSettings:
         _int_in("tile_overlap", self.tile_overlap, 0, self.tile_size - 1)
         _int_in("tile_threshold", self.tile_threshold, 1, 1 << 40)
         _int_in("decode_chunk", self.decode_chunk, 1, 1024)
+        if self.decode_tile is not None:
+            _int_in("decode_tile", self.decode_tile, 8, 1 << 16)
         _finite("fuse_scale", self.fuse_scale)
         if not 0.0 <= self.fuse_scale <= 1.0:
             raise SettingsError(f"fuse_scale must be in [0, 1], got {self.fuse_scale}")

@@ -339,7 +339,7 @@ class VideoUpscaler:
         corrector = None if s.color_fix_name == "none" else self.registry.get("color", s.color_fix_name)
         decoders = [decode_chunks(self.vae, z.to(device), lr[:, :, :, t.region[0]:t.region[1],
                                                           t.region[2]:t.region[3]].to(device),
-                                  chunk=s.decode_chunk, w_lr=s.w_lr)
+                                  chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile)
                     for z, t in zip(tile_latents, tiles)]
         scale = self.upscale_factor
         n_chunks = -(-num_frames // s.decode_chunk)

@@ -22,6 +22,8 @@ def decode_chunks(
     *,
     chunk: int = 3,
     w_lr: float = 1.0,
+    tile: int | None = None,
+    tile_overlap: int = 8,
 ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(start_frame, frames)`` with ``frames`` ``(B, 3, t, 4h, 4w)`` in [-1, 1].
 
@@ -30,6 +32,11 @@ def decode_chunks(
         latents: final latents ``(B, 4, T, h, w)`` (not yet divided by the scaling factor).
         low_res: the *clean* low-res clip ``(B, 3, T, h, w)`` in [-1, 1].
         chunk: frames per decoder call (clips of ``<= chunk`` frames decode in one call).
+        tile: decode in overlapping spatial tiles of this many latent pixels, blended with
+            feathered weights (``None``: whole frames, as published). The decoder's mid-block
+            attention is quadratic in the frame's pixel count; tiles bound its time and
+            memory (at the price of attention that sees only the tile).
+        tile_overlap: overlap of neighbouring decode tiles, in latent pixels.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -37,10 +44,37 @@ def decode_chunks(
     # multiplication by the Python double 1/s, exactly as published
     inv_scale = 1.0 / vae.config.scaling_factor
     num_frames = latents.shape[2]
+    h, w = latents.shape[-2:]
+    plan = None
+    if tile is not None and (h > tile or w > tile):
+        from uav.sampling.tiling import feather_tile_plan
+
+        scale = int(getattr(vae, "upscale_factor", 4))
+        plan = feather_tile_plan(h, w, tile_size=tile, overlap=min(tile_overlap, tile - 1), scale=scale)
     for start in range(0, num_frames, chunk):
         end = min(start + chunk, num_frames)
         z = (latents[:, :, start:end] * inv_scale).to(vae_dtype)
         img = low_res[:, :, start:end].to(device=z.device, dtype=vae_dtype)
         with torch.no_grad():
-            out = vae.decode(z, img, w_lr).sample
-        yield start, out.float().clamp(-1.0, 1.0)
+            if plan is None:
+                out = vae.decode(z, img, w_lr).sample.float()
+            else:
+                out = _decode_tiled(vae, z, img, w_lr, plan)
+        yield start, out.clamp(-1.0, 1.0)
+
+
+def _decode_tiled(vae: torch.nn.Module, z: Tensor, img: Tensor, w_lr: float, plan: list) -> Tensor:
+    """Decode overlapping spatial tiles and blend them by their feathered weights."""
+    acc = None
+    norm = None
+    for tile in plan:
+        y0, y1, x0, x1 = tile.region
+        part = vae.decode(z[..., y0:y1, x0:x1], img[..., y0:y1, x0:x1], w_lr).sample.float()
+        wgt = tile.weight.to(device=part.device, dtype=torch.float32)
+        sy, sx = part.shape[-2] // (y1 - y0), part.shape[-1] // (x1 - x0)
+        if acc is None:
+            acc = torch.zeros(part.shape[:-2] + (z.shape[-2] * sy, z.shape[-1] * sx), device=part.device)
+            norm = torch.zeros(acc.shape[-2:], device=part.device)
+        acc[..., y0 * sy:y1 * sy, x0 * sx:x1 * sx] += part * wgt
+        norm[y0 * sy:y1 * sy, x0 * sx:x1 * sx] += wgt
+    return acc / norm
