@@ -158,6 +158,20 @@ class Transformer3DModel(nn.Module):
         return batch_to_frames(out, t)
 
 
+def _transformer_stack(
+    channels: int, heads: int | None, num_layers: int, cross_attention_dim: int | None, groups: int,
+    only_cross_attention: bool, rotary: RotaryEmbedding | None,
+) -> nn.ModuleList | None:
+    """One Transformer3DModel per resnet of a cross-attention block (``None`` for plain blocks)."""
+    if heads is None:
+        return None
+    return nn.ModuleList(
+        Transformer3DModel(channels, heads, cross_attention_dim=cross_attention_dim, norm_num_groups=groups,
+                           only_cross_attention=only_cross_attention, rotary=rotary)
+        for _ in range(num_layers)
+    )
+
+
 class _Block(nn.Module):
     """A down / up / mid block: resnets, optional transformers, optional resampler."""
 
@@ -187,13 +201,8 @@ class DownBlock3D(_Block):
                           groups=groups, eps=eps)
             for i in range(num_layers)
         )
-        self.attentions = None
-        if heads is not None:
-            self.attentions = nn.ModuleList(
-                Transformer3DModel(out_channels, heads, cross_attention_dim=cross_attention_dim,
-                                   norm_num_groups=groups, only_cross_attention=only_cross_attention, rotary=rotary)
-                for _ in range(num_layers)
-            )
+        self.attentions = _transformer_stack(out_channels, heads, num_layers, cross_attention_dim, groups,
+                                             only_cross_attention, rotary)
         self.downsamplers = nn.ModuleList([Downsample3D(out_channels, padding=1)]) if add_downsample else None
 
     def forward(self, x: Tensor, temb: Tensor, context: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -234,13 +243,8 @@ class UpBlock3D(_Block):
             resnets.append(ResnetBlock3D(resnet_in + skip_channels, out_channels, temb_channels=temb_channels,
                                          groups=groups, eps=eps))
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = None
-        if heads is not None:
-            self.attentions = nn.ModuleList(
-                Transformer3DModel(out_channels, heads, cross_attention_dim=cross_attention_dim,
-                                   norm_num_groups=groups, only_cross_attention=only_cross_attention, rotary=rotary)
-                for _ in range(num_layers)
-            )
+        self.attentions = _transformer_stack(out_channels, heads, num_layers, cross_attention_dim, groups,
+                                             only_cross_attention, rotary)
         self.upsamplers = nn.ModuleList([Upsample3D(out_channels)]) if add_upsample else None
 
     def forward(
