@@ -18,6 +18,7 @@ from uav_otio.shots import (  # noqa: E402
     load_shot_list,
     parse_marker_settings,
     resolve_clip_settings,
+    to_upscale_settings,
     validate_settings,
 )
 
@@ -169,7 +170,7 @@ def test_string_values_from_nle_metadata_are_converted():
     out = validate_settings({"noise_level": "60", "guidance_scale": "7.5", "skip": "false",
                              "propagation_steps": "[24, 26,28]", "color_fix": "AdaIN", "tiling": "true"})
     assert out == {"noise_level": 60, "guidance_scale": 7.5, "skip": False, "propagation_steps": [24, 26, 28],
-                   "color_fix": "adain", "tiling": True}
+                   "color_fix": "adain", "tile": "on"}  # tiling=true is the older spelling of tile=on
 
 
 @pytest.mark.parametrize(
@@ -191,3 +192,57 @@ def test_bad_shot_lists(tmp_path, text, pattern):
 def test_missing_shot_list_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="shot list"):
         load_shot_list(tmp_path / "nope.toml")
+
+
+def test_pipeline_knobs_are_shot_settings_and_reach_upscale_settings(media):
+    out = validate_settings({"scheduler": "ddim-official", "tile": "ON", "tile_mode": "Latent", "tile_size": "128",
+                             "tile_overlap": 32, "window_batch": "2", "decode_chunk": 4})
+    assert out == {"scheduler": "ddim-official", "tile": "on", "tile_mode": "latent", "tile_size": 128,
+                   "tile_overlap": 32, "window_batch": 2, "decode_chunk": 4}
+    tl = F.simple_cut(media)
+    tl.tracks[0][0].metadata["uav"] = {"tile_size": 96, "tile": "off"}
+    s, origin = resolve_clip_settings(tl.tracks[0][0], timeline=tl, overrides={"tile_overlap": 16, "tile": True})
+    assert (s["tile_size"], s["tile_overlap"], s["tile"]) == (96, 16, "on")
+    assert origin["tile"] == "command-line overrides" and origin["tile_size"] == "clip metadata uav"
+    pipeline = to_upscale_settings(s)
+    assert (pipeline.tile_size, pipeline.tile_overlap, pipeline.tile) == (96, 16, True)
+    defaults = to_upscale_settings(DEFAULT_SETTINGS)
+    assert (defaults.tile, defaults.tile_size, defaults.decode_chunk, defaults.scheduler) == (None, 256, 3, "ddim-official")
+
+
+def test_older_tiling_switch_obeys_layer_precedence(media):
+    tl = F.simple_cut(media)
+    tl.metadata["uav"] = {"tile": "on"}
+    tl.tracks[0][0].metadata["uav"] = {"tiling": "false"}  # a higher layer: its switch wins
+    s, origin = resolve_clip_settings(tl.tracks[0][0], timeline=tl)
+    assert s["tile"] == "off" and s["tiling"] is None and origin["tile"] == "clip metadata uav"
+    assert to_upscale_settings(s).tile is False
+    s, _ = resolve_clip_settings(tl.tracks[0][0], timeline=tl, overrides={"tiling": "feather"})
+    assert (to_upscale_settings(s).tiling, to_upscale_settings(s).tile) == ("feather", False)
+    with pytest.raises(ShotSettingsError, match="tiling from .* switches tiling on but tile is 'off'"):
+        validate_settings({"tiling": True, "tile": "off"})
+
+
+@pytest.mark.parametrize(
+    "values, pattern",
+    [
+        ({"tile": "maybe"}, r"tile from here: expected one of auto, on, off, got 'maybe'"),
+        ({"tile_mode": "spiral"}, r"tile_mode from here: expected one of pipeline, latent"),
+        ({"tile_size": 4}, r"tile_size from here: expected an integer in \[8, 65536\], got 4"),
+        ({"window_batch": 0}, r"window_batch from here: expected an integer in \[1, 1024\], got 0"),
+        ({"decode_chunk": "x"}, r"decode_chunk from here: expected an integer, got 'x'"),
+        ({"vae": "4d"}, r"vae from here: expected one of 3d, video, got '4d'"),
+        ({"tile_size": 64, "tile_overlap": 64}, r"tile_overlap from here must be below tile_size=64, got 64"),
+    ],
+)
+def test_bad_pipeline_knobs(values, pattern):
+    with pytest.raises(ShotSettingsError, match=pattern):
+        validate_settings(values, where="here")
+
+
+def test_tile_overlap_checked_against_the_merged_tile_size(media):
+    tl = F.simple_cut(media)
+    tl.metadata["uav"] = {"tile_overlap": 100}
+    with pytest.raises(ShotSettingsError, match=r"SH010.*tile_overlap from timeline metadata uav .*tile_size from "
+                                                r"command-line overrides.* must be below tile_size=96, got 100"):
+        plan_timeline(tl, overrides={"tile_size": 96})

@@ -307,6 +307,8 @@ class UpscalerRenderer:
         device: torch device name (default: CUDA when available).
         dtype: U-Net/text-encoder dtype (``"float16"``, ``"bfloat16"``, ``"float32"``).
         codec: a :data:`uav.io.writer.CODECS` name.
+        pix_fmt: the encoder's pixel format (default: the codec's).
+        crf: H.264/H.265 quality, 0-51 (default: the codec's).
         upscaler: a ready :class:`uav.VideoUpscaler` to use instead of loading ``weights``.
         load_options: further keyword arguments for ``VideoUpscaler.from_pretrained``.
     """
@@ -318,6 +320,8 @@ class UpscalerRenderer:
         device: str | None = None,
         dtype: str | None = None,
         codec: str = "prores_hq",
+        pix_fmt: str | None = None,
+        crf: int | None = None,
         upscaler: Any = None,
         **load_options: Any,
     ) -> None:
@@ -327,6 +331,8 @@ class UpscalerRenderer:
         self.device = device
         self.dtype = dtype
         self.codec = codec
+        self.pix_fmt = pix_fmt
+        self.crf = crf
         self.load_options = {k: v for k, v in load_options.items() if v is not None}
         self._upscaler: Any = upscaler
         self._vae: str | None = None if upscaler is None else "given"
@@ -339,6 +345,12 @@ class UpscalerRenderer:
             "dtype": self.dtype,
             "codec": self.codec,
         }
+        # the file's encoding is part of what a cached output is; left out when unset so
+        # that outputs rendered before these options existed stay current
+        if self.pix_fmt is not None:
+            rec["pix_fmt"] = self.pix_fmt
+        if self.crf is not None:
+            rec["crf"] = self.crf
         rec.update({k: str(v) for k, v in self.load_options.items()})
         return rec
 
@@ -362,7 +374,15 @@ class UpscalerRenderer:
         settings: Mapping[str, Any],
         output_path: Path,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        events: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
+        """Render ``job`` with ``settings`` into ``output_path`` (atomically).
+
+        ``progress(frames_done, frames_total)`` counts written frames; ``events``, when
+        given, receives every raw ``VideoUpscaler`` progress event (flow, denoise,
+        decode), e.g. :class:`uav.cli.common.ProgressReporter`.
+        """
         from .shots import to_upscale_settings
 
         upscaler = self._get_upscaler(settings.get("vae"))
@@ -370,11 +390,17 @@ class UpscalerRenderer:
         done = {"frames": 0}
 
         def callback(info: Mapping[str, Any]) -> None:
+            if events is not None:
+                events(info)
             if progress is not None and info.get("stage") == "decode" and info.get("tile", 0) == 0:
                 done["frames"] += int(info.get("frames", 0))
                 progress(min(done["frames"], job.frames), job.frames)
 
         options: dict[str, Any] = {"codec": self.codec, "timecode": job.timecode}
+        if self.pix_fmt is not None:
+            options["pix_fmt"] = self.pix_fmt
+        if self.crf is not None:
+            options["crf"] = self.crf
         with atomic_output(output_path) as tmp:
             if job.media.kind == "image_sequence":
                 options["fps"] = job.fps

@@ -40,6 +40,9 @@ __all__ = [
     "COLOR_FIX_CHOICES",
     "DEFAULT_SETTINGS",
     "SHOT_KEYS",
+    "TILE_CHOICES",
+    "TILE_MODE_CHOICES",
+    "VAE_CHOICES",
     "ShotEntry",
     "ShotList",
     "ShotSettingsError",
@@ -58,7 +61,9 @@ _LIB = UpscaleSettings()
 #: The library defaults: :class:`uav.settings.UpscaleSettings`' (the published
 #: inference script's, SPEC §7.1), except ``seed``: the published script seeds 10, and
 #: a fixed seed keeps a re-render of an unchanged shot identical. ``None`` for
-#: ``flow``, ``tiling`` and ``vae`` means "whatever the pipeline uses".
+#: ``flow``, ``tiling`` and ``vae`` means "whatever the pipeline uses". The pipeline
+#: knobs (``scheduler`` ... ``decode_chunk``) carry the library's values rather than
+#: ``None``, so a shot that spells out a default hashes like one that does not.
 DEFAULT_SETTINGS: dict[str, Any] = {
     "prompt": _LIB.prompt,
     "negative_prompt": _LIB.negative_prompt,
@@ -73,7 +78,21 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "flow": None,
     "tiling": None,
     "vae": None,
+    "scheduler": _LIB.scheduler,
+    "tile": "auto",
+    "tile_mode": _LIB.tile_mode,
+    "tile_size": _LIB.tile_size,
+    "tile_overlap": _LIB.tile_overlap,
+    "window_batch": _LIB.window_batch,
+    "decode_chunk": _LIB.decode_chunk,
 }
+
+#: values accepted for ``tile`` (``true``/``false`` and friends are read as on/off)
+TILE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
+#: values accepted for ``tile_mode``
+TILE_MODE_CHOICES: tuple[str, ...] = ("pipeline", "latent")
+#: values accepted for ``vae``
+VAE_CHOICES: tuple[str, ...] = ("3d", "video")
 
 _MAX_NOISE_LEVEL = 350
 _TRUE = {"true", "yes", "on", "1"}
@@ -210,6 +229,45 @@ def _tiling(value: Any) -> bool | str | None:
     return _name(value)
 
 
+def _tile(value: Any) -> str:
+    """``auto``, ``on`` or ``off``; booleans (and their spellings) force tiling on/off."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        s = value.strip().lower()
+        if s == "auto":
+            return s
+        if s in _TRUE | _FALSE:
+            return "on" if s in _TRUE else "off"
+    raise ValueError(f"expected one of {', '.join(TILE_CHOICES)}, got {value!r}")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        s = _as_str(value).strip().lower()
+        if s not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return s
+
+    return check
+
+
+def _vae(value: Any) -> str | None:
+    return None if value is None else _choice(VAE_CHOICES)(value)
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        n = _as_int(value)
+        if not lo <= n <= hi:
+            raise ValueError(f"expected an integer in [{lo}, {hi}], got {n}")
+        return n
+
+    return check
+
+
 #: every key a shot may set, with its validator
 SHOT_KEYS: dict[str, Callable[[Any], Any]] = {
     "prompt": _as_str,
@@ -224,7 +282,15 @@ SHOT_KEYS: dict[str, Callable[[Any], Any]] = {
     "skip": _bool,
     "flow": _name,
     "tiling": _tiling,
-    "vae": _name,
+    "vae": _vae,
+    "scheduler": _name,
+    "tile": _tile,
+    "tile_mode": _choice(TILE_MODE_CHOICES),
+    # the bounds are UpscaleSettings'; tile_overlap < tile_size is checked on the merged settings
+    "tile_size": _int_range(8, 1 << 16),
+    "tile_overlap": _int_range(0, (1 << 16) - 1),
+    "window_batch": _int_range(1, 1024),
+    "decode_chunk": _int_range(1, 1024),
 }
 
 
@@ -246,6 +312,15 @@ def _check_layer(values: Mapping[str, Any], *, where: str, clip: str | None) -> 
             out[key] = validator(raw)
         except ValueError as exc:
             raise ShotSettingsError(f"{subject}{key} from {where}: {exc}") from None
+    if isinstance(out.get("tiling"), bool):
+        # ``tiling = true/false`` predates ``tile``: fold it in here, per layer, so that a
+        # higher layer's ``tile`` (or ``tiling``) still beats a lower one's
+        flag = "on" if out.pop("tiling") else "off"
+        if out.get("tile", flag) != flag:
+            raise ShotSettingsError(
+                f"{subject}tiling from {where} switches tiling {flag} but tile is {out['tile']!r}; give only tile"
+            )
+        out["tile"] = flag
     return out
 
 
@@ -270,7 +345,18 @@ def validate_settings(
     steps = out.get("steps")
     if steps is not None and "propagation_steps" in out:
         _check_propagation(out, clip=clip, where=where)
+    if "tile_size" in out and "tile_overlap" in out:
+        _check_tile_overlap(out, clip=clip, where=where)
     return out
+
+
+def _check_tile_overlap(settings: Mapping[str, Any], *, clip: str | None, where: str) -> None:
+    size, overlap = settings["tile_size"], settings["tile_overlap"]
+    if overlap >= size:
+        subject = f"clip {clip!r}: " if clip is not None else ""
+        raise ShotSettingsError(
+            f"{subject}tile_overlap from {where} must be below tile_size={size}, got {overlap}"
+        )
 
 
 def _check_propagation(settings: Mapping[str, Any], *, clip: str | None, where: str) -> None:
@@ -288,8 +374,11 @@ def to_upscale_settings(settings: Mapping[str, Any]) -> UpscaleSettings:
     """The pipeline settings for a resolved shot (``vae`` and ``skip`` are not
     sampling knobs: the renderer picks the VAE when it loads the model).
 
-    ``steps`` becomes ``num_inference_steps``; ``tiling`` ``true``/``false`` forces
-    tiling on/off (``tile``), a name picks the tiling strategy.
+    ``steps`` becomes ``num_inference_steps``; ``tile`` ``on``/``off`` forces tiling
+    (``auto`` leaves it to the input size); ``tiling`` names the tiling strategy (a
+    ``true``/``false`` there, in a mapping that was not validated, acts as ``tile``).
+    The other pipeline knobs (``scheduler``, ``tile_mode``, ``tile_size``,
+    ``tile_overlap``, ``window_batch``, ``decode_chunk``) keep their names.
 
     Raises:
         SettingsError: the pipeline rejects the combination.
@@ -302,8 +391,14 @@ def to_upscale_settings(settings: Mapping[str, Any]) -> UpscaleSettings:
             knobs["num_inference_steps"] = value
         elif key == "propagation_steps":
             knobs["propagation_steps"] = tuple(value)
+        elif key == "tile":
+            if value != "auto":
+                knobs["tile"] = value if isinstance(value, bool) else value == "on"
         elif key == "tiling":
-            knobs["tile" if isinstance(value, bool) else "tiling"] = value
+            if not isinstance(value, bool):
+                knobs["tiling"] = value
+            elif settings.get("tile", "auto") == "auto":
+                knobs["tile"] = value
         else:
             knobs[key] = value
     return UpscaleSettings(**knobs)
@@ -581,6 +676,8 @@ def resolve_clip_settings(
             origin[k] = where
 
     _check_propagation(settings, clip=label, where=f"{origin['propagation_steps']} (steps from {origin['steps']})")
+    _check_tile_overlap(settings, clip=label,
+                        where=f"{origin['tile_overlap']} (tile_size from {origin['tile_size']})")
     try:
         to_upscale_settings(settings)  # rules that tie knobs together, as the pipeline applies them
     except SettingsError as exc:
