@@ -131,6 +131,10 @@ WindowBatchOpt = Annotated[Optional[int], typer.Option(
 DecodeChunkOpt = Annotated[Optional[int], typer.Option(
     "--decode-chunk", help=f"Frames per VAE decode call; fewer = less memory (changes the numbers slightly). "
                            f"\\[default: {_LIB.decode_chunk}]", rich_help_panel=_SHOT, show_default=False)]
+DecodeTileOpt = Annotated[Optional[int], typer.Option(
+    "--decode-tile", help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
+                          "large frames; changes the numbers slightly). \\[default: whole frames]",
+    rich_help_panel=_SHOT, show_default=False)]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -254,6 +258,7 @@ def plan_command(
     tile_overlap: TileOverlapOpt = None,
     window_batch: WindowBatchOpt = None,
     decode_chunk: DecodeChunkOpt = None,
+    decode_tile: DecodeTileOpt = None,
     vae: VaeOpt = None,
 ) -> None:
     """Show, per clip, the media range to render (used range + handles), its settings and output."""
@@ -264,6 +269,7 @@ def plan_command(
         guidance_scale=guidance_scale, steps=steps, propagation_steps=propagation_steps, color_fix=color_fix,
         seed=seed, flow=flow, scheduler=scheduler, tiling=tiling, tile=tile, tile_mode=tile_mode,
         tile_size=tile_size, tile_overlap=tile_overlap, window_batch=window_batch, decode_chunk=decode_chunk,
+        decode_tile=decode_tile,
         vae=vae,
     )
     try:
@@ -335,6 +341,7 @@ def upscale_command(
     tile_overlap: TileOverlapOpt = None,
     window_batch: WindowBatchOpt = None,
     decode_chunk: DecodeChunkOpt = None,
+    decode_tile: DecodeTileOpt = None,
     vae: VaeOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary; errors only.",
                                         rich_help_panel=_REPORT)] = False,
@@ -355,7 +362,7 @@ def upscale_command(
                 guidance_scale=guidance_scale, steps=steps, propagation_steps=propagation_steps,
                 color_fix=color_fix, seed=seed, flow=flow, scheduler=scheduler, tiling=tiling, tile=tile,
                 tile_mode=tile_mode, tile_size=tile_size, tile_overlap=tile_overlap, window_batch=window_batch,
-                decode_chunk=decode_chunk, vae=vae,
+                decode_chunk=decode_chunk, decode_tile=decode_tile, vae=vae,
             ).items() if v is not None},
             where="command-line overrides",
         )

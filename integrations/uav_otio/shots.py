@@ -85,6 +85,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "tile_overlap": _LIB.tile_overlap,
     "window_batch": _LIB.window_batch,
     "decode_chunk": _LIB.decode_chunk,
+    "decode_tile": _LIB.decode_tile,
 }
 
 #: values accepted for ``tile`` (``true``/``false`` and friends are read as on/off)
@@ -291,6 +292,7 @@ SHOT_KEYS: dict[str, Callable[[Any], Any]] = {
     "tile_overlap": _int_range(0, (1 << 16) - 1),
     "window_batch": _int_range(1, 1024),
     "decode_chunk": _int_range(1, 1024),
+    "decode_tile": _int_range(8, 1 << 16),
 }
 
 

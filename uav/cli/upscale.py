@@ -365,6 +365,10 @@ def upscale_command(
     decode_chunk: Annotated[Optional[int], typer.Option(
         help=f"Frames per VAE decode call; fewer = less memory (changes the numbers slightly). "
              f"\\[default: {_DEFAULTS.decode_chunk}]", rich_help_panel=_TILING, show_default=False)] = None,
+    decode_tile: Annotated[Optional[int], typer.Option(
+        help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
+             "large frames; changes the numbers slightly). \\[default: whole frames]", rich_help_panel=_TILING,
+        show_default=False)] = None,
     start: Annotated[Optional[str], typer.Option(
         help="First frame: an index or a timecode HH:MM:SS:FF.", rich_help_panel=_IO)] = None,
     end: Annotated[Optional[str], typer.Option(
@@ -424,7 +428,7 @@ def upscale_command(
                                   propagation_steps=propagation_steps, color_fix=color_fix, flow=flow, seed=seed,
                                   scheduler=scheduler, tile=tile, tiling=tiling, tile_mode=tile_mode,
                                   tile_size=tile_size, tile_overlap=tile_overlap, window_batch=window_batch,
-                                  decode_chunk=decode_chunk),
+                                  decode_chunk=decode_chunk, decode_tile=decode_tile),
             start=_position(start), end=_position(end), codec=codec, pix_fmt=pix_fmt, crf=crf, fps=fps,
             weights=weights, vae=vae, device=device, dtype=dtype,
         )
