@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 #: the U-Net refuses noise levels above this (``max_noise_level`` of the release)
@@ -89,7 +89,6 @@ class UpscaleSettings:
     offload: bool | None = None
     fuse_scale: float = 0.5
     downscale_large: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.propagation_steps, (str, bytes)):
@@ -182,7 +181,6 @@ class UpscaleSettings:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["propagation_steps"] = list(self.propagation_steps)
-        out["extra"] = dict(self.extra)
         return out
 
 

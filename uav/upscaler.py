@@ -412,7 +412,7 @@ class VideoUpscaler:
         if not s.do_classifier_free_guidance:
             return cond
         if uncond is None:
-            if self.text_encoder is None and cond is not None:
+            if self.text_encoder is None:
                 raise InputError(
                     "negative_prompt_embeds: guidance_scale > 1 needs the negative embeddings too "
                     "(or a text encoder to encode negative_prompt)"
