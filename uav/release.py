@@ -182,7 +182,9 @@ def _read_config(path: Path) -> dict[str, Any]:
 def _place(model: torch.nn.Module, device: str | torch.device | None, dtype: torch.dtype | None) -> None:
     model.eval().requires_grad_(False)
     if device is not None or dtype is not None:
-        model.to(device=device, dtype=dtype)
+        # plain Module.to: diffusers' override warns about "modules to keep in float32",
+        # which these models do not have
+        torch.nn.Module.to(model, device=device, dtype=dtype)
 
 
 def load_unet(release: ReleaseFolder | str | os.PathLike[str], *, device: str | torch.device | None = None,
