@@ -219,3 +219,13 @@ def test_raft_checkpoint_is_found_and_validated(tmp_path, tiny_unet, tiny_vae):
     release.save_state_dict(bad, tmp_path / "bad.pth")
     with pytest.raises(release.ReleaseError, match="module."):
         release.check_raft_weights(tmp_path / "bad.pth")
+
+
+def test_diffusers_save_and_from_pretrained_round_trip(tmp_path, tiny_unet, tiny_vae):
+    tiny_unet.save_pretrained(tmp_path / "unet")
+    tiny_vae.save_pretrained(tmp_path / "vae")
+    unet = UNetVideoModel.from_pretrained(tmp_path / "unet", low_cpu_mem_usage=False)
+    vae = AutoencoderKLVideo.from_pretrained(tmp_path / "vae", low_cpu_mem_usage=False)
+    for a, b in ((tiny_unet, unet), (tiny_vae, vae)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
