@@ -17,6 +17,7 @@ import opentimelineio as otio
 
 from .plan import DEFAULT_HANDLES, Plan, RenderJob, plan_timeline
 from .relink import DOWNGRADE_SCHEMA_VERSIONS, absolutize_media_urls, relink_plan
+from .manifest import owner_id
 from .render import PARTIAL_MARK, RenderReport, Renderer, UpscalerRenderer, render_plan
 from .shots import ShotList, load_shot_list
 
@@ -27,6 +28,7 @@ __all__ = [
     "output_paths",
     "plan_file",
     "read_timeline",
+    "timeline_owner",
     "upscale_timeline",
     "write_timeline",
 ]
@@ -132,8 +134,12 @@ def plan_file(
     name_by: str = "media",
     ext: str = ".mov",
     timeline_name: str | None = None,
+    output: str | Path | None = None,
 ) -> tuple[LoadedTimeline, Plan]:
-    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`)."""
+    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`).
+
+    ``output``, the timeline :func:`upscale_timeline` would write, makes the plan name
+    outputs exactly as that render will (its own earlier renders may be replaced)."""
     loaded = read_timeline(path, timeline_name=timeline_name)
     plan = plan_timeline(
         loaded.timeline,
@@ -144,8 +150,14 @@ def plan_file(
         base_dir=loaded.base_dir,
         name_by=name_by,
         ext=ext,
+        owner=timeline_owner(output, path) if output is not None else None,
     )
     return loaded, plan
+
+
+def timeline_owner(output: str | Path, input_path: str | Path | None = None) -> str:
+    """The owner id an output timeline is recorded under in media manifests (its ``.otio``)."""
+    return owner_id(output_paths(output, input_path)[0])
 
 
 def adapter_can_write(suffix: str) -> str | None:
@@ -292,6 +304,7 @@ def upscale_timeline(
             )
         loaded = read_timeline(input_path, timeline_name=timeline_name, extract_dir=extract)
         tl, bdir = loaded.timeline, Path(base_dir) if base_dir is not None else loaded.base_dir
+    owner = timeline_owner(output, input_path)
     plan = plan_timeline(
         tl,
         handles=handles,
@@ -301,12 +314,14 @@ def upscale_timeline(
         base_dir=bdir,
         name_by=name_by,
         ext=ext,
+        owner=owner,
     )
     if renderer is None:
         renderer = UpscalerRenderer(weights=weights, device=device, dtype=dtype, codec=codec)
     if model is None:
         model = getattr(renderer, "model", None) or {}
-    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job)
+    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job,
+                         owner=owner)
     relinked = relink_plan(tl, plan, report)
     if bdir is not None and Path(output).resolve().parent != bdir.resolve():
         # Relative links to the original media would break next to the new file.

@@ -236,6 +236,9 @@ def plan_command(
     media_dir: Annotated[
         Optional[Path], typer.Option("--media-dir", help="Where outputs would go (shown in the plan).")
     ] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="The output timeline 'timeline upscale' would write: outputs are then named exactly "
+                               "as that render names them (with --media-dir).")] = None,
     name_by: NameByOpt = "media",
     ext: ExtOpt = "mov",
     timeline_name: TimelineNameOpt = None,
@@ -275,7 +278,7 @@ def plan_command(
     try:
         _, plan = plan_file(
             timeline, handles=handles, media_dir=media_dir, shots=shots, overrides=overrides,
-            name_by=name_by, ext=ext, timeline_name=timeline_name,
+            name_by=name_by, ext=ext, timeline_name=timeline_name, output=output,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None

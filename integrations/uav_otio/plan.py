@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlparse
 
 import opentimelineio as otio
 
-from .render import compute_settings_hash
+from .manifest import Manifest, compute_settings_hash, owner_id
 from .shots import DEFAULT_SETTINGS, ShotList, resolve_clip_settings
 
 __all__ = [
@@ -641,26 +641,64 @@ def _safe_name(text: str) -> str:
     return _SAFE.sub("_", text).strip("._") or "clip"
 
 
-def _assign_outputs(jobs: list[RenderJob], media_dir: Path | None, name_by: str, ext: str) -> None:
-    """``<clip or media stem>_uav<ext>``; ranges, then hashes, tell clashing names apart."""
+def _assign_outputs(
+    jobs: list[RenderJob], media_dir: Path | None, name_by: str, ext: str, owner: str | None = None
+) -> None:
+    """Name each job's output ``<clip or media stem>_uav<ext>``.
+
+    Names that clash inside the plan (case-insensitively, as on macOS and Windows
+    disks) gain the first frame, then a hash of the job. A name already used in
+    ``media_dir`` by other content that another timeline relies on, or by a file
+    uav did not render, is never reused: that job takes the next form instead, so
+    two cuts sharing a media folder cannot overwrite each other's renders. A job
+    rendered before keeps the name it was rendered under.
+    """
+    manifest = Manifest(media_dir) if media_dir is not None and media_dir.is_dir() else None
 
     def base(job: RenderJob) -> str:
         if name_by == "clip" and len(job.clip_names) == 1 and job.clip_names[0]:
             return _safe_name(job.clip_names[0])
         return _safe_name(job.media.stem)
 
-    names = {id(j): base(j) for j in jobs}
-    for make in (lambda j: f"{base(j)}_{j.start}", lambda j: f"{base(j)}_{j.start}_{j.settings_hash[:8]}"):
-        counts: dict[str, int] = {}
+    def form(job: RenderJob, level: int) -> str:
+        b = base(job)
+        return (b, f"{b}_{job.start}", f"{b}_{job.start}_{job.settings_hash[:8]}",
+                f"{b}_{job.start}_{job.settings_hash}")[level] + f"_uav{ext}"
+
+    def free(job: RenderJob, name: str) -> bool:
+        return manifest is None or manifest.free_for(name, job.settings_hash, owner)
+
+    def settle(use_disk: bool, pinned: dict[int, str]) -> dict[int, str]:
+        names: dict[int, str] = {}
+        for _ in range(8):  # every pass only raises levels, and level 3 names are unique
+            names = {id(j): pinned.get(id(j)) or form(j, level[id(j)]) for j in jobs}
+            counts: dict[str, int] = {}
+            for n in names.values():
+                counts[n.lower()] = counts.get(n.lower(), 0) + 1
+            changed = False
+            for j in jobs:
+                n = names[id(j)]
+                if (counts[n.lower()] > 1 or (use_disk and not free(j, n))) and level[id(j)] < 3:
+                    pinned.pop(id(j), None)
+                    level[id(j)] = max(level[id(j)], next((k for k in range(4) if form(j, k) == n), 0)) + 1
+                    changed = True
+            if not changed:
+                break
+        return names
+
+    level = {id(j): 0 for j in jobs}
+    names = settle(False, {})  # the plan's own clashes first: the same names in any folder
+    if manifest is not None:
+        pinned = {}
         for j in jobs:
-            counts[names[id(j)].lower()] = counts.get(names[id(j)].lower(), 0) + 1
-        clashing = [j for j in jobs if counts[names[id(j)].lower()] > 1]
-        if not clashing:
-            break
-        for j in clashing:
-            names[id(j)] = make(j)
+            earlier = manifest.name_for_job(j.settings_hash)
+            if earlier is not None:
+                k = next((k for k in range(4) if form(j, k) == earlier), -1)
+                if k >= level[id(j)]:
+                    pinned[id(j)], level[id(j)] = earlier, k
+        names = settle(True, pinned)
     for j in jobs:
-        j.output_name = f"{names[id(j)]}_uav{ext}"
+        j.output_name = names[id(j)]
         j.output_path = (media_dir / j.output_name) if media_dir is not None else None
 
 
@@ -675,6 +713,7 @@ def plan_timeline(
     name_by: str = "media",
     ext: str = ".mov",
     probe: bool = True,
+    owner: str | Path | None = None,
 ) -> Plan:
     """Plan the renders a timeline needs.
 
@@ -691,6 +730,9 @@ def plan_timeline(
         ext: output file extension, with or without the dot.
         probe: look at the media on disk (existence, and the range of references
             that carry none). Without it, media must declare its available range.
+        owner: the output timeline the plan is for. Names already used in
+            ``media_dir`` by other content are skipped unless only ``owner`` relies on
+            them (see :func:`_assign_outputs`).
 
     Returns:
         The :class:`Plan`.
@@ -779,7 +821,7 @@ def plan_timeline(
         if current:
             plan.jobs.append(_make_job(current, lo, hi))
     plan.jobs.sort(key=lambda j: (j.media.identity, j.start, j.settings_hash))
-    _assign_outputs(plan.jobs, mdir, name_by, ext)
+    _assign_outputs(plan.jobs, mdir, name_by, ext, owner_id(owner))
     return plan
 
 
