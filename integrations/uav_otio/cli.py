@@ -382,8 +382,9 @@ def upscale_command(
             from rich.markup import escape
 
             if status == "rendering":
+                at = job.timecode or f"{job.start_seconds:.3f} s"
                 console.print(escape(f"rendering {job.output_name}: {job.frames} frames from {job.media.display} "
-                                     f"@ {job.timecode}"))
+                                     f"@ {at}"))
             elif status == "cached":
                 console.print(escape(f"up to date {job.output_name}"))
 

@@ -210,6 +210,7 @@ def render_plan(
                 "rate": job.rate,
                 "frames": job.frames,
                 "timecode": job.timecode,
+                "start_seconds": job.start_seconds,
                 "clips": list(job.clip_names),
                 "size": out.stat().st_size,
                 "rendered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
