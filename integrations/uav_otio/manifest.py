@@ -251,6 +251,13 @@ class Manifest:
             self.claims[name] = {"owner": owner, "render_hash": render_hash, "settings_hash": settings_hash,
                                  "pid": os.getpid()}
 
+    def unclaim(self, name: str) -> None:
+        """Withdraw this process's claim on ``name`` (its render failed)."""
+        with self.locked():
+            claim = self.claims.get(name)
+            if claim is not None and int(claim.get("pid", 0)) == os.getpid():
+                del self.claims[name]
+
     def record(self, name: str, entry: dict[str, Any], owner: str | None = None) -> None:
         """Add or replace an entry (keeping the owners of identical content), drop its claim, save."""
         with self.locked():
@@ -284,6 +291,17 @@ class Manifest:
                     entry["owners"] = sorted(_owners(entry) - {owner})
                     let_go.append(name)
         return let_go
+
+    def discard_if_empty(self) -> bool:
+        """Remove the manifest and its lock file when they record nothing (a run that
+        created the folder and failed); returns whether they were removed."""
+        self.reload()
+        if self.outputs or self.claims:
+            return False
+        for p in (self.path, self.media_dir / (MANIFEST_NAME + ".lock")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        return True
 
     def save(self) -> None:
         self.media_dir.mkdir(parents=True, exist_ok=True)

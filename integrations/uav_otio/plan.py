@@ -368,6 +368,8 @@ class _Ranges:
         self._window: dict[int, tuple[float, float]] = {}
         self._children: dict[int, dict[Any, otio.opentime.TimeRange]] = {}
         self._index: dict[int, dict[int, int]] = {}
+        self._scalar: dict[int, float] = {}
+        self._media: dict[tuple[str, str], MediaSource | _Skip] = {}
 
     def trim_start(self, parent: otio.core.Item) -> float:
         k = id(parent)
@@ -382,6 +384,29 @@ class _Ranges:
             self._keep.append(parent)
             self._window[k] = _window(parent)
         return self._window[k]
+
+    def time_scalar(self, parent: otio.core.Item) -> float:
+        k = id(parent)
+        if k not in self._scalar:
+            self._keep.append(parent)
+            self._scalar[k] = _time_scalar(parent)
+        return self._scalar[k]
+
+    def media(self, ref: Any, base_dir: Path | None, probe: bool) -> MediaSource:
+        """:func:`_media_source`, asked once per distinct file reference (a long edit
+        cuts the same media hundreds of times)."""
+        if not isinstance(ref, otio.schema.ExternalReference):
+            return _media_source(ref, base_dir, probe)
+        key = (ref.target_url, str(ref.available_range))
+        if key not in self._media:
+            try:
+                self._media[key] = _media_source(ref, base_dir, probe)
+            except _Skip as skip:
+                self._media[key] = skip
+        found = self._media[key]
+        if isinstance(found, _Skip):
+            raise _Skip(str(found))
+        return found
 
     def index_of(self, parent: Any, child: otio.core.Item) -> int:
         k = id(parent)
@@ -420,7 +445,7 @@ def _used_media_frames(clip: otio.schema.Clip, rate: float, ranges: _Ranges | No
         own_trim = _trim_start(item) if item is clip else ranges.trim_start(item)
         shift = ranges.start_of(parent, item) - own_trim
         lo, hi, c = lo + shift, hi + shift, c + shift
-        s = _time_scalar(parent)
+        s = ranges.time_scalar(parent)
         if s <= 0:
             raise _Skip(f"reverse or freeze time warp on the enclosing {type(parent).__name__} {parent.name!r}")
         S = ranges.trim_start(parent)
@@ -916,7 +941,7 @@ def plan_timeline(
             plan.skipped.append(SkippedItem(label, reason, media_txt, where))
             continue
         try:
-            media = _media_source(ref, bdir, probe)
+            media = ranges.media(ref, bdir, probe)
             start, end = _used_media_frames(clip, media.rate, ranges)
         except _Skip as skip:
             plan.skipped.append(SkippedItem(label, str(skip), media_txt, where))
@@ -994,10 +1019,7 @@ def _make_job(uses: list[ClipUse], start: int, end: int) -> RenderJob:
             "rate": media.rate,
         }
     )
-    names: list[str] = []
-    for u in uses:
-        if u.clip.name not in names:
-            names.append(u.clip.name)
+    names = dict.fromkeys(u.clip.name for u in uses)  # first-seen order, without the quadratic scan
     job = RenderJob(media, start, end, dict(settings), digest, tuple(names))
     for u in uses:
         u.job = job

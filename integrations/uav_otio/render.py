@@ -195,7 +195,13 @@ def render_plan(
         if on_job:
             on_job(job, "rendering")
         cb = (lambda done, total, _job=job: progress(_job, done, total)) if progress else None
-        renderer(job, dict(job.settings), out, progress=cb)
+        try:
+            renderer(job, dict(job.settings), out, progress=cb)
+        except Exception:
+            # a failed render leaves nothing to resume; a killed one (no chance to get
+            # here) leaves its claim, which lets its owner take the name back
+            manifest.unclaim(job.output_name)
+            raise
         if not out.is_file():
             raise RuntimeError(f"the renderer returned without writing {str(out)!r}")
         manifest.record(
