@@ -275,3 +275,19 @@ def test_bad_otioz_and_failed_runs_leave_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="fell off"):
         upscale_timeline(src, tmp_path / "o.otio", tmp_path / "new" / "media", renderer=broken)
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("adapter,suffix,module", [("fcpx_xml", ".fcpxml", "otio_fcpx_xml_adapter"),
+                                                   ("kdenlive", ".kdenlive", "otio_kdenlive_adapter")])
+def test_fcpxml_and_kdenlive_read_through_the_otio_extra(tmp_path, adapter, suffix, module):
+    pytest.importorskip(module)
+    media = F.media_set(tmp_path / "media")
+    path = tmp_path / f"cut{suffix}"
+    otio.adapters.write_to_file(F.simple_cut(media), str(path), adapter_name=adapter)
+    res = run("plan", path, "--json", "--handles", "0")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)  # the kdenlive adapter's banner went to stderr
+    ranges = {Path(j["media"]["path"]).name: (j["range"]["start"], j["range"]["end"]) for j in data["jobs"]}
+    # the source ranges survive the editor's format exactly (these adapters drop a track's
+    # "enabled" flag, so the disabled V2 clip of C003 comes back as a job too)
+    assert ranges["A001.mov"] == (F.TC_START + 10, F.TC_START + 30) and ranges["B002.mov"] == (5, 25)
