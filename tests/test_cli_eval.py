@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import uav.cli.evaluate  # noqa: F401 - registers the commands
-from uav import metrics as M
+from uav import eval as M
 from uav.cli.app import app
 
 runner = CliRunner()

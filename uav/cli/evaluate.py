@@ -134,7 +134,7 @@ def _run(
     resize: bool,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
     """Score every video; returns (label -> VideoMetrics, label -> frames, reference frames)."""
-    from uav.metrics import LPIPSMetric, evaluate_video, resolve_flow_estimator  # noqa: PLC0415
+    from uav.eval import LPIPSMetric, evaluate_video, resolve_flow_estimator  # noqa: PLC0415
 
     if flow_on not in ("output", "reference"):
         raise ValueError(f"--flow-on: expected 'output' or 'reference'; got {flow_on!r}")
@@ -188,7 +188,7 @@ def _write_report(
     row: int | None,
     column: int | None,
 ) -> Path:
-    from uav import report as R  # noqa: PLC0415
+    from uav.eval import report as R  # noqa: PLC0415
 
     videos = {**clips, f"reference: {ref_label}": ref}
     H, W = ref.shape[1:3]
