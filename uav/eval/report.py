@@ -267,6 +267,9 @@ def crop_figure(
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write under a temporary name in the same folder, then rename into place."""
+    if path.is_dir():
+        # os.replace would fail only after the temporary file exists, with a confusing message
+        raise ValueError(f"{str(path)!r} is a folder; give a file name inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
     # open(..., "xb") rather than mkstemp so the file gets the usual umask permissions.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
