@@ -35,7 +35,9 @@ import cv2
 import numpy as np
 import torch
 
-from uav.eval.degrade_config import (
+from uav.eval import degrade_config
+from uav.eval.degrade_config import (  # noqa: F401 - the config types are re-exported (__all__)
+    INTERPOLATIONS,
     KERNEL_TYPES,
     BlurConfig,
     DegradationConfig,
@@ -48,26 +50,11 @@ from uav.eval.degrade_config import (
     sample_params,
 )
 
-# The recipe's types are part of this module's interface: callers build a config and
+# The recipe's names are part of this module's interface: callers build a config and
 # read sampled parameters without knowing the recipe lives in its own file.
-__all__ = [
-    "KERNEL_TYPES",
-    "BlurConfig",
-    "ResizeConfig",
-    "NoiseConfig",
-    "StageConfig",
-    "DegradationConfig",
-    "DegradationParams",
-    "KernelParams",
-    "StageParams",
-    "sample_params",
-    "apply_degradation",
-    "degrade_clip",
-    "make_pair",
-    "blur_kernel",
-]
+__all__ = [*degrade_config.__all__, "apply_degradation", "degrade_clip", "make_pair", "blur_kernel"]
 
-_INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC}
+_INTERPOLATIONS = dict(zip(INTERPOLATIONS, (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC)))
 _MIN_SIDE = 4  # intermediate frames never shrink below this many pixels
 
 

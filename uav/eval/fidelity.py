@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from uav.eval.frames import pair_clips, prepare_pair
+from uav.eval.frames import per_frame
 
 __all__ = ["psnr", "ssim", "psnr_frames", "ssim_frames"]
 
@@ -41,12 +41,8 @@ def psnr_frames(
         crop_border: pixels removed from every side before scoring.
         y_channel: score the BT.601 Y channel instead of RGB.
     """
-    a, b = pair_clips(output, reference)
-    # Frame by frame: float64 copies of a whole high-resolution clip would be huge.
-    mse = np.empty(a.shape[0], dtype=np.float64)
-    for t in range(a.shape[0]):
-        xa, xb = prepare_pair(a[t], b[t], crop_border, y_channel, ("output", "reference"))
-        mse[t] = np.mean((xa - xb) ** 2)
+    mse = per_frame(output, reference, lambda a, b: float(np.mean((a - b) ** 2)), crop_border=crop_border,
+                    y_channel=y_channel)
     return _psnr_from_mse(mse)
 
 
@@ -79,6 +75,20 @@ def _ssim_map_channel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return num / den
 
 
+def _ssim_of_frame(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two prepared frames (H, W, C): the mean over channels of the mean SSIM map."""
+    if min(a.shape[0], a.shape[1]) < _SSIM_WINDOW:
+        raise ValueError(
+            f"SSIM needs frames of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels after cropping; "
+            f"got {a.shape[0]}x{a.shape[1]}"
+        )
+    channels = [
+        np.mean(_ssim_map_channel(np.ascontiguousarray(a[:, :, c]), np.ascontiguousarray(b[:, :, c])))
+        for c in range(a.shape[2])
+    ]
+    return float(np.mean(channels))
+
+
 def ssim_frames(
     output: np.ndarray, reference: np.ndarray, *, crop_border: int = 0, y_channel: bool = False
 ) -> np.ndarray:
@@ -89,21 +99,7 @@ def ssim_frames(
         crop_border: pixels removed from every side before scoring.
         y_channel: score the BT.601 Y channel instead of the mean over R, G and B.
     """
-    a, b = pair_clips(output, reference)
-    out = np.empty(a.shape[0], dtype=np.float64)
-    for t in range(a.shape[0]):
-        xa, xb = prepare_pair(a[t], b[t], crop_border, y_channel, ("output", "reference"))
-        if min(xa.shape[0], xa.shape[1]) < _SSIM_WINDOW:
-            raise ValueError(
-                f"SSIM needs frames of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels after cropping; "
-                f"got {xa.shape[0]}x{xa.shape[1]}"
-            )
-        channels = [
-            np.mean(_ssim_map_channel(np.ascontiguousarray(xa[:, :, c]), np.ascontiguousarray(xb[:, :, c])))
-            for c in range(xa.shape[2])
-        ]
-        out[t] = float(np.mean(channels))
-    return out
+    return per_frame(output, reference, _ssim_of_frame, crop_border=crop_border, y_channel=y_channel)
 
 
 def ssim(output: np.ndarray, reference: np.ndarray, *, crop_border: int = 0, y_channel: bool = False) -> float:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "rgb_to_y",
     "prepare_pair",
     "pair_clips",
+    "per_frame",
 ]
 
 _FLOAT_TOLERANCE = 1e-3
@@ -144,3 +146,24 @@ def pair_clips(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, n
         return output[None], reference[None]
     return output, reference
 
+
+def per_frame(
+    output: np.ndarray,
+    reference: np.ndarray,
+    score: Callable[[np.ndarray, np.ndarray], float],
+    *,
+    crop_border: int = 0,
+    y_channel: bool = False,
+) -> np.ndarray:
+    """``score(a, b)`` of every frame pair, as a float64 array of length T (1 for a single frame).
+
+    ``a`` and ``b`` are one frame of each, prepared by :func:`prepare_pair`: float64 on
+    the ``[0, 255]`` scale, cropped, ``(H, W, C)`` with ``C = 1`` for the Y channel.
+    """
+    a, b = pair_clips(output, reference)
+    out = np.empty(a.shape[0], dtype=np.float64)
+    # Frame by frame: float64 copies of a whole high-resolution clip would be huge.
+    for t in range(a.shape[0]):
+        xa, xb = prepare_pair(a[t], b[t], crop_border, y_channel, ("output", "reference"))
+        out[t] = score(xa, xb)
+    return out

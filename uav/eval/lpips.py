@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uav.eval.frames import pair_clips, prepare_pair
+from uav.eval.frames import per_frame
 
 __all__ = ["LPIPSMetric", "LPIPS_MISSING"]
 
@@ -83,14 +83,12 @@ class LPIPSMetric:
     @torch.no_grad()
     def frames(self, output: np.ndarray, reference: np.ndarray, *, crop_border: int = 0) -> np.ndarray:
         """Per-frame LPIPS distance (lower is better), float64 array of length T."""
-        a, b = pair_clips(output, reference)
-        out = np.empty(a.shape[0], dtype=np.float64)
-        for t in range(a.shape[0]):
-            xa, xb = prepare_pair(a[t], b[t], crop_border, False, ("output", "reference"))
-            ta = torch.from_numpy(xa / 127.5 - 1.0).permute(2, 0, 1)[None].float().to(self.device)
-            tb = torch.from_numpy(xb / 127.5 - 1.0).permute(2, 0, 1)[None].float().to(self.device)
-            out[t] = float(self.model(ta, tb).mean())
-        return out
+        def distance(a: np.ndarray, b: np.ndarray) -> float:
+            ta = torch.from_numpy(a / 127.5 - 1.0).permute(2, 0, 1)[None].float().to(self.device)
+            tb = torch.from_numpy(b / 127.5 - 1.0).permute(2, 0, 1)[None].float().to(self.device)
+            return float(self.model(ta, tb).mean())
+
+        return per_frame(output, reference, distance, crop_border=crop_border)
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
