@@ -2,7 +2,8 @@
 
 The renderer is injected: any callable ``renderer(job, settings, output_path,
 progress=None) -> None`` that writes ``output_path`` atomically (write a temporary
-file, rename it when complete; :func:`atomic_output` does that). ``progress``, when
+file, rename it when complete: :class:`uav.io.VideoWriter` does, and
+:func:`atomic_output`, which is :func:`uav.io.atomic_output`, does it for others). ``progress``, when
 given, is called as ``progress(frames_done, frames_total)``.
 
 A manifest (``uav_manifest.json`` in the media folder) records every finished
@@ -17,16 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # plan imports this module; the types are for annotations only
+from uav.io.atomic import TEMP_MARK, atomic_output, clean_stale_temporaries
+
+from .hashing import compute_settings_hash
+
+if TYPE_CHECKING:  # the types are for annotations only
     from .plan import Plan, RenderJob
 
 __all__ = [
@@ -45,45 +49,13 @@ __all__ = [
 
 #: the manifest's file name inside the media folder
 MANIFEST_NAME = "uav_manifest.json"
-#: marks temporary files; anything in the media folder carrying it is a leftover
-PARTIAL_MARK = ".uav-partial"
+#: marks temporary files (uav.io's temporary names, also used by :func:`atomic_output`)
+PARTIAL_MARK = TEMP_MARK
 _MANIFEST_FORMAT = "uav-timeline-manifest"
 _MANIFEST_VERSION = 1
 
 #: ``renderer(job, settings, output_path, progress=None) -> None``
 Renderer = Callable[..., None]
-
-
-def compute_settings_hash(data: Mapping[str, Any]) -> str:
-    """A short stable hash of JSON-serialisable data (key order does not matter)."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _partial_path(path: Path) -> Path:
-    # Keep the real extension last: writers pick the container format from it.
-    return path.with_name(f".{path.stem}{PARTIAL_MARK}-{os.getpid()}{path.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
-
-    On any exception (``KeyboardInterrupt`` included) the temporary file is removed
-    and ``path`` is left as it was.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_path(final)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"nothing was written to the temporary file {str(tmp)!r} for {str(final)!r}")
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -102,16 +74,9 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 def clean_partials(media_dir: str | Path) -> list[Path]:
-    """Remove temporary files left by an interrupted run; returns what was removed."""
-    d = Path(media_dir)
-    removed = []
-    if d.is_dir():
-        for p in d.iterdir():
-            if p.is_file() and p.name.startswith(".") and PARTIAL_MARK in p.name:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-                    removed.append(p)
-    return removed
+    """Remove temporary files left by interrupted runs (only stale ones: see
+    :func:`uav.io.clean_stale_temporaries`); returns what was removed."""
+    return clean_stale_temporaries(media_dir)
 
 
 class Manifest:
@@ -276,21 +241,10 @@ def render_plan(
 
 def _read_sequence(job: RenderJob) -> Any:
     """The job's image-sequence frames as RGB ``(T, H, W, 3)`` (uint8 or uint16)."""
-    import cv2  # local: only image sequences need it
-    import numpy as np
+    from uav.io import read_images
 
-    frames = []
-    for index in range(job.first_index, job.end_index):
-        p = job.media.frame_path(index)
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise FileNotFoundError(f"image sequence frame {str(p)!r} is missing or unreadable")
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        else:
-            img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-        frames.append(img)
-    return np.stack(frames)
+    return read_images([job.media.frame_path(index) for index in range(job.first_index, job.end_index)],
+                       fps=job.fps)
 
 
 class UpscalerRenderer:
@@ -401,12 +355,13 @@ class UpscalerRenderer:
             options["pix_fmt"] = self.pix_fmt
         if self.crf is not None:
             options["crf"] = self.crf
-        with atomic_output(output_path) as tmp:
-            if job.media.kind == "image_sequence":
-                options["fps"] = job.fps
-                upscaler.upscale(_read_sequence(job), output=tmp, settings=pipeline_settings,
-                                 callback=callback, writer_options=options)
-            else:
-                # a file input brings its own fps and audio (cut to the same frames)
-                upscaler.upscale(str(job.media.path), output=tmp, settings=pipeline_settings, callback=callback,
-                                 writer_options=options, start=job.first_index, end=job.end_index)
+        # VideoWriter writes under a temporary name and renames when complete: the
+        # output appears atomically without a second temporary around it
+        if job.media.kind == "image_sequence":
+            options["fps"] = job.fps
+            upscaler.upscale(_read_sequence(job), output=output_path, settings=pipeline_settings,
+                             callback=callback, writer_options=options)
+        else:
+            # a file input brings its own fps and audio (cut to the same frames)
+            upscaler.upscale(str(job.media.path), output=output_path, settings=pipeline_settings, callback=callback,
+                             writer_options=options, start=job.first_index, end=job.end_index)

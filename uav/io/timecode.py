@@ -88,8 +88,10 @@ def nominal_rate(fps: Fraction | int) -> int:
 
 def timecode_rate_supported(fps: Fraction | int) -> bool:
     """Whether SMPTE timecode is defined at ``fps`` (exactly one of the ten rates above)."""
+    # is_valid_timecode_rate is the older name of the same check
+    check = getattr(opentime.RationalTime, "is_smpte_timecode_rate", None) or opentime.RationalTime.is_valid_timecode_rate
     try:
-        return bool(opentime.RationalTime.is_smpte_timecode_rate(float(Fraction(fps))))
+        return bool(check(float(Fraction(fps))))
     except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return False
 
