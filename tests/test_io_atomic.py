@@ -144,19 +144,21 @@ def test_disk_full_while_finishing_is_the_same_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_reports_a_full_disk_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from uav.cli.common import handle_errors
+def test_cli_reports_a_full_disk_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import typer
 
-    def broken_write(self: VideoWriter, frame: np.ndarray) -> None:
-        self.abort()
-        raise VideoOutputError(self.path, "cannot be written (no space left on device)", errno.ENOSPC)
+    from uav.cli.common import handle_errors
 
-    monkeypatch.setattr(VideoWriter, "write", broken_write)
     with pytest.raises(typer.Exit) as info:
         with handle_errors():
-            write_video(tmp_path / "o.mp4", [FRAME], fps=24)
+            writer = VideoWriter(tmp_path / "o.mp4", fps=24, width=16, height=16, preset="ultrafast")
+            writer._container = _FullDisk(writer._container, 0, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+            for _ in range(100):
+                writer.write(FRAME)
+            writer.close()
     assert info.value.exit_code == 2 and list(tmp_path.iterdir()) == []
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: {tmp_path / 'o.mp4'}: cannot be written (no space left on device); nothing was saved"
 
 
 def test_atomic_output_for_other_writers(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 
 The renderer is injected: any callable ``renderer(job, settings, output_path,
 progress=None) -> None`` that writes ``output_path`` atomically (write a temporary
-file, rename it when complete: :class:`uav.io.VideoWriter` does, and
-:func:`atomic_output`, which is :func:`uav.io.atomic_output`, does it for others). ``progress``, when
-given, is called as ``progress(frames_done, frames_total)``.
+file, rename it when complete: :class:`uav.io.VideoWriter` does that, and
+:func:`atomic_output`, which is :func:`uav.io.atomic_output`, does it for other
+writers). ``progress``, when given, is called as ``progress(frames_done, frames_total)``.
 
 A manifest (``uav_manifest.json`` in the media folder) records every finished
 output with the hash of what produced it. A rerun renders only the jobs whose

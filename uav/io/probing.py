@@ -4,7 +4,7 @@ A video is probed by demuxing (not decoding) every packet of its video stream: t
 sorted presentation timestamps give the true frame count, the exact rational frame
 rate and whether the rate is variable, independent of what the container header
 claims. One frame is decoded to prove the codec works and to read rotation and colour.
-A file whose container ends before its last box/element (a copy missing its last
+An mp4/mov whose last box runs past the end of the file (a copy missing its last
 bytes) is refused even when every frame still decodes.
 """
 
