@@ -459,28 +459,16 @@ class VideoUpscaler:
                options: Mapping[str, Any]) -> Path:
         from fractions import Fraction
 
-        from uav.io.reader import color_tags
-        from uav.io.timecode import offset_timecode
+        from uav.io.metadata import carry_over
         from uav.io.writer import VideoWriter
 
         options = dict(options)
         fps = options.pop("fps", None) or info.fps or Fraction(24)
         scale = self.upscale_factor
         height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
-        vi = info.video
-        if info.path is not None and (vi is None or vi.has_audio):
-            options.setdefault("audio_source", info.path)
-            options.setdefault("audio_start_frame", info.start_frame)
-            options.setdefault("audio_end_frame", info.start_frame + lr.shape[2])
-        if vi is not None and not vi.is_image_sequence:
+        if info.video is not None:
             # the output shows the same frames, so it carries the source's metadata over
-            if vi.start_timecode:
-                options.setdefault("timecode", offset_timecode(vi.start_timecode, info.start_frame, vi.fps))
-            tags = color_tags(vi)
-            if tags:
-                options.setdefault("color", tags)
-            if vi.sample_aspect_ratio is not None and vi.sample_aspect_ratio != 1:
-                options.setdefault("sample_aspect_ratio", vi.sample_aspect_ratio)
+            options = {**carry_over(info.video, info.start_frame, lr.shape[2]), **options}
         writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options)
         try:
             for _, chunk in chunks:

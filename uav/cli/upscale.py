@@ -453,12 +453,12 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         settings = settings.replace(seed=random.randrange(2**31))
     rate: Fraction | None = None
     if fps is not None:
+        from uav.io.rates import parse_fps
+
         try:
-            rate = Fraction(fps)
-        except (ValueError, ZeroDivisionError):
-            raise UserError(f"--fps: expected a rate like 24 or 24000/1001, got {fps!r}") from None
-        if rate <= 0:
-            raise UserError(f"--fps must be > 0, got {fps}")
+            rate = parse_fps(fps, name="--fps")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     device_name = resolve_device(device)
 
     from uav.testing import is_tiny_random
