@@ -74,6 +74,8 @@ class DenoisingScheduler(Protocol):
 
     #: the timesteps of the current schedule, set by :meth:`set_timesteps`
     timesteps: Tensor
+    #: the scale of the initial noise ``x_T`` (1 for DDIM); the loop multiplies by it
+    init_noise_sigma: float
 
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None) -> Tensor:
         """Prepare a schedule of ``num_inference_steps`` steps and return its timesteps."""
@@ -83,8 +85,13 @@ class DenoisingScheduler(Protocol):
         """The clean sample the network output implies at ``timestep``."""
         ...
 
-    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, x0: Tensor) -> Tensor:
-        """The sample at the next (less noisy) timestep, built from ``x0``."""
+    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, x0: Tensor, *,
+             generator: torch.Generator | None = None) -> Tensor:
+        """The sample at the next (less noisy) timestep, built from ``x0``.
+
+        ``generator`` is the run's seeded generator: a stochastic scheduler draws its
+        noise from it (deterministic ones ignore it), so a seed reproduces the run.
+        """
         ...
 
 

@@ -154,12 +154,6 @@ class OfficialDDIM:
         """DDIM does not rescale its input; kept for loops written against diffusers."""
         return sample
 
-    def previous_timestep(self, timestep: int | Tensor) -> Tensor:
-        """``t - num_train_timesteps // num_inference_steps`` (negative past the end)."""
-        self._require_schedule()
-        t = _timestep_index(timestep, self.num_train_timesteps)
-        return t - self.num_train_timesteps // self.num_inference_steps
-
     def _require_schedule(self) -> None:
         if self.num_inference_steps is None:
             raise RuntimeError("call set_timesteps(num_inference_steps) before step()")

@@ -25,10 +25,7 @@ from uav.protocols import Tile
 
 Tensor = torch.Tensor
 
-__all__ = ["needs_tiling", "official_tile_plan", "feather_tile_plan", "blend_tiles", "DEFAULT_TILING_THRESHOLD"]
-
-#: frames with at least this many LR pixels are tiled by the published script
-DEFAULT_TILING_THRESHOLD = 384 * 384
+__all__ = ["official_tile_plan", "feather_tile_plan", "blend_tiles"]
 
 
 def _int_arg(name: str, value: object, minimum: int) -> int:
@@ -49,13 +46,6 @@ def _check_plan_args(
         _int_arg("overlap", overlap, 0),
         _int_arg("scale", scale, 1),
     )
-
-
-def needs_tiling(height: int, width: int, *, threshold: int = DEFAULT_TILING_THRESHOLD) -> bool:
-    """Whether the published script tiles an LR frame of this size (``H·W >= threshold``)."""
-    h = _int_arg("height", height, 1)
-    w = _int_arg("width", width, 1)
-    return h * w >= threshold
 
 
 def _official_axis(length: int, tile_size: int, overlap: int) -> list[tuple[int, int, int, int]]:
