@@ -48,7 +48,7 @@ from uav.cli.options import (
 from uav.settings import COMPONENT_FIELDS, SettingsError, UpscaleSettings
 
 from .plan import DEFAULT_HANDLES, Plan
-from .shots import PIPELINE_KEYS, ShotSettingsError, validate_settings
+from .shots import PIPELINE_KEYS, validate_settings
 
 app = typer.Typer(
     name="timeline",

@@ -9,9 +9,17 @@ A clip's settings are layered, highest priority first:
 5. ``timeline.metadata["uav"]``,
 6. the library defaults (:data:`DEFAULT_SETTINGS`).
 
+Values are parsed and checked by :class:`uav.settings.UpscaleSettings`, the one
+settings schema (shot keys are its field names, ``steps`` excepted); this module only
+layers the sources and adds the per-shot keys that are not pipeline knobs (``skip``,
+``vae``). Markers, metadata and the command line carry text (``skip=yes``); a TOML
+shot list has its own types, so there ``skip = "yes"`` is an error.
+
 Every layer is validated on its own, so an error names the clip *and* the place
 the bad value came from; the merged result is checked once more for the rules
-that tie keys together (``propagation_steps`` must be below ``steps``).
+that tie keys together (``propagation_steps`` must be below ``steps``), and its
+component names are resolved through the plugin registry, so a plan refuses what
+the render would refuse.
 
 The result is a plain ``dict`` of JSON-serialisable values; the renderer maps it
 onto the pipeline.
@@ -78,7 +86,7 @@ PIPELINE_KEYS: dict[str, str] = {
     "decode_tile": "decode_tile",
 }
 #: per-shot keys that are not pipeline knobs: the renderer or the planner reads them
-_SKIP = Knob("bool")
+_BOOL = Knob("bool")
 #: values accepted for ``vae`` (the decoder the renderer loads)
 VAE_CHOICES: tuple[str, ...] = ("3d", "video")
 _VAE = Knob("name", choices=VAE_CHOICES, optional=True)
@@ -109,7 +117,10 @@ def _shot_defaults() -> dict[str, Any]:
     out = {key: _to_shot_value(key, getattr(lib, name)) for key, name in PIPELINE_KEYS.items()}
     out.update({key: None for key in _PIPELINE_DEFAULT})
     out.update(seed=DEFAULT_SEED, skip=False, vae=None)
-    return out
+    # the order plans list keys in (tables, JSON), as it always was
+    order = ("prompt", "negative_prompt", "added_prompt", "noise_level", "guidance_scale", "steps",
+             "propagation_steps", "color_fix", "seed", "skip", "flow", "tiling", "vae")
+    return {**{key: out.pop(key) for key in order}, **out}
 
 
 #: The library defaults: :class:`uav.settings.UpscaleSettings`' (the published
@@ -128,14 +139,14 @@ class ShotSettingsError(ValueError):
 def _shot_value(key: str, value: Any, text: bool) -> Any:
     """Parse one per-shot value (raises :class:`SettingsError` with ``expected`` set)."""
     if key == "skip":
-        return parse_value(_SKIP, key, value, text=text)
+        return parse_value(_BOOL, key, value, text=text)
     if key == "vae":
         return parse_value(_VAE, key, value, text=text)
     if value is None and key in _PIPELINE_DEFAULT:
         return None
-    if key == "tiling" and (isinstance(value, bool) or (text and _SKIP.is_bool_word(value))):
+    if key == "tiling" and (isinstance(value, bool) or (text and _BOOL.is_bool_word(value))):
         # ``tiling = true/false`` predates ``tile``: it switches tiling (folded into ``tile``)
-        return parse_value(_SKIP, key, value, text=text)
+        return parse_value(_BOOL, key, value, text=text)
     return _to_shot_value(key, UpscaleSettings.parse_value(PIPELINE_KEYS[key], value, text=text))
 
 

@@ -21,6 +21,17 @@ from typing import Annotated, Any, Optional
 import typer
 
 from uav.cli.app import app
+from uav.cli.common import (
+    SELF_CHECK_BANNER,
+    SELF_CHECK_SUFFIX,
+    ProgressReporter,
+    UserError,
+    handle_errors,
+    print_json,
+    quiet_libraries,
+    self_check_banner,
+    stderr_console,
+)
 from uav.cli.options import (
     MODEL,
     CrfOpt,
@@ -35,18 +46,6 @@ from uav.cli.options import (
     settings_from_options,
     with_setting_options,
 )
-from uav.cli.common import (
-    SELF_CHECK_BANNER,
-    SELF_CHECK_SUFFIX,
-    ProgressReporter,
-    UserError,
-    handle_errors,
-    print_json,
-    quiet_libraries,
-    self_check_banner,
-    stderr_console,
-)
-from uav.settings import UpscaleSettings
 
 #: file suffixes treated as videos when INPUT is a folder (anything FFmpeg reads works as a single INPUT)
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -282,12 +281,6 @@ def build_tiny_release(stack: contextlib.ExitStack) -> Path:
     return make_tiny_release(folder)
 
 
-def build_settings(**options: Any) -> UpscaleSettings:
-    """An :class:`UpscaleSettings` from the command line's values, by field name (text as typed,
-    ``None`` = not given, i.e. the published default); every component is resolved."""
-    return settings_from_options(options)
-
-
 # ---------------------------------------------------------------------------- command
 @app.command("upscale")
 @with_setting_options()
@@ -363,7 +356,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         raise UserError(f"--vae: expected 3d or video, got {vae!r}")
     if dtype not in ("auto", "fp32", "fp16", "bf16"):
         raise UserError(f"--dtype: expected auto, fp32, fp16 or bf16, got {dtype!r}")
-    settings = build_settings(**settings_options)
+    settings = settings_from_options(settings_options)
     if settings.seed is None:
         # draw it here so the summary can say how to reproduce the run
         settings = settings.replace(seed=random.randrange(2**31))

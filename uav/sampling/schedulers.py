@@ -25,12 +25,13 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
+# the largest LR noise level the published UNet accepts (SPEC §2.1); the settings schema
+# (a torch-free leaf module) holds it
+from uav.settings import MAX_NOISE_LEVEL
+
 Tensor = torch.Tensor
 
 __all__ = ["OfficialDDIM", "low_res_add_noise", "MAX_NOISE_LEVEL"]
-
-#: the largest LR noise level the published UNet accepts (SPEC §2.1)
-MAX_NOISE_LEVEL = 350
 
 
 def _filtered_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
