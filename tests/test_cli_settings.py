@@ -145,3 +145,11 @@ def test_toml_booleans_and_marker_words_both_work(cut, tmp_path):
     result = invoke("timeline", "plan", cut, "--shots", shots, "--json")
     assert result.exit_code == 0, result.output
     assert "SH010" in result.stdout and '"skipped"' in result.stdout
+
+
+def test_timeline_older_tiling_switch_is_not_taken_for_a_strategy_name(cut):
+    result = invoke("timeline", "plan", cut, "--tiling", "true", "--json")
+    assert result.exit_code == 0, result.output
+    assert '"tile": "on"' in result.stdout
+    line = _one_error_line(invoke("timeline", "plan", cut, "--tiling", "spiral"))
+    assert "--tiling: tiling from command-line overrides: expected one of official, feather" in line

@@ -172,6 +172,12 @@ class Knob:
         return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
 
 
+def _show(value: Any) -> str:
+    """``repr`` of a rejected value, cut short (a one-line message must stay one readable line)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
 def _num(x: float) -> str:
     if x == SEED_LIMIT:
         return "2**64"
@@ -193,15 +199,12 @@ def _to_int(knob: Knob, value: Any, text: bool) -> int:
 def _to_float(knob: Knob, value: Any, text: bool) -> float:
     if isinstance(value, bool):
         raise ValueError
-    if isinstance(value, (int, float)):
-        out = float(value)
-    elif text and isinstance(value, str):
-        try:
-            out = float(value)
-        except ValueError:
-            raise ValueError from None
-    else:
+    if not isinstance(value, (int, float)) and not (text and isinstance(value, str)):
         raise ValueError
+    try:
+        out = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError from None
     if not math.isfinite(out):
         raise ValueError
     return out
@@ -279,7 +282,7 @@ _CONVERTERS: dict[str, Callable[[Knob, Any, bool], Any]] = {
 }
 
 
-def knob(default: Any, rule: Knob) -> Any:
+def _field(default: Any, rule: Knob) -> Any:
     """A dataclass field carrying its :class:`Knob`."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable defaults are not allowed")
@@ -295,11 +298,11 @@ def parse_value(rule: Knob, name: str, value: Any, *, text: bool = False, label:
         # the full rule in the message; `expected` says only what kind of value was wanted,
         # the way a shot list's error reads ("expected an integer, got 'lots'")
         kind = {"int": "an integer", "float": "a number"}.get(rule.kind, rule.expected())
-        raise SettingsError(f"{label} must be {rule.expected()}, got {value!r}", field=name,
+        raise SettingsError(f"{label} must be {rule.expected()}, got {_show(value)}", field=name,
                             expected=kind, value=value) from None
     if not rule.in_bounds(out):
         # the value was understood, so the message names the setting, not how it was typed
-        raise SettingsError(f"{name} must be {rule.span()}, got {out!r}", field=name, expected=rule.expected(),
+        raise SettingsError(f"{name} must be {rule.span()}, got {_show(out)}", field=name, expected=rule.expected(),
                             value=out)
     return out
 
@@ -350,61 +353,61 @@ class UpscaleSettings:
             >= 1280 px; never done silently.
     """
 
-    prompt: str = knob("", Knob("str", help="What the video shows; guides the generated texture."))
-    added_prompt: str = knob("best quality, extremely detailed", Knob(
+    prompt: str = _field("", Knob("str", help="What the video shows; guides the generated texture."))
+    added_prompt: str = _field("best quality, extremely detailed", Knob(
         "str", help="Quality words appended to the prompt."))
-    negative_prompt: str = knob("blur, worst quality", Knob("str", help="What to steer away from."))
-    noise_level: int = knob(120, Knob(
+    negative_prompt: str = _field("blur, worst quality", Knob("str", help="What to steer away from."))
+    noise_level: int = _field(120, Knob(
         "int", 0, MAX_NOISE_LEVEL, metavar="0-350",
         help="Noise added to the input, 0-350: higher = more generated detail, less fidelity."))
-    guidance_scale: float = knob(6.0, Knob(
+    guidance_scale: float = _field(6.0, Knob(
         "float", 0, lo_open=True, metavar="G",
         help="Classifier-free guidance; 1 turns it off (and halves the work)."))
-    num_inference_steps: int = knob(30, Knob("int", 1, metavar="N", help="Denoising (DDIM) steps."))
-    propagation_steps: tuple[int, ...] = knob((), Knob(
+    num_inference_steps: int = _field(30, Knob("int", 1, metavar="N", help="Denoising (DDIM) steps."))
+    propagation_steps: tuple[int, ...] = _field((), Knob(
         "steps", metavar="I,J,..",
         help="0-based steps at which flow-guided latent propagation runs, e.g. 24,26,28 (of 30)."))
-    color_fix: str | None = knob(None, Knob(
+    color_fix: str | None = _field(None, Knob(
         "name", optional=True, lower=True, metavar="NAME",
         help="Colour correction towards the input: none, wavelet or adain (or a plugin's, see `uav plugins`)."))
-    seed: int | None = knob(None, Knob("int", 0, SEED_LIMIT, hi_open=True, optional=True, metavar="N",
+    seed: int | None = _field(None, Knob("int", 0, SEED_LIMIT, hi_open=True, optional=True, metavar="N",
                                        help="Random seed; printed in the summary when drawn at random."))
-    w_lr: float = knob(1.0, Knob("float"))
-    eta: float = knob(0.0, Knob("float", 0))
-    flow: str = knob("auto", Knob(
+    w_lr: float = _field(1.0, Knob("float"))
+    eta: float = _field(0.0, Knob("float", 0))
+    flow: str = _field("auto", Knob(
         "name", metavar="NAME",
         help="Optical flow for propagation: auto (RAFT if its weights are in the release, else dis), dis, "
              "farneback, raft."))
-    scheduler: str = knob("ddim-official", Knob(
+    scheduler: str = _field("ddim-official", Knob(
         "name", metavar="NAME",
         help="Sampler: ddim-official (published) or a plugin scheduler (see `uav plugins`)."))
-    segments: str = knob("official", Knob("name"))
-    window: int = knob(8, Knob("int", 1, 1024))
-    window_batch: int = knob(1, Knob(
+    segments: str = _field("official", Knob("name"))
+    window: int = _field(8, Knob("int", 1, 1024))
+    window_batch: int = _field(1, Knob(
         "int", 1, 1024, metavar="N",
         help="8-frame windows per U-Net call: same result, faster on GPUs with memory to spare."))
-    tiling: str = knob("official", Knob(
+    tiling: str = _field("official", Knob(
         "name", metavar="NAME", help="Tiling strategy: official (hard paste, published) or feather."))
-    tile: bool | None = knob(None, Knob(
+    tile: bool | None = _field(None, Knob(
         "tristate", metavar="auto|on|off",
         help="Spatial tiling: auto (when the input has >= 384x384 pixels), on or off."))
-    tile_mode: str = knob("pipeline", Knob(
+    tile_mode: str = _field("pipeline", Knob(
         "name", choices=("pipeline", "latent"), metavar="pipeline|latent",
         help="pipeline (published: each tile runs the whole pipeline) or latent (U-Net predictions averaged "
              "over overlapping latent tiles each step; frames decode whole)."))
-    tile_size: int = knob(256, Knob("int", 8, 1 << 16, metavar="PX", help="Tile side in input pixels."))
-    tile_overlap: int = knob(64, Knob("int", 0, (1 << 16) - 1, metavar="PX", help="Tile overlap in input pixels."))
-    tile_threshold: int = knob(384 * 384, Knob("int", 1, 1 << 40))
-    decode_chunk: int = knob(3, Knob(
+    tile_size: int = _field(256, Knob("int", 8, 1 << 16, metavar="PX", help="Tile side in input pixels."))
+    tile_overlap: int = _field(64, Knob("int", 0, (1 << 16) - 1, metavar="PX", help="Tile overlap in input pixels."))
+    tile_threshold: int = _field(384 * 384, Knob("int", 1, 1 << 40))
+    decode_chunk: int = _field(3, Knob(
         "int", 1, 1024, metavar="N",
         help="Frames per VAE decode call; fewer = less memory (changes the numbers slightly)."))
-    decode_tile: int | None = knob(None, Knob(
+    decode_tile: int | None = _field(None, Knob(
         "int", 8, 1 << 16, optional=True, metavar="PX",
         help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
              "large frames; changes the numbers slightly)."))
-    offload: bool | None = knob(None, Knob("tristate"))
-    fuse_scale: float = knob(0.5, Knob("float", 0, 1))
-    downscale_large: bool = knob(False, Knob("bool"))
+    offload: bool | None = _field(None, Knob("tristate"))
+    fuse_scale: float = _field(0.5, Knob("float", 0, 1))
+    downscale_large: bool = _field(False, Knob("bool"))
 
     def __post_init__(self) -> None:
         if isinstance(self.propagation_steps, (str, bytes)):

@@ -99,8 +99,10 @@ def _overrides(setting_values: Mapping[str, Any], vae: str | None) -> dict[str, 
     if vae is not None:
         given["vae"] = vae
     overrides = validate_settings(given, where="command-line overrides")
-    for field, value in setting_values.items():
-        if field in COMPONENT_FIELDS and value is not None and not (field == "flow" and value == "auto"):
+    for field in COMPONENT_FIELDS:
+        # the validated value: ``--tiling true`` has become ``tile = on`` by now
+        value = overrides.get(_KEY_OF_FIELD.get(field, field))
+        if isinstance(value, str) and not (field == "flow" and value == "auto"):
             try:
                 UpscaleSettings.check_component(field, value)
             except SettingsError as exc:

@@ -155,9 +155,10 @@ PixFmtOpt = Annotated[Optional[str], typer.Option(
 CrfOpt = Annotated[Optional[int], typer.Option(
     "--crf", help="h264/h265 quality, 0 (lossless) to 51 (default 18 / 20).", metavar="0-51",
     rich_help_panel=MODEL)]
+# flags take no value: an empty metavar keeps --help free of a type tag for them
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary; errors only.",
-                                        rich_help_panel=REPORTING)]
+                                        metavar="", rich_help_panel=REPORTING)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (progress stays on stderr).",
-                                       rich_help_panel=REPORTING)]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.",
+                                       metavar="", rich_help_panel=REPORTING)]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.", metavar="",
                                         rich_help_panel=REPORTING)]

@@ -312,7 +312,7 @@ def upscale_command(
     self_check: Annotated[bool, typer.Option(
         "--self-check", help="Run every stage with tiny RANDOM networks (no weights needed) to test the "
                              "installation. The output is NOT an upscale and is named *_selfcheck_random.*.",
-        rich_help_panel=MODEL)] = False,
+        metavar="", rich_help_panel=MODEL)] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
