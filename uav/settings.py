@@ -441,7 +441,7 @@ class UpscaleSettings:
             raise SettingsError(message, field=name, reason=expected)
 
     # ------------------------------------------------------------------ components
-    def check_components(self, registry: Any = None) -> None:
+    def check_components(self, registry: Any = None, *, changed_only: bool = False) -> None:
         """Resolve every component name through the plugin registry.
 
         ``flow`` is looked up (building RAFT needs its weights, which only the upscaler
@@ -449,13 +449,17 @@ class UpscaleSettings:
         so a ``diffusers:<Name>`` family member is checked too, and the scheduler is
         asked for a schedule of ``num_inference_steps`` steps.
 
+        With ``changed_only``, names equal to the defaults (built-ins the upscaler resolves
+        anyway) are skipped, so that checking a plan of default shots loads no plugin.
+
         Raises:
             ComponentError: a name the registry does not offer (message lists the installed ones).
             SettingsError: a component refuses the settings (e.g. too many steps).
         """
+        defaults = _defaults()
         for name in COMPONENT_FIELDS:
             value = self.color_fix_name if name == "color_fix" else getattr(self, name)
-            if name == "flow" and value == "auto":
+            if (name == "flow" and value == "auto") or (changed_only and value == defaults[name]):
                 continue
             self.check_component(name, value, registry, steps=self.num_inference_steps)
 
@@ -559,6 +563,12 @@ class UpscaleSettings:
         out = dataclasses.asdict(self)
         out["propagation_steps"] = list(self.propagation_steps)
         return out
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    lib = UpscaleSettings()
+    return {**lib.to_dict(), "color_fix": lib.color_fix_name}
 
 
 @functools.lru_cache(maxsize=1)

@@ -536,9 +536,10 @@ def resolve_clip_settings(
                        where=lambda key: f"{origin[key]} ({partner[key]} from {origin[partner[key]]})"
                        if key in partner else origin[key])
     try:
-        # the rules the pipeline applies, and every component name through the registry,
-        # so a timeline fails at plan time for what the render would refuse
-        to_upscale_settings(settings).check_components()
+        # the rules the pipeline applies, and every component name other than the built-in
+        # defaults through the registry, so a timeline fails at plan time for what the render
+        # would refuse (a plan of default shots loads no plugin, hence no torch)
+        to_upscale_settings(settings).check_components(changed_only=True)
     except SettingsError as exc:
         key = _FIELD_TO_KEY.get(exc.field or "", exc.field or "")
         if key in origin:
