@@ -24,6 +24,9 @@ The rules that were once written differently per caller, settled here:
 * component names (``flow``, ``scheduler``, ``segments``, ``tiling``, ``color_fix``)
   are whatever the plugin registry offers (:meth:`UpscaleSettings.check_components`),
   never a fixed list.
+
+(Over 500 lines because it is the whole schema: every field with its parsing rule,
+bounds and help text, which the command line and the timeline integration read.)
 """
 
 from __future__ import annotations

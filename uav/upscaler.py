@@ -1,8 +1,13 @@
 """``VideoUpscaler``: the public facade over models, sampling loop, decoding and I/O.
 
-Data walks one way: source -> low-res clip (+ flows) -> denoising per tile -> chunked
-decode -> tile blend -> colour fix -> frames handed out chunk by chunk. Only low-res
-state (clip, latents) is held for the whole video; 4x frames exist a chunk at a time.
+Data walks one way: settings checked and every component resolved through the
+registry (:meth:`VideoUpscaler.check_inputs`) -> source -> low-res clip (+ flows) ->
+denoising per tile -> chunked decode -> tile blend -> colour fix -> frames handed out
+chunk by chunk. Only low-res state (clip, latents) is held for the whole video; 4x
+frames exist a chunk at a time. Frame conversions live in :mod:`uav.frames`.
+
+(Over 500 lines because it is the one place that wires models, components, the loop
+and I/O together; each piece it calls lives in its own module.)
 """
 
 from __future__ import annotations
