@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,8 +135,10 @@ def plan_file(
     ext: str = ".mov",
     timeline_name: str | None = None,
     output: str | Path | None = None,
+    search_paths: Sequence[str | Path] | None = None,
 ) -> tuple[LoadedTimeline, Plan]:
-    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`).
+    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`;
+    ``search_paths`` relink offline media, :mod:`uav_otio.conform`).
 
     ``output``, the timeline :func:`upscale_timeline` would write, makes the plan name
     outputs exactly as that render will (its own earlier renders may be replaced)."""
@@ -151,6 +153,7 @@ def plan_file(
         name_by=name_by,
         ext=ext,
         owner=timeline_owner(output, path) if output is not None else None,
+        search_paths=search_paths,
     )
     return loaded, plan
 
@@ -261,6 +264,7 @@ def upscale_timeline(
     timeline_name: str | None = None,
     downgrade: bool = False,
     force: bool = False,
+    search_paths: Sequence[str | Path] | None = None,
     progress: Callable[[RenderJob, int, int], None] | None = None,
     on_job: Callable[[RenderJob, str], None] | None = None,
 ) -> UpscaleResult:
@@ -283,6 +287,9 @@ def upscale_timeline(
         timeline_name: pick a timeline in a file that holds several.
         downgrade: write ``.otio`` for readers with one media reference per clip.
         force: re-render even what the manifest says is done.
+        search_paths: folders where offline media is looked for (by file name, then
+            reel name and timecode); found media is relinked in the written timeline
+            and listed in ``result.plan.relinked``.
         progress, on_job: callbacks (see :func:`uav_otio.render.render_plan`).
 
     Returns:
@@ -315,6 +322,7 @@ def upscale_timeline(
         name_by=name_by,
         ext=ext,
         owner=owner,
+        search_paths=search_paths,
     )
     if renderer is None:
         renderer = UpscalerRenderer(weights=weights, device=device, dtype=dtype, codec=codec)

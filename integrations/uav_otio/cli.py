@@ -72,6 +72,11 @@ TimelineNameOpt = Annotated[
     typer.Option("--timeline-name", help="Timeline to use when the file holds several.", rich_help_panel=_PLAN),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SearchPathOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--search-path", help="Folder to look for offline media in (recursively), by file name, then by "
+                                       "reel name and timecode. Repeatable.", rich_help_panel=_PLAN),
+]
 
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="Positive prompt.", rich_help_panel=_SHOT)]
 NegOpt = Annotated[Optional[str], typer.Option("--negative-prompt", help="Negative prompt.", rich_help_panel=_SHOT)]
@@ -165,6 +170,8 @@ def _print_table(plan: Plan, title: str) -> None:
                   f"{len(plan.skipped)} item(s) skipped, handles {plan.handles}")
     for w in plan.warnings:
         typer.echo(f"warning: {w}", err=True)
+    for r in plan.relinked:
+        typer.echo(r.describe(), err=True)
 
 
 def _load_renderer(spec: str) -> Any:
@@ -242,6 +249,7 @@ def plan_command(
     name_by: NameByOpt = "media",
     ext: ExtOpt = "mov",
     timeline_name: TimelineNameOpt = None,
+    search_path: SearchPathOpt = None,
     as_json: JsonOpt = False,
     prompt: PromptOpt = None,
     negative_prompt: NegOpt = None,
@@ -278,7 +286,7 @@ def plan_command(
     try:
         _, plan = plan_file(
             timeline, handles=handles, media_dir=media_dir, shots=shots, overrides=overrides,
-            name_by=name_by, ext=ext, timeline_name=timeline_name, output=output,
+            name_by=name_by, ext=ext, timeline_name=timeline_name, output=output, search_paths=search_path,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
@@ -298,6 +306,7 @@ def upscale_command(
     name_by: NameByOpt = "media",
     ext: ExtOpt = "mov",
     timeline_name: TimelineNameOpt = None,
+    search_path: SearchPathOpt = None,
     downgrade: Annotated[
         bool, typer.Option("--downgrade", help="Write .otio with one media reference per clip (OTIO 0.14 schema).")
     ] = False,
@@ -393,7 +402,7 @@ def upscale_command(
             result = upscale_timeline(
                 timeline, output, media_dir, renderer=render_fn, model=model, handles=handles, shots=shots,
                 overrides=overrides, name_by=name_by, ext=ext, timeline_name=timeline_name, downgrade=downgrade,
-                force=force, on_job=on_job,
+                force=force, on_job=on_job, search_paths=search_path,
             )
         except KeyboardInterrupt:
             raise fail("interrupted: finished outputs are kept; rerun the same command to finish",
@@ -401,12 +410,17 @@ def upscale_command(
     # plan warnings point at the edit (media shorter than the cut, unmatched shot entries): never silenced
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
+    if not quiet:
+        for r in result.plan.relinked:
+            typer.echo(r.describe(), err=True)
     summary = {
         "ok": True,
         "rendered": [r.job.output_name for r in result.report.rendered],
         "cached": [r.job.output_name for r in result.report.cached],
         "relinked_clips": result.relinked,
         "skipped": [s.to_dict() for s in result.plan.skipped],
+        "relinked": [r.to_dict() for r in result.plan.relinked],
+        "offline": [s.to_dict() for s in result.plan.offline],
         "written": [str(p) for p in result.written],
         "frames_rendered": sum(r.job.frames for r in result.report.rendered),
     }
