@@ -17,6 +17,7 @@ import opentimelineio as otio
 
 from .plan import DEFAULT_HANDLES, Plan, RenderJob, plan_timeline
 from .relink import DOWNGRADE_SCHEMA_VERSIONS, absolutize_media_urls, relink_plan
+from .exports import check_written
 from .manifest import owner_id
 from .render import PARTIAL_MARK, RenderReport, Renderer, UpscalerRenderer, render_plan
 from .shots import ShotList, load_shot_list
@@ -207,6 +208,10 @@ def write_timeline(
         downgrade: write ``.otio`` in the OTIO 0.14 schema (one media reference per
             clip, the active one) for readers that know only one.
 
+    Every format but ``.otio`` is read back after writing and kept only if every
+    clip's source range survived exactly (:func:`uav_otio.exports.check_written`);
+    otherwise the file is not left behind and the warnings say ``refused: ...``.
+
     Returns:
         ``(written, warnings)``: the files written, and why any other format was not.
     """
@@ -219,7 +224,17 @@ def write_timeline(
         if path.suffix.lower() == ".otio" and downgrade:
             kwargs["target_schema_versions"] = DOWNGRADE_SCHEMA_VERSIONS
         try:
-            otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
+            if path.suffix.lower() == ".otio":
+                otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
+            else:
+                # a copy: some writers edit what they write (the EDL writer trims around transitions)
+                otio.adapters.write_to_file(timeline.deepcopy(), str(tmp), **kwargs)
+                refusal = check_written(tmp, timeline)
+                if refusal is not None:
+                    with contextlib.suppress(OSError):
+                        path.unlink()  # an earlier run's file would now describe other renders
+                    problems.append(f"{refusal}; {str(path)!r} not written")
+                    continue
             os.replace(tmp, path)
             written.append(path)
         except Exception as exc:  # adapters raise anything from OTIOError to KeyError

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 import opentimelineio as otio
 
 from .conform import MediaSearch, Relink
+from .exports import grid_aligned_start
 from .manifest import Manifest, compute_settings_hash, owner_id
 from .shots import DEFAULT_SETTINGS, ShotList, resolve_clip_settings
 
@@ -850,6 +851,9 @@ def plan_timeline(
 def _make_job(uses: list[ClipUse], start: int, end: int) -> RenderJob:
     media = uses[0].media
     settings = uses[0].settings
+    # clips at another rate than their media keep whole-frame in-points in EDL/XML/AAF
+    start = grid_aligned_start(start, media.available_start, media.rate,
+                               [u.clip.source_range.start_time for u in uses if u.clip.source_range is not None])
     digest = compute_settings_hash(
         {
             "settings": settings,
