@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import opentimelineio as otio
 import pytest
 from typer.testing import CliRunner
@@ -214,6 +216,9 @@ FCM: NON-DROP FRAME
 
 003  A002     V     C        05:00:00:00 05:00:00:10 01:00:00:20 01:00:01:06
 * FROM CLIP NAME:  SH030
+
+004  A003     V     C        01:00:10:05 01:00:10:15 01:00:01:06 01:00:01:16
+* FROM CLIP NAME:  SH040
 """
 
 
@@ -224,6 +229,9 @@ def card(tmp_path):
     F.make_movie(lib / "A001C001_230101_R1AB.mov", 60, "01:00:00:00")
     F.make_movie(lib / "A002C001_230102.mov", 60, "01:00:00:00")
     F.make_movie(lib / "A002C002_230102.mov", 60, "01:00:10:00")
+    # a 23.976 camera: its timecode labels match the EDL's (read at 24 fps) frame for frame
+    frames = [np.full((F.H, F.W, 3), F.level(i), np.uint8) for i in range(60)]
+    F.write_movie(lib / "A003C001.mov", frames, Fraction(24000, 1001), "01:00:10:00")
     return lib
 
 
@@ -243,8 +251,9 @@ def test_avid_edl_relinks_by_source_file_then_reel_and_timecode(card, tmp_path):
         "SH010": ("file name", "A001C001_230101_R1AB.mov"),
         # reel A002 names two files; only the second one's timecode (01:00:10:00 + 60) covers 01:00:10:05
         "SH020": ("reel and timecode", "A002C002_230102.mov"),
+        "SH040": ("reel and timecode", "A003C001.mov"),
     }
-    used = {u.clip.name: (u.used_start, u.used_end) for u in plan.uses}
+    used = {u.clip.name: (u.used_start, u.used_end) for u in plan.uses if u.clip.name != "SH040"}
     assert used == {"SH010": (F.TC_START + 10, F.TC_START + 20),
                     "SH020": (F.TC_START + 245, F.TC_START + 255)}
     (off,) = plan.offline
@@ -262,7 +271,8 @@ def test_cli_plan_and_upscale_with_search_paths(card, tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert [(r["how"], Path(r["to"]).name) for r in data["relinked"]] == [
-        ("file name", "A001C001_230101_R1AB.mov"), ("reel and timecode", "A002C002_230102.mov")]
+        ("file name", "A001C001_230101_R1AB.mov"), ("reel and timecode", "A002C002_230102.mov"),
+        ("reel and timecode", "A003C001.mov")]
     assert data["relinked"][0]["from"] == "A001C001_230101_R1AB"
     assert set(data["relinked"][0]) == {"clip", "from", "to", "how"}
     assert len(data["offline"]) == 1 and "SH030" in data["offline"][0]["clip"]
@@ -273,7 +283,7 @@ def test_cli_plan_and_upscale_with_search_paths(card, tmp_path):
                                    "--handles", "0"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
-    assert len(summary["relinked"]) == 2 and len(summary["offline"]) == 1
+    assert len(summary["relinked"]) == 3 and len(summary["offline"]) == 1
     out = otio.adapters.read_from_file(str(tmp_path / "out.otio"))
     originals = {c.name: c.media_references()[otio.schema.Clip.DEFAULT_MEDIA_KEY] for c in out.find_clips()}
     # the written timeline points at the found media (under the default key, beside the upscaled one)

@@ -95,21 +95,36 @@ class MediaSpan:
     def end(self) -> float:
         return (self.start_frame + self.frames) / self.rate
 
-    def covers(self, start: float, end: float) -> bool:
-        """Whether ``[start, end)`` seconds lie inside the file (half a frame of slack)."""
+    def covers(self, source: otio.opentime.TimeRange) -> bool:
+        """Whether a clip's source range lies inside the file.
+
+        Timecodes are labels: when the clip's rate and the file's have the same
+        nominal frame count per second (23.976 and 24), frame numbers are compared,
+        as a conform compares timecode (an EDL read at 24 fps still finds 23.976 fps
+        media); otherwise seconds are, with half a frame of slack.
+        """
+        rate = source.start_time.rate
+        if round(rate) == round(float(self.rate)):
+            first = round(source.start_time.value_rescaled_to(rate))
+            last = first + round(source.duration.value_rescaled_to(rate))
+            return first >= self.start_frame and last <= self.start_frame + self.frames
         slack = 0.5 / float(self.rate)
+        start, end = source.start_time.to_seconds(), source.end_time_exclusive().to_seconds()
         return start >= self.start - slack and end <= self.end + slack
 
     def describe(self) -> str:
-        return f"{self.path.name} ({_clock(self.start, self.rate)}-{_clock(self.end, self.rate)})"
+        return f"{self.path.name} ({_label_tc(self.start_frame, self.rate)}-" \
+               f"{_label_tc(self.start_frame + self.frames, self.rate)})"
 
 
-def _clock(seconds: float, rate: Fraction | float) -> str:
-    """Timecode at ``rate`` where SMPTE allows it, else seconds."""
+def _label_tc(frame: int, rate: Fraction | float) -> str:
+    """Frame number ``frame`` as a timecode label (at the nominal rate, non-drop)."""
     try:
-        return otio.opentime.to_timecode(otio.opentime.RationalTime.from_seconds(seconds, float(rate)), float(rate))
-    except (ValueError, TypeError):
-        return f"{seconds:.3f}s"
+        from uav.io import frames_to_timecode
+
+        return frames_to_timecode(frame, Fraction(rate).limit_denominator(1001))
+    except (ValueError, TypeError, ZeroDivisionError):
+        return f"frame {frame}"
 
 
 @dataclass(frozen=True)
@@ -275,10 +290,10 @@ class MediaSearch:
 
     # ------------------------------------------------------------------ search
 
-    def _covering(self, paths: list[Path], lo: float, hi: float) -> list[Path]:
-        return [p for p in paths if (s := self.span(p)) is not None and s.covers(lo, hi)]
+    def _covering(self, paths: list[Path], source: otio.opentime.TimeRange) -> list[Path]:
+        return [p for p in paths if (s := self.span(p)) is not None and s.covers(source)]
 
-    def _by_file_name(self, names: list[str], original: list[str], lo: float, hi: float) -> _Outcome:
+    def _by_file_name(self, names: list[str], original: list[str], source: otio.opentime.TimeRange) -> _Outcome:
         for name in names:
             found = self._named(name)
             if not found:
@@ -291,7 +306,7 @@ class MediaSearch:
             listing = ", ".join(str(p) for p in found)
             if len(top) == 1 and best > 1:
                 return _Outcome(top[0], "file name and folder", f"{len(found)} files named {name}: {listing}")
-            covering = self._covering(top, lo, hi)
+            covering = self._covering(top, source)
             if len(covering) == 1:
                 return _Outcome(covering[0], "file name and timecode", f"{len(found)} files named {name}: {listing}")
             return _Outcome(reason=f"{len(found)} files named {name!r} under the search paths and neither folders "
@@ -300,12 +315,14 @@ class MediaSearch:
             return _Outcome(reason=f"no file named {' or '.join(repr(n) for n in names)} under the search paths")
         return _Outcome(reason="the timeline names no media file")
 
-    def _by_reel(self, reel: str, lo: float, hi: float, rate: float) -> _Outcome:
+    def _by_reel(self, reel: str, source: otio.opentime.TimeRange) -> _Outcome:
         candidates = self._reel_candidates(reel)
-        wanted = f"{_clock(lo, rate)}-{_clock(hi, rate)}"
+        rate = source.start_time.rate
+        first = round(source.start_time.value)
+        wanted = f"{_label_tc(first, rate)}-{_label_tc(first + round(source.duration.value_rescaled_to(rate)), rate)}"
         if not candidates:
             return _Outcome(reason=f"no media file named after reel {reel!r}")
-        covering = self._covering(candidates, lo, hi)
+        covering = self._covering(candidates, source)
         if len(covering) == 1:
             return _Outcome(covering[0], "reel and timecode")
         if covering:
@@ -343,14 +360,12 @@ class MediaSearch:
                                            "timeline; give --search-path DIR to relink it by file name")
             return ref
         names = media_names(clip, ref)
-        rng = clip.trimmed_range()
-        lo, hi = rng.start_time.to_seconds(), rng.end_time_exclusive().to_seconds()
-        rate = rng.start_time.rate
-        outcome = self._by_file_name(names, _parts(original) if original else [], lo, hi)
+        source = clip.trimmed_range()
+        outcome = self._by_file_name(names, _parts(original) if original else [], source)
         reasons = [outcome.reason]
         reel = reel_name(clip, ref)
         if outcome.path is None and reel:
-            by_reel = self._by_reel(reel, lo, hi, rate)
+            by_reel = self._by_reel(reel, source)
             outcome = by_reel if by_reel.path is not None else outcome
             reasons.append(by_reel.reason)
         if outcome.path is None:
