@@ -76,7 +76,8 @@ def _xml(*clipitems: str) -> str:
 @pytest.mark.parametrize(
     "url",
     ["C:/Users/ed/A001.mov", "C:\\Users\\ed\\A001.mov", "file:///C:/Users/ed/A001.mov",
-     "file://localhost/C:/Users/ed/A001.mov", "/Volumes/RAID/A001.mov", "file:///Volumes/RAID/A001.mov", "\\\\server\\share\\A001.mov"],
+     "file://localhost/C:/Users/ed/A001.mov", "/Volumes/RAID/A001.mov", "file:///Volumes/RAID/A001.mov",
+     "\\\\server\\share\\A001.mov", "file://server/share/A001.mov"],
 )
 def test_foreign_paths_are_absolute_and_never_joined(url, tmp_path):
     assert is_foreign_path(url)
