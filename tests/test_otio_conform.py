@@ -324,3 +324,22 @@ def test_upscale_relinks_offline_media_in_the_written_timeline(tmp_path, library
     original = back.find_clips()[0].media_references()[otio.schema.Clip.DEFAULT_MEDIA_KEY]
     assert original.target_url == (library / "Day1" / "A001.mov").resolve().as_uri()
     assert original.available_range == ref.available_range
+
+
+@pytest.mark.skipif("AAF" not in _ADAPTERS, reason="the AAF adapter is not installed")
+def test_aaf_from_a_windows_machine_relinks_by_file_name(library, tmp_path):
+    # an AAF as an Avid on Windows leaves it: the locator is the editor's C: drive
+    tl = otio.schema.Timeline("aaf cut")
+    tl.tracks.append(otio.schema.Track("V1"))
+    ref = otio.schema.ExternalReference(target_url="file:///C:/Users/ed/Day1/A001.mov",
+                                        available_range=F.TR(F.RT(F.TC_START, 24), F.RT(60, 24)))
+    tl.tracks[0].append(F.clip("SH010", ref, F.TC_START + 10, 20))
+    src = tmp_path / "cut.aaf"
+    otio.adapters.write_to_file(tl, str(src), use_empty_mob_ids=True)
+    _, offline = plan_file(src)
+    assert offline.jobs == [] and "another machine" in offline.offline[0].reason
+    _, plan = plan_file(src, search_paths=[library])
+    (r,) = plan.relinked
+    assert (r.source, r.target, r.how) == ("file:///C:/Users/ed/Day1/A001.mov",
+                                           (library / "Day1" / "A001.mov").resolve(), "file name")
+    assert [(u.used_start, u.used_end) for u in plan.uses] == [(F.TC_START + 10, F.TC_START + 30)]
