@@ -343,3 +343,20 @@ def test_aaf_from_a_windows_machine_relinks_by_file_name(library, tmp_path):
     assert (r.source, r.target, r.how) == ("file:///C:/Users/ed/Day1/A001.mov",
                                            (library / "Day1" / "A001.mov").resolve(), "file name")
     assert [(u.used_start, u.used_end) for u in plan.uses] == [(F.TC_START + 10, F.TC_START + 30)]
+
+
+def test_renders_in_a_searched_media_folder_are_not_source_media(library, tmp_path):
+    tl = otio.schema.Timeline("t")
+    tl.tracks.append(otio.schema.Track("V1"))
+    tl.tracks[0].append(F.clip("SH010", F.ext_ref(library / "Day1" / "A001.mov", 60, F.TC_START), F.TC_START + 5, 20))
+    upscale_timeline(tl, tmp_path / "first.otio", library / "renders", renderer=F.SpyRenderer(), handles=0)
+    assert (library / "renders" / "A001_uav.mov").is_file()  # reel A001, timecode 01:00:00:05: it would match
+
+    edl_like = otio.schema.Timeline("t")
+    edl_like.tracks.append(otio.schema.Track("V1"))
+    offline = F.clip("SH010", otio.schema.MissingReference(), F.TC_START + 8, 10)
+    offline.metadata["cmx_3600"] = {"reel": "A001"}
+    edl_like.tracks[0].append(offline)
+    plan = plan_timeline(edl_like, search_paths=[library])
+    found = (library / "Day1" / "A001.mov").resolve()
+    assert [(r.how, r.target) for r in plan.relinked] == [("reel and timecode", found)]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -31,6 +32,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import opentimelineio as otio
+
+from .manifest import MANIFEST_NAME
 
 __all__ = [
     "MEDIA_EXTENSIONS",
@@ -219,10 +222,11 @@ class MediaSearch:
 
     search_paths: Sequence[Path] = ()
     relinked: list[Relink] = field(default_factory=list)
-    _offline: dict[int, str] = field(default_factory=dict)
-    _by_name: dict[str, list[Path]] | None = None
-    _by_stem: dict[str, list[Path]] = field(default_factory=dict)
-    _spans: dict[Path, MediaSpan | None] = field(default_factory=dict)
+    _offline: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _by_name: dict[str, list[Path]] | None = field(default=None, init=False, repr=False)
+    _by_stem: dict[str, list[Path]] = field(default_factory=dict, init=False, repr=False)
+    _reels: dict[str, list[Path]] = field(default_factory=dict, init=False, repr=False)
+    _spans: dict[Path, MediaSpan | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         paths = []
@@ -250,9 +254,10 @@ class MediaSearch:
         for root in self.search_paths:
             for folder, dirs, files in os.walk(root):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                renders = _rendered_names(Path(folder)) if MANIFEST_NAME in files else set()
                 for f in sorted(files):
-                    if f.startswith("."):
-                        continue  # partial renders, AppleDouble files
+                    if f.startswith(".") or f in renders:
+                        continue  # partial renders, AppleDouble files; uav's renders are no source media
                     path = Path(folder) / f
                     if path in seen:
                         continue  # nested search paths
@@ -273,7 +278,10 @@ class MediaSearch:
         key = _squash(reel)
         if not key:
             return []
-        return sorted({p for stem, paths in self._by_stem.items() if _squash(stem).startswith(key) for p in paths})
+        if key not in self._reels:  # one scan per reel, however many clips name it
+            self._reels[key] = sorted(
+                {p for stem, paths in self._by_stem.items() if _squash(stem).startswith(key) for p in paths})
+        return self._reels[key]
 
     def span(self, path: Path) -> MediaSpan | None:
         """The file's own timing, probed with :func:`uav.io.probe` (``None`` when unreadable)."""
@@ -410,6 +418,16 @@ class MediaSearch:
         found, when it looked for this clip."""
         extra = self._offline.get(id(clip))
         return f"{reason}; {extra}" if extra else reason
+
+
+def _rendered_names(folder: Path) -> set[str]:
+    """The files a uav media folder's manifest lists (renders and their claims)."""
+    from .manifest import Manifest
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an unreadable manifest only means nothing is excluded
+        manifest = Manifest(folder)
+    return set(manifest.outputs) | set(manifest.claims)
 
 
 def _tail_score(path: Path, original: list[str]) -> int:
