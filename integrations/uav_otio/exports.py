@@ -25,6 +25,7 @@ import contextlib
 import io
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +83,18 @@ def grid_aligned_start(
     return start
 
 
+@dataclass(frozen=True)
 class RangeChange:
     """One clip whose source range a format did not keep."""
 
-    def __init__(self, clip: str, what: str, frames: float | None = None) -> None:
-        self.clip = clip
-        self.what = what  # "in-point moved", "duration changed", "clip count changed ..."
-        self.frames = frames
+    clip: str
+    what: str  # "in-point moved", "duration changed", "clip count changed: ..."
+    frames: float | None = None  # by how many of the clip's frames (None: a count changed)
 
     def describe(self) -> str:
         if self.frames is None:
             return f"{self.what} (from {self.clip})"
         return f"{self.clip} {self.what} by {self.frames:+.3g} frames"
-
-    def __repr__(self) -> str:
-        return f"RangeChange({self.describe()!r})"
 
 
 def _video_tracks(timeline: otio.schema.Timeline, enabled_first_only: bool) -> list[otio.schema.Track]:
