@@ -133,7 +133,7 @@ class VideoUpscaler:
             vae_dtype: VAE dtype (default fp32, as published; bf16 halves decode memory).
             load_text_encoder: set False when you always pass prompt embeddings.
         """
-        from uav import release
+        from uav.weights import release
 
         if not Path(path).exists():
             raise release.ReleaseError(

@@ -27,7 +27,7 @@ from .common import check_frames, check_size, resize_flow
 
 Tensor = torch.Tensor
 
-__all__ = ["RaftFlow", "official_to_torchvision", "load_raft_state_dict", "find_raft_weights", "RAFT_WEIGHTS_RELPATH"]
+__all__ = ["RaftFlow", "official_to_torchvision", "load_raft_state_dict", "RAFT_WEIGHTS_RELPATH"]
 
 #: where the release keeps the RAFT checkpoint, relative to the model folder
 RAFT_WEIGHTS_RELPATH = "propagator/raft-things.pth"
@@ -169,15 +169,6 @@ def load_raft_state_dict(model: torch.nn.Module, weights: str | Path | Mapping[s
     if bad:
         raise ValueError(f"RAFT weights {source} have wrong shapes: {'; '.join(bad[:5])}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in mapped.items()}, strict=True)
-
-
-def find_raft_weights(model_dir: str | Path) -> Path | None:
-    """``model_dir / propagator/raft-things.pth`` (or ``.safetensors``) if present."""
-    base = Path(model_dir).expanduser() / RAFT_WEIGHTS_RELPATH
-    for candidate in (base, base.with_suffix(".safetensors")):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -240,8 +240,8 @@ def find_weights(weights: Path | None, *, self_check: bool) -> Path | None:
     ``None`` means "build a tiny random release" (``--self-check`` without ``--weights``).
     Only looks at folders; nothing is loaded here.
     """
-    from uav import release
-    from uav.testing import is_tiny_random
+    from uav.weights import release
+    from uav.weights import is_tiny_random
 
     if weights is not None:
         folder = weights.expanduser()
@@ -267,7 +267,7 @@ def find_weights(weights: Path | None, *, self_check: bool) -> Path | None:
 
 def build_tiny_release(stack: contextlib.ExitStack) -> Path:
     """A tiny random release in a temporary folder that lives as long as ``stack``."""
-    from uav.testing import make_tiny_release
+    from uav.weights import make_tiny_release
 
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uav-selfcheck-"))) / "tiny_random"
     return make_tiny_release(folder)
@@ -461,7 +461,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
             raise UserError(f"--fps must be > 0, got {fps}")
     device_name = resolve_device(device)
 
-    from uav.testing import is_tiny_random
+    from uav.weights import is_tiny_random
 
     folder = find_weights(weights, self_check=self_check)
     tiny = folder is None or is_tiny_random(folder)

@@ -1,10 +1,11 @@
-"""Tiny random-weight models in the official release layout.
+"""The tiny random release: random-weight networks in the official layout, and a clip to run them on.
 
 No real weights can be downloaded everywhere uav is built and tested, so the test
-suite, the self-check demo and the CPU benchmarks build these: every structural
-feature of the released networks (the parity fixtures' tiny configs), random weights,
-a tiny CLIP text encoder and a character-level tokenizer. Their output is noise-like:
-they prove the plumbing, never the picture quality.
+suite, the self-check and the CPU benchmarks build these: every structural feature of
+the released networks (the parity fixtures' tiny configs), random weights, a tiny CLIP
+text encoder and a character-level tokenizer. The folder is marked
+:data:`~uav.weights.release.TINY_RANDOM_MARKER`, so every load warns. Their output is
+noise-like: they prove the plumbing, never the picture quality.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any, Literal
 import torch
 
 from uav.models import AutoencoderKLVideo, UNetVideoModel
+from uav.weights.convert import save_release
+from uav.weights.release import TINY_RANDOM_MARKER
+from uav.weights.sd_x4 import SD_X4_DDIM_CONFIG, SD_X4_DDPM_CONFIG
 
 #: the parity fixtures' tiny U-Net config (SPEC §9.1)
 TINY_UNET_CONFIG: dict[str, Any] = {
@@ -56,10 +60,12 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def tiny_unet(seed: int = 0) -> UNetVideoModel:
+    """The tiny video U-Net with random weights."""
     return randomize_(UNetVideoModel.from_config(dict(TINY_UNET_CONFIG)), seed).eval()
 
 
 def tiny_vae(variant: Literal["3d", "video"] = "video", seed: int = 1) -> AutoencoderKLVideo:
+    """The tiny VAE (``"video"``: SFT-conditioned decoder; ``"3d"``: plain) with random weights."""
     cfg = dict(TINY_VAE_CONFIG)
     if variant == "3d":
         cfg.update(up_block_types=["UpDecoderBlock3D"] * 3, condition_img=False)
@@ -115,29 +121,22 @@ def make_tiny_release(
     """Write a complete tiny release folder (official layout) and return its path."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from uav import release
-
     root = Path(path)
-    release.save_release(
+    save_release(
         root,
         unet=tiny_unet(seed),
         vae={v: tiny_vae(v, seed + 1) for v in vae},  # type: ignore[arg-type]
         fmt=fmt,
-        scheduler=DDIMScheduler.from_config(release.SD_X4_DDIM_CONFIG),
-        low_res_scheduler=DDPMScheduler.from_config(release.SD_X4_DDPM_CONFIG),
+        scheduler=DDIMScheduler.from_config(SD_X4_DDIM_CONFIG),
+        low_res_scheduler=DDPMScheduler.from_config(SD_X4_DDPM_CONFIG),
     )
     if with_text:
         _write_tiny_text(root, seed)
-    (root / "UAV_TINY_RANDOM_WEIGHTS").write_text(
-        "This folder holds tiny RANDOM-weight networks made by uav.testing for self-checks. "
+    (root / TINY_RANDOM_MARKER).write_text(
+        "This folder holds tiny RANDOM-weight networks made by uav.weights.make_tiny_release for self-checks. "
         "Their output is not an upscale.\n"
     )
     return root
-
-
-def is_tiny_random(path: str | os.PathLike[str]) -> bool:
-    """Whether a weights folder is a self-check folder of random networks."""
-    return (Path(path) / "UAV_TINY_RANDOM_WEIGHTS").is_file()
 
 
 def moving_pattern(frames: int = 20, height: int = 24, width: int = 32, seed: int = 0) -> "Any":
