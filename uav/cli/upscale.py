@@ -241,7 +241,7 @@ def find_weights(weights: Path | None, *, self_check: bool) -> Path | None:
     Only looks at folders; nothing is loaded here.
     """
     from uav.weights import release
-    from uav.weights import is_tiny_random
+    from uav.weights import describe_folder, is_tiny_random
 
     if weights is not None:
         folder = weights.expanduser()
@@ -260,8 +260,8 @@ def find_weights(weights: Path | None, *, self_check: bool) -> Path | None:
                 "with tiny random networks")
         folder = found
     if self_check and not is_tiny_random(folder):
-        raise UserError(f"--self-check runs tiny random networks, but {folder} holds real weights; "
-                        "drop --self-check to upscale with them")
+        raise UserError(f"--self-check runs tiny random networks, but {folder} holds {describe_folder(folder)}; "
+                        "drop --weights to let --self-check build its own, or drop --self-check to upscale")
     return folder
 
 

@@ -163,9 +163,9 @@ def is_tiny_random(path: str | os.PathLike[str]) -> bool:
 def describe_folder(path: str | os.PathLike[str]) -> str:
     """What a candidate weights folder holds, in words, for messages (nothing is loaded).
 
-    For example ``"the Upscale-A-Video release (real weights)"``, ``"tiny RANDOM self-check
-    networks"``, ``"nothing (an empty folder)"``, or ``"no Upscale-A-Video weights (notes.txt,
-    photos/)"``.
+    For example ``"real weights (a complete Upscale-A-Video release)"``, ``"tiny RANDOM
+    self-check networks"``, ``"nothing (an empty folder)"``, or ``"no Upscale-A-Video weights
+    (notes.txt, photos/)"``.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -182,8 +182,8 @@ def describe_folder(path: str | os.PathLike[str]) -> str:
         return f"no Upscale-A-Video weights ({shown})"
     missing = rel.missing(vae="3d") if "vae_video" not in found else rel.missing(vae="video")
     if missing:
-        return f"an incomplete Upscale-A-Video release (has {', '.join(found)}; missing {', '.join(missing)})"
-    return "the Upscale-A-Video release (real weights)"
+        return f"part of an Upscale-A-Video release (has {', '.join(found)}; missing {', '.join(missing)})"
+    return "real weights (a complete Upscale-A-Video release)"
 
 
 # ---------------------------------------------------------------------------- loading networks
@@ -204,7 +204,7 @@ def _build(cls: Any, config_path: Path) -> Any:
     try:
         return cls.from_config(config)
     except Exception as exc:  # a config from elsewhere: name the file, not the constructor's internals
-        raise ReleaseError(f"config {config_path} does not describe a {cls.__name__}: {exc}") from exc
+        raise ReleaseError(f"config {config_path} does not describe a {cls.__name__}: {_summary(exc)}") from exc
 
 
 def load_unet(release: ReleaseFolder | str | os.PathLike[str], *, device: str | torch.device | None = None,
@@ -259,7 +259,7 @@ def load_schedulers(release: ReleaseFolder | str | os.PathLike[str]) -> tuple[An
             cls.from_config(config).set_timesteps(2)
         except Exception as exc:
             raise ReleaseError(f"scheduler config {path} does not describe a {cls.__name__}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+                               f"{_summary(exc)}") from exc
         out.append(cls.from_config(config))
     return out[0], out[1]
 
@@ -293,4 +293,11 @@ def _from_pretrained(cls: Any, folder: Path) -> Any:
         if is_refused_pickle(exc):
             raise ReleaseError(f"{folder}: {REFUSED} (it holds pickled objects besides tensors; nothing was run)") \
                 from exc
-        raise ReleaseError(f"cannot load {folder}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        raise ReleaseError(f"cannot load {folder}: {_summary(exc)}") from exc
+
+
+def _summary(exc: BaseException, limit: int = 240) -> str:
+    """``Type: first line of the message``, shortened: library errors can run to pages."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
