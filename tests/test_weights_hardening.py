@@ -215,3 +215,41 @@ def test_api_warns_on_random_networks(tiny: Path, caplog: pytest.LogCaptureFixtu
         assert not any(W.SELF_CHECK_NOTICE in r.getMessage() for r in caplog.records)
     finally:
         shutil.rmtree(real)
+
+
+# ---------------------------------------------------------------------------- the self-check's input
+def test_self_check_runs_on_a_small_part_of_a_large_clip(tmp_path: Path) -> None:
+    from uav.io import probe
+
+    big = make_sample_clip(tmp_path / "big.mp4", frames=14, width=128, height=96, timecode="01:00:00:00")
+    assert W.self_check_clip(big, start=0, end=2) is not None  # two frames, but too large
+    cut = W.self_check_clip(big, start=2)
+    assert cut is not None and cut.frames.shape == (10, 72, 96, 3)  # 96 px long side; 24*64*48 // (96*72) frames
+    assert cut.writer_options["audio_start_frame"] == 2 and cut.writer_options["audio_end_frame"] == 12
+    assert cut.writer_options["timecode"] == "01:00:00:02"
+    assert "frames 2-11 of 2-13" in cut.note and "96x72 (downscaled from 128x96)" in cut.note
+
+    small = make_sample_clip(tmp_path / "small.mp4", frames=4, width=32, height=24)
+    assert W.self_check_clip(small) is None  # within the budget: the clip runs as it is
+
+    out = tmp_path / "out.mp4"
+    result = run("upscale", str(big), "-o", str(out), "--self-check", "--steps", "1", "--start", "2")
+    assert result.exit_code == 0, result.stderr
+    assert "frames 2-11 of 2-13" in " ".join(result.stderr.split())
+    written = probe(tmp_path / "out_selfcheck_random.mp4")
+    assert (written.width, written.height, written.num_frames, written.has_audio) == (384, 288, 10, True)
+    assert not out.exists()
+
+
+def test_raft_weights_with_nan_are_refused(tmp_path: Path) -> None:
+    from torchvision.models.optical_flow import raft_large
+    from uav_flow.raft import load_raft_state_dict
+
+    state = raft_large(weights=None).state_dict()
+    key = next(k for k in state if k.endswith("weight") and state[k].is_floating_point())
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = torch.nan
+    path = tmp_path / "raft-things.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=rf"{path}: tensor {key} holds 1 NaN"):
+        load_raft_state_dict(raft_large(weights=None), path)

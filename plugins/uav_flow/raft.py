@@ -135,7 +135,8 @@ def load_raft_state_dict(model: torch.nn.Module, weights: str | Path | Mapping[s
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the keys or shapes do not fit RAFT-large; the message names the file.
+        ValueError: the keys or shapes do not fit RAFT-large, or a tensor is not floating point
+            or not finite; the message names the file.
     """
     if isinstance(weights, Mapping):
         source, raw = "the given state dict", weights
@@ -152,6 +153,9 @@ def load_raft_state_dict(model: torch.nn.Module, weights: str | Path | Mapping[s
             raise ValueError(f"could not read RAFT weights {path}: {type(exc).__name__}: {exc}") from exc
     else:
         raise TypeError(f"weights must be a path or a state dict, got {type(weights).__name__}")
+    from uav.weights.files import check_tensors
+
+    check_tensors(raw, source)  # NaN or integer weights would make every flow garbage, silently
     try:
         mapped = official_to_torchvision(raw)
     except ValueError as exc:

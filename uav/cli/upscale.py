@@ -461,7 +461,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
             raise UserError(f"--fps must be > 0, got {fps}")
     device_name = resolve_device(device)
 
-    from uav.weights import is_tiny_random
+    from uav.weights import is_tiny_random, self_check_announced, self_check_clip
 
     folder = find_weights(weights, self_check=self_check)
     tiny = folder is None or is_tiny_random(folder)
@@ -488,7 +488,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     if folder is None:
         with console.status("building a tiny random release for the self-check ..."):
             folder = build_tiny_release(stack)
-    with console.status(f"loading weights from {escape(str(folder))} ..."):
+    with console.status(f"loading weights from {escape(str(folder))} ..."), self_check_announced():
         upscaler = VideoUpscaler.from_pretrained(folder, device=device_name, dtype=None if dtype == "auto" else dtype,
                                                  vae=vae)  # type: ignore[arg-type]
     if upscaler.device.type == "cpu" and dtype == "fp16":
@@ -506,11 +506,18 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     for n, job in enumerate(jobs, 1):
         label = job.label if len(jobs) == 1 else f"[{n}/{len(jobs)}] {job.label}"
         t0 = time.perf_counter()
+        video, job_start, job_end, job_options = job.source, start, end, writer_options
+        cut = self_check_clip(job.source, start=start, end=end, fps=rate) if self_check else None
+        if cut is not None:  # random networks prove the install as well on a small clip, in about a minute
+            if not quiet:
+                console.print(escape(cut.note))
+            video, job_start, job_end, job_options = cut.frames, None, None, {**writer_options, **cut.writer_options}
+            job.frames, job.height, job.width = cut.frames.shape[:3]
         with ProgressReporter(console, label=label, frames=job.frames, steps=settings.num_inference_steps,
                               flow=bool(settings.propagation_steps) and job.frames > 1) as progress:
             try:
-                written = upscaler.upscale(job.source, output=job.output, settings=settings, callback=progress,
-                                           writer_options=writer_options, start=start, end=end)
+                written = upscaler.upscale(video, output=job.output, settings=settings, callback=progress,
+                                           writer_options=job_options, start=job_start, end=job_end)
             except ValueError as exc:
                 message = str(exc)
                 raise UserError(message if job.label in message or len(jobs) == 1 else f"{job.label}: {message}") \

@@ -80,7 +80,8 @@ def weights_main(ctx: typer.Context, as_json: JsonOpt = False, debug: DebugOpt =
         if not entry["exists"]:
             out.print(f"  {n}. {escape(entry['path'])}  [dim](not there)[/dim]")
             continue
-        state = "[green]usable[/green]" if entry["usable"] else "[yellow]incomplete[/yellow]"
+        state = ("[green]usable[/green]" if entry["usable"]
+                 else f"[yellow]not usable: holds {escape(entry['holds'])}[/yellow]")
         if entry["tiny_random"]:
             state += " [bold red](tiny RANDOM self-check weights)[/bold red]"
         out.print(f"  {n}. {escape(entry['path'])}  {state}")

@@ -30,9 +30,10 @@ from uav.weights.release import (
     load_unet,
     load_vae,
     locate_weights,
+    self_check_announced,
 )
 from uav.weights.sd_x4 import SD_X4_DDIM_CONFIG, SD_X4_DDPM_CONFIG, load_image_unet
-from uav.weights.tiny import make_tiny_release, moving_pattern, tiny_unet, tiny_vae
+from uav.weights.tiny import SelfCheckClip, make_tiny_release, moving_pattern, self_check_clip, tiny_unet, tiny_vae
 
 __all__ = [
     "CheckpointKeyError", "Conversion", "ReleaseError", "ReleaseFolder", "SD_X4_DDIM_CONFIG", "SD_X4_DDPM_CONFIG",
@@ -40,5 +41,5 @@ __all__ = [
     "convert_to_safetensors", "default_weights_dirs", "describe_folder", "find_release", "is_tiny_random",
     "load_image_unet", "load_official_state_dict", "load_schedulers", "load_state_dict_file", "load_text_encoder",
     "load_unet", "load_vae", "locate_weights", "make_tiny_release", "moving_pattern", "save_release",
-    "save_state_dict", "tiny_unet", "tiny_vae",
+    "save_state_dict", "self_check_announced", "SelfCheckClip", "self_check_clip", "tiny_unet", "tiny_vae",
 ]

@@ -16,11 +16,13 @@ loading its U-Net logs the self-check warning, so the Python API says so as loud
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 
@@ -40,6 +42,18 @@ WEIGHTS_ENV = "UAV_WEIGHTS"
 TINY_RANDOM_MARKER = "UAV_TINY_RANDOM_WEIGHTS"
 #: what every run on random networks says
 SELF_CHECK_NOTICE = "SELF-CHECK with a tiny RANDOM network — this output is NOT an upscale"
+_ANNOUNCED: contextvars.ContextVar[bool] = contextvars.ContextVar("uav_self_check_announced", default=False)
+
+
+@contextlib.contextmanager
+def self_check_announced() -> Iterator[None]:
+    """Loads inside this block do not log :data:`SELF_CHECK_NOTICE`: the caller has told the user
+    already (the command line's banner), and saying it twice adds nothing."""
+    token = _ANNOUNCED.set(True)
+    try:
+        yield
+    finally:
+        _ANNOUNCED.reset(token)
 @dataclass(frozen=True)
 class ReleaseFolder:
     """What a release folder provides (paths are ``None`` where a part is absent)."""
@@ -220,7 +234,7 @@ def load_unet(release: ReleaseFolder | str | os.PathLike[str], *, device: str | 
     model = _build(UNetVideoModel, rel.unet_config)
     ckpt.load_official_state_dict(model, load_state_dict_file(rel.unet_weights), source=str(rel.unet_weights))
     _place(model, device, dtype)
-    if rel.tiny_random and warn_random:
+    if rel.tiny_random and warn_random and not _ANNOUNCED.get():
         log.warning("%s (%s holds tiny random networks made for self-checks)", SELF_CHECK_NOTICE, rel.root)
     return model
 

@@ -2,7 +2,7 @@
 
 No real weights can be downloaded everywhere uav is built and tested, so the test
 suite, the self-check and the CPU benchmarks build these: every structural feature of
-the released networks (the parity fixtures' tiny configs), random weights, a tiny CLIP
+the released networks at the smallest sizes they allow, random weights, a tiny CLIP
 text encoder and a character-level tokenizer. The folder is marked
 :data:`~uav.weights.release.TINY_RANDOM_MARKER`, so every load warns. Their output is
 noise-like: they prove the plumbing, never the picture quality.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,21 +23,26 @@ from uav.weights.convert import save_release
 from uav.weights.release import TINY_RANDOM_MARKER
 from uav.weights.sd_x4 import SD_X4_DDIM_CONFIG, SD_X4_DDPM_CONFIG
 
-#: the parity fixtures' tiny U-Net config (SPEC §9.1)
+#: The tiny U-Net: every block type, temporal module and attention kind of the released config,
+#: with the parity fixtures' widths (SPEC §9.1; the temporal layers need GroupNorm(32) and RoPE
+#: over 32 channels per head) but one layer per block instead of two, which halves its cost on a
+#: CPU. (32 channels at the two coarsest levels would be cheaper still, but GroupNorm over single
+#: channels of a few pixels makes the random network chaotic: tiny float differences explode.)
 TINY_UNET_CONFIG: dict[str, Any] = {
     "attention_head_dim": [1, 1, 2, 1], "block_out_channels": [32, 32, 64, 64], "cross_attention_dim": 32,
     "down_block_types": ["DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D"],
     "up_block_types": ["CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"],
-    "in_channels": 7, "out_channels": 4, "layers_per_block": 2, "norm_num_groups": 16, "norm_eps": 1e-5,
+    "in_channels": 7, "out_channels": 4, "layers_per_block": 1, "norm_num_groups": 16, "norm_eps": 1e-5,
     "num_class_embeds": 1000, "only_cross_attention": [True, True, True, False], "use_linear_projection": True,
     "down_temporal_idx": [0, 1, 2, 3], "mid_temporal": True, "up_temporal_idx": [0, 1, 2, 3],
     "temporal_module_config": {"attention_block_types": ["", ""]},
 }
-#: the parity fixtures' tiny video-VAE config
+#: The tiny video VAE: both decoders' structure (x4, SFT condition, temporal residuals) with 8
+#: channels at the output size, where a decoder spends most of its time.
 TINY_VAE_CONFIG: dict[str, Any] = {
-    "block_out_channels": [32, 32, 64], "down_block_types": ["DownEncoderBlock3D"] * 3,
+    "block_out_channels": [8, 16, 32], "down_block_types": ["DownEncoderBlock3D"] * 3,
     "up_block_types": ["UpDecoderBlock3D_plus"] * 3, "in_channels": 3, "out_channels": 3, "latent_channels": 4,
-    "layers_per_block": 2, "norm_num_groups": 16, "scaling_factor": 0.08333, "condition_img": True,
+    "layers_per_block": 1, "norm_num_groups": 8, "scaling_factor": 0.08333, "condition_img": True,
     "condition_channels": 32, "use_temporal_block": True,
 }
 TINY_TEXT_DIM = 32
@@ -147,3 +153,66 @@ def moving_pattern(frames: int = 20, height: int = 24, width: int = 32, seed: in
     base = rng.integers(0, 256, size=(height + frames, width + frames, 3), dtype=np.uint8)
     base = (0.5 * base + 0.5 * np.roll(base, 1, axis=0)).astype(np.uint8)  # a little spatial correlation
     return np.stack([base[t:t + height, t:t + width] for t in range(frames)])
+
+
+# ---------------------------------------------------------------------------- the self-check's input
+#: the self-check's budget of low-res pixels x frames (24 frames of 64x48, the demo clip): about
+#: a minute on two CPU cores at the default 30 steps with the tiny networks
+SELF_CHECK_PIXEL_FRAMES = 24 * 64 * 48
+#: the self-check's longest low-res side, in pixels (larger frames are area-downscaled to it)
+SELF_CHECK_MAX_SIDE = 96
+
+
+@dataclass(frozen=True)
+class SelfCheckClip:
+    """What the self-check runs on when a clip exceeds its budget (see :func:`self_check_clip`)."""
+
+    frames: Any
+    """uint8 (or uint16) ``(T, H, W, 3)``: the first frames of the range, downscaled."""
+    writer_options: dict[str, Any]
+    """``fps``, ``audio_source``/``audio_start_frame``/``audio_end_frame`` and ``timecode`` of the range."""
+    note: str
+    """One line for the screen: what was cut and why."""
+
+
+def self_check_clip(source: str | os.PathLike[str], *, start: int | str | None = None,
+                    end: int | str | None = None, fps: Any = None) -> SelfCheckClip | None:
+    """The part of a clip a self-check runs on, or ``None`` when the whole range fits the budget.
+
+    Random networks prove the installation (reading, flow, denoising, decoding, writing), not
+    the picture, so a self-check need not pay for a large clip: frames larger than
+    :data:`SELF_CHECK_MAX_SIDE` are area-downscaled to it, then only the first frames that fit
+    :data:`SELF_CHECK_PIXEL_FRAMES` are kept (at least one). Audio and timecode of the kept
+    range are carried over through the returned writer options.
+    """
+    import cv2
+    import numpy as np
+
+    from uav.io import offset_timecode, parse_frame_position, probe, read_frames
+
+    info = probe(source, fps=fps)
+    rate = info.fps
+    first = parse_frame_position(start, rate, info.start_timecode) or 0
+    stop = parse_frame_position(end, rate, info.start_timecode)
+    stop = info.num_frames if stop is None else stop
+    side = max(info.width, info.height)
+    scale = min(1.0, SELF_CHECK_MAX_SIDE / side)
+    width, height = max(1, round(info.width * scale)), max(1, round(info.height * scale))
+    count = max(1, min(stop - first, SELF_CHECK_PIXEL_FRAMES // (width * height)))
+    if scale == 1.0 and count >= stop - first:
+        return None
+    frames = read_frames(source, start=first, end=first + count, fps=fps)
+    if scale < 1.0:
+        frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+    options: dict[str, Any] = {"fps": rate}
+    if info.has_audio and not info.is_image_sequence:
+        options.update(audio_source=str(source), audio_start_frame=first, audio_end_frame=first + count)
+    if info.start_timecode and not info.is_image_sequence:
+        options["timecode"] = offset_timecode(info.start_timecode, first, rate)
+    frames_said = f"all {count} frames" if count >= stop - first else \
+        f"frames {first}-{first + count - 1} of {first}-{stop - 1}"
+    size_said = f"{width}x{height} (downscaled from {info.width}x{info.height})" if scale < 1.0 else \
+        f"{width}x{height}"
+    note = f"self-check on a small input (random networks prove the install, not the picture): {frames_said} at " \
+           f"{size_said}"
+    return SelfCheckClip(frames=frames, writer_options=options, note=note)
