@@ -71,7 +71,7 @@ def parity_on(device: str) -> dict:
 
 def dtypes_on(device: str) -> dict:
     from uav import VideoUpscaler
-    from uav.testing import make_tiny_release, moving_pattern
+    from uav.weights import make_tiny_release, moving_pattern
 
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,7 +40,7 @@ fi
 echo "== no Upscale-A-Video weights found (see docs/weights.md): running the SELF-CHECK instead."
 echo "   Tiny RANDOM networks run through every stage; the output is noise and NOT an upscale."
 if [ ! -f "$OUT/tiny_random_release/UAV_TINY_RANDOM_WEIGHTS" ]; then
-  "$PY" -c "import sys; from uav.testing import make_tiny_release; make_tiny_release(sys.argv[1])" \
+  "$PY" -c "import sys; from uav.weights import make_tiny_release; make_tiny_release(sys.argv[1])" \
     "$OUT/tiny_random_release" 2>/dev/null
 fi
 "$UAV" upscale "$OUT/sample.mp4" -o "$OUT/sample_uav.mp4" --weights "$OUT/tiny_random_release" --self-check \

@@ -25,7 +25,7 @@ from uav import VideoUpscaler
 from uav.cli.app import app
 from uav.cli.common import SELF_CHECK_BANNER
 from uav.io import probe, read_frames
-from uav.testing import make_tiny_release
+from uav.weights import make_tiny_release
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -13,10 +13,10 @@ import torch
 from typer.testing import CliRunner
 
 import uav.cli
-from uav import release as R
+from uav import weights as R
 from uav.cli.app import app
 from uav.registry import default_registry
-from uav.testing import make_tiny_release, tiny_unet, tiny_vae
+from uav.weights import make_tiny_release, tiny_unet, tiny_vae
 
 uav.cli._load_commands()
 runner = CliRunner()

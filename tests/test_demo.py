@@ -11,7 +11,7 @@ import pytest
 
 from uav.cli.common import SELF_CHECK_BANNER
 from uav.io import probe
-from uav.testing import is_tiny_random
+from uav.weights import is_tiny_random
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import PARITY, load_parity, rel_err
-from uav import release
+from uav import weights as release
 from uav.models import AutoencoderKLVideo, UNetVideoModel
-from uav.models.checkpoint import CheckpointKeyError
+from uav.weights.checkpoint import CheckpointKeyError
 
 
 def _official_keys(name: str) -> dict[str, tuple[int, ...]]:
@@ -102,7 +102,7 @@ def test_checkpoint_that_does_not_fit_names_keys(tmp_path, tiny_unet):
     state.pop("conv_in.weight")
     state["bogus.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointKeyError) as info:
-        from uav.models.checkpoint import load_official_state_dict
+        from uav.weights.checkpoint import load_official_state_dict
         load_official_state_dict(tiny_unet.__class__.from_config(dict(tiny_unet.config)), state, source="x.bin")
     msg = str(info.value)
     assert "conv_in.weight" in msg and "bogus.weight" in msg and "x.bin" in msg
@@ -206,7 +206,9 @@ def test_image_model_loads_and_matches_for_one_frame(tmp_path):
     assert rel_err(out2, ref) > 1e-3
 
 
-def test_raft_checkpoint_is_found_and_validated(tmp_path, tiny_unet, tiny_vae):
+def test_raft_checkpoint_is_found_and_read(tmp_path, tiny_unet, tiny_vae):
+    """The release folder finds propagator/raft-things.pth; the raft flow plugin maps it strictly
+    (tests/test_flow_raft.py), so the folder only reads it as plain tensors."""
     from conftest import PARITY as P
 
     keys = [line.split("\t") for line in (P / "raft_things_keys.txt").read_text().splitlines()
@@ -214,11 +216,7 @@ def test_raft_checkpoint_is_found_and_validated(tmp_path, tiny_unet, tiny_vae):
     state = {k: torch.zeros(json.loads(shape)) for k, shape, *_ in keys}
     rel = release.save_release(tmp_path / "rel", unet=tiny_unet, vae={"video": tiny_vae}, fmt="bin", raft_state=state)
     assert rel.raft_weights is not None and rel.raft_weights.name == "raft-things.pth"
-    assert release.check_raft_weights(rel.raft_weights) == len(state)
-    bad = {k.replace("module.", ""): v for k, v in state.items()}
-    release.save_state_dict(bad, tmp_path / "bad.pth")
-    with pytest.raises(release.ReleaseError, match="module."):
-        release.check_raft_weights(tmp_path / "bad.pth")
+    assert set(release.load_state_dict_file(rel.raft_weights)) == set(state)
 
 
 def test_diffusers_save_and_from_pretrained_round_trip(tmp_path, tiny_unet, tiny_vae):

@@ -18,7 +18,7 @@ from uav_otio import UPSCALED_KEY, UpscalerRenderer, upscale_timeline  # noqa: E
 @pytest.fixture(scope="module")
 def upscaler(tmp_path_factory):
     from uav import VideoUpscaler
-    from uav.testing import make_tiny_release
+    from uav.weights import make_tiny_release
 
     root = make_tiny_release(tmp_path_factory.mktemp("otio_release") / "upscale_a_video")
     return VideoUpscaler.from_pretrained(root, device="cpu")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from uav import InputError, SettingsError, UpscaleSettings, VideoUpscaler
-from uav.testing import make_tiny_release, moving_pattern
+from uav.weights import make_tiny_release, moving_pattern
 
 
 @pytest.fixture(scope="module")

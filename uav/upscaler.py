@@ -151,7 +151,7 @@ class VideoUpscaler:
         flow: Any = None,
         registry: Any = None,
     ) -> "VideoUpscaler":
-        """Load a release folder (official layout, see :mod:`uav.release`).
+        """Load a release folder (official layout, see :mod:`uav.weights`).
 
         Args:
             path: the folder (``pretrained_models/upscale_a_video``).
@@ -161,7 +161,7 @@ class VideoUpscaler:
             vae_dtype: VAE dtype (default fp32, as published; bf16 halves decode memory).
             load_text_encoder: set False when you always pass prompt embeddings.
         """
-        from uav import release
+        from uav.weights import release
 
         if not Path(path).exists():
             raise release.ReleaseError(

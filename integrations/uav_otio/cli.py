@@ -342,7 +342,7 @@ def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype:
     device_name = resolve_device(device)
     _check_codec(codec, ext, pix_fmt, crf)
     folder = find_weights(weights, self_check=False)
-    from uav.testing import is_tiny_random
+    from uav.weights import is_tiny_random
 
     if folder is not None and is_tiny_random(folder):
         # random networks: say so loudly, whatever the output mode (no --self-check renaming here)

@@ -27,7 +27,7 @@ from .common import check_frames, check_size, resize_flow
 
 Tensor = torch.Tensor
 
-__all__ = ["RaftFlow", "official_to_torchvision", "load_raft_state_dict", "find_raft_weights", "RAFT_WEIGHTS_RELPATH"]
+__all__ = ["RaftFlow", "official_to_torchvision", "load_raft_state_dict", "RAFT_WEIGHTS_RELPATH"]
 
 #: where the release keeps the RAFT checkpoint, relative to the model folder
 RAFT_WEIGHTS_RELPATH = "propagator/raft-things.pth"
@@ -135,7 +135,8 @@ def load_raft_state_dict(model: torch.nn.Module, weights: str | Path | Mapping[s
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the keys or shapes do not fit RAFT-large; the message names the file.
+        ValueError: the keys or shapes do not fit RAFT-large, or a tensor is not floating point
+            or not finite; the message names the file.
     """
     if isinstance(weights, Mapping):
         source, raw = "the given state dict", weights
@@ -152,6 +153,9 @@ def load_raft_state_dict(model: torch.nn.Module, weights: str | Path | Mapping[s
             raise ValueError(f"could not read RAFT weights {path}: {type(exc).__name__}: {exc}") from exc
     else:
         raise TypeError(f"weights must be a path or a state dict, got {type(weights).__name__}")
+    from uav.weights.files import check_tensors
+
+    check_tensors(raw, source)  # NaN or integer weights would make every flow garbage, silently
     try:
         mapped = official_to_torchvision(raw)
     except ValueError as exc:
@@ -169,15 +173,6 @@ def load_raft_state_dict(model: torch.nn.Module, weights: str | Path | Mapping[s
     if bad:
         raise ValueError(f"RAFT weights {source} have wrong shapes: {'; '.join(bad[:5])}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in mapped.items()}, strict=True)
-
-
-def find_raft_weights(model_dir: str | Path) -> Path | None:
-    """``model_dir / propagator/raft-things.pth`` (or ``.safetensors``) if present."""
-    base = Path(model_dir).expanduser() / RAFT_WEIGHTS_RELPATH
-    for candidate in (base, base.with_suffix(".safetensors")):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -40,6 +40,8 @@ from typing import Any
 
 import torch
 
+from uav.weights.sd_x4 import SD_X4_DDIM_CONFIG
+
 Tensor = torch.Tensor
 
 __all__ = [
@@ -50,19 +52,8 @@ __all__ = [
     "build_diffusers_scheduler",
 ]
 
-#: The Stable Diffusion x4 upscaler DDIM config the release uses (SPEC §5.1).
-DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = {
-    "_class_name": "DDIMScheduler",
-    "beta_end": 0.02,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.0001,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
+#: The Stable Diffusion x4 upscaler DDIM config the release uses (SPEC §5.1), defined once in uav.weights.
+DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = SD_X4_DDIM_CONFIG
 
 #: short name -> (diffusers class name, config overrides)
 SCHEDULER_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -41,7 +41,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     Imported lazily: ``uav --help`` should not pay for torch.
     """
     from uav.io.errors import VideoInputError
-    from uav.release import ReleaseError
+    from uav.weights import ReleaseError
     from uav.settings import SettingsError
     from uav.upscaler import InputError
 

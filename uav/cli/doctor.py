@@ -15,7 +15,7 @@ from uav.cli.common import handle_errors, print_json, quiet_libraries
 
 #: distributions whose versions the report lists
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "safetensors", "huggingface_hub", "av", "numpy",
-            "opencv-python-headless", "opentimelineio", "pluggy", "typer", "rich")
+            "opencv-python-headless", "pillow", "opentimelineio", "pluggy", "typer", "rich")
 #: FFmpeg encoders behind the writer's codecs
 ENCODERS = {"h264": "libx264", "h265": "libx265", "prores_hq": "prores_ks", "prores_4444": "prores_ks",
             "png": "png", "tiff": "tiff", "audio (aac)": "aac"}

@@ -248,8 +248,8 @@ def find_weights(weights: Path | None, *, self_check: bool) -> Path | None:
     ``None`` means "build a tiny random release" (``--self-check`` without ``--weights``).
     Only looks at folders; nothing is loaded here.
     """
-    from uav import release
-    from uav.testing import is_tiny_random
+    from uav.weights import release
+    from uav.weights import describe_folder, is_tiny_random
 
     if weights is not None:
         folder = weights.expanduser()
@@ -268,14 +268,14 @@ def find_weights(weights: Path | None, *, self_check: bool) -> Path | None:
                 "with tiny random networks")
         folder = found
     if self_check and not is_tiny_random(folder):
-        raise UserError(f"--self-check runs tiny random networks, but {folder} holds real weights; "
-                        "drop --self-check to upscale with them")
+        raise UserError(f"--self-check runs tiny random networks, but {folder} holds {describe_folder(folder)}; "
+                        "drop --weights to let --self-check build its own, or drop --self-check to upscale")
     return folder
 
 
 def build_tiny_release(stack: contextlib.ExitStack) -> Path:
     """A tiny random release in a temporary folder that lives as long as ``stack``."""
-    from uav.testing import make_tiny_release
+    from uav.weights import make_tiny_release
 
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uav-selfcheck-"))) / "tiny_random"
     return make_tiny_release(folder)
@@ -370,7 +370,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
             raise UserError(str(exc)) from None
     device_name = resolve_device(device)
 
-    from uav.testing import is_tiny_random
+    from uav.weights import is_tiny_random, self_check_announced, self_check_clip
 
     folder = find_weights(weights, self_check=self_check)
     tiny = folder is None or is_tiny_random(folder)
@@ -397,7 +397,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     if folder is None:
         with console.status("building a tiny random release for the self-check ..."):
             folder = build_tiny_release(stack)
-    with console.status(f"loading weights from {escape(str(folder))} ..."):
+    with console.status(f"loading weights from {escape(str(folder))} ..."), self_check_announced():
         upscaler = VideoUpscaler.from_pretrained(folder, device=device_name, dtype=None if dtype == "auto" else dtype,
                                                  vae=vae)  # type: ignore[arg-type]
     if upscaler.device.type == "cpu" and dtype == "fp16":
@@ -415,11 +415,18 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     for n, job in enumerate(jobs, 1):
         label = job.label if len(jobs) == 1 else f"[{n}/{len(jobs)}] {job.label}"
         t0 = time.perf_counter()
+        video, job_start, job_end, job_options = job.source, start, end, writer_options
+        cut = self_check_clip(job.source, start=start, end=end, fps=rate) if self_check else None
+        if cut is not None:  # random networks prove the install as well on a small clip, in about a minute
+            if not quiet:
+                console.print(escape(cut.note))
+            video, job_start, job_end, job_options = cut.frames, None, None, {**writer_options, **cut.writer_options}
+            job.frames, job.height, job.width = cut.frames.shape[:3]
         with ProgressReporter(console, label=label, frames=job.frames, steps=settings.num_inference_steps,
                               flow=bool(settings.propagation_steps) and job.frames > 1) as progress:
             try:
-                written = upscaler.upscale(job.source, output=job.output, settings=settings, callback=progress,
-                                           writer_options=writer_options, start=start, end=end)
+                written = upscaler.upscale(video, output=job.output, settings=settings, callback=progress,
+                                           writer_options=job_options, start=job_start, end=job_end)
             except ValueError as exc:
                 message = str(exc)
                 raise UserError(message if job.label in message or len(jobs) == 1 else f"{job.label}: {message}") \

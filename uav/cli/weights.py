@@ -36,26 +36,25 @@ PARTS = {
 
 def describe_folder(path: Path) -> dict[str, Any]:
     """Plain-data description of one candidate folder (never loads a network)."""
-    from uav import release
-    from uav.testing import is_tiny_random
+    from uav import weights
 
     entry: dict[str, Any] = {"path": str(path), "exists": path.is_dir()}
     if not path.is_dir():
         return entry
-    rel = release.find_release(path)
+    rel = weights.find_release(path)
     entry.update(parts=rel.summary(), missing=rel.missing(vae="3d"), missing_video_vae=rel.missing(vae="video"),
-                 usable=not rel.missing(vae="3d"), tiny_random=is_tiny_random(path))
+                 usable=not rel.missing(vae="3d"), tiny_random=rel.tiny_random, holds=rel.holds())
     return entry
 
 
 def search_report() -> dict[str, Any]:
     """Where weights are looked for, in order, and which folder ``uav upscale`` would use."""
-    from uav import release
+    from uav import weights
 
-    dirs = release.default_weights_dirs()
-    found = release.locate_weights()
+    dirs = weights.default_weights_dirs()
+    found = weights.locate_weights()
     return {
-        "env_var": release.WEIGHTS_ENV,
+        "env_var": weights.WEIGHTS_ENV,
         "search_order": [describe_folder(d) for d in dirs],
         "selected": str(found) if found is not None else None,
     }
@@ -81,7 +80,8 @@ def weights_main(ctx: typer.Context, as_json: JsonOpt = False, debug: DebugOpt =
         if not entry["exists"]:
             out.print(f"  {n}. {escape(entry['path'])}  [dim](not there)[/dim]")
             continue
-        state = "[green]usable[/green]" if entry["usable"] else "[yellow]incomplete[/yellow]"
+        state = ("[green]usable[/green]" if entry["usable"]
+                 else f"[yellow]not usable: holds {escape(entry['holds'])}[/yellow]")
         if entry["tiny_random"]:
             state += " [bold red](tiny RANDOM self-check weights)[/bold red]"
         out.print(f"  {n}. {escape(entry['path'])}  {state}")
@@ -108,11 +108,12 @@ def verify_folder(path: Path, *, text: bool = True) -> dict[str, Any]:
     """Load every network of a release strictly; one entry per part with its status.
 
     Each entry has ``status`` (``ok``, ``missing`` or ``error``), and for loaded networks
-    ``tensors`` (state-dict keys), ``parameters`` and ``bytes``.
+    ``tensors`` (state-dict keys), ``parameters`` and ``bytes``. Loading checks every tensor
+    (floating point, finite), so a damaged file is an ``error`` naming the file and tensor.
     """
-    from uav import release
+    from uav import weights
 
-    rel = release.find_release(path)
+    rel = weights.find_release(path)
     parts: dict[str, dict[str, Any]] = {}
 
     def record(name: str, source: Path | None, load: Any) -> None:
@@ -136,25 +137,24 @@ def verify_folder(path: Path, *, text: bool = True) -> dict[str, Any]:
             entry["dtypes"] = dtypes
         parts[name] = entry
 
-    record("unet", rel.unet_weights, lambda: release.load_unet(rel))
+    record("unet", rel.unet_weights, lambda: weights.load_unet(rel, warn_random=False))
     for variant in ("3d", "video"):
-        record(f"vae_{variant}", rel.vae_weights.get(variant), lambda v=variant: release.load_vae(rel, v))
-    record("raft", rel.raft_weights, lambda: release.load_state_dict_file(rel.raft_weights))  # type: ignore[arg-type]
+        record(f"vae_{variant}", rel.vae_weights.get(variant), lambda v=variant: weights.load_vae(rel, v))
+    record("raft", rel.raft_weights, lambda: weights.load_state_dict_file(rel.raft_weights))  # type: ignore[arg-type]
     if text:
-        record("text_encoder", rel.text_encoder, lambda: release.load_text_encoder(rel)[1])
+        record("text_encoder", rel.text_encoder, lambda: weights.load_text_encoder(rel)[1])
+
     def schedulers() -> None:
-        release.load_schedulers(rel)
+        weights.load_schedulers(rel)
 
     record("schedulers", rel.scheduler_config or rel.low_res_scheduler_config or rel.root, schedulers)
     if rel.scheduler_config is None and rel.low_res_scheduler_config is None:
         parts["schedulers"]["note"] = "no scheduler/ or low_res_scheduler/: the SD x4 upscaler defaults are used"
-    from uav.testing import is_tiny_random
-
     required = ["unet", "vae_3d"] + (["text_encoder"] if text else [])
     problems = [f"{name}: {parts[name].get('error', parts[name]['status'])}" for name in parts
                 if parts[name]["status"] == "error" or (name in required and parts[name]["status"] != "ok")]
-    return {"path": str(rel.root), "tiny_random": is_tiny_random(rel.root), "parts": parts, "ok": not problems,
-            "problems": problems}
+    return {"path": str(rel.root), "tiny_random": rel.tiny_random, "holds": rel.holds(), "parts": parts,
+            "ok": not problems, "problems": problems}
 
 
 def _size(n: int) -> str:
@@ -218,21 +218,25 @@ def convert_command(
 ) -> None:
     """Write .safetensors beside each .bin/.pth (U-Net, VAEs, RAFT), checked tensor by tensor.
 
-    safetensors load faster and can never run code; uav prefers them when both exist.
+    safetensors load faster and can never run code; uav prefers them when both exist. A
+    .safetensors from an earlier conversion is compared with its original, so
+    --remove-original later removes the originals proven identical.
     """
-    from uav import release
+    from uav import weights
 
     with handle_errors(debug=debug, as_json=as_json):
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder")
-        written = release.convert_to_safetensors(folder, remove_original=remove_original)
+        done = weights.convert_release(folder, remove_original=remove_original)
     if as_json:
-        print_json({"path": str(folder), "written": [str(p) for p in written], "removed_originals": remove_original})
+        # removed_originals is what happened, not what was asked
+        print_json({"path": str(folder), **done.to_dict(), "removed_originals": bool(done.removed)})
         return
-    if not written:
-        typer.echo(f"nothing to convert in {folder}: every weights file is already .safetensors")
-        return
-    for path in written:
+    for path in done.written:
         typer.echo(f"wrote {path}")
-    if remove_original:
-        typer.echo(f"removed {len(written)} original file(s)")
+    for path in done.already_converted:
+        typer.echo(f"already converted: {path} (identical to its original)")
+    for path in done.removed:
+        typer.echo(f"removed {path}")
+    if not done.written and not done.already_converted:
+        typer.echo(f"nothing to convert in {folder}: every weights file is already .safetensors")

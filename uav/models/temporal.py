@@ -32,7 +32,7 @@ class RotaryEmbedding(nn.Module):
     """Interleaved rotary position embedding over the frame axis.
 
     The table is a non-persistent buffer; the U-Net maps the checkpoint's 17 aliases
-    of it (one shared parameter in the published code) in :mod:`uav.models.checkpoint`.
+    of it (one shared parameter in the published code) with :func:`install_rope_alias_hooks`.
     """
 
     def __init__(self, dim: int = ROPE_DIM) -> None:
@@ -150,3 +150,57 @@ class TemporalModule3D(nn.Module):
         h = self.resblocks_3d_temporal(x, temb)
         h = self.resblocks_3d_spatial(h, temb)
         return x + self.shift_conv(h)
+
+
+# ---------------------------------------------------------------------------- checkpoint aliases
+#: the U-Net's own key of the shared RoPE table
+ROPE_KEY = "temporal_rotary_emb.freqs"
+_ROPE_ALIAS_SUFFIX = ".rotary_emb.freqs"
+
+
+def rope_alias_keys(model: nn.Module) -> list[str]:
+    """The state-dict keys of the shared RoPE table (17 for the released config)."""
+    keys = [ROPE_KEY]
+    keys += [name + _ROPE_ALIAS_SUFFIX for name, m in model.named_modules() if isinstance(m, TemporalAttention)]
+    return keys
+
+
+def install_rope_alias_hooks(model: nn.Module) -> None:
+    """Make ``model.state_dict()`` / ``load_state_dict`` speak the official RoPE keys.
+
+    The published U-Net registers ONE ``RotaryEmbedding`` parameter under 17 keys
+    (``temporal_rotary_emb.freqs`` and 16 ``*.attn_temporal.rotary_emb.freqs``). The table
+    is held once, as a buffer; these hooks consume the 17 keys on load and emit them on
+    save, so strict loading and the official key set both hold.
+    """
+    alias_keys = rope_alias_keys(model)
+
+    def add_aliases(module: nn.Module, state_dict: dict, prefix: str, local_metadata: object) -> None:
+        table = module.temporal_rotary_emb.freqs.detach()
+        for key in alias_keys:
+            # separate tensors: safetensors refuses to save tensors that share memory
+            state_dict[prefix + key] = table.clone()
+
+    def consume_aliases(
+        module: nn.Module, state_dict: dict, prefix: str, local_metadata: object, strict: bool,
+        missing_keys: list, unexpected_keys: list, error_msgs: list,
+    ) -> None:
+        buffer = module.temporal_rotary_emb.freqs
+        found = None
+        for key in alias_keys:
+            value = state_dict.pop(prefix + key, None)
+            if value is None:
+                missing_keys.append(prefix + key)
+                continue
+            if tuple(value.shape) != tuple(buffer.shape):
+                error_msgs.append(
+                    f"size mismatch for {prefix + key}: expected {tuple(buffer.shape)}, got {tuple(value.shape)}"
+                )
+                continue
+            found = value if found is None else found
+        if found is not None:
+            with torch.no_grad():
+                buffer.copy_(found.to(buffer.dtype))
+
+    model.register_state_dict_post_hook(add_aliases)
+    model.register_load_state_dict_pre_hook(consume_aliases)

@@ -3,7 +3,7 @@
 Module and parameter names follow the released checkpoint (``unet/unet_video.bin``), so
 ``load_state_dict(official_state_dict, strict=True)`` works unchanged; the only keys
 that need mapping are the 17 aliases of the shared RoPE table (see
-:mod:`uav.models.checkpoint`).
+:func:`uav.models.temporal.install_rope_alias_hooks`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from uav.models import checkpoint
 from uav.models.layers import (
     Downsample3D,
     InflatedConv3d,
@@ -29,7 +28,13 @@ from uav.models.layers import (
     batch_to_frames,
     frames_to_batch,
 )
-from uav.models.temporal import ROPE_DIM, RotaryEmbedding, TemporalAttention, TemporalModule3D
+from uav.models.temporal import (
+    ROPE_DIM,
+    RotaryEmbedding,
+    TemporalAttention,
+    TemporalModule3D,
+    install_rope_alias_hooks,
+)
 
 Tensor = torch.Tensor
 
@@ -392,7 +397,7 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
 
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_out = InflatedConv3d(block_out_channels[0], out_channels, 3, padding=1)
-        checkpoint.install_rope_alias_hooks(self)
+        install_rope_alias_hooks(self)
 
     # ------------------------------------------------------------------ forward
     def forward(

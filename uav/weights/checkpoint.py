@@ -4,10 +4,8 @@ Our module tree uses the released names, so nearly every key maps to itself. Wha
 needs care:
 
 * **RoPE aliases.** The published U-Net registers ONE ``RotaryEmbedding`` parameter
-  under 17 keys (``temporal_rotary_emb.freqs`` and 16
-  ``*.attn_temporal.rotary_emb.freqs``). We hold the table once, as a buffer, and
-  hooks below consume those 17 keys on load and emit them on save, so strict
-  loading and the official key set both hold.
+  under 17 keys; the U-Net itself speaks them
+  (:func:`uav.models.temporal.install_rope_alias_hooks`), so they need nothing here.
 * **VAE attention names.** The released VAE uses the diffusers-0.16 names
   (``group_norm``, ``query``, ``key``, ``value``, ``proj_attn``). Newer diffusers
   checkpoints use ``to_q``/``to_k``/``to_v``/``to_out.0``; :func:`legacy_vae_attention_names`
@@ -20,60 +18,14 @@ needs care:
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
+from uav.models.temporal import ROPE_KEY
+
 Tensor = torch.Tensor
-
-ROPE_KEY = "temporal_rotary_emb.freqs"
-_ROPE_ALIAS_SUFFIX = ".rotary_emb.freqs"
-
-
-def rope_alias_keys(model: nn.Module) -> list[str]:
-    """The 17 (for the released config) state-dict keys of the shared RoPE table."""
-    from uav.models.temporal import TemporalAttention
-
-    keys = [ROPE_KEY]
-    keys += [name + _ROPE_ALIAS_SUFFIX for name, m in model.named_modules() if isinstance(m, TemporalAttention)]
-    return keys
-
-
-def install_rope_alias_hooks(model: nn.Module) -> None:
-    """Make ``model.state_dict()`` / ``load_state_dict`` speak the official RoPE keys."""
-    alias_keys = rope_alias_keys(model)
-
-    def add_aliases(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-        table = module.temporal_rotary_emb.freqs.detach()
-        for key in alias_keys:
-            # separate tensors: safetensors refuses to save tensors that share memory
-            state_dict[prefix + key] = table.clone()
-
-    def consume_aliases(
-        module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any, strict: bool,
-        missing_keys: list, unexpected_keys: list, error_msgs: list,
-    ) -> None:
-        buffer = module.temporal_rotary_emb.freqs
-        found = None
-        for key in alias_keys:
-            value = state_dict.pop(prefix + key, None)
-            if value is None:
-                missing_keys.append(prefix + key)
-                continue
-            if tuple(value.shape) != tuple(buffer.shape):
-                error_msgs.append(
-                    f"size mismatch for {prefix + key}: expected {tuple(buffer.shape)}, got {tuple(value.shape)}"
-                )
-                continue
-            found = value if found is None else found
-        if found is not None:
-            with torch.no_grad():
-                buffer.copy_(found.to(buffer.dtype))
-
-    model.register_state_dict_post_hook(add_aliases)
-    model.register_load_state_dict_pre_hook(consume_aliases)
-
 
 # ---------------------------------------------------------------------------- VAE names
 _NEW_TO_LEGACY_ATTN = {
