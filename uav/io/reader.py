@@ -9,7 +9,6 @@ so the first frame returned is exactly the one asked for. Image sequences are re
 
 from __future__ import annotations
 
-import logging
 from bisect import bisect_left
 from collections.abc import Iterator
 from fractions import Fraction
@@ -38,8 +37,6 @@ __all__ = [
     "VFR_MODES",
     "DEFAULT_SEQUENCE_FPS",
 ]
-
-log = logging.getLogger(__name__)
 
 #: accepted values of ``vfr``: raise, convert to constant rate, or return every frame as stored
 VFR_MODES = ("error", "cfr", "passthrough")
