@@ -142,9 +142,13 @@ def test_close_frees_the_model_and_a_later_caption_reloads_it(name, tiny_blip, t
     gc.collect()
     assert model() is None and parameter() is None and not captioner.loaded
     assert captioner(_clip()) == first  # reloads from the folder
-    with captioner:
+    captioner.close()
+    # the chosen dtype reaches the weights and the pixels
+    half = registry.get("captioner", name, model=folder, max_new_tokens=3, dtype="bf16", device="cpu")
+    assert half(_clip()) and next(half.model.parameters()).dtype == torch.bfloat16
+    with half:
         pass
-    assert not captioner.loaded
+    assert not half.loaded
 
 
 def test_wrong_model_types_are_one_line_errors(tiny_blip, tiny_llava, tmp_path, registry):

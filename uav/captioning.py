@@ -185,11 +185,18 @@ def _is_path(video: Any) -> bool:
     return isinstance(video, (str, os.PathLike))
 
 
+def _as_frame(frames: Any, name: str) -> Any:
+    """One frame in any layout the upscaler accepts -> ``(1, 3, H, W)`` float in ``[-1, 1]``, as captioners take it."""
+    # the upscaler's own conversion, so a caption sees exactly the pixels the upscale does
+    from uav.upscaler import frames_to_tensor
+
+    return frames_to_tensor(frames, name=name)[0].permute(1, 0, 2, 3)
+
+
 def _read_path_frame(video: str | os.PathLike[str], frame: Any, *, start: int | str | None, end: int | str | None,
                      fps: Fraction | int | str | None, vfr: str) -> tuple[Any, int]:
     """The chosen frame of a file or image sequence as ``(1, 3, H, W)`` in ``[-1, 1]``, and its index."""
     from uav.io import reader
-    from uav.upscaler import frames_to_tensor
 
     path = os.fspath(video)
     info = reader.probe(path, fps=fps)
@@ -201,15 +208,13 @@ def _read_path_frame(video: str | os.PathLike[str], frame: Any, *, start: int | 
     stop = total if stop is None else min(stop, total)
     index = first + resolve_frame(frame, stop - first)
     pixels = next(iter(reader.iter_frames(path, start=index, end=index + 1, vfr=vfr, fps=fps)))
-    return frames_to_tensor(pixels[None], name=str(path))[0].permute(1, 0, 2, 3), index
+    return _as_frame(pixels[None], str(path)), index
 
 
 def _memory_frame(video: Any, frame: Any, *, start: int | str | None, end: int | str | None) -> tuple[Any, int]:
     """The chosen frame of in-memory frames (tensor, array or list), converting only that frame."""
     import numpy as np
     import torch
-
-    from uav.upscaler import frames_to_tensor
 
     for name, value in (("start", start), ("end", end)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -235,8 +240,7 @@ def _memory_frame(video: Any, frame: Any, *, start: int | str | None, end: int |
         one = video[:, :, index:index + 1]
     else:
         one = video[index:index + 1]
-    clip = frames_to_tensor(one if not isinstance(one, (list, tuple)) else list(one), name="video")
-    return clip[0].permute(1, 0, 2, 3), index
+    return _as_frame(list(one) if isinstance(one, (list, tuple)) else one, "video"), index
 
 
 def select_frame(video: Any, frame: Any = "first", *, start: int | str | None = None, end: int | str | None = None,

@@ -358,7 +358,8 @@ class LocalChatCaptioner(_LocalCaptioner):
         image = self._image(frames)
         model = self.load()
         inputs = self.processor(images=image, text=self.conversation, return_tensors="pt").to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         sample = self.temperature > 0
         options: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": 1, "do_sample": sample}
         if sample:
