@@ -31,7 +31,7 @@ BUILTIN_NAMES = {
     "scheduler": {"ddim-official", "ddim", "dpmsolver++", "unipc", "euler", "euler-a", "heun", "diffusers:*"},
     "tiling": {"official", "feather"},
     "segments": {"official", "uniform"},
-    "captioner": {"blip-local"},
+    "captioner": {"blip-local", "llava-local"},
 }
 
 
@@ -244,7 +244,7 @@ def test_bad_registrations_are_rejected():
     infos = {p.name: p for p in registry.list_plugins()}
     assert any("non-empty str" in e for e in infos["badname"].errors)
     assert any("must be callable" in e for e in infos["badfactory"].errors)
-    assert registry.names("captioner") == ["blip-local"]
+    assert registry.names("captioner") == ["blip-local", "llava-local"]
 
 
 def test_each_registry_owns_its_manager():
