@@ -72,13 +72,19 @@ class RenderWorker:
     def __init__(self, factory: RendererFactory, name: str, debug: bool = False) -> None:
         self.name = name
         self.debug = debug
-        self.renderer = factory()
+        self.renderer: Any = None
+        #: why the renderer could not be built (reported by :meth:`identity`, one line)
+        self.error: str | None = None
+        try:
+            self.renderer = factory()
+        except Exception as exc:  # a bad weights path, say: the driver reports it, the actor stays up
+            self.error = traceback.format_exc() if debug else one_line(exc)
         self._status: tuple[str | None, int, int] = (None, 0, 0)
         self._cancel = threading.Event()
 
-    def identity(self) -> tuple[int, str]:
-        """``(pid, host)`` of the worker process."""
-        return os.getpid(), socket.gethostname()
+    def identity(self) -> tuple[int, str, str | None]:
+        """``(pid, host, error)`` of the worker process; ``error`` when its renderer could not be built."""
+        return os.getpid(), socket.gethostname(), self.error
 
     def render(self, job: Job) -> tuple[str, float, str | None]:
         """Render ``job``; returns ``(status, seconds, error)``; never raises for the job's own errors."""
@@ -286,9 +292,11 @@ class RayExecutor:
                 for ref in ready:
                     slot = starting.pop(ref)
                     try:
-                        slot.pid, slot.node = ray.get(ref)
-                    except Exception as exc:  # the factory raised, or the actor could not be placed
-                        reason = _actor_error(exc)
+                        slot.pid, slot.node, error = ray.get(ref)
+                    except Exception as exc:  # the actor process could not start
+                        error = _actor_error(exc)
+                    if error is not None:
+                        reason = error
                         first_error = first_error or reason
                         self._emit(on_event, "worker", slot, error=reason)
                         slots.remove(slot)

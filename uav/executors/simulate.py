@@ -31,16 +31,17 @@ class SimulatedRenderer:
         seconds_per_frame: the render cost per frame.
         startup_s: slept once when built (a worker's model load).
         fail_on: job names whose render raises ``RuntimeError`` half way.
-        die_on: job names whose render kills its own process half way, on the first
-            attempt only (a marker file beside the output records the attempt), as a
-            node loss or the OOM killer would.
+        die_on: job names whose render kills its own process half way, as a node loss
+            or the OOM killer would; with ``die_once`` only on the first attempt (a
+            marker file beside the output records it).
     """
 
     def __init__(self, seconds_per_frame: float = 0.01, *, startup_s: float = 0.0,
-                 fail_on: Sequence[str] = (), die_on: Sequence[str] = ()) -> None:
+                 fail_on: Sequence[str] = (), die_on: Sequence[str] = (), die_once: bool = True) -> None:
         self.seconds_per_frame = seconds_per_frame
         self.fail_on = frozenset(fail_on)
         self.die_on = frozenset(die_on)
+        self.die_once = die_once
         if startup_s:
             time.sleep(startup_s)
 
@@ -71,7 +72,7 @@ class SimulatedRenderer:
             raise RuntimeError(f"simulated failure in {job.name}")
         if job.name in self.die_on:
             marker = out.with_name(f"{out.name}.died-once")
-            if not marker.exists():
+            if not (self.die_once and marker.exists()):
                 marker.write_text(str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)
 
