@@ -52,7 +52,7 @@ import sys
 from pathlib import Path
 
 from uav.io import read_frames
-from uav.report import frame_strip, write_png
+from uav.eval.report import frame_strip, write_png
 
 out = Path(sys.argv[1])
 source = read_frames(out / "sample.mp4")

@@ -17,11 +17,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 
-import baseline  # noqa: E402
-import bench  # noqa: E402
-import memory  # noqa: E402
+from benchmarks import baseline, bench, memory  # noqa: E402
 
 FORBIDDEN = ("av", "opentimelineio")
 
@@ -132,7 +130,7 @@ def test_markdown_survives_partial_results():
 
 def _tiny_unet():
     torch.manual_seed(0)
-    unet = bench.load_uav()["UNetVideoModel"].from_config(bench._config("unet", tiny=True))
+    unet = bench.load_uav()["UNetVideoModel"].from_config(bench.model_config("unet", tiny=True))
     return unet.eval().requires_grad_(False)
 
 
@@ -216,3 +214,13 @@ def test_memory_summary_growth_per_frame():
     assert s["growth_bytes_per_frame"] == pytest.approx(36.0 * 2**20 / 432)
     assert s["peak_rss_ratio"] == pytest.approx(900 / 860)
     assert math.isclose(s["low_res_state_bytes_per_frame"], 32 * 32 * 10 * 4)
+
+
+def test_readme_script_command_runs_from_any_folder(tmp_path):
+    """``python benchmarks/bench.py ...`` (README, gpu_run.sh) imports the package from the checkout."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--memory-model"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["frames"] == 1800

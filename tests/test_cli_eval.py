@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import uav.cli.evaluate  # noqa: F401 - registers the commands
-from uav import metrics as M
+from uav import eval as M
 from uav.cli.app import app
 
 runner = CliRunner()
@@ -134,7 +134,8 @@ def test_eval_reads_mp4_and_resizes_baseline(clips, tmp_path):
         for packet in stream.encode():
             container.mux(packet)
     refused = runner.invoke(app, ["eval", str(path), "--ref", str(ref_dir), "--json"])
-    assert refused.exit_code == 2 and "--resize-to-ref" in refused.stderr and refused.stdout == ""
+    assert refused.exit_code == 2 and "--resize-to-ref" in refused.stderr
+    assert json.loads(refused.stdout) == {"ok": False, "error": refused.stderr.strip().removeprefix("error: ")}
     doc = _json(runner.invoke(app, ["eval", str(path), "--ref", str(ref_dir), "--json", "--resize-to-ref",
                                     "--no-ewarp"]))
     assert 20.0 < doc["psnr"] < 45.0
@@ -143,7 +144,8 @@ def test_eval_reads_mp4_and_resizes_baseline(clips, tmp_path):
 def test_eval_errors_are_one_line_with_exit_code_2(clips):
     _, ref_dir = clips["ref"]
     short = runner.invoke(app, ["eval", str(clips["short"][1]), "--ref", str(ref_dir), "--json"])
-    assert short.exit_code == 2 and "3 frames but the reference has 5" in short.stderr and short.stdout == ""
+    assert short.exit_code == 2 and "3 frames but the reference has 5" in short.stderr
+    assert json.loads(short.stdout)["ok"] is False  # docs/cli.md: --json errors are a JSON document too
     ranged = _json(runner.invoke(app, ["eval", str(clips["short"][1]), "--ref", str(ref_dir), "--json", "--end", "3"]))
     assert ranged["psnr"] is None  # the first three frames are identical
     unknown = runner.invoke(app, ["eval", str(ref_dir), "--ref", str(ref_dir), "--flow", "nope"])
@@ -152,3 +154,117 @@ def test_eval_errors_are_one_line_with_exit_code_2(clips):
     assert missing.exit_code == 2 and missing.stderr.startswith("error: ")
     lpips = runner.invoke(app, ["eval", str(ref_dir), "--ref", str(ref_dir), "--lpips-weights", "w.pth"])
     assert lpips.exit_code == 2 and ("lpips" in lpips.stderr.lower())
+
+
+# --------------------------------------------------------------------------- issue 14: hostile inputs
+
+
+def _write_mp4(path: Path, frames: np.ndarray, rate: int) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt, stream.options = "yuv420p", {"crf": "10"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _one_error_line(result, *, as_json: bool) -> str:
+    """The contract of a refused command: exit 2, one `error:` line, no traceback, JSON only with --json."""
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr and "─" not in result.stderr  # no rich usage panel
+    message = lines[0].removeprefix("error: ")
+    if as_json:
+        assert json.loads(result.stdout) == {"ok": False, "error": message}
+    else:
+        assert result.stdout == ""
+    return message
+
+
+def test_frame_rate_mismatch_is_refused_naming_both_rates(clips, tmp_path):
+    ref, ref_dir = clips["ref"]
+    ref24 = _write_mp4(tmp_path / "ref24.mp4", ref, 24)
+    out30 = _write_mp4(tmp_path / "out30.mp4", ref, 30)  # same frames, another rate
+    for as_json in (False, True):
+        result = runner.invoke(app, ["eval", str(out30), "--ref", str(ref24), "--no-ewarp"]
+                               + (["--json"] if as_json else []))
+        message = _one_error_line(result, as_json=as_json)
+        assert "30 fps" in message and "24 fps" in message and str(out30) in message
+    compared = runner.invoke(app, ["compare", str(ref24), str(out30), "--ref", str(ref24), "--no-ewarp"])
+    assert "30 fps" in _one_error_line(compared, as_json=False)
+    # the same rate passes, and an image sequence (no rate of its own) pairs with a video
+    assert runner.invoke(app, ["eval", str(_write_mp4(tmp_path / "same.mp4", ref, 24)), "--ref", str(ref24),
+                               "--no-ewarp"]).exit_code == 0
+    assert runner.invoke(app, ["eval", str(out30), "--ref", str(ref_dir), "--no-ewarp"]).exit_code == 0
+
+
+def test_report_to_a_folder_is_refused_before_scoring(clips, tmp_path):
+    _, ref_dir = clips["ref"]
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    for as_json in (False, True):
+        result = runner.invoke(app, ["eval", str(ref_dir), "--ref", str(ref_dir), "--report", str(folder)]
+                               + (["--json"] if as_json else []))
+        message = _one_error_line(result, as_json=as_json)
+        assert message.startswith("--report:") and "folder" in message
+    assert list(folder.iterdir()) == [] and list(tmp_path.iterdir()) == [folder]  # nothing written anywhere
+
+
+def test_bad_option_values_are_one_line(clips):
+    _, ref_dir = clips["ref"]
+    base = ["eval", str(ref_dir), "--ref", str(ref_dir)]
+    for extra, needle in ((["--crop-border", "-1"], "--crop-border"), (["--flow-on", "both"], "--flow-on"),
+                          (["--profile-row", "-2"], "--profile-row"),
+                          (["--profile-row", "1", "--profile-column", "1"], "at most one"),
+                          (["--flow", "nope"], "unknown flow estimator 'nope'")):
+        for as_json in (False, True):
+            message = _one_error_line(runner.invoke(app, base + extra + (["--json"] if as_json else [])),
+                                      as_json=as_json)
+            assert needle in message, (extra, message)
+
+
+def test_missing_lpips_package_names_the_extra(clips, tmp_path, monkeypatch):
+    import sys
+
+    _, ref_dir = clips["ref"]
+    monkeypatch.setitem(sys.modules, "lpips", None)  # `import lpips` fails, as without the extra
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    result = runner.invoke(app, ["eval", str(ref_dir), "--ref", str(ref_dir), "--lpips-weights", str(weights),
+                                 "--json"])
+    assert "uav[lpips]" in _one_error_line(result, as_json=True)
+
+
+def test_compare_table_is_titled_compare(clips):
+    _, ref_dir = clips["ref"]
+    result = runner.invoke(app, ["compare", str(ref_dir), "--ref", str(ref_dir), "--no-ewarp"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert "uav compare" in result.stdout and "uav eval" not in result.stdout
+    single = runner.invoke(app, ["eval", str(ref_dir), "--ref", str(ref_dir), "--no-ewarp"], env={"COLUMNS": "200"})
+    assert "uav eval" in single.stdout
+
+
+def test_eval_and_compare_share_one_option_declaration():
+    import dataclasses
+
+    import typer.main
+
+    from uav.cli.evaluate import EvalOptions
+
+    def options(name: str) -> dict[str, tuple]:
+        command = next(c for c in app.registered_commands if c.name == name)
+        click_command = typer.main.get_command_from_info(command, pretty_exceptions_short=True,
+                                                         rich_markup_mode=None)
+        return {p.name: (tuple(p.opts), p.default, p.required) for p in click_command.params
+                if p.param_type_name == "option"}
+
+    fields = [f.name for f in dataclasses.fields(EvalOptions)]
+    assert list(options("eval")) == fields and options("eval") == options("compare")
+    assert options("eval")["ref"] == (("--ref",), None, True)
+    assert options("eval")["crop_border"][:2] == (("--crop-border",), 0)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from uav import degrade as D
+from uav.eval import degrade as D
 
 
 def _hq_clip(T: int = 5, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -125,7 +125,7 @@ def test_same_bytes_in_a_fresh_process():
     """Reproducible across interpreter runs, not only within one (no hidden global state)."""
     seed = _seed_with_codec("libx264")
     code = (
-        "import hashlib, sys; sys.path.insert(0, 'tests'); import test_degrade as t; from uav import degrade as D; "
+        "import hashlib, sys; sys.path.insert(0, 'tests'); import test_degrade as t; from uav.eval import degrade as D; "
         f"print(hashlib.sha256(D.degrade_clip(t._hq_clip(), seed={seed}).tobytes()).hexdigest())"
     )
     root = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from uav import metrics as M
+from uav import eval as M
 
 
 def _texture(h: int, w: int, seed: int = 0, sigma: float = 2.0) -> np.ndarray:
@@ -326,22 +326,22 @@ def test_lpips_loads_user_weights_and_scores_frames(monkeypatch, tmp_path):
     assert res.to_dict()["lpips"] == pytest.approx(float(np.mean(scores)))
 
 
-def test_flow_by_name_uses_plugins_and_falls_back_to_private_dis(monkeypatch):
+def test_flow_by_name_goes_through_the_flow_plugin(monkeypatch):
     import uav.registry
+    from uav_flow.opencv import DISFlow
 
     clip = _flicker(_moving_clip(), 0.05)
     plugin_dis = M.resolve_flow_estimator("dis")
-    assert not isinstance(plugin_dis, M._DISFlow)  # the flow plugin's estimator
+    assert isinstance(plugin_dis, DISFlow) and plugin_dis.preset == "medium"  # the registry's, not a copy
+    # the default is the same plugin estimator, so the scores are identical
+    np.testing.assert_array_equal(M.warping_error(clip), M.warping_error(clip, flow=plugin_dis))
 
     def no_plugins(kind, name, **options):
         raise uav.registry.UnknownComponentError(f"unknown flow estimator {name!r}; installed: (none)")
 
     monkeypatch.setattr(uav.registry, "get_component", no_plugins)
-    fallback = M.resolve_flow_estimator("dis")
-    assert isinstance(fallback, M._DISFlow)
-    # Both are OpenCV DIS (medium preset): the scores agree closely.
-    a = M.warping_error(clip, flow=plugin_dis)
-    b = M.warping_error(clip, flow=fallback)
-    np.testing.assert_allclose(a, b, rtol=0.05)
+    # without the plugin there is no flow at all: one clear error, no private stand-in
+    with pytest.raises(ValueError, match="unknown flow estimator 'dis'"):
+        M.resolve_flow_estimator("dis")
     with pytest.raises(ValueError, match="raft"):
         M.resolve_flow_estimator("raft")

@@ -68,7 +68,9 @@ def test_plan_json_with_overrides_and_shots(cut, tmp_path):
     assert settings[("plain",)]["prompt"] == "from the shot list"
     assert settings[("hero",)]["propagation_steps"] == [1, 2]
     assert data["jobs"][0]["output_path"].startswith(str(tmp_path / "m"))
-    assert data["skipped"] == [{"clip": "V1/offline", "media": "", "reason": "missing media reference"}]
+    assert data["skipped"] == [{"clip": "V1/offline", "media": "", "reason": "missing media reference",
+                                "track": "V1", "index": 2, "record_timecode": "00:00:00:20",
+                                "record_seconds": 20 / 24}]
 
 
 @pytest.mark.parametrize(

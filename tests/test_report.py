@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from uav import report as R
-from uav.metrics import evaluate_video
+from uav.eval import report as R
+from uav.eval import evaluate_video
 
 L = R.LABEL_HEIGHT
 

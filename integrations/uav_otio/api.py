@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +20,21 @@ import opentimelineio as otio
 
 from .plan import DEFAULT_HANDLES, Plan, RenderJob, plan_timeline
 from .relink import DOWNGRADE_SCHEMA_VERSIONS, absolutize_media_urls, relink_plan
+from .manifest import Manifest, owner_id
 from .render import PARTIAL_MARK, RenderReport, Renderer, UpscalerRenderer, render_plan
 from .shots import ShotList, load_shot_list
 
 __all__ = [
+    "ADAPTER_PACKAGES",
     "LoadedTimeline",
+    "TimelineReadError",
     "UpscaleResult",
     "adapter_can_write",
     "output_paths",
+    "parse_adapter_options",
     "plan_file",
     "read_timeline",
+    "timeline_owner",
     "upscale_timeline",
     "write_timeline",
 ]
@@ -60,12 +68,97 @@ def _pick_timeline(obj: Any, path: Path, name: str | None) -> otio.schema.Timeli
     raise ValueError(f"{str(path)!r} holds {len(names)} timelines {names}; expected one {want}")
 
 
+#: a JSON timeline nested deeper than this is refused before OpenTimelineIO parses it
+#: (its reader recurses: deep enough arrays crash the process); real edits nest < 100
+MAX_JSON_DEPTH = 512
+
+#: the package that reads each format OpenTimelineIO does not read by itself
+ADAPTER_PACKAGES: dict[str, str] = {
+    ".xml": "otio-fcp-adapter (in uav's 'otio' extra)",
+    ".edl": "otio-cmx3600-adapter (in uav's 'otio' extra)",
+    ".aaf": "otio-aaf-adapter (in uav's 'otio' extra)",
+    ".ale": "otio-ale-adapter (in uav's 'otio' extra)",
+    ".xges": "otio-xges-adapter (in uav's 'otio' extra)",
+    ".ma": "otio-maya-sequencer-adapter (in uav's 'otio' extra)",
+    ".fcpxml": "otio-fcpx-xml-adapter",
+    ".fcpxmld": "otio-fcpx-xml-adapter",
+    ".kdenlive": "otio-kdenlive-adapter",
+    ".drp": "otio-drp-adapter",
+    ".mlt": "otio-mlt-adapter",
+    ".m3u8": "otio-hls-playlist-adapter",
+}
+
+
+class TimelineReadError(ValueError):
+    """A timeline file that cannot be read; the message names the file and the adapter."""
+
+
+@contextlib.contextmanager
+def adapter_output_to_stderr() -> Iterator[None]:
+    """Send what adapters print (banners, "[Reader] Building timeline tracks...") to
+    stderr: stdout carries only uav's own output, e.g. exactly the JSON of ``--json``."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _check_json_depth(path: Path, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` (brackets inside strings do not count)."""
+    import numpy as np
+
+    data = _JSON_STRING.sub(b'""', path.read_bytes())
+    brackets = np.frombuffer(b"".join(_JSON_BRACKETS.findall(data)), dtype=np.uint8)
+    if brackets.size == 0:
+        return
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1).astype(np.int64)
+    if int(np.cumsum(steps).max()) > limit:
+        raise TimelineReadError(
+            f"cannot read timeline {str(path)!r}: its JSON nests deeper than {limit} levels "
+            "(not an edit OpenTimelineIO writes; refused before parsing)"
+        )
+
+
+def _adapter_name_for(path: Path, adapter_name: str | None) -> str:
+    if adapter_name:
+        return adapter_name
+    try:
+        return otio.adapters.from_filepath(str(path)).name
+    except otio.exceptions.OTIOError:
+        return "?"
+
+
+def parse_adapter_options(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """``["rate=25", "ignore_timecode_mismatch=true"]`` -> ``{"rate": 25, "ignore_...": True}``.
+
+    Values are read as JSON where they parse (numbers, true/false, null, quoted text)
+    and kept as text otherwise.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--adapter-option: expected KEY=VALUE with KEY a name, got {item!r}")
+        text = value.strip()
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            lowered = text.lower()
+            out[key] = {"true": True, "false": False}.get(lowered, text)
+    return out
+
+
 def read_timeline(
     path: str | Path,
     *,
     adapter_name: str | None = None,
     timeline_name: str | None = None,
     extract_dir: str | Path | None = None,
+    rate: float | None = None,
+    adapter_options: Mapping[str, Any] | None = None,
 ) -> LoadedTimeline:
     """Read any timeline OpenTimelineIO can read (``.otio``, ``.otioz``, and with the
     ``otio`` extra FCP7/Premiere XML, CMX 3600 EDL, AAF...).
@@ -76,44 +169,78 @@ def read_timeline(
         timeline_name: pick a timeline by name when the file holds several.
         extract_dir: where an ``.otioz`` bundle's media is unpacked (default: a
             temporary folder removed at exit).
+        rate: the frame rate of an EDL (EDLs do not carry one; the reader assumes 24).
+        adapter_options: further keyword arguments for the adapter's reader.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: no adapter for the suffix, the file cannot be parsed, or it does
-            not hold exactly one (matching) timeline.
+        TimelineReadError: no adapter for the suffix, or the adapter fails on the file
+            (the message names the file, the adapter and the adapter's own message).
+        ValueError: the file does not hold exactly one (matching) timeline.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"timeline {str(p)!r} does not exist")
     base_dir = p.resolve().parent
+    options = dict(adapter_options or {})
+    if rate is not None:
+        if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate <= 1000):
+            raise ValueError(f"--rate: expected a frame rate in (0, 1000], got {rate!r}")
+        options["rate"] = rate
     if adapter_name is None and p.suffix.lower() == ".otioz":
         if extract_dir is None:
             extract = Path(tempfile.mkdtemp(prefix="uav-otioz-"))
             atexit.register(shutil.rmtree, extract, True)
+            created = True
         else:
             extract = Path(extract_dir)
-            extract.mkdir(parents=True, exist_ok=True)
+            created = not extract.exists()
         try:
-            with zipfile.ZipFile(p) as z:
-                z.extractall(extract)  # zipfile drops ".." and absolute parts of names
-        except zipfile.BadZipFile as exc:
-            raise ValueError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
-        content = extract / "content.otio"
-        if not content.is_file():
-            raise ValueError(f"{str(p)!r} is not a valid .otioz bundle: it has no content.otio")
-        obj = otio.adapters.read_from_file(str(content), adapter_name="otio_json")
+            try:
+                with zipfile.ZipFile(p) as z:
+                    extract.mkdir(parents=True, exist_ok=True)
+                    z.extractall(extract)  # zipfile drops ".." and absolute parts of names
+            except zipfile.BadZipFile as exc:
+                raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
+            content = extract / "content.otio"
+            if not content.is_file():
+                raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: it has no content.otio")
+            obj = _read_with_adapter(content, "otio_json", {}, shown=p)
+        except BaseException:
+            if created:  # a bad bundle leaves nothing behind
+                shutil.rmtree(extract, ignore_errors=True)
+            raise
         return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, extract.resolve())
-    try:
-        obj = otio.adapters.read_from_file(str(p), adapter_name=adapter_name)
-    except otio.exceptions.NoKnownAdapterForExtensionError:
-        raise ValueError(
-            f"no OpenTimelineIO adapter reads {p.suffix!r} files ({str(p)!r}); "
-            f"available adapters: {', '.join(otio.adapters.available_adapter_names())}. "
-            "FCP XML, EDL and AAF need the 'otio' extra (opentimelineio-plugins)"
-        ) from None
-    except otio.exceptions.OTIOError as exc:
-        raise ValueError(f"cannot read timeline {str(p)!r}: {exc}") from None
+    obj = _read_with_adapter(p, adapter_name, options, shown=p)
     return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, base_dir)
+
+
+def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, Any], *, shown: Path) -> Any:
+    name = _adapter_name_for(path, adapter_name)
+    if name == "otio_json":
+        _check_json_depth(path)
+    try:
+        with adapter_output_to_stderr():
+            return otio.adapters.read_from_file(str(path), adapter_name=adapter_name, **options)
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        suffix = path.suffix.lower()
+        package = ADAPTER_PACKAGES.get(suffix)
+        hint = (f"install {package} to read them" if package
+                else "name a reader with --adapter if the format is known under another suffix")
+        raise TimelineReadError(
+            f"no OpenTimelineIO adapter reads {path.suffix!r} files ({str(shown)!r}): {hint}; "
+            f"installed adapters: {', '.join(otio.adapters.available_adapter_names())}"
+        ) from None
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # adapters raise anything: AttributeError, ParseError, RuntimeError...
+        message = " ".join(str(exc).split()) or "no message"
+        hint = ""
+        if name == "cmx_3600" and "rate" not in options:
+            hint = "; EDLs carry no frame rate and 24 was assumed: pass the edit's rate with --rate (e.g. --rate 25)"
+        raise TimelineReadError(
+            f"cannot read timeline {str(shown)!r} with the {name} adapter: {type(exc).__name__}: {message}{hint}"
+        ) from None
 
 
 def _load_shots(shots: str | Path | ShotList | None) -> ShotList | None:
@@ -132,9 +259,18 @@ def plan_file(
     name_by: str = "media",
     ext: str = ".mov",
     timeline_name: str | None = None,
+    output: str | Path | None = None,
+    adapter_name: str | None = None,
+    rate: float | None = None,
+    adapter_options: Mapping[str, Any] | None = None,
 ) -> tuple[LoadedTimeline, Plan]:
-    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`)."""
-    loaded = read_timeline(path, timeline_name=timeline_name)
+    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`).
+
+    ``output``, the timeline :func:`upscale_timeline` would write, makes the plan name
+    outputs exactly as that render will (its own earlier renders may be replaced).
+    ``adapter_name``, ``rate`` and ``adapter_options`` go to :func:`read_timeline`."""
+    loaded = read_timeline(path, timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
+                           adapter_options=adapter_options)
     plan = plan_timeline(
         loaded.timeline,
         handles=handles,
@@ -144,8 +280,14 @@ def plan_file(
         base_dir=loaded.base_dir,
         name_by=name_by,
         ext=ext,
+        owner=timeline_owner(output, path) if output is not None else None,
     )
     return loaded, plan
+
+
+def timeline_owner(output: str | Path, input_path: str | Path | None = None) -> str:
+    """The owner id an output timeline is recorded under in media manifests (its ``.otio``)."""
+    return owner_id(output_paths(output, input_path)[0])
 
 
 def adapter_can_write(suffix: str) -> str | None:
@@ -204,7 +346,8 @@ def write_timeline(
         if path.suffix.lower() == ".otio" and downgrade:
             kwargs["target_schema_versions"] = DOWNGRADE_SCHEMA_VERSIONS
         try:
-            otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
+            with adapter_output_to_stderr():
+                otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
             os.replace(tmp, path)
             written.append(path)
         except Exception as exc:  # adapters raise anything from OTIOError to KeyError
@@ -247,6 +390,9 @@ def upscale_timeline(
     ext: str = ".mov",
     base_dir: str | Path | None = None,
     timeline_name: str | None = None,
+    adapter_name: str | None = None,
+    rate: float | None = None,
+    adapter_options: Mapping[str, Any] | None = None,
     downgrade: bool = False,
     force: bool = False,
     progress: Callable[[RenderJob, int, int], None] | None = None,
@@ -269,6 +415,7 @@ def upscale_timeline(
         overrides: settings that beat every other layer.
         name_by, ext: output naming (see :func:`uav_otio.plan.plan_timeline`).
         timeline_name: pick a timeline in a file that holds several.
+        adapter_name, rate, adapter_options: how to read the file (see :func:`read_timeline`).
         downgrade: write ``.otio`` for readers with one media reference per clip.
         force: re-render even what the manifest says is done.
         progress, on_job: callbacks (see :func:`uav_otio.render.render_plan`).
@@ -278,6 +425,52 @@ def upscale_timeline(
         and rewrites the same timeline.
     """
     mdir = Path(media_dir)
+    made: list[Path] = []  # folders this call creates: removed again if it fails and they stay empty
+    probe_dir = mdir
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        made.append(probe_dir)
+        probe_dir = probe_dir.parent
+    try:
+        return _upscale_timeline(timeline, output, mdir, renderer=renderer, weights=weights, device=device,
+                                 dtype=dtype, codec=codec, model=model, handles=handles, shots=shots,
+                                 overrides=overrides, name_by=name_by, ext=ext, base_dir=base_dir,
+                                 timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
+                                 adapter_options=adapter_options, downgrade=downgrade, force=force,
+                                 progress=progress, on_job=on_job)
+    except BaseException:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                if folder.is_dir() and Manifest(folder).discard_if_empty():
+                    folder.rmdir()  # only when empty: finished renders are kept
+        raise
+
+
+def _upscale_timeline(
+    timeline: str | Path | otio.schema.Timeline,
+    output: str | Path,
+    mdir: Path,
+    *,
+    renderer: Renderer | None,
+    weights: str | Path | None,
+    device: str | None,
+    dtype: str | None,
+    codec: str,
+    model: Mapping[str, Any] | None,
+    handles: int,
+    shots: str | Path | ShotList | None,
+    overrides: Mapping[str, Any] | None,
+    name_by: str,
+    ext: str,
+    base_dir: str | Path | None,
+    timeline_name: str | None,
+    adapter_name: str | None,
+    rate: float | None,
+    adapter_options: Mapping[str, Any] | None,
+    downgrade: bool,
+    force: bool,
+    progress: Callable[[RenderJob, int, int], None] | None,
+    on_job: Callable[[RenderJob, str], None] | None,
+) -> UpscaleResult:
     input_path: Path | None = None
     if isinstance(timeline, otio.schema.Timeline):
         tl, bdir = timeline, Path(base_dir) if base_dir is not None else None
@@ -290,8 +483,10 @@ def upscale_timeline(
                 f"output {str(output)!r} would overwrite the input timeline {str(input_path)!r}; "
                 "choose another output name"
             )
-        loaded = read_timeline(input_path, timeline_name=timeline_name, extract_dir=extract)
+        loaded = read_timeline(input_path, timeline_name=timeline_name, extract_dir=extract,
+                               adapter_name=adapter_name, rate=rate, adapter_options=adapter_options)
         tl, bdir = loaded.timeline, Path(base_dir) if base_dir is not None else loaded.base_dir
+    owner = timeline_owner(output, input_path)
     plan = plan_timeline(
         tl,
         handles=handles,
@@ -301,12 +496,14 @@ def upscale_timeline(
         base_dir=bdir,
         name_by=name_by,
         ext=ext,
+        owner=owner,
     )
     if renderer is None:
         renderer = UpscalerRenderer(weights=weights, device=device, dtype=dtype, codec=codec)
     if model is None:
         model = getattr(renderer, "model", None) or {}
-    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job)
+    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job,
+                         owner=owner)
     relinked = relink_plan(tl, plan, report)
     if bdir is not None and Path(output).resolve().parent != bdir.resolve():
         # Relative links to the original media would break next to the new file.

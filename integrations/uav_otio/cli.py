@@ -34,6 +34,7 @@ from uav.cli.common import (
 )
 from uav.settings import UpscaleSettings
 
+from .api import parse_adapter_options
 from .plan import DEFAULT_HANDLES, Plan
 from .shots import COLOR_FIX_CHOICES, ShotSettingsError, validate_settings
 
@@ -72,6 +73,15 @@ TimelineNameOpt = Annotated[
     typer.Option("--timeline-name", help="Timeline to use when the file holds several.", rich_help_panel=_PLAN),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AdapterOpt = Annotated[Optional[str], typer.Option(
+    "--adapter", help="OpenTimelineIO adapter to read the file with (default: from its suffix).",
+    rich_help_panel=_PLAN)]
+RateOpt = Annotated[Optional[float], typer.Option(
+    "--rate", help="Frame rate of an EDL (EDLs carry none; 24 is assumed otherwise), e.g. 25 or 29.97.",
+    rich_help_panel=_PLAN)]
+AdapterOptionOpt = Annotated[Optional[list[str]], typer.Option(
+    "--adapter-option", help="KEY=VALUE passed to the adapter's reader (repeatable), e.g. "
+                             "ignore_timecode_mismatch=true.", rich_help_panel=_PLAN)]
 
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="Positive prompt.", rich_help_panel=_SHOT)]
 NegOpt = Annotated[Optional[str], typer.Option("--negative-prompt", help="Negative prompt.", rich_help_panel=_SHOT)]
@@ -236,9 +246,15 @@ def plan_command(
     media_dir: Annotated[
         Optional[Path], typer.Option("--media-dir", help="Where outputs would go (shown in the plan).")
     ] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="The output timeline 'timeline upscale' would write: outputs are then named exactly "
+                               "as that render names them (with --media-dir).")] = None,
     name_by: NameByOpt = "media",
     ext: ExtOpt = "mov",
     timeline_name: TimelineNameOpt = None,
+    adapter: AdapterOpt = None,
+    rate: RateOpt = None,
+    adapter_option: AdapterOptionOpt = None,
     as_json: JsonOpt = False,
     prompt: PromptOpt = None,
     negative_prompt: NegOpt = None,
@@ -275,7 +291,8 @@ def plan_command(
     try:
         _, plan = plan_file(
             timeline, handles=handles, media_dir=media_dir, shots=shots, overrides=overrides,
-            name_by=name_by, ext=ext, timeline_name=timeline_name,
+            name_by=name_by, ext=ext, timeline_name=timeline_name, output=output,
+            adapter_name=adapter, rate=rate, adapter_options=parse_adapter_options(adapter_option),
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
@@ -295,6 +312,9 @@ def upscale_command(
     name_by: NameByOpt = "media",
     ext: ExtOpt = "mov",
     timeline_name: TimelineNameOpt = None,
+    adapter: AdapterOpt = None,
+    rate: RateOpt = None,
+    adapter_option: AdapterOptionOpt = None,
     downgrade: Annotated[
         bool, typer.Option("--downgrade", help="Write .otio with one media reference per clip (OTIO 0.14 schema).")
     ] = False,
@@ -379,8 +399,9 @@ def upscale_command(
             from rich.markup import escape
 
             if status == "rendering":
+                at = job.timecode or f"{job.start_seconds:.3f} s"
                 console.print(escape(f"rendering {job.output_name}: {job.frames} frames from {job.media.display} "
-                                     f"@ {job.timecode}"))
+                                     f"@ {at}"))
             elif status == "cached":
                 console.print(escape(f"up to date {job.output_name}"))
 
@@ -390,7 +411,8 @@ def upscale_command(
             result = upscale_timeline(
                 timeline, output, media_dir, renderer=render_fn, model=model, handles=handles, shots=shots,
                 overrides=overrides, name_by=name_by, ext=ext, timeline_name=timeline_name, downgrade=downgrade,
-                force=force, on_job=on_job,
+                force=force, on_job=on_job, adapter_name=adapter, rate=rate,
+                adapter_options=parse_adapter_options(adapter_option),
             )
         except KeyboardInterrupt:
             raise fail("interrupted: finished outputs are kept; rerun the same command to finish",

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlparse
 
 import opentimelineio as otio
 
-from .render import compute_settings_hash
+from .manifest import Manifest, compute_settings_hash, owner_id
 from .shots import DEFAULT_SETTINGS, ShotList, resolve_clip_settings
 
 __all__ = [
@@ -354,8 +354,87 @@ def _window(item: otio.core.Item) -> tuple[float, float]:
     return vis.start_time.to_seconds() + offset, vis.end_time_exclusive().to_seconds() + offset
 
 
-def _used_media_frames(clip: otio.schema.Clip, rate: float) -> tuple[int, int]:
+class _Ranges:
+    """Per-plan memo of what tracks and stacks answer about their children.
+
+    A track's ``trimmed_range`` and ``range_of_child`` walk all its children, so asking
+    them once per clip made planning quadratic (4 minutes for 10,000 clips); here each
+    container is asked once, and every clip looks its answer up.
+    """
+
+    def __init__(self) -> None:
+        self._keep: list[Any] = []  # holds the containers so their ids stay theirs
+        self._trim: dict[int, float] = {}
+        self._window: dict[int, tuple[float, float]] = {}
+        self._children: dict[int, dict[Any, otio.opentime.TimeRange]] = {}
+        self._index: dict[int, dict[int, int]] = {}
+        self._scalar: dict[int, float] = {}
+        self._media: dict[tuple[str, str], MediaSource | _Skip] = {}
+
+    def trim_start(self, parent: otio.core.Item) -> float:
+        k = id(parent)
+        if k not in self._trim:
+            self._keep.append(parent)
+            self._trim[k] = _trim_start(parent)
+        return self._trim[k]
+
+    def window(self, parent: otio.core.Item) -> tuple[float, float]:
+        k = id(parent)
+        if k not in self._window:
+            self._keep.append(parent)
+            self._window[k] = _window(parent)
+        return self._window[k]
+
+    def time_scalar(self, parent: otio.core.Item) -> float:
+        k = id(parent)
+        if k not in self._scalar:
+            self._keep.append(parent)
+            self._scalar[k] = _time_scalar(parent)
+        return self._scalar[k]
+
+    def media(self, ref: Any, base_dir: Path | None, probe: bool) -> MediaSource:
+        """:func:`_media_source`, asked once per distinct file reference (a long edit
+        cuts the same media hundreds of times)."""
+        if not isinstance(ref, otio.schema.ExternalReference):
+            return _media_source(ref, base_dir, probe)
+        key = (ref.target_url, str(ref.available_range))
+        if key not in self._media:
+            try:
+                self._media[key] = _media_source(ref, base_dir, probe)
+            except _Skip as skip:
+                self._media[key] = skip
+        found = self._media[key]
+        if isinstance(found, _Skip):
+            raise _Skip(str(found))
+        return found
+
+    def index_of(self, parent: Any, child: otio.core.Item) -> int:
+        k = id(parent)
+        if k not in self._index:
+            self._keep.append(parent)
+            self._index[k] = {id(c): i for i, c in enumerate(parent)}
+        return self._index[k].get(id(child), 0)
+
+    def start_of(self, parent: Any, child: otio.core.Item) -> float:
+        k = id(parent)
+        if k not in self._children:
+            self._keep.append(parent)
+            self._children[k] = dict(parent.range_of_all_children())
+        return self._children[k][child].start_time.to_seconds()
+
+
+def _snap(x: float) -> float:
+    """A frame position within 1/100 frame of a whole frame is that frame.
+
+    Rates written in different precisions (23.976 vs 24000/1001, 29.97 vs 30000/1001)
+    put frame boundaries a hair apart; without this a 232-frame clip plans 233."""
+    r = round(x)
+    return float(r) if abs(x - r) < 1e-2 else x
+
+
+def _used_media_frames(clip: otio.schema.Clip, rate: float, ranges: _Ranges | None = None) -> tuple[int, int]:
     """``[start, end)`` media frames the cut samples from the clip's media."""
+    ranges = ranges or _Ranges()
     lo, hi = _window(clip)
     # current interval is in the coordinates of ``item``'s parent chain; m, c map
     # clip presentation time x to those coordinates as m * x + c
@@ -363,13 +442,14 @@ def _used_media_frames(clip: otio.schema.Clip, rate: float) -> tuple[int, int]:
     item: otio.core.Item = clip
     while item.parent() is not None:
         parent = item.parent()
-        shift = parent.range_of_child(item).start_time.to_seconds() - _trim_start(item)
+        own_trim = _trim_start(item) if item is clip else ranges.trim_start(item)
+        shift = ranges.start_of(parent, item) - own_trim
         lo, hi, c = lo + shift, hi + shift, c + shift
-        s = _time_scalar(parent)
+        s = ranges.time_scalar(parent)
         if s <= 0:
             raise _Skip(f"reverse or freeze time warp on the enclosing {type(parent).__name__} {parent.name!r}")
-        S = _trim_start(parent)
-        pa, pb = _window(parent)
+        S = ranges.trim_start(parent)
+        pa, pb = ranges.window(parent)
         a, b = S + s * (pa - S), S + s * (pb - S)
         lo, hi = max(lo, a), min(hi, b)
         if hi - lo <= _EPS:
@@ -379,8 +459,8 @@ def _used_media_frames(clip: otio.schema.Clip, rate: float) -> tuple[int, int]:
         item = parent
     p0, p1 = (lo - c) / m, (hi - c) / m  # back in clip presentation time
 
-    first = math.floor(round(p0 * rate, 6))
-    last = math.ceil(round(p1 * rate, 6)) - 1
+    first = math.floor(_snap(p0 * rate))
+    last = math.ceil(_snap(p1 * rate)) - 1
     if last < first:
         raise _Skip("clip has zero duration")
     s = _time_scalar(clip)
@@ -389,7 +469,7 @@ def _used_media_frames(clip: otio.schema.Clip, rate: float) -> tuple[int, int]:
     # Presentation frame k shows media frame S + s * (k - S): take the extremes.
     S = clip.trimmed_range().start_time.value_rescaled_to(rate)
     ends = [S + s * (first - S), S + s * (last - S)]
-    return math.floor(round(min(ends), 6)), math.floor(round(max(ends), 6)) + 1
+    return math.floor(_snap(min(ends))), math.floor(_snap(max(ends))) + 1
 
 
 def _track_kind(clip: otio.schema.Clip) -> str | None:
@@ -427,6 +507,7 @@ class ClipUse:
     settings: dict[str, Any]
     origin: dict[str, str]
     job: RenderJob | None = None
+    where: ClipPlace | None = None
 
     @property
     def used_frames(self) -> int:
@@ -436,10 +517,30 @@ class ClipUse:
         return {
             "clip": self.clip.name,
             "label": self.label,
+            **(self.where.to_dict() if self.where else {}),
             "media": str(self.media.path) if self.media.kind == "file" else self.media.identity,
             "used_range": _range_dict(self.used_start, self.used_end, self.media.rate),
             "job": self.job.output_name if self.job else None,
         }
+
+
+@dataclass(frozen=True)
+class ClipPlace:
+    """Where a clip sits in the edit: what tells clips apart when editors name them alike
+    (Avid AAFs name every clip ``TimelineMobSlot/<media>``)."""
+
+    track: str
+    index: int  # 0-based position in its track (or stack)
+    record_timecode: str | None  # where the clip starts in the edit
+    record_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"track": self.track, "index": self.index, "record_timecode": self.record_timecode,
+                "record_seconds": self.record_seconds}
+
+    def describe(self) -> str:
+        at = self.record_timecode or f"{self.record_seconds:.3f} s"
+        return f"{self.track} item {self.index} @ {at}"
 
 
 @dataclass(frozen=True)
@@ -449,9 +550,11 @@ class SkippedItem:
     label: str
     reason: str
     media: str = ""
+    where: ClipPlace | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"clip": self.label, "media": self.media, "reason": self.reason}
+        return {"clip": self.label, **(self.where.to_dict() if self.where else {}), "media": self.media,
+                "reason": self.reason}
 
 
 @dataclass
@@ -496,9 +599,16 @@ class RenderJob:
         )
 
     @property
-    def timecode(self) -> str:
-        """Source timecode of the first rendered frame (the output's start timecode)."""
-        return otio.opentime.to_timecode(otio.opentime.RationalTime(self.start, self.media.rate), self.media.rate)
+    def timecode(self) -> str | None:
+        """Source timecode of the first rendered frame (the output's start timecode);
+        ``None`` when SMPTE timecode cannot express the media's rate (then the start
+        is carried as a time: :attr:`start_seconds`)."""
+        return safe_timecode(self.start, self.media.rate)
+
+    @property
+    def start_seconds(self) -> float:
+        """The first rendered frame's time in the media, in seconds."""
+        return self.start / self.media.rate
 
     @property
     def fps(self) -> Fraction:
@@ -534,14 +644,44 @@ def _rate_fraction(rate: float) -> Fraction:
     return Fraction(rate).limit_denominator(100000)
 
 
+#: frame rates SMPTE timecode counts in (NTSC rates as their exact values)
+_SMPTE_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48000 / 1001, 48.0, 50.0, 60000 / 1001, 60.0)
+
+
+def timecode_representable(rate: float) -> bool:
+    """Whether SMPTE timecode can count frames at ``rate`` (23.976, 24, 25, 29.97, 30, 48, 50, 59.94, 60)."""
+    return any(abs(rate - r) < 1e-3 for r in _SMPTE_RATES)
+
+
+def safe_timecode(frame: int, rate: float) -> str | None:
+    """``HH:MM:SS:FF`` of media frame ``frame`` at ``rate``, or ``None`` where SMPTE
+    timecode cannot express the rate (15, 12.5, 277/12 fps ...): timecode must never
+    stop a render, so callers carry the time instead."""
+    if not timecode_representable(rate):
+        return None
+    try:
+        return otio.opentime.to_timecode(otio.opentime.RationalTime(frame, rate), rate)
+    except (ValueError, TypeError):
+        return None
+
+
 def _range_dict(start: int, end: int, rate: float) -> dict[str, Any]:
     return {
         "start": start,
         "end": end,
         "rate": rate,
-        "start_timecode": otio.opentime.to_timecode(otio.opentime.RationalTime(start, rate), rate),
-        "end_timecode": otio.opentime.to_timecode(otio.opentime.RationalTime(end, rate), rate),
+        "start_timecode": safe_timecode(start, rate),
+        "end_timecode": safe_timecode(end, rate),
+        "start_seconds": start / rate,
+        "end_seconds": end / rate,
     }
+
+
+def _range_text(start: int, end: int, rate: float) -> str:
+    a, b = safe_timecode(start, rate), safe_timecode(end, rate)
+    if a is not None and b is not None:
+        return f"{a}-{b}"
+    return f"{start}-{end} @ {rate:g} fps"
 
 
 @dataclass
@@ -579,7 +719,7 @@ class Plan:
                 {
                     "clip": ", ".join(job.clip_names),
                     "media": job.media.display,
-                    "range": f"{job.timecode}-{_range_dict(job.start, job.end, job.rate)['end_timecode']}",
+                    "range": _range_text(job.start, job.end, job.rate),
                     "frames": str(job.frames),
                     "settings": settings_summary(job.settings),
                     "output": job.output_name,
@@ -612,18 +752,49 @@ def settings_summary(settings: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def _label(clip: otio.schema.Clip) -> str:
-    track = None
-    parent = clip.parent()
-    while parent is not None and track is None:
-        if isinstance(parent, otio.schema.Track):
-            track = parent
-        parent = parent.parent()
-    name = clip.name
-    if not name:
-        idx = clip.parent().index(clip) if clip.parent() is not None else 0
-        name = f"item {idx}"
-    return f"{track.name or 'track'}/{name}" if track is not None else name
+def _places(timeline: otio.schema.Timeline, clips: list[otio.schema.Clip],
+            ranges: _Ranges) -> dict[int, tuple[str, ClipPlace]]:
+    """Each clip's label (``V1/SH010``) and place; labels that would name several clips
+    gain the place (``V1/SH010 (V1 item 4 @ 01:00:03:00)``) so every message and JSON row
+    points at one clip."""
+    rate = None
+    for clip in clips:
+        try:
+            rate = clip.trimmed_range().duration.rate
+            break
+        except Exception:  # a clip without a range; try the next one
+            continue
+    origin = timeline.global_start_time.to_seconds() if timeline.global_start_time is not None else 0.0
+    if timeline.global_start_time is not None:
+        rate = timeline.global_start_time.rate
+    out: dict[int, tuple[str, ClipPlace]] = {}
+    counts: dict[str, int] = {}
+    for clip in clips:
+        parent = clip.parent()
+        track = None
+        p = parent
+        while p is not None and track is None:
+            if isinstance(p, otio.schema.Track):
+                track = p
+            p = p.parent()
+        index = ranges.index_of(parent, clip) if parent is not None else 0
+        record = 0.0
+        item: Any = clip
+        while item.parent() is not None:  # sum starts up to the timeline (nested stacks included)
+            record += ranges.start_of(item.parent(), item) - (ranges.trim_start(item.parent())
+                                                                if item.parent() is not track else 0.0)
+            item = item.parent()
+        record += origin
+        tc = safe_timecode(int(round(record * rate)), rate) if rate else None
+        track_name = (track.name or "track") if track is not None else "stack"
+        name = clip.name or f"item {index}"
+        label = f"{track_name}/{name}" if track is not None else name
+        out[id(clip)] = (label, ClipPlace(track_name, index, tc, record))
+        counts[label] = counts.get(label, 0) + 1
+    for key, (label, place) in list(out.items()):
+        if counts[label] > 1:
+            out[key] = (f"{label} ({place.describe()})", place)
+    return out
 
 
 def _ref_display(ref: Any) -> str:
@@ -641,26 +812,64 @@ def _safe_name(text: str) -> str:
     return _SAFE.sub("_", text).strip("._") or "clip"
 
 
-def _assign_outputs(jobs: list[RenderJob], media_dir: Path | None, name_by: str, ext: str) -> None:
-    """``<clip or media stem>_uav<ext>``; ranges, then hashes, tell clashing names apart."""
+def _assign_outputs(
+    jobs: list[RenderJob], media_dir: Path | None, name_by: str, ext: str, owner: str | None = None
+) -> None:
+    """Name each job's output ``<clip or media stem>_uav<ext>``.
+
+    Names that clash inside the plan (case-insensitively, as on macOS and Windows
+    disks) gain the first frame, then a hash of the job. A name already used in
+    ``media_dir`` by other content that another timeline relies on, or by a file
+    uav did not render, is never reused: that job takes the next form instead, so
+    two cuts sharing a media folder cannot overwrite each other's renders. A job
+    rendered before keeps the name it was rendered under.
+    """
+    manifest = Manifest(media_dir) if media_dir is not None and media_dir.is_dir() else None
 
     def base(job: RenderJob) -> str:
         if name_by == "clip" and len(job.clip_names) == 1 and job.clip_names[0]:
             return _safe_name(job.clip_names[0])
         return _safe_name(job.media.stem)
 
-    names = {id(j): base(j) for j in jobs}
-    for make in (lambda j: f"{base(j)}_{j.start}", lambda j: f"{base(j)}_{j.start}_{j.settings_hash[:8]}"):
-        counts: dict[str, int] = {}
+    def form(job: RenderJob, level: int) -> str:
+        b = base(job)
+        return (b, f"{b}_{job.start}", f"{b}_{job.start}_{job.settings_hash[:8]}",
+                f"{b}_{job.start}_{job.settings_hash}")[level] + f"_uav{ext}"
+
+    def free(job: RenderJob, name: str) -> bool:
+        return manifest is None or manifest.free_for(name, job.settings_hash, owner)
+
+    def settle(use_disk: bool, pinned: dict[int, str]) -> dict[int, str]:
+        names: dict[int, str] = {}
+        for _ in range(8):  # every pass only raises levels, and level 3 names are unique
+            names = {id(j): pinned.get(id(j)) or form(j, level[id(j)]) for j in jobs}
+            counts: dict[str, int] = {}
+            for n in names.values():
+                counts[n.lower()] = counts.get(n.lower(), 0) + 1
+            changed = False
+            for j in jobs:
+                n = names[id(j)]
+                if (counts[n.lower()] > 1 or (use_disk and not free(j, n))) and level[id(j)] < 3:
+                    pinned.pop(id(j), None)
+                    level[id(j)] = max(level[id(j)], next((k for k in range(4) if form(j, k) == n), 0)) + 1
+                    changed = True
+            if not changed:
+                break
+        return names
+
+    level = {id(j): 0 for j in jobs}
+    names = settle(False, {})  # the plan's own clashes first: the same names in any folder
+    if manifest is not None:
+        pinned = {}
         for j in jobs:
-            counts[names[id(j)].lower()] = counts.get(names[id(j)].lower(), 0) + 1
-        clashing = [j for j in jobs if counts[names[id(j)].lower()] > 1]
-        if not clashing:
-            break
-        for j in clashing:
-            names[id(j)] = make(j)
+            earlier = manifest.name_for_job(j.settings_hash)
+            if earlier is not None:
+                k = next((k for k in range(4) if form(j, k) == earlier), -1)
+                if k >= level[id(j)]:
+                    pinned[id(j)], level[id(j)] = earlier, k
+        names = settle(True, pinned)
     for j in jobs:
-        j.output_name = f"{names[id(j)]}_uav{ext}"
+        j.output_name = names[id(j)]
         j.output_path = (media_dir / j.output_name) if media_dir is not None else None
 
 
@@ -675,6 +884,7 @@ def plan_timeline(
     name_by: str = "media",
     ext: str = ".mov",
     probe: bool = True,
+    owner: str | Path | None = None,
 ) -> Plan:
     """Plan the renders a timeline needs.
 
@@ -691,6 +901,9 @@ def plan_timeline(
         ext: output file extension, with or without the dot.
         probe: look at the media on disk (existence, and the range of references
             that carry none). Without it, media must declare its available range.
+        owner: the output timeline the plan is for. Names already used in
+            ``media_dir`` by other content are skipped unless only ``owner`` relies on
+            them (see :func:`_assign_outputs`).
 
     Returns:
         The :class:`Plan`.
@@ -713,8 +926,11 @@ def plan_timeline(
     bdir = Path(base_dir) if base_dir is not None else None
 
     plan = Plan(handles=handles, media_dir=mdir)
-    for clip in timeline.find_clips():
-        label = _label(clip)
+    ranges = _Ranges()
+    clips = list(timeline.find_clips())
+    places = _places(timeline, clips, ranges)
+    for clip in clips:
+        label, where = places[id(clip)]
         reason = _disabled_by(clip)
         kind = _track_kind(clip)
         if reason is None and kind is not None and kind != otio.schema.TrackKind.Video:
@@ -722,13 +938,13 @@ def plan_timeline(
         ref = source_reference(clip)
         media_txt = _ref_display(ref)
         if reason is not None:
-            plan.skipped.append(SkippedItem(label, reason, media_txt))
+            plan.skipped.append(SkippedItem(label, reason, media_txt, where))
             continue
         try:
-            media = _media_source(ref, bdir, probe)
-            start, end = _used_media_frames(clip, media.rate)
+            media = ranges.media(ref, bdir, probe)
+            start, end = _used_media_frames(clip, media.rate, ranges)
         except _Skip as skip:
-            plan.skipped.append(SkippedItem(label, str(skip), media_txt))
+            plan.skipped.append(SkippedItem(label, str(skip), media_txt, where))
             continue
         settings, origin = resolve_clip_settings(
             clip,
@@ -739,7 +955,7 @@ def plan_timeline(
             clip_label=label,
         )
         if settings["skip"]:
-            plan.skipped.append(SkippedItem(label, f"skip = true (from {origin['skip']})", media.display))
+            plan.skipped.append(SkippedItem(label, f"skip = true (from {origin['skip']})", media.display, where))
             continue
         if start < media.available_start or end > media.available_end:
             plan.warnings.append(
@@ -748,9 +964,9 @@ def plan_timeline(
             )
             start, end = max(start, media.available_start), min(end, media.available_end)
             if end <= start:
-                plan.skipped.append(SkippedItem(label, "the used range lies outside the media", media.display))
+                plan.skipped.append(SkippedItem(label, "the used range lies outside the media", media.display, where))
                 continue
-        plan.uses.append(ClipUse(clip, label, media, start, end, settings, origin))
+        plan.uses.append(ClipUse(clip, label, media, start, end, settings, origin, where=where))
 
     if shot_list is not None:
         for entry in shot_list.unused():
@@ -779,7 +995,16 @@ def plan_timeline(
         if current:
             plan.jobs.append(_make_job(current, lo, hi))
     plan.jobs.sort(key=lambda j: (j.media.identity, j.start, j.settings_hash))
-    _assign_outputs(plan.jobs, mdir, name_by, ext)
+    _assign_outputs(plan.jobs, mdir, name_by, ext, owner_id(owner))
+    no_tc: dict[str, float] = {}
+    for job in plan.jobs:
+        if job.timecode is None:
+            no_tc.setdefault(job.media.display, job.rate)
+    for display, rate in no_tc.items():
+        plan.warnings.append(
+            f"{display}: SMPTE timecode cannot count {rate:g} fps; its renders carry no timecode, and each one's "
+            "start is recorded as a time (start_seconds) in the plan, the manifest and the clip metadata"
+        )
     return plan
 
 
@@ -794,10 +1019,7 @@ def _make_job(uses: list[ClipUse], start: int, end: int) -> RenderJob:
             "rate": media.rate,
         }
     )
-    names: list[str] = []
-    for u in uses:
-        if u.clip.name not in names:
-            names.append(u.clip.name)
+    names = dict.fromkeys(u.clip.name for u in uses)  # first-seen order, without the quadratic scan
     job = RenderJob(media, start, end, dict(settings), digest, tuple(names))
     for u in uses:
         u.job = job

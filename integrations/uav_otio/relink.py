@@ -69,6 +69,7 @@ def make_upscaled_reference(job: RenderJob, result: JobResult, original: Any = N
         "range": [job.start, job.end],
         "rate": job.rate,
         "timecode": job.timecode,
+        "start_seconds": job.start_seconds,
     }
     if original is not None and getattr(original, "target_url", None):
         source["target_url"] = original.target_url

@@ -5,26 +5,35 @@ progress=None) -> None`` that writes ``output_path`` atomically (write a tempora
 file, rename it when complete; :func:`atomic_output` does that). ``progress``, when
 given, is called as ``progress(frames_done, frames_total)``.
 
-A manifest (``uav_manifest.json`` in the media folder) records every finished
-output with the hash of what produced it. A rerun renders only the jobs whose
-output is missing, whose size no longer matches, or whose settings, range or
-model changed. The manifest is rewritten (atomically) after every finished job, so
-a run killed at any point loses at most the job in flight; leftover temporary
-files of such a run are removed at the start of the next one.
+A manifest (``uav_manifest.json`` in the media folder, :mod:`uav_otio.manifest`)
+records every finished output with the hash of what produced it and the timelines
+that rely on it. A rerun renders only the jobs whose output is missing, whose size
+no longer matches, or whose settings, range or model changed. The manifest is
+rewritten (atomically, under a lock) after every finished job, so a run killed at
+any point loses at most the job in flight; leftover temporary files of such a run
+are removed at the start of the next one. A file another timeline relies on is
+never replaced with other content (:class:`OutputOwnershipError`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
-import json
 import os
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .manifest import (
+    MANIFEST_NAME,
+    PARTIAL_MARK,
+    Manifest,
+    OutputOwnershipError,
+    clean_partials,
+    compute_settings_hash,
+    owner_id,
+)
 
 if TYPE_CHECKING:  # plan imports this module; the types are for annotations only
     from .plan import Plan, RenderJob
@@ -34,6 +43,7 @@ __all__ = [
     "PARTIAL_MARK",
     "JobResult",
     "Manifest",
+    "OutputOwnershipError",
     "RenderReport",
     "Renderer",
     "UpscalerRenderer",
@@ -43,21 +53,8 @@ __all__ = [
     "render_plan",
 ]
 
-#: the manifest's file name inside the media folder
-MANIFEST_NAME = "uav_manifest.json"
-#: marks temporary files; anything in the media folder carrying it is a leftover
-PARTIAL_MARK = ".uav-partial"
-_MANIFEST_FORMAT = "uav-timeline-manifest"
-_MANIFEST_VERSION = 1
-
 #: ``renderer(job, settings, output_path, progress=None) -> None``
 Renderer = Callable[..., None]
-
-
-def compute_settings_hash(data: Mapping[str, Any]) -> str:
-    """A short stable hash of JSON-serialisable data (key order does not matter)."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _partial_path(path: Path) -> Path:
@@ -84,72 +81,6 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}{PARTIAL_MARK}-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def clean_partials(media_dir: str | Path) -> list[Path]:
-    """Remove temporary files left by an interrupted run; returns what was removed."""
-    d = Path(media_dir)
-    removed = []
-    if d.is_dir():
-        for p in d.iterdir():
-            if p.is_file() and p.name.startswith(".") and PARTIAL_MARK in p.name:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-                    removed.append(p)
-    return removed
-
-
-class Manifest:
-    """The record of finished outputs in a media folder."""
-
-    def __init__(self, media_dir: str | Path) -> None:
-        self.media_dir = Path(media_dir)
-        self.path = self.media_dir / MANIFEST_NAME
-        self.outputs: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                if data.get("format") != _MANIFEST_FORMAT or not isinstance(data.get("outputs"), dict):
-                    raise ValueError("not a uav manifest")
-                self.outputs = data["outputs"]
-            except (ValueError, OSError) as exc:
-                # Every entry only saves work; starting empty just re-renders.
-                warnings.warn(f"ignoring unreadable manifest {str(self.path)!r}: {exc}", stacklevel=2)
-                self.outputs = {}
-
-    def is_current(self, name: str, render_hash: str) -> bool:
-        """Whether ``name`` exists, is the size recorded, and was made from ``render_hash``."""
-        entry = self.outputs.get(name)
-        out = self.media_dir / name
-        if not entry or entry.get("render_hash") != render_hash or not out.is_file():
-            return False
-        return out.stat().st_size == entry.get("size")
-
-    def record(self, name: str, entry: dict[str, Any]) -> None:
-        """Add or replace an entry and save the manifest atomically."""
-        self.outputs[name] = entry
-        self.save()
-
-    def save(self) -> None:
-        self.media_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(
-            self.path, {"format": _MANIFEST_FORMAT, "version": _MANIFEST_VERSION, "outputs": self.outputs}
-        )
 
 
 @dataclass
@@ -198,6 +129,7 @@ def render_plan(
     force: bool = False,
     progress: Callable[[RenderJob, int, int], None] | None = None,
     on_job: Callable[[RenderJob, str], None] | None = None,
+    owner: str | Path | None = None,
 ) -> RenderReport:
     """Render every job of ``plan`` that is not already done.
 
@@ -212,12 +144,18 @@ def render_plan(
         progress: ``progress(job, frames_done, frames_total)``.
         on_job: ``on_job(job, status)`` with status ``"cached"``, ``"rendering"`` or
             ``"rendered"``.
+        owner: the output timeline that will point at the rendered files (recorded in
+            the manifest; ``None``: unknown). Outputs another timeline relies on are
+            never replaced with other content, and ``owner`` stops relying on the
+            outputs of its earlier renders it no longer uses.
 
     Returns:
         A :class:`RenderReport`.
 
     Raises:
         ValueError: no media folder, or a job without an output name.
+        OutputOwnershipError: a job would replace a file another timeline relies on
+            (checked for every job before the first render starts).
         RuntimeError: the renderer returned without writing its output.
     """
     if not callable(renderer):
@@ -226,24 +164,44 @@ def render_plan(
     if mdir is None:
         raise ValueError("media_dir is required: pass it here or to plan_timeline")
     mdir.mkdir(parents=True, exist_ok=True)
+    who = owner_id(owner)
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
     report = RenderReport(removed_partials=clean_partials(mdir))
     manifest = Manifest(mdir)
+    todo: list[tuple[RenderJob, str]] = []
     for job in plan.jobs:
         if not job.output_name:
             raise ValueError("every job needs an output name; plan it with plan_timeline")
-        out = mdir / job.output_name
-        job.output_path = out
+        job.output_path = mdir / job.output_name
         rh = render_hash(job, model_rec)
         if not force and manifest.is_current(job.output_name, rh):
+            continue
+        # Refuse before the first render: a run that would stop half-way is worse.
+        why = manifest.conflict(job.output_name, rh, who)
+        if why is not None:
+            raise OutputOwnershipError(why)
+        todo.append((job, rh))
+    pending = {id(job) for job, _ in todo}
+    for job in plan.jobs:
+        out = mdir / job.output_name
+        rh = render_hash(job, model_rec)
+        if id(job) not in pending:
+            manifest.adopt(job.output_name, who)
             report.results.append(JobResult(job, "cached", rh, model_rec))
             if on_job:
                 on_job(job, "cached")
             continue
+        manifest.claim(job.output_name, render_hash=rh, settings_hash=job.settings_hash, owner=who)
         if on_job:
             on_job(job, "rendering")
         cb = (lambda done, total, _job=job: progress(_job, done, total)) if progress else None
-        renderer(job, dict(job.settings), out, progress=cb)
+        try:
+            renderer(job, dict(job.settings), out, progress=cb)
+        except Exception:
+            # a failed render leaves nothing to resume; a killed one (no chance to get
+            # here) leaves its claim, which lets its owner take the name back
+            manifest.unclaim(job.output_name)
+            raise
         if not out.is_file():
             raise RuntimeError(f"the renderer returned without writing {str(out)!r}")
         manifest.record(
@@ -258,14 +216,17 @@ def render_plan(
                 "rate": job.rate,
                 "frames": job.frames,
                 "timecode": job.timecode,
+                "start_seconds": job.start_seconds,
                 "clips": list(job.clip_names),
                 "size": out.stat().st_size,
                 "rendered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
+            owner=who,
         )
         report.results.append(JobResult(job, "rendered", rh, model_rec))
         if on_job:
             on_job(job, "rendered")
+    manifest.release(who, keep={job.output_name for job in plan.jobs})
     return report
 
 

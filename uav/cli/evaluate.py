@@ -1,20 +1,26 @@
 """``uav eval`` and ``uav compare``: score upscaled videos against a ground truth.
 
 Both print a table (or, with ``--json``, one JSON object and nothing else on
-stdout) and can write an HTML report with temporal profiles, frame strips and
-crops. See ``docs/evaluation.md``.
+stdout; on an error ``{"ok": false, "error": ...}``, as docs/cli.md says) and can
+write an HTML report with temporal profiles, frame strips and crops. Their options
+are declared once, as the fields of :class:`EvalOptions`. See ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
+from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional, get_type_hints
 
 import numpy as np
 import typer
 
 from uav.cli.app import app
+from uav.cli.common import fail, handle_errors, one_line
 
 _METRICS = "Metrics"
 _REPORT = "Report"
@@ -22,9 +28,11 @@ _REPORT = "Report"
 RefOpt = Annotated[
     Path, typer.Option("--ref", help="Ground-truth video or image sequence (folder or pattern).", rich_help_panel=_METRICS)
 ]
+# Range checks happen in _check_options, not through click's min=, so that a bad value
+# is one `error:` line (and a JSON error document with --json) like every other error.
 CropOpt = Annotated[
     int,
-    typer.Option("--crop-border", min=0, help="Pixels removed from every side for PSNR/SSIM/LPIPS (often the scale).",
+    typer.Option("--crop-border", help="Pixels removed from every side for PSNR/SSIM/LPIPS (often the scale); >= 0.",
                  rich_help_panel=_METRICS),
 ]
 EwarpOpt = Annotated[
@@ -39,7 +47,7 @@ FlowOnOpt = Annotated[
                       rich_help_panel=_METRICS)
 ]
 LpipsOpt = Annotated[
-    Optional[Path], typer.Option("--lpips-weights", help="LPIPS weights file; enables LPIPS (needs `pip install lpips`).",
+    Optional[Path], typer.Option("--lpips-weights", help="LPIPS weights file; enables LPIPS (needs `pip install 'uav[lpips]'`).",
                                  rich_help_panel=_METRICS)
 ]
 LpipsNetOpt = Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex, vgg or squeeze.", rich_help_panel=_METRICS)]
@@ -57,20 +65,70 @@ ResizeOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
 ReportOpt = Annotated[
-    Optional[Path], typer.Option("--report", help="Write a self-contained HTML report here.", rich_help_panel=_REPORT)
+    Optional[Path], typer.Option("--report", help="Write a self-contained HTML report to this file.", rich_help_panel=_REPORT)
 ]
 RowOpt = Annotated[
-    Optional[int], typer.Option("--profile-row", min=0, help="Row tracked by the temporal profile (default: middle).",
+    Optional[int], typer.Option("--profile-row", help="Row tracked by the temporal profile (default: middle).",
                                 rich_help_panel=_REPORT)
 ]
 ColumnOpt = Annotated[
-    Optional[int], typer.Option("--profile-column", min=0, help="Track a column instead of a row.", rich_help_panel=_REPORT)
+    Optional[int], typer.Option("--profile-column", help="Track a column instead of a row.", rich_help_panel=_REPORT)
 ]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """The options ``uav eval`` and ``uav compare`` share, declared once.
+
+    Each field's annotation is its command-line option; :func:`_with_eval_options`
+    turns the fields into the parameters of both commands.
+    """
+
+    ref: RefOpt
+    crop_border: CropOpt = 0
+    ewarp: EwarpOpt = True
+    flow: FlowOpt = "dis"
+    flow_on: FlowOnOpt = "output"
+    lpips_weights: LpipsOpt = None
+    lpips_net: LpipsNetOpt = "alex"
+    lpips_backbone: LpipsBackboneOpt = None
+    start: StartOpt = None
+    end: EndOpt = None
+    vfr: VfrOpt = "error"
+    resize_to_ref: ResizeOpt = False
+    as_json: JsonOpt = False
+    report: ReportOpt = None
+    profile_row: RowOpt = None
+    profile_column: ColumnOpt = None
+
+
+def _with_eval_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` (whose last parameter is ``options: EvalOptions``) every option of :class:`EvalOptions`.
+
+    Typer reads parameters from the signature, so the wrapper's signature is the
+    command's own arguments followed by one keyword parameter per field; the wrapper
+    packs those back into an :class:`EvalOptions`.
+    """
+    option_hints = get_type_hints(EvalOptions, include_extras=True)
+    option_params = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=option_hints[f.name],
+                          default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(EvalOptions)
+    ]
+    own_hints = get_type_hints(command, include_extras=True)
+    own_params = [p.replace(annotation=own_hints[p.name])
+                  for p in inspect.signature(command).parameters.values() if p.name != "options"]
+    names = [f.name for f in dataclasses.fields(EvalOptions)]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        options = EvalOptions(**{name: kwargs.pop(name) for name in names if name in kwargs})
+        command(*args, options=options, **kwargs)
+
+    params = own_params + option_params
+    wrapper.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 def _position(value: str | None) -> int | str | None:
@@ -80,10 +138,10 @@ def _position(value: str | None) -> int | str | None:
     return int(text) if text.isdigit() else text
 
 
-def _read(path: Path, start: str | None, end: str | None, vfr: str) -> np.ndarray:
+def _read(path: Path, options: EvalOptions) -> np.ndarray:
     from uav.io.reader import read_frames  # noqa: PLC0415 - heavy import only when a command runs
 
-    return read_frames(path, start=_position(start), end=_position(end), vfr=vfr)
+    return read_frames(path, start=_position(options.start), end=_position(options.end), vfr=options.vfr)
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -95,6 +153,47 @@ def _labels(paths: list[Path]) -> list[str]:
             label, n = f"{p}#{n}", n + 1
         labels.append(label)
     return labels
+
+
+def _check_options(options: EvalOptions) -> None:
+    """Reject bad option values before any frame is read."""
+    if options.crop_border < 0:
+        raise ValueError(f"--crop-border: expected an integer >= 0; got {options.crop_border}")
+    if options.flow_on not in ("output", "reference"):
+        raise ValueError(f"--flow-on: expected 'output' or 'reference'; got {options.flow_on!r}")
+    for flag, value in (("--profile-row", options.profile_row), ("--profile-column", options.profile_column)):
+        if value is not None and value < 0:
+            raise ValueError(f"{flag}: expected an integer >= 0; got {value}")
+    if options.profile_row is not None and options.profile_column is not None:
+        raise ValueError("--profile-row and --profile-column: give at most one")
+    if options.report is not None and options.report.is_dir():
+        raise ValueError(f"--report: {str(options.report)!r} is a folder; give the HTML file to write, "
+                         f"e.g. {str(options.report / 'report.html')!r}")
+
+
+def _rate_text(fps: Fraction) -> str:
+    return str(fps.numerator) if fps.denominator == 1 else f"{float(fps):.3f} ({fps})"
+
+
+def _check_rates(paths: list[Path], labels: list[str], ref_path: Path) -> None:
+    """Refuse to pair frames of videos that run at different rates.
+
+    Frame k of a 30 fps clip and frame k of a 24 fps clip show different moments, so
+    every metric would be computed on mismatched pictures. Image sequences carry no
+    rate of their own (the reader assumes one), so they pair with anything.
+    """
+    from uav.io.reader import probe  # noqa: PLC0415
+
+    ref_info = probe(ref_path)
+    if ref_info.is_image_sequence:
+        return
+    for label, path in zip(labels, paths):
+        info = probe(path)
+        if not info.is_image_sequence and info.fps != ref_info.fps:
+            raise ValueError(
+                f"{label} is {_rate_text(info.fps)} fps but the reference is {_rate_text(ref_info.fps)} fps; "
+                "frame-by-frame metrics need both at the same rate (convert one first)"
+            )
 
 
 def _match(frames: np.ndarray, ref: np.ndarray, label: str, resize: bool) -> np.ndarray:
@@ -117,47 +216,35 @@ def _match(frames: np.ndarray, ref: np.ndarray, label: str, resize: bool) -> np.
     return frames
 
 
-def _run(
-    paths: list[Path],
-    ref_path: Path,
-    *,
-    crop_border: int,
-    ewarp: bool,
-    flow: str,
-    flow_on: str,
-    lpips_weights: Path | None,
-    lpips_net: str,
-    lpips_backbone: Path | None,
-    start: str | None,
-    end: str | None,
-    vfr: str,
-    resize: bool,
-) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+def _run(paths: list[Path], options: EvalOptions) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
     """Score every video; returns (label -> VideoMetrics, label -> frames, reference frames)."""
-    from uav.metrics import LPIPSMetric, evaluate_video, resolve_flow_estimator  # noqa: PLC0415
+    from uav.eval import LPIPSMetric, evaluate_video, resolve_flow_estimator  # noqa: PLC0415
 
-    if flow_on not in ("output", "reference"):
-        raise ValueError(f"--flow-on: expected 'output' or 'reference'; got {flow_on!r}")
-    estimator = resolve_flow_estimator(flow) if ewarp else None
-    lpips = LPIPSMetric(lpips_weights, net=lpips_net, backbone=lpips_backbone) if lpips_weights else None
-    ref = _read(ref_path, start, end, vfr)
+    estimator = resolve_flow_estimator(options.flow) if options.ewarp else None
+    lpips = None
+    if options.lpips_weights:
+        lpips = LPIPSMetric(options.lpips_weights, net=options.lpips_net, backbone=options.lpips_backbone)
+    labels = _labels(paths)
+    _check_rates(paths, labels, options.ref)
+    ref = _read(options.ref, options)
     results: dict[str, Any] = {}
     clips: dict[str, np.ndarray] = {}
-    for label, path in zip(_labels(paths), paths):
-        frames = _match(_read(path, start, end, vfr), ref, label, resize)
+    for label, path in zip(labels, paths):
+        frames = _match(_read(path, options), ref, label, options.resize_to_ref)
         results[label] = evaluate_video(
-            frames, ref, crop_border=crop_border, ewarp=ewarp, flow=estimator, flow_on=flow_on, lpips=lpips  # type: ignore[arg-type]
+            frames, ref, crop_border=options.crop_border, ewarp=options.ewarp, flow=estimator,  # type: ignore[arg-type]
+            flow_on=options.flow_on, lpips=lpips,  # type: ignore[arg-type]
         )
         clips[label] = frames
     return results, clips, ref
 
 
-def _print_table(results: dict[str, Any], ref: Path) -> None:
+def _print_table(results: dict[str, Any], ref: Path, command: str) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     show_lpips = any(m.lpips is not None for m in results.values())
-    table = Table(title=f"uav eval — reference {ref}")
+    table = Table(title=f"uav {command} — reference {ref}")
     table.add_column("video", overflow="fold")
     for col in ("PSNR", "PSNR-Y", "SSIM", "SSIM-Y") + (("LPIPS",) if show_lpips else ()) + ("E*warp (x1e-3)", "frames"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -188,12 +275,10 @@ def _write_report(
     row: int | None,
     column: int | None,
 ) -> Path:
-    from uav import report as R  # noqa: PLC0415
+    from uav.eval import report as R  # noqa: PLC0415
 
     videos = {**clips, f"reference: {ref_label}": ref}
     H, W = ref.shape[1:3]
-    if row is not None and column is not None:
-        raise ValueError("--profile-row and --profile-column: give at most one")
     if row is None and column is None:
         row = H // 2
     if row is not None and row >= H:
@@ -215,50 +300,43 @@ def _write_report(
                           notes=f"reference: {ref_label}; {ref.shape[0]} frames of {W}x{H}")
 
 
-def _execute(paths: list[Path], ref: Path, as_json: bool, report: Path | None, row: int | None, column: int | None,
-             single: bool, **options: Any) -> None:
-    try:
-        results, clips, ref_frames = _run(paths, ref, **options)
-        if report is not None:
-            written = _write_report(report, results, clips, ref_frames, str(ref), row, column)
-            typer.echo(f"report written to {written}", err=True)
-    except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
-    if as_json:
-        if single:
-            doc = next(iter(results.values())).to_dict()
-        else:
-            dicts = {label: m.to_dict() for label, m in results.items()}
-            keys = ["psnr", "psnr_y", "ssim", "ssim_y", "ewarp"]
-            if any("lpips" in d for d in dicts.values()):
-                keys.append("lpips")
-            doc = {"videos": list(dicts)}
-            doc.update({k: {label: d.get(k) for label, d in dicts.items()} for k in keys})
-            doc["per_frame"] = {label: d["per_frame"] for label, d in dicts.items()}
-        typer.echo(json.dumps(doc, allow_nan=False))
+def _json_document(results: dict[str, Any], single: bool) -> dict[str, Any]:
+    if single:
+        return next(iter(results.values())).to_dict()
+    dicts = {label: m.to_dict() for label, m in results.items()}
+    keys = ["psnr", "psnr_y", "ssim", "ssim_y", "ewarp"]
+    if any("lpips" in d for d in dicts.values()):
+        keys.append("lpips")
+    doc: dict[str, Any] = {"videos": list(dicts)}
+    doc.update({k: {label: d.get(k) for label, d in dicts.items()} for k in keys})
+    doc["per_frame"] = {label: d["per_frame"] for label, d in dicts.items()}
+    return doc
+
+
+def _execute(command: str, paths: list[Path], options: EvalOptions) -> None:
+    with handle_errors(as_json=options.as_json):
+        try:
+            _check_options(options)
+            results, clips, ref_frames = _run(paths, options)
+            if options.report is not None:
+                written = _write_report(options.report, results, clips, ref_frames, str(options.ref),
+                                        options.profile_row, options.profile_column)
+                typer.echo(f"report written to {written}", err=True)
+        except (TypeError, ImportError) as exc:
+            # a frame array of the wrong kind, or the optional lpips package missing: the
+            # user's to fix (handle_errors would call them internal errors)
+            raise fail(one_line(exc), as_json=options.as_json) from None
+    if options.as_json:
+        typer.echo(json.dumps(_json_document(results, command == "eval"), allow_nan=False))
         return
-    _print_table(results, ref)
+    _print_table(results, options.ref, command)
 
 
 @app.command("eval")
+@_with_eval_options
 def eval_command(
     output: Annotated[Path, typer.Argument(help="Upscaled video or image sequence to score.")],
-    ref: RefOpt,
-    crop_border: CropOpt = 0,
-    ewarp: EwarpOpt = True,
-    flow: FlowOpt = "dis",
-    flow_on: FlowOnOpt = "output",
-    lpips_weights: LpipsOpt = None,
-    lpips_net: LpipsNetOpt = "alex",
-    lpips_backbone: LpipsBackboneOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    vfr: VfrOpt = "error",
-    resize_to_ref: ResizeOpt = False,
-    as_json: JsonOpt = False,
-    report: ReportOpt = None,
-    profile_row: RowOpt = None,
-    profile_column: ColumnOpt = None,
+    options: EvalOptions,
 ) -> None:
     """Score OUTPUT against --ref: PSNR and SSIM (RGB and Y), E*warp (x 1e-3) and optionally LPIPS.
 
@@ -267,30 +345,14 @@ def eval_command(
     lists; per_frame.ewarp has one entry per frame pair). PSNR of identical frames
     is infinite and written as null.
     """
-    _execute([output], ref, as_json, report, profile_row, profile_column, True, crop_border=crop_border,
-             ewarp=ewarp, flow=flow, flow_on=flow_on, lpips_weights=lpips_weights, lpips_net=lpips_net,
-             lpips_backbone=lpips_backbone, start=start, end=end, vfr=vfr, resize=resize_to_ref)
+    _execute("eval", [output], options)
 
 
 @app.command("compare")
+@_with_eval_options
 def compare_command(
     videos: Annotated[list[Path], typer.Argument(help="Videos or image sequences to compare.")],
-    ref: RefOpt,
-    crop_border: CropOpt = 0,
-    ewarp: EwarpOpt = True,
-    flow: FlowOpt = "dis",
-    flow_on: FlowOnOpt = "output",
-    lpips_weights: LpipsOpt = None,
-    lpips_net: LpipsNetOpt = "alex",
-    lpips_backbone: LpipsBackboneOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    vfr: VfrOpt = "error",
-    resize_to_ref: ResizeOpt = False,
-    as_json: JsonOpt = False,
-    report: ReportOpt = None,
-    profile_row: RowOpt = None,
-    profile_column: ColumnOpt = None,
+    options: EvalOptions,
 ) -> None:
     """Score several videos against the same --ref, side by side.
 
@@ -299,6 +361,4 @@ def compare_command(
     per_frame mapping label -> per-frame lists. --report puts every video's
     temporal profile next to the reference's.
     """
-    _execute(list(videos), ref, as_json, report, profile_row, profile_column, False, crop_border=crop_border,
-             ewarp=ewarp, flow=flow, flow_on=flow_on, lpips_weights=lpips_weights, lpips_net=lpips_net,
-             lpips_backbone=lpips_backbone, start=start, end=end, vfr=vfr, resize=resize_to_ref)
+    _execute("compare", list(videos), options)

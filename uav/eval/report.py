@@ -9,7 +9,7 @@
 * :func:`write_report`: one self-contained HTML file with the metrics table, a
   per-frame PSNR chart and the pictures (embedded as base64 PNG by default).
 
-Frames follow :mod:`uav.metrics`' conventions: ``(T, H, W, 3)`` RGB, uint8,
+Frames follow :mod:`uav.eval.frames`' conventions: ``(T, H, W, 3)`` RGB, uint8,
 uint16 or float in ``[0, 1]``. Returned pictures are uint8 RGB ``(h, w, 3)``.
 Videos of different sizes (e.g. the low-res input next to the output) are resized
 to a common size first: the first video's, unless ``size`` says otherwise. With
@@ -31,7 +31,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from uav.metrics import VideoMetrics, to_uint8
+from uav.eval.frames import to_uint8
+from uav.eval.video import VideoMetrics
 
 __all__ = [
     "LABEL_HEIGHT",
@@ -266,6 +267,9 @@ def crop_figure(
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write under a temporary name in the same folder, then rename into place."""
+    if path.is_dir():
+        # os.replace would fail only after the temporary file exists, with a confusing message
+        raise ValueError(f"{str(path)!r} is a folder; give a file name inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
     # open(..., "xb") rather than mkstemp so the file gets the usual umask permissions.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -405,7 +409,7 @@ def write_report(
 
     Args:
         path: the ``.html`` file to write (atomically).
-        metrics: video label -> :class:`~uav.metrics.VideoMetrics` (or its ``to_dict()``).
+        metrics: video label -> :class:`~uav.eval.video.VideoMetrics` (or its ``to_dict()``).
         images: ``(caption, picture)`` pairs; a picture is a uint8 RGB array or the
             path of an existing PNG.
         title: page title and heading.
