@@ -41,11 +41,18 @@ def _jobs(folder: Path) -> list[Job]:
             for k, n in enumerate(WORKLOAD)]
 
 
-def _timed(executor: Any, folder: Path) -> tuple[float, list[Any]]:
+def _timed(executor: Any, folder: Path) -> tuple[float, float, list[Any]]:
+    """``(wall, seconds until every worker had started its first job, results)``."""
     factory = functools.partial(SimulatedRenderer, SECONDS_PER_FRAME)
+    starts: list[tuple[str, float]] = []
     t0 = time.perf_counter()
-    results = list(executor.run(_jobs(folder), factory))
-    return time.perf_counter() - t0, results
+
+    def on_event(event: Any) -> None:
+        if event.kind == "start" and event.worker not in {w for w, _ in starts}:
+            starts.append((event.worker, time.perf_counter() - t0))
+
+    results = list(executor.run(_jobs(folder), factory, on_event=on_event))
+    return time.perf_counter() - t0, max(t for _, t in starts), results
 
 
 def throughput() -> dict[str, Any]:
@@ -53,32 +60,34 @@ def throughput() -> dict[str, Any]:
 
     serial = SECONDS_PER_FRAME * sum(WORKLOAD)
     rows = []
+    costs = [SECONDS_PER_FRAME * n for n in WORKLOAD]
     with tempfile.TemporaryDirectory() as tmp:
-        wall, _ = _timed(LocalExecutor(), Path(tmp) / "local")
-        rows.append({"executor": "local", "workers": 1, "wall_s": round(wall, 3)})
+        wall, ready, _ = _timed(LocalExecutor(), Path(tmp) / "local")
+        rows.append({"executor": "local", "workers": 1, "wall_s": round(wall, 3), "startup_s": round(ready, 3)})
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             for workers in (1, 2):
-                # the first run of a worker count pays the actors' start (imports); the second is steady
-                for attempt in ("cold", "warm"):
-                    wall, results = _timed(make_executor("ray", workers=workers), Path(tmp) / f"ray{workers}{attempt}")
-                    busy = sum(r.seconds for r in results)
-                    rows.append({"executor": "ray", "workers": workers, "run": attempt, "wall_s": round(wall, 3),
-                                 "render_s": round(busy, 3)})
+                for attempt in range(2):
+                    wall, ready, results = _timed(make_executor("ray", workers=workers),
+                                                  Path(tmp) / f"ray{workers}-{attempt}")
+                    rows.append({"executor": "ray", "workers": workers, "wall_s": round(wall, 3),
+                                 "startup_s": round(ready, 3), "render_s": round(sum(r.seconds for r in results), 3)})
         finally:
             ray.shutdown()
     for row in rows:
-        ideal = serial / row["workers"]
-        row["efficiency"] = round(ideal / row["wall_s"], 3)
-    # the driver's per-job overhead: what a warm run costs beyond the model's schedule
-    warm = {r["workers"]: r for r in rows if r.get("run") == "warm"}
-    overheads = []
-    for workers, row in warm.items():
-        ideal = throughput_model([SECONDS_PER_FRAME * n for n in WORKLOAD], workers).seconds
-        overheads.append(max(0.0, (row["wall_s"] - ideal) / math.ceil(len(WORKLOAD) / workers)))
-    overhead = sum(overheads) / len(overheads)
+        # efficiency against a perfect split of the serial render time (start-up included)
+        row["efficiency"] = round(serial / row["workers"] / row["wall_s"], 3)
+        # what the run cost beyond its start-up and the schedule of the render times itself
+        schedule = throughput_model(costs, row["workers"]).seconds
+        per_worker_jobs = math.ceil(len(WORKLOAD) / row["workers"])
+        row["overhead_per_job_s"] = round(max(0.0, row["wall_s"] - row["startup_s"] - schedule) / per_worker_jobs, 4)
+    ray_rows = [r for r in rows if r["executor"] == "ray"]
+    overhead = sum(r["overhead_per_job_s"] for r in ray_rows) / len(ray_rows)
+    startup = sum(r["startup_s"] for r in ray_rows) / len(ray_rows)
+    load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else None
     return {"seconds_per_frame": SECONDS_PER_FRAME, "workload_frames": list(WORKLOAD),
-            "serial_render_s": round(serial, 3), "runs": rows, "driver_overhead_per_job_s": round(overhead, 4),
+            "serial_render_s": round(serial, 3), "load_average": load, "runs": rows,
+            "ray_startup_s": round(startup, 3), "driver_overhead_per_job_s": round(overhead, 4),
             "model": _model(overhead)}
 
 
@@ -86,7 +95,7 @@ def _model(overhead: float) -> list[dict[str, Any]]:
     """A 90-minute conform at 24 fps: 1500 shots, lengths drawn from a fixed log-normal, 9 s/frame."""
     rng = np.random.default_rng(0)
     frames = np.clip(rng.lognormal(mean=math.log(70), sigma=0.8, size=1500), 8, 2000).astype(int)
-    frames = (frames * (90 * 60 * 24 / frames.sum())).astype(int)
+    frames = np.maximum(1, np.rint(frames * (90 * 60 * 24 / frames.sum()))).astype(int)
     cost = [9.0 * n for n in frames]
     out = []
     for workers in (1, 8, 16, 32, 64):

@@ -397,6 +397,8 @@ def upscale_timeline(
     force: bool = False,
     progress: Callable[[RenderJob, int, int], None] | None = None,
     on_job: Callable[[RenderJob, str], None] | None = None,
+    executor: Any = None,
+    on_event: Callable[[Any], None] | None = None,
 ) -> UpscaleResult:
     """Upscale every clip an edit uses and write the relinked timeline.
 
@@ -419,6 +421,9 @@ def upscale_timeline(
         downgrade: write ``.otio`` for readers with one media reference per clip.
         force: re-render even what the manifest says is done.
         progress, on_job: callbacks (see :func:`uav_otio.render.render_plan`).
+        executor, on_event: hand the jobs to a :class:`uav.executors.Executor` (e.g.
+            ``make_executor("ray")``) and receive its progress events; see
+            :func:`uav_otio.render.render_plan`.
 
     Returns:
         An :class:`UpscaleResult`. Rerunning with the same arguments renders nothing
@@ -436,7 +441,7 @@ def upscale_timeline(
                                  overrides=overrides, name_by=name_by, ext=ext, base_dir=base_dir,
                                  timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
                                  adapter_options=adapter_options, downgrade=downgrade, force=force,
-                                 progress=progress, on_job=on_job)
+                                 progress=progress, on_job=on_job, executor=executor, on_event=on_event)
     except BaseException:
         for folder in made:  # deepest first
             with contextlib.suppress(OSError):
@@ -470,6 +475,8 @@ def _upscale_timeline(
     force: bool,
     progress: Callable[[RenderJob, int, int], None] | None,
     on_job: Callable[[RenderJob, str], None] | None,
+    executor: Any = None,
+    on_event: Callable[[Any], None] | None = None,
 ) -> UpscaleResult:
     input_path: Path | None = None
     if isinstance(timeline, otio.schema.Timeline):
@@ -503,7 +510,7 @@ def _upscale_timeline(
     if model is None:
         model = getattr(renderer, "model", None) or {}
     report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job,
-                         owner=owner)
+                         owner=owner, executor=executor, on_event=on_event)
     relinked = relink_plan(tl, plan, report)
     if bdir is not None and Path(output).resolve().parent != bdir.resolve():
         # Relative links to the original media would break next to the new file.

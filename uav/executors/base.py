@@ -152,7 +152,8 @@ class JobResult:
 class WorkerEvent:
     """A progress event from an executor, for progress views.
 
-    ``kind`` is ``"start"`` (``job`` began on ``worker``), ``"progress"`` (``done`` of
+    ``kind`` is ``"queued"`` (``job`` is part of the run; sent for every job first),
+    ``"start"`` (``job`` began on ``worker``), ``"progress"`` (``done`` of
     ``total`` frames of ``job``), ``"retry"`` (``worker`` died while rendering ``job``;
     ``error`` says how) or ``"worker"`` (``worker`` is ready; ``error`` set when it
     could not start).

@@ -58,6 +58,9 @@ class LocalExecutor:
         """
         jobs = list(jobs)
         check_unique(jobs)
+        if on_event:
+            for job in jobs:
+                on_event(WorkerEvent("queued", "local", job, 0, job.frames))
         for job in jobs:
             if self._renderer is None:
                 self._renderer = factory()

@@ -26,10 +26,11 @@ class RunProgress:
         frames: how many frames the jobs to render hold.
     """
 
-    def __init__(self, console: Any, *, jobs: int, frames: int) -> None:
+    def __init__(self, console: Any, *, jobs: int = 0, frames: int = 0) -> None:
         self.console = console
         self.total_jobs = jobs
         self.total_frames = frames
+        self._count_queued = jobs == 0  # totals grow with "queued" events and skips
         self.results: list[JobResult] = []
         self.skipped = 0
         self.retries: list[dict[str, Any]] = []
@@ -62,12 +63,21 @@ class RunProgress:
     def skip(self, count: int = 1) -> None:
         """Count jobs that are already done (cached) towards the total."""
         self.skipped += count
+        if self._count_queued:
+            self.total_jobs += count
         self._refresh()
 
-    def __call__(self, event: WorkerEvent) -> None:
-        """The executor's ``on_event``."""
+    def __call__(self, event: WorkerEvent | JobResult) -> None:
+        """The executor's ``on_event``; a :class:`JobResult` is passed on to :meth:`add`."""
+        if isinstance(event, JobResult):
+            self.add(event)
+            return
         name = event.worker
-        if event.kind == "worker":
+        if event.kind == "queued":
+            if self._count_queued:
+                self.total_jobs += 1
+                self.total_frames += event.total
+        elif event.kind == "worker":
             state = "ready" if event.error is None else f"could not start: {event.error}"
             self._set_row(name, state, 0, 1)
         elif event.kind == "start" and event.job is not None:
@@ -137,5 +147,5 @@ class RunProgress:
 
     def _refresh(self) -> None:
         if self._progress is not None and self._overall is not None:
-            self._progress.update(self._overall, description=self._overall_text(),
+            self._progress.update(self._overall, description=self._overall_text(), total=max(1, self.total_jobs),
                                   completed=self.skipped + len(self.results))

@@ -249,6 +249,9 @@ class RayExecutor:
         check_unique(jobs)
         if not jobs:
             return
+        if on_event is not None:
+            for job in jobs:
+                on_event(WorkerEvent("queued", "driver", job, 0, job.frames))
         owned = self._connect()
         slots: list[_Slot] = []
         try:
