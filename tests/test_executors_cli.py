@@ -243,3 +243,16 @@ def test_cluster_flags_need_the_ray_executor(media, tmp_path):
     assert res.exit_code == 2 and "error: --workers only apply with --executor ray" in res.stderr
     res = run("upscale", media[0], "--self-check", "--executor", "dask")
     assert res.exit_code == 2 and "--executor: expected one of local, ray, got 'dask'" in res.stderr
+
+
+def test_render_plan_on_the_local_executor_reports_failures_too(cut, tmp_path):
+    from uav.executors import LocalExecutor
+    from uav_otio import plan_file, render_plan
+
+    media_dir = tmp_path / "media"
+    _, plan = plan_file(cut, media_dir=media_dir, handles=0)
+    report = render_plan(plan, FailOnSecond(), executor=LocalExecutor())
+    assert len(report.rendered) == 2 and [r.job.name for r in report.failed] == [plan.jobs[1].output_name]
+    assert report.failed[0].error == "RuntimeError: this shot cannot be rendered"
+    assert sorted(_manifest(media_dir)) == sorted(r.job.output_name for r in report.rendered)
+    assert _leftovers(media_dir) == []
