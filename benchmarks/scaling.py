@@ -98,7 +98,7 @@ def _model(overhead: float) -> list[dict[str, Any]]:
     frames = np.maximum(1, np.rint(frames * (90 * 60 * 24 / frames.sum()))).astype(int)
     cost = [9.0 * n for n in frames]
     out = []
-    for workers in (1, 8, 16, 32, 64):
+    for workers in (1, 8, 16, 32, 64, 128, 256):
         est = throughput_model(cost, workers, startup_s=60.0, overhead_s=overhead)
         out.append({"gpus": workers, "hours": round(est.seconds / 3600, 2), "efficiency": round(est.efficiency, 3)})
     longest = max(cost) / 3600
