@@ -251,10 +251,10 @@ def test_clips_named_alike_are_told_apart(tmp_path):
 
 
 def test_missing_adapter_names_the_package(tmp_path):
-    path = tmp_path / "cut.fcpxml"
-    path.write_text("<fcpxml/>")
+    path = tmp_path / "cut.drp"
+    path.write_text("not a resolve project")
     line = _one_error_line(run("plan", path))
-    assert "otio-fcpx-xml-adapter" in line and "'otio' extra)" not in line.split("installed adapters")[0]
+    assert "otio-drp-adapter" in line and "'otio' extra" not in line.split("installed adapters")[0]
 
 
 def test_bad_otioz_and_failed_runs_leave_nothing(tmp_path):

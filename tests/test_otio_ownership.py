@@ -202,12 +202,16 @@ def test_concurrent_runs_keep_each_others_manifest_entries(media, tmp_path):
 
 
 def test_clean_partials_spares_a_live_process(tmp_path):
-    live = tmp_path / f".x{PARTIAL_MARK}-{os.getpid()}.mov"
+    from uav.io.atomic import temporary_path
+
+    live = temporary_path(tmp_path / "x.mov")
     live.write_bytes(b"in flight")
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True).stdout.strip()
-    dead = tmp_path / f".y{PARTIAL_MARK}-{dead_pid}.mov"
+    mine = temporary_path(tmp_path / "y.mov").name
+    dead = tmp_path / mine.replace(f"-{os.getpid()}-", f"-{dead_pid}-")
     dead.write_bytes(b"left over")
+    assert PARTIAL_MARK in dead.name
     assert clean_partials(tmp_path) == [dead]
     assert live.exists() and not dead.exists()
 

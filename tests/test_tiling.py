@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uav.protocols import Tile
-from uav.sampling.tiling import blend_tiles, feather_tile_plan, needs_tiling, official_tile_plan
+from uav.sampling.tiling import blend_tiles, feather_tile_plan, official_tile_plan
 
 
 def _spec_axis(length: int, size: int, overlap: int) -> list[tuple[int, int]]:
@@ -37,13 +37,6 @@ def _spec_tiles(height: int, width: int, size: int, overlap: int) -> list[tuple[
             )
             out.append((region, (cy0, cy1, cx0, cx1)))
     return out
-
-
-def test_needs_tiling_threshold():
-    assert needs_tiling(384, 384)
-    assert not needs_tiling(383, 384)
-    assert needs_tiling(200, 1000)
-    assert not needs_tiling(100, 100, threshold=100 * 100 + 1)
 
 
 def test_official_plan_400x600_by_hand():

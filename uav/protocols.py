@@ -13,6 +13,7 @@ and third-party plugins implement them and register factories through the hooks 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -29,6 +30,8 @@ __all__ = [
     "SegmentPlan",
     "SegmentStrategy",
     "Captioner",
+    "ArgumentTypeError",
+    "int_arg",
 ]
 
 
@@ -74,6 +77,8 @@ class DenoisingScheduler(Protocol):
 
     #: the timesteps of the current schedule, set by :meth:`set_timesteps`
     timesteps: Tensor
+    #: the scale of the initial noise ``x_T`` (1 for DDIM); the loop multiplies by it
+    init_noise_sigma: float
 
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None) -> Tensor:
         """Prepare a schedule of ``num_inference_steps`` steps and return its timesteps."""
@@ -83,8 +88,13 @@ class DenoisingScheduler(Protocol):
         """The clean sample the network output implies at ``timestep``."""
         ...
 
-    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, x0: Tensor) -> Tensor:
-        """The sample at the next (less noisy) timestep, built from ``x0``."""
+    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, x0: Tensor, *,
+             generator: torch.Generator | None = None) -> Tensor:
+        """The sample at the next (less noisy) timestep, built from ``x0``.
+
+        ``generator`` is the run's seeded generator: a stochastic scheduler draws its
+        noise from it (deterministic ones ignore it), so a seed reproduces the run.
+        """
         ...
 
 
@@ -143,3 +153,22 @@ class Captioner(Protocol):
     def __call__(self, frames: Tensor) -> str:
         """``frames`` ``(T, 3, H, W)`` in ``[-1, 1]``; returns a caption."""
         ...
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type; also a ``ValueError``, so callers that validate input
+    catch it with the out-of-range errors."""
+
+
+def int_arg(name: str, value: object, minimum: int) -> int:
+    """``value`` as an ``int`` of at least ``minimum`` (``bool`` is not an int here): the one
+    check the sampling functions and the built-in components share, so they word it alike.
+
+    Raises:
+        ArgumentTypeError: not an integer. ValueError: below ``minimum``.
+    """
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)

@@ -1,28 +1,319 @@
-"""``UpscaleSettings``: every sampling knob, its default and its validation, in one place.
+"""``UpscaleSettings``: every sampling knob, its default, its parsing and its validation, in one place.
 
 Defaults are those of the published inference script (SPEC §7.1), not of its
 pipeline class: 30 steps, guidance 6, noise level 120, no propagation, ``vae_3d``.
+
+Every other place that takes settings (the ``uav upscale`` and ``uav timeline``
+options, TOML shot lists, timeline markers and NLE metadata) goes through
+:meth:`UpscaleSettings.parse_value` / :meth:`UpscaleSettings.from_mapping`, so a
+value means the same thing, and is refused for the same reason, wherever it is typed.
+
+Two parsing modes exist because the sources differ: *typed* sources (the Python API,
+TOML, JSON) must give each value in its own type (TOML has booleans and integers, so
+``skip = "yes"`` is a mistake there), while *text* sources (command-line options,
+markers, NLE metadata) carry strings, which are converted (``"60"``, ``"24,26,28"``,
+``"yes"``).
+
+The rules that were once written differently per caller, settled here:
+
+* ``guidance_scale`` is a finite number > 0; values below 1 turn classifier-free
+  guidance off, so they need ``negative_prompt=""`` (otherwise the negative prompt
+  would be silently ignored);
+* ``seed`` is ``None`` (draw one) or an integer in ``[0, 2**64)``, the range of the
+  torch generator it seeds;
+* component names (``flow``, ``scheduler``, ``segments``, ``tiling``, ``color_fix``)
+  are whatever the plugin registry offers (:meth:`UpscaleSettings.check_components`),
+  never a fixed list.
+
+(Over 500 lines because it is the whole schema: every field with its parsing rule,
+bounds and help text, which the command line and the timeline integration read.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 #: the U-Net refuses noise levels above this (``max_noise_level`` of the release)
 MAX_NOISE_LEVEL = 350
-COLOR_FIX_CHOICES = ("none", "wavelet", "adain")
+#: seeds seed a torch ``Generator``, which takes unsigned 64-bit values
+SEED_LIMIT = 2**64
+
+#: settings field -> registry kind of the component it names
+COMPONENT_FIELDS: dict[str, str] = {
+    "flow": "flow",
+    "scheduler": "scheduler",
+    "segments": "segments",
+    "tiling": "tiling",
+    "color_fix": "color",
+}
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+_UNSET: Any = object()
 
 
 class SettingsError(ValueError):
-    """An invalid setting; the message names the setting, what was expected and what came."""
+    """An invalid setting; the message names the setting, what was expected and what came.
+
+    Attributes:
+        field: the :class:`UpscaleSettings` field at fault (``None`` when not one field).
+        expected: what would have been accepted (``"an integer in [0, 350]"``), for
+            callers that re-word the message with their own locator (a shot list entry,
+            a command-line option); ``None`` for rules that tie fields together.
+        value: the rejected value.
+        reason: the message without the field name (``"unknown scheduler 'x'; ..."``).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, expected: str | None = None,
+                 value: Any = _UNSET, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.expected = expected
+        self.value = value
+        self.reason = reason if reason is not None else message
+
+    def located(self, key: str, where: str) -> str:
+        """The message as ``key from where: expected ..., got ...`` (``key`` may be an alias
+        of :attr:`field`, e.g. ``steps``)."""
+        if self.expected is not None and self.value is not _UNSET:
+            return f"{key} from {where}: expected {self.expected}, got {self.value!r}"
+        # "tile_overlap from X must be below ..." reads on; other reasons follow a colon
+        sep = " " if self.reason.startswith("must ") else ": "
+        return f"{key} from {where}{sep}{self.reason}"
 
 
+class ComponentError(SettingsError, KeyError):
+    """A component name the plugin registry does not offer (also a ``KeyError``, like the
+    registry's own :class:`~uav.registry.UnknownComponentError`)."""
+
+    def __str__(self) -> str:
+        # KeyError would otherwise print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+# --------------------------------------------------------------------------- value rules
+@dataclass(frozen=True)
+class Knob:
+    """How one field is read from text or typed data and what it accepts.
+
+    ``kind`` is one of ``int``, ``float``, ``str``, ``name`` (a component or choice
+    name, stripped and non-empty), ``steps`` (a list of step indices), ``tristate``
+    (``None``/``True``/``False`` spelt ``auto``/``on``/``off``) or ``bool``. ``lo``/``hi``
+    bound numbers (``hi`` is exclusive when ``hi_open``); ``choices`` restricts names
+    (lower-cased); ``optional`` lets ``None`` through. ``help`` and ``metavar`` describe
+    the field on the command line.
+    """
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    hi_open: bool = False
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    lower: bool = False
+    help: str = ""
+    metavar: str | None = None
+
+    # -- phrases -------------------------------------------------------------------------
+    def span(self) -> str:
+        lo_b = "(" if self.lo_open else "["
+        if self.lo is not None and self.hi is not None:
+            return f"in {lo_b}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"> {_num(self.lo)}" if self.lo_open else f">= {_num(self.lo)}"
+        return ""
+
+    def expected(self) -> str:
+        """What this knob accepts, as the end of "expected ...". """
+        span = self.span()
+        if self.kind == "int":
+            text = f"an integer {span}".strip()
+        elif self.kind == "float":
+            text = f"a number {span}".strip() if span else "a finite number"
+        elif self.kind == "steps":
+            text = "a list of integer step indices >= 0 (e.g. 24,26,28)"
+        elif self.kind == "tristate":
+            text = "one of auto, on, off"
+        elif self.kind == "bool":
+            text = "true or false"
+        elif self.choices:
+            text = f"one of {', '.join(self.choices)}"
+        elif self.kind == "name":
+            text = "a non-empty name"
+        else:
+            text = "a string"
+        return text
+
+    # -- conversion ----------------------------------------------------------------------
+    def convert(self, value: Any, *, text: bool) -> Any:
+        """The normalised value; raises ``ValueError`` when it has the wrong type or form."""
+        if value is None:
+            if self.optional or self.kind == "tristate":
+                return None
+            raise ValueError
+        if text and isinstance(value, str) and self.optional and value.strip().lower() in ("none", ""):
+            return None
+        return _CONVERTERS[self.kind](self, value, text)
+
+    @staticmethod
+    def is_bool_word(value: Any) -> bool:
+        """Whether ``value`` is a text spelling of true/false (``yes``, ``off``, ``1`` ...)."""
+        return isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE
+
+    def in_bounds(self, value: Any) -> bool:
+        """Whether a converted number lies within ``lo``/``hi`` (non-numbers always do)."""
+        if self.kind not in ("int", "float") or value is None:
+            return True
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+
+def _show(value: Any) -> str:
+    """``repr`` of a rejected value, cut short (a one-line message must stay one readable line)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
+def _num(x: float) -> str:
+    if x == SEED_LIMIT:
+        return "2**64"
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _to_int(knob: Knob, value: Any, text: bool) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if text and isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise ValueError
+
+
+def _to_float(knob: Knob, value: Any, text: bool) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    if not isinstance(value, (int, float)) and not (text and isinstance(value, str)):
+        raise ValueError
+    try:
+        out = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError from None
+    if not math.isfinite(out):
+        raise ValueError
+    return out
+
+
+def _to_str(knob: Knob, value: Any, text: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError
+    return value
+
+
+def _to_name(knob: Knob, value: Any, text: bool) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError
+    out = value.strip().lower() if knob.lower or knob.choices else value.strip()
+    if knob.choices and out not in knob.choices:
+        raise ValueError
+    return out
+
+
+def _to_steps(knob: Knob, value: Any, text: bool) -> tuple[int, ...]:
+    if isinstance(value, str):
+        if not text:
+            raise ValueError
+        body = value.strip()
+        if body.startswith("[") and body.endswith("]"):
+            body = body[1:-1]
+        if not body.strip():
+            return ()
+        # "24,26,28" or "24 26 28"; an empty item (",,", "24,,26") is a typo, not "no step"
+        parts = re.split(r"\s*,\s*|\s+", body.strip())
+        if any(p == "" for p in parts):
+            raise ValueError
+        items: Sequence[Any] = parts
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise ValueError
+    out = []
+    for item in items:
+        i = _to_int(knob, item, text)
+        if i < 0:
+            raise ValueError
+        out.append(i)
+    return tuple(out)
+
+
+def _to_tristate(knob: Knob, value: Any, text: bool) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        s = value.strip().lower()
+        if s == "auto":
+            return None
+        if s in ("on", "off"):
+            return s == "on"
+        if text and s in _TRUE | _FALSE:
+            return s in _TRUE
+    raise ValueError
+
+
+def _to_bool(knob: Knob, value: Any, text: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text and isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if text and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError
+
+
+_CONVERTERS: dict[str, Callable[[Knob, Any, bool], Any]] = {
+    "int": _to_int, "float": _to_float, "str": _to_str, "name": _to_name, "steps": _to_steps,
+    "tristate": _to_tristate, "bool": _to_bool,
+}
+
+
+def _field(default: Any, rule: Knob) -> Any:
+    """A dataclass field carrying its :class:`Knob`."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed")
+    return field(default=default, metadata={"knob": rule})
+
+
+def parse_value(rule: Knob, name: str, value: Any, *, text: bool = False, label: str | None = None) -> Any:
+    """Convert and check one value by ``rule``; the error names ``label`` (default ``name``)."""
+    label = label or name
+    try:
+        out = rule.convert(value, text=text)
+    except ValueError:
+        # the full rule in the message; `expected` says only what kind of value was wanted,
+        # the way a shot list's error reads ("expected an integer, got 'lots'")
+        kind = {"int": "an integer", "float": "a number"}.get(rule.kind, rule.expected())
+        raise SettingsError(f"{label} must be {rule.expected()}, got {_show(value)}", field=name,
+                            expected=kind, value=value) from None
+    if not rule.in_bounds(out):
+        # the value was understood, so the message names the setting, not how it was typed
+        raise SettingsError(f"{name} must be {rule.span()}, got {_show(out)}", field=name, expected=rule.expected(),
+                            value=out)
+    return out
+
+
+# --------------------------------------------------------------------------- the schema
 @dataclass(frozen=True)
 class UpscaleSettings:
-    """Knobs of one upscale run. Build with keywords, or ``UpscaleSettings.from_dict``.
+    """Knobs of one upscale run. Build with keywords, or :meth:`from_mapping` / :meth:`from_strings`.
 
     Attributes:
         prompt: what the video shows; ``added_prompt`` is appended after ", ".
@@ -30,16 +321,19 @@ class UpscaleSettings:
         negative_prompt: the classifier-free guidance "unconditional" text.
         noise_level: noise added to the low-res input, 0..350 (more = more generated detail,
             less fidelity); also the U-Net's class label.
-        guidance_scale: classifier-free guidance weight; ``<= 1`` turns guidance off.
-        num_inference_steps: DDIM steps.
+        guidance_scale: classifier-free guidance weight, > 0; ``<= 1`` turns guidance off
+            (below 1 only with ``negative_prompt=""``, which would otherwise be ignored).
+        num_inference_steps: denoising steps (at most what the scheduler allows, 1000 for DDIM).
         propagation_steps: 0-based step indices at which flow-guided latent propagation
             edits the predicted x0 (the paper uses late steps, e.g. 24, 26, 28 of 30).
         color_fix: ``None``/``"none"``, ``"wavelet"`` or ``"adain"`` (or a plugin's name).
-        seed: seed of the CPU generator for the low-res noise and the initial latents.
+        seed: seed of the CPU generator for the low-res noise and the initial latents, and of
+            stochastic plugin schedulers; ``None`` draws one. ``0 <= seed < 2**64``.
         w_lr: weight of the low-res SFT conditioning in the ``vae_video`` decoder.
         eta: DDIM eta (0 = deterministic, as published).
         flow: flow estimator name (``"auto"``: RAFT when its weights are present, else DIS).
-        scheduler: ``"ddim-official"`` (published rule) or a plugin scheduler's name.
+        scheduler: ``"ddim-official"`` (published rule) or a plugin scheduler's name
+            (``"dpmsolver++"``, ``"diffusers:<ClassName>"`` ...).
         segments: temporal window rule: ``"official"`` (published, default) or a plugin's name.
         window: frames per U-Net window (8 as trained).
         window_batch: how many windows go through the U-Net in one call (same numbers, faster on GPUs).
@@ -62,84 +356,128 @@ class UpscaleSettings:
             >= 1280 px; never done silently.
     """
 
-    prompt: str = ""
-    added_prompt: str = "best quality, extremely detailed"
-    negative_prompt: str = "blur, worst quality"
-    noise_level: int = 120
-    guidance_scale: float = 6.0
-    num_inference_steps: int = 30
-    propagation_steps: tuple[int, ...] = ()
-    color_fix: str | None = None
-    seed: int | None = None
-    w_lr: float = 1.0
-    eta: float = 0.0
-    flow: str = "auto"
-    scheduler: str = "ddim-official"
-    segments: str = "official"
-    window: int = 8
-    window_batch: int = 1
-    tiling: str = "official"
-    tile: bool | None = None
-    tile_mode: str = "pipeline"
-    tile_size: int = 256
-    tile_overlap: int = 64
-    tile_threshold: int = 384 * 384
-    decode_chunk: int = 3
-    decode_tile: int | None = None
-    offload: bool | None = None
-    fuse_scale: float = 0.5
-    downscale_large: bool = False
+    prompt: str = _field("", Knob("str", help="What the video shows; guides the generated texture."))
+    added_prompt: str = _field("best quality, extremely detailed", Knob(
+        "str", help="Quality words appended to the prompt."))
+    negative_prompt: str = _field("blur, worst quality", Knob("str", help="What to steer away from."))
+    noise_level: int = _field(120, Knob(
+        "int", 0, MAX_NOISE_LEVEL, metavar="0-350",
+        help="Noise added to the input, 0-350: higher = more generated detail, less fidelity."))
+    guidance_scale: float = _field(6.0, Knob(
+        "float", 0, lo_open=True, metavar="G",
+        help="Classifier-free guidance; 1 turns it off (and halves the work)."))
+    num_inference_steps: int = _field(30, Knob("int", 1, metavar="N", help="Denoising (DDIM) steps."))
+    propagation_steps: tuple[int, ...] = _field((), Knob(
+        "steps", metavar="I,J,..",
+        help="0-based steps at which flow-guided latent propagation runs, e.g. 24,26,28 (of 30)."))
+    color_fix: str | None = _field(None, Knob(
+        "name", optional=True, lower=True, metavar="NAME",
+        help="Colour correction towards the input: none, wavelet or adain (or a plugin's, see `uav plugins`)."))
+    seed: int | None = _field(None, Knob("int", 0, SEED_LIMIT, hi_open=True, optional=True, metavar="N",
+                                       help="Random seed; printed in the summary when drawn at random."))
+    w_lr: float = _field(1.0, Knob("float"))
+    eta: float = _field(0.0, Knob("float", 0))
+    flow: str = _field("auto", Knob(
+        "name", metavar="NAME",
+        help="Optical flow for propagation: auto (RAFT if its weights are in the release, else dis), dis, "
+             "farneback, raft."))
+    scheduler: str = _field("ddim-official", Knob(
+        "name", metavar="NAME",
+        help="Sampler: ddim-official (published) or a plugin scheduler (see `uav plugins`)."))
+    segments: str = _field("official", Knob("name"))
+    window: int = _field(8, Knob("int", 1, 1024))
+    window_batch: int = _field(1, Knob(
+        "int", 1, 1024, metavar="N",
+        help="8-frame windows per U-Net call: same result, faster on GPUs with memory to spare."))
+    tiling: str = _field("official", Knob(
+        "name", metavar="NAME", help="Tiling strategy: official (hard paste, published) or feather."))
+    tile: bool | None = _field(None, Knob(
+        "tristate", metavar="auto|on|off",
+        help="Spatial tiling: auto (when the input has >= 384x384 pixels), on or off."))
+    tile_mode: str = _field("pipeline", Knob(
+        "name", choices=("pipeline", "latent"), metavar="pipeline|latent",
+        help="pipeline (published: each tile runs the whole pipeline) or latent (U-Net predictions averaged "
+             "over overlapping latent tiles each step; frames decode whole)."))
+    tile_size: int = _field(256, Knob("int", 8, 1 << 16, metavar="PX", help="Tile side in input pixels."))
+    tile_overlap: int = _field(64, Knob("int", 0, (1 << 16) - 1, metavar="PX", help="Tile overlap in input pixels."))
+    tile_threshold: int = _field(384 * 384, Knob("int", 1, 1 << 40))
+    decode_chunk: int = _field(3, Knob(
+        "int", 1, 1024, metavar="N",
+        help="Frames per VAE decode call; fewer = less memory (changes the numbers slightly)."))
+    decode_tile: int | None = _field(None, Knob(
+        "int", 8, 1 << 16, optional=True, metavar="PX",
+        help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
+             "large frames; changes the numbers slightly)."))
+    offload: bool | None = _field(None, Knob("tristate"))
+    fuse_scale: float = _field(0.5, Knob("float", 0, 1))
+    downscale_large: bool = _field(False, Knob("bool"))
 
     def __post_init__(self) -> None:
         if isinstance(self.propagation_steps, (str, bytes)):
-            object.__setattr__(self, "propagation_steps", parse_int_list(self.propagation_steps, "propagation_steps"))
-        else:
+            text = self.propagation_steps.decode() if isinstance(self.propagation_steps, bytes) \
+                else self.propagation_steps
+            object.__setattr__(self, "propagation_steps", parse_int_list(text, "propagation_steps"))
+        elif isinstance(self.propagation_steps, (list, tuple)) or self.propagation_steps is None:
             object.__setattr__(self, "propagation_steps", tuple(self.propagation_steps or ()))
-        if self.color_fix is not None:
-            object.__setattr__(self, "color_fix", str(self.color_fix).lower())
+        if isinstance(self.color_fix, str):
+            object.__setattr__(self, "color_fix", self.color_fix.strip().lower())
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise :class:`SettingsError` naming the first invalid setting."""
-        _int_in("noise_level", self.noise_level, 0, MAX_NOISE_LEVEL)
-        _int_in("num_inference_steps", self.num_inference_steps, 1, 1000)
-        _finite("guidance_scale", self.guidance_scale)
-        if self.guidance_scale <= 0:
-            raise SettingsError(f"guidance_scale must be > 0 (1 disables guidance), got {self.guidance_scale}")
-        if self.guidance_scale < 1 and self.negative_prompt:
-            raise SettingsError(
-                f"guidance_scale={self.guidance_scale} < 1 turns classifier-free guidance off, so negative_prompt "
-                f"{self.negative_prompt!r} would be ignored: use guidance_scale >= 1, or negative_prompt=''"
-            )
-        for s in self.propagation_steps:
-            if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < self.num_inference_steps:
-                raise SettingsError(
-                    f"propagation_steps must be step indices in [0, {self.num_inference_steps}) "
-                    f"(num_inference_steps={self.num_inference_steps}), got {list(self.propagation_steps)}"
-                )
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise SettingsError(f"seed must be an int or None, got {self.seed!r}")
-        _finite("w_lr", self.w_lr)
-        _finite("eta", self.eta)
-        if self.eta < 0:
-            raise SettingsError(f"eta must be >= 0, got {self.eta}")
-        _int_in("window", self.window, 1, 1024)
-        _int_in("window_batch", self.window_batch, 1, 1024)
-        _int_in("tile_size", self.tile_size, 8, 1 << 16)
-        _int_in("tile_overlap", self.tile_overlap, 0, self.tile_size - 1)
-        _int_in("tile_threshold", self.tile_threshold, 1, 1 << 40)
-        _int_in("decode_chunk", self.decode_chunk, 1, 1024)
-        if self.decode_tile is not None:
-            _int_in("decode_tile", self.decode_tile, 8, 1 << 16)
-        _finite("fuse_scale", self.fuse_scale)
-        if not 0.0 <= self.fuse_scale <= 1.0:
-            raise SettingsError(f"fuse_scale must be in [0, 1], got {self.fuse_scale}")
-        if self.tile_mode not in ("pipeline", "latent"):
-            raise SettingsError(f"tile_mode must be 'pipeline' or 'latent', got {self.tile_mode!r}")
-        for name in ("prompt", "added_prompt", "negative_prompt", "flow", "scheduler", "segments", "tiling"):
-            if not isinstance(getattr(self, name), str):
-                raise SettingsError(f"{name} must be a string, got {getattr(self, name)!r}")
+        """Raise :class:`SettingsError` naming the first invalid setting.
+
+        Checks every field's type and bounds, then the rules that tie fields together;
+        component names are checked against the plugin registry by
+        :meth:`check_components` (which needs the registry, so it is a separate step).
+        """
+        for f in dataclasses.fields(self):
+            rule: Knob = f.metadata["knob"]
+            value = getattr(self, f.name)
+            # typed data only: the constructor is the API, where "60" is a mistake
+            object.__setattr__(self, f.name, parse_value(rule, f.name, value, text=False))
+        self.check_combination()
+
+    def check_combination(self) -> None:
+        """The rules that tie fields together (each field on its own being valid)."""
+        for message, name, expected in combination_errors(self.to_dict()):
+            raise SettingsError(message, field=name, reason=expected)
+
+    # ------------------------------------------------------------------ components
+    def check_components(self, registry: Any = None, *, changed_only: bool = False) -> None:
+        """Resolve every component name through the plugin registry.
+
+        ``flow`` is looked up (building RAFT needs its weights, which only the upscaler
+        has); schedulers, segment and tiling strategies and colour correctors are built,
+        so a ``diffusers:<Name>`` family member is checked too, and the scheduler is
+        asked for a schedule of ``num_inference_steps`` steps.
+
+        With ``changed_only``, names equal to the defaults (built-ins the upscaler resolves
+        anyway) are skipped, so that checking a plan of default shots loads no plugin.
+
+        Raises:
+            ComponentError: a name the registry does not offer (message lists the installed ones).
+            SettingsError: a component refuses the settings (e.g. too many steps).
+        """
+        defaults = _defaults()
+        for name in COMPONENT_FIELDS:
+            value = self.color_fix_name if name == "color_fix" else getattr(self, name)
+            if (name == "flow" and value == "auto") or (changed_only and value == defaults[name]):
+                continue
+            self.check_component(name, value, registry, steps=self.num_inference_steps)
+
+    @classmethod
+    def check_component(cls, field: str, value: str, registry: Any = None, *, steps: int | None = None) -> None:
+        """Resolve the component ``value`` of ``field`` (``flow``, ``scheduler``, ``segments``,
+        ``tiling``, ``color_fix``) through ``registry`` (default: the shared one); see
+        :meth:`check_components`. ``steps``: also ask a scheduler for that many steps."""
+        if registry is None:
+            from uav.registry import default_registry
+
+            registry = default_registry()
+        if field == "color_fix" and value is None:
+            value = "none"
+        _check_component(registry, COMPONENT_FIELDS[field], field, value, steps)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -158,7 +496,7 @@ class UpscaleSettings:
 
     def replace(self, **changes: Any) -> "UpscaleSettings":
         """A copy with some fields changed (validated)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - set(self.field_names())
         if unknown:
             raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(self.field_names())}")
         return dataclasses.replace(self, **changes)
@@ -168,15 +506,61 @@ class UpscaleSettings:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "UpscaleSettings":
-        """Build from plain data (e.g. JSON/TOML); ``steps`` is accepted for ``num_inference_steps``."""
+    def knob(cls, name: str) -> Knob:
+        """The :class:`Knob` (parsing rule and help) of field ``name``."""
+        return _knobs()[name]
+
+    @classmethod
+    def parse_value(cls, name: str, value: Any, *, text: bool = False, label: str | None = None) -> Any:
+        """One field's value, converted (strings too when ``text``) and checked on its own.
+
+        Raises:
+            SettingsError: naming ``label`` (default: the field), with ``expected`` set.
+        """
+        if name not in _knobs():
+            raise SettingsError(f"unknown setting {name!r}; known: {sorted(cls.field_names())}")
+        return parse_value(_knobs()[name], name, value, text=text, label=label)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, text: bool = False, components: bool = False,
+                     registry: Any = None, labels: Mapping[str, str] | None = None) -> "UpscaleSettings":
+        """Build from plain data: JSON/TOML (typed) or, with ``text``, strings from the
+        command line, markers or NLE metadata. ``steps`` is accepted for
+        ``num_inference_steps``; ``None`` values mean "the default".
+
+        Args:
+            data: field name -> value.
+            text: also convert strings (``"60"``, ``"24,26,28"``, ``"on"``).
+            components: also resolve the component names (:meth:`check_components`).
+            registry: the registry for that (default: the shared one).
+            labels: field -> name to use in error messages (e.g. ``--noise-level``).
+
+        Raises:
+            SettingsError: an unknown key, or a bad value (the message names it).
+        """
         data = dict(data)
         if "steps" in data:
             data["num_inference_steps"] = data.pop("steps")
         unknown = set(data) - set(cls.field_names())
         if unknown:
             raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(cls.field_names())}")
-        return cls(**data)
+        labels = labels or {}
+        values = {k: cls.parse_value(k, v, text=text, label=labels.get(k)) for k, v in data.items()
+                  if v is not None}
+        settings = cls(**values)
+        if components:
+            settings.check_components(registry)
+        return settings
+
+    @classmethod
+    def from_strings(cls, data: Mapping[str, Any], **options: Any) -> "UpscaleSettings":
+        """:meth:`from_mapping` with ``text=True``: values as typed on a command line or a marker."""
+        return cls.from_mapping(data, text=True, **options)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "UpscaleSettings":
+        """Build from typed data (e.g. JSON/TOML); ``steps`` is accepted for ``num_inference_steps``."""
+        return cls.from_mapping(data)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -184,26 +568,74 @@ class UpscaleSettings:
         return out
 
 
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    lib = UpscaleSettings()
+    return {**lib.to_dict(), "color_fix": lib.color_fix_name}
+
+
+@functools.lru_cache(maxsize=1)
+def _knobs() -> dict[str, Knob]:
+    return {f.name: f.metadata["knob"] for f in dataclasses.fields(UpscaleSettings)}
+
+
+def combination_errors(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The rules that tie fields together, applied to ``values`` (field names, only those
+    present are checked; ``steps`` counts as ``num_inference_steps``).
+
+    Returns ``(message, field, reason)`` for each broken rule, where ``reason`` reads
+    after the field's name and origin (``"must be below tile_size=64, got 64"``).
+    """
+    errors: list[tuple[str, str, str]] = []
+    steps = values.get("num_inference_steps", values.get("steps"))
+    prop = values.get("propagation_steps")
+    if steps is not None and prop:
+        bad = [s for s in prop if not 0 <= s < steps]
+        if bad:
+            reason = f"must be step indices in [0, {steps}) for steps={steps}, got {bad}"
+            errors.append((f"propagation_steps must be step indices in [0, {steps}) "
+                           f"(num_inference_steps={steps}), got {list(prop)}", "propagation_steps", reason))
+    size, overlap = values.get("tile_size"), values.get("tile_overlap")
+    if size is not None and overlap is not None and overlap >= size:
+        reason = f"must be below tile_size={size}, got {overlap}"
+        errors.append((f"tile_overlap {reason}", "tile_overlap", reason))
+    guidance, negative = values.get("guidance_scale"), values.get("negative_prompt")
+    if guidance is not None and negative and guidance < 1:
+        reason = (f"expected a number >= 1, got {guidance:g} (below 1 classifier-free guidance is off, so "
+                  f"negative_prompt {negative!r} would be ignored; set negative_prompt='' to turn guidance off)")
+        errors.append((f"guidance_scale={guidance:g} < 1 turns classifier-free guidance off, so negative_prompt "
+                       f"{negative!r} would be ignored: use guidance_scale >= 1, or negative_prompt=''",
+                       "guidance_scale", reason))
+    return errors
+
+
+@functools.lru_cache(maxsize=256)
+def _check_component(registry: Any, kind: str, name: str, value: str, steps: int | None) -> None:
+    # cached: a timeline resolves the same few names for every clip
+    try:
+        if kind == "flow":
+            registry.factory(kind, value)
+            return
+        component = registry.get(kind, value)
+    except KeyError as exc:
+        reason = str(exc.args[0]) if exc.args else str(exc)
+        choices = ", ".join(registry.names(kind, sort=False)) or "(none installed)"
+        raise ComponentError(f"{name}: {reason}", field=name, reason=reason, expected=f"one of {choices}",
+                             value=value) from None
+    except (ValueError, TypeError) as exc:
+        # a family member the family does not have (``diffusers:__class__``), or a factory
+        # refusing to build: either way the name does not give a usable component
+        raise ComponentError(f"{name}: {exc}", field=name, reason=str(exc), value=value) from None
+    if kind == "scheduler" and steps is not None:
+        try:
+            component.set_timesteps(steps)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"num_inference_steps: {exc}", field="num_inference_steps", reason=str(exc),
+                                value=steps) from None
+
+
 def parse_int_list(value: str | Sequence[int] | None, name: str = "value") -> tuple[int, ...]:
-    """``"24,26,28"`` -> ``(24, 26, 28)``; empty string -> ``()``."""
+    """``"24,26,28"`` -> ``(24, 26, 28)``; an empty string -> ``()``; ``"24,,26"`` is an error."""
     if value is None:
         return ()
-    if isinstance(value, (str, bytes)):
-        text = value.decode() if isinstance(value, bytes) else value
-        try:
-            return tuple(int(p) for p in text.replace(" ", "").split(",") if p != "")
-        except ValueError:
-            raise SettingsError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
-    return tuple(int(v) for v in value)
-
-
-def _int_in(name: str, value: Any, lo: int, hi: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise SettingsError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be in [{lo}, {hi}], got {value}")
-
-
-def _finite(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise SettingsError(f"{name} must be a finite number, got {value!r}")
+    return parse_value(_knobs()["propagation_steps"], "propagation_steps", value, text=True, label=name)

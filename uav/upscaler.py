@@ -1,8 +1,13 @@
 """``VideoUpscaler``: the public facade over models, sampling loop, decoding and I/O.
 
-Data walks one way: source -> low-res clip (+ flows) -> denoising per tile -> chunked
-decode -> tile blend -> colour fix -> frames handed out chunk by chunk. Only low-res
-state (clip, latents) is held for the whole video; 4x frames exist a chunk at a time.
+Data walks one way: settings checked and every component resolved through the
+registry (:meth:`VideoUpscaler.check_inputs`) -> source -> low-res clip (+ flows) ->
+denoising per tile -> chunked decode -> tile blend -> colour fix -> frames handed out
+chunk by chunk. Only low-res state (clip, latents) is held for the whole video; 4x
+frames exist a chunk at a time. Frame conversions live in :mod:`uav.frames`.
+
+(Over 500 lines because it is the one place that wires models, components, the loop
+and I/O together; each piece it calls lives in its own module.)
 """
 
 from __future__ import annotations
@@ -17,13 +22,24 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
 
-from uav.protocols import Tile
+from uav.frames import InputError, frames_to_tensor, to_uint8
+from uav.protocols import (
+    ColorCorrector,
+    DenoisingScheduler,
+    FlowEstimator,
+    SegmentStrategy,
+    Tile,
+    TilingStrategy,
+)
 from uav.sampling.decode import decode_chunks
 from uav.sampling.loop import denoise
 from uav.sampling.schedulers import OfficialDDIM, low_res_add_noise
 from uav.sampling.tiling import blend_tiles
 from uav.settings import SettingsError, UpscaleSettings
+
+__all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "frames_to_tensor", "to_uint8"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
@@ -31,10 +47,6 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 #: the published code downscales inputs whose sides are both >= this (SPEC §7.2)
 LARGE_INPUT_SIDE = 1280
-
-
-class InputError(ValueError):
-    """A video argument that cannot be upscaled (names the argument and the fix)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,22 @@ class ClipInfo:
     start_frame: int = 0
     #: the reader's :class:`~uav.io.reader.VideoInfo` of a file input (timecode, colour, aspect, audio)
     video: Any = None
+
+
+@dataclass(frozen=True)
+class Components:
+    """Everything one run uses, resolved through the plugin registry by :meth:`VideoUpscaler.check_inputs`.
+
+    ``flow`` builds the flow estimator when propagation needs one (RAFT loads its
+    weights then, not before); it is ``None`` without propagation.
+    """
+
+    settings: UpscaleSettings
+    scheduler: DenoisingScheduler
+    segments: SegmentStrategy
+    tiling: TilingStrategy
+    color: ColorCorrector | None
+    flow: Callable[[], FlowEstimator] | None
 
 
 class VideoUpscaler:
@@ -238,12 +266,13 @@ class VideoUpscaler:
             trace: a dict that receives per-step tensors (see :func:`uav.sampling.loop.denoise`).
             start, end: frame range of a file input (``end`` exclusive; ints or timecodes).
         """
-        settings = _merge_settings(settings, knobs)
+        comps = self.check_inputs(settings, **knobs)
+        s = comps.settings
+        text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
         lr, info = self._load_video(video, start=start, end=end)
-        lr = self._maybe_downscale(lr, settings)
-        chunks = self._generate(lr, settings, callback=callback, prompt_embeds=prompt_embeds,
-                                negative_prompt_embeds=negative_prompt_embeds, latents=latents,
-                                low_res_noise=low_res_noise, flows=flows, trace=trace)
+        lr = self._maybe_downscale(lr, s)
+        chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
+                                flows=flows, trace=trace)
         if output is not None:
             return self._write(chunks, Path(output), lr, info, writer_options or {})
         if output_type == "pt":
@@ -254,32 +283,67 @@ class VideoUpscaler:
 
     def upscale_iter(self, video: Any, *, settings: UpscaleSettings | None = None,
                      callback: ProgressCallback | None = None, start: int | str | None = None,
-                     end: int | str | None = None, **kwargs: Any) -> Iterator[np.ndarray]:
+                     end: int | str | None = None, prompt_embeds: Tensor | None = None,
+                     negative_prompt_embeds: Tensor | None = None, **kwargs: Any) -> Iterator[np.ndarray]:
         """Stream the result: yields uint8 frames ``(t, 4H, 4W, 3)`` a decode chunk at a time."""
-        knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in UpscaleSettings.field_names()}
-        settings = _merge_settings(settings, knobs)
+        knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in UpscaleSettings.field_names() or k == "steps"}
+        comps = self.check_inputs(settings, **knobs)
+        text = self._text_embeddings(comps.settings, prompt_embeds, negative_prompt_embeds)
         lr, _ = self._load_video(video, start=start, end=end)
-        lr = self._maybe_downscale(lr, settings)
-        for _, chunk in self._generate(lr, settings, callback=callback, **kwargs):
+        lr = self._maybe_downscale(lr, comps.settings)
+        for _, chunk in self._generate(lr, comps, text, callback=callback, **kwargs):
             yield to_uint8(chunk)
+
+    # ------------------------------------------------------------------ validation
+    def check_inputs(self, settings: UpscaleSettings | None = None, **knobs: Any) -> Components:
+        """Validate the settings and resolve every component they name, before any frame is read.
+
+        Every component goes through the registry, the defaults (``ddim-official``,
+        ``none``, ``official``, ``auto`` flow) included, so a misspelt name
+        (``color_fix="wavlet"``) or a scheduler that cannot run the requested steps
+        fails here, in a second, not after the whole clip has been denoised.
+
+        Args:
+            settings: an :class:`UpscaleSettings` (default: the published defaults).
+            **knobs: field overrides, as for :meth:`upscale`.
+
+        Returns:
+            The resolved :class:`Components` (the flow estimator is built on first use).
+
+        Raises:
+            SettingsError: a bad setting; :class:`~uav.settings.ComponentError` (also a
+                ``KeyError``) for a component name the registry does not offer.
+        """
+        s = _merge_settings(settings, knobs)
+        registry = self.registry
+
+        def resolve(field: str, kind: str, name: str, **options: Any) -> Any:
+            UpscaleSettings.check_component(field, name, registry)
+            return registry.get(kind, name, **options)
+
+        scheduler = self._resolve_scheduler(s, registry)
+        segments = resolve("segments", "segments", s.segments)
+        tiling = resolve("tiling", "tiling", s.tiling)
+        color = None if s.color_fix_name == "none" else resolve("color_fix", "color", s.color_fix_name)
+        flow = self._flow_builder(s, registry) if s.propagation_steps else None
+        return Components(settings=s, scheduler=scheduler, segments=segments, tiling=tiling, color=color, flow=flow)
 
     # ------------------------------------------------------------------ the pipeline
     def _generate(
         self,
         lr: Tensor,
-        s: UpscaleSettings,
+        comps: Components,
+        text: Tensor,
         *,
         callback: ProgressCallback | None = None,
-        prompt_embeds: Tensor | None = None,
-        negative_prompt_embeds: Tensor | None = None,
         latents: Tensor | None = None,
         low_res_noise: Tensor | None = None,
         flows: tuple[Tensor, Tensor] | None = None,
         trace: dict[str, Tensor] | None = None,
     ) -> Iterator[tuple[int, Tensor]]:
+        s = comps.settings
         device = self.device
         _, _, num_frames, h, w = lr.shape
-        text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
 
         generator = torch.Generator(device="cpu").manual_seed(
             s.seed if s.seed is not None else random.randrange(2**63))
@@ -295,20 +359,19 @@ class VideoUpscaler:
                 flow_pair = (_given("flows[0]", flows[0], (1, 2, num_frames - 1, h, w)),
                              _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
             else:
-                flow_pair = self._estimate_flows(lr, s, callback)
+                assert comps.flow is not None  # check_inputs builds it whenever propagation is asked for
+                flow_pair = self._estimate_flows(lr, comps.flow(), callback)
 
-        scheduler = self._scheduler(s)
+        scheduler = comps.scheduler
         timesteps = [int(t) for t in scheduler.set_timesteps(s.num_inference_steps)]
         # 1 for DDIM; Euler-type plugin schedulers start from a slightly different scale
-        x_t = x_t * float(getattr(scheduler, "init_noise_sigma", 1.0))
-        segments = self.registry.get("segments", s.segments)
-        tiles = self._tiles(h, w, s)
+        x_t = x_t * float(scheduler.init_noise_sigma)
+        tiles = self._tiles(h, w, s, comps.tiling)
         latent_tiles = None
         if s.tile_mode == "latent" and len(tiles) > 1:
             # one run over the whole frame; the plan's tiles only split each U-Net call
-            latent_tiles = self.registry.get("tiling", s.tiling).plan(h, w, tile_size=s.tile_size,
-                                                                      overlap=s.tile_overlap, scale=1)
-            tiles = self._tiles(h, w, s.replace(tile=False))
+            latent_tiles = comps.tiling.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
+            tiles = self._tiles(h, w, s.replace(tile=False), comps.tiling)
         tile_latents: list[Tensor] = []
         offload = s.offload if s.offload is not None else device.type == "cuda"
         state_device = torch.device("cpu") if offload else device
@@ -318,7 +381,10 @@ class VideoUpscaler:
             lr_tile = lr[crop].to(state_device)
             noisy = low_res_add_noise(lr_tile, noise[crop].to(state_device), s.noise_level, self.low_res_scheduler)
             tile_flows = None if flow_pair is None else tuple(f[crop].to(state_device) for f in flow_pair)
-            plan = segments.plan(num_frames, s.window)
+            plan = comps.segments.plan(num_frames, s.window)
+            if k > 0:
+                # every tile runs the whole schedule again
+                scheduler.set_timesteps(s.num_inference_steps)
 
             def step_cb(info: dict[str, Any], k: int = k) -> None:
                 if callback is not None:
@@ -336,7 +402,7 @@ class VideoUpscaler:
             # keep finished tiles off the accelerator while the others denoise
             tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
 
-        corrector = None if s.color_fix_name == "none" else self.registry.get("color", s.color_fix_name)
+        corrector = comps.color
         decoders = [decode_chunks(self.vae, z.to(device), lr[:, :, :, t.region[0]:t.region[1],
                                                           t.region[2]:t.region[3]].to(device),
                                   chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile)
@@ -356,34 +422,40 @@ class VideoUpscaler:
             yield start, frames.cpu()
 
     # ------------------------------------------------------------------ components
-    def _scheduler(self, s: UpscaleSettings) -> Any:
-        from diffusers import DDIMScheduler
-
+    def _resolve_scheduler(self, s: UpscaleSettings, registry: Any) -> DenoisingScheduler:
+        """The scheduler ``s.scheduler`` names, built through the registry on this upscaler's
+        noise schedule (the release's ``scheduler_config.json``)."""
         sched = self.scheduler
+        own = not isinstance(sched, (DDIMScheduler, OfficialDDIM, Mapping)) and hasattr(sched, "predict_x0") \
+            and hasattr(sched, "step")
+        if own and s.scheduler == "ddim-official":
+            return sched  # a ready DenoisingScheduler handed in by the caller: used as given
+        config = sched if isinstance(sched, Mapping) else getattr(sched, "config", None)
+        if not isinstance(config, Mapping):
+            raise SettingsError(f"scheduler: cannot build {s.scheduler!r} from a {type(sched).__name__}; give the "
+                                "upscaler a diffusers scheduler or its config", field="scheduler")
+        UpscaleSettings.check_component("scheduler", s.scheduler, registry)
+        options: dict[str, Any] = {"config": dict(config)}
         if s.scheduler == "ddim-official":
-            if isinstance(sched, OfficialDDIM):
-                return OfficialDDIM(sched._ddim, eta=s.eta) if s.eta != sched.eta else sched
-            if isinstance(sched, (DDIMScheduler, Mapping)):
-                return OfficialDDIM(sched, eta=s.eta)
-            if hasattr(sched, "predict_x0") and hasattr(sched, "step"):
-                return sched  # a ready DenoisingScheduler handed in by the caller
-            raise SettingsError(f"scheduler: cannot run the published DDIM rule with {type(sched).__name__}")
-        config = sched._ddim.config if isinstance(sched, OfficialDDIM) else getattr(sched, "config", sched)
-        return self.registry.get("scheduler", s.scheduler, config=dict(config))
+            options["eta"] = s.eta
+        scheduler = registry.get("scheduler", s.scheduler, **options)
+        try:
+            scheduler.set_timesteps(s.num_inference_steps)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"num_inference_steps: {exc}", field="num_inference_steps") from None
+        return scheduler
 
-    def _tiles(self, h: int, w: int, s: UpscaleSettings) -> list[Tile]:
+    def _tiles(self, h: int, w: int, s: UpscaleSettings, strategy: TilingStrategy) -> list[Tile]:
         use = s.tile if s.tile is not None else h * w >= s.tile_threshold
         if not use:
             scale = self.upscale_factor
             return [Tile((0, h, 0, w), torch.ones(h * scale, w * scale))]
-        strategy = self.registry.get("tiling", s.tiling)
         tiles = strategy.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=self.upscale_factor)
         log.info("tiling %dx%d into %d tiles (%s)", w, h, len(tiles), s.tiling)
         return tiles
 
-    def _estimate_flows(self, lr: Tensor, s: UpscaleSettings, callback: ProgressCallback | None) -> tuple[Tensor,
-                                                                                                         Tensor]:
-        estimator = self._flow_estimator(s)
+    def _estimate_flows(self, lr: Tensor, estimator: FlowEstimator,
+                        callback: ProgressCallback | None) -> tuple[Tensor, Tensor]:
         if callback is not None:
             callback({"stage": "flow", "index": 0, "total": 1})
         frames = lr[0].permute(1, 0, 2, 3)
@@ -392,18 +464,29 @@ class VideoUpscaler:
             callback({"stage": "flow", "index": 1, "total": 1})
         return forward.float().cpu(), backward.float().cpu()
 
-    def _flow_estimator(self, s: UpscaleSettings) -> Any:
+    def _flow_builder(self, s: UpscaleSettings, registry: Any) -> Callable[[], FlowEstimator]:
+        """Check the flow estimator's name now; build it (RAFT loads weights) on first use."""
         if self.flow is not None and not isinstance(self.flow, str) and s.flow == "auto":
-            return self.flow
+            given = self.flow
+            return lambda: given
         name = self.flow if isinstance(self.flow, str) and s.flow == "auto" else s.flow
         if name == "auto":
             name = "raft" if self.raft_weights is not None else "dis"
+        UpscaleSettings.check_component("flow", name, registry)
+        options: dict[str, Any] = {}
         if name == "raft":
             if self.raft_weights is None:
                 raise SettingsError("flow='raft' needs propagator/raft-things.pth in the weights folder; "
-                                    "use flow='dis' (no weights) instead")
-            return self.registry.get("flow", "raft", weights=str(self.raft_weights), device=self.device)
-        return self.registry.get("flow", name)
+                                    "use flow='dis' (no weights) instead", field="flow")
+            options = {"weights": str(self.raft_weights), "device": self.device}
+        built: list[FlowEstimator] = []
+
+        def build() -> FlowEstimator:
+            if not built:
+                built.append(registry.get("flow", name, **options))
+            return built[0]
+
+        return build
 
     def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:
         if cond is None:
@@ -459,28 +542,16 @@ class VideoUpscaler:
                options: Mapping[str, Any]) -> Path:
         from fractions import Fraction
 
-        from uav.io.reader import color_tags
-        from uav.io.timecode import offset_timecode
+        from uav.io.metadata import carry_over
         from uav.io.writer import VideoWriter
 
         options = dict(options)
         fps = options.pop("fps", None) or info.fps or Fraction(24)
         scale = self.upscale_factor
         height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
-        vi = info.video
-        if info.path is not None and (vi is None or vi.has_audio):
-            options.setdefault("audio_source", info.path)
-            options.setdefault("audio_start_frame", info.start_frame)
-            options.setdefault("audio_end_frame", info.start_frame + lr.shape[2])
-        if vi is not None and not vi.is_image_sequence:
+        if info.video is not None:
             # the output shows the same frames, so it carries the source's metadata over
-            if vi.start_timecode:
-                options.setdefault("timecode", offset_timecode(vi.start_timecode, info.start_frame, vi.fps))
-            tags = color_tags(vi)
-            if tags:
-                options.setdefault("color", tags)
-            if vi.sample_aspect_ratio is not None and vi.sample_aspect_ratio != 1:
-                options.setdefault("sample_aspect_ratio", vi.sample_aspect_ratio)
+            options = {**carry_over(info.video, info.start_frame, lr.shape[2]), **options}
         writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options)
         try:
             for _, chunk in chunks:
@@ -530,61 +601,3 @@ def _embeds(name: str, t: Any) -> Tensor:
     if not torch.isfinite(t).all():
         raise InputError(f"{name}: contains NaN or infinite values")
     return t
-
-
-def frames_to_tensor(video: Any, name: str = "video") -> Tensor:
-    """Normalise any supported frame container to a float32 ``(1, 3, T, H, W)`` clip in [-1, 1]."""
-    if torch.is_tensor(video):
-        t = video.detach()
-        if t.ndim == 4:  # (T, 3, H, W)
-            if t.shape[1] != 3:
-                raise InputError(f"{name}: a 4-D tensor must be (T, 3, H, W), got {tuple(t.shape)}")
-            t = t.permute(1, 0, 2, 3)[None]
-        if t.ndim != 5 or t.shape[0] != 1 or t.shape[1] != 3:
-            raise InputError(f"{name}: expected a tensor (1, 3, T, H, W) or (T, 3, H, W) in [-1, 1], "
-                             f"got {tuple(t.shape)}")
-        t = t.float().cpu()
-    else:
-        if isinstance(video, np.ndarray):
-            arr = video
-        else:
-            try:
-                frames = [np.asarray(f) for f in video]
-            except TypeError:
-                raise InputError(f"{name}: expected a path, an array, a tensor or an iterable of frames, "
-                                 f"got {type(video).__name__}") from None
-            if not frames:
-                raise InputError(f"{name}: the video has no frames")
-            shapes = {f.shape for f in frames}
-            if len(shapes) > 1:
-                first = frames[0].shape
-                bad = next(i for i, f in enumerate(frames) if f.shape != first)
-                raise InputError(f"{name}: all frames must have one size; frame 0 is {first}, frame {bad} is "
-                                 f"{frames[bad].shape}")
-            arr = np.stack(frames)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise InputError(f"{name}: expected frames (T, H, W, 3) RGB, got array of shape {arr.shape}")
-        if arr.dtype == np.uint8:
-            x = torch.from_numpy(np.ascontiguousarray(arr)).float() / 255.0
-        elif arr.dtype == np.uint16:
-            x = torch.from_numpy(arr.astype(np.float32)) / 65535.0
-        elif np.issubdtype(arr.dtype, np.floating):
-            x = torch.from_numpy(arr.astype(np.float32))
-        else:
-            raise InputError(f"{name}: unsupported frame dtype {arr.dtype} (use uint8, uint16 or float in [0, 1])")
-        t = (x * 2.0 - 1.0).permute(3, 0, 1, 2)[None]
-    if t.shape[2] == 0:
-        raise InputError(f"{name}: the video has no frames")
-    if t.shape[-1] < 1 or t.shape[-2] < 1:
-        raise InputError(f"{name}: frames have no pixels ({tuple(t.shape[-2:])})")
-    if not torch.isfinite(t).all():
-        raise InputError(f"{name}: contains NaN or infinite values")
-    return t.contiguous()
-
-
-def to_uint8(frames: Tensor) -> np.ndarray:
-    """``(1, 3, t, H, W)`` in [-1, 1] -> uint8 ``(t, H, W, 3)``, rounded (the published code truncates)."""
-    x = ((frames[0].float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).contiguous().numpy()

@@ -20,8 +20,10 @@ import opentimelineio as otio
 
 from .plan import DEFAULT_HANDLES, Plan, RenderJob, plan_timeline
 from .relink import DOWNGRADE_SCHEMA_VERSIONS, absolutize_media_urls, relink_plan
+from uav.io.atomic import temporary_path
+
 from .manifest import Manifest, owner_id
-from .render import PARTIAL_MARK, RenderReport, Renderer, UpscalerRenderer, render_plan
+from .render import RenderReport, Renderer, UpscalerRenderer, render_plan
 from .shots import ShotList, load_shot_list
 
 __all__ = [
@@ -341,7 +343,7 @@ def write_timeline(
     problems: list[str] = []
     for path in output_paths(output, input_path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}{PARTIAL_MARK}-{os.getpid()}{path.suffix}")
+        tmp = temporary_path(path)
         kwargs: dict[str, Any] = {}
         if path.suffix.lower() == ".otio" and downgrade:
             kwargs["target_schema_versions"] = DOWNGRADE_SCHEMA_VERSIONS

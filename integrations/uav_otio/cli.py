@@ -41,11 +41,24 @@ from uav.cli.executor_options import (
     build_executor,
     failure_line,
 )
-from uav.settings import UpscaleSettings
+from uav.cli.options import (
+    CrfOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    PixFmtOpt,
+    QuietOpt,
+    VaeOpt,
+    WeightsOpt,
+    SETTING_FLAGS,
+    with_setting_options,
+)
+from uav.settings import COMPONENT_FIELDS, SettingsError, UpscaleSettings
 
 from .api import parse_adapter_options
 from .plan import DEFAULT_HANDLES, Plan
-from .shots import COLOR_FIX_CHOICES, ShotSettingsError, validate_settings
+from .shots import PIPELINE_KEYS, validate_settings
 
 app = typer.Typer(
     name="timeline",
@@ -58,8 +71,6 @@ app = typer.Typer(
 _SHOT = "Per-shot settings (override every clip)"
 _MODEL = "Model and output"
 _PLAN = "Planning"
-_REPORT = "Reporting"
-_LIB = UpscaleSettings()
 #: ``--dtype`` values; the long names are kept from this command's first release
 _DTYPES = {"auto": None, "fp32": "fp32", "fp16": "fp16", "bf16": "bf16",
            "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -81,7 +92,6 @@ TimelineNameOpt = Annotated[
     Optional[str],
     typer.Option("--timeline-name", help="Timeline to use when the file holds several.", rich_help_panel=_PLAN),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 AdapterOpt = Annotated[Optional[str], typer.Option(
     "--adapter", help="OpenTimelineIO adapter to read the file with (default: from its suffix).",
     rich_help_panel=_PLAN)]
@@ -92,68 +102,7 @@ AdapterOptionOpt = Annotated[Optional[list[str]], typer.Option(
     "--adapter-option", help="KEY=VALUE passed to the adapter's reader (repeatable), e.g. "
                              "ignore_timecode_mismatch=true.", rich_help_panel=_PLAN)]
 
-PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="Positive prompt.", rich_help_panel=_SHOT)]
-NegOpt = Annotated[Optional[str], typer.Option("--negative-prompt", help="Negative prompt.", rich_help_panel=_SHOT)]
-AddedOpt = Annotated[
-    Optional[str], typer.Option("--added-prompt", help="Text appended to the prompt.", rich_help_panel=_SHOT)
-]
-NoiseOpt = Annotated[
-    Optional[int], typer.Option("--noise-level", help="Noise added to the input, 0..350.", rich_help_panel=_SHOT)
-]
-GuidanceOpt = Annotated[
-    Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance, >= 1.", rich_help_panel=_SHOT)
-]
-StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps.", rich_help_panel=_SHOT)]
-PropOpt = Annotated[
-    Optional[str],
-    typer.Option("--propagation-steps", help="Comma list of step indices for flow propagation, e.g. 24,26,28.",
-                 rich_help_panel=_SHOT),
-]
-ColorOpt = Annotated[
-    Optional[str],
-    typer.Option("--color-fix", help=f"Colour correction: {', '.join(COLOR_FIX_CHOICES)}.", rich_help_panel=_SHOT),
-]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed.", rich_help_panel=_SHOT)]
-FlowOpt = Annotated[Optional[str], typer.Option("--flow", help="Optical-flow estimator name.", rich_help_panel=_SHOT)]
-TilingOpt = Annotated[
-    Optional[str],
-    typer.Option("--tiling", help="Tiling strategy: official (hard paste, published) or feather; true/false "
-                                  "also work, as --tile on/off. \\[default: official]",
-                 rich_help_panel=_SHOT, show_default=False),
-]
-VaeOpt = Annotated[
-    Optional[str],
-    typer.Option("--vae", help="Decoder: 3d (published default) or video (temporal, LR-conditioned).",
-                 rich_help_panel=_SHOT),
-]
-# The pipeline knobs below mirror ``uav upscale``'s options (same names, types and help);
-# here a value given overrides every clip, and leaving one out leaves the shots' own.
-SchedulerOpt = Annotated[Optional[str], typer.Option(
-    "--scheduler", help="Sampler: ddim-official (published) or a plugin scheduler (see `uav plugins`). "
-                        "\\[default: ddim-official]", rich_help_panel=_SHOT, show_default=False)]
-TileOpt = Annotated[Optional[str], typer.Option(
-    "--tile", help="Spatial tiling: auto (when the input has >= 384x384 pixels), on or off. \\[default: auto]",
-    rich_help_panel=_SHOT, show_default=False)]
-TileModeOpt = Annotated[Optional[str], typer.Option(
-    "--tile-mode", help="pipeline (published: each tile runs the whole pipeline) or latent (U-Net predictions "
-                        "averaged over overlapping latent tiles each step; frames decode whole). "
-                        "\\[default: pipeline]", rich_help_panel=_SHOT, show_default=False)]
-TileSizeOpt = Annotated[Optional[int], typer.Option(
-    "--tile-size", help=f"Tile side in input pixels. \\[default: {_LIB.tile_size}]", rich_help_panel=_SHOT,
-    show_default=False)]
-TileOverlapOpt = Annotated[Optional[int], typer.Option(
-    "--tile-overlap", help=f"Tile overlap in input pixels. \\[default: {_LIB.tile_overlap}]", rich_help_panel=_SHOT,
-    show_default=False)]
-WindowBatchOpt = Annotated[Optional[int], typer.Option(
-    "--window-batch", help="8-frame windows per U-Net call: same result, faster on GPUs with memory to spare. "
-                           "\\[default: 1]", rich_help_panel=_SHOT, show_default=False)]
-DecodeChunkOpt = Annotated[Optional[int], typer.Option(
-    "--decode-chunk", help=f"Frames per VAE decode call; fewer = less memory (changes the numbers slightly). "
-                           f"\\[default: {_LIB.decode_chunk}]", rich_help_panel=_SHOT, show_default=False)]
-DecodeTileOpt = Annotated[Optional[int], typer.Option(
-    "--decode-tile", help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
-                          "large frames; changes the numbers slightly). \\[default: whole frames]",
-    rich_help_panel=_SHOT, show_default=False)]
+PlanJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -161,12 +110,26 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _overrides(**values: Any) -> dict[str, Any]:
-    given = {k: v for k, v in values.items() if v is not None}
-    try:
-        return validate_settings(given, where="command-line overrides")
-    except ShotSettingsError as exc:
-        raise _fail(str(exc)) from None
+_KEY_OF_FIELD = {name: key for key, name in PIPELINE_KEYS.items()}
+
+
+def _overrides(setting_values: Mapping[str, Any], vae: str | None) -> dict[str, Any]:
+    """The per-shot overrides the options give (only those given), validated as a shot layer,
+    and the component names resolved through the registry before anything is planned."""
+    given = {_KEY_OF_FIELD[field]: v for field, v in setting_values.items() if v is not None}
+    if vae is not None:
+        given["vae"] = vae
+    overrides = validate_settings(given, where="command-line overrides")
+    for field in COMPONENT_FIELDS:
+        # the validated value: ``--tiling true`` has become ``tile = on`` by now
+        value = overrides.get(_KEY_OF_FIELD.get(field, field))
+        if isinstance(value, str) and not (field == "flow" and value == "auto"):
+            try:
+                UpscaleSettings.check_component(field, value)
+            except SettingsError as exc:
+                where = exc.located(_KEY_OF_FIELD[field], "command-line overrides")
+                raise UserError(f"{SETTING_FLAGS[field]}: {where}") from None
+    return overrides
 
 
 def _print_table(plan: Plan, title: str) -> None:
@@ -198,32 +161,6 @@ def _load_renderer(spec: str) -> Any:
     return obj() if isinstance(obj, type) else obj
 
 
-#: override key -> (registry kind, option, value that needs no plugin)
-_COMPONENTS = {
-    "flow": ("flow", "--flow", "auto"),
-    "tiling": ("tiling", "--tiling", None),
-    "scheduler": ("scheduler", "--scheduler", "ddim-official"),
-    "color_fix": ("color", "--color-fix", "none"),
-}
-
-
-def _check_components(overrides: Mapping[str, Any]) -> None:
-    """Unknown component names on the command line fail before any model is loaded, as in ``uav upscale``."""
-    wanted = [(key, value) for key, value in overrides.items()
-              if key in _COMPONENTS and isinstance(value, str) and value != _COMPONENTS[key][2]]
-    if not wanted:
-        return
-    from uav.registry import default_registry  # imports torch: only when a name needs checking
-
-    registry = default_registry()
-    for key, value in wanted:
-        kind, option, _ = _COMPONENTS[key]
-        try:
-            registry.factory(kind, value)
-        except KeyError as exc:
-            raise UserError(f"{option}: {exc.args[0] if exc.args else exc}") from None
-
-
 def _check_codec(codec: str, ext: str, pix_fmt: str | None, crf: int | None) -> None:
     """Open (and abort) the writer once, as ``uav upscale`` does: a bad codec, pixel format,
     crf or extension fails here, not after the first shot has rendered."""
@@ -248,6 +185,7 @@ def _dtype(value: str) -> str | None:
 
 
 @app.command("plan")
+@with_setting_options(sampling=_SHOT, tiling=_SHOT)
 def plan_command(
     timeline: InputArg,
     handles: HandlesOpt = DEFAULT_HANDLES,
@@ -264,40 +202,16 @@ def plan_command(
     adapter: AdapterOpt = None,
     rate: RateOpt = None,
     adapter_option: AdapterOptionOpt = None,
-    as_json: JsonOpt = False,
-    prompt: PromptOpt = None,
-    negative_prompt: NegOpt = None,
-    added_prompt: AddedOpt = None,
-    noise_level: NoiseOpt = None,
-    guidance_scale: GuidanceOpt = None,
-    steps: StepsOpt = None,
-    propagation_steps: PropOpt = None,
-    color_fix: ColorOpt = None,
-    seed: SeedOpt = None,
-    flow: FlowOpt = None,
-    scheduler: SchedulerOpt = None,
-    tiling: TilingOpt = None,
-    tile: TileOpt = None,
-    tile_mode: TileModeOpt = None,
-    tile_size: TileSizeOpt = None,
-    tile_overlap: TileOverlapOpt = None,
-    window_batch: WindowBatchOpt = None,
-    decode_chunk: DecodeChunkOpt = None,
-    decode_tile: DecodeTileOpt = None,
+    as_json: PlanJsonOpt = False,
     vae: VaeOpt = None,
+    *,
+    setting_values: dict[str, Optional[str]],
 ) -> None:
     """Show, per clip, the media range to render (used range + handles), its settings and output."""
     from .api import plan_file
 
-    overrides = _overrides(
-        prompt=prompt, negative_prompt=negative_prompt, added_prompt=added_prompt, noise_level=noise_level,
-        guidance_scale=guidance_scale, steps=steps, propagation_steps=propagation_steps, color_fix=color_fix,
-        seed=seed, flow=flow, scheduler=scheduler, tiling=tiling, tile=tile, tile_mode=tile_mode,
-        tile_size=tile_size, tile_overlap=tile_overlap, window_batch=window_batch, decode_chunk=decode_chunk,
-        decode_tile=decode_tile,
-        vae=vae,
-    )
     try:
+        overrides = _overrides(setting_values, vae)
         _, plan = plan_file(
             timeline, handles=handles, media_dir=media_dir, shots=shots, overrides=overrides,
             name_by=name_by, ext=ext, timeline_name=timeline_name, output=output,
@@ -312,6 +226,7 @@ def plan_command(
 
 
 @app.command("upscale")
+@with_setting_options(sampling=_SHOT, tiling=_SHOT)
 def upscale_command(
     timeline: InputArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output timeline (.otio is always written).")],
@@ -328,60 +243,31 @@ def upscale_command(
         bool, typer.Option("--downgrade", help="Write .otio with one media reference per clip (OTIO 0.14 schema).")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-render even finished outputs.")] = False,
-    weights: Annotated[Optional[Path], typer.Option(
-        "--weights", help="Release folder (pretrained_models/upscale_a_video layout). Default: $UAV_WEIGHTS, "
-                          "./pretrained_models/upscale_a_video, ~/.cache/uav/upscale_a_video.",
-        rich_help_panel=_MODEL)] = None,
-    device: Annotated[str, typer.Option(
-        "--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.", rich_help_panel=_MODEL)] = "auto",
-    dtype: Annotated[str, typer.Option(
-        "--dtype", help="U-Net/text-encoder precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.",
-        rich_help_panel=_MODEL)] = "auto",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     vae_dtype: Annotated[
         Optional[str], typer.Option("--vae-dtype", help="VAE dtype (default float32).", rich_help_panel=_MODEL)
     ] = None,
     codec: Annotated[str, typer.Option(
-        "--codec", help="prores_hq (ProRes 422 HQ, for editing), prores_4444, h264 or h265.",
+        "--codec", help="prores_hq (ProRes 422 HQ, for editing), prores_4444, h264 or h265.", metavar="CODEC",
         rich_help_panel=_MODEL)] = "prores_hq",
-    pix_fmt: Annotated[Optional[str], typer.Option(
-        "--pix-fmt", help="Encoder pixel format, e.g. yuv420p10le (default depends on the codec).",
-        rich_help_panel=_MODEL)] = None,
-    crf: Annotated[Optional[int], typer.Option(
-        "--crf", help="h264/h265 quality, 0 (lossless) to 51 (default 18 / 20).", rich_help_panel=_MODEL)] = None,
+    pix_fmt: PixFmtOpt = None,
+    crf: CrfOpt = None,
     renderer: Annotated[
         Optional[str],
         typer.Option("--renderer", hidden=True, help="module:callable to render with instead of VideoUpscaler."),
     ] = None,
-    prompt: PromptOpt = None,
-    negative_prompt: NegOpt = None,
-    added_prompt: AddedOpt = None,
-    noise_level: NoiseOpt = None,
-    guidance_scale: GuidanceOpt = None,
-    steps: StepsOpt = None,
-    propagation_steps: PropOpt = None,
-    color_fix: ColorOpt = None,
-    seed: SeedOpt = None,
-    flow: FlowOpt = None,
-    scheduler: SchedulerOpt = None,
-    tiling: TilingOpt = None,
-    tile: TileOpt = None,
-    tile_mode: TileModeOpt = None,
-    tile_size: TileSizeOpt = None,
-    tile_overlap: TileOverlapOpt = None,
-    window_batch: WindowBatchOpt = None,
-    decode_chunk: DecodeChunkOpt = None,
-    decode_tile: DecodeTileOpt = None,
     vae: VaeOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary; errors only.",
-                                        rich_help_panel=_REPORT)] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (progress stays on stderr).",
-                                          rich_help_panel=_REPORT)] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.",
-                                        rich_help_panel=_REPORT)] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
     executor: ExecutorOpt = "local",
     ray_address: AddressOpt = None,
     gpus_per_worker: GpusOpt = None,
     workers: WorkersOpt = None,
+    *,
+    setting_values: dict[str, Optional[str]],
 ) -> None:
     """Render every planned range and write the timeline relinked to the new media.
 
@@ -389,17 +275,7 @@ def upscale_command(
     quiet_libraries(debug)
     console = stderr_console(quiet=quiet)
     with handle_errors(debug=debug, as_json=as_json):
-        overrides = validate_settings(
-            {k: v for k, v in dict(
-                prompt=prompt, negative_prompt=negative_prompt, added_prompt=added_prompt, noise_level=noise_level,
-                guidance_scale=guidance_scale, steps=steps, propagation_steps=propagation_steps,
-                color_fix=color_fix, seed=seed, flow=flow, scheduler=scheduler, tiling=tiling, tile=tile,
-                tile_mode=tile_mode, tile_size=tile_size, tile_overlap=tile_overlap, window_batch=window_batch,
-                decode_chunk=decode_chunk, decode_tile=decode_tile, vae=vae,
-            ).items() if v is not None},
-            where="command-line overrides",
-        )
-        _check_components(overrides)
+        overrides = _overrides(setting_values, vae)
         run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
                                 debug=debug)
         if renderer is not None:

@@ -17,14 +17,16 @@ atomically, so no process drops another's entries.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from uav.io.atomic import TEMP_MARK, clean_stale_temporaries, temporary_path
+
+from .hashing import compute_settings_hash
 
 try:  # POSIX; on Windows the lock is a no-op and one process per folder is assumed
     import fcntl
@@ -44,21 +46,14 @@ __all__ = [
 
 #: the manifest's file name inside the media folder
 MANIFEST_NAME = "uav_manifest.json"
-#: marks temporary files; a file in the media folder carrying it is a leftover or in flight
-PARTIAL_MARK = ".uav-partial"
+#: marks temporary files (uav.io's temporary names); one in the media folder is a leftover or in flight
+PARTIAL_MARK = TEMP_MARK
 _MANIFEST_FORMAT = "uav-timeline-manifest"
 _MANIFEST_VERSION = 2
-_PARTIAL_PID = re.compile(re.escape(PARTIAL_MARK) + r"-(\d+)")
 
 
 class OutputOwnershipError(ValueError):
     """Rendering would replace a file another timeline relies on with other content."""
-
-
-def compute_settings_hash(data: Mapping[str, Any]) -> str:
-    """A short stable hash of JSON-serialisable data (key order does not matter)."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def owner_id(path: str | Path | None) -> str | None:
@@ -70,7 +65,7 @@ def owner_id(path: str | Path | None) -> str | None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to a temporary file beside ``path``, then rename it."""
-    tmp = path.with_name(f".{path.name}{PARTIAL_MARK}-{os.getpid()}")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
@@ -82,6 +77,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def clean_partials(media_dir: str | Path) -> list[Path]:
+    """Remove temporary files left by interrupted runs; returns what was removed.
+
+    Only temporaries of uav's own naming whose process is gone are removed (see
+    :func:`uav.io.atomic.clean_stale_temporaries`): a run rendering into the same
+    folder right now keeps its files.
+    """
+    return clean_stale_temporaries(media_dir)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -96,27 +101,6 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def clean_partials(media_dir: str | Path) -> list[Path]:
-    """Remove temporary files left by interrupted runs; returns what was removed.
-
-    Only files of uav's own naming (``.<name>.uav-partial-<pid>...``) whose process is
-    gone are removed: a run rendering into the same folder right now keeps its files.
-    """
-    d = Path(media_dir)
-    removed = []
-    if d.is_dir():
-        for p in d.iterdir():
-            if not (p.is_file() and p.name.startswith(".") and PARTIAL_MARK in p.name):
-                continue
-            m = _PARTIAL_PID.search(p.name)
-            if m is not None and _pid_alive(int(m.group(1))):
-                continue
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
 
 
 def _owners(entry: Mapping[str, Any]) -> set[str]:

@@ -29,7 +29,8 @@ from urllib.parse import unquote, urlparse
 
 import opentimelineio as otio
 
-from .manifest import Manifest, compute_settings_hash, owner_id
+from .hashing import compute_settings_hash
+from .manifest import Manifest, owner_id
 from .shots import DEFAULT_SETTINGS, ShotList, resolve_clip_settings
 
 __all__ = [
@@ -90,67 +91,49 @@ def url_to_path(url: str, base_dir: str | Path | None = None) -> Path:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """What :func:`probe_media` learns from a file's header."""
+    """What :func:`probe_media` learns about a movie file."""
 
-    rate: float
+    rate: float  # ``fps`` as OpenTimelineIO's float rate
     start_frame: int  # the file's start timecode as a frame number at ``rate``
-    frames: int
+    frames: int  # counted from the video packets, not the header's claim
     width: int
     height: int
     has_audio: bool
+    fps: Fraction = Fraction(0)  # the exact rate, from the stream timestamps
+    variable_frame_rate: bool = False
 
 
 def probe_media(path: str | Path) -> ProbeResult:
-    """Frame rate, start timecode, frame count and size of a movie file (PyAV).
+    """Frame rate, start timecode, frame count and size of a movie file (:func:`uav.io.probe`).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file has no video stream or cannot be read.
+        ValueError: the file has no video stream, cannot be read or is truncated
+            (:class:`uav.io.VideoInputError`, one line naming the file).
     """
-    import av  # local: planning a timeline whose media all carry ranges needs no FFmpeg
+    from uav.io import probe  # local: planning a timeline whose media all carry ranges reads no media
+    from uav.io.timecode import timecode_rate_supported, timecode_to_frames
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"media file {str(p)!r} does not exist")
-    try:
-        container = av.open(str(p))
-    except Exception as exc:  # PyAV raises its own error family per FFmpeg code
-        raise ValueError(f"cannot read media file {str(p)!r}: {exc}") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"media file {str(p)!r} has no video stream")
-        vs = container.streams.video[0]
-        rate_q = vs.average_rate or vs.guessed_rate or vs.base_rate
-        if not rate_q:
-            raise ValueError(f"media file {str(p)!r}: cannot tell its frame rate")
-        rate = float(rate_q)
-        frames = int(vs.frames or 0)
-        if frames <= 0:
-            if vs.duration is not None and vs.time_base is not None:
-                frames = int(round(float(vs.duration * vs.time_base) * rate))
-            elif container.duration:
-                frames = int(round(container.duration / 1_000_000 * rate))
-        if frames <= 0:  # headers say nothing: count them
-            frames = sum(1 for _ in container.decode(video=0))
-        tc = None
-        for md in [vs.metadata, container.metadata] + [s.metadata for s in container.streams if s.type == "data"]:
-            if md.get("timecode"):
-                tc = md["timecode"]
-                break
-        start = 0
-        if tc:
-            try:
-                start = int(round(otio.opentime.from_timecode(tc, rate).value))
-            except ValueError:
-                start = 0
-        return ProbeResult(
-            rate=rate,
-            start_frame=start,
-            frames=frames,
-            width=int(vs.codec_context.width),
-            height=int(vs.codec_context.height),
-            has_audio=bool(container.streams.audio),
-        )
+    info = probe(p)
+    start = 0
+    if info.start_timecode and timecode_rate_supported(info.fps):
+        try:
+            start = timecode_to_frames(info.start_timecode, info.fps)
+        except ValueError:
+            start = 0  # a label the rate cannot have: count from the first frame, as without timecode
+    return ProbeResult(
+        rate=float(info.fps),
+        start_frame=start,
+        frames=info.num_frames,
+        width=info.width,
+        height=info.height,
+        has_audio=info.has_audio,
+        fps=info.fps,
+        variable_frame_rate=info.variable_frame_rate,
+    )
 
 
 @dataclass(frozen=True)

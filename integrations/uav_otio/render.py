@@ -2,8 +2,9 @@
 
 The renderer is injected: any callable ``renderer(job, settings, output_path,
 progress=None) -> None`` that writes ``output_path`` atomically (write a temporary
-file, rename it when complete; :func:`atomic_output` does that). ``progress``, when
-given, is called as ``progress(frames_done, frames_total)``.
+file, rename it when complete: :class:`uav.io.VideoWriter` does that, and
+:func:`atomic_output`, which is :func:`uav.io.atomic_output`, does it for other
+writers). ``progress``, when given, is called as ``progress(frames_done, frames_total)``.
 
 A manifest (``uav_manifest.json`` in the media folder, :mod:`uav_otio.manifest`)
 records every finished output with the hash of what produced it and the timelines
@@ -17,25 +18,18 @@ never replaced with other content (:class:`OutputOwnershipError`).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .manifest import (
-    MANIFEST_NAME,
-    PARTIAL_MARK,
-    Manifest,
-    OutputOwnershipError,
-    clean_partials,
-    compute_settings_hash,
-    owner_id,
-)
+from uav.io.atomic import atomic_output
 
-if TYPE_CHECKING:  # plan imports this module; the types are for annotations only
+from .hashing import compute_settings_hash
+from .manifest import MANIFEST_NAME, PARTIAL_MARK, Manifest, OutputOwnershipError, clean_partials, owner_id
+
+if TYPE_CHECKING:  # the types are for annotations only
     from .plan import Plan, RenderJob
 
 __all__ = [
@@ -55,32 +49,6 @@ __all__ = [
 
 #: ``renderer(job, settings, output_path, progress=None) -> None``
 Renderer = Callable[..., None]
-
-
-def _partial_path(path: Path) -> Path:
-    # Keep the real extension last: writers pick the container format from it.
-    return path.with_name(f".{path.stem}{PARTIAL_MARK}-{os.getpid()}{path.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
-
-    On any exception (``KeyboardInterrupt`` included) the temporary file is removed
-    and ``path`` is left as it was.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_path(final)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"nothing was written to the temporary file {str(tmp)!r} for {str(final)!r}")
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 @dataclass
@@ -336,21 +304,10 @@ def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], rendere
 
 def _read_sequence(job: RenderJob) -> Any:
     """The job's image-sequence frames as RGB ``(T, H, W, 3)`` (uint8 or uint16)."""
-    import cv2  # local: only image sequences need it
-    import numpy as np
+    from uav.io import read_images
 
-    frames = []
-    for index in range(job.first_index, job.end_index):
-        p = job.media.frame_path(index)
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise FileNotFoundError(f"image sequence frame {str(p)!r} is missing or unreadable")
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        else:
-            img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-        frames.append(img)
-    return np.stack(frames)
+    return read_images([job.media.frame_path(index) for index in range(job.first_index, job.end_index)],
+                       fps=job.fps)
 
 
 class UpscalerRenderer:
@@ -461,12 +418,13 @@ class UpscalerRenderer:
             options["pix_fmt"] = self.pix_fmt
         if self.crf is not None:
             options["crf"] = self.crf
-        with atomic_output(output_path) as tmp:
-            if job.media.kind == "image_sequence":
-                options["fps"] = job.fps
-                upscaler.upscale(_read_sequence(job), output=tmp, settings=pipeline_settings,
-                                 callback=callback, writer_options=options)
-            else:
-                # a file input brings its own fps and audio (cut to the same frames)
-                upscaler.upscale(str(job.media.path), output=tmp, settings=pipeline_settings, callback=callback,
-                                 writer_options=options, start=job.first_index, end=job.end_index)
+        # VideoWriter writes under a temporary name and renames when complete: the
+        # output appears atomically without a second temporary around it
+        if job.media.kind == "image_sequence":
+            options["fps"] = job.fps
+            upscaler.upscale(_read_sequence(job), output=output_path, settings=pipeline_settings,
+                             callback=callback, writer_options=options)
+        else:
+            # a file input brings its own fps and audio (cut to the same frames)
+            upscaler.upscale(str(job.media.path), output=output_path, settings=pipeline_settings, callback=callback,
+                             writer_options=options, start=job.first_index, end=job.end_index)

@@ -9,9 +9,17 @@ A clip's settings are layered, highest priority first:
 5. ``timeline.metadata["uav"]``,
 6. the library defaults (:data:`DEFAULT_SETTINGS`).
 
+Values are parsed and checked by :class:`uav.settings.UpscaleSettings`, the one
+settings schema (shot keys are its field names, ``steps`` excepted); this module only
+layers the sources and adds the per-shot keys that are not pipeline knobs (``skip``,
+``vae``). Markers, metadata and the command line carry text (``skip=yes``); a TOML
+shot list has its own types, so there ``skip = "yes"`` is an error.
+
 Every layer is validated on its own, so an error names the clip *and* the place
 the bad value came from; the merged result is checked once more for the rules
-that tie keys together (``propagation_steps`` must be below ``steps``).
+that tie keys together (``propagation_steps`` must be below ``steps``), and its
+component names are resolved through the plugin registry, so a plan refuses what
+the render would refuse.
 
 The result is a plain ``dict`` of JSON-serialisable values; the renderer maps it
 onto the pipeline.
@@ -34,10 +42,9 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 import opentimelineio as otio
 
-from uav.settings import SettingsError, UpscaleSettings
+from uav.settings import Knob, SettingsError, UpscaleSettings, combination_errors, parse_value
 
 __all__ = [
-    "COLOR_FIX_CHOICES",
     "DEFAULT_SETTINGS",
     "SHOT_KEYS",
     "TILE_CHOICES",
@@ -53,10 +60,68 @@ __all__ = [
     "validate_settings",
 ]
 
-#: values accepted for ``color_fix`` (compared case-insensitively)
-COLOR_FIX_CHOICES: tuple[str, ...] = ("none", "wavelet", "adain")
+#: shot key -> the :class:`~uav.settings.UpscaleSettings` field it sets. Every value is
+#: parsed and checked by that field's rule; only the spelling of a few values differs
+#: (``steps``; ``tile`` as auto/on/off; ``propagation_steps`` as a sorted list). Adding
+#: a key here changes the settings hash of every shot, so every output renders again.
+PIPELINE_KEYS: dict[str, str] = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "added_prompt": "added_prompt",
+    "noise_level": "noise_level",
+    "guidance_scale": "guidance_scale",
+    "steps": "num_inference_steps",
+    "propagation_steps": "propagation_steps",
+    "color_fix": "color_fix",
+    "seed": "seed",
+    "flow": "flow",
+    "tiling": "tiling",
+    "scheduler": "scheduler",
+    "tile": "tile",
+    "tile_mode": "tile_mode",
+    "tile_size": "tile_size",
+    "tile_overlap": "tile_overlap",
+    "window_batch": "window_batch",
+    "decode_chunk": "decode_chunk",
+    "decode_tile": "decode_tile",
+}
+#: per-shot keys that are not pipeline knobs: the renderer or the planner reads them
+_BOOL = Knob("bool")
+#: values accepted for ``vae`` (the decoder the renderer loads)
+VAE_CHOICES: tuple[str, ...] = ("3d", "video")
+_VAE = Knob("name", choices=VAE_CHOICES, optional=True)
+#: values accepted for ``tile`` (``true``/``false`` and friends are read as on/off)
+TILE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
+#: values accepted for ``tile_mode``
+TILE_MODE_CHOICES: tuple[str, ...] = UpscaleSettings.knob("tile_mode").choices
+#: the keys whose default is "whatever the pipeline uses" (``None``)
+_PIPELINE_DEFAULT = ("flow", "tiling")
+#: what the published script seeds; a fixed seed keeps a re-render of an unchanged shot identical
+DEFAULT_SEED = 10
+_TILE_WORDS = {None: "auto", True: "on", False: "off"}
 
-_LIB = UpscaleSettings()
+
+def _to_shot_value(key: str, value: Any) -> Any:
+    """A parsed :class:`UpscaleSettings` value in the per-shot spelling (JSON-friendly, hashed)."""
+    if key == "propagation_steps":
+        return sorted(set(value))
+    if key == "color_fix":
+        return value or "none"
+    if key == "tile":
+        return _TILE_WORDS[value]
+    return value
+
+
+def _shot_defaults() -> dict[str, Any]:
+    lib = UpscaleSettings()
+    out = {key: _to_shot_value(key, getattr(lib, name)) for key, name in PIPELINE_KEYS.items()}
+    out.update({key: None for key in _PIPELINE_DEFAULT})
+    out.update(seed=DEFAULT_SEED, skip=False, vae=None)
+    # the order plans list keys in (tables, JSON), as it always was
+    order = ("prompt", "negative_prompt", "added_prompt", "noise_level", "guidance_scale", "steps",
+             "propagation_steps", "color_fix", "seed", "skip", "flow", "tiling", "vae")
+    return {**{key: out.pop(key) for key in order}, **out}
+
 
 #: The library defaults: :class:`uav.settings.UpscaleSettings`' (the published
 #: inference script's, SPEC §7.1), except ``seed``: the published script seeds 10, and
@@ -64,239 +129,46 @@ _LIB = UpscaleSettings()
 #: ``flow``, ``tiling`` and ``vae`` means "whatever the pipeline uses". The pipeline
 #: knobs (``scheduler`` ... ``decode_chunk``) carry the library's values rather than
 #: ``None``, so a shot that spells out a default hashes like one that does not.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "prompt": _LIB.prompt,
-    "negative_prompt": _LIB.negative_prompt,
-    "added_prompt": _LIB.added_prompt,
-    "noise_level": _LIB.noise_level,
-    "guidance_scale": float(_LIB.guidance_scale),
-    "steps": _LIB.num_inference_steps,
-    "propagation_steps": list(_LIB.propagation_steps),
-    "color_fix": _LIB.color_fix_name,
-    "seed": 10,
-    "skip": False,
-    "flow": None,
-    "tiling": None,
-    "vae": None,
-    "scheduler": _LIB.scheduler,
-    "tile": "auto",
-    "tile_mode": _LIB.tile_mode,
-    "tile_size": _LIB.tile_size,
-    "tile_overlap": _LIB.tile_overlap,
-    "window_batch": _LIB.window_batch,
-    "decode_chunk": _LIB.decode_chunk,
-    "decode_tile": _LIB.decode_tile,
-}
-
-#: values accepted for ``tile`` (``true``/``false`` and friends are read as on/off)
-TILE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
-#: values accepted for ``tile_mode``
-TILE_MODE_CHOICES: tuple[str, ...] = ("pipeline", "latent")
-#: values accepted for ``vae``
-VAE_CHOICES: tuple[str, ...] = ("3d", "video")
-
-_MAX_NOISE_LEVEL = 350
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
+DEFAULT_SETTINGS: dict[str, Any] = _shot_defaults()
 
 
 class ShotSettingsError(ValueError):
     """A per-shot setting is unknown or has a bad value; the message names the clip."""
 
 
-# --------------------------------------------------------------------------- #
-# one validator per key: takes the raw value (strings are accepted for every key,
-# because markers and NLE metadata carry text), returns the normalised value or
-# raises ValueError with "expected ..., got ..." wording.
-# --------------------------------------------------------------------------- #
-
-
-def _as_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    raise ValueError(f"expected an integer, got {value!r}")
-
-
-def _as_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ValueError(f"expected a number, got {value!r}")
-
-
-def _as_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _noise_level(value: Any) -> int:
-    n = _as_int(value)
-    if not 0 <= n <= _MAX_NOISE_LEVEL:
-        raise ValueError(f"expected an integer in [0, {_MAX_NOISE_LEVEL}], got {n}")
-    return n
-
-
-def _guidance_scale(value: Any) -> float:
-    g = _as_float(value)
-    if not g >= 1.0:  # also rejects NaN
-        raise ValueError(f"expected a number >= 1, got {g}")
-    return g
-
-
-def _steps(value: Any) -> int:
-    n = _as_int(value)
-    if n < 1:
-        raise ValueError(f"expected an integer >= 1, got {n}")
-    return n
-
-
-def _propagation_steps(value: Any) -> list[int]:
-    if isinstance(value, str):
-        parts = [p for p in re.split(r"[,\s]+", value.strip().strip("[]")) if p]
-        items: Iterable[Any] = parts
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        raise ValueError(f"expected a list of step indices, got {type(value).__name__} {value!r}")
-    out = []
-    for item in items:
-        try:
-            i = _as_int(item)
-        except ValueError:
-            raise ValueError(f"expected a list of integer step indices, got {value!r}") from None
-        if i < 0:
-            raise ValueError(f"expected step indices >= 0, got {i}")
-        out.append(i)
-    return sorted(set(out))
-
-
-def _color_fix(value: Any) -> str:
-    if value is None:
-        return "none"
-    s = _as_str(value).strip().lower()
-    if s not in COLOR_FIX_CHOICES:
-        raise ValueError(f"expected one of {', '.join(COLOR_FIX_CHOICES)}, got {value!r}")
-    return s
-
-
-def _seed(value: Any) -> int | None:
-    if value is None:
+def _shot_value(key: str, value: Any, text: bool) -> Any:
+    """Parse one per-shot value (raises :class:`SettingsError` with ``expected`` set)."""
+    if key == "skip":
+        return parse_value(_BOOL, key, value, text=text)
+    if key == "vae":
+        return parse_value(_VAE, key, value, text=text)
+    if value is None and key in _PIPELINE_DEFAULT:
         return None
-    n = _as_int(value)
-    if n < 0:
-        raise ValueError(f"expected an integer >= 0, got {n}")
-    return n
+    if key == "tiling" and (isinstance(value, bool) or (text and _BOOL.is_bool_word(value))):
+        # ``tiling = true/false`` predates ``tile``: it switches tiling (folded into ``tile``)
+        return parse_value(_BOOL, key, value, text=text)
+    return _to_shot_value(key, UpscaleSettings.parse_value(PIPELINE_KEYS[key], value, text=text))
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"expected true or false, got {value!r}")
+def _make_validator(key: str) -> Callable[..., Any]:
+    def validate(value: Any, *, text: bool = True) -> Any:
+        try:
+            return _shot_value(key, value, text)
+        except SettingsError as exc:
+            raise ValueError(f"expected {exc.expected}, got {exc.value!r}" if exc.expected else exc.reason) from None
+
+    validate.__name__ = f"validate_{key}"
+    validate.__doc__ = f"Parse and check a per-shot ``{key}`` (strings accepted unless ``text=False``)."
+    return validate
 
 
-def _name(value: Any) -> str | None:
-    """A component name or path handed to the pipeline as is (``flow``, ``vae``)."""
-    if value is None:
-        return None
-    s = _as_str(value).strip()
-    if not s:
-        raise ValueError("expected a non-empty name, got an empty string")
-    return s
+#: every key a shot may set, with its validator (``validator(value, text=True)``)
+SHOT_KEYS: dict[str, Callable[..., Any]] = {key: _make_validator(key) for key in DEFAULT_SETTINGS}
+
+_FIELD_TO_KEY = {name: key for key, name in PIPELINE_KEYS.items()}
 
 
-def _tiling(value: Any) -> bool | str | None:
-    """``true``/``false`` switches tiling, any other text names a tiling strategy."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    return _name(value)
-
-
-def _tile(value: Any) -> str:
-    """``auto``, ``on`` or ``off``; booleans (and their spellings) force tiling on/off."""
-    if value is None:
-        return "auto"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, str):
-        s = value.strip().lower()
-        if s == "auto":
-            return s
-        if s in _TRUE | _FALSE:
-            return "on" if s in _TRUE else "off"
-    raise ValueError(f"expected one of {', '.join(TILE_CHOICES)}, got {value!r}")
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        s = _as_str(value).strip().lower()
-        if s not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return s
-
-    return check
-
-
-def _vae(value: Any) -> str | None:
-    return None if value is None else _choice(VAE_CHOICES)(value)
-
-
-def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        n = _as_int(value)
-        if not lo <= n <= hi:
-            raise ValueError(f"expected an integer in [{lo}, {hi}], got {n}")
-        return n
-
-    return check
-
-
-#: every key a shot may set, with its validator
-SHOT_KEYS: dict[str, Callable[[Any], Any]] = {
-    "prompt": _as_str,
-    "negative_prompt": _as_str,
-    "added_prompt": _as_str,
-    "noise_level": _noise_level,
-    "guidance_scale": _guidance_scale,
-    "steps": _steps,
-    "propagation_steps": _propagation_steps,
-    "color_fix": _color_fix,
-    "seed": _seed,
-    "skip": _bool,
-    "flow": _name,
-    "tiling": _tiling,
-    "vae": _vae,
-    "scheduler": _name,
-    "tile": _tile,
-    "tile_mode": _choice(TILE_MODE_CHOICES),
-    # the bounds are UpscaleSettings'; tile_overlap < tile_size is checked on the merged settings
-    "tile_size": _int_range(8, 1 << 16),
-    "tile_overlap": _int_range(0, (1 << 16) - 1),
-    "window_batch": _int_range(1, 1024),
-    "decode_chunk": _int_range(1, 1024),
-    "decode_tile": _int_range(8, 1 << 16),
-}
-
-
-def _check_layer(values: Mapping[str, Any], *, where: str, clip: str | None) -> dict[str, Any]:
+def _check_layer(values: Mapping[str, Any], *, where: str, clip: str | None, text: bool = True) -> dict[str, Any]:
     """Validate one layer of settings; errors name the clip and where the values came from."""
     subject = f"clip {clip!r}: " if clip is not None else ""
     if not isinstance(values, Mapping):
@@ -305,18 +177,17 @@ def _check_layer(values: Mapping[str, Any], *, where: str, clip: str | None) -> 
         )
     out: dict[str, Any] = {}
     for key, raw in values.items():
-        validator = SHOT_KEYS.get(key)
-        if validator is None:
+        if key not in SHOT_KEYS:
             raise ShotSettingsError(
                 f"{subject}unknown setting {key!r} in {where}; expected one of {', '.join(SHOT_KEYS)}"
             )
         try:
-            out[key] = validator(raw)
-        except ValueError as exc:
-            raise ShotSettingsError(f"{subject}{key} from {where}: {exc}") from None
+            out[key] = _shot_value(key, raw, text)
+        except SettingsError as exc:
+            raise ShotSettingsError(f"{subject}{exc.located(key, where)}") from None
     if isinstance(out.get("tiling"), bool):
-        # ``tiling = true/false`` predates ``tile``: fold it in here, per layer, so that a
-        # higher layer's ``tile`` (or ``tiling``) still beats a lower one's
+        # fold the older switch in here, per layer, so that a higher layer's ``tile`` (or
+        # ``tiling``) still beats a lower one's
         flag = "on" if out.pop("tiling") else "off"
         if out.get("tile", flag) != flag:
             raise ShotSettingsError(
@@ -326,14 +197,27 @@ def _check_layer(values: Mapping[str, Any], *, where: str, clip: str | None) -> 
     return out
 
 
+def _check_combination(settings: Mapping[str, Any], *, clip: str | None,
+                       where: Callable[[str], str]) -> None:
+    """The pipeline's rules that tie keys together; ``where(field)`` locates the culprit."""
+    fields = {PIPELINE_KEYS[k]: v for k, v in settings.items() if k in PIPELINE_KEYS}
+    for _, field_name, reason in combination_errors(fields):
+        subject = f"clip {clip!r}: " if clip is not None else ""
+        key = _FIELD_TO_KEY.get(field_name, field_name)
+        error = SettingsError(reason, field=field_name)
+        raise ShotSettingsError(f"{subject}{error.located(key, where(key))}")
+
+
 def validate_settings(
-    values: Mapping[str, Any], *, clip: str | None = None, where: str = "settings"
+    values: Mapping[str, Any], *, clip: str | None = None, where: str = "settings", text: bool = True
 ) -> dict[str, Any]:
     """Validate and normalise a complete or partial settings mapping.
 
     Args:
-        values: keys from :data:`SHOT_KEYS`; strings are accepted for every key
-            (``"60"`` for ``noise_level``, ``"24,26"`` for ``propagation_steps``).
+        values: keys from :data:`SHOT_KEYS`; with ``text`` (markers, NLE metadata, the
+            command line) strings are accepted for every key (``"60"`` for
+            ``noise_level``, ``"24,26"`` for ``propagation_steps``); without it (TOML)
+            each value must have its own type.
         clip: the clip name used in error messages.
         where: where the values came from, for error messages.
 
@@ -343,33 +227,9 @@ def validate_settings(
     Raises:
         ShotSettingsError: an unknown key or a bad value; the message names the clip.
     """
-    out = _check_layer(values, where=where, clip=clip)
-    steps = out.get("steps")
-    if steps is not None and "propagation_steps" in out:
-        _check_propagation(out, clip=clip, where=where)
-    if "tile_size" in out and "tile_overlap" in out:
-        _check_tile_overlap(out, clip=clip, where=where)
+    out = _check_layer(values, where=where, clip=clip, text=text)
+    _check_combination(out, clip=clip, where=lambda key: where)
     return out
-
-
-def _check_tile_overlap(settings: Mapping[str, Any], *, clip: str | None, where: str) -> None:
-    size, overlap = settings["tile_size"], settings["tile_overlap"]
-    if overlap >= size:
-        subject = f"clip {clip!r}: " if clip is not None else ""
-        raise ShotSettingsError(
-            f"{subject}tile_overlap from {where} must be below tile_size={size}, got {overlap}"
-        )
-
-
-def _check_propagation(settings: Mapping[str, Any], *, clip: str | None, where: str) -> None:
-    steps = settings["steps"]
-    bad = [i for i in settings["propagation_steps"] if i >= steps]
-    if bad:
-        subject = f"clip {clip!r}: " if clip is not None else ""
-        raise ShotSettingsError(
-            f"{subject}propagation_steps from {where} must be step indices in [0, {steps}) "
-            f"for steps={steps}, got {bad}"
-        )
 
 
 def to_upscale_settings(settings: Mapping[str, Any]) -> UpscaleSettings:
@@ -379,8 +239,7 @@ def to_upscale_settings(settings: Mapping[str, Any]) -> UpscaleSettings:
     ``steps`` becomes ``num_inference_steps``; ``tile`` ``on``/``off`` forces tiling
     (``auto`` leaves it to the input size); ``tiling`` names the tiling strategy (a
     ``true``/``false`` there, in a mapping that was not validated, acts as ``tile``).
-    The other pipeline knobs (``scheduler``, ``tile_mode``, ``tile_size``,
-    ``tile_overlap``, ``window_batch``, ``decode_chunk``) keep their names.
+    The other pipeline knobs keep their names.
 
     Raises:
         SettingsError: the pipeline rejects the combination.
@@ -389,21 +248,14 @@ def to_upscale_settings(settings: Mapping[str, Any]) -> UpscaleSettings:
     for key, value in settings.items():
         if key in ("skip", "vae") or value is None:
             continue
-        if key == "steps":
-            knobs["num_inference_steps"] = value
-        elif key == "propagation_steps":
-            knobs["propagation_steps"] = tuple(value)
-        elif key == "tile":
-            if value != "auto":
-                knobs["tile"] = value if isinstance(value, bool) else value == "on"
-        elif key == "tiling":
-            if not isinstance(value, bool):
-                knobs["tiling"] = value
-            elif settings.get("tile", "auto") == "auto":
+        if key == "tiling" and isinstance(value, bool):
+            if settings.get("tile", "auto") == "auto":
                 knobs["tile"] = value
+        elif key == "tile" and isinstance(value, bool):
+            knobs["tile"] = value
         else:
-            knobs[key] = value
-    return UpscaleSettings(**knobs)
+            knobs[PIPELINE_KEYS.get(key, key)] = value
+    return UpscaleSettings.from_mapping(knobs, text=True)
 
 
 # --------------------------------------------------------------------------- #
@@ -578,7 +430,8 @@ def shot_list_from_dict(data: Mapping[str, Any], *, source: str = "shot list") -
             raise ShotSettingsError(f"{source}: entry #{i}: {kind} must be a non-empty string, got {value!r}")
         settings = {k: v for k, v in item.items() if k != kind}
         entry = ShotEntry(kind, value, {}, i)
-        checked = validate_settings(settings, clip=None, where=f"{source} {entry.describe()}")
+        # TOML has its own types: a string where a number or a boolean belongs is a mistake
+        checked = validate_settings(settings, clip=None, where=f"{source} {entry.describe()}", text=False)
         entries.append(ShotEntry(kind, value, checked, i))
     return ShotList(entries, source)
 
@@ -672,16 +525,24 @@ def resolve_clip_settings(
         layers.append(("command-line overrides", overrides))
 
     for where, values in layers:
+        # a shot list was validated (typed) when it was read; the other layers carry text
         checked = _check_layer(values, where=where, clip=label)
         for k, v in checked.items():
             settings[k] = v
             origin[k] = where
 
-    _check_propagation(settings, clip=label, where=f"{origin['propagation_steps']} (steps from {origin['steps']})")
-    _check_tile_overlap(settings, clip=label,
-                        where=f"{origin['tile_overlap']} (tile_size from {origin['tile_size']})")
+    partner = {"propagation_steps": "steps", "tile_overlap": "tile_size", "guidance_scale": "negative_prompt"}
+    _check_combination(settings, clip=label,
+                       where=lambda key: f"{origin[key]} ({partner[key]} from {origin[partner[key]]})"
+                       if key in partner else origin[key])
     try:
-        to_upscale_settings(settings)  # rules that tie knobs together, as the pipeline applies them
+        # the rules the pipeline applies, and every component name other than the built-in
+        # defaults through the registry, so a timeline fails at plan time for what the render
+        # would refuse (a plan of default shots loads no plugin, hence no torch)
+        to_upscale_settings(settings).check_components(changed_only=True)
     except SettingsError as exc:
+        key = _FIELD_TO_KEY.get(exc.field or "", exc.field or "")
+        if key in origin:
+            raise ShotSettingsError(f"clip {label!r}: {exc.located(key, origin[key])}") from None
         raise ShotSettingsError(f"clip {label!r}: {exc}") from None
     return settings, origin

@@ -305,9 +305,11 @@ class DiffusersSchedulerAdapter:
         self._input_scale(t, sample)  # lets sigma schedulers initialise their step index
         return self._x0_from_output(model_output, sample, self._alpha_bar(index, t))
 
-    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, x0: Tensor) -> Tensor:
+    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, x0: Tensor, *,
+             generator: torch.Generator | None = None) -> Tensor:
         """The sample at the next timestep, with the scheduler's own update rule applied
-        to the model output consistent with ``x0``."""
+        to the model output consistent with ``x0``. ``generator`` (the run's seeded one)
+        replaces the adapter's own for stochastic schedulers."""
         sample = _check_tensor("sample", sample)
         model_output = _check_tensor("model_output", model_output, sample)
         x0 = _check_tensor("x0", x0, sample)
@@ -319,7 +321,10 @@ class DiffusersSchedulerAdapter:
         else:
             output = self._output_from_x0(x0.to(sample.dtype), sample, abar).to(model_output.dtype)
         scheduler_sample = sample if scale == 1.0 else sample / scale
-        prev = self.scheduler.step(output, t, scheduler_sample, return_dict=True, **self._step_kwargs).prev_sample
+        kwargs = dict(self._step_kwargs)
+        if generator is not None and "generator" in kwargs:
+            kwargs["generator"] = generator
+        prev = self.scheduler.step(output, t, scheduler_sample, return_dict=True, **kwargs).prev_sample
         self._index = index + 1
         if scale != 1.0:
             # Back to VP terms at the next noise level (σ = 0 after the last step).

@@ -12,17 +12,10 @@ entry-point group (name ``segments``) like any third-party plugin.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
-from uav.protocols import SegmentPlan
+from uav.protocols import SegmentPlan, int_arg
 from uav.registry import hookimpl
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class OfficialSegments:
@@ -30,13 +23,13 @@ class OfficialSegments:
     8-frame window of the release)."""
 
     def __init__(self, *, stride: int | None = None) -> None:
-        self.stride = None if stride is None else _check_int("stride", stride, 1)
+        self.stride = None if stride is None else int_arg("stride", stride, 1)
 
     def plan(self, num_frames: int, window: int = 8) -> SegmentPlan:
         """Windows and merge weights of a ``num_frames`` clip."""
         from uav.sampling.windows import official_segment_plan
 
-        stride = self.stride if self.stride is not None else max(1, _check_int("window", window, 1) - 2)
+        stride = self.stride if self.stride is not None else max(1, int_arg("window", window, 1) - 2)
         return official_segment_plan(num_frames, window=window, stride=stride)
 
     def __repr__(self) -> str:
@@ -48,7 +41,7 @@ class UniformSegments:
     merged by a feathered weighted mean."""
 
     def __init__(self, *, overlap: int = 2) -> None:
-        self.overlap = _check_int("overlap", overlap, 0)
+        self.overlap = int_arg("overlap", overlap, 0)
 
     def plan(self, num_frames: int, window: int = 8) -> SegmentPlan:
         """Windows and merge weights of a ``num_frames`` clip."""

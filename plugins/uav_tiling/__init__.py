@@ -12,18 +12,11 @@ entry-point group (name ``tiling``) like any third-party plugin.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
-from uav.protocols import Tile
+from uav.protocols import Tile, int_arg
 from uav.registry import hookimpl
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class PlanTiling:
@@ -36,8 +29,8 @@ class PlanTiling:
     def __init__(self, name: str, plan_fn: Callable[..., list[Tile]], *, tile_size: int = 256, overlap: int = 64) -> None:
         self.name = name
         self._plan_fn = plan_fn
-        self.tile_size = _check_int("tile_size", tile_size, 1)
-        self.overlap = _check_int("overlap", overlap, 0)
+        self.tile_size = int_arg("tile_size", tile_size, 1)
+        self.overlap = int_arg("overlap", overlap, 0)
 
     def plan(
         self, height: int, width: int, *, tile_size: int | None = None, overlap: int | None = None, scale: int = 4

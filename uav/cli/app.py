@@ -1,17 +1,117 @@
 """The typer application behind the ``uav`` command.
 
 Each sub-command lives in its own module of this package and attaches itself to
-:data:`app`; :mod:`uav.cli` imports them all.
+:data:`app`; :mod:`uav.cli` imports them all, and attaches the commands other
+distributions register in the ``uav.cli`` entry-point group (``uav timeline`` comes
+from the OpenTimelineIO integration that way, so uav's core never imports it).
+
+Usage errors (an unknown option, a missing value, a value of the wrong type) print
+one line ``error: ...`` and exit with 2, like every other user error, instead of
+click's boxed panel.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import sys
+from collections.abc import Sequence
+from typing import Any, Optional
+
 import typer
+from typer.core import TyperGroup
+
+from uav.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR
+
+#: entry-point group of command-line extensions: ``name = "module:typer_app"`` adds ``uav name``
+CLI_ENTRYPOINT_GROUP = "uav.cli"
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The root group: click's usage errors become one ``error:`` line (exit 2)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        from typer._click import exceptions as click_exceptions
+
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+        except click_exceptions.UsageError as exc:
+            if not standalone_mode:
+                raise
+            sys.stderr.write(f"error: {usage_message(exc)}\n")
+            sys.exit(EXIT_USER_ERROR)
+        except click_exceptions.ClickException as exc:
+            if not standalone_mode:
+                raise
+            sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+            sys.exit(exc.exit_code)
+        except click_exceptions.Abort:
+            if not standalone_mode:
+                raise
+            sys.stderr.write("error: interrupted\n")
+            sys.exit(EXIT_INTERRUPTED)
+        if not standalone_mode:
+            return rv
+        # non-standalone click returns the exit code of a typer.Exit, or the command's value
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def usage_message(exc: Any) -> str:
+    """A click usage error on one line, naming the command and where to read its options."""
+    text = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        return f"{ctx.command_path}: {text} (see '{ctx.command_path} --help')"
+    return text
+
 
 app = typer.Typer(
     name="uav",
+    cls=OneLineErrorsGroup,
     help="Temporally consistent diffusion video super-resolution (Upscale-A-Video).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from uav import __version__
+
+        typer.echo(f"uav {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", help="Print the version and exit.",
+                                           callback=_print_version, is_eager=True),
+) -> None:
+    """Temporally consistent diffusion video super-resolution (Upscale-A-Video)."""
+
+
+def attach_extension(name: str) -> bool:
+    """Attach ``uav NAME`` from the ``uav.cli`` entry-point group; ``False`` if none is registered.
+
+    Raises:
+        ImportError: the entry point is registered but its module does not import.
+    """
+    for ep in importlib.metadata.entry_points(group=CLI_ENTRYPOINT_GROUP):
+        if ep.name != name:
+            continue
+        if any(group.name == name for group in app.registered_groups):
+            return True
+        sub = ep.load()
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=name)
+        else:
+            app.command(name)(sub)
+        return True
+    return False
+
+
+def extension_names() -> list[str]:
+    """Names of the commands registered in the ``uav.cli`` entry-point group."""
+    return sorted({ep.name for ep in importlib.metadata.entry_points(group=CLI_ENTRYPOINT_GROUP)})

@@ -42,19 +42,27 @@ from uav.cli.executor_options import (
     failure_line,
     render_batch,
 )
-from uav.settings import UpscaleSettings, parse_int_list
+from uav.cli.options import (
+    MODEL,
+    CrfOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    PixFmtOpt,
+    QuietOpt,
+    VaeOpt,
+    WeightsOpt,
+    settings_from_options,
+    with_setting_options,
+)
 
 #: file suffixes treated as videos when INPUT is a folder (anything FFmpeg reads works as a single INPUT)
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
                     ".mxf", ".wmv", ".flv", ".3gp")
 OUTPUT_TAG = "_uav"
-_DEFAULTS = UpscaleSettings()
 
-_SAMPLING = "Sampling"
-_TILING = "Tiling and memory"
 _IO = "Input and output"
-_MODEL = "Model"
-_OUTPUT_MODE = "Reporting"
 
 
 @dataclass
@@ -283,140 +291,47 @@ def build_tiny_release(stack: contextlib.ExitStack) -> Path:
     return make_tiny_release(folder)
 
 
-def _check_component(kind: str, name: str, option: str) -> None:
-    from uav.registry import default_registry
-
-    try:
-        default_registry().factory(kind, name)
-    except KeyError as exc:
-        raise UserError(f"{option}: {exc}") from None
-
-
-def build_settings(**options: Any) -> UpscaleSettings:
-    """An :class:`UpscaleSettings` from the command line's values (``None`` = published default)."""
-    given = {k: v for k, v in options.items() if v is not None}
-    if "propagation_steps" in given:
-        given["propagation_steps"] = parse_int_list(given["propagation_steps"], "--propagation-steps")
-    tile = given.pop("tile", "auto")
-    if tile not in ("auto", "on", "off"):
-        raise UserError(f"--tile: expected auto, on or off, got {tile!r}")
-    if tile != "auto":
-        given["tile"] = tile == "on"
-    settings = _DEFAULTS.replace(**given)
-    if settings.flow != "auto":
-        _check_component("flow", settings.flow, "--flow")
-    if settings.color_fix_name != "none":
-        _check_component("color", settings.color_fix_name, "--color-fix")
-    _check_component("tiling", settings.tiling, "--tiling")
-    if settings.scheduler != "ddim-official":
-        _check_component("scheduler", settings.scheduler, "--scheduler")
-    return settings
-
-
 # ---------------------------------------------------------------------------- command
 @app.command("upscale")
+@with_setting_options()
 def upscale_command(
     input: Annotated[str, typer.Argument(
         metavar="INPUT", help="A video file, an image-sequence folder or pattern (frames/%05d.png), or a folder of videos "
              "(each is upscaled).", show_default=False)],
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", help="Output file (or folder for png/tiff, or for a folder of videos). "
-                               "Default: <name>_uav.<ext> beside the input.", rich_help_panel=_IO)] = None,
-    prompt: Annotated[Optional[str], typer.Option(
-        help="What the video shows; guides the generated texture.", rich_help_panel=_SAMPLING)] = None,
-    negative_prompt: Annotated[Optional[str], typer.Option(
-        help=f"What to steer away from. \\[default: {_DEFAULTS.negative_prompt!r}]", rich_help_panel=_SAMPLING,
-        show_default=False)] = None,
-    added_prompt: Annotated[Optional[str], typer.Option(
-        help=f"Quality words appended to the prompt. \\[default: {_DEFAULTS.added_prompt!r}]",
-        rich_help_panel=_SAMPLING, show_default=False)] = None,
-    noise_level: Annotated[Optional[int], typer.Option(
-        help=f"Noise added to the input, 0-350: higher = more generated detail, less fidelity. "
-             f"\\[default: {_DEFAULTS.noise_level}]", rich_help_panel=_SAMPLING, show_default=False)] = None,
-    guidance_scale: Annotated[Optional[float], typer.Option(
-        help=f"Classifier-free guidance; 1 turns it off (and halves the work). \\[default: {_DEFAULTS.guidance_scale:g}]",
-        rich_help_panel=_SAMPLING, show_default=False)] = None,
-    steps: Annotated[Optional[int], typer.Option(
-        help=f"Denoising (DDIM) steps. \\[default: {_DEFAULTS.num_inference_steps}]", rich_help_panel=_SAMPLING,
-        show_default=False)] = None,
-    propagation_steps: Annotated[Optional[str], typer.Option(
-        help="0-based steps at which flow-guided latent propagation runs, e.g. 24,26,28 (of 30). \\[default: none]",
-        rich_help_panel=_SAMPLING, show_default=False)] = None,
-    color_fix: Annotated[Optional[str], typer.Option(
-        help="Colour correction towards the input: none, wavelet or adain. \\[default: none]",
-        rich_help_panel=_SAMPLING, show_default=False)] = None,
-    flow: Annotated[Optional[str], typer.Option(
-        help="Optical flow for propagation: auto (RAFT if its weights are in the release, else dis), dis, "
-             "farneback, raft. \\[default: auto]", rich_help_panel=_SAMPLING, show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(
-        help="Random seed; printed in the summary when drawn at random.", rich_help_panel=_SAMPLING)] = None,
-    scheduler: Annotated[Optional[str], typer.Option(
-        help="Sampler: ddim-official (published) or a plugin scheduler (see `uav plugins`). "
-             "\\[default: ddim-official]", rich_help_panel=_SAMPLING, show_default=False)] = None,
-    tile: Annotated[str, typer.Option(
-        help="Spatial tiling: auto (when the input has >= 384x384 pixels), on or off.",
-        rich_help_panel=_TILING)] = "auto",
-    tiling: Annotated[Optional[str], typer.Option(
-        help="Tiling strategy: official (hard paste, published) or feather. \\[default: official]",
-        rich_help_panel=_TILING, show_default=False)] = None,
-    tile_mode: Annotated[Optional[str], typer.Option(
-        help="pipeline (published: each tile runs the whole pipeline) or latent (U-Net predictions averaged "
-             "over overlapping latent tiles each step; frames decode whole). \\[default: pipeline]",
-        rich_help_panel=_TILING, show_default=False)] = None,
-    tile_size: Annotated[Optional[int], typer.Option(
-        help=f"Tile side in input pixels. \\[default: {_DEFAULTS.tile_size}]", rich_help_panel=_TILING,
-        show_default=False)] = None,
-    tile_overlap: Annotated[Optional[int], typer.Option(
-        help=f"Tile overlap in input pixels. \\[default: {_DEFAULTS.tile_overlap}]", rich_help_panel=_TILING,
-        show_default=False)] = None,
-    window_batch: Annotated[Optional[int], typer.Option(
-        help="8-frame windows per U-Net call: same result, faster on GPUs with memory to spare. \\[default: 1]",
-        rich_help_panel=_TILING, show_default=False)] = None,
-    decode_chunk: Annotated[Optional[int], typer.Option(
-        help=f"Frames per VAE decode call; fewer = less memory (changes the numbers slightly). "
-             f"\\[default: {_DEFAULTS.decode_chunk}]", rich_help_panel=_TILING, show_default=False)] = None,
-    decode_tile: Annotated[Optional[int], typer.Option(
-        help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
-             "large frames; changes the numbers slightly). \\[default: whole frames]", rich_help_panel=_TILING,
-        show_default=False)] = None,
-    start: Annotated[Optional[str], typer.Option(
-        help="First frame: an index or a timecode HH:MM:SS:FF.", rich_help_panel=_IO)] = None,
-    end: Annotated[Optional[str], typer.Option(
-        help="Frame after the last one (exclusive): an index or a timecode.", rich_help_panel=_IO)] = None,
-    codec: Annotated[str, typer.Option(
-        help="h264, h265, prores_hq, prores_4444, png or tiff (png/tiff write an image folder).",
-        rich_help_panel=_IO)] = "h264",
-    pix_fmt: Annotated[Optional[str], typer.Option(
-        help="Encoder pixel format, e.g. yuv420p10le (default depends on the codec).", rich_help_panel=_IO)] = None,
-    crf: Annotated[Optional[int], typer.Option(
-        help="h264/h265 quality, 0 (lossless) to 51 (default 18 / 20).", rich_help_panel=_IO)] = None,
-    fps: Annotated[Optional[str], typer.Option(
-        help="Frame rate of an image-sequence input, e.g. 24 or 24000/1001 (default 24).",
+                               "Default: <name>_uav.<ext> beside the input.", metavar="PATH",
         rich_help_panel=_IO)] = None,
-    weights: Annotated[Optional[Path], typer.Option(
-        help="Release folder (pretrained_models/upscale_a_video layout). Default: $UAV_WEIGHTS, "
-             "./pretrained_models/upscale_a_video, ~/.cache/uav/upscale_a_video.", rich_help_panel=_MODEL)] = None,
-    vae: Annotated[str, typer.Option(
-        help="Decoder: 3d (published default) or video (temporal, LR-conditioned).", rich_help_panel=_MODEL)] = "3d",
-    device: Annotated[str, typer.Option(
-        help="auto (CUDA if available), cpu, cuda, cuda:N or mps.", rich_help_panel=_MODEL)] = "auto",
-    dtype: Annotated[str, typer.Option(
-        help="U-Net/text-encoder precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.",
-        rich_help_panel=_MODEL)] = "auto",
+    start: Annotated[Optional[str], typer.Option(
+        help="First frame: an index or a timecode HH:MM:SS:FF.", metavar="FRAME", rich_help_panel=_IO)] = None,
+    end: Annotated[Optional[str], typer.Option(
+        help="Frame after the last one (exclusive): an index or a timecode.", metavar="FRAME",
+        rich_help_panel=_IO)] = None,
+    codec: Annotated[str, typer.Option(
+        help="h264, h265, prores_hq, prores_4444, png or tiff (png/tiff write an image folder).", metavar="CODEC",
+        rich_help_panel=_IO)] = "h264",
+    pix_fmt: PixFmtOpt = None,
+    crf: CrfOpt = None,
+    fps: Annotated[Optional[str], typer.Option(
+        help="Frame rate of an image-sequence input, e.g. 24 or 24000/1001 (default 24).", metavar="RATE",
+        rich_help_panel=_IO)] = None,
+    weights: WeightsOpt = None,
+    vae: VaeOpt = "3d",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     self_check: Annotated[bool, typer.Option(
         "--self-check", help="Run every stage with tiny RANDOM networks (no weights needed) to test the "
                              "installation. The output is NOT an upscale and is named *_selfcheck_random.*.",
-        rich_help_panel=_MODEL)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary; errors only.",
-                                        rich_help_panel=_OUTPUT_MODE)] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (progress stays on stderr).",
-                                          rich_help_panel=_OUTPUT_MODE)] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.",
-                                        rich_help_panel=_OUTPUT_MODE)] = False,
+        metavar="", rich_help_panel=MODEL)] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
     executor: ExecutorOpt = "local",
     ray_address: AddressOpt = None,
     gpus_per_worker: GpusOpt = None,
     workers: WorkersOpt = None,
+    *,
+    setting_values: dict[str, Optional[str]],
 ) -> None:
     """Upscale INPUT x4 with Upscale-A-Video.
 
@@ -437,14 +352,8 @@ def upscale_command(
     with handle_errors(debug=debug, as_json=as_json), contextlib.ExitStack() as stack:
         summary = _run(
             input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
-            settings_options=dict(prompt=prompt, negative_prompt=negative_prompt, added_prompt=added_prompt,
-                                  noise_level=noise_level, guidance_scale=guidance_scale, num_inference_steps=steps,
-                                  propagation_steps=propagation_steps, color_fix=color_fix, flow=flow, seed=seed,
-                                  scheduler=scheduler, tile=tile, tiling=tiling, tile_mode=tile_mode,
-                                  tile_size=tile_size, tile_overlap=tile_overlap, window_batch=window_batch,
-                                  decode_chunk=decode_chunk, decode_tile=decode_tile),
-            start=_position(start), end=_position(end), codec=codec, pix_fmt=pix_fmt, crf=crf, fps=fps,
-            weights=weights, vae=vae, device=device, dtype=dtype,
+            settings_options=setting_values, start=_position(start), end=_position(end), codec=codec,
+            pix_fmt=pix_fmt, crf=crf, fps=fps, weights=weights, vae=vae or "3d", device=device, dtype=dtype,
             run_on=build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
                                   workers=workers, debug=debug),
         )
@@ -466,18 +375,18 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         raise UserError(f"--vae: expected 3d or video, got {vae!r}")
     if dtype not in ("auto", "fp32", "fp16", "bf16"):
         raise UserError(f"--dtype: expected auto, fp32, fp16 or bf16, got {dtype!r}")
-    settings = build_settings(**settings_options)
+    settings = settings_from_options(settings_options)
     if settings.seed is None:
         # draw it here so the summary can say how to reproduce the run
         settings = settings.replace(seed=random.randrange(2**31))
     rate: Fraction | None = None
     if fps is not None:
+        from uav.io.rates import parse_fps
+
         try:
-            rate = Fraction(fps)
-        except (ValueError, ZeroDivisionError):
-            raise UserError(f"--fps: expected a rate like 24 or 24000/1001, got {fps!r}") from None
-        if rate <= 0:
-            raise UserError(f"--fps must be > 0, got {fps}")
+            rate = parse_fps(fps, name="--fps")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     # the workers' devices are theirs to check: the driver may have no GPU
     device_name = resolve_device(device) if run_on is None else (None if device == "auto" else device)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["VideoInputError"]
+__all__ = ["VideoInputError", "VideoOutputError"]
 
 
 class VideoInputError(ValueError):
@@ -23,3 +23,21 @@ class VideoInputError(ValueError):
         if hint:
             message += f"; {hint}"
         super().__init__(message)
+
+
+class VideoOutputError(OSError):
+    """An output could not be written (disk full, folder gone, I/O error).
+
+    Raised by the writer after it has removed its temporary output, so nothing
+    half-written is left behind. Like :class:`VideoInputError` its message is one line
+    naming the output; it subclasses :class:`OSError` because the cause is the system,
+    not the arguments.
+    """
+
+    def __init__(self, path: str | Path, problem: str, errno_code: int | None = None) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        message = f"{path}: {problem}; nothing was saved"
+        super().__init__(message)
+        if errno_code is not None:
+            self.errno = errno_code

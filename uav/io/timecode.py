@@ -1,9 +1,17 @@
-"""SMPTE timecode arithmetic (``HH:MM:SS:FF``, drop-frame ``HH:MM:SS;FF``).
+"""SMPTE timecode (``HH:MM:SS:FF``, drop-frame ``HH:MM:SS;FF``) on OpenTimelineIO's arithmetic.
 
-Timecodes count frames at the *nominal* integer rate of a clip (24 for 23.976 fps, 30
-for 29.97 fps). Drop-frame timecode, only defined for 29.97 and 59.94 fps, skips frame
-labels 0-1 (0-3 at 59.94) at the start of every minute except every tenth so that the
-labels stay in step with wall-clock time.
+The frame arithmetic, drop-frame included, is :func:`opentimelineio.opentime.to_timecode`
+and :func:`~opentimelineio.opentime.from_timecode`; this module adds what uav needs
+around it: exact :class:`~fractions.Fraction` rates, error messages that say which field
+is wrong, refusal of the labels drop-frame timecode skips, and a clear answer for rates
+SMPTE timecode does not define (:func:`timecode_rate_supported`).
+
+Timecode is defined at 23.976, 24, 25, 29.97, 30, 47.952, 48, 50, 59.94 and 60 fps.
+Drop-frame timecode, only defined for 29.97 and 59.94 fps, skips frame labels 0-1
+(0-3 at 59.94) at the start of every minute except every tenth. At any other rate
+(15 fps, 277/12 fps...) the functions here raise :class:`ValueError`; code that only
+*carries* a timecode from a source to an output uses
+:func:`uav.io.metadata.carry_timecode`, which omits it instead.
 """
 
 from __future__ import annotations
@@ -12,18 +20,22 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from opentimelineio import opentime
+
 __all__ = [
     "Timecode",
     "parse_timecode",
     "format_timecode",
     "is_timecode",
     "nominal_rate",
+    "timecode_rate_supported",
     "timecode_to_frames",
     "frames_to_timecode",
     "offset_timecode",
 ]
 
 _TIMECODE_RE = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})([:;.,])(\d{2,3})$")
+_DROP_FRAME_RATES = (Fraction(30000, 1001), Fraction(60000, 1001))
 
 
 @dataclass(frozen=True)
@@ -63,72 +75,77 @@ def parse_timecode(value: str) -> Timecode:
     return tc
 
 
-def nominal_rate(fps: Fraction | int) -> int:
-    """The integer frame rate timecode counts in (``round(fps)``, at least 1)."""
-    return max(1, round(Fraction(fps)))
-
-
-def _drop_frames_per_minute(fps: Fraction) -> int:
-    nominal = nominal_rate(fps)
-    if nominal not in (30, 60) or Fraction(fps) == nominal:
-        raise ValueError(
-            f"drop-frame timecode is only defined for 30000/1001 and 60000/1001 fps, got fps={Fraction(fps)}; "
-            "use ':' before the frame field for non-drop timecode"
-        )
-    return nominal // 15  # 2 at 29.97, 4 at 59.94
-
-
-def timecode_to_frames(value: str | Timecode, fps: Fraction | int) -> int:
-    """The frame count from ``00:00:00:00`` to ``value`` at rate ``fps``.
-
-    Raises:
-        ValueError: malformed timecode, a frame field not below the nominal rate, or
-            a label that drop-frame timecode skips.
-    """
-    tc = parse_timecode(value) if isinstance(value, str) else value
-    nominal = nominal_rate(fps)
-    if tc.frames >= nominal:
-        raise ValueError(f"timecode {format_timecode(tc)} has frame field {tc.frames}, but {Fraction(fps)} fps "
-                         f"timecode counts frames 00-{nominal - 1:02d}")
-    total = ((tc.hours * 60 + tc.minutes) * 60 + tc.seconds) * nominal + tc.frames
-    if not tc.drop_frame:
-        return total
-    drop = _drop_frames_per_minute(Fraction(fps))
-    if tc.seconds == 0 and tc.minutes % 10 != 0 and tc.frames < drop:
-        raise ValueError(f"timecode {format_timecode(tc)} does not exist in drop-frame timecode "
-                         f"(labels 00-{drop - 1:02d} are skipped at the start of minute {tc.minutes})")
-    total_minutes = tc.hours * 60 + tc.minutes
-    return total - drop * (total_minutes - total_minutes // 10)
-
-
 def format_timecode(tc: Timecode) -> str:
     """``HH:MM:SS:FF`` (``;`` before the frames when drop-frame)."""
     sep = ";" if tc.drop_frame else ":"
     return f"{tc.hours:02d}:{tc.minutes:02d}:{tc.seconds:02d}{sep}{tc.frames:02d}"
 
 
+def nominal_rate(fps: Fraction | int) -> int:
+    """The integer frame rate timecode counts in (``round(fps)``, at least 1)."""
+    return max(1, round(Fraction(fps)))
+
+
+def timecode_rate_supported(fps: Fraction | int) -> bool:
+    """Whether SMPTE timecode is defined at ``fps`` (exactly one of the ten rates above)."""
+    # is_valid_timecode_rate is the older name of the same check
+    check = getattr(opentime.RationalTime, "is_smpte_timecode_rate", None) or opentime.RationalTime.is_valid_timecode_rate
+    try:
+        return bool(check(float(Fraction(fps))))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return False
+
+
+def _label_rate(fps: Fraction | int, drop_frame: bool) -> float:
+    """The rate OpenTimelineIO counts labels at; checks that timecode exists at ``fps``."""
+    rate = Fraction(fps)
+    if drop_frame and rate not in _DROP_FRAME_RATES:
+        raise ValueError(
+            f"drop-frame timecode is only defined for 30000/1001 and 60000/1001 fps, got fps={rate}; "
+            "use ':' before the frame field for non-drop timecode"
+        )
+    if not timecode_rate_supported(rate):
+        raise ValueError(f"SMPTE timecode is not defined at {rate} fps (only at 24000/1001, 24, 25, 30000/1001, 30, "
+                         "48000/1001, 48, 50, 60000/1001 and 60); give frame numbers instead")
+    # Non-drop labels simply count at the nominal rate (29.97 fps labels as 30 fps
+    # does), which also makes them wrap after 24 hours of labels, not of real time.
+    return float(rate) if drop_frame else float(nominal_rate(rate))
+
+
+def timecode_to_frames(value: str | Timecode, fps: Fraction | int) -> int:
+    """The frame count from ``00:00:00:00`` to ``value`` at rate ``fps``.
+
+    Raises:
+        ValueError: malformed timecode, a rate timecode is not defined at, a frame
+            field not below the nominal rate, or a label that drop-frame timecode skips.
+    """
+    tc = parse_timecode(value) if isinstance(value, str) else value
+    rate = _label_rate(fps, tc.drop_frame)
+    nominal = nominal_rate(fps)
+    if tc.frames >= nominal:
+        raise ValueError(f"timecode {format_timecode(tc)} has frame field {tc.frames}, but {Fraction(fps)} fps "
+                         f"timecode counts frames 00-{nominal - 1:02d}")
+    if tc.drop_frame:
+        drop = nominal // 15  # 2 at 29.97, 4 at 59.94
+        if tc.seconds == 0 and tc.minutes % 10 != 0 and tc.frames < drop:
+            raise ValueError(f"timecode {format_timecode(tc)} does not exist in drop-frame timecode "
+                             f"(labels 00-{drop - 1:02d} are skipped at the start of minute {tc.minutes})")
+    return int(round(opentime.from_timecode(format_timecode(tc), rate).value))
+
+
 def frames_to_timecode(frames: int, fps: Fraction | int, *, drop_frame: bool = False) -> str:
     """The timecode label of frame number ``frames`` (counted from ``00:00:00:00``).
 
     Labels wrap around after 24 hours, as timecode does.
+
+    Raises:
+        ValueError: negative ``frames``, or a rate (or drop-frame at a rate) that
+            timecode is not defined at.
     """
     if frames < 0:
         raise ValueError(f"frames must be >= 0, got {frames}")
-    nominal = nominal_rate(fps)
-    if drop_frame:
-        drop = _drop_frames_per_minute(Fraction(fps))
-        per_minute = nominal * 60 - drop
-        per_ten_minutes = nominal * 600 - 9 * drop
-        tens, rest = divmod(frames, per_ten_minutes)
-        # Re-insert the labels that were skipped so plain base-nominal arithmetic applies.
-        skipped = 9 * drop * tens
-        if rest >= drop:
-            skipped += drop * ((rest - drop) // per_minute)
-        frames += skipped
-    ff = frames % nominal
-    seconds_total = frames // nominal
-    tc = Timecode((seconds_total // 3600) % 24, (seconds_total // 60) % 60, seconds_total % 60, ff, drop_frame)
-    return format_timecode(tc)
+    rate = _label_rate(fps, drop_frame)
+    return str(opentime.to_timecode(opentime.RationalTime(int(frames), rate), rate, bool(drop_frame)))
 
 
 def offset_timecode(value: str, frames: int, fps: Fraction | int) -> str:

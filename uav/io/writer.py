@@ -1,45 +1,33 @@
 """Streaming video output on PyAV: H.264/H.265/ProRes files and PNG/TIFF sequences.
 
 Every output is first written under a hidden temporary name next to its destination
-(``.name.uavtmp-XXXXXXXX.mp4``, or a temporary folder for sequences) and renamed onto
-the destination only when :meth:`VideoWriter.close` succeeds, so an interrupted render
-never leaves a half-written file at the final path.
-
-Audio from ``audio_source`` is cut to the rendered frame range of that source and
-muxed alongside the frames as they are written. Compressed audio the output container
-accepts is copied packet by packet (cut at packet boundaries, about 21 ms for AAC);
-PCM audio, and audio the container cannot carry, is decoded, cut sample-exactly and
-re-encoded (AAC in .mp4, PCM in .mov/.mkv/.wav).
+(see :mod:`uav.io.atomic`) and renamed onto the destination only when
+:meth:`VideoWriter.close` succeeds, so an interrupted render never leaves a
+half-written file at the final path; a full disk or another write error removes the
+temporary and raises one :class:`~uav.io.errors.VideoOutputError`. Audio from the
+source is cut to the rendered frames and muxed alongside them (:mod:`uav.io.audio`);
+formats are described in :mod:`uav.io.codecs`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import secrets
-import shutil
 import weakref
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import VideoInputError
-from .reader import (
-    COLOR_PRIMARIES_NAMES,
-    COLOR_RANGE_NAMES,
-    COLOR_SPACE_NAMES,
-    COLOR_TRC_NAMES,
-    IMAGE_EXTENSIONS,
-    _is_pattern,
-    _scan,
-    _VideoScan,
-)
-from .timecode import timecode_to_frames
+from . import atomic
+from .audio import AudioCut
+from .codecs import CODECS, CodecSpec, known_codecs, output_path
+from .errors import VideoOutputError
+from .metadata import SWS_MATRIX, color_code, output_color
+from .rates import parse_fps
+from .timecode import parse_timecode, timecode_rate_supported, timecode_to_frames
 
 __all__ = ["CodecSpec", "CODECS", "VideoWriter", "write_video", "SEQUENCE_AUDIO_NAME"]
 
@@ -47,97 +35,6 @@ log = logging.getLogger(__name__)
 
 #: name of the sidecar WAV written into an image-sequence folder when it gets audio
 SEQUENCE_AUDIO_NAME = "audio.wav"
-
-
-@dataclass(frozen=True)
-class CodecSpec:
-    """One output format the writer knows."""
-
-    name: str
-    description: str
-    #: "video" (a file written with PyAV) or "sequence" (a folder of images)
-    kind: str
-    #: FFmpeg encoder (video) or image extension (sequence)
-    encoder: str
-    #: pixel format used for 8-bit and for 16-bit input when ``pix_fmt`` is not given
-    pix_fmt_8bit: str
-    pix_fmt_16bit: str
-    #: pixel formats a caller may ask for
-    pix_fmts: tuple[str, ...]
-    #: file suffixes this codec can be written to (video) / the sequence's extension
-    suffixes: tuple[str, ...]
-    options: dict[str, str] = field(default_factory=dict)
-    default_crf: int | None = None
-
-
-CODECS: dict[str, CodecSpec] = {
-    "h264": CodecSpec(
-        "h264", "H.264 / AVC (libx264), 8- or 10-bit", "video", "libx264", "yuv420p", "yuv420p10le",
-        ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"),
-        (".mp4", ".mov", ".mkv"), {}, 18,
-    ),
-    "h265": CodecSpec(
-        "h265", "H.265 / HEVC (libx265), 8- or 10-bit", "video", "libx265", "yuv420p", "yuv420p10le",
-        ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"),
-        (".mp4", ".mov", ".mkv"), {"x265-params": "log-level=error"}, 20,
-    ),
-    "prores_hq": CodecSpec(
-        "prores_hq", "Apple ProRes 422 HQ (prores_ks), 10-bit 4:2:2", "video", "prores_ks", "yuv422p10le",
-        "yuv422p10le", ("yuv422p10le",), (".mov", ".mkv"), {"profile": "3", "vendor": "apl0"},
-    ),
-    "prores_4444": CodecSpec(
-        "prores_4444", "Apple ProRes 4444 (prores_ks), 10-bit 4:4:4", "video", "prores_ks", "yuv444p10le",
-        "yuv444p10le", ("yuv444p10le", "yuva444p10le"), (".mov", ".mkv"), {"profile": "4", "vendor": "apl0"},
-    ),
-    "png": CodecSpec(
-        "png", "PNG image sequence folder, 8- or 16-bit", "sequence", ".png", "rgb24", "rgb48",
-        ("rgb24", "rgb48"), (".png",),
-    ),
-    "tiff": CodecSpec(
-        "tiff", "16-bit TIFF image sequence folder", "sequence", ".tif", "rgb48", "rgb48", ("rgb48",),
-        (".tif", ".tiff"),
-    ),
-}
-
-_COLOR_KEYS = {
-    "color_range": COLOR_RANGE_NAMES,
-    "color_space": COLOR_SPACE_NAMES,
-    "color_primaries": COLOR_PRIMARIES_NAMES,
-    "color_trc": COLOR_TRC_NAMES,
-}
-# Untagged output is ambiguous to players, so YUV output is always tagged; BT.709
-# limited range unless the caller carries the source's tags over.
-_DEFAULT_COLOR = {"color_range": "tv", "color_space": "bt709", "color_primaries": "bt709", "color_trc": "bt709"}
-_SWS_MATRIX = {
-    "bt709": "ITU709", "fcc": "FCC", "bt470bg": "ITU601", "smpte170m": "ITU601", "smpte240m": "SMPTE240M",
-    "bt2020nc": "BT2020", "bt2020c": "BT2020",
-}
-
-# Audio codecs each container takes as a packet copy. PCM is absent on purpose: it is
-# cheap to decode, and decoding lets the cut be sample-exact instead of packet-exact.
-_COPYABLE_AUDIO = {
-    ".mp4": {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"},
-    ".mov": {"aac", "mp3", "ac3", "eac3", "alac"},
-    ".mkv": {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac", "vorbis", "dts", "truehd"},
-    ".wav": set(),
-}
-
-
-def _known_codecs() -> str:
-    return ", ".join(CODECS)
-
-
-def _as_fps(fps: Any) -> Fraction:
-    if isinstance(fps, bool) or isinstance(fps, float):
-        raise TypeError(f"fps must be exact: pass a Fraction (e.g. Fraction(24000, 1001)), an int or a string "
-                        f"like '24000/1001', got {type(fps).__name__} {fps!r}")
-    try:
-        value = Fraction(fps)
-    except (TypeError, ValueError):
-        raise ValueError(f"fps must be a positive rational like 24 or '24000/1001', got {fps!r}") from None
-    if value <= 0:
-        raise ValueError(f"fps must be > 0, got {value}")
-    return value
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -148,38 +45,9 @@ def _check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _remove(path: Path) -> None:
-    try:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _output_path(path: str | Path, spec: CodecSpec) -> tuple[Path, str | None]:
-    """``(destination, file name pattern)``: the file, or the folder plus ``%0Nd`` pattern."""
-    text = os.fspath(path)
-    p = Path(text)
-    if spec.kind == "video":
-        if p.suffix.lower() not in spec.suffixes:
-            raise ValueError(f"{spec.name} output must end in {' or '.join(spec.suffixes)}, got {p.name!r}"
-                             + (" (png/tiff write image-sequence folders)" if not p.suffix else ""))
-        if p.is_dir():
-            raise ValueError(f"output path {p} is an existing folder; give a file name such as {p / 'out.mp4'}")
-        return p, None
-    if re.search(r"%0?\d*d", p.name):
-        if p.suffix.lower() not in spec.suffixes:
-            raise ValueError(f"{spec.name} sequence pattern must end in {' or '.join(spec.suffixes)}, got {p.name!r}")
-        return p.parent, p.name
-    if p.suffix.lower() in spec.suffixes:
-        raise ValueError(f"{spec.name} writes a folder of numbered images, not the single file {p.name!r}; pass a "
-                         f"folder (e.g. {p.stem!r}) or a pattern like '{p.stem}/%06d{p.suffix}'")
-    if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm"):
-        raise ValueError(f"codec {spec.name!r} writes an image-sequence folder, but the output {p.name!r} looks like a "
-                         "video file; pass a folder (e.g. 'out_frames') or a pattern like 'out_frames/%06d.png'")
-    return p, f"%06d{spec.encoder}"
+def _write_failure(path: Path, exc: OSError) -> VideoOutputError:
+    reason = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
+    return VideoOutputError(path, f"cannot be written ({reason[0].lower() + reason[1:]})", exc.errno)
 
 
 class VideoWriter:
@@ -190,8 +58,7 @@ class VideoWriter:
     temporary output)::
 
         with VideoWriter("out.mp4", fps=info.fps, width=w, height=h, codec="h264",
-                         timecode=info.start_timecode, audio_source=info.path,
-                         color=color_tags(info)) as writer:
+                         **carry_over(info, 0, info.num_frames)) as writer:
             for frame in frames:
                 writer.write(frame)
 
@@ -208,7 +75,8 @@ class VideoWriter:
         crf: constant rate factor for H.264/H.265 (0-51, lower is better; default 18
             for H.264 and 20 for H.265). Not used by other codecs.
         timecode: start timecode ``"HH:MM:SS:FF"`` written as the mov/mp4 ``timecode``
-            (a ``tmcd`` track) or the mkv ``TIMECODE`` tag. Ignored for sequences.
+            (a ``tmcd`` track) or the mkv ``TIMECODE`` tag. Ignored for sequences,
+            and (with a warning) at rates SMPTE timecode does not define.
         audio_source: file whose first audio stream is muxed in; ``None``, a file
             without audio or an image sequence gives a silent output. For sequences it is written as
             ``audio.wav`` inside the folder.
@@ -252,9 +120,9 @@ class VideoWriter:
         start_number: int = 0,
     ) -> None:
         if codec not in CODECS:
-            raise ValueError(f"unknown codec {codec!r}; known codecs: {_known_codecs()}")
+            raise ValueError(f"unknown codec {codec!r}; known codecs: {known_codecs()}")
         self.spec = spec = CODECS[codec]
-        self.fps = _as_fps(fps)
+        self.fps = parse_fps(fps)
         self.width = _check_positive_int("width", width)
         self.height = _check_positive_int("height", height)
         if bit_depth not in (8, 16):
@@ -272,7 +140,15 @@ class VideoWriter:
                 raise ValueError(f"crf must be an int from 0 (lossless) to 51, got {crf!r}")
         self.crf = crf
         if timecode is not None:
-            timecode_to_frames(timecode, self.fps)  # validates, raising a clear ValueError
+            parse_timecode(timecode)  # a malformed string is the caller's error
+            if timecode_rate_supported(self.fps):
+                timecode_to_frames(timecode, self.fps)  # validates the label at this rate
+            else:
+                # timecode is carried, never required: a rate SMPTE timecode does not
+                # define gets an output without it, not a failed render
+                log.warning("%s: SMPTE timecode is not defined at %s fps; writing it without the timecode %s",
+                            path, self.fps, timecode)
+                timecode = None
         self.timecode = timecode
         if not isinstance(audio_start_frame, (int, np.integer)) or audio_start_frame < 0:
             raise ValueError(f"audio_start_frame must be an int >= 0, got {audio_start_frame!r}")
@@ -280,7 +156,7 @@ class VideoWriter:
                                             or audio_end_frame <= audio_start_frame):
             raise ValueError(f"audio_end_frame must be an int > audio_start_frame ({audio_start_frame}), "
                              f"got {audio_end_frame!r}")
-        self.color = self._resolve_color(color)
+        self.color = output_color(color)
         if sample_aspect_ratio is not None:
             sample_aspect_ratio = Fraction(sample_aspect_ratio)
             if sample_aspect_ratio <= 0:
@@ -297,17 +173,17 @@ class VideoWriter:
         if "422" in self.pix_fmt and self.width % 2:
             raise ValueError(f"{codec} with pix_fmt {self.pix_fmt} needs an even width, got {self.width}")
 
-        self.path, self._pattern = _output_path(path, spec)
+        self.path, self._pattern = output_path(path, spec)
         if timecode is not None and spec.kind == "sequence":
             log.info("%s: image sequences carry no timecode; %s is not stored", self.path, timecode)
         self.frames_written = 0
         self._closed = False
         self._container: Any = None
         self._stream: Any = None
-        self._audio: _AudioCut | None = None
+        self._audio: AudioCut | None = None
         self._audio_container: Any = None
         self._prepare_destination()
-        self._finalizer = weakref.finalize(self, _remove, self._temp)
+        self._finalizer = weakref.finalize(self, _discard, self._temp)
         try:
             if spec.kind == "video":
                 self._open_video(preset)
@@ -320,26 +196,6 @@ class VideoWriter:
 
     # ------------------------------------------------------------------ setup
 
-    def _resolve_color(self, color: dict[str, str | None] | None) -> dict[str, str]:
-        given = dict(color or {})
-        unknown = sorted(set(given) - set(_COLOR_KEYS))
-        if unknown:
-            raise ValueError(f"color has unknown keys {unknown}; expected some of {', '.join(_COLOR_KEYS)}")
-        resolved: dict[str, str] = {}
-        for key, names in _COLOR_KEYS.items():
-            value = given.get(key)
-            if value is None:
-                value = _DEFAULT_COLOR[key]
-            if value not in names.values():
-                raise ValueError(f"color[{key!r}] = {value!r} is not an FFmpeg name; choose one of "
-                                 f"{', '.join(sorted(set(names.values())))}")
-            resolved[key] = value
-        if resolved["color_space"] not in _SWS_MATRIX:
-            # RGB / YCgCo / ICtCp tags cannot describe YUV made with a standard matrix
-            log.info("colour space %s cannot be written as YUV; tagging bt709", resolved["color_space"])
-            resolved["color_space"] = "bt709"
-        return resolved
-
     def _prepare_destination(self) -> None:
         parent = self.path.parent
         try:
@@ -349,9 +205,9 @@ class VideoWriter:
                              "choose a writable location") from None
         if not parent.is_dir():
             raise ValueError(f"output folder {parent} is not a folder; choose a writable location")
-        token = secrets.token_hex(4)
+        atomic.clean_stale_temporaries(parent)
         if self.spec.kind == "video":
-            self._temp = parent / f".{self.path.stem}.uavtmp-{token}{self.path.suffix}"
+            self._temp = atomic.temporary_path(self.path)
             try:
                 self._temp.open("xb").close()
             except OSError as exc:
@@ -361,12 +217,13 @@ class VideoWriter:
             if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
                 raise ValueError(f"output {self.path} already exists and is not an empty folder; remove it or "
                                  "choose another name (a sequence is written into its own folder)")
-            self._temp = parent / f".{self.path.name}.uavtmp-{token}"
+            self._temp = atomic.temporary_path(self.path, folder=True)
             try:
                 self._temp.mkdir()
             except OSError as exc:
                 raise ValueError(f"output folder {parent} is not writable ({exc.strerror or exc}); "
                                  "choose a writable location") from None
+        atomic.track(self._temp)
 
     def _open_video(self, preset: str | None) -> None:
         import av
@@ -389,10 +246,10 @@ class VideoWriter:
         stream.codec_context.time_base = tick
         stream.time_base = tick
         cc = stream.codec_context
-        cc.color_range = _code(COLOR_RANGE_NAMES, self.color["color_range"])
-        cc.colorspace = _code(COLOR_SPACE_NAMES, self.color["color_space"])
-        cc.color_primaries = _code(COLOR_PRIMARIES_NAMES, self.color["color_primaries"])
-        cc.color_trc = _code(COLOR_TRC_NAMES, self.color["color_trc"])
+        cc.color_range = color_code("color_range", self.color["color_range"])
+        cc.colorspace = color_code("color_space", self.color["color_space"])
+        cc.color_primaries = color_code("color_primaries", self.color["color_primaries"])
+        cc.color_trc = color_code("color_trc", self.color["color_trc"])
         if self.sample_aspect_ratio is not None:
             cc.sample_aspect_ratio = self.sample_aspect_ratio
         if spec.name == "h265" and self.path.suffix.lower() in (".mp4", ".mov"):
@@ -406,7 +263,7 @@ class VideoWriter:
             container, suffix = self._container, self.path.suffix.lower()
         else:
             container, suffix = None, ".wav"
-        cut = _AudioCut.open(source, start_frame, end_frame, self.fps)
+        cut = AudioCut.open(source, start_frame, end_frame, self.fps)
         if cut is None:
             log.info("%s has no audio stream; writing %s without audio", source, self.path)
             return
@@ -432,7 +289,13 @@ class VideoWriter:
             self.abort()
 
     def write(self, frame: np.ndarray) -> None:
-        """Append one ``(height, width, 3)`` RGB frame (``uint8``, or ``uint16`` when ``bit_depth=16``)."""
+        """Append one ``(height, width, 3)`` RGB frame (``uint8``, or ``uint16`` when ``bit_depth=16``).
+
+        Raises:
+            ValueError: a frame of the wrong size or dtype (the output is abandoned).
+            VideoOutputError: the frame could not be written (e.g. disk full); the
+                temporary output is removed and nothing is saved.
+        """
         if self._closed:
             raise ValueError(f"cannot write to {self.path}: the writer is already closed")
         array = np.asarray(frame)
@@ -450,6 +313,12 @@ class VideoWriter:
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.pump(Fraction(self.frames_written) / self.fps)
+        except VideoOutputError:
+            self.abort()
+            raise
+        except OSError as exc:  # disk full, folder removed, I/O error: PyAV raises OSError subclasses
+            self.abort()
+            raise _write_failure(self.path, exc) from None
         except BaseException:
             self.abort()
             raise
@@ -460,13 +329,13 @@ class VideoWriter:
         rgb = av.VideoFrame.from_ndarray(array, format="rgb48le" if self.bit_depth == 16 else "rgb24")
         yuv = rgb.reformat(
             format=self.pix_fmt,
-            dst_colorspace=_SWS_MATRIX[self.color["color_space"]],
+            dst_colorspace=SWS_MATRIX[self.color["color_space"]],
             dst_color_range="JPEG" if self.color["color_range"] == "pc" else "MPEG",
         )
-        yuv.color_range = _code(COLOR_RANGE_NAMES, self.color["color_range"])
-        yuv.colorspace = _code(COLOR_SPACE_NAMES, self.color["color_space"])
-        yuv.color_primaries = _code(COLOR_PRIMARIES_NAMES, self.color["color_primaries"])
-        yuv.color_trc = _code(COLOR_TRC_NAMES, self.color["color_trc"])
+        yuv.color_range = color_code("color_range", self.color["color_range"])
+        yuv.colorspace = color_code("color_space", self.color["color_space"])
+        yuv.color_primaries = color_code("color_primaries", self.color["color_primaries"])
+        yuv.color_trc = color_code("color_trc", self.color["color_trc"])
         yuv.pts = self.frames_written
         yuv.time_base = 1 / self.fps
         for packet in self._stream.encode(yuv):
@@ -481,7 +350,8 @@ class VideoWriter:
         name = self._pattern % (self.frames_written + self._start_number)
         target = self._temp / name
         if not cv2.imwrite(str(target), np.ascontiguousarray(array[:, :, ::-1])):
-            raise ValueError(f"could not write image {target}")
+            # OpenCV only says "no"; the folder exists (we made it), so the disk refused
+            raise VideoOutputError(self.path, f"image {name} could not be written (disk full or not writable?)")
 
     # ------------------------------------------------------------------ finishing
 
@@ -490,6 +360,8 @@ class VideoWriter:
 
         Raises:
             ValueError: no frame was written (nothing is saved in that case).
+            VideoOutputError: the output could not be finished (e.g. disk full); the
+                temporary is removed and the destination left as it was.
         """
         if self._closed:
             return self.path
@@ -514,11 +386,18 @@ class VideoWriter:
                 if self.path.is_dir() and not any(self.path.iterdir()):
                     self.path.rmdir()
                 os.rename(self._temp, self.path)
+        except VideoOutputError:
+            self.abort()
+            raise
+        except OSError as exc:
+            self.abort()
+            raise _write_failure(self.path, exc) from None
         except BaseException:
             self.abort()
             raise
         self._closed = True
         self._finalizer.detach()
+        atomic.untrack(self._temp)
         if self._audio is not None:
             self._audio.close()
         return self.path
@@ -539,16 +418,9 @@ class VideoWriter:
         if getattr(self, "_audio", None) is not None:
             self._audio.close()
         if hasattr(self, "_temp"):
-            _remove(self._temp)
+            _discard(self._temp)
         if hasattr(self, "_finalizer"):
             self._finalizer.detach()
-
-
-def _code(names: dict[int, str], value: str) -> int:
-    for code, name in names.items():
-        if name == value:
-            return code
-    raise ValueError(f"unknown colour tag {value!r}")
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -> Path:
@@ -577,245 +449,6 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -
     return writer.path
 
 
-# --------------------------------------------------------------------------- audio
-
-
-class _AudioCut:
-    """The part of a source's audio under a frame range, muxed into an output container."""
-
-    def __init__(self, source: Path, container: Any, stream: Any, t0: Fraction, t1: Fraction | None) -> None:
-        self.source = source
-        self._src = container
-        self._in = stream
-        self.t0 = t0  # source seconds shown at output time 0
-        self.t1 = t1  # source seconds where the cut ends, None: at the end of the video
-        self._out: Any = None
-        self._out_stream: Any = None
-        self._copy = False
-        self._packets: Iterator[Any] | None = None
-        self._pending: Any = None
-        # re-encode state
-        self._frames: Iterator[Any] | None = None
-        self._buffer = np.zeros((0, 0))
-        self._buffer_start = 0  # output sample index of _buffer[:, 0]
-        self._emitted = 0  # output samples sent to the encoder
-        self._exhausted = False
-
-    @classmethod
-    def open(cls, source: Path, start_frame: int, end_frame: int | None, out_fps: Fraction) -> _AudioCut | None:
-        import av
-
-        if source.is_dir() or source.suffix.lower() in IMAGE_EXTENSIONS or _is_pattern(str(source)):
-            return None  # an image sequence: there is no audio to carry over
-        if not source.exists():
-            raise ValueError(f"audio_source {source} does not exist")
-        try:
-            container = av.open(str(source), mode="r")
-        except av.FFmpegError as exc:
-            raise ValueError(f"audio_source {source} cannot be read ({exc.strerror or exc})") from None
-        if not container.streams.audio:
-            container.close()
-            return None
-        origin, rate = Fraction(0), out_fps
-        if container.streams.video:
-            try:
-                scan = _scan(source, None)
-            except VideoInputError as exc:
-                container.close()
-                raise ValueError(f"audio_source: {exc}") from None
-            if isinstance(scan, _VideoScan):
-                origin = scan.pts[0] * scan.time_base
-                rate = scan.info.fps
-        t0 = origin + Fraction(start_frame) / rate
-        t1 = None if end_frame is None else origin + Fraction(end_frame) / rate
-        return cls(source, container, container.streams.audio[0], t0, t1)
-
-    def attach(self, out: Any, suffix: str) -> None:
-        import av
-
-        cc = self._in.codec_context
-        self._out = out
-        self._copy = cc.name in _COPYABLE_AUDIO.get(suffix, set())
-        if self._copy:
-            self._out_stream = out.add_stream_from_template(self._in)
-            return
-        if suffix == ".mp4":
-            codec = "aac"
-            if cc.sample_rate not in (av.Codec("aac", "w").audio_rates or ()):
-                raise ValueError(f"audio_source {self.source}: {cc.sample_rate} Hz audio cannot be stored as AAC in "
-                                 ".mp4; write a .mov or .mkv (PCM audio) instead")
-        else:
-            bits = cc.format.bytes * 8 if cc.format is not None else 16
-            codec = "pcm_s16le" if bits <= 16 and not cc.format.name.startswith("flt") else "pcm_s24le"
-        channels = len(cc.layout.channels)
-        # Sources may carry an order-less layout ("2 channels") that encoders refuse;
-        # the default layout for the channel count is what players assume anyway.
-        self._layout = _DEFAULT_LAYOUTS.get(channels) or cc.layout.name
-        stream = out.add_stream(codec, rate=cc.sample_rate)
-        stream.layout = self._layout
-        if codec == "aac":
-            stream.codec_context.bit_rate = 96000 * max(1, channels)
-        self._out_stream = stream
-        self._encoder_format = stream.codec_context.codec.audio_formats[0].name
-        self._frame_size = stream.codec_context.frame_size or 1024
-
-    def _seek_near_start(self) -> None:
-        # Start demuxing a little before the cut instead of at the top of a long file.
-        if self.t0 > 1:
-            target = int((self.t0 - 1) / self._in.time_base)
-            self._src.seek(target, stream=self._in, backward=True)
-
-    # -- packet copy -----------------------------------------------------------------
-
-    def _copy_until(self, until: Fraction, final: bool) -> None:
-        tb = self._in.time_base
-        if self._packets is None:
-            self._seek_near_start()
-            self._packets = iter(self._src.demux(self._in))
-        base = round(self.t0 / tb)
-        end = None if self.t1 is None else self.t1 - self.t0
-        limit = until if end is None else (min(until, end) if not final else end)
-        while True:
-            packet = self._pending
-            self._pending = None
-            if packet is None:
-                packet = next(self._packets, None)
-                if packet is None:
-                    return
-            if packet.size == 0 or packet.pts is None:
-                continue
-            start = packet.pts * tb - self.t0
-            if start < -tb / 2:  # half a tick: timestamps are rounded to the time base
-                continue  # before the cut (whole packets only, so the cut may start a packet late)
-            if start >= limit:
-                if end is None or start < end:
-                    self._pending = packet
-                return
-            offset = packet.dts - packet.pts if packet.dts is not None else 0
-            packet.pts = packet.pts - base
-            packet.dts = packet.pts + offset
-            packet.time_base = tb
-            packet.stream = self._out_stream
-            self._out.mux(packet)
-
-    # -- decode, cut, re-encode -----------------------------------------------------------
-
-    def _decoded(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Source audio as ``(output sample index, float64 (channels, n))`` chunks."""
-        import av
-
-        rate = self._in.codec_context.sample_rate
-        self._seek_near_start()
-        try:
-            for frame in self._src.decode(self._in):
-                if frame.pts is None:
-                    continue
-                start = round((frame.pts * frame.time_base - self.t0) * rate)
-                yield start, _planar_float(frame)
-        except av.FFmpegError as exc:
-            log.warning("%s: audio decoding stopped early (%s)", self.source, exc)
-
-    def _fill(self, needed: int) -> None:
-        """Decode until the buffer covers output samples up to ``needed`` (or the source ends)."""
-        if self._frames is None:
-            self._frames = self._decoded()
-            self._buffer = np.zeros((len(self._in.codec_context.layout.channels), 0))
-        while not self._exhausted and self._buffer_start + self._buffer.shape[1] < needed:
-            item = next(self._frames, None)
-            if item is None:
-                self._exhausted = True
-                break
-            start, samples = item
-            end_of_buffer = self._buffer_start + self._buffer.shape[1]
-            if start + samples.shape[1] <= end_of_buffer:
-                continue  # entirely before the cut (or a repeat)
-            if start < end_of_buffer:
-                samples = samples[:, end_of_buffer - start:]
-            elif start > end_of_buffer:  # a gap in the source audio: keep sync with silence
-                samples = np.concatenate([np.zeros((samples.shape[0], start - end_of_buffer)), samples], axis=1)
-            self._buffer = np.concatenate([self._buffer, samples], axis=1)
-
-    def _encode_until(self, until: Fraction, final: bool) -> None:
-        rate = self._in.codec_context.sample_rate
-        stop = round(until * rate)
-        if self.t1 is not None:
-            total = round((self.t1 - self.t0) * rate)
-            stop = total if final else min(stop, total)
-        self._fill(stop)
-        available = min(stop, self._buffer_start + self._buffer.shape[1])
-        size = self._frame_size
-        while self._emitted + size <= available or (final and self._emitted < available):
-            count = min(size, available - self._emitted)
-            offset = self._emitted - self._buffer_start
-            self._send(self._buffer[:, offset:offset + count])
-            self._emitted += count
-        # drop what has been encoded
-        drop = self._emitted - self._buffer_start
-        if drop > 0:
-            self._buffer = self._buffer[:, drop:]
-            self._buffer_start = self._emitted
-        if final:
-            for packet in self._out_stream.encode(None):
-                self._out.mux(packet)
-
-    def _send(self, chunk: np.ndarray) -> None:
-        import av
-
-        fmt = self._encoder_format
-        if fmt == "fltp":
-            data = chunk.astype(np.float32)
-        elif fmt == "s16":
-            data = np.clip(np.round(chunk.T * 32768.0), -32768, 32767).astype(np.int16).reshape(1, -1)
-        elif fmt == "s32":
-            data = np.clip(np.round(chunk.T * 2147483648.0), -2147483648, 2147483647).astype(np.int32).reshape(1, -1)
-        else:
-            raise ValueError(f"unsupported audio encoder sample format {fmt}")
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt, layout=self._layout)
-        frame.sample_rate = self._in.codec_context.sample_rate
-        frame.pts = self._emitted
-        frame.time_base = Fraction(1, frame.sample_rate)
-        for packet in self._out_stream.encode(frame):
-            self._out.mux(packet)
-
-    # -- driving ---------------------------------------------------------------------------
-
-    def pump(self, until: Fraction) -> None:
-        """Mux the audio that plays before output time ``until`` (seconds)."""
-        if self._copy:
-            self._copy_until(until, final=False)
-        else:
-            self._encode_until(until, final=False)
-
-    def finish(self, video_duration: Fraction) -> None:
-        """Mux the rest of the cut: to ``t1``, or to ``video_duration`` when open-ended."""
-        if self._copy:
-            self._copy_until(video_duration, final=True)
-        else:
-            self._encode_until(video_duration, final=True)
-
-    def close(self) -> None:
-        try:
-            self._src.close()
-        except Exception:  # closing a reader cannot lose data
-            pass
-
-
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
-
-
-def _planar_float(frame: Any) -> np.ndarray:
-    """An audio frame as float64 ``(channels, samples)`` in [-1, 1]."""
-    data = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if not frame.format.is_planar:
-        data = data.reshape(-1, channels).T
-    kind = frame.format.name.rstrip("p")
-    if kind == "s16":
-        return data.astype(np.float64) / 32768.0
-    if kind == "s32":
-        return data.astype(np.float64) / 2147483648.0
-    if kind == "u8":
-        return (data.astype(np.float64) - 128.0) / 128.0
-    if kind == "s64":
-        return data.astype(np.float64) / 9223372036854775808.0
-    return data.astype(np.float64)
+def _discard(temp: Path) -> None:
+    atomic.untrack(temp)
+    atomic.remove(temp)

@@ -4,8 +4,8 @@
 the ``uav`` entry-point group one by one (a plugin that fails to import or to be
 registered is recorded with its error and skipped, the others still load), honours
 ``UAV_BLOCK_PLUGINS``, and falls back to importing the built-in plugin packages
-directly when their entry points are not visible (e.g. the distribution is not
-installed). :class:`Registry` then calls the registry-style hooks of
+by name when their entry points are not visible (an installation whose metadata
+was lost); a missing package is then reported as such. :class:`Registry` then calls the registry-style hooks of
 :mod:`uav.registry.hookspecs` once per plugin and keeps the named factories, so
 components are built by name: ``Registry().get("flow", "dis")``.
 
@@ -18,14 +18,11 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
-import importlib.util
 import logging
 import os
-import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -227,27 +224,21 @@ def _uav_version() -> str | None:
 
 
 def _import_builtin(module_name: str) -> ModuleType:
-    """Import a built-in plugin package, from ``plugins/`` of a source checkout if it
-    is not importable (distribution not installed or not yet re-installed)."""
+    """Import a built-in plugin package that arrived without its entry point.
+
+    The packages are installed with the ``uav`` distribution; they are never loaded
+    from a source tree by file path (that would run code the installation does not
+    vouch for, and hide a broken install).
+    """
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
-    package_dir = Path(__file__).resolve().parents[2] / "plugins" / module_name
-    init = package_dir / "__init__.py"
-    if not init.is_file():
-        raise ModuleNotFoundError(f"built-in plugin package {module_name!r} is neither importable nor at {package_dir}")
-    spec = importlib.util.spec_from_file_location(module_name, init, submodule_search_locations=[str(package_dir)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    return module
+        raise ModuleNotFoundError(
+            f"built-in plugin package {module_name!r} is not installed: reinstall uav "
+            "(pip install uav, or pip install -e . in a source checkout) so that its plugins and their "
+            "entry points are present", name=module_name) from None
 
 
 def _entry_point_dist(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
@@ -295,7 +286,7 @@ def build_plugin_manager(
         blocked: plugin names not to load. ``None`` reads the comma-separated
             ``UAV_BLOCK_PLUGINS`` environment variable; an explicit value replaces it.
         include_builtins: register the built-in plugins (from entry points when
-            visible, otherwise by importing ``plugins/uav_*`` directly).
+            visible, otherwise by importing the installed ``uav_*`` packages by name).
 
     Returns:
         A :class:`UavPluginManager`; its ``records`` tell how each plugin loaded.
@@ -439,9 +430,11 @@ class Registry:
         ``segments``, ``captioner``."""
         return list(KINDS)
 
-    def names(self, kind: str) -> list[str]:
-        """Sorted names of the installed components of ``kind`` (families as ``prefix:*``)."""
-        return sorted(self._components[_canonical_kind(kind)])
+    def names(self, kind: str, *, sort: bool = True) -> list[str]:
+        """Names of the installed components of ``kind`` (families as ``prefix:*``), sorted,
+        or with ``sort=False`` in registration order (built-ins first, defaults first)."""
+        table = self._components[_canonical_kind(kind)]
+        return sorted(table) if sort else list(table)
 
     def components(self, kind: str | None = None) -> list[ComponentInfo]:
         """Registered components, of one kind or of all kinds."""
@@ -491,18 +484,6 @@ class Registry:
         """
         info, extra = self._lookup(kind, name)
         return info.factory(**extra, **options)
-
-    def resolve(self, kind: str, spec: Any, **options: Any) -> Any:
-        """``get(kind, spec, **options)`` for a name; a ready-made component is returned
-        as it is (for API arguments that accept either)."""
-        if isinstance(spec, str):
-            return self.get(kind, spec, **options)
-        _canonical_kind(kind)
-        if options:
-            raise TypeError(f"options {sorted(options)} can only be used when the {kind} is selected by name")
-        if spec is None:
-            raise TypeError(f"{kind} must be a component name (str) or a component, got None")
-        return spec
 
     # -- reporting ------------------------------------------------------------------
 

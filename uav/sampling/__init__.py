@@ -12,11 +12,10 @@ from uav.sampling.decode import decode_chunks
 from uav.sampling.loop import denoise
 from uav.sampling.propagation import propagate_latents
 from uav.sampling.schedulers import OfficialDDIM, low_res_add_noise
-from uav.sampling.tiling import blend_tiles, feather_tile_plan, needs_tiling, official_tile_plan
+from uav.sampling.tiling import blend_tiles, feather_tile_plan, official_tile_plan
 from uav.sampling.windows import merge_windows, official_segment_plan, uniform_segment_plan
 
 __all__ = [
     "OfficialDDIM", "low_res_add_noise", "official_segment_plan", "uniform_segment_plan", "merge_windows",
     "propagate_latents", "denoise", "decode_chunks", "official_tile_plan", "feather_tile_plan", "blend_tiles",
-    "needs_tiling",
 ]

@@ -59,6 +59,8 @@ def denoise(
             assembled from overlapping spatial tiles (weights at latent scale, ``scale=1``)
             averaged by their weights, so large frames denoise in bounded memory as one
             picture, without seams.
+        generator: handed to every ``scheduler.step`` (stochastic schedulers draw from it,
+            so a seeded run is reproducible); ``None`` calls ``step`` without it.
         callback: called after every step with ``{"stage": "denoise", "index", "total",
             "timestep", "latents", "x0"}``.
         trace: if a dict, receives the per-step tensors named as in the parity fixture.
@@ -180,11 +182,10 @@ def _tiled_call(unet: torch.nn.Module, sample: Tensor, cond: Tensor, ctx: Tensor
     return (acc / norm).to(sample.dtype)
 
 
-def _step(scheduler: Any, v: Tensor, t: int, latents: Tensor, x0: Tensor, generator: torch.Generator | None) -> Tensor:
-    if generator is not None:
-        try:
-            return scheduler.step(v, t, latents, x0, generator=generator)
-        except TypeError:  # a plugin scheduler without a generator argument
-            pass
-    return scheduler.step(v, t, latents, x0)
-
+def _step(scheduler: DenoisingScheduler, v: Tensor, t: int, latents: Tensor, x0: Tensor,
+          generator: torch.Generator | None) -> Tensor:
+    # the protocol's step takes ``generator``; without one, callers may drive a bare
+    # scheduler that does not (a TypeError from a scheduler is a bug to see, not to retry)
+    if generator is None:
+        return scheduler.step(v, t, latents, x0)
+    return scheduler.step(v, t, latents, x0, generator=generator)

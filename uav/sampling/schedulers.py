@@ -25,12 +25,13 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
+# the largest LR noise level the published UNet accepts (SPEC §2.1); the settings schema
+# (a torch-free leaf module) holds it
+from uav.settings import MAX_NOISE_LEVEL
+
 Tensor = torch.Tensor
 
 __all__ = ["OfficialDDIM", "low_res_add_noise", "MAX_NOISE_LEVEL"]
-
-#: the largest LR noise level the published UNet accepts (SPEC §2.1)
-MAX_NOISE_LEVEL = 350
 
 
 def _filtered_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,12 +154,6 @@ class OfficialDDIM:
     def scale_model_input(self, sample: Tensor, timestep: int | Tensor | None = None) -> Tensor:
         """DDIM does not rescale its input; kept for loops written against diffusers."""
         return sample
-
-    def previous_timestep(self, timestep: int | Tensor) -> Tensor:
-        """``t - num_train_timesteps // num_inference_steps`` (negative past the end)."""
-        self._require_schedule()
-        t = _timestep_index(timestep, self.num_train_timesteps)
-        return t - self.num_train_timesteps // self.num_inference_steps
 
     def _require_schedule(self) -> None:
         if self.num_inference_steps is None:

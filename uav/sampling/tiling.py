@@ -16,46 +16,27 @@ in; this matters because tiles share one random generator.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 
-from uav.protocols import Tile
+from uav.protocols import Tile, int_arg
 
 Tensor = torch.Tensor
 
-__all__ = ["needs_tiling", "official_tile_plan", "feather_tile_plan", "blend_tiles", "DEFAULT_TILING_THRESHOLD"]
-
-#: frames with at least this many LR pixels are tiled by the published script
-DEFAULT_TILING_THRESHOLD = 384 * 384
-
-
-def _int_arg(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+__all__ = ["official_tile_plan", "feather_tile_plan", "blend_tiles"]
 
 
 def _check_plan_args(
     height: object, width: object, tile_size: object, overlap: object, scale: object
 ) -> tuple[int, int, int, int, int]:
     return (
-        _int_arg("height", height, 1),
-        _int_arg("width", width, 1),
-        _int_arg("tile_size", tile_size, 1),
-        _int_arg("overlap", overlap, 0),
-        _int_arg("scale", scale, 1),
+        int_arg("height", height, 1),
+        int_arg("width", width, 1),
+        int_arg("tile_size", tile_size, 1),
+        int_arg("overlap", overlap, 0),
+        int_arg("scale", scale, 1),
     )
-
-
-def needs_tiling(height: int, width: int, *, threshold: int = DEFAULT_TILING_THRESHOLD) -> bool:
-    """Whether the published script tiles an LR frame of this size (``H·W >= threshold``)."""
-    h = _int_arg("height", height, 1)
-    w = _int_arg("width", width, 1)
-    return h * w >= threshold
 
 
 def _official_axis(length: int, tile_size: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -162,8 +143,8 @@ def blend_tiles(outputs: Sequence[Tensor], tiles: Sequence[Tile], out_height: in
         ValueError: mismatched counts or shapes, tiles outside the output, or output
             pixels that no tile gives a positive weight.
     """
-    out_height = _int_arg("out_height", out_height, 1)
-    out_width = _int_arg("out_width", out_width, 1)
+    out_height = int_arg("out_height", out_height, 1)
+    out_width = int_arg("out_width", out_width, 1)
     if len(outputs) != len(tiles):
         raise ValueError(f"expected one output per tile ({len(tiles)}), got {len(outputs)}")
     if not outputs:

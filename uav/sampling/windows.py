@@ -12,24 +12,15 @@ feathered alternative; :func:`merge_windows` applies either plan.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 
-from uav.protocols import SegmentPlan
+from uav.protocols import SegmentPlan, int_arg
 
 Tensor = torch.Tensor
 
 __all__ = ["official_segment_plan", "uniform_segment_plan", "merge_windows"]
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _unique_in_order(calls: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -53,9 +44,9 @@ def official_segment_plan(num_frames: int, window: int = 8, stride: int = 6) -> 
     Raises:
         ValueError: non-positive sizes, or ``stride > window`` (frames would be skipped).
     """
-    t = _positive_int("num_frames", num_frames)
-    window = _positive_int("window", window)
-    stride = _positive_int("stride", stride)
+    t = int_arg("num_frames", num_frames, 1)
+    window = int_arg("window", window, 1)
+    stride = int_arg("stride", stride, 1)
     if stride > window:
         raise ValueError(f"stride must be <= window ({window}) so every frame is covered, got {stride}")
 
@@ -97,9 +88,9 @@ def uniform_segment_plan(num_frames: int, window: int = 8, overlap: int = 2) -> 
     Raises:
         ValueError: non-positive sizes or ``overlap`` not in ``[0, window)``.
     """
-    t = _positive_int("num_frames", num_frames)
-    window = _positive_int("window", window)
-    overlap = _positive_int("overlap", overlap, minimum=0)
+    t = int_arg("num_frames", num_frames, 1)
+    window = int_arg("window", window, 1)
+    overlap = int_arg("overlap", overlap, 0)
     if overlap >= window:
         raise ValueError(f"overlap must be smaller than window ({window}), got {overlap}")
 

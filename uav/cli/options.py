@@ -1,0 +1,164 @@
+"""The options ``uav upscale``, ``uav timeline upscale`` and ``uav timeline plan`` share, declared once.
+
+The pipeline knobs are generated from :class:`uav.settings.UpscaleSettings`' fields
+(their help, metavar and default come from each field's :class:`~uav.settings.Knob`)
+by :func:`with_setting_options`, which adds them to a command's signature and hands
+the command one ``setting_values`` dict of what was typed. Every value arrives as text
+and is parsed by the settings schema, so a bad value reads the same in every command
+and names its option (``--noise-level must be an integer in [0, 350], got '1.5'``).
+
+The model, encoding and reporting options are ``Annotated`` aliases used verbatim by
+each command.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from uav.settings import ComponentError, SettingsError, UpscaleSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SAMPLING = "Sampling"
+TILING = "Tiling and memory"
+MODEL = "Model and output"
+REPORTING = "Reporting"
+
+#: settings field -> command-line flag, in the order ``--help`` lists them
+SETTING_FLAGS: dict[str, str] = {
+    "prompt": "--prompt",
+    "negative_prompt": "--negative-prompt",
+    "added_prompt": "--added-prompt",
+    "noise_level": "--noise-level",
+    "guidance_scale": "--guidance-scale",
+    "num_inference_steps": "--steps",
+    "propagation_steps": "--propagation-steps",
+    "color_fix": "--color-fix",
+    "flow": "--flow",
+    "seed": "--seed",
+    "scheduler": "--scheduler",
+    "tile": "--tile",
+    "tiling": "--tiling",
+    "tile_mode": "--tile-mode",
+    "tile_size": "--tile-size",
+    "tile_overlap": "--tile-overlap",
+    "window_batch": "--window-batch",
+    "decode_chunk": "--decode-chunk",
+    "decode_tile": "--decode-tile",
+}
+_TILING_FIELDS = ("tile", "tiling", "tile_mode", "tile_size", "tile_overlap", "window_batch", "decode_chunk",
+                  "decode_tile")
+#: what ``--help`` shows as the default where the field's own value would not read well
+_DEFAULT_TEXT = {"propagation_steps": "none", "color_fix": "none", "tile": "auto", "decode_tile": "whole frames",
+                 "seed": "random"}
+
+
+def param_name(field: str) -> str:
+    """The Python parameter (and JSON) name of a setting's option: the flag without dashes."""
+    return SETTING_FLAGS[field].lstrip("-").replace("-", "_")
+
+
+def _default_text(field: str) -> str:
+    if field in _DEFAULT_TEXT:
+        return _DEFAULT_TEXT[field]
+    value = getattr(UpscaleSettings(), field)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) and field.endswith("prompt") else str(value)
+
+
+def _setting_parameter(field: str, panels: Mapping[str, str]) -> inspect.Parameter:
+    rule = UpscaleSettings.knob(field)
+    panel = panels.get("tiling" if field in _TILING_FIELDS else "sampling", SAMPLING)
+    default = "" if field == "prompt" else f" \\[default: {_default_text(field)}]"
+    option = typer.Option(SETTING_FLAGS[field], help=f"{rule.help}{default}", metavar=rule.metavar or "TEXT",
+                          show_default=False, rich_help_panel=panel)
+    return inspect.Parameter(param_name(field), inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[str], option])
+
+
+def with_setting_options(*, sampling: str = SAMPLING, tiling: str = TILING) -> Callable[[F], F]:
+    """Add an option for every field of :data:`SETTING_FLAGS` to a typer command.
+
+    The command takes a ``setting_values`` keyword instead: field -> the text typed,
+    or ``None`` when the option was not given. ``sampling`` and ``tiling`` name the
+    help panels the options appear under.
+    """
+    panels = {"sampling": sampling, "tiling": tiling}
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "setting_values"]
+        added = [_setting_parameter(field, panels) for field in SETTING_FLAGS]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            values = {field: kwargs.pop(param_name(field)) for field in SETTING_FLAGS}
+            return fn(**kwargs, setting_values=values)
+
+        params = own + added
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+def option_message(exc: SettingsError) -> str:
+    """A settings error reworded to name the command-line option it came from."""
+    flag = SETTING_FLAGS.get(exc.field or "")
+    text = str(exc)
+    if flag is None or text.startswith(flag):
+        return text
+    if isinstance(exc, ComponentError):
+        return f"{flag}: {exc.reason}"
+    return f"{flag}: {text}"
+
+
+def settings_from_options(values: Mapping[str, Any]) -> UpscaleSettings:
+    """The :class:`UpscaleSettings` the command line asks for (options not given keep their
+    defaults); every value and every component name is checked.
+
+    Raises:
+        SettingsError: naming the option at fault.
+    """
+    given = {field: value for field, value in values.items() if value is not None}
+    try:
+        return UpscaleSettings.from_strings(given, components=True, labels=SETTING_FLAGS)
+    except SettingsError as exc:
+        raise SettingsError(option_message(exc), field=exc.field) from None
+
+
+# ---------------------------------------------------------------------------- shared by the commands
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", help="Release folder (pretrained_models/upscale_a_video layout). Default: $UAV_WEIGHTS, "
+                      "./pretrained_models/upscale_a_video, ~/.cache/uav/upscale_a_video.",
+    metavar="DIR", rich_help_panel=MODEL)]
+VaeOpt = Annotated[Optional[str], typer.Option(
+    "--vae", help="Decoder: 3d (published default) or video (temporal, LR-conditioned).", metavar="3d|video",
+    rich_help_panel=MODEL)]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.", metavar="DEVICE",
+    rich_help_panel=MODEL)]
+DtypeOpt = Annotated[str, typer.Option(
+    "--dtype", help="U-Net/text-encoder precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.",
+    metavar="DTYPE", rich_help_panel=MODEL)]
+PixFmtOpt = Annotated[Optional[str], typer.Option(
+    "--pix-fmt", help="Encoder pixel format, e.g. yuv420p10le (default depends on the codec).", metavar="FMT",
+    rich_help_panel=MODEL)]
+CrfOpt = Annotated[Optional[int], typer.Option(
+    "--crf", help="h264/h265 quality, 0 (lossless) to 51 (default 18 / 20).", metavar="0-51",
+    rich_help_panel=MODEL)]
+# flags take no value: an empty metavar keeps --help free of a type tag for them
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary; errors only.",
+                                        metavar="", rich_help_panel=REPORTING)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (progress stays on stderr).",
+                                       metavar="", rich_help_panel=REPORTING)]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.", metavar="",
+                                        rich_help_panel=REPORTING)]

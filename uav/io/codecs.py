@@ -1,0 +1,94 @@
+"""The output formats :class:`~uav.io.writer.VideoWriter` writes, and where each goes.
+
+Video codecs write one file (``.mp4``/``.mov``/``.mkv``); ``png``/``tiff`` write a
+folder of numbered images.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["CodecSpec", "CODECS", "known_codecs", "output_path"]
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """One output format the writer knows."""
+
+    name: str
+    description: str
+    #: "video" (a file written with PyAV) or "sequence" (a folder of images)
+    kind: str
+    #: FFmpeg encoder (video) or image extension (sequence)
+    encoder: str
+    #: pixel format used for 8-bit and for 16-bit input when ``pix_fmt`` is not given
+    pix_fmt_8bit: str
+    pix_fmt_16bit: str
+    #: pixel formats a caller may ask for
+    pix_fmts: tuple[str, ...]
+    #: file suffixes this codec can be written to (video) / the sequence's extension
+    suffixes: tuple[str, ...]
+    options: dict[str, str] = field(default_factory=dict)
+    default_crf: int | None = None
+
+
+CODECS: dict[str, CodecSpec] = {
+    "h264": CodecSpec(
+        "h264", "H.264 / AVC (libx264), 8- or 10-bit", "video", "libx264", "yuv420p", "yuv420p10le",
+        ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"),
+        (".mp4", ".mov", ".mkv"), {}, 18,
+    ),
+    "h265": CodecSpec(
+        "h265", "H.265 / HEVC (libx265), 8- or 10-bit", "video", "libx265", "yuv420p", "yuv420p10le",
+        ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"),
+        (".mp4", ".mov", ".mkv"), {"x265-params": "log-level=error"}, 20,
+    ),
+    "prores_hq": CodecSpec(
+        "prores_hq", "Apple ProRes 422 HQ (prores_ks), 10-bit 4:2:2", "video", "prores_ks", "yuv422p10le",
+        "yuv422p10le", ("yuv422p10le",), (".mov", ".mkv"), {"profile": "3", "vendor": "apl0"},
+    ),
+    "prores_4444": CodecSpec(
+        "prores_4444", "Apple ProRes 4444 (prores_ks), 10-bit 4:4:4", "video", "prores_ks", "yuv444p10le",
+        "yuv444p10le", ("yuv444p10le", "yuva444p10le"), (".mov", ".mkv"), {"profile": "4", "vendor": "apl0"},
+    ),
+    "png": CodecSpec(
+        "png", "PNG image sequence folder, 8- or 16-bit", "sequence", ".png", "rgb24", "rgb48",
+        ("rgb24", "rgb48"), (".png",),
+    ),
+    "tiff": CodecSpec(
+        "tiff", "16-bit TIFF image sequence folder", "sequence", ".tif", "rgb48", "rgb48", ("rgb48",),
+        (".tif", ".tiff"),
+    ),
+}
+
+
+def known_codecs() -> str:
+    """The codec names, comma-separated, for error messages."""
+    return ", ".join(CODECS)
+
+
+def output_path(path: str | Path, spec: CodecSpec) -> tuple[Path, str | None]:
+    """``(destination, file name pattern)``: the file, or the folder plus ``%0Nd`` pattern."""
+    text = os.fspath(path)
+    p = Path(text)
+    if spec.kind == "video":
+        if p.suffix.lower() not in spec.suffixes:
+            raise ValueError(f"{spec.name} output must end in {' or '.join(spec.suffixes)}, got {p.name!r}"
+                             + (" (png/tiff write image-sequence folders)" if not p.suffix else ""))
+        if p.is_dir():
+            raise ValueError(f"output path {p} is an existing folder; give a file name such as {p / 'out.mp4'}")
+        return p, None
+    if re.search(r"%0?\d*d", p.name):
+        if p.suffix.lower() not in spec.suffixes:
+            raise ValueError(f"{spec.name} sequence pattern must end in {' or '.join(spec.suffixes)}, got {p.name!r}")
+        return p.parent, p.name
+    if p.suffix.lower() in spec.suffixes:
+        raise ValueError(f"{spec.name} writes a folder of numbered images, not the single file {p.name!r}; pass a "
+                         f"folder (e.g. {p.stem!r}) or a pattern like '{p.stem}/%06d{p.suffix}'")
+    if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm"):
+        raise ValueError(f"codec {spec.name!r} writes an image-sequence folder, but the output {p.name!r} looks like a "
+                         "video file; pass a folder (e.g. 'out_frames') or a pattern like 'out_frames/%06d.png'")
+    return p, f"%06d{spec.encoder}"

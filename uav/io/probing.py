@@ -1,0 +1,307 @@
+"""Probing: what a video file or image sequence holds, learned once and cached.
+
+A video is probed by demuxing (not decoding) every packet of its video stream: the
+sorted presentation timestamps give the true frame count, the exact rational frame
+rate and whether the rate is variable, independent of what the container header
+claims. One frame is decoded to prove the codec works and to read rotation and colour.
+An mp4/mov whose last box runs past the end of the file (a copy missing its last
+bytes) is refused even when every frame still decodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import VideoInputError
+from .info import VideoInfo
+from .metadata import COLOR_PRIMARIES_NAMES, COLOR_RANGE_NAMES, COLOR_SPACE_NAMES, COLOR_TRC_NAMES, tagged_timecode
+from .rates import cfr_map, select_rate
+from .sequence import IMAGE_EXTENSIONS, SequenceScan, is_pattern, scan_sequence
+
+__all__ = ["VideoScan", "probe", "scan", "open_input"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoScan:
+    """A probed video file: its :class:`VideoInfo` plus what decoding and audio cutting need."""
+
+    info: VideoInfo
+    stream_index: int
+    time_base: Fraction
+    pts: tuple[int, ...]  # sorted presentation timestamps, one per frame
+    last_duration: int  # duration of the last frame, in time_base ticks
+    sws_colorspace: str
+    sws_range: str
+
+
+_CACHE_SIZE = 32
+_cache: OrderedDict[tuple[Any, ...], VideoScan | SequenceScan] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def probe(path: str | Path, *, fps: Fraction | int | str | None = None) -> VideoInfo:
+    """Describe a video file, an image folder, a printf image pattern or a single image.
+
+    Args:
+        path: a video file; a folder of images (sorted naturally, so ``f2`` comes
+            before ``f10``); a pattern like ``frames/%05d.png``; or one image file.
+        fps: frame rate of an image sequence (default 24). Ignored for video files,
+            whose rate comes from their timestamps.
+
+    Raises:
+        VideoInputError: the input is missing, unreadable, truncated, has no video
+            frames, or is an image sequence with mixed sizes.
+    """
+    return scan(path, fps).info
+
+
+def scan(path: str | Path, fps: Fraction | int | str | None = None) -> VideoScan | SequenceScan:
+    """:func:`probe` with what reading needs: the packet timestamps or the image files (cached)."""
+    text = os.fspath(path)
+    if is_pattern(text):
+        return scan_sequence(text, fps)
+    p = Path(text)
+    if not p.exists():
+        if p.parent.is_dir() or not str(p.parent):
+            raise VideoInputError(p, "no such file or folder", "check the path")
+        raise VideoInputError(p, f"no such file or folder (folder {p.parent} does not exist either)", "check the path")
+    if p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS or p.suffix.lower() == ".exr":
+        return scan_sequence(text, fps)
+    stat = p.stat()
+    key = ("video", str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    result = _scan_video(p)
+    with _cache_lock:
+        _cache[key] = result
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return result
+
+
+def open_input(path: Path) -> Any:
+    """Open ``path`` with PyAV for reading; failures become one-line :class:`VideoInputError`."""
+    import av
+
+    try:
+        return av.open(str(path), mode="r")
+    except av.FFmpegError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, av.EOFError):
+            raise VideoInputError(path, f"ends before its header or index is complete ({reason})",
+                                  "the file is truncated or still being written; re-export or re-copy it") from None
+        if isinstance(exc, av.InvalidDataError):
+            raise VideoInputError(path, f"is not a video FFmpeg can read ({reason})",
+                                  "check that it really is a video file (e.g. not a text file renamed to .mp4)") from None
+        if isinstance(exc, av.PermissionError):
+            raise VideoInputError(path, "cannot be read (permission denied)", "fix the file permissions") from None
+        raise VideoInputError(path, f"cannot be opened as a video ({reason})", "check the file") from None
+    except OSError as exc:
+        raise VideoInputError(path, f"cannot be opened ({exc.strerror or exc})", "check the path") from None
+
+
+# ISO base media (mp4/mov) top-level box types; a file starting with one is walked box by box.
+_ISO_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"moof", b"styp", b"sidx"}
+
+
+def container_truncation(path: Path) -> str | None:
+    """Why the container of ``path`` is cut short, or ``None`` when it is whole (or not mp4/mov).
+
+    FFmpeg reads an mp4/mov whose last bytes are missing without a word when the
+    damage falls in a trailing box it does not need, so the top-level boxes are
+    walked: each declares its size, and together they must reach the end of the file.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8 or head[4:8] not in _ISO_BOXES:
+                return None
+            offset = 0
+            while offset < size:
+                fh.seek(offset)
+                header = fh.read(16)
+                if len(header) < 8:
+                    return f"ends inside the header of a box at byte {offset} of {size}"
+                box_size, kind = struct.unpack(">I4s", header[:8])
+                if box_size == 1:
+                    if len(header) < 16:
+                        return f"ends inside the header of box {kind.decode('latin-1')!r} at byte {offset}"
+                    box_size = struct.unpack(">Q", header[8:16])[0]
+                elif box_size == 0:
+                    return None  # the last box runs to the end of the file by definition
+                if box_size < 8:
+                    return None  # not a box structure we understand; leave the verdict to FFmpeg
+                if offset + box_size > size:
+                    missing = offset + box_size - size
+                    return (f"is truncated: its {kind.decode('latin-1')!r} box ends {missing} byte"
+                            f"{'s' if missing != 1 else ''} past the end of the file")
+                offset += box_size
+    except OSError:
+        return None  # unreadable files are reported by the open that follows
+    return None
+
+
+def _bit_depth(pix_fmt: Any) -> int:
+    import av
+
+    try:
+        fmt = pix_fmt if isinstance(pix_fmt, av.VideoFormat) else av.VideoFormat(pix_fmt)
+        bits = max((c.bits for c in fmt.components), default=8)
+    except (ValueError, TypeError):
+        return 8
+    return 16 if bits > 8 else 8
+
+
+def _sws_colorspace(space: int, width: int, height: int) -> str:
+    # swscale only knows a handful of YUV matrices; untagged video follows the common
+    # player convention (BT.709 for HD, BT.601 below).
+    mapping = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+    if space in mapping:
+        return mapping[space]
+    return "ITU709" if height >= 720 or width >= 1280 else "ITU601"
+
+
+def _scan_video(path: Path) -> VideoScan:
+    import av
+
+    truncated = container_truncation(path)
+    if truncated is not None:
+        raise VideoInputError(path, truncated, "the copy is incomplete or the export was interrupted; "
+                                               "re-export or re-copy the file")
+    container = open_input(path)
+    try:
+        videos = list(container.streams.video)
+        if not videos:
+            raise VideoInputError(path, "contains no video frames (no video stream)", "pass a video file or an image folder")
+        stream = videos[0]
+        time_base = stream.time_base
+        if not time_base:
+            raise VideoInputError(path, "has a video stream without a time base", "remux it into .mov/.mp4/.mkv")
+        pts: list[int] = []
+        durations: dict[int, int] = {}
+        corrupt = False
+        discarded = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.is_discard:
+                    # edit lists hide these samples; they still count in the header's total
+                    discarded += 1
+                    continue
+                if packet.is_corrupt:
+                    corrupt = True
+                    break
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is None:
+                    continue
+                pts.append(ts)
+                durations[ts] = packet.duration or 0
+        except av.FFmpegError as exc:
+            raise VideoInputError(path, f"is damaged after {len(pts)} video packets ({exc.strerror or exc})",
+                                  "the file is truncated or corrupt; re-export or re-copy it") from None
+        declared_frames = stream.frames or 0
+        if corrupt or (declared_frames and len(pts) + discarded < declared_frames):
+            raise VideoInputError(path, f"is truncated: its index lists {declared_frames} frames but only "
+                                        f"{len(pts)} are complete", "re-export or re-copy the file")
+        if not pts:
+            raise VideoInputError(path, "contains no video frames", "pass a video with at least one frame")
+        pts.sort()
+        times = (np.asarray(pts, dtype=np.float64) - pts[0]) * float(time_base)
+        declared = [r for r in (stream.average_rate, stream.guessed_rate) if r]
+        fps, variable = select_rate(times, float(time_base), declared)
+        last_ticks = durations.get(pts[-1], 0)
+        if last_ticks <= 0:
+            last_ticks = int(round(1 / (fps * time_base))) or 1
+        last_duration = float(last_ticks * time_base)
+        num_cfr = len(cfr_map(times, last_duration, fps)) if variable else len(pts)
+
+        # Read the stream's tags before decoding: some decoders overwrite the context
+        # with what the bitstream says, which may be "unspecified".
+        cc = stream.codec_context
+        stream_color = (int(cc.color_range or 0), int(cc.colorspace if cc.colorspace is not None else 2),
+                        int(cc.color_primaries or 0), int(cc.color_trc or 0))
+        codec_name = cc.name
+        # Decode one frame: it proves the codec is usable and carries rotation/colour.
+        container.seek(pts[0], stream=stream, backward=True)
+        first = None
+        try:
+            for frame in container.decode(stream):
+                first = frame
+                break
+        except av.FFmpegError as exc:
+            raise VideoInputError(path, f"its first video frame cannot be decoded ({exc.strerror or exc})",
+                                  "the file is corrupt or uses an unsupported codec") from None
+        if first is None:
+            raise VideoInputError(path, "contains no decodable video frames", "re-export the file")
+
+        rotation = (-int(round(first.rotation or 0))) % 360
+        if rotation % 90:
+            log.warning("%s: rotation of %d degrees is not a multiple of 90; ignoring it", path, rotation)
+            rotation = 0
+        width, height = first.width, first.height
+        if rotation in (90, 270):
+            width, height = height, width
+
+        def tag(stream_value: int, frame_value: int, names: dict[int, str]) -> str | None:
+            return names.get(int(stream_value or 0)) or names.get(int(frame_value or 0))
+
+        space_value = stream_color[1] if stream_color[1] in COLOR_SPACE_NAMES else int(first.colorspace or 2)
+        range_value = stream_color[0] or int(first.color_range or 0)
+        pix_fmt = first.format.name
+        if pix_fmt.startswith("yuvj"):
+            range_value = 2
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+        audio = container.streams.audio[0] if container.streams.audio else None
+        info = VideoInfo(
+            path=path,
+            width=width,
+            height=height,
+            num_frames=len(pts),
+            fps=fps,
+            variable_frame_rate=variable,
+            start_timecode=tagged_timecode(container, stream),
+            has_audio=audio is not None,
+            rotation=rotation,
+            color_range=COLOR_RANGE_NAMES.get(range_value),
+            color_space=COLOR_SPACE_NAMES.get(space_value),
+            color_primaries=tag(stream_color[2], first.color_primaries, COLOR_PRIMARIES_NAMES),
+            color_trc=tag(stream_color[3], first.color_trc, COLOR_TRC_NAMES),
+            sample_aspect_ratio=Fraction(sar) if sar and sar > 0 else None,
+            bit_depth=_bit_depth(first.format),
+            is_image_sequence=False,
+            num_frames_cfr=num_cfr,
+            codec=codec_name,
+            pix_fmt=pix_fmt,
+            duration=float(times[-1]) + last_duration,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
+            audio_channels=audio.codec_context.channels if audio is not None else None,
+        )
+        return VideoScan(
+            info=info,
+            stream_index=stream.index,
+            time_base=Fraction(time_base),
+            pts=tuple(pts),
+            last_duration=last_ticks,
+            sws_colorspace=_sws_colorspace(space_value, first.width, first.height),
+            sws_range="JPEG" if range_value == 2 else "MPEG",
+        )
+    finally:
+        container.close()
