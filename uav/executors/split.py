@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from uav.executors.base import PARTIAL_MARKS, Job, Progress
+from uav.executors.base import PARTIAL_MARKS, Job
 
 __all__ = ["PARTS_DIR", "Part", "TemporalSplit"]
 
