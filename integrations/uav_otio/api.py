@@ -11,7 +11,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from .plan import DEFAULT_HANDLES, Plan, RenderJob, plan_timeline
 from .relink import DOWNGRADE_SCHEMA_VERSIONS, absolutize_media_urls, relink_plan
 from uav.io.atomic import temporary_path
 
+from .exports import check_written
 from .manifest import Manifest, owner_id
 from .render import RenderReport, Renderer, UpscalerRenderer, render_plan
 from .shots import ShotList, load_shot_list
@@ -265,8 +266,10 @@ def plan_file(
     adapter_name: str | None = None,
     rate: float | None = None,
     adapter_options: Mapping[str, Any] | None = None,
+    search_paths: Sequence[str | Path] | None = None,
 ) -> tuple[LoadedTimeline, Plan]:
-    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`).
+    """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`;
+    ``search_paths`` relink offline media, :mod:`uav_otio.conform`).
 
     ``output``, the timeline :func:`upscale_timeline` would write, makes the plan name
     outputs exactly as that render will (its own earlier renders may be replaced).
@@ -283,6 +286,7 @@ def plan_file(
         name_by=name_by,
         ext=ext,
         owner=timeline_owner(output, path) if output is not None else None,
+        search_paths=search_paths,
     )
     return loaded, plan
 
@@ -336,6 +340,10 @@ def write_timeline(
         downgrade: write ``.otio`` in the OTIO 0.14 schema (one media reference per
             clip, the active one) for readers that know only one.
 
+    Every format but ``.otio`` is read back after writing and kept only if every
+    clip's source range survived exactly (:func:`uav_otio.exports.check_written`);
+    otherwise the file is not left behind and the warnings say ``refused: ...``.
+
     Returns:
         ``(written, warnings)``: the files written, and why any other format was not.
     """
@@ -348,8 +356,19 @@ def write_timeline(
         if path.suffix.lower() == ".otio" and downgrade:
             kwargs["target_schema_versions"] = DOWNGRADE_SCHEMA_VERSIONS
         try:
-            with adapter_output_to_stderr():
-                otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
+            if path.suffix.lower() == ".otio":
+                with adapter_output_to_stderr():
+                    otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
+            else:
+                # a copy: some writers edit what they write (the EDL writer trims around transitions)
+                with adapter_output_to_stderr():
+                    otio.adapters.write_to_file(timeline.deepcopy(), str(tmp), **kwargs)
+                refusal = check_written(tmp, timeline)
+                if refusal is not None:
+                    with contextlib.suppress(OSError):
+                        path.unlink()  # an earlier run's file would now describe other renders
+                    problems.append(f"{refusal}; {str(path)!r} not written")
+                    continue
             os.replace(tmp, path)
             written.append(path)
         except Exception as exc:  # adapters raise anything from OTIOError to KeyError
@@ -397,6 +416,7 @@ def upscale_timeline(
     adapter_options: Mapping[str, Any] | None = None,
     downgrade: bool = False,
     force: bool = False,
+    search_paths: Sequence[str | Path] | None = None,
     progress: Callable[[RenderJob, int, int], None] | None = None,
     on_job: Callable[[RenderJob, str], None] | None = None,
     executor: Any = None,
@@ -422,6 +442,9 @@ def upscale_timeline(
         adapter_name, rate, adapter_options: how to read the file (see :func:`read_timeline`).
         downgrade: write ``.otio`` for readers with one media reference per clip.
         force: re-render even what the manifest says is done.
+        search_paths: folders where offline media is looked for (by file name, then
+            reel name and timecode); found media is relinked in the written timeline
+            and listed in ``result.plan.relinked``.
         progress, on_job: callbacks (see :func:`uav_otio.render.render_plan`).
         executor, on_event: hand the jobs to a :class:`uav.executors.Executor` (e.g.
             ``make_executor("ray")``) and receive its progress events; see
@@ -442,8 +465,9 @@ def upscale_timeline(
                                  dtype=dtype, codec=codec, model=model, handles=handles, shots=shots,
                                  overrides=overrides, name_by=name_by, ext=ext, base_dir=base_dir,
                                  timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
-                                 adapter_options=adapter_options, downgrade=downgrade, force=force,
-                                 progress=progress, on_job=on_job, executor=executor, on_event=on_event)
+                                 adapter_options=adapter_options, search_paths=search_paths,
+                                 downgrade=downgrade, force=force, progress=progress, on_job=on_job,
+                                 executor=executor, on_event=on_event)
     except BaseException:
         for folder in made:  # deepest first
             with contextlib.suppress(OSError):
@@ -473,6 +497,7 @@ def _upscale_timeline(
     adapter_name: str | None,
     rate: float | None,
     adapter_options: Mapping[str, Any] | None,
+    search_paths: Sequence[str | Path] | None,
     downgrade: bool,
     force: bool,
     progress: Callable[[RenderJob, int, int], None] | None,
@@ -506,6 +531,7 @@ def _upscale_timeline(
         name_by=name_by,
         ext=ext,
         owner=owner,
+        search_paths=search_paths,
     )
     if renderer is None:
         renderer = UpscalerRenderer(weights=weights, device=device, dtype=dtype, codec=codec)

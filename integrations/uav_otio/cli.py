@@ -101,6 +101,11 @@ RateOpt = Annotated[Optional[float], typer.Option(
 AdapterOptionOpt = Annotated[Optional[list[str]], typer.Option(
     "--adapter-option", help="KEY=VALUE passed to the adapter's reader (repeatable), e.g. "
                              "ignore_timecode_mismatch=true.", rich_help_panel=_PLAN)]
+SearchPathOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--search-path", help="Folder to look for offline media in (recursively), by file name, then by "
+                                       "reel name and timecode. Repeatable.", rich_help_panel=_PLAN),
+]
 
 PlanJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -147,6 +152,8 @@ def _print_table(plan: Plan, title: str) -> None:
                   f"{len(plan.skipped)} item(s) skipped, handles {plan.handles}")
     for w in plan.warnings:
         typer.echo(f"warning: {w}", err=True)
+    for r in plan.relinked:
+        typer.echo(r.describe(), err=True)
 
 
 def _load_renderer(spec: str) -> Any:
@@ -202,6 +209,7 @@ def plan_command(
     adapter: AdapterOpt = None,
     rate: RateOpt = None,
     adapter_option: AdapterOptionOpt = None,
+    search_path: SearchPathOpt = None,
     as_json: PlanJsonOpt = False,
     vae: VaeOpt = None,
     *,
@@ -214,7 +222,7 @@ def plan_command(
         overrides = _overrides(setting_values, vae)
         _, plan = plan_file(
             timeline, handles=handles, media_dir=media_dir, shots=shots, overrides=overrides,
-            name_by=name_by, ext=ext, timeline_name=timeline_name, output=output,
+            name_by=name_by, ext=ext, timeline_name=timeline_name, output=output, search_paths=search_path,
             adapter_name=adapter, rate=rate, adapter_options=parse_adapter_options(adapter_option),
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
@@ -239,6 +247,7 @@ def upscale_command(
     adapter: AdapterOpt = None,
     rate: RateOpt = None,
     adapter_option: AdapterOptionOpt = None,
+    search_path: SearchPathOpt = None,
     downgrade: Annotated[
         bool, typer.Option("--downgrade", help="Write .otio with one media reference per clip (OTIO 0.14 schema).")
     ] = False,
@@ -313,7 +322,7 @@ def upscale_command(
                 result = upscale_timeline(
                     timeline, output, media_dir, renderer=render_fn, model=model, handles=handles, shots=shots,
                     overrides=overrides, name_by=name_by, ext=ext, timeline_name=timeline_name, downgrade=downgrade,
-                    force=force, on_job=on_job, adapter_name=adapter, rate=rate,
+                    force=force, on_job=on_job, adapter_name=adapter, rate=rate, search_paths=search_path,
                     adapter_options=parse_adapter_options(adapter_option), executor=run_on,
                     on_event=run_view if run_on is not None else None,
                 )
@@ -323,12 +332,17 @@ def upscale_command(
     # plan warnings point at the edit (media shorter than the cut, unmatched shot entries): never silenced
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
+    if not quiet:
+        for r in result.plan.relinked:
+            typer.echo(r.describe(), err=True)
     summary = {
         "ok": True,
         "rendered": [r.job.output_name for r in result.report.rendered],
         "cached": [r.job.output_name for r in result.report.cached],
         "relinked_clips": result.relinked,
         "skipped": [s.to_dict() for s in result.plan.skipped],
+        "relinked": [r.to_dict() for r in result.plan.relinked],
+        "offline": [s.to_dict() for s in result.plan.offline],
         "written": [str(p) for p in result.written],
         "frames_rendered": sum(r.job.frames for r in result.report.rendered),
     }

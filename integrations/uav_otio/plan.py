@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path, PureWindowsPath
@@ -29,6 +29,8 @@ from urllib.parse import unquote, urlparse
 
 import opentimelineio as otio
 
+from .conform import MediaSearch, Relink
+from .exports import grid_aligned_start
 from .hashing import compute_settings_hash
 from .manifest import Manifest, owner_id
 from .shots import DEFAULT_SETTINGS, ShotList, resolve_clip_settings
@@ -84,7 +86,8 @@ def url_to_path(url: str, base_dir: str | Path | None = None) -> Path:
         raise ValueError(f"expected a local file URL or path, got {url!r} (scheme {parsed.scheme!r})")
     else:
         p = Path(url) if not PureWindowsPath(url).drive else Path(url.replace("\\", "/"))
-    if not p.is_absolute() and base_dir is not None:
+    if not p.is_absolute() and base_dir is not None and not PureWindowsPath(str(p)).drive:
+        # a drive path (C:/...) is absolute on the machine that wrote it, never relative to ours
         p = Path(base_dir) / p
     return p
 
@@ -677,6 +680,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     handles: int = DEFAULT_HANDLES
     media_dir: Path | None = None
+    relinked: list[Relink] = field(default_factory=list)  # offline media found under the search paths
+    offline: list[SkippedItem] = field(default_factory=list)  # clips whose media is still offline
 
     @property
     def total_frames(self) -> int:
@@ -692,6 +697,8 @@ class Plan:
             "clips": [u.to_dict() for u in self.uses],
             "skipped": [s.to_dict() for s in self.skipped],
             "warnings": list(self.warnings),
+            "relinked": [r.to_dict() for r in self.relinked],
+            "offline": [s.to_dict() for s in self.offline],
         }
 
     def rows(self) -> list[dict[str, str]]:
@@ -733,6 +740,22 @@ def settings_summary(settings: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- #
 # planning
 # --------------------------------------------------------------------------- #
+
+
+def _label(clip: otio.schema.Clip) -> str:
+    """``track/name`` of one clip (the plan's own labels come from :func:`_places`,
+    which also tells look-alike clips apart)."""
+    track = None
+    parent = clip.parent()
+    while parent is not None and track is None:
+        if isinstance(parent, otio.schema.Track):
+            track = parent
+        parent = parent.parent()
+    name = clip.name
+    if not name:
+        idx = clip.parent().index(clip) if clip.parent() is not None else 0
+        name = f"item {idx}"
+    return f"{track.name or 'track'}/{name}" if track is not None else name
 
 
 def _places(timeline: otio.schema.Timeline, clips: list[otio.schema.Clip],
@@ -868,6 +891,7 @@ def plan_timeline(
     ext: str = ".mov",
     probe: bool = True,
     owner: str | Path | None = None,
+    search_paths: Sequence[str | Path] | None = None,
 ) -> Plan:
     """Plan the renders a timeline needs.
 
@@ -887,13 +911,17 @@ def plan_timeline(
         owner: the output timeline the plan is for. Names already used in
             ``media_dir`` by other content are skipped unless only ``owner`` relies on
             them (see :func:`_assign_outputs`).
+        search_paths: folders where offline media is looked for, by file name, then by
+            reel name and timecode (see :mod:`uav_otio.conform`). Found media is
+            relinked in ``timeline`` itself and listed in ``Plan.relinked``.
 
     Returns:
         The :class:`Plan`.
 
     Raises:
         TypeError: ``timeline`` is not an OTIO Timeline.
-        ValueError: bad ``handles``, ``name_by`` or ``ext``.
+        ValueError: bad ``handles``, ``name_by`` or ``ext``, or a search path that is
+            not a folder.
         ShotSettingsError: a clip's settings are invalid (the message names the clip).
     """
     if not isinstance(timeline, otio.schema.Timeline):
@@ -908,6 +936,7 @@ def plan_timeline(
     mdir = Path(media_dir) if media_dir is not None else None
     bdir = Path(base_dir) if base_dir is not None else None
 
+    search = MediaSearch.from_paths(search_paths)
     plan = Plan(handles=handles, media_dir=mdir)
     ranges = _Ranges()
     clips = list(timeline.find_clips())
@@ -923,8 +952,17 @@ def plan_timeline(
         if reason is not None:
             plan.skipped.append(SkippedItem(label, reason, media_txt, where))
             continue
+        if probe:
+            ref = search.resolve(clip, ref, label, bdir)
         try:
             media = ranges.media(ref, bdir, probe)
+        except _Skip as skip:
+            item = SkippedItem(label, search.offline_reason(clip, str(skip)), media_txt, where)
+            plan.skipped.append(item)
+            if isinstance(ref, (otio.schema.ExternalReference, otio.schema.MissingReference)):
+                plan.offline.append(item)
+            continue
+        try:
             start, end = _used_media_frames(clip, media.rate, ranges)
         except _Skip as skip:
             plan.skipped.append(SkippedItem(label, str(skip), media_txt, where))
@@ -951,6 +989,7 @@ def plan_timeline(
                 continue
         plan.uses.append(ClipUse(clip, label, media, start, end, settings, origin, where=where))
 
+    plan.relinked = list(search.relinked)
     if shot_list is not None:
         for entry in shot_list.unused():
             plan.warnings.append(f"{shot_list.source}: {entry.describe()} matched no clip")
@@ -994,6 +1033,9 @@ def plan_timeline(
 def _make_job(uses: list[ClipUse], start: int, end: int) -> RenderJob:
     media = uses[0].media
     settings = uses[0].settings
+    # clips at another rate than their media keep whole-frame in-points in EDL/XML/AAF
+    start = grid_aligned_start(start, media.available_start, media.rate,
+                               [u.clip.source_range.start_time for u in uses if u.clip.source_range is not None])
     digest = compute_settings_hash(
         {
             "settings": settings,
