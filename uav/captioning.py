@@ -188,7 +188,7 @@ def _is_path(video: Any) -> bool:
 def _as_frame(frames: Any, name: str) -> Any:
     """One frame in any layout the upscaler accepts -> ``(1, 3, H, W)`` float in ``[-1, 1]``, as captioners take it."""
     # the upscaler's own conversion, so a caption sees exactly the pixels the upscale does
-    from uav.upscaler import frames_to_tensor
+    from uav.frames import frames_to_tensor
 
     return frames_to_tensor(frames, name=name)[0].permute(1, 0, 2, 3)
 

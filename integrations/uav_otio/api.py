@@ -419,6 +419,8 @@ def upscale_timeline(
     search_paths: Sequence[str | Path] | None = None,
     progress: Callable[[RenderJob, int, int], None] | None = None,
     on_job: Callable[[RenderJob, str], None] | None = None,
+    executor: Any = None,
+    on_event: Callable[[Any], None] | None = None,
 ) -> UpscaleResult:
     """Upscale every clip an edit uses and write the relinked timeline.
 
@@ -444,6 +446,9 @@ def upscale_timeline(
             reel name and timecode); found media is relinked in the written timeline
             and listed in ``result.plan.relinked``.
         progress, on_job: callbacks (see :func:`uav_otio.render.render_plan`).
+        executor, on_event: hand the jobs to a :class:`uav.executors.Executor` (e.g.
+            ``make_executor("ray")``) and receive its progress events; see
+            :func:`uav_otio.render.render_plan`.
 
     Returns:
         An :class:`UpscaleResult`. Rerunning with the same arguments renders nothing
@@ -461,7 +466,8 @@ def upscale_timeline(
                                  overrides=overrides, name_by=name_by, ext=ext, base_dir=base_dir,
                                  timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
                                  adapter_options=adapter_options, search_paths=search_paths,
-                                 downgrade=downgrade, force=force, progress=progress, on_job=on_job)
+                                 downgrade=downgrade, force=force, progress=progress, on_job=on_job,
+                                 executor=executor, on_event=on_event)
     except BaseException:
         for folder in made:  # deepest first
             with contextlib.suppress(OSError):
@@ -496,6 +502,8 @@ def _upscale_timeline(
     force: bool,
     progress: Callable[[RenderJob, int, int], None] | None,
     on_job: Callable[[RenderJob, str], None] | None,
+    executor: Any = None,
+    on_event: Callable[[Any], None] | None = None,
 ) -> UpscaleResult:
     input_path: Path | None = None
     if isinstance(timeline, otio.schema.Timeline):
@@ -530,7 +538,7 @@ def _upscale_timeline(
     if model is None:
         model = getattr(renderer, "model", None) or {}
     report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job,
-                         owner=owner)
+                         owner=owner, executor=executor, on_event=on_event)
     relinked = relink_plan(tl, plan, report)
     if bdir is not None and Path(output).resolve().parent != bdir.resolve():
         # Relative links to the original media would break next to the new file.

@@ -32,6 +32,15 @@ from uav.cli.common import (
     self_check_banner,
     stderr_console,
 )
+from uav.cli.executor_options import (
+    EXIT_PARTIAL_FAILURE,
+    AddressOpt,
+    ExecutorOpt,
+    GpusOpt,
+    WorkersOpt,
+    build_executor,
+    failure_line,
+)
 from uav.cli.options import (
     CrfOpt,
     DebugOpt,
@@ -262,6 +271,10 @@ def upscale_command(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    executor: ExecutorOpt = "local",
+    ray_address: AddressOpt = None,
+    gpus_per_worker: GpusOpt = None,
+    workers: WorkersOpt = None,
     *,
     setting_values: dict[str, Optional[str]],
 ) -> None:
@@ -272,17 +285,29 @@ def upscale_command(
     console = stderr_console(quiet=quiet)
     with handle_errors(debug=debug, as_json=as_json):
         overrides = _overrides(setting_values, vae)
+        run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
+                                debug=debug)
         if renderer is not None:
             render_fn, model = _load_renderer(renderer), None
+            if run_on is not None:
+                render_fn = renderer  # the spec travels; each worker imports it
         else:
             render_fn = _default_renderer(console, weights=weights, device=device, dtype=dtype, vae_dtype=vae_dtype,
                                           codec=codec, pix_fmt=pix_fmt, crf=crf, ext=ext)
             model = render_fn.model
-            render_fn = _with_progress(render_fn, console)
+            if run_on is None:
+                render_fn = _with_progress(render_fn, console)
+        from uav.executors.progress import RunProgress
+
+        run_view = RunProgress(console if run_on is not None else None)
 
         def on_job(job: Any, status: str) -> None:
             from rich.markup import escape
 
+            if run_on is not None:
+                if status == "cached":
+                    run_view.skip()
+                return
             if status == "rendering":
                 at = job.timecode or f"{job.start_seconds:.3f} s"
                 console.print(escape(f"rendering {job.output_name}: {job.frames} frames from {job.media.display} "
@@ -293,12 +318,14 @@ def upscale_command(
         from .api import upscale_timeline
 
         try:
-            result = upscale_timeline(
-                timeline, output, media_dir, renderer=render_fn, model=model, handles=handles, shots=shots,
-                overrides=overrides, name_by=name_by, ext=ext, timeline_name=timeline_name, downgrade=downgrade,
-                force=force, on_job=on_job, adapter_name=adapter, rate=rate, search_paths=search_path,
-                adapter_options=parse_adapter_options(adapter_option),
-            )
+            with run_view:
+                result = upscale_timeline(
+                    timeline, output, media_dir, renderer=render_fn, model=model, handles=handles, shots=shots,
+                    overrides=overrides, name_by=name_by, ext=ext, timeline_name=timeline_name, downgrade=downgrade,
+                    force=force, on_job=on_job, adapter_name=adapter, rate=rate, search_paths=search_path,
+                    adapter_options=parse_adapter_options(adapter_option), executor=run_on,
+                    on_event=run_view if run_on is not None else None,
+                )
         except KeyboardInterrupt:
             raise fail("interrupted: finished outputs are kept; rerun the same command to finish",
                        as_json=as_json, code=130) from None
@@ -319,6 +346,11 @@ def upscale_command(
         "written": [str(p) for p in result.written],
         "frames_rendered": sum(r.job.frames for r in result.report.rendered),
     }
+    failed = result.report.failed
+    if run_on is not None:
+        # per job: which worker, how long, what came of it
+        summary.update(ok=not failed, executor=executor, jobs=[r.to_dict() for r in result.report.runs],
+                       failed=[{"output": r.job.name, "error": r.error} for r in failed])
     if as_json:
         print_json(summary)
     elif not quiet:
@@ -328,6 +360,9 @@ def upscale_command(
             f"{len(result.plan.skipped)} skipped; wrote {', '.join(summary['written'])}"
         )
     sys.stdout.flush()
+    if failed:
+        typer.echo(f"error: {failure_line(failed)}", err=True)
+        raise typer.Exit(EXIT_PARTIAL_FAILURE)
 
 
 def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype: str, vae_dtype: str | None,

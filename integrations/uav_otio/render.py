@@ -67,6 +67,13 @@ class RenderReport:
 
     results: list[JobResult] = field(default_factory=list)
     removed_partials: list[Path] = field(default_factory=list)
+    #: with an executor: its record of every job it ran (worker, seconds, attempts, error)
+    runs: list[Any] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Any]:
+        """The executor records of the jobs that failed (their outputs were not written)."""
+        return [r for r in self.runs if not r.ok]
 
     @property
     def rendered(self) -> list[JobResult]:
@@ -98,6 +105,8 @@ def render_plan(
     progress: Callable[[RenderJob, int, int], None] | None = None,
     on_job: Callable[[RenderJob, str], None] | None = None,
     owner: str | Path | None = None,
+    executor: Any = None,
+    on_event: Callable[[Any], None] | None = None,
 ) -> RenderReport:
     """Render every job of ``plan`` that is not already done.
 
@@ -116,6 +125,13 @@ def render_plan(
             the manifest; ``None``: unknown). Outputs another timeline relies on are
             never replaced with other content, and ``owner`` stops relying on the
             outputs of its earlier renders it no longer uses.
+        executor: a :class:`uav.executors.Executor` (e.g. ``make_executor("ray")``) to
+            hand the jobs to; ``None`` renders them here one after another. With an
+            executor, ``renderer`` (or a ``"module:callable"`` spec) travels to each
+            worker, a job that fails is reported in :attr:`RenderReport.failed` while
+            the others finish, and this process alone writes the manifest.
+        on_event: the executor's progress events (:class:`uav.executors.WorkerEvent`)
+            and, as each job finishes, its :class:`uav.executors.JobResult`.
 
     Returns:
         A :class:`RenderReport`.
@@ -126,7 +142,7 @@ def render_plan(
             (checked for every job before the first render starts).
         RuntimeError: the renderer returned without writing its output.
     """
-    if not callable(renderer):
+    if not callable(renderer) and not (executor is not None and isinstance(renderer, str)):
         raise TypeError(f"renderer must be callable, got {type(renderer).__name__}")
     mdir = Path(media_dir) if media_dir is not None else plan.media_dir
     if mdir is None:
@@ -149,6 +165,11 @@ def render_plan(
         if why is not None:
             raise OutputOwnershipError(why)
         todo.append((job, rh))
+    if executor is not None:
+        _render_with_executor(plan, todo, renderer, executor, manifest, report, model_rec, who,
+                              progress=progress, on_job=on_job, on_event=on_event)
+        manifest.release(who, keep={job.output_name for job in plan.jobs})
+        return report
     pending = {id(job) for job, _ in todo}
     for job in plan.jobs:
         out = mdir / job.output_name
@@ -172,30 +193,108 @@ def render_plan(
             raise
         if not out.is_file():
             raise RuntimeError(f"the renderer returned without writing {str(out)!r}")
-        manifest.record(
-            job.output_name,
-            {
-                "render_hash": rh,
-                "settings_hash": job.settings_hash,
-                "settings": job.settings,
-                "model": model_rec,
-                "media": job.media.identity,
-                "range": [job.start, job.end],
-                "rate": job.rate,
-                "frames": job.frames,
-                "timecode": job.timecode,
-                "start_seconds": job.start_seconds,
-                "clips": list(job.clip_names),
-                "size": out.stat().st_size,
-                "rendered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-            owner=who,
-        )
+        _record(manifest, job, rh, model_rec, out, who)
         report.results.append(JobResult(job, "rendered", rh, model_rec))
         if on_job:
             on_job(job, "rendered")
     manifest.release(who, keep={job.output_name for job in plan.jobs})
     return report
+
+
+def _record(manifest: Manifest, job: RenderJob, rh: str, model_rec: dict[str, Any], out: Path, who: Any) -> None:
+    manifest.record(
+        job.output_name,
+        {
+            "render_hash": rh,
+            "settings_hash": job.settings_hash,
+            "settings": job.settings,
+            "model": model_rec,
+            "media": job.media.identity,
+            "range": [job.start, job.end],
+            "rate": job.rate,
+            "frames": job.frames,
+            "timecode": job.timecode,
+            "start_seconds": job.start_seconds,
+            "clips": list(job.clip_names),
+            "size": out.stat().st_size,
+            "rendered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+        owner=who,
+    )
+
+
+class PlanRendererFactory:
+    """Builds, in each executor worker, a renderer of generic jobs from a timeline renderer.
+
+    ``renderer`` is a timeline renderer (``renderer(job, settings, output_path,
+    progress=None)``) that pickles (e.g. a :class:`UpscalerRenderer` before its first
+    use: its model loads in the worker), or a ``"module:callable"`` spec imported there.
+    """
+
+    def __init__(self, renderer: Renderer | str) -> None:
+        self.renderer = renderer
+
+    def __call__(self) -> Callable[..., None]:
+        render = self.renderer
+        if isinstance(render, str):
+            import importlib
+
+            module, _, attr = render.partition(":")
+            render = getattr(importlib.import_module(module), attr)
+            render = render() if isinstance(render, type) else render
+
+        def run(job: Any, progress: Callable[[int, int], None] | None = None) -> None:
+            render(job.payload, dict(job.settings), job.output, progress=progress)
+
+        return run
+
+
+def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], renderer: Renderer | str, executor: Any,
+                          manifest: Manifest, report: RenderReport, model_rec: dict[str, Any], who: Any, *,
+                          progress: Callable[[RenderJob, int, int], None] | None,
+                          on_job: Callable[[RenderJob, str], None] | None,
+                          on_event: Callable[[Any], None] | None) -> None:
+    from uav.executors import Job
+
+    hashes = {id(job): rh for job, rh in todo}
+    for job in plan.jobs:
+        if id(job) not in hashes:
+            manifest.adopt(job.output_name, who)
+            report.results.append(JobResult(job, "cached", render_hash(job, model_rec), model_rec))
+            if on_job:
+                on_job(job, "cached")
+    jobs = []
+    for job, rh in todo:
+        manifest.claim(job.output_name, render_hash=rh, settings_hash=job.settings_hash, owner=who)
+        jobs.append(Job(name=job.output_name, source=str(job.media.path), output=Path(job.output_path or ""),
+                        start=job.first_index, end=job.end_index, frames=job.frames, settings=dict(job.settings),
+                        payload=job))
+
+    def events(event: Any) -> None:
+        job = event.job.payload if event.job is not None else None
+        if job is not None and event.kind == "start" and on_job:
+            on_job(job, "rendering")
+        elif job is not None and event.kind == "progress" and progress:
+            progress(job, event.done, event.total)
+        if on_event:
+            on_event(event)
+
+    # the driver: results come back here, and only here is the manifest written
+    for result in executor.run(jobs, PlanRendererFactory(renderer), on_event=events):
+        job = result.job.payload
+        report.runs.append(result)
+        if on_event:
+            on_event(result)
+        if not result.ok:
+            manifest.unclaim(job.output_name)
+            if on_job:
+                on_job(job, "failed")
+            continue
+        rh = hashes[id(job)]
+        _record(manifest, job, rh, model_rec, Path(job.output_path), who)
+        report.results.append(JobResult(job, "rendered", rh, model_rec))
+        if on_job:
+            on_job(job, "rendered")
 
 
 # --------------------------------------------------------------------------- #

@@ -32,6 +32,16 @@ from uav.cli.common import (
     self_check_banner,
     stderr_console,
 )
+from uav.cli.executor_options import (
+    EXIT_PARTIAL_FAILURE,
+    AddressOpt,
+    ExecutorOpt,
+    GpusOpt,
+    WorkersOpt,
+    build_executor,
+    failure_line,
+    render_batch,
+)
 from uav.cli.options import (
     MODEL,
     CrfOpt,
@@ -316,6 +326,10 @@ def upscale_command(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    executor: ExecutorOpt = "local",
+    ray_address: AddressOpt = None,
+    gpus_per_worker: GpusOpt = None,
+    workers: WorkersOpt = None,
     *,
     setting_values: dict[str, Optional[str]],
 ) -> None:
@@ -340,15 +354,20 @@ def upscale_command(
             input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
             settings_options=setting_values, start=_position(start), end=_position(end), codec=codec,
             pix_fmt=pix_fmt, crf=crf, fps=fps, weights=weights, vae=vae or "3d", device=device, dtype=dtype,
+            run_on=build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                                  workers=workers, debug=debug),
         )
         if as_json:
             print_json(summary)
+    if summary.get("failed"):
+        typer.echo(f"error: {summary['failed_line']}", err=True)
+        raise typer.Exit(EXIT_PARTIAL_FAILURE)
 
 
 def _run(source: str, output: str | None, *, console: Any, stack: contextlib.ExitStack, quiet: bool,
          self_check: bool, settings_options: dict[str, Any], start: int | str | None, end: int | str | None,
          codec: str, pix_fmt: str | None, crf: int | None, fps: str | None, weights: Path | None, vae: str,
-         device: str, dtype: str) -> dict[str, Any]:
+         device: str, dtype: str, run_on: Any = None) -> dict[str, Any]:
     from uav import __version__
 
     started = time.perf_counter()
@@ -368,7 +387,8 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
             rate = parse_fps(fps, name="--fps")
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    device_name = resolve_device(device)
+    # the workers' devices are theirs to check: the driver may have no GPU
+    device_name = resolve_device(device) if run_on is None else (None if device == "auto" else device)
 
     from uav.weights import is_tiny_random, self_check_announced, self_check_clip
 
@@ -397,6 +417,23 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     if folder is None:
         with console.status("building a tiny random release for the self-check ..."):
             folder = build_tiny_release(stack)
+    if run_on is not None:
+        writer_options = {"codec": codec, **({"pix_fmt": pix_fmt} if pix_fmt else {}),
+                          **({"crf": crf} if crf is not None else {}),
+                          **({"fps": rate} if rate is not None and kind == "sequence" else {})}
+        records, failed, run = render_batch(jobs, executor=run_on, weights=folder, device=device_name,
+                                            dtype=None if dtype == "auto" else dtype, vae=vae, settings=settings,
+                                            writer_options=writer_options, start=start, end=end, console=console,
+                                            quiet=quiet)
+        if records:
+            created.clear()  # keep the folders that hold outputs
+        return {"ok": not failed, "uav_version": __version__, "self_check": tiny,
+                "notice": SELF_CHECK_BANNER if tiny else None,
+                "weights": "(temporary tiny random release)" if built else str(folder), "device": device,
+                "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(), "outputs": records,
+                "executor": run_on.name, "jobs": run["jobs"], "failed": [r.to_dict() for r in failed],
+                "failed_line": failure_line(failed) if failed else None,
+                "seconds": round(time.perf_counter() - started, 3)}
     with console.status(f"loading weights from {escape(str(folder))} ..."), self_check_announced():
         upscaler = VideoUpscaler.from_pretrained(folder, device=device_name, dtype=None if dtype == "auto" else dtype,
                                                  vae=vae)  # type: ignore[arg-type]

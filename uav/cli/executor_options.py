@@ -1,0 +1,116 @@
+"""``--executor``, ``--ray-address``, ``--gpus-per-worker``, ``--workers``: declared once,
+shared by ``uav upscale`` and ``uav timeline upscale``.
+
+Nothing here imports Ray: :func:`build_executor` does, through
+:func:`uav.executors.make_executor`, only for ``--executor ray``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from uav.cli.common import UserError
+
+__all__ = [
+    "EXIT_PARTIAL_FAILURE",
+    "AddressOpt",
+    "ExecutorOpt",
+    "GpusOpt",
+    "WorkersOpt",
+    "build_executor",
+    "failure_line",
+]
+
+#: exit code of a run in which some jobs failed and the others finished
+EXIT_PARTIAL_FAILURE = 3
+
+_PANEL = "Executor"
+
+ExecutorOpt = Annotated[str, typer.Option(
+    "--executor", help="Who renders the jobs: local (this process, one after another) or ray (Ray actors on this "
+                       "machine or a cluster; pip install 'uav\\[ray]').", rich_help_panel=_PANEL)]
+AddressOpt = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="Ray cluster to join: auto (the one this machine belongs to) or HOST:PORT / "
+                          "ray://HOST:10001. Default: start a local cluster for the run.", rich_help_panel=_PANEL)]
+GpusOpt = Annotated[Optional[float], typer.Option(
+    "--gpus-per-worker", help="GPUs each Ray worker reserves (default 1 when the cluster has GPUs, else 0).",
+    rich_help_panel=_PANEL)]
+WorkersOpt = Annotated[Optional[int], typer.Option(
+    "--workers", help="Ray workers, each loading the model once (default: one per --gpus-per-worker GPUs, or 1).",
+    rich_help_panel=_PANEL)]
+
+
+def build_executor(executor: str, *, ray_address: str | None, gpus_per_worker: float | None, workers: int | None,
+                   debug: bool = False) -> Any:
+    """The executor the options ask for; ``None`` for ``local`` (the command's own loop).
+
+    Raises:
+        UserError: an unknown executor, cluster options without ``ray``, bad numbers,
+            or Ray not installed (one line naming ``uav[ray]``).
+    """
+    from uav.executors import ExecutorError, make_executor
+
+    address = None if ray_address in (None, "", "local") else ray_address
+    try:
+        if executor == "local":
+            make_executor("local", address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+            return None
+        return make_executor(executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                             debug=debug)
+    except ExecutorError as exc:
+        raise UserError(str(exc)) from None
+
+
+def failure_line(failed: list[Any]) -> str:
+    """``N job(s) failed: name (reason); ...`` on one line."""
+    parts = [f"{r.job.name} ({r.error})" for r in failed]
+    return f"{len(failed)} job(s) failed, the others finished: " + "; ".join(parts)
+
+
+def render_batch(jobs: list[Any], *, executor: Any, weights: Any, device: str | None, dtype: str | None, vae: str,
+                 settings: Any, writer_options: dict[str, Any], start: Any, end: Any, console: Any,
+                 quiet: bool) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
+    """Render ``uav upscale``'s jobs on ``executor``; this process only collects the results.
+
+    Returns ``(per-output records, failed executor results, run summary)``; the records
+    have the fields of the local path plus ``worker``, ``attempts`` and ``status``.
+    """
+    import functools
+
+    from rich.markup import escape
+
+    from uav.executors import Job
+    from uav.executors.batch import render_jobs
+    from uav.executors.progress import RunProgress
+    from uav.executors.renderers import UpscaleJobRenderer
+
+    by_name = {}
+    work = []
+    for job in jobs:
+        by_name[job.label] = job
+        work.append(Job(name=job.label, source=str(job.source), output=job.output, start=start, end=end,
+                        frames=job.frames, settings=settings.to_dict()))
+    factory = functools.partial(UpscaleJobRenderer, weights, device=device, dtype=dtype, vae=vae,
+                                writer_options=writer_options)
+    records, failed = [], []
+    with RunProgress(console, jobs=len(work), frames=sum(j.frames for j in work)) as view:
+        for result in render_jobs(work, factory, executor=executor, on_event=view):
+            view.add(result)
+            job = by_name[result.job.name]
+            if not result.ok:
+                failed.append(result)
+                continue
+            seconds = result.seconds
+            records.append({
+                "input": job.source, "output": str(job.output), "frames": job.frames,
+                "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
+                "fps": str(job.fps), "audio": job.has_audio, "seconds": round(seconds, 3),
+                "frames_per_second": round(job.frames / seconds, 3) if seconds > 0 else None,
+                "worker": result.worker, "attempts": result.attempts, "status": result.status,
+            })
+            if not quiet:
+                console.print(f"[green]wrote[/green] {escape(str(job.output))}  ({job.frames} frames on "
+                              f"{escape(result.worker)}, {seconds:.1f} s)")
+    return records, failed, view.summary()

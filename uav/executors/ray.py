@@ -1,0 +1,420 @@
+"""The Ray executor: jobs spread over actors on one machine or a cluster.
+
+Each worker is a Ray actor that builds its renderer once (loading the pipeline once)
+and renders the jobs the driver hands it, largest first, one at a time: a worker
+asks for work by finishing its previous job, so fast workers take more jobs. Outputs
+are written by the workers, atomically, on storage every node shares; the driver
+(the process calling :meth:`RayExecutor.run`) receives each result and is the only
+one to record it (manifest, timeline, summary).
+
+A worker that dies mid-job (its node lost, killed by the OOM killer, ``kill -9``)
+is replaced by a fresh actor and its job is queued again, up to ``max_retries``
+times, then reported failed with the reason while the rest finish. A renderer that
+*raises* fails its job at once: an exception is a property of the job, a retry would
+raise it again. Ctrl-C (``KeyboardInterrupt`` in the driver) asks the busy workers
+to stop, kills them after a grace period, and removes every temporary file of the
+jobs in flight.
+
+Ray is imported when a :class:`RayExecutor` is built, never on ``import uav``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from uav.executors.base import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    ExecutorError,
+    ExecutorUnavailable,
+    Job,
+    JobCancelled,
+    JobResult,
+    RendererFactory,
+    WorkerEvent,
+    check_unique,
+    largest_first,
+    remove_partials,
+    render_job,
+)
+from uav.executors.local import one_line
+
+__all__ = ["INSTALL_HINT", "RayExecutor", "import_ray"]
+
+INSTALL_HINT = "the ray executor needs Ray, which is not installed: pip install 'uav[ray]'"
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or :class:`ExecutorUnavailable` with the install hint."""
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorUnavailable(INSTALL_HINT) from None
+    return ray
+
+
+class RenderWorker:
+    """The actor body: one renderer, built once, rendering one job at a time.
+
+    Runs with two threads: :meth:`render` in one, :meth:`status` and :meth:`cancel`
+    answer from the other while a job is in flight.
+    """
+
+    def __init__(self, factory: RendererFactory, name: str, debug: bool = False) -> None:
+        self.name = name
+        self.debug = debug
+        self.renderer: Any = None
+        #: why the renderer could not be built (reported by :meth:`identity`, one line)
+        self.error: str | None = None
+        try:
+            self.renderer = factory()
+        except Exception as exc:  # a bad weights path, say: the driver reports it, the actor stays up
+            self.error = traceback.format_exc() if debug else one_line(exc)
+        self._status: tuple[str | None, int, int] = (None, 0, 0)
+        self._cancel = threading.Event()
+
+    def identity(self) -> tuple[int, str, str | None]:
+        """``(pid, host, error)`` of the worker process; ``error`` when its renderer could not be built."""
+        return os.getpid(), socket.gethostname(), self.error
+
+    def render(self, job: Job) -> tuple[str, float, str | None]:
+        """Render ``job``; returns ``(status, seconds, error)``; never raises for the job's own errors."""
+        self._cancel.clear()
+        self._status = (job.name, 0, job.frames)
+
+        def progress(done: int, total: int) -> None:
+            self._status = (job.name, done, total)
+            if self._cancel.is_set():
+                raise JobCancelled(job.name)
+
+        t0 = time.perf_counter()
+        try:
+            render_job(self.renderer, job, progress)
+        except JobCancelled:
+            remove_partials(job.output)
+            return CANCELLED, time.perf_counter() - t0, "cancelled"
+        except Exception as exc:
+            remove_partials(job.output)
+            return FAILED, time.perf_counter() - t0, traceback.format_exc() if self.debug else one_line(exc)
+        finally:
+            self._status = (None, 0, 0)
+        return DONE, time.perf_counter() - t0, None
+
+    def status(self) -> tuple[str | None, int, int]:
+        """``(job name, frames done, frames total)`` of the job in flight (name ``None`` when idle)."""
+        return self._status
+
+    def cancel(self) -> None:
+        """Make the job in flight stop at its next progress report."""
+        self._cancel.set()
+
+
+@dataclass
+class _Slot:
+    """The driver's view of one worker."""
+
+    name: str
+    actor: Any
+    pid: int | None = None
+    node: str | None = None
+    job: Job | None = None
+    ref: Any = None
+    started: float = 0.0
+
+
+@dataclass
+class _Pending:
+    job: Job
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class RayExecutor:
+    """Render jobs on Ray actors.
+
+    Args:
+        address: ``None`` starts a local Ray cluster for the run (and stops it after);
+            ``"auto"`` joins the cluster this machine belongs to; ``"ray://host:10001"``
+            or ``"host:6379"`` joins that one. When Ray is already initialised in this
+            process, that connection is used as it is.
+        workers: number of actors (default: one per ``gpus_per_worker`` GPUs in the
+            cluster, or one when there are no GPUs).
+        gpus_per_worker: GPUs reserved for each actor (default: 1 when the cluster has
+            GPUs, else 0). Fractions share a GPU between actors.
+        cpus_per_worker: CPUs reserved for each actor.
+        max_retries: how many times a job whose worker died is started again.
+        num_cpus: CPUs of a local cluster this executor starts (default: all).
+        grace_s: how long Ctrl-C waits for busy workers to stop cleanly before killing them.
+        poll_s: how often per-worker progress is polled.
+        debug: keep tracebacks in failure reasons.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        workers: int | None = None,
+        gpus_per_worker: float | None = None,
+        cpus_per_worker: float = 1.0,
+        max_retries: int = 2,
+        num_cpus: int | None = None,
+        grace_s: float = 10.0,
+        poll_s: float = 0.25,
+        debug: bool = False,
+    ) -> None:
+        if workers is not None and workers < 1:
+            raise ExecutorError(f"--workers must be >= 1, got {workers}")
+        if gpus_per_worker is not None and gpus_per_worker < 0:
+            raise ExecutorError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
+        if cpus_per_worker < 0:
+            raise ExecutorError(f"cpus_per_worker must be >= 0, got {cpus_per_worker}")
+        if max_retries < 0:
+            raise ExecutorError(f"max_retries must be >= 0, got {max_retries}")
+        self.ray = import_ray()
+        self.address = address
+        self.workers = workers
+        self.gpus_per_worker = gpus_per_worker
+        self.cpus_per_worker = cpus_per_worker
+        self.max_retries = max_retries
+        self.num_cpus = num_cpus
+        self.grace_s = grace_s
+        self.poll_s = poll_s
+        self.debug = debug
+
+    # ------------------------------------------------------------------ cluster
+    def _connect(self) -> bool:
+        """Connect to (or start) the cluster; True when this call did, so the run disconnects."""
+        ray = self.ray
+        if ray.is_initialized():
+            return False
+        options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+        if self.address is None:
+            options.update(include_dashboard=False, num_cpus=self.num_cpus)
+        else:
+            options["address"] = self.address
+        try:
+            ray.init(**options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = "a local Ray cluster" if self.address is None else f"the Ray cluster at {self.address!r}"
+            raise ExecutorError(f"cannot connect to {where}: {one_line(exc)}") from None
+        return True
+
+    def _shape(self) -> tuple[int, float]:
+        """``(workers, gpus_per_worker)`` resolved against the cluster's resources."""
+        resources = self.ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0))
+        cpus = float(resources.get("CPU", 0))
+        per_gpu = self.gpus_per_worker if self.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+        if per_gpu > 0 and gpus < per_gpu:
+            raise ExecutorError(f"--gpus-per-worker {per_gpu:g}: the Ray cluster has {gpus:g} GPU(s)")
+        workers = self.workers if self.workers is not None else (max(1, int(gpus // per_gpu)) if per_gpu else 1)
+        if per_gpu and workers * per_gpu > gpus + 1e-9:
+            raise ExecutorError(f"--workers {workers} x --gpus-per-worker {per_gpu:g} needs {workers * per_gpu:g} "
+                                f"GPUs; the Ray cluster has {gpus:g}")
+        if workers * self.cpus_per_worker > cpus + 1e-9:
+            raise ExecutorError(f"--workers {workers} x {self.cpus_per_worker:g} CPU(s) each needs "
+                                f"{workers * self.cpus_per_worker:g} CPUs; the Ray cluster has {cpus:g}")
+        return workers, per_gpu
+
+    def _spawn(self, factory: RendererFactory, name: str, per_gpu: float) -> _Slot:
+        actor_cls = self.ray.remote(RenderWorker).options(
+            num_cpus=self.cpus_per_worker, num_gpus=per_gpu, max_concurrency=2, max_restarts=0, name=None)
+        return _Slot(name, actor_cls.remote(factory, name, self.debug))
+
+    # ------------------------------------------------------------------ the run
+    def run(
+        self,
+        jobs: Sequence[Job],
+        factory: RendererFactory,
+        *,
+        on_event: Callable[[WorkerEvent], None] | None = None,
+    ) -> Iterator[JobResult]:
+        """Render ``jobs`` on the cluster; see :meth:`uav.executors.base.Executor.run`.
+
+        Results are yielded in completion order. Raises :class:`ExecutorError` when no
+        worker could build its renderer (the reason of the first failure).
+        """
+        jobs = list(jobs)
+        check_unique(jobs)
+        if not jobs:
+            return
+        if on_event is not None:
+            for job in jobs:
+                on_event(WorkerEvent("queued", "driver", job, 0, job.frames))
+        owned = self._connect()
+        slots: list[_Slot] = []
+        try:
+            workers, per_gpu = self._shape()
+            workers = min(workers, len(jobs))  # an actor per job at most: each loads the pipeline
+            slots = [self._spawn(factory, f"w{k + 1}", per_gpu) for k in range(workers)]
+            yield from self._drive(jobs, factory, slots, per_gpu, on_event)
+        except BaseException:
+            self._stop(slots)
+            raise
+        finally:
+            for slot in slots:
+                self._kill(slot)
+            if owned:
+                self.ray.shutdown()
+
+    def _emit(self, on_event: Callable[[WorkerEvent], None] | None, kind: str, slot: _Slot, job: Job | None = None,
+              done: int = 0, total: int = 0, error: str | None = None) -> None:
+        if on_event is not None:
+            on_event(WorkerEvent(kind, slot.name, job, done, total, error, slot.pid, slot.node))
+
+    def _drive(self, jobs: list[Job], factory: RendererFactory, slots: list[_Slot], per_gpu: float,
+               on_event: Callable[[WorkerEvent], None] | None) -> Iterator[JobResult]:
+        ray = self.ray
+        queue = deque(_Pending(j) for j in largest_first(jobs))
+        in_flight: dict[Any, tuple[_Slot, _Pending]] = {}
+        starting = {slot.actor.identity.remote(): slot for slot in slots}
+        idle: list[_Slot] = []
+        spawned = len(slots)
+        # a bound on replacement actors, so a renderer that kills its process on every
+        # job cannot keep the run alive for ever
+        max_spawn = len(slots) * (self.max_retries + 2)
+        first_error: str | None = None
+        ever_ready = False
+        last_poll = 0.0
+
+        while queue or in_flight:
+            # workers that finished starting
+            if starting:
+                ready, _ = ray.wait(list(starting), num_returns=len(starting), timeout=0)
+                for ref in ready:
+                    slot = starting.pop(ref)
+                    try:
+                        slot.pid, slot.node, error = ray.get(ref)
+                    except Exception as exc:  # the actor process could not start
+                        error = _actor_error(exc)
+                    if error is not None:
+                        reason = error
+                        first_error = first_error or reason
+                        self._emit(on_event, "worker", slot, error=reason)
+                        slots.remove(slot)
+                        self._kill(slot)
+                        continue
+                    self._emit(on_event, "worker", slot)
+                    ever_ready = True
+                    idle.append(slot)
+            if not starting and not idle and not in_flight:
+                if not ever_ready:
+                    raise ExecutorError(f"no Ray worker could start: {first_error}")
+                for p in queue:
+                    yield JobResult(p.job, FAILED, "-", 0.0, p.attempts,
+                                    "no Ray worker left: " + (p.errors[-1] if p.errors else str(first_error)))
+                return
+            # hand out work, largest first
+            while idle and queue:
+                slot, pending = idle.pop(0), queue.popleft()
+                pending.attempts += 1
+                slot.job, slot.started = pending.job, time.perf_counter()
+                slot.ref = slot.actor.render.remote(pending.job)
+                in_flight[slot.ref] = (slot, pending)
+                self._emit(on_event, "start", slot, pending.job, 0, pending.job.frames)
+            if not in_flight:
+                if starting:
+                    ray.wait(list(starting), num_returns=1, timeout=self.poll_s)
+                continue
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.poll_s)
+            for ref in done:
+                slot, pending = in_flight.pop(ref)
+                job = pending.job
+                try:
+                    status, seconds, error = ray.get(ref)
+                except Exception as exc:  # the worker process died with the job
+                    reason = _actor_error(exc)
+                    pending.errors.append(reason)
+                    remove_partials(job.output)
+                    self._emit(on_event, "retry", slot, job, error=reason)
+                    slots.remove(slot)
+                    self._kill(slot)
+                    if pending.attempts <= self.max_retries:
+                        queue.appendleft(pending)  # it was among the largest left
+                    else:
+                        yield JobResult(job, FAILED, slot.name, time.perf_counter() - slot.started, pending.attempts,
+                                        f"worker died {pending.attempts} time(s): {reason}")
+                    first_error = reason
+                    if spawned < max_spawn and queue:
+                        spawned += 1
+                        new = self._spawn(factory, f"w{spawned}", per_gpu)
+                        slots.append(new)
+                        starting[new.actor.identity.remote()] = new
+                    continue
+                slot.job = slot.ref = None
+                idle.append(slot)
+                yield JobResult(job, status, slot.name, seconds, pending.attempts, error)
+            if on_event is not None and in_flight and time.perf_counter() - last_poll >= self.poll_s:
+                last_poll = time.perf_counter()
+                self._poll(in_flight, on_event)
+
+    def _poll(self, in_flight: dict[Any, tuple[_Slot, _Pending]], on_event: Callable[[WorkerEvent], None]) -> None:
+        refs = {slot.actor.status.remote(): slot for slot, _ in in_flight.values()}
+        ready, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=self.poll_s)
+        for ref in ready:
+            slot = refs[ref]
+            try:
+                name, done, total = self.ray.get(ref)
+            except Exception:  # a dying worker; its render call reports it
+                continue
+            if name is not None and slot.job is not None and name == slot.job.name:
+                self._emit(on_event, "progress", slot, slot.job, done, total)
+
+    # ------------------------------------------------------------------ stopping
+    def _stop(self, slots: list[_Slot]) -> None:
+        """Cancel the jobs in flight: ask, wait ``grace_s``, kill; then remove their temporaries."""
+        busy = [s for s in slots if s.ref is not None]
+        for slot in busy:
+            try:
+                slot.actor.cancel.remote()
+            except Exception:
+                pass
+        if busy:
+            try:
+                self.ray.wait([s.ref for s in busy], num_returns=len(busy), timeout=self.grace_s)
+            except BaseException:  # a second Ctrl-C: kill now
+                pass
+        for slot in slots:
+            self._kill(slot)
+        for slot in busy:
+            if slot.job is not None:
+                remove_partials(slot.job.output)
+
+    def _kill(self, slot: _Slot) -> None:
+        try:
+            self.ray.kill(slot.actor, no_restart=True)
+        except Exception:
+            pass
+
+
+def _actor_error(exc: BaseException) -> str:
+    """One line for an actor's death or start-up failure."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:
+        return one_line(cause)  # the renderer factory raised in the worker
+    kind = type(exc).__name__
+    text = str(exc)
+    if "OutOfMemory" in kind:
+        return f"{kind}: the worker was killed for using too much memory"
+    if "NodeDied" in kind or "node died" in text.lower() or "node has died" in text.lower():
+        return f"{kind}: the worker's node was lost"
+    if "ActorDied" in kind or "ActorUnavailable" in kind or "WorkerCrashed" in kind:
+        detail = "exited unexpectedly"
+        for line in text.splitlines():
+            if "exit detail" in line.lower():
+                detail = line.split("exit detail:", 1)[-1].strip().split(". ")[0] or detail
+                break
+        return f"{kind}: the worker process died ({detail})"
+    first = text.strip().splitlines()[0] if text.strip() else kind
+    return f"{kind}: {first}"
