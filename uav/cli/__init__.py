@@ -16,6 +16,7 @@ _COMMAND_MODULES: list[str] = [
     "timeline",
     "evaluate",
     "plugins",
+    "train",
 ]
 
 
