@@ -147,9 +147,13 @@ def enable_gradient_checkpointing(modules: Iterable[nn.Module]) -> int:
     for module in modules:
         original = module.forward
 
-        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+        def run(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            # the U-Net's up blocks pop their skip list; the recomputation needs it whole again
+            return _original(*[list(a) if isinstance(a, list) else a for a in args], **kwargs)
+
+        def forward(*args: Any, _original: Any = original, _run: Any = run, **kwargs: Any) -> Any:
             if torch.is_grad_enabled():
-                return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+                return checkpoint(_run, *args, use_reentrant=False, **kwargs)
             return _original(*args, **kwargs)
 
         module.forward = forward  # type: ignore[method-assign]
