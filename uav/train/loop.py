@@ -248,22 +248,29 @@ def train(stage_name: str, config: TrainConfig, *, on_step: Callable[[dict[str, 
                     loss = stage.loss(prepared, batch, generator)
                     accelerator.backward(loss / config.grad_accum)
                 micro_losses.append(loss.detach().float())
-            grad_norm = None
-            if config.max_grad_norm > 0:
-                grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+            grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm or math.inf))
+            # a non-finite gradient (fp16 overflow, or a half-precision kernel's NaN) must not reach
+            # the weights: the step is counted, its update dropped
+            skipped = not math.isfinite(grad_norm)
+            if not skipped:
+                optimizer.step()
+                if ema is not None:
+                    ema.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update()
             step += 1
             position += config.grad_accum * config.batch_size * world
             mean_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(f"step {step}: the loss is {mean_loss}; lower --lr or use --mixed-precision "
+                                         "no (the weights were not updated by non-finite gradients, so the cause is "
+                                         "the forward pass)")
             losses.append(mean_loss)
             record = {"event": "step", "step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
                       "seconds": round(time.perf_counter() - t0, 4), "samples": position}
-            if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
+            record["grad_norm"] = grad_norm if not skipped else None
+            if skipped:
+                record["skipped"] = True
             if torch.cuda.is_available() and accelerator.device.type == "cuda":
                 record["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(accelerator.device) / 2**30, 3)
             log.write(**record)
