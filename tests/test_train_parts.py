@@ -213,3 +213,18 @@ def test_training_starts_from_the_image_sd_x4_upscaler(tmp_path, data):
                             degradations=fast_degradations(tmp_path))
     assert result.steps == 2 and len(result.losses) == 2
     VideoUpscaler.from_pretrained(result.release, device="cpu")
+
+
+def test_memory_model_on_the_meta_device():
+    from uav.testing import TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_unet
+    from uav.train.memory import step_memory
+    from uav.train.unet_stage import is_temporal_parameter
+
+    small = step_memory("unet", TINY_UNET_CONFIG, crop=8, frames=4)
+    large = step_memory("unet", TINY_UNET_CONFIG, crop=16, frames=4)
+    assert small["trained_parameters"] == sum(p.numel() for n, p in tiny_unet().named_parameters()
+                                              if is_temporal_parameter(n))
+    b_small, b_large = small["bytes"], large["bytes"]
+    assert 0 < b_small["activations_checkpointed"] < b_small["activations"] < b_large["activations"]
+    vae = step_memory("vae", TINY_VAE_CONFIG, crop=8, frames=4)
+    assert 0 < vae["trained_parameters"] < vae["parameters"]
