@@ -210,8 +210,9 @@ def test_training_starts_from_the_image_sd_x4_upscaler(tmp_path, data):
     with one_thread():
         result = train_unet(data=data, output=tmp_path / "out", init=sd, frames=4, stride=4, crop=8, steps=2,
                             warmup_steps=0, num_workers=0, eval_samples=0, progress=False, device="cpu",
-                            degradations=fast_degradations(tmp_path))
+                            degradations=fast_degradations(tmp_path), cache_latents=True)
     assert result.steps == 2 and len(result.losses) == 2
+    assert len(list((tmp_path / "out" / "latent_cache").glob("*.safetensors"))) == 2
     VideoUpscaler.from_pretrained(result.release, device="cpu")
 
 

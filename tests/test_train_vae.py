@@ -22,7 +22,7 @@ def run(tmp_path_factory):
     data = make_clips(root / "data")
     out = root / "out"
     args = ["vae", *tiny_args(data, out, init, fast_degradations(root), steps=30, checkpoint_every=15,
-                               eval_samples=3)]
+                               eval_samples=3, validate_every=15, validation_inference_steps=2)]
     with one_thread():
         result = CliRunner().invoke(train_app, args)
     assert result.exit_code == 0, result.output
@@ -34,6 +34,15 @@ def test_vae_stage_lowers_the_fixed_evaluation_loss(run):
     evals = events(out, "validation")
     before, after = evals[0]["eval_loss"], evals[-1]["eval_loss"]
     assert after < 0.9 * before, (before, after)
+
+
+def test_validation_upscales_the_held_out_clip_and_scores_it(run):
+    _, out = run
+    evals = events(out, "validation")
+    assert [e["step"] for e in evals] == [0, 15, 30]
+    for e in evals:
+        assert e["clip"] == "clip0.mp4" and 0 < e["psnr"] < 60 and -1 <= e["ssim"] <= 1 and e["ewarp"] >= 0
+    assert [e["ema"] for e in evals] == [False, False, False]  # --ema-decay 0: the raw weights
 
 
 def test_only_decoder_temporal_and_sft_parameters_change(run):

@@ -4,7 +4,7 @@
 * :func:`train_vae` (stage 2): the video VAE decoder's temporal and SFT parts.
 
 Both read a folder of HQ clips, degrade random windows on the fly, run under
-``accelerate`` (one command for CPU, one GPU, DDP or FSDP), write resumable checkpoints
+``accelerate`` (one command for CPU, one GPU or DDP), write resumable checkpoints
 and finish with a release folder that :meth:`uav.VideoUpscaler.from_pretrained` loads.
 See ``docs/training.md``; the command line is ``uav train unet|vae``.
 """

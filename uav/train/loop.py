@@ -1,6 +1,6 @@
 """The training loop both stages share, on Hugging Face ``accelerate``.
 
-The same code runs on one CPU, one GPU, or many under ``accelerate launch`` (DDP, FSDP):
+The same code runs on one CPU, one GPU, or many under ``accelerate launch`` (DDP):
 :class:`accelerate.Accelerator` reads the launcher's environment. What the loop adds:
 
 * only the stage's trained parameters are in the (AdamW) optimizer; the rest is frozen;
@@ -141,14 +141,14 @@ def prepare_run(stage_name: str, config: TrainConfig) -> tuple[TrainConfig, Wind
     clips = find_clips(config.data, frames=config.frames, crop=config.crop, captions=captions)
     degradation = load_degradation_config(config.degradations)
     if config.validation_clip is not None:
-        find_clips_single(config.validation_clip, config)
+        check_validation_clip(config.validation_clip, config)
     dataset = WindowDataset(clips, frames=config.frames, stride=config.stride, crop=config.crop,
                             degradation=degradation, seed=config.seed)
     start = load_starting_point(config.init)
     return config, dataset, start
 
 
-def find_clips_single(path: Path, config: TrainConfig) -> None:
+def check_validation_clip(path: Path, config: TrainConfig) -> None:
     """Check that the validation clip can be read and has at least one frame."""
     from uav.io import probe
 
@@ -158,6 +158,9 @@ def find_clips_single(path: Path, config: TrainConfig) -> None:
         raise TrainConfigError(f"validation_clip: cannot read {path}: {' '.join(str(exc).split())}") from None
     if info.num_frames < 1:
         raise TrainConfigError(f"validation_clip: {path} has no frames")
+    if min(info.width, info.height) < 32:
+        raise TrainConfigError(f"validation_clip: {path} is {info.width}x{info.height}; it needs at least 32x32 "
+                               "pixels (one 8x8 low-res crop at x4)")
 
 
 def make_stage(stage_name: str, start: StartingPoint, config: TrainConfig) -> TrainingStage:

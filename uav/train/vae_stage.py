@@ -45,7 +45,7 @@ def is_decoder_temporal_or_sft(name: str) -> bool:
 
 
 class DecoderForTraining(nn.Module):
-    """``forward(z, img) = vae.decode(z, img).sample``: the call accelerate's wrappers (DDP, FSDP) see."""
+    """``forward(z, img) = vae.decode(z, img).sample``: the call accelerate's DDP wrapper sees."""
 
     def __init__(self, vae: AutoencoderKLVideo) -> None:
         super().__init__()
