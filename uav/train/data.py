@@ -247,9 +247,15 @@ def worker_init(_: int) -> None:
 
 def make_loader(dataset: WindowDataset, *, start: int, batch_size: int, num_workers: int, rank: int = 0,
                 world: int = 1) -> torch.utils.data.DataLoader:
-    """An endless loader of batches from data position ``start`` on."""
+    """An endless loader of batches from data position ``start`` on.
+
+    Workers are *spawned*: by the time the loader starts, the training process runs
+    OpenMP, OpenCV and PyAV thread pools, and a forked child can inherit one of their
+    locks held, then wait on it forever.
+    """
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=ResumableSampler(start, rank=rank, world=world),
         num_workers=num_workers, collate_fn=collate, worker_init_fn=worker_init if num_workers else None,
         prefetch_factor=2 if num_workers else None, persistent_workers=False,
+        multiprocessing_context="spawn" if num_workers else None,
     )
