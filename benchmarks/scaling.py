@@ -116,7 +116,7 @@ def split(frames: int = 12, part_frames: int = 6, overlap: int = 2, steps: int =
     from uav import VideoUpscaler
     from uav.executors.split import TemporalSplit, merge_frames, render_part
     from uav.settings import UpscaleSettings
-    from uav.testing import make_tiny_release, moving_pattern
+    from uav.weights.tiny import make_tiny_release, moving_pattern
 
     torch.set_num_threads(2)
     strategy = TemporalSplit(part_frames=part_frames, overlap=overlap, min_frames=part_frames)
@@ -158,7 +158,7 @@ def split(frames: int = 12, part_frames: int = 6, overlap: int = 2, steps: int =
                 "max_abs_diff": int(np.abs(merged.astype(int) - whole).max()),
                 "psnr_other_seed_vs_whole_db": round(_psnr(other_seed, whole), 2),
             })
-    return {"model": "tiny random release (uav.testing)", "frames": frames, "size": [32, 24], "steps": steps,
+    return {"model": "tiny random release (uav.weights.tiny)", "frames": frames, "size": [32, 24], "steps": steps,
             "part_frames": part_frames, "overlap": overlap, "results": rows}
 
 

@@ -9,4 +9,4 @@ fi
 # torch is pinned to the release served from local disk here; pip elsewhere takes it from PyPI.
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q -e ".[dev,otio,ray]"
+.venv/bin/python -m pip install -q -e ".[dev,otio,ray,train]"

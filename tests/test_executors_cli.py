@@ -28,7 +28,7 @@ import otio_fixtures as F  # noqa: E402
 import uav.cli  # noqa: E402
 from uav.cli.app import app  # noqa: E402
 from uav.io.reader import read_frames  # noqa: E402
-from uav.testing import make_tiny_release, moving_pattern  # noqa: E402
+from uav.weights.tiny import make_tiny_release, moving_pattern  # noqa: E402
 from uav_otio.render import PARTIAL_MARK, atomic_output  # noqa: E402
 
 RENDER = ["--device", "cpu", "--steps", "1", "--seed", "3"]

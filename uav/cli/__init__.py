@@ -17,6 +17,7 @@ _COMMAND_MODULES: list[str] = [
     "evaluate",
     "plugins",
     "caption",
+    "train",
 ]
 
 
