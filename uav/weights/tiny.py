@@ -156,8 +156,8 @@ def moving_pattern(frames: int = 20, height: int = 24, width: int = 32, seed: in
 
 
 # ---------------------------------------------------------------------------- the self-check's input
-#: the self-check's budget of low-res pixels x frames (24 frames of 64x48, the demo clip): about
-#: a minute on two CPU cores at the default 30 steps with the tiny networks
+#: the self-check's budget of low-res pixels x frames (24 frames of 64x48, the demo clip): one to
+#: two minutes of one CPU core at the default 30 steps with the tiny networks (docs/quickstart.md)
 SELF_CHECK_PIXEL_FRAMES = 24 * 64 * 48
 #: the self-check's longest low-res side, in pixels (larger frames are area-downscaled to it)
 SELF_CHECK_MAX_SIDE = 96
