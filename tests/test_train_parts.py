@@ -182,16 +182,18 @@ def test_training_starts_from_the_image_sd_x4_upscaler(tmp_path, data):
     c = TINY_UNET_CONFIG
     torch.manual_seed(0)
     UNet2DConditionModel(
-        sample_size=16, in_channels=7, out_channels=4, layers_per_block=2, block_out_channels=c["block_out_channels"],
+        sample_size=16, in_channels=7, out_channels=4, layers_per_block=c["layers_per_block"],
+        block_out_channels=c["block_out_channels"],
         attention_head_dim=c["attention_head_dim"], down_block_types=[t.replace("3D", "2D") for t in c["down_block_types"]],
         up_block_types=[t.replace("3D", "2D") for t in c["up_block_types"]],
-        only_cross_attention=c["only_cross_attention"], cross_attention_dim=32, norm_num_groups=16,
+        only_cross_attention=c["only_cross_attention"], cross_attention_dim=32, norm_num_groups=c["norm_num_groups"],
         use_linear_projection=True, num_class_embeds=1000,
     ).save_pretrained(sd / "unet")
     v = TINY_VAE_CONFIG
     AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
                   up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=v["block_out_channels"],
-                  layers_per_block=2, latent_channels=4, norm_num_groups=16, scaling_factor=0.08333,
+                  layers_per_block=v["layers_per_block"], latent_channels=4, norm_num_groups=v["norm_num_groups"],
+                  scaling_factor=0.08333,
                   ).save_pretrained(sd / "vae")
     for name in ("text_encoder", "tokenizer", "scheduler", "low_res_scheduler"):
         shutil.copytree(tiny / name, sd / name)

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from train_fixtures import events, one_thread, fast_degradations, make_clips, state_of, tiny_args
-from uav.models.checkpoint import ROPE_KEY, is_temporal_key
+from uav.weights.checkpoint import ROPE_KEY, is_temporal_key
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def load_starting_point(path: str | os.PathLike[str]) -> StartingPoint:
 def load_image_vae(folder: Path) -> AutoencoderKLVideo:
     """The SD x4 upscaler's image VAE (diffusers ``AutoencoderKL`` layout) as our ``vae_3d``."""
     from uav import weights as release
-    from uav.models import checkpoint as ckpt
+    from uav.weights import checkpoint as ckpt
 
     config = json.loads((folder / "config.json").read_text())
     ours = {
@@ -124,8 +124,10 @@ def inflate_video_vae(vae_3d: AutoencoderKLVideo) -> AutoencoderKLVideo:
     ``shift`` convolutions are zeroed here, so the SFT residual is zero too.
     """
     config = {k: v for k, v in dict(vae_3d.config).items() if not k.startswith("_")}
+    # the condition branch's GroupNorms use 32 groups (as published), so its width is a multiple of 32
+    width = int(config["block_out_channels"][0])
     config.update(up_block_types=["UpDecoderBlock3D_plus"] * len(config["block_out_channels"]), condition_img=True,
-                  condition_channels=int(config["block_out_channels"][0]))
+                  condition_channels=-(-width // 32) * 32)
     video = AutoencoderKLVideo.from_config(config)
     missing, unexpected = video.load_state_dict(vae_3d.state_dict(), strict=False)
     stray = [k for k in missing if not is_video_decoder_new_key(k)]

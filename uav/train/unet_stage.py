@@ -3,7 +3,7 @@
 Trained: the 3-D residual modules after each block (``*_temp_blocks``), the temporal
 residual block in front of each transformer (``resblock_temporal``) and the temporal
 attention with its norm (``attn_temporal``, ``norm_temporal``) — exactly the keys the
-image SD x4 upscaler lacks (:func:`uav.models.checkpoint.is_temporal_key`). The RoPE table
+image SD x4 upscaler lacks (:func:`uav.weights.checkpoint.is_temporal_key`). The RoPE table
 is a constant buffer and never trains.
 
 Loss: v-prediction MSE. For HQ latents ``z0`` (frozen VAE, times the scaling factor),
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uav.models.checkpoint import ROPE_KEY, is_temporal_key
+from uav.weights.checkpoint import ROPE_KEY, is_temporal_key
 from uav.train.config import TrainConfig
 from uav.train.stage import TrainingStage
 from uav.train.starting_point import StartingPoint
