@@ -22,6 +22,27 @@ from typer.core import TyperGroup
 
 from uav.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR
 
+
+def _hide_flag_types() -> None:
+    """On/off flags need no type in ``--help`` (Typer prints ``<bool>`` beside each):
+    the tag says nothing a flag's name does not."""
+    from typer.core import TyperOption
+
+    show = getattr(TyperOption, "display_type_rich", None)
+    if show is None or getattr(show, "_uav_flags_hidden", False):
+        return  # another Typer, or done already
+
+    def display_type_rich(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "is_flag", False) or getattr(self, "is_bool_flag", False):
+            return None
+        return show(self, *args, **kwargs)
+
+    display_type_rich._uav_flags_hidden = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
 #: entry-point group of command-line extensions: ``name = "module:typer_app"`` adds ``uav name``
 CLI_ENTRYPOINT_GROUP = "uav.cli"
 

@@ -89,9 +89,9 @@ def plugins_command(
     """List installed plugins, their distribution and version, and what each registers.
 
     Components are shown under the exact names used to select them (e.g.
-    ``--flow dis``); ``prefix:*`` stands for a family such as
-    ``diffusers:EulerDiscreteScheduler``. Plugins that failed to load are listed with
-    their error; block plugins with ``UAV_BLOCK_PLUGINS=name1,name2``.
+    `--flow dis`); `prefix:*` stands for a family such as
+    `diffusers:EulerDiscreteScheduler`. Plugins that failed to load are listed with
+    their error; block plugins with `UAV_BLOCK_PLUGINS=name1,name2`.
     """
     registry = Registry()
     if as_json:
