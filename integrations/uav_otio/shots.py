@@ -21,6 +21,11 @@ that tie keys together (``propagation_steps`` must be below ``steps``), and its
 component names are resolved through the plugin registry, so a plan refuses what
 the render would refuse.
 
+``prompt = "auto"`` asks a captioner for the shot's prompt (:mod:`uav_otio.captions`);
+such a shot also carries ``captioner`` and ``caption_frame`` (:data:`AUTO_PROMPT_KEYS`),
+which every other shot drops, so the settings hash of a shot with a written prompt is
+what it was before automatic prompts existed.
+
 The result is a plain ``dict`` of JSON-serialisable values; the renderer maps it
 onto the pipeline.
 """
