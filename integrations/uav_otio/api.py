@@ -23,12 +23,14 @@ from .relink import DOWNGRADE_SCHEMA_VERSIONS, absolutize_media_urls, relink_pla
 from uav.io.atomic import temporary_path
 
 from .exports import check_written
-from .manifest import Manifest, owner_id
+from .manifest import Manifest, OutputOwnershipError, owner_id
 from .render import RenderReport, Renderer, UpscalerRenderer, render_plan
 from .shots import ShotList, load_shot_list
 
 __all__ = [
     "ADAPTER_PACKAGES",
+    "Preview",
+    "preview_timeline",
     "LoadedTimeline",
     "TimelineReadError",
     "UpscaleResult",
@@ -555,3 +557,102 @@ def _upscale_timeline(
         absolutize_media_urls(tl, bdir)
     written, problems = write_timeline(tl, output, input_path=input_path, downgrade=downgrade)
     return UpscaleResult(tl, plan, report, written, list(plan.warnings) + problems, relinked)
+
+
+@dataclass
+class Preview:
+    """What :func:`upscale_timeline` would do, worked out without writing anything."""
+
+    plan: Plan
+    render: list[RenderJob] = field(default_factory=list)  # would be rendered
+    cached: list[RenderJob] = field(default_factory=list)  # already done
+    written: list[Path] = field(default_factory=list)  # timeline files that would be written
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "dry_run": True,
+            "render": [{"output": j.output_name, "frames": j.frames, "media": j.media.display,
+                        "range": [j.start, j.end], "timecode": j.timecode, "clips": list(j.clip_names),
+                        "settings_hash": j.settings_hash} for j in self.render],
+            "cached": [j.output_name for j in self.cached],
+            "frames_to_render": sum(j.frames for j in self.render),
+            "skipped": [s.to_dict() for s in self.plan.skipped],
+            "relinked": [r.to_dict() for r in self.plan.relinked],
+            "offline": [s.to_dict() for s in self.plan.offline],
+            "would_write": [str(p) for p in self.written],
+            "warnings": list(self.plan.warnings),
+        }
+
+
+def preview_timeline(
+    timeline: str | Path,
+    output: str | Path,
+    media_dir: str | Path,
+    *,
+    model: Mapping[str, Any] | None = None,
+    handles: int = DEFAULT_HANDLES,
+    shots: str | Path | ShotList | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    name_by: str = "media",
+    ext: str = ".mov",
+    timeline_name: str | None = None,
+    adapter_name: str | None = None,
+    rate: float | None = None,
+    adapter_options: Mapping[str, Any] | None = None,
+    search_paths: Sequence[str | Path] | None = None,
+    force: bool = False,
+) -> Preview:
+    """Everything :func:`upscale_timeline` checks before its first render, and what it
+    would render, with nothing written (``--dry-run``).
+
+    The timeline is read and planned (media probed, offline media searched), every
+    shot's settings are validated and every component they name is resolved through
+    the plugin registry, the output formats are checked, and the media folder's
+    manifest is read to tell finished renders from those to do and to find renders
+    that would replace another timeline's files.
+
+    Raises:
+        the errors :func:`upscale_timeline` would raise before rendering: unreadable
+        timeline, bad settings, unknown components, an output that would overwrite the
+        input, :class:`~uav_otio.manifest.OutputOwnershipError`.
+    """
+    from uav.settings import UpscaleSettings
+
+    from .render import render_hash
+    from .shots import to_upscale_settings
+
+    input_path = Path(timeline)
+    mdir = Path(media_dir)
+    targets = output_paths(output, input_path)
+    if input_path.resolve() in [p.resolve() for p in targets]:
+        raise ValueError(
+            f"output {str(output)!r} would overwrite the input timeline {str(input_path)!r}; choose another output name"
+        )
+    owner = timeline_owner(output, input_path)
+    # an .otioz unpacks into a temporary folder removed at exit, never into the media folder
+    loaded = read_timeline(input_path, timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
+                           adapter_options=adapter_options)
+    plan = plan_timeline(loaded.timeline, handles=handles, media_dir=mdir, shot_list=_load_shots(shots),
+                         overrides=overrides, base_dir=loaded.base_dir, name_by=name_by, ext=ext, owner=owner,
+                         search_paths=search_paths)
+    checked: set[str] = set()
+    for job in plan.jobs:  # every component of every distinct shot, as the render will resolve them
+        if job.settings_hash not in checked:
+            checked.add(job.settings_hash)
+            settings: UpscaleSettings = to_upscale_settings(job.settings)
+            settings.check_components()
+    preview = Preview(plan, written=list(targets))
+    manifest = Manifest(mdir) if mdir.is_dir() else None
+    model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
+    for job in plan.jobs:
+        rh = render_hash(job, model_rec)
+        if manifest is not None and not force and manifest.is_current(job.output_name, rh):
+            preview.cached.append(job)
+            continue
+        if manifest is not None:
+            why = manifest.conflict(job.output_name, rh, owner)
+            if why is not None:
+                raise OutputOwnershipError(why)
+        preview.render.append(job)
+    return preview

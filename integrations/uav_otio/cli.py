@@ -253,6 +253,9 @@ def upscale_command(
         bool, typer.Option("--downgrade", help="Write .otio with one media reference per clip (OTIO 0.14 schema).")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-render even finished outputs.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check everything (timeline, settings, plugins, media, weights folder, outputs) and show "
+                          "what would be rendered; write nothing.")] = False,
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -290,6 +293,13 @@ def upscale_command(
         from uav.captioning import parse_captioner_options
 
         captioner_options = parse_captioner_options(captioner_option)
+        if dry_run:
+            _dry_run(timeline, output, media_dir, console=console, as_json=as_json, quiet=quiet, renderer=renderer,
+                     weights=weights, device=device, dtype=dtype, vae_dtype=vae_dtype, codec=codec, pix_fmt=pix_fmt,
+                     crf=crf, handles=handles, shots=shots, overrides=overrides, name_by=name_by, ext=ext,
+                     timeline_name=timeline_name, adapter=adapter, rate=rate, adapter_option=adapter_option,
+                     search_path=search_path, force=force)
+            return
         run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
                                 debug=debug)
         if renderer is not None:
@@ -377,6 +387,35 @@ def upscale_command(
     if failed:
         typer.echo(f"error: {failure_line(failed)}", err=True)
         raise typer.Exit(EXIT_PARTIAL_FAILURE)
+
+
+def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_json: bool, quiet: bool,
+             renderer: str | None, weights: Path | None, device: str, dtype: str, vae_dtype: str | None, codec: str,
+             pix_fmt: str | None, crf: int | None, handles: int, shots: Path | None, overrides: Mapping[str, Any],
+             name_by: str, ext: str, timeline_name: str | None, adapter: str | None, rate: float | None,
+             adapter_option: list[str] | None, search_path: list[Path] | None, force: bool) -> None:
+    """``timeline upscale --dry-run``: every check of a real run, the plan, nothing written."""
+    from .api import preview_timeline
+
+    if renderer is not None:
+        _load_renderer(renderer)
+        model = None
+    else:  # finds and checks the weights folder, device and codec; loads nothing
+        model = _default_renderer(console, weights=weights, device=device, dtype=dtype, vae_dtype=vae_dtype,
+                                  codec=codec, pix_fmt=pix_fmt, crf=crf, ext=ext).model
+    preview = preview_timeline(
+        timeline, output, media_dir, model=model, handles=handles, shots=shots, overrides=overrides,
+        name_by=name_by, ext=ext, timeline_name=timeline_name, adapter_name=adapter, rate=rate,
+        adapter_options=parse_adapter_options(adapter_option), search_paths=search_path, force=force,
+    )
+    if as_json:
+        print_json(preview.to_dict())
+        return
+    if not quiet:
+        _print_table(preview.plan, f"uav timeline upscale --dry-run: {timeline.name}")
+        typer.echo(f"would render {len(preview.render)} file(s) ({sum(j.frames for j in preview.render)} frames), "
+                   f"{len(preview.cached)} up to date; would write {', '.join(str(p) for p in preview.written)}; "
+                   "nothing was written")
 
 
 def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype: str, vae_dtype: str | None,

@@ -331,6 +331,9 @@ def upscale_command(
     ray_address: AddressOpt = None,
     gpus_per_worker: GpusOpt = None,
     workers: WorkersOpt = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check everything (settings, plugins, inputs, weights folder, outputs) and show what would "
+                          "run; write nothing and load no model.", rich_help_panel=_IO)] = False,
     captioner_option: CaptionerOptionOpt = None,
     *,
     setting_values: dict[str, Optional[str]],
@@ -356,10 +359,12 @@ def upscale_command(
     with handle_errors(debug=debug, as_json=as_json), contextlib.ExitStack() as stack:
         summary = _run(
             input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
-            settings_options=setting_values, captioner_options=captioner_option, start=_position(start), end=_position(end), codec=codec,
+            settings_options=setting_values, captioner_options=captioner_option, start=_position(start),
+            end=_position(end), codec=codec,
             pix_fmt=pix_fmt, crf=crf, fps=fps, weights=weights, vae=vae or "3d", device=device, dtype=dtype,
-            run_on=build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-                                  workers=workers, debug=debug),
+            run_on=None if dry_run else build_executor(executor, ray_address=ray_address,
+                                                       gpus_per_worker=gpus_per_worker, workers=workers, debug=debug),
+            dry_run=dry_run,
         )
         if as_json:
             print_json(summary)
@@ -372,7 +377,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
          self_check: bool, settings_options: dict[str, Any], start: int | str | None, end: int | str | None,
          captioner_options: list[str] | None = None,
          codec: str, pix_fmt: str | None, crf: int | None, fps: str | None, weights: Path | None, vae: str,
-         device: str, dtype: str, run_on: Any = None) -> dict[str, Any]:
+         device: str, dtype: str, run_on: Any = None, dry_run: bool = False) -> dict[str, Any]:
     from uav import __version__
 
     started = time.perf_counter()
@@ -418,6 +423,10 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         check_captioner(settings.captioner, dict(settings.captioner_options))
 
     from rich.markup import escape
+
+    if dry_run:
+        return _dry_run_summary(jobs, console=console, quiet=quiet, settings=settings, folder=folder, tiny=tiny,
+                                vae=vae, device=device, dtype=dtype, kind=kind, started=started)
 
     from uav import VideoUpscaler
 
@@ -514,6 +523,38 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         "outputs": results,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: Any, folder: Path | None, tiny: bool,
+                     vae: str, device: str, dtype: str, kind: str, started: float) -> dict[str, Any]:
+    """``--dry-run``: the checks a run makes before loading a model, then what it would write.
+
+    Inputs were probed and outputs checked by the caller (folders it made for them are
+    removed again: nothing stays written); here every component the settings name is
+    resolved through the registry and the weights folder is checked for completeness.
+    """
+    from rich.markup import escape
+
+    from uav import __version__
+    from uav.weights import find_release
+
+    settings.check_components()
+    if folder is not None and not tiny:
+        missing = find_release(folder).missing(vae=vae)  # type: ignore[arg-type]
+        if missing:
+            raise UserError(f"weights folder {folder} lacks {', '.join(missing)} (see docs/weights.md)")
+    outputs = [{"input": job.source, "output": str(job.output), "frames": job.frames,
+                "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
+                "fps": str(job.fps), "audio": job.has_audio} for job in jobs]
+    if not quiet:
+        for o in outputs:
+            console.print(escape(f"would write {o['output']}  ({o['frames']} frames, {o['output_size'][0]}x"
+                                 f"{o['output_size'][1]}) from {o['input']}"))
+        console.print("dry run: every check passed; nothing was written")
+    return {"ok": True, "dry_run": True, "uav_version": __version__, "self_check": tiny,
+            "weights": "(a tiny random release would be built)" if folder is None else str(folder),
+            "device": device, "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(),
+            "outputs": outputs, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _remove_empty(folders: list[Path]) -> None:
