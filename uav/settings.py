@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -42,6 +43,11 @@ from typing import Any, Callable, Mapping, Sequence
 MAX_NOISE_LEVEL = 350
 #: seeds seed a torch ``Generator``, which takes unsigned 64-bit values
 SEED_LIMIT = 2**64
+
+#: the ``prompt`` that asks for an automatic one: a captioner describes a frame of the clip
+AUTO_PROMPT = "auto"
+#: the captioner used for ``prompt="auto"`` when none is named (the paper's kind, LLaVA)
+DEFAULT_CAPTIONER = "llava-local"
 
 #: settings field -> registry kind of the component it names
 COMPONENT_FIELDS: dict[str, str] = {
@@ -142,6 +148,10 @@ class Knob:
             text = "one of auto, on, off"
         elif self.kind == "bool":
             text = "true or false"
+        elif self.kind == "frame":
+            text = "first, middle or a frame index >= 0"
+        elif self.kind == "options":
+            text = "KEY=VALUE options (a table of names to strings or numbers)"
         elif self.choices:
             text = f"one of {', '.join(self.choices)}"
         elif self.kind == "name":
@@ -279,9 +289,60 @@ def _to_bool(knob: Knob, value: Any, text: bool) -> bool:
     raise ValueError
 
 
+def _to_frame(knob: Knob, value: Any, text: bool) -> str | int:
+    # "first", "middle" or an index >= 0 (digits only from text sources)
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("first", "middle"):
+            return word
+        if text and word.isdigit():
+            return int(word)
+    raise ValueError
+
+
+def _to_options(knob: Knob, value: Any, text: bool) -> tuple[tuple[str, Any], ...]:
+    # a mapping, or "KEY=VALUE" items as typed on a command line; kept as sorted pairs so
+    # that the frozen settings stay hashable and compare equal whatever order they came in
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, str):
+        if not text:
+            raise ValueError
+        pairs = [item.partition("=")[::2] for item in value.split(";") if item.strip()]
+        if any("=" not in item for item in value.split(";") if item.strip()):
+            raise ValueError
+    elif isinstance(value, (list, tuple)):
+        pairs = []
+        for item in value:
+            if isinstance(item, str) and "=" in item:
+                pairs.append(tuple(item.partition("=")[::2]))
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                pairs.append(tuple(item))
+            else:
+                raise ValueError
+    else:
+        raise ValueError
+    out: dict[str, Any] = {}
+    for key, item in pairs:
+        if not isinstance(key, str) or not key.strip().isidentifier() or key.strip() in out:
+            raise ValueError
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if not isinstance(item, (str, int, float, bool)):
+            raise ValueError
+        out[key.strip()] = item
+    return tuple(sorted(out.items()))
+
+
 _CONVERTERS: dict[str, Callable[[Knob, Any, bool], Any]] = {
     "int": _to_int, "float": _to_float, "str": _to_str, "name": _to_name, "steps": _to_steps,
-    "tristate": _to_tristate, "bool": _to_bool,
+    "tristate": _to_tristate, "bool": _to_bool, "frame": _to_frame, "options": _to_options,
 }
 
 
@@ -316,7 +377,15 @@ class UpscaleSettings:
     """Knobs of one upscale run. Build with keywords, or :meth:`from_mapping` / :meth:`from_strings`.
 
     Attributes:
-        prompt: what the video shows; ``added_prompt`` is appended after ", ".
+        prompt: what the video shows; ``added_prompt`` is appended after ", ". ``"auto"``
+            asks ``captioner`` to describe one frame of the clip (``caption_frame``) and uses
+            that caption as the prompt (SPEC §7.7: the paper prompts with LLaVA's caption).
+        captioner: the captioner plugin ``prompt="auto"`` uses (``llava-local``, ``blip-local``
+            or a plugin's; see :mod:`uav.captioning`).
+        captioner_options: its options as sorted ``(key, value)`` pairs (a mapping or
+            ``KEY=VALUE`` items are accepted), e.g. ``{"model": "/models/llava"}``.
+        caption_frame: which frame ``prompt="auto"`` captions: ``"first"`` (the paper's),
+            ``"middle"`` or an index within the clip's range.
         added_prompt: quality words appended to every prompt (published ``--a_prompt``).
         negative_prompt: the classifier-free guidance "unconditional" text.
         noise_level: noise added to the low-res input, 0..350 (more = more generated detail,
@@ -356,7 +425,9 @@ class UpscaleSettings:
             >= 1280 px; never done silently.
     """
 
-    prompt: str = _field("", Knob("str", help="What the video shows; guides the generated texture."))
+    prompt: str = _field("", Knob(
+        "str", help="What the video shows; guides the generated texture. auto: a captioner describes a frame "
+                    "(--captioner, --caption-frame)."))
     added_prompt: str = _field("best quality, extremely detailed", Knob(
         "str", help="Quality words appended to the prompt."))
     negative_prompt: str = _field("blur, worst quality", Knob("str", help="What to steer away from."))
@@ -411,6 +482,13 @@ class UpscaleSettings:
     offload: bool | None = _field(None, Knob("tristate"))
     fuse_scale: float = _field(0.5, Knob("float", 0, 1))
     downscale_large: bool = _field(False, Knob("bool"))
+    captioner: str = _field(DEFAULT_CAPTIONER, Knob(
+        "name", metavar="NAME",
+        help="Captioner for --prompt auto: llava-local (as the paper), blip-local or a plugin's (see `uav plugins`)."))
+    captioner_options: tuple[tuple[str, Any], ...] = _field((), Knob("options"))
+    caption_frame: str | int = _field("first", Knob(
+        "frame", metavar="first|middle|N",
+        help="Frame --prompt auto captions: first (as the paper), middle or an index N of the clip."))
 
     def __post_init__(self) -> None:
         if isinstance(self.propagation_steps, (str, bytes)):
@@ -483,6 +561,11 @@ class UpscaleSettings:
     @property
     def do_classifier_free_guidance(self) -> bool:
         return self.guidance_scale > 1.0
+
+    @property
+    def auto_prompt(self) -> bool:
+        """Whether ``prompt`` asks for a caption (``"auto"``, any case) instead of being the prompt."""
+        return is_auto_prompt(self.prompt)
 
     @property
     def full_prompt(self) -> str:
@@ -565,7 +648,13 @@ class UpscaleSettings:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["propagation_steps"] = list(self.propagation_steps)
+        out["captioner_options"] = dict(self.captioner_options)
         return out
+
+
+def is_auto_prompt(prompt: Any) -> bool:
+    """Whether ``prompt`` is :data:`AUTO_PROMPT` (any case, surrounding spaces ignored)."""
+    return isinstance(prompt, str) and prompt.strip().lower() == AUTO_PROMPT
 
 
 @functools.lru_cache(maxsize=1)

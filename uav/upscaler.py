@@ -12,12 +12,13 @@ and I/O together; each piece it calls lives in its own module.)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
 import torch
@@ -38,6 +39,9 @@ from uav.sampling.loop import denoise
 from uav.sampling.schedulers import OfficialDDIM, low_res_add_noise
 from uav.sampling.tiling import blend_tiles
 from uav.settings import SettingsError, UpscaleSettings
+
+if TYPE_CHECKING:
+    from uav.captioning import Caption
 
 __all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "frames_to_tensor", "to_uint8"]
 
@@ -111,6 +115,8 @@ class VideoUpscaler:
         self._registry = registry
         self.source = source
         self._prompt_cache: dict[str, Tensor] = {}
+        #: the caption the last ``prompt="auto"`` run used (``None``: it had a prompt)
+        self.last_caption: Caption | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -256,8 +262,9 @@ class VideoUpscaler:
             settings: an :class:`UpscaleSettings`; keyword ``knobs`` (``prompt=``, ``noise_level=``,
                 ``guidance_scale=``, ``num_inference_steps=``, ``propagation_steps=``, ``color_fix=``,
                 ``seed=``, ``w_lr=`` ...) override its fields.
-            callback: receives progress dicts (``stage``: ``flow``/``denoise``/``decode``, ``index``,
-                ``total`` ...).
+            callback: receives progress dicts (``stage``: ``caption``/``flow``/``denoise``/``decode``,
+                ``index``, ``total`` ...); with ``prompt="auto"`` the ``caption`` event carries
+                ``caption``, ``captioner`` and ``frame``, and :attr:`last_caption` keeps it.
             prompt_embeds, negative_prompt_embeds: explicit text embeddings ``(1, L, D)``; they
                 override the text prompts (defaults included) and need no text encoder.
             latents: initial ``x_T`` ``(1, 4, T, h, w)``; low_res_noise: the augmentation noise
@@ -267,6 +274,7 @@ class VideoUpscaler:
             start, end: frame range of a file input (``end`` exclusive; ints or timecodes).
         """
         comps = self.check_inputs(settings, **knobs)
+        comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         s = comps.settings
         text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
         lr, info = self._load_video(video, start=start, end=end)
@@ -288,11 +296,47 @@ class VideoUpscaler:
         """Stream the result: yields uint8 frames ``(t, 4H, 4W, 3)`` a decode chunk at a time."""
         knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in UpscaleSettings.field_names() or k == "steps"}
         comps = self.check_inputs(settings, **knobs)
+        comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         text = self._text_embeddings(comps.settings, prompt_embeds, negative_prompt_embeds)
         lr, _ = self._load_video(video, start=start, end=end)
         lr = self._maybe_downscale(lr, comps.settings)
         for _, chunk in self._generate(lr, comps, text, callback=callback, **kwargs):
             yield to_uint8(chunk)
+
+    # ------------------------------------------------------------------ automatic prompts
+    def caption(self, video: Any, settings: UpscaleSettings | None = None, *, start: int | str | None = None,
+                end: int | str | None = None, **knobs: Any) -> Caption:
+        """Caption ``video`` as ``prompt="auto"`` would: ``settings.captioner`` (with its
+        ``captioner_options``) describes frame ``caption_frame`` of ``[start, end)``.
+
+        The captioner is built, used once and freed before this returns, so the memory
+        it took is back for upscaling.
+
+        Raises:
+            uav.captioning.CaptionError: unknown captioner or option, missing folder,
+                wrong model type, frame out of range (one line).
+        """
+        from uav.captioning import caption_clip
+
+        s = _merge_settings(settings, knobs)
+        return caption_clip(video, s.captioner, dict(s.captioner_options), frame=s.caption_frame, start=start,
+                            end=end, registry=self.registry)
+
+    def _with_caption(self, comps: Components, video: Any, prompt_embeds: Tensor | None,
+                      callback: ProgressCallback | None, *, start: int | str | None,
+                      end: int | str | None) -> Components:
+        """``comps`` with ``prompt="auto"`` replaced by the clip's caption (reported as a
+        ``caption`` event and kept in :attr:`last_caption`)."""
+        self.last_caption = None
+        s = comps.settings
+        if not s.auto_prompt or prompt_embeds is not None:
+            return comps  # explicit embeddings override every text prompt, "auto" included
+        caption = self.caption(video, s, start=start, end=end)
+        self.last_caption = caption
+        log.info("prompt from %s (frame %d): %s", caption.captioner, caption.frame, caption.text)
+        if callback is not None:
+            callback({"stage": "caption", "index": 1, "total": 1, **caption.to_dict()})
+        return dataclasses.replace(comps, settings=s.replace(prompt=caption.text))
 
     # ------------------------------------------------------------------ validation
     def check_inputs(self, settings: UpscaleSettings | None = None, **knobs: Any) -> Components:
@@ -316,6 +360,11 @@ class VideoUpscaler:
         """
         s = _merge_settings(settings, knobs)
         registry = self.registry
+        if s.auto_prompt:
+            # builds the captioner (folder, model type, options) without its weights: seconds
+            from uav.captioning import check_captioner
+
+            check_captioner(s.captioner, dict(s.captioner_options), registry=registry)
 
         def resolve(field: str, kind: str, name: str, **options: Any) -> Any:
             UpscaleSettings.check_component(field, name, registry)

@@ -423,6 +423,8 @@ def upscale_timeline(
     on_job: Callable[[RenderJob, str], None] | None = None,
     executor: Any = None,
     on_event: Callable[[Any], None] | None = None,
+    captioner_options: Mapping[str, Any] | None = None,
+    on_caption: Callable[[RenderJob, dict[str, Any], bool], None] | None = None,
 ) -> UpscaleResult:
     """Upscale every clip an edit uses and write the relinked timeline.
 
@@ -451,6 +453,10 @@ def upscale_timeline(
         executor, on_event: hand the jobs to a :class:`uav.executors.Executor` (e.g.
             ``make_executor("ray")``) and receive its progress events; see
             :func:`uav_otio.render.render_plan`.
+        captioner_options: options of the captioner of ``prompt=auto`` shots
+            (``{"model": "/models/llava"}``); their captions are kept in the manifest and
+            in the relinked references' ``metadata["uav"]["caption"]``.
+        on_caption: ``on_caption(job, caption, cached)`` as each such caption is known.
 
     Returns:
         An :class:`UpscaleResult`. Rerunning with the same arguments renders nothing
@@ -469,7 +475,8 @@ def upscale_timeline(
                                  timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
                                  adapter_options=adapter_options, search_paths=search_paths,
                                  downgrade=downgrade, force=force, progress=progress, on_job=on_job,
-                                 executor=executor, on_event=on_event)
+                                 executor=executor, on_event=on_event, captioner_options=captioner_options,
+                                 on_caption=on_caption)
     except BaseException:
         for folder in made:  # deepest first
             with contextlib.suppress(OSError):
@@ -506,6 +513,8 @@ def _upscale_timeline(
     on_job: Callable[[RenderJob, str], None] | None,
     executor: Any = None,
     on_event: Callable[[Any], None] | None = None,
+    captioner_options: Mapping[str, Any] | None = None,
+    on_caption: Callable[[RenderJob, dict[str, Any], bool], None] | None = None,
 ) -> UpscaleResult:
     input_path: Path | None = None
     if isinstance(timeline, otio.schema.Timeline):
@@ -540,7 +549,8 @@ def _upscale_timeline(
     if model is None:
         model = getattr(renderer, "model", None) or {}
     report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job,
-                         owner=owner, executor=executor, on_event=on_event)
+                         owner=owner, executor=executor, on_event=on_event, captioner_options=captioner_options,
+                         on_caption=on_caption)
     relinked = relink_plan(tl, plan, report)
     if bdir is not None and Path(output).resolve().parent != bdir.resolve():
         # Relative links to the original media would break next to the new file.

@@ -42,6 +42,7 @@ from uav.cli.executor_options import (
     failure_line,
 )
 from uav.cli.options import (
+    CaptionerOptionOpt,
     CrfOpt,
     DebugOpt,
     DeviceOpt,
@@ -58,7 +59,7 @@ from uav.settings import COMPONENT_FIELDS, SettingsError, UpscaleSettings
 
 from .api import parse_adapter_options
 from .plan import DEFAULT_HANDLES, Plan
-from .shots import PIPELINE_KEYS, validate_settings
+from .shots import AUTO_PROMPT_KEYS, PIPELINE_KEYS, validate_settings
 
 app = typer.Typer(
     name="timeline",
@@ -115,7 +116,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-_KEY_OF_FIELD = {name: key for key, name in PIPELINE_KEYS.items()}
+_KEY_OF_FIELD = {name: key for key, name in (*PIPELINE_KEYS.items(), *AUTO_PROMPT_KEYS.items())}
 
 
 def _overrides(setting_values: Mapping[str, Any], vae: str | None) -> dict[str, Any]:
@@ -278,6 +279,7 @@ def upscale_command(
     ray_address: AddressOpt = None,
     gpus_per_worker: GpusOpt = None,
     workers: WorkersOpt = None,
+    captioner_option: CaptionerOptionOpt = None,
     *,
     setting_values: dict[str, Optional[str]],
 ) -> None:
@@ -288,6 +290,9 @@ def upscale_command(
     console = stderr_console(quiet=quiet)
     with handle_errors(debug=debug, as_json=as_json):
         overrides = _overrides(setting_values, vae)
+        from uav.captioning import parse_captioner_options
+
+        captioner_options = parse_captioner_options(captioner_option)
         if dry_run:
             _dry_run(timeline, output, media_dir, console=console, as_json=as_json, quiet=quiet, renderer=renderer,
                      weights=weights, device=device, dtype=dtype, vae_dtype=vae_dtype, codec=codec, pix_fmt=pix_fmt,
@@ -325,6 +330,12 @@ def upscale_command(
             elif status == "cached":
                 console.print(escape(f"up to date {job.output_name}"))
 
+        def on_caption(job: Any, caption: Mapping[str, Any], cached: bool) -> None:
+            from rich.markup import escape
+
+            how = "prompt (kept)" if cached else f"prompt from {caption['captioner']}"
+            console.print(escape(f"{how} for {job.output_name}: {caption['caption']}"))
+
         from .api import upscale_timeline
 
         try:
@@ -334,7 +345,8 @@ def upscale_command(
                     overrides=overrides, name_by=name_by, ext=ext, timeline_name=timeline_name, downgrade=downgrade,
                     force=force, on_job=on_job, adapter_name=adapter, rate=rate, search_paths=search_path,
                     adapter_options=parse_adapter_options(adapter_option), executor=run_on,
-                    on_event=run_view if run_on is not None else None,
+                    on_event=run_view if run_on is not None else None, captioner_options=captioner_options,
+                    on_caption=on_caption,
                 )
         except KeyboardInterrupt:
             raise fail("interrupted: finished outputs are kept; rerun the same command to finish",
@@ -355,6 +367,8 @@ def upscale_command(
         "offline": [s.to_dict() for s in result.plan.offline],
         "written": [str(p) for p in result.written],
         "frames_rendered": sum(r.job.frames for r in result.report.rendered),
+        # output -> the caption a prompt=auto shot was rendered with
+        "captions": {r.job.output_name: r.caption["caption"] for r in result.report.results if r.caption},
     }
     failed = result.report.failed
     if run_on is not None:

@@ -121,12 +121,14 @@ class Manifest:
         self.outputs: dict[str, dict[str, Any]] = {}
         #: renders in flight (or killed): name -> owner, render_hash, settings_hash, pid
         self.claims: dict[str, dict[str, Any]] = {}
+        #: automatic prompts already made: caption key -> caption, captioner, frame, media, range
+        self.captions: dict[str, dict[str, Any]] = {}
         self.reload()
 
     # ------------------------------------------------------------------ reading
     def reload(self) -> None:
         """Read the manifest from disk (an unreadable one is ignored with a warning)."""
-        self.outputs, self.claims = {}, {}
+        self.outputs, self.claims, self.captions = {}, {}, {}
         if not self.path.exists():
             return
         try:
@@ -136,6 +138,9 @@ class Manifest:
             self.outputs = {str(k): dict(v) for k, v in data["outputs"].items() if isinstance(v, dict)}
             claims = data.get("claims") if isinstance(data.get("claims"), dict) else {}
             self.claims = {str(k): dict(v) for k, v in claims.items() if isinstance(v, dict)}
+            captions = data.get("captions") if isinstance(data.get("captions"), dict) else {}
+            self.captions = {str(k): dict(v) for k, v in captions.items()
+                             if isinstance(v, dict) and isinstance(v.get("caption"), str)}
         except (ValueError, OSError) as exc:
             # Every entry only saves work; starting empty just re-renders (and never
             # overwrites: files without an entry are treated as someone else's).
@@ -276,11 +281,21 @@ class Manifest:
                     let_go.append(name)
         return let_go
 
+    def caption_for(self, key: str) -> dict[str, Any] | None:
+        """The caption recorded under ``key`` (see :func:`uav_otio.captions.caption_key`), or ``None``."""
+        entry = self.captions.get(key)
+        return dict(entry) if entry is not None else None
+
+    def record_caption(self, key: str, entry: dict[str, Any]) -> None:
+        """Keep a caption (``entry["caption"]`` and where it came from) so a rerun reuses it; saves."""
+        with self.locked():
+            self.captions[key] = dict(entry)
+
     def discard_if_empty(self) -> bool:
         """Remove the manifest and its lock file when they record nothing (a run that
         created the folder and failed); returns whether they were removed."""
         self.reload()
-        if self.outputs or self.claims:
+        if self.outputs or self.claims or self.captions:
             return False
         for p in (self.path, self.media_dir / (MANIFEST_NAME + ".lock")):
             with contextlib.suppress(FileNotFoundError):
@@ -291,5 +306,6 @@ class Manifest:
         self.media_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
             self.path,
-            {"format": _MANIFEST_FORMAT, "version": _MANIFEST_VERSION, "outputs": self.outputs, "claims": self.claims},
+            {"format": _MANIFEST_FORMAT, "version": _MANIFEST_VERSION, "outputs": self.outputs, "claims": self.claims,
+             "captions": self.captions},
         )

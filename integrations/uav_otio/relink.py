@@ -81,6 +81,9 @@ def make_upscaled_reference(job: RenderJob, result: JobResult, original: Any = N
         "output": job.output_name,
         "source": source,
     }
+    if result.caption is not None:
+        # the prompt a prompt=auto shot was rendered with, to read or to write into the shot
+        ref.metadata["uav"]["caption"] = copy.deepcopy(result.caption)
     return ref
 
 

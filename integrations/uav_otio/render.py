@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from uav.io.atomic import atomic_output
 
+from .captions import caption_jobs, with_caption
 from .hashing import compute_settings_hash
 from .manifest import MANIFEST_NAME, PARTIAL_MARK, Manifest, OutputOwnershipError, clean_partials, owner_id
 
@@ -59,6 +60,9 @@ class JobResult:
     status: str  # "rendered" or "cached"
     render_hash: str
     model: dict[str, Any]
+    #: for a ``prompt=auto`` job: the caption it was rendered with (``caption``, ``captioner``,
+    #: ``frame``, ``media``, ``range``); ``None`` for a written prompt
+    caption: dict[str, Any] | None = None
 
 
 @dataclass
@@ -107,6 +111,8 @@ def render_plan(
     owner: str | Path | None = None,
     executor: Any = None,
     on_event: Callable[[Any], None] | None = None,
+    captioner_options: Mapping[str, Any] | None = None,
+    on_caption: Callable[[RenderJob, dict[str, Any], bool], None] | None = None,
 ) -> RenderReport:
     """Render every job of ``plan`` that is not already done.
 
@@ -132,6 +138,11 @@ def render_plan(
             the others finish, and this process alone writes the manifest.
         on_event: the executor's progress events (:class:`uav.executors.WorkerEvent`)
             and, as each job finishes, its :class:`uav.executors.JobResult`.
+        captioner_options: options of the captioner that writes the prompt of
+            ``prompt=auto`` jobs (``{"model": "/models/llava"}``); those captions are
+            made (or found in the manifest) before the first render, and the renderer
+            gets the caption as ``prompt`` (see :mod:`uav_otio.captions`).
+        on_caption: ``on_caption(job, caption, cached)`` as each such caption is known.
 
     Returns:
         A :class:`RenderReport`.
@@ -141,6 +152,8 @@ def render_plan(
         OutputOwnershipError: a job would replace a file another timeline relies on
             (checked for every job before the first render starts).
         RuntimeError: the renderer returned without writing its output.
+        uav.captioning.CaptionError: a ``prompt=auto`` job's captioner cannot work
+            (before any render).
     """
     if not callable(renderer) and not (executor is not None and isinstance(renderer, str)):
         raise TypeError(f"renderer must be callable, got {type(renderer).__name__}")
@@ -165,9 +178,13 @@ def render_plan(
         if why is not None:
             raise OutputOwnershipError(why)
         todo.append((job, rh))
+    # every caption before the first render: a captioner that cannot work fails before any
+    # upscaling, and its model is freed before the upscaler needs the memory
+    captions = caption_jobs(plan, [job for job, _ in todo], manifest, options=captioner_options,
+                            on_caption=on_caption)
     if executor is not None:
         _render_with_executor(plan, todo, renderer, executor, manifest, report, model_rec, who,
-                              progress=progress, on_job=on_job, on_event=on_event)
+                              progress=progress, on_job=on_job, on_event=on_event, captions=captions)
         manifest.release(who, keep={job.output_name for job in plan.jobs})
         return report
     pending = {id(job) for job, _ in todo}
@@ -176,7 +193,7 @@ def render_plan(
         rh = render_hash(job, model_rec)
         if id(job) not in pending:
             manifest.adopt(job.output_name, who)
-            report.results.append(JobResult(job, "cached", rh, model_rec))
+            report.results.append(JobResult(job, "cached", rh, model_rec, _recorded_caption(manifest, job)))
             if on_job:
                 on_job(job, "cached")
             continue
@@ -184,8 +201,9 @@ def render_plan(
         if on_job:
             on_job(job, "rendering")
         cb = (lambda done, total, _job=job: progress(_job, done, total)) if progress else None
+        caption = captions.get(id(job))
         try:
-            renderer(job, dict(job.settings), out, progress=cb)
+            renderer(job, with_caption(job.settings, caption), out, progress=cb)
         except Exception:
             # a failed render leaves nothing to resume; a killed one (no chance to get
             # here) leaves its claim, which lets its owner take the name back
@@ -193,15 +211,23 @@ def render_plan(
             raise
         if not out.is_file():
             raise RuntimeError(f"the renderer returned without writing {str(out)!r}")
-        _record(manifest, job, rh, model_rec, out, who)
-        report.results.append(JobResult(job, "rendered", rh, model_rec))
+        _record(manifest, job, rh, model_rec, out, who, caption)
+        report.results.append(JobResult(job, "rendered", rh, model_rec, caption))
         if on_job:
             on_job(job, "rendered")
     manifest.release(who, keep={job.output_name for job in plan.jobs})
     return report
 
 
-def _record(manifest: Manifest, job: RenderJob, rh: str, model_rec: dict[str, Any], out: Path, who: Any) -> None:
+def _recorded_caption(manifest: Manifest, job: RenderJob) -> dict[str, Any] | None:
+    """The caption a cached ``prompt=auto`` output was rendered with, as its entry records it."""
+    entry = manifest.outputs.get(job.output_name) or {}
+    caption = entry.get("caption")
+    return dict(caption) if isinstance(caption, dict) else None
+
+
+def _record(manifest: Manifest, job: RenderJob, rh: str, model_rec: dict[str, Any], out: Path, who: Any,
+            caption: dict[str, Any] | None = None) -> None:
     manifest.record(
         job.output_name,
         {
@@ -218,6 +244,7 @@ def _record(manifest: Manifest, job: RenderJob, rh: str, model_rec: dict[str, An
             "clips": list(job.clip_names),
             "size": out.stat().st_size,
             "rendered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **({"caption": caption} if caption is not None else {}),
         },
         owner=who,
     )
@@ -253,21 +280,24 @@ def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], rendere
                           manifest: Manifest, report: RenderReport, model_rec: dict[str, Any], who: Any, *,
                           progress: Callable[[RenderJob, int, int], None] | None,
                           on_job: Callable[[RenderJob, str], None] | None,
-                          on_event: Callable[[Any], None] | None) -> None:
+                          on_event: Callable[[Any], None] | None,
+                          captions: Mapping[int, dict[str, Any]] | None = None) -> None:
     from uav.executors import Job
 
     hashes = {id(job): rh for job, rh in todo}
     for job in plan.jobs:
         if id(job) not in hashes:
             manifest.adopt(job.output_name, who)
-            report.results.append(JobResult(job, "cached", render_hash(job, model_rec), model_rec))
+            report.results.append(JobResult(job, "cached", render_hash(job, model_rec), model_rec,
+                                            _recorded_caption(manifest, job)))
             if on_job:
                 on_job(job, "cached")
     jobs = []
     for job, rh in todo:
         manifest.claim(job.output_name, render_hash=rh, settings_hash=job.settings_hash, owner=who)
         jobs.append(Job(name=job.output_name, source=str(job.media.path), output=Path(job.output_path or ""),
-                        start=job.first_index, end=job.end_index, frames=job.frames, settings=dict(job.settings),
+                        start=job.first_index, end=job.end_index, frames=job.frames,
+                        settings=with_caption(job.settings, (captions or {}).get(id(job))),
                         payload=job))
 
     def events(event: Any) -> None:
@@ -291,8 +321,9 @@ def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], rendere
                 on_job(job, "failed")
             continue
         rh = hashes[id(job)]
-        _record(manifest, job, rh, model_rec, Path(job.output_path), who)
-        report.results.append(JobResult(job, "rendered", rh, model_rec))
+        caption = (captions or {}).get(id(job))
+        _record(manifest, job, rh, model_rec, Path(job.output_path), who, caption)
+        report.results.append(JobResult(job, "rendered", rh, model_rec, caption))
         if on_job:
             on_job(job, "rendered")
 

@@ -21,6 +21,11 @@ that tie keys together (``propagation_steps`` must be below ``steps``), and its
 component names are resolved through the plugin registry, so a plan refuses what
 the render would refuse.
 
+``prompt = "auto"`` asks a captioner for the shot's prompt (:mod:`uav_otio.captions`);
+such a shot also carries ``captioner`` and ``caption_frame`` (:data:`AUTO_PROMPT_KEYS`),
+which every other shot drops, so the settings hash of a shot with a written prompt is
+what it was before automatic prompts existed.
+
 The result is a plain ``dict`` of JSON-serialisable values; the renderer maps it
 onto the pipeline.
 """
@@ -42,9 +47,18 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 import opentimelineio as otio
 
-from uav.settings import Knob, SettingsError, UpscaleSettings, combination_errors, parse_value
+from uav.settings import (
+    AUTO_PROMPT,
+    Knob,
+    SettingsError,
+    UpscaleSettings,
+    combination_errors,
+    is_auto_prompt,
+    parse_value,
+)
 
 __all__ = [
+    "AUTO_PROMPT_KEYS",
     "DEFAULT_SETTINGS",
     "SHOT_KEYS",
     "TILE_CHOICES",
@@ -84,6 +98,13 @@ PIPELINE_KEYS: dict[str, str] = {
     "window_batch": "window_batch",
     "decode_chunk": "decode_chunk",
     "decode_tile": "decode_tile",
+}
+#: keys that matter only to a shot whose prompt is ``auto`` (the caption is made from them):
+#: they join its settings, hence its hash, then and only then, so that the hash of every
+#: other shot stays what it was before automatic prompts existed
+AUTO_PROMPT_KEYS: dict[str, str] = {
+    "captioner": "captioner",
+    "caption_frame": "caption_frame",
 }
 #: per-shot keys that are not pipeline knobs: the renderer or the planner reads them
 _BOOL = Knob("bool")
@@ -142,6 +163,10 @@ def _shot_value(key: str, value: Any, text: bool) -> Any:
         return parse_value(_BOOL, key, value, text=text)
     if key == "vae":
         return parse_value(_VAE, key, value, text=text)
+    if key in AUTO_PROMPT_KEYS:
+        return UpscaleSettings.parse_value(AUTO_PROMPT_KEYS[key], value, text=text)
+    if key == "prompt" and is_auto_prompt(value):
+        return AUTO_PROMPT  # one spelling, so "Auto" and "auto" hash alike
     if value is None and key in _PIPELINE_DEFAULT:
         return None
     if key == "tiling" and (isinstance(value, bool) or (text and _BOOL.is_bool_word(value))):
@@ -163,7 +188,10 @@ def _make_validator(key: str) -> Callable[..., Any]:
 
 
 #: every key a shot may set, with its validator (``validator(value, text=True)``)
-SHOT_KEYS: dict[str, Callable[..., Any]] = {key: _make_validator(key) for key in DEFAULT_SETTINGS}
+SHOT_KEYS: dict[str, Callable[..., Any]] = {key: _make_validator(key) for key in (*DEFAULT_SETTINGS,
+                                                                                    *AUTO_PROMPT_KEYS)}
+#: what an ``auto`` shot that names no captioner or frame uses
+AUTO_PROMPT_DEFAULTS: dict[str, Any] = {key: getattr(UpscaleSettings(), name) for key, name in AUTO_PROMPT_KEYS.items()}
 
 _FIELD_TO_KEY = {name: key for key, name in PIPELINE_KEYS.items()}
 
@@ -530,6 +558,17 @@ def resolve_clip_settings(
         for k, v in checked.items():
             settings[k] = v
             origin[k] = where
+
+    if settings.get("prompt") == AUTO_PROMPT:
+        for key, value in AUTO_PROMPT_DEFAULTS.items():
+            settings.setdefault(key, value)
+            origin.setdefault(key, "default")
+    else:
+        # a captioner named for the whole timeline leaves shots with a written prompt (and
+        # their hashes) alone
+        for key in AUTO_PROMPT_KEYS:
+            settings.pop(key, None)
+            origin.pop(key, None)
 
     partner = {"propagation_steps": "steps", "tile_overlap": "tile_size", "guidance_scale": "negative_prompt"}
     _check_combination(settings, clip=label,

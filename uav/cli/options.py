@@ -33,6 +33,8 @@ REPORTING = "Reporting"
 #: settings field -> command-line flag, in the order ``--help`` lists them
 SETTING_FLAGS: dict[str, str] = {
     "prompt": "--prompt",
+    "captioner": "--captioner",
+    "caption_frame": "--caption-frame",
     "negative_prompt": "--negative-prompt",
     "added_prompt": "--added-prompt",
     "noise_level": "--noise-level",
@@ -55,7 +57,7 @@ SETTING_FLAGS: dict[str, str] = {
 _TILING_FIELDS = ("tile", "tiling", "tile_mode", "tile_size", "tile_overlap", "window_batch", "decode_chunk",
                   "decode_tile")
 #: what ``--help`` shows as the default where the field's own value would not read well
-_DEFAULT_TEXT = {"propagation_steps": "none", "color_fix": "none", "tile": "auto", "decode_tile": "whole frames",
+_DEFAULT_TEXT = {"caption_frame": "first", "propagation_steps": "none", "color_fix": "none", "tile": "auto", "decode_tile": "whole frames",
                  "seed": "random"}
 
 
@@ -121,14 +123,20 @@ def option_message(exc: SettingsError) -> str:
     return f"{flag}: {text}"
 
 
-def settings_from_options(values: Mapping[str, Any]) -> UpscaleSettings:
+def settings_from_options(values: Mapping[str, Any], captioner_options: list[str] | None = None) -> UpscaleSettings:
     """The :class:`UpscaleSettings` the command line asks for (options not given keep their
-    defaults); every value and every component name is checked.
+    defaults); every value and every component name is checked. ``captioner_options`` are
+    the ``--captioner-option KEY=VALUE`` items.
 
     Raises:
         SettingsError: naming the option at fault.
+        uav.captioning.CaptionError: a malformed ``--captioner-option``.
     """
     given = {field: value for field, value in values.items() if value is not None}
+    if captioner_options:
+        from uav.captioning import parse_captioner_options
+
+        given["captioner_options"] = parse_captioner_options(captioner_options)
     try:
         return UpscaleSettings.from_strings(given, components=True, labels=SETTING_FLAGS)
     except SettingsError as exc:
@@ -155,6 +163,10 @@ PixFmtOpt = Annotated[Optional[str], typer.Option(
 CrfOpt = Annotated[Optional[int], typer.Option(
     "--crf", help="h264/h265 quality, 0 (lossless) to 51 (default 18 / 20).", metavar="0-51",
     rich_help_panel=MODEL)]
+CaptionerOptionOpt = Annotated[Optional[list[str]], typer.Option(
+    "--captioner-option", metavar="KEY=VALUE",
+    help="An option of the --prompt auto captioner, repeatable: model=DIR (its local folder), device=..., "
+         "dtype=..., instruction=TEXT, max_new_tokens=N.", rich_help_panel=SAMPLING)]
 # flags take no value: an empty metavar keeps --help free of a type tag for them
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary; errors only.",
                                         metavar="", rich_help_panel=REPORTING)]

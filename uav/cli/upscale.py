@@ -44,6 +44,7 @@ from uav.cli.executor_options import (
 )
 from uav.cli.options import (
     MODEL,
+    CaptionerOptionOpt,
     CrfOpt,
     DebugOpt,
     DeviceOpt,
@@ -333,6 +334,7 @@ def upscale_command(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check everything (settings, plugins, inputs, weights folder, outputs) and show what would "
                           "run; write nothing and load no model.", rich_help_panel=_IO)] = False,
+    captioner_option: CaptionerOptionOpt = None,
     *,
     setting_values: dict[str, Optional[str]],
 ) -> None:
@@ -348,6 +350,8 @@ def upscale_command(
 
       uav upscale videos/ -o upscaled/               (videos: each one)
 
+      uav upscale clip.mp4 --prompt auto --captioner-option model=models/llava-1.5-13b-hf
+
     Without weights, --self-check runs tiny random networks through every stage (not an upscale).
     """
     quiet_libraries(debug)
@@ -355,7 +359,8 @@ def upscale_command(
     with handle_errors(debug=debug, as_json=as_json), contextlib.ExitStack() as stack:
         summary = _run(
             input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
-            settings_options=setting_values, start=_position(start), end=_position(end), codec=codec,
+            settings_options=setting_values, captioner_options=captioner_option, start=_position(start),
+            end=_position(end), codec=codec,
             pix_fmt=pix_fmt, crf=crf, fps=fps, weights=weights, vae=vae or "3d", device=device, dtype=dtype,
             run_on=None if dry_run else build_executor(executor, ray_address=ray_address,
                                                        gpus_per_worker=gpus_per_worker, workers=workers, debug=debug),
@@ -370,6 +375,7 @@ def upscale_command(
 
 def _run(source: str, output: str | None, *, console: Any, stack: contextlib.ExitStack, quiet: bool,
          self_check: bool, settings_options: dict[str, Any], start: int | str | None, end: int | str | None,
+         captioner_options: list[str] | None = None,
          codec: str, pix_fmt: str | None, crf: int | None, fps: str | None, weights: Path | None, vae: str,
          device: str, dtype: str, run_on: Any = None, dry_run: bool = False) -> dict[str, Any]:
     from uav import __version__
@@ -379,7 +385,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         raise UserError(f"--vae: expected 3d or video, got {vae!r}")
     if dtype not in ("auto", "fp32", "fp16", "bf16"):
         raise UserError(f"--dtype: expected auto, fp32, fp16 or bf16, got {dtype!r}")
-    settings = settings_from_options(settings_options)
+    settings = settings_from_options(settings_options, captioner_options)
     if settings.seed is None:
         # draw it here so the summary can say how to reproduce the run
         settings = settings.replace(seed=random.randrange(2**31))
@@ -410,6 +416,11 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     stack.callback(_remove_empty, created)  # folders made for outputs that never came
     for job in jobs:
         preflight_output(job, codec=codec, pix_fmt=pix_fmt, crf=crf)
+    if settings.auto_prompt:
+        from uav.captioning import check_captioner
+
+        # a wrong captioner folder fails here, before the upscaler's weights load
+        check_captioner(settings.captioner, dict(settings.captioner_options))
 
     from rich.markup import escape
 
@@ -478,12 +489,20 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
                     from exc
         seconds = time.perf_counter() - t0
         scale = upscaler.upscale_factor
+        caption = upscaler.last_caption
+        if caption is not None and not quiet:
+            console.print(f"prompt (from {escape(caption.captioner)}, frame {caption.frame}): "
+                          f"{escape(caption.text)}")
         results.append({
             "input": job.source, "output": str(written), "frames": job.frames,
             "input_size": [job.width, job.height], "output_size": [job.width * scale, job.height * scale],
             "fps": str(job.fps), "audio": job.has_audio, "seconds": round(seconds, 3),
             "frames_per_second": round(job.frames / seconds, 3) if seconds > 0 else None,
             "stage_seconds": progress.stage_seconds,
+            # what --prompt auto made of the clip: pass it back as --prompt to reuse or edit it
+            "caption": None if caption is None else caption.text,
+            "captioner": None if caption is None else caption.captioner,
+            "caption_frame": None if caption is None else caption.frame,
         })
         if not quiet:
             console.print(f"[green]wrote[/green] {escape(str(written))}  ({job.frames} frames, {job.width * scale}x"
