@@ -113,13 +113,13 @@ def test_denoise_oom_at_window_batch_one_restarts_with_latent_tiles(upscaler, mo
 
 
 def test_decode_oom_halves_the_chunk_then_tiles(upscaler, monkeypatch, small_floors):
-    clip = moving_pattern(frames=4, height=24, width=24)
-    reference = run(upscaler, clip, decode_chunk=1, decode_tile=8)
+    clip = moving_pattern(frames=4, height=32, width=32)
+    reference = run(upscaler, clip, decode_chunk=1, decode_tile=16)
     failed = vae_oom_when(monkeypatch, upscaler.vae, lambda z: z.shape[2] > 1 or z.shape[-1] > 16)
     events: list[dict] = []
     out = run(upscaler, clip, events, decode_chunk=3)
     assert failed
-    assert [(e["setting"], e["value"]) for e in events] == [("decode_chunk", 1), ("decode_tile", 8)]
+    assert [(e["setting"], e["value"]) for e in events] == [("decode_chunk", 1), ("decode_tile", 16)]
     assert torch.equal(out, reference)
 
 
