@@ -36,6 +36,7 @@ from uav.protocols import (
 )
 from uav.sampling.decode import decode_chunks
 from uav.sampling.loop import denoise
+from uav.sampling.recovery import Recovery
 from uav.sampling.schedulers import OfficialDDIM, low_res_add_noise
 from uav.sampling.tiling import blend_tiles
 from uav.settings import SettingsError, UpscaleSettings
@@ -422,6 +423,8 @@ class VideoUpscaler:
             latent_tiles = comps.tiling.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
             tiles = self._tiles(h, w, s.replace(tile=False), comps.tiling)
         tile_latents: list[Tensor] = []
+        recovery = Recovery(window_batch=s.window_batch, decode_chunk=s.decode_chunk, decode_tile=s.decode_tile,
+                            notify=callback)
         offload = s.offload if s.offload is not None else device.type == "cuda"
         state_device = torch.device("cpu") if offload else device
         for k, tile in enumerate(tiles):
@@ -439,22 +442,33 @@ class VideoUpscaler:
                 if callback is not None:
                     callback({**info, "tile": k, "tiles": len(tiles)})
 
-            with torch.no_grad():
-                out = denoise(
-                    self.unet, scheduler, x_t[crop].to(state_device), noisy, text, noise_level=s.noise_level,
-                    guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
-                    propagation_steps=s.propagation_steps if tile_flows is not None else (),
-                    flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
-                    spatial_tiles=latent_tiles, callback=step_cb, trace=trace if len(tiles) == 1 else None,
-                    generator=generator,
-                )
+            def run(spatial: list[Tile] | None, crop: tuple = crop, noisy: Tensor = noisy, plan: Any = plan,
+                    tile_flows: Any = tile_flows, step_cb: Any = step_cb) -> Tensor:
+                with torch.no_grad():
+                    return denoise(
+                        self.unet, scheduler, x_t[crop].to(state_device), noisy, text, noise_level=s.noise_level,
+                        guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
+                        propagation_steps=s.propagation_steps if tile_flows is not None else (),
+                        flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
+                        spatial_tiles=spatial, callback=step_cb, trace=trace if len(tiles) == 1 else None,
+                        generator=generator, recovery=recovery,
+                    )
+
+            # out of memory at window_batch=1: the tile restarts with smaller latent tiles
+            th, tw = y1 - y0, x1 - x0
+            out = recovery.denoise(
+                run, latent_tiles, size=(th, tw), generator=generator,
+                start_tile=s.tile_size // 2 if latent_tiles else max(th, tw) // 2,
+                plan=lambda size, th=th, tw=tw: comps.tiling.plan(th, tw, tile_size=size,
+                                                                  overlap=min(s.tile_overlap, size // 4), scale=1),
+                restart=lambda: scheduler.set_timesteps(s.num_inference_steps))
             # keep finished tiles off the accelerator while the others denoise
             tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
 
         corrector = comps.color
         decoders = [decode_chunks(self.vae, z.to(device), lr[:, :, :, t.region[0]:t.region[1],
                                                           t.region[2]:t.region[3]].to(device),
-                                  chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile)
+                                  chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile, recovery=recovery)
                     for z, t in zip(tile_latents, tiles)]
         scale = self.upscale_factor
         n_chunks = -(-num_frames // s.decode_chunk)

@@ -12,6 +12,8 @@ from typing import Iterator
 
 import torch
 
+from uav.sampling.recovery import OUT_OF_MEMORY, NonFiniteError, Recovery
+
 Tensor = torch.Tensor
 
 
@@ -24,6 +26,7 @@ def decode_chunks(
     w_lr: float = 1.0,
     tile: int | None = None,
     tile_overlap: int = 8,
+    recovery: Recovery | None = None,
 ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(start_frame, frames)`` with ``frames`` ``(B, 3, t, 4h, 4w)`` in [-1, 1].
 
@@ -37,6 +40,11 @@ def decode_chunks(
             attention is quadratic in the frame's pixel count; tiles bound its time and
             memory (at the price of attention that sees only the tile).
         tile_overlap: overlap of neighbouring decode tiles, in latent pixels.
+        recovery: a :class:`~uav.sampling.recovery.Recovery` whose ``decode_chunk`` and
+            ``decode_tile`` replace ``chunk`` and ``tile`` inside each yielded chunk: out of
+            memory shrinks them and decodes the rest of the chunk in smaller pieces (yielded
+            chunks keep ``chunk``'s boundaries, so tiles decoded side by side stay aligned);
+            an fp16 decoder's non-finite output is recomputed in bf16/fp32.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -45,14 +53,12 @@ def decode_chunks(
     inv_scale = 1.0 / vae.config.scaling_factor
     num_frames = latents.shape[2]
     h, w = latents.shape[-2:]
-    plan = None
-    if tile is not None and (h > tile or w > tile):
-        from uav.sampling.tiling import feather_tile_plan
-
-        scale = int(getattr(vae, "upscale_factor", 4))
-        plan = feather_tile_plan(h, w, tile_size=tile, overlap=min(tile_overlap, tile - 1), scale=scale)
+    plan = _tile_plan(vae, h, w, tile, tile_overlap)
     for start in range(0, num_frames, chunk):
         end = min(start + chunk, num_frames)
+        if recovery is not None:
+            yield start, _decode_recovering(vae, latents, low_res, start, end, w_lr, tile_overlap, recovery)
+            continue
         z = (latents[:, :, start:end] * inv_scale).to(vae_dtype)
         img = low_res[:, :, start:end].to(device=z.device, dtype=vae_dtype)
         with torch.no_grad():
@@ -61,6 +67,54 @@ def decode_chunks(
             else:
                 out = _decode_tiled(vae, z, img, w_lr, plan)
         yield start, out.clamp(-1.0, 1.0)
+
+
+def _tile_plan(vae: torch.nn.Module, h: int, w: int, tile: int | None, overlap: int) -> list | None:
+    if tile is None or (h <= tile and w <= tile):
+        return None
+    from uav.sampling.tiling import feather_tile_plan
+
+    scale = int(getattr(vae, "upscale_factor", 4))
+    return feather_tile_plan(h, w, tile_size=tile, overlap=min(overlap, tile - 1), scale=scale)
+
+
+def _decode_recovering(vae: torch.nn.Module, latents: Tensor, low_res: Tensor, start: int, end: int, w_lr: float,
+                       tile_overlap: int, recovery: Recovery) -> Tensor:
+    """Frames ``[start, end)`` decoded in pieces of the recovery's current chunk and tile."""
+    inv_scale = 1.0 / vae.config.scaling_factor
+    h, w = latents.shape[-2:]
+    parts: list[Tensor] = []
+    s = start
+    while s < end:
+        e = min(s + recovery.decode_chunk, end)
+        plan = _tile_plan(vae, h, w, recovery.decode_tile, tile_overlap)
+
+        def run(net: torch.nn.Module) -> Tensor:
+            dtype = next(net.parameters()).dtype
+            z = (latents[:, :, s:e] * inv_scale).to(dtype)
+            img = low_res[:, :, s:e].to(device=z.device, dtype=dtype)
+            with torch.no_grad():
+                return net.decode(z, img, w_lr).sample.float() if plan is None else \
+                    _decode_tiled(net, z, img, w_lr, plan)
+
+        failed = False
+        try:
+            out = run(vae)
+        except OUT_OF_MEMORY:
+            failed = True
+        if failed:
+            recovery.shrink_decode(h, w)
+            continue
+        if recovery.checks(next(vae.parameters()).dtype) and not bool(torch.isfinite(out).all()):
+            wider = recovery.wider(vae)
+            recovery.non_finite("decoded frames", next(wider.parameters()).dtype)
+            out = run(wider)
+            if not bool(torch.isfinite(out).all()):
+                raise NonFiniteError("the VAE decoder gives NaN/inf even in a wider dtype: the weights or inputs are "
+                                     "broken (try `uav weights verify`)")
+        parts.append(out.clamp(-1.0, 1.0))
+        s = e
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
 def _decode_tiled(vae: torch.nn.Module, z: Tensor, img: Tensor, w_lr: float, plan: list) -> Tensor:

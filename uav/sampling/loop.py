@@ -13,6 +13,7 @@ import torch
 
 from uav.protocols import DenoisingScheduler, SegmentPlan, Tile
 from uav.sampling.propagation import propagate_latents
+from uav.sampling.recovery import OUT_OF_MEMORY, NonFiniteError, Recovery
 
 Tensor = torch.Tensor
 StepCallback = Callable[[dict[str, Any]], None]
@@ -37,6 +38,7 @@ def denoise(
     callback: StepCallback | None = None,
     trace: dict[str, Tensor] | None = None,
     generator: torch.Generator | None = None,
+    recovery: Recovery | None = None,
 ) -> Tensor:
     """Run the reverse diffusion on a whole clip and return the final latents.
 
@@ -64,6 +66,10 @@ def denoise(
         callback: called after every step with ``{"stage": "denoise", "index", "total",
             "timestep", "latents", "x0"}``.
         trace: if a dict, receives the per-step tensors named as in the parity fixture.
+        recovery: a :class:`~uav.sampling.recovery.Recovery`: out of memory on a group of
+            windows halves ``window_batch`` (same numbers) and retries; in fp16 each U-Net
+            call's output is checked (one host sync per call) and a non-finite one recomputed
+            in bf16/fp32. ``None``: no checks, errors propagate.
     """
     cfg = text_embeddings.shape[0] == 2
     num_frames = latents.shape[2]
@@ -87,7 +93,7 @@ def denoise(
             trace[f"step{i}_latents_in"] = latents.detach().clone()
         v = torch.zeros((text.shape[0],) + tuple(latents.shape[1:]), dtype=torch.float32, device=state_device)
         for k, (s, e), pred in _window_predictions(unet, latents, low_res, text, t_int, noise_level, plan.windows,
-                                                    window_batch, spatial_tiles, cfg):
+                                                    window_batch, spatial_tiles, cfg, recovery):
             w = weights[k, s:e].reshape(1, 1, -1, 1, 1)
             v[:, :, s:e].add_(pred.to(device=state_device, dtype=torch.float32) * w)
         if cfg:
@@ -125,36 +131,69 @@ def _window_predictions(
     window_batch: int,
     spatial_tiles: Sequence[Tile] | None,
     cfg: bool,
+    recovery: Recovery | None = None,
 ) -> Iterator[tuple[int, tuple[int, int], Tensor]]:
     """Yield ``(k, window, prediction)`` with the CFG batch ``[uncond, cond]``, one U-Net
     group at a time; inputs move to the U-Net's device per group."""
     param = next(unet.parameters())
     order = list(range(len(windows)))
     while order:
+        batch = recovery.window_batch if recovery is not None else window_batch
         length = windows[order[0]][1] - windows[order[0]][0]
-        group = [k for k in order if windows[k][1] - windows[k][0] == length][:window_batch]
-        order = [k for k in order if k not in group]
+        group = [k for k in order if windows[k][1] - windows[k][0] == length][:batch]
 
-        def take(x: Tensor) -> Tensor:
-            parts = [x[:, :, windows[k][0]:windows[k][1]] for k in group]
-            out = torch.cat(parts).to(device=param.device, dtype=param.dtype)
-            # CFG: both halves see the same latents and the same noised low-res clip
-            return torch.cat([out, out]) if cfg else out
+        def call(net: torch.nn.Module, group: list[int] = group) -> Tensor:
+            dtype = next(net.parameters()).dtype
 
-        sample, cond = take(latents), take(low_res)
-        # batch layout: window-major, [uncond, cond] inside each window (text repeated alike)
-        if cfg:
-            n = len(group)
-            idx = torch.arange(2 * n, device=sample.device).reshape(2, n).t().reshape(-1)
-            sample, cond = sample[idx], cond[idx]
-        ctx = text.repeat(len(group), 1, 1)
-        if spatial_tiles:
-            out = _tiled_call(unet, sample, cond, ctx, t, noise_level, spatial_tiles)
+            def take(x: Tensor) -> Tensor:
+                parts = [x[:, :, windows[k][0]:windows[k][1]] for k in group]
+                out = torch.cat(parts).to(device=param.device, dtype=dtype)
+                # CFG: both halves see the same latents and the same noised low-res clip
+                return torch.cat([out, out]) if cfg else out
+
+            sample, cond = take(latents), take(low_res)
+            # batch layout: window-major, [uncond, cond] inside each window (text repeated alike)
+            if cfg:
+                n = len(group)
+                idx = torch.arange(2 * n, device=sample.device).reshape(2, n).t().reshape(-1)
+                sample, cond = sample[idx], cond[idx]
+            ctx = text.to(dtype).repeat(len(group), 1, 1)
+            if spatial_tiles:
+                return _tiled_call(net, sample, cond, ctx, t, noise_level, spatial_tiles)
+            return _unet_call(net, sample, cond, ctx, t, noise_level)
+
+        if recovery is None:
+            out = call(unet)
         else:
-            out = _unet_call(unet, sample, cond, ctx, t, noise_level)
+            failed = False
+            try:
+                out = _checked(call, unet, recovery)
+            except OUT_OF_MEMORY:
+                if len(group) == 1:
+                    raise  # the caller's policy takes over (latent tiles)
+                failed = True
+            if failed:
+                recovery.shrink_window_batch(len(group))
+                continue
+        order = [k for k in order if k not in group]
         b = text.shape[0]
         for j, k in enumerate(group):
             yield k, windows[k], out[j * b:(j + 1) * b]
+
+
+def _checked(call: Callable[[torch.nn.Module], Tensor], unet: torch.nn.Module, recovery: Recovery) -> Tensor:
+    """``call(unet)``, recomputed by the wider copy when a checked dtype gave NaN/inf."""
+    out = call(unet)
+    if not recovery.checks(out.dtype) or bool(torch.isfinite(out).all()):
+        return out
+    del out
+    wider = recovery.wider(unet)
+    recovery.non_finite("U-Net output", next(wider.parameters()).dtype)
+    out = call(wider)
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteError("the U-Net gives NaN/inf even in a wider dtype: the weights or inputs are broken "
+                             "(try `uav weights verify`)")
+    return out
 
 
 def _unet_call(unet: torch.nn.Module, sample: Tensor, cond: Tensor, ctx: Tensor, t: int, noise_level: int) -> Tensor:
