@@ -14,18 +14,21 @@ All frame numbers here are *media frames*: ``RationalTime.value`` of the media's
 time at the media's rate (for a file whose timecode starts at 01:00:00:00 at 24 fps
 the first frame is 86400). ``RenderJob.first_index`` converts to a 0-based index
 into the file or image sequence.
+
+Media lookup lives in :mod:`uav_otio.media` and used-range arithmetic in
+:mod:`uav_otio.ranges` (both re-exported here); what stays is the plan's own
+objects and the loop that builds them, which read best together.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import opentimelineio as otio
 
@@ -33,6 +36,17 @@ from .conform import MediaSearch, Relink
 from .exports import grid_aligned_start
 from .hashing import compute_settings_hash
 from .manifest import Manifest, owner_id
+from .media import (  # noqa: F401  (re-exported: the plan's public names)
+    UPSCALED_KEY,
+    MediaSource,
+    ProbeResult,
+    _media_source,
+    _Skip,
+    probe_media,
+    source_reference,
+    url_to_path,
+)
+from .ranges import _disabled_by, _Ranges, _track_kind, _used_media_frames  # noqa: F401
 from .shots import DEFAULT_SETTINGS, ShotList, resolve_clip_settings
 
 __all__ = [
@@ -48,432 +62,10 @@ __all__ = [
     "url_to_path",
 ]
 
-#: the media reference key the rendered media is linked under
-UPSCALED_KEY = "uav_upscaled"
-
 #: default handles, in frames, on each side of every used range
 DEFAULT_HANDLES = 12
 
 _EPS = 1e-6
-
-
-# --------------------------------------------------------------------------- #
-# media
-# --------------------------------------------------------------------------- #
-
-
-def url_to_path(url: str, base_dir: str | Path | None = None) -> Path:
-    """A media reference's ``target_url`` as a local path.
-
-    Accepts ``file://`` URLs (percent-encoded or not, ``localhost`` host),
-    plain absolute or relative paths (relative ones are resolved against
-    ``base_dir``, normally the timeline file's folder) and Windows drive paths.
-
-    Raises:
-        ValueError: the URL has a non-file scheme (``http://`` ...).
-    """
-    if not isinstance(url, str) or not url:
-        raise ValueError(f"expected a media URL or path, got {url!r}")
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        path = unquote(parsed.path)
-        if parsed.netloc and parsed.netloc != "localhost":
-            path = f"//{parsed.netloc}{path}"  # UNC share
-        if re.match(r"^/[A-Za-z]:[/\\]", path):
-            path = path[1:]  # file:///C:/x -> C:/x
-        p = Path(path)
-    elif parsed.scheme and len(parsed.scheme) > 1:
-        raise ValueError(f"expected a local file URL or path, got {url!r} (scheme {parsed.scheme!r})")
-    else:
-        p = Path(url) if not PureWindowsPath(url).drive else Path(url.replace("\\", "/"))
-    if not p.is_absolute() and base_dir is not None and not PureWindowsPath(str(p)).drive:
-        # a drive path (C:/...) is absolute on the machine that wrote it, never relative to ours
-        p = Path(base_dir) / p
-    return p
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What :func:`probe_media` learns about a movie file."""
-
-    rate: float  # ``fps`` as OpenTimelineIO's float rate
-    start_frame: int  # the file's start timecode as a frame number at ``rate``
-    frames: int  # counted from the video packets, not the header's claim
-    width: int
-    height: int
-    has_audio: bool
-    fps: Fraction = Fraction(0)  # the exact rate, from the stream timestamps
-    variable_frame_rate: bool = False
-
-
-def probe_media(path: str | Path) -> ProbeResult:
-    """Frame rate, start timecode, frame count and size of a movie file (:func:`uav.io.probe`).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file has no video stream, cannot be read or is truncated
-            (:class:`uav.io.VideoInputError`, one line naming the file).
-    """
-    from uav.io import probe  # local: planning a timeline whose media all carry ranges reads no media
-    from uav.io.timecode import timecode_rate_supported, timecode_to_frames
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"media file {str(p)!r} does not exist")
-    info = probe(p)
-    start = 0
-    if info.start_timecode and timecode_rate_supported(info.fps):
-        try:
-            start = timecode_to_frames(info.start_timecode, info.fps)
-        except ValueError:
-            start = 0  # a label the rate cannot have: count from the first frame, as without timecode
-    return ProbeResult(
-        rate=float(info.fps),
-        start_frame=start,
-        frames=info.num_frames,
-        width=info.width,
-        height=info.height,
-        has_audio=info.has_audio,
-        fps=info.fps,
-        variable_frame_rate=info.variable_frame_rate,
-    )
-
-
-@dataclass(frozen=True)
-class MediaSource:
-    """The media behind a clip: a movie file or an image sequence."""
-
-    kind: str  # "file" or "image_sequence"
-    path: Path  # the file, or the image sequence's folder
-    rate: float
-    available_start: int  # media frame number of the first frame
-    available_end: int  # exclusive
-    url: str  # the target URL as written in the timeline
-    # image sequences only
-    name_prefix: str = ""
-    name_suffix: str = ""
-    start_number: int = 0
-    frame_step: int = 1
-    zero_padding: int = 0
-
-    @property
-    def identity(self) -> str:
-        """A key equal for all references to the same media."""
-        if self.kind == "image_sequence":
-            return f"{self.path}/{self.name_prefix}#{self.name_suffix}"
-        return str(self.path)
-
-    @property
-    def stem(self) -> str:
-        """The media's name without extension (the sequence prefix for sequences)."""
-        if self.kind == "image_sequence":
-            stem = self.name_prefix.rstrip("._- ")
-            return stem or self.path.name
-        return self.path.stem
-
-    @property
-    def display(self) -> str:
-        if self.kind == "image_sequence":
-            pad = "#" * max(self.zero_padding, 1)
-            return f"{self.name_prefix}{pad}{self.name_suffix}"
-        return self.path.name
-
-    def frame_path(self, index: int) -> Path:
-        """The file of image ``index`` (0-based from the first available frame)."""
-        if self.kind != "image_sequence":
-            raise TypeError(f"frame_path is for image sequences, this media is a {self.kind}")
-        number = self.start_number + index * self.frame_step
-        digits = str(abs(number)).zfill(self.zero_padding)
-        name = f"{self.name_prefix}{'-' if number < 0 else ''}{digits}{self.name_suffix}"
-        return self.path / name
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {
-            "kind": self.kind,
-            "path": str(self.path),
-            "url": self.url,
-            "rate": self.rate,
-            "available_start": self.available_start,
-            "available_end": self.available_end,
-        }
-        if self.kind == "image_sequence":
-            d.update(
-                name_prefix=self.name_prefix,
-                name_suffix=self.name_suffix,
-                start_number=self.start_number,
-                frame_step=self.frame_step,
-                zero_padding=self.zero_padding,
-            )
-        return d
-
-
-def source_reference(clip: otio.schema.Clip) -> otio.core.MediaReference:
-    """The clip's original media: the default-key reference when this timeline was
-    already relinked by uav, else the active one."""
-    refs = clip.media_references()
-    if clip.active_media_reference_key == UPSCALED_KEY and otio.schema.Clip.DEFAULT_MEDIA_KEY in refs:
-        return refs[otio.schema.Clip.DEFAULT_MEDIA_KEY]
-    return clip.media_reference
-
-
-def _frames(t: otio.opentime.RationalTime, rate: float) -> float:
-    return t.value_rescaled_to(rate)
-
-
-class _Skip(Exception):
-    """Internal: this clip cannot be rendered, for the reason given."""
-
-
-def _media_source(ref: otio.core.MediaReference, base_dir: Path | None, probe: bool) -> MediaSource:
-    if ref is None or isinstance(ref, otio.schema.MissingReference):
-        raise _Skip("missing media reference")
-    if isinstance(ref, otio.schema.GeneratorReference):
-        kind = getattr(ref, "generator_kind", "") or "generator"
-        raise _Skip(f"generator ({kind}), no media to upscale")
-    if isinstance(ref, otio.schema.ImageSequenceReference):
-        try:
-            folder = url_to_path(ref.target_url_base or ".", base_dir)
-        except ValueError as exc:
-            raise _Skip(str(exc)) from None
-        ar = ref.available_range
-        rate = float(ref.rate or (ar.start_time.rate if ar else 0))
-        if rate <= 0:
-            raise _Skip("image sequence without a frame rate")
-        if ar is not None:
-            start = int(round(_frames(ar.start_time, rate)))
-            end = start + int(round(_frames(ar.duration, rate)))
-        else:
-            start, end = 0, ref.number_of_images_in_sequence()
-        src = MediaSource(
-            kind="image_sequence",
-            path=folder,
-            rate=rate,
-            available_start=start,
-            available_end=end,
-            url=ref.abstract_target_url("#"),
-            name_prefix=ref.name_prefix,
-            name_suffix=ref.name_suffix,
-            start_number=int(ref.start_frame),
-            frame_step=int(ref.frame_step),
-            zero_padding=int(ref.frame_zero_padding),
-        )
-        if probe and not src.frame_path(0).is_file():
-            raise _Skip(f"image sequence frames not found (first frame {str(src.frame_path(0))!r})")
-        if end <= start:
-            raise _Skip("image sequence has no frames in its available range")
-        return src
-    if isinstance(ref, otio.schema.ExternalReference):
-        try:
-            path = url_to_path(ref.target_url, base_dir)
-        except ValueError as exc:
-            raise _Skip(str(exc)) from None
-        ar = ref.available_range
-        if probe and not path.is_file():
-            raise _Skip(f"media file not found: {str(path)!r}")
-        if ar is not None:
-            rate = float(ar.start_time.rate)
-            start = int(round(_frames(ar.start_time, rate)))
-            end = start + int(round(_frames(ar.duration, rate)))
-        elif probe:
-            try:
-                info = probe_media(path)
-            except (OSError, ValueError) as exc:
-                raise _Skip(f"cannot read media: {exc}") from None
-            rate, start, end = info.rate, info.start_frame, info.start_frame + info.frames
-        else:
-            raise _Skip("media reference has no available range and probing is off")
-        if end <= start:
-            raise _Skip("media has an empty available range")
-        return MediaSource("file", path.resolve() if path.exists() else path, rate, start, end, ref.target_url)
-    raise _Skip(f"unsupported media reference type {type(ref).__name__}")
-
-
-# --------------------------------------------------------------------------- #
-# used ranges
-# --------------------------------------------------------------------------- #
-
-
-def _time_scalar(item: otio.core.Item) -> float:
-    """The product of the item's time warps (1 without any)."""
-    s = 1.0
-    for fx in item.effects:
-        if isinstance(fx, otio.schema.LinearTimeWarp):
-            s *= float(fx.time_scalar)
-        elif isinstance(fx, otio.schema.TimeEffect):
-            raise _Skip(f"unsupported time effect {fx.effect_name or type(fx).__name__}")
-    return s
-
-
-def _visible(item: otio.core.Item) -> otio.opentime.TimeRange:
-    parent = item.parent()
-    if isinstance(parent, otio.schema.Track):
-        return item.visible_range()  # includes the overlap of neighbouring transitions
-    return item.trimmed_range()
-
-
-def _record_offset_track(item: otio.core.Item) -> bool:
-    """A track whose negative start is a clock offset, not a trim.
-
-    The cmx_3600 adapter stores an EDL's first record timecode as a negative track
-    start (OpenTimelineIO issues #346 and #1385); taken literally it would hide
-    every clip, and OTIO's own ``trimmed_range_in_parent`` fails on it.
-    """
-    return (
-        isinstance(item, otio.schema.Track)
-        and item.source_range is not None
-        and item.source_range.start_time.value < 0
-    )
-
-
-def _trim_start(item: otio.core.Item) -> float:
-    if _record_offset_track(item):
-        return 0.0
-    return item.trimmed_range().start_time.to_seconds()
-
-
-def _window(item: otio.core.Item) -> tuple[float, float]:
-    """The item's visible range in its own time, in seconds."""
-    vis = _visible(item)
-    offset = 0.0
-    if _record_offset_track(item):
-        offset = -item.trimmed_range().start_time.to_seconds()
-    return vis.start_time.to_seconds() + offset, vis.end_time_exclusive().to_seconds() + offset
-
-
-class _Ranges:
-    """Per-plan memo of what tracks and stacks answer about their children.
-
-    A track's ``trimmed_range`` and ``range_of_child`` walk all its children, so asking
-    them once per clip made planning quadratic (4 minutes for 10,000 clips); here each
-    container is asked once, and every clip looks its answer up.
-    """
-
-    def __init__(self) -> None:
-        self._keep: list[Any] = []  # holds the containers so their ids stay theirs
-        self._trim: dict[int, float] = {}
-        self._window: dict[int, tuple[float, float]] = {}
-        self._children: dict[int, dict[Any, otio.opentime.TimeRange]] = {}
-        self._index: dict[int, dict[int, int]] = {}
-        self._scalar: dict[int, float] = {}
-        self._media: dict[tuple[str, str], MediaSource | _Skip] = {}
-
-    def trim_start(self, parent: otio.core.Item) -> float:
-        k = id(parent)
-        if k not in self._trim:
-            self._keep.append(parent)
-            self._trim[k] = _trim_start(parent)
-        return self._trim[k]
-
-    def window(self, parent: otio.core.Item) -> tuple[float, float]:
-        k = id(parent)
-        if k not in self._window:
-            self._keep.append(parent)
-            self._window[k] = _window(parent)
-        return self._window[k]
-
-    def time_scalar(self, parent: otio.core.Item) -> float:
-        k = id(parent)
-        if k not in self._scalar:
-            self._keep.append(parent)
-            self._scalar[k] = _time_scalar(parent)
-        return self._scalar[k]
-
-    def media(self, ref: Any, base_dir: Path | None, probe: bool) -> MediaSource:
-        """:func:`_media_source`, asked once per distinct file reference (a long edit
-        cuts the same media hundreds of times)."""
-        if not isinstance(ref, otio.schema.ExternalReference):
-            return _media_source(ref, base_dir, probe)
-        key = (ref.target_url, str(ref.available_range))
-        if key not in self._media:
-            try:
-                self._media[key] = _media_source(ref, base_dir, probe)
-            except _Skip as skip:
-                self._media[key] = skip
-        found = self._media[key]
-        if isinstance(found, _Skip):
-            raise _Skip(str(found))
-        return found
-
-    def index_of(self, parent: Any, child: otio.core.Item) -> int:
-        k = id(parent)
-        if k not in self._index:
-            self._keep.append(parent)
-            self._index[k] = {id(c): i for i, c in enumerate(parent)}
-        return self._index[k].get(id(child), 0)
-
-    def start_of(self, parent: Any, child: otio.core.Item) -> float:
-        k = id(parent)
-        if k not in self._children:
-            self._keep.append(parent)
-            self._children[k] = dict(parent.range_of_all_children())
-        return self._children[k][child].start_time.to_seconds()
-
-
-def _snap(x: float) -> float:
-    """A frame position within 1/100 frame of a whole frame is that frame.
-
-    Rates written in different precisions (23.976 vs 24000/1001, 29.97 vs 30000/1001)
-    put frame boundaries a hair apart; without this a 232-frame clip plans 233."""
-    r = round(x)
-    return float(r) if abs(x - r) < 1e-2 else x
-
-
-def _used_media_frames(clip: otio.schema.Clip, rate: float, ranges: _Ranges | None = None) -> tuple[int, int]:
-    """``[start, end)`` media frames the cut samples from the clip's media."""
-    ranges = ranges or _Ranges()
-    lo, hi = _window(clip)
-    # current interval is in the coordinates of ``item``'s parent chain; m, c map
-    # clip presentation time x to those coordinates as m * x + c
-    m, c = 1.0, 0.0
-    item: otio.core.Item = clip
-    while item.parent() is not None:
-        parent = item.parent()
-        own_trim = _trim_start(item) if item is clip else ranges.trim_start(item)
-        shift = ranges.start_of(parent, item) - own_trim
-        lo, hi, c = lo + shift, hi + shift, c + shift
-        s = ranges.time_scalar(parent)
-        if s <= 0:
-            raise _Skip(f"reverse or freeze time warp on the enclosing {type(parent).__name__} {parent.name!r}")
-        S = ranges.trim_start(parent)
-        pa, pb = ranges.window(parent)
-        a, b = S + s * (pa - S), S + s * (pb - S)
-        lo, hi = max(lo, a), min(hi, b)
-        if hi - lo <= _EPS:
-            raise _Skip(f"not visible: trimmed away by the enclosing {type(parent).__name__} {parent.name!r}")
-        lo, hi = S + (lo - S) / s, S + (hi - S) / s
-        m, c = m / s, S + (c - S) / s
-        item = parent
-    p0, p1 = (lo - c) / m, (hi - c) / m  # back in clip presentation time
-
-    first = math.floor(_snap(p0 * rate))
-    last = math.ceil(_snap(p1 * rate)) - 1
-    if last < first:
-        raise _Skip("clip has zero duration")
-    s = _time_scalar(clip)
-    if s == 1.0:
-        return first, last + 1
-    # Presentation frame k shows media frame S + s * (k - S): take the extremes.
-    S = clip.trimmed_range().start_time.value_rescaled_to(rate)
-    ends = [S + s * (first - S), S + s * (last - S)]
-    return math.floor(_snap(min(ends))), math.floor(_snap(max(ends))) + 1
-
-
-def _track_kind(clip: otio.schema.Clip) -> str | None:
-    parent = clip.parent()
-    while parent is not None:
-        if isinstance(parent, otio.schema.Track):
-            return parent.kind
-        parent = parent.parent()
-    return None
-
-
-def _disabled_by(clip: otio.schema.Clip) -> str | None:
-    item: Any = clip
-    while item is not None:
-        if not getattr(item, "enabled", True):
-            return "clip is disabled" if item is clip else f"enclosing {type(item).__name__} {item.name!r} is disabled"
-        item = item.parent()
-    return None
 
 
 # --------------------------------------------------------------------------- #
