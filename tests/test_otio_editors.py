@@ -63,8 +63,7 @@ def test_rates_smpte_cannot_count_still_render(tmp_path, fps):
     plan = plan_timeline(tl, handles=2)
     data = json.loads(json.dumps(plan.to_dict()))  # the plan serialises (it used to raise here)
     job = data["jobs"][0]
-    if fps == Fraction(277, 12):
-        pass  # OTIO rounds 23.08 to a nominal 24 and would count it; uav refuses to mislabel frames
+    # (at 277/12 OTIO would round to a nominal 24 and count frames; uav refuses to mislabel them)
     assert job["timecode"] is None and job["range"]["start_seconds"] == pytest.approx(2 / float(fps))
     assert any("SMPTE timecode cannot count" in w for w in plan.warnings)
 

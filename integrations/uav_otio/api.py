@@ -23,7 +23,7 @@ from .relink import DOWNGRADE_SCHEMA_VERSIONS, absolutize_media_urls, relink_pla
 from uav.io.atomic import temporary_path
 
 from .exports import check_written
-from .manifest import Manifest, OutputOwnershipError, owner_id
+from .manifest import Manifest, owner_id
 from .render import RenderReport, Renderer, UpscalerRenderer, render_plan
 from .shots import ShotList, load_shot_list
 
@@ -293,6 +293,16 @@ def plan_file(
     return loaded, plan
 
 
+def _refuse_overwriting_input(output: str | Path, input_path: Path) -> list[Path]:
+    """The files written for ``output``; refuses when one of them is the input timeline."""
+    targets = output_paths(output, input_path)
+    if input_path.resolve() in [p.resolve() for p in targets]:
+        raise ValueError(
+            f"output {str(output)!r} would overwrite the input timeline {str(input_path)!r}; choose another output name"
+        )
+    return targets
+
+
 def timeline_owner(output: str | Path, input_path: str | Path | None = None) -> str:
     """The owner id an output timeline is recorded under in media manifests (its ``.otio``)."""
     return owner_id(output_paths(output, input_path)[0])
@@ -522,12 +532,7 @@ def _upscale_timeline(
     else:
         input_path = Path(timeline)
         extract = mdir / f".{input_path.stem}.otioz-source" if input_path.suffix.lower() == ".otioz" else None
-        targets = [p.resolve() for p in output_paths(output, input_path)]
-        if input_path.resolve() in targets:
-            raise ValueError(
-                f"output {str(output)!r} would overwrite the input timeline {str(input_path)!r}; "
-                "choose another output name"
-            )
+        _refuse_overwriting_input(output, input_path)
         loaded = read_timeline(input_path, timeline_name=timeline_name, extract_dir=extract,
                                adapter_name=adapter_name, rate=rate, adapter_options=adapter_options)
         tl, bdir = loaded.timeline, Path(base_dir) if base_dir is not None else loaded.base_dir
@@ -619,16 +624,12 @@ def preview_timeline(
     """
     from uav.settings import UpscaleSettings
 
-    from .render import render_hash
+    from .render import jobs_to_render, render_hash
     from .shots import to_upscale_settings
 
     input_path = Path(timeline)
     mdir = Path(media_dir)
-    targets = output_paths(output, input_path)
-    if input_path.resolve() in [p.resolve() for p in targets]:
-        raise ValueError(
-            f"output {str(output)!r} would overwrite the input timeline {str(input_path)!r}; choose another output name"
-        )
+    targets = _refuse_overwriting_input(output, input_path)
     owner = timeline_owner(output, input_path)
     # an .otioz unpacks into a temporary folder removed at exit, never into the media folder
     loaded = read_timeline(input_path, timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
@@ -643,16 +644,14 @@ def preview_timeline(
             settings: UpscaleSettings = to_upscale_settings(job.settings)
             settings.check_components()
     preview = Preview(plan, written=list(targets))
-    manifest = Manifest(mdir) if mdir.is_dir() else None
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
-    for job in plan.jobs:
-        rh = render_hash(job, model_rec)
-        if manifest is not None and not force and manifest.is_current(job.output_name, rh):
-            preview.cached.append(job)
-            continue
-        if manifest is not None:
-            why = manifest.conflict(job.output_name, rh, owner)
-            if why is not None:
-                raise OutputOwnershipError(why)
-        preview.render.append(job)
+    hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}
+    # the decision render_plan makes, on the manifest as it is now (read only; a
+    # folder that does not exist yet holds nothing, so everything would render)
+    if mdir.is_dir():
+        pending = {id(job) for job, _ in jobs_to_render(plan, Manifest(mdir), hashes, owner, force=force)}
+    else:
+        pending = {id(job) for job in plan.jobs}
+    preview.render = [job for job in plan.jobs if id(job) in pending]
+    preview.cached = [job for job in plan.jobs if id(job) not in pending]
     return preview

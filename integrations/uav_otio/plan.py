@@ -46,7 +46,7 @@ from .media import (  # noqa: F401  (re-exported: the plan's public names)
     source_reference,
     url_to_path,
 )
-from .ranges import _disabled_by, _Ranges, _track_kind, _used_media_frames  # noqa: F401
+from .ranges import _disabled_by, _Ranges, _track_kind, _used_media_frames, enclosing_track  # noqa: F401
 from .shots import DEFAULT_SETTINGS, ShotList, resolve_clip_settings
 
 __all__ = [
@@ -337,12 +337,7 @@ def settings_summary(settings: Mapping[str, Any]) -> str:
 def _label(clip: otio.schema.Clip) -> str:
     """``track/name`` of one clip (the plan's own labels come from :func:`_places`,
     which also tells look-alike clips apart)."""
-    track = None
-    parent = clip.parent()
-    while parent is not None and track is None:
-        if isinstance(parent, otio.schema.Track):
-            track = parent
-        parent = parent.parent()
+    track = enclosing_track(clip)
     name = clip.name
     if not name:
         idx = clip.parent().index(clip) if clip.parent() is not None else 0
@@ -369,12 +364,7 @@ def _places(timeline: otio.schema.Timeline, clips: list[otio.schema.Clip],
     counts: dict[str, int] = {}
     for clip in clips:
         parent = clip.parent()
-        track = None
-        p = parent
-        while p is not None and track is None:
-            if isinstance(p, otio.schema.Track):
-                track = p
-            p = p.parent()
+        track = enclosing_track(clip)
         index = ranges.index_of(parent, clip) if parent is not None else 0
         record = 0.0
         item: Any = clip

@@ -186,13 +186,17 @@ def _used_media_frames(clip: otio.schema.Clip, rate: float, ranges: _Ranges | No
     return math.floor(_snap(min(ends))), math.floor(_snap(max(ends))) + 1
 
 
-def _track_kind(clip: otio.schema.Clip) -> str | None:
-    parent = clip.parent()
-    while parent is not None:
-        if isinstance(parent, otio.schema.Track):
-            return parent.kind
+def enclosing_track(item: otio.core.Item) -> otio.schema.Track | None:
+    """The nearest track above ``item`` (through nested stacks), or ``None``."""
+    parent = item.parent()
+    while parent is not None and not isinstance(parent, otio.schema.Track):
         parent = parent.parent()
-    return None
+    return parent
+
+
+def _track_kind(clip: otio.schema.Clip) -> str | None:
+    track = enclosing_track(clip)
+    return track.kind if track is not None else None
 
 
 def _disabled_by(clip: otio.schema.Clip) -> str | None:

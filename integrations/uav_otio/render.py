@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the types are for annotations only
 
 __all__ = [
     "MANIFEST_NAME",
+    "jobs_to_render",
     "PARTIAL_MARK",
     "JobResult",
     "Manifest",
@@ -97,6 +98,30 @@ class RenderReport:
 def render_hash(job: RenderJob, model: Mapping[str, Any] | None) -> str:
     """The hash an output is cached under: the job's settings hash plus the model."""
     return compute_settings_hash({"settings_hash": job.settings_hash, "model": dict(model or {})})
+
+
+def jobs_to_render(plan: Plan, manifest: Manifest, hashes: Mapping[int, str], owner: str | None, *,
+                   force: bool = False) -> list[tuple[RenderJob, str]]:
+    """``(job, render_hash)`` of every job not already done, after checking that none
+    would replace a file another timeline relies on (all checked before any render:
+    a run that would stop half-way is worse). ``hashes`` maps ``id(job)`` to its hash.
+
+    Raises:
+        ValueError: a job without an output name.
+        OutputOwnershipError: see :meth:`Manifest.conflict`.
+    """
+    todo = []
+    for job in plan.jobs:
+        if not job.output_name:
+            raise ValueError("every job needs an output name; plan it with plan_timeline")
+        rh = hashes[id(job)]
+        if not force and manifest.is_current(job.output_name, rh):
+            continue
+        why = manifest.conflict(job.output_name, rh, owner)
+        if why is not None:
+            raise OutputOwnershipError(why)
+        todo.append((job, rh))
+    return todo
 
 
 def render_plan(
@@ -165,19 +190,10 @@ def render_plan(
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
     report = RenderReport(removed_partials=clean_partials(mdir))
     manifest = Manifest(mdir)
-    todo: list[tuple[RenderJob, str]] = []
+    hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}
+    todo = jobs_to_render(plan, manifest, hashes, who, force=force)
     for job in plan.jobs:
-        if not job.output_name:
-            raise ValueError("every job needs an output name; plan it with plan_timeline")
         job.output_path = mdir / job.output_name
-        rh = render_hash(job, model_rec)
-        if not force and manifest.is_current(job.output_name, rh):
-            continue
-        # Refuse before the first render: a run that would stop half-way is worse.
-        why = manifest.conflict(job.output_name, rh, who)
-        if why is not None:
-            raise OutputOwnershipError(why)
-        todo.append((job, rh))
     # every caption before the first render: a captioner that cannot work fails before any
     # upscaling, and its model is freed before the upscaler needs the memory
     captions = caption_jobs(plan, [job for job, _ in todo], manifest, options=captioner_options,
@@ -190,7 +206,7 @@ def render_plan(
     pending = {id(job) for job, _ in todo}
     for job in plan.jobs:
         out = mdir / job.output_name
-        rh = render_hash(job, model_rec)
+        rh = hashes[id(job)]
         if id(job) not in pending:
             manifest.adopt(job.output_name, who)
             report.results.append(JobResult(job, "cached", rh, model_rec, _recorded_caption(manifest, job)))
