@@ -19,27 +19,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from uav.models.layers import (
-    Downsample3D,
-    InflatedConv3d,
-    ResnetBlock3D,
-    ResnetBlock3DCNN,
-    Upsample3D,
-    batch_to_frames,
-    frames_to_batch,
-)
-from uav.models.temporal import (
-    ROPE_DIM,
-    RotaryEmbedding,
-    TemporalAttention,
-    TemporalModule3D,
-    install_rope_alias_hooks,
-)
+from uav.models.layers import Downsample3D, InflatedConv3d, ResnetBlock3D, Upsample3D
+from uav.models.temporal import ROPE_DIM, RotaryEmbedding, TemporalModule3D, install_rope_alias_hooks
+from uav.models.transformer import CrossAttentionSpec, transformer_stack
+from uav.settings import MAX_NOISE_LEVEL
 
 Tensor = torch.Tensor
-
-#: the published model refuses noise levels above this (its ``max_noise_level``)
-MAX_NOISE_LEVEL = 350
 
 
 @dataclass
@@ -47,134 +32,6 @@ class UNetVideoOutput(BaseOutput):
     """``sample``: the network output (v-prediction), ``(B, 4, T, H, W)``."""
 
     sample: Tensor
-
-
-class Attention(nn.Module):
-    """Multi-head attention with the SD naming (``to_q``, ``to_k``, ``to_v``, ``to_out.0``)."""
-
-    def __init__(self, dim: int, heads: int, context_dim: int | None = None) -> None:
-        super().__init__()
-        self.heads = heads
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(context_dim or dim, dim, bias=False)
-        self.to_v = nn.Linear(context_dim or dim, dim, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        context = x if context is None else context
-        b, n_q, c = x.shape
-        n = self.heads
-        q = self.to_q(x).view(b, n_q, n, c // n).transpose(1, 2)
-        k = self.to_k(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
-        v = self.to_v(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out[0](out.transpose(1, 2).reshape(b, n_q, c))
-
-
-class GEGLU(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out * 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        a, gate = self.proj(x).chunk(2, dim=-1)
-        return a * F.gelu(gate)
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.net = nn.ModuleList([GEGLU(dim, dim * 4), nn.Dropout(0.0), nn.Linear(dim * 4, dim)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.net:
-            x = layer(x)
-        return x
-
-
-class BasicTransformerBlock(nn.Module):
-    """Spatial (or text-only) attention, cross attention, temporal attention, GEGLU FF (SPEC §2.3)."""
-
-    def __init__(
-        self, dim: int, heads: int, cross_attention_dim: int, only_cross_attention: bool, rotary: RotaryEmbedding
-    ) -> None:
-        super().__init__()
-        self.only_cross_attention = only_cross_attention
-        self.attn1 = Attention(dim, heads, cross_attention_dim if only_cross_attention else None)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, heads, cross_attention_dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.attn_temporal = TemporalAttention(dim, heads, rotary)
-        self.norm_temporal = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim)
-        self.norm3 = nn.LayerNorm(dim)
-
-    def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:
-        # x: (B*T, HW, C); context: (B, L, Cx). The text is the same for every frame of a
-        # clip, so cross attention runs on (B, T*HW) query rows instead of repeating it T times.
-        bt, hw, c = x.shape
-        b = bt // num_frames
-
-        def cross(attn: Attention, h: Tensor) -> Tensor:
-            return attn(h.reshape(b, num_frames * hw, c), context).reshape(bt, hw, c)
-
-        h = self.norm1(x)
-        x = x + (cross(self.attn1, h) if self.only_cross_attention else self.attn1(h))
-        x = x + cross(self.attn2, self.norm2(x))
-        # temporal attention: one sequence over the frames per (batch, position)
-        xt = x.reshape(b, num_frames, hw, c).transpose(1, 2).reshape(b * hw, num_frames, c)
-        xt = xt + self.attn_temporal(self.norm_temporal(xt))
-        x = xt.reshape(b, hw, num_frames, c).transpose(1, 2).reshape(bt, hw, c)
-        return x + self.ff(self.norm3(x))
-
-
-class Transformer3DModel(nn.Module):
-    """``resblock_temporal`` then a per-frame transformer whose residual is that block's output."""
-
-    def __init__(
-        self,
-        channels: int,
-        heads: int,
-        *,
-        cross_attention_dim: int,
-        norm_num_groups: int,
-        only_cross_attention: bool,
-        rotary: RotaryEmbedding,
-    ) -> None:
-        super().__init__()
-        self.resblock_temporal = ResnetBlock3DCNN(channels, kernel=3, groups=32)
-        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, channels)
-        self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(channels, heads, cross_attention_dim, only_cross_attention, rotary)]
-        )
-        self.proj_out = nn.Linear(channels, channels)
-
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        b, c, t, h, w = x.shape
-        residual = self.resblock_temporal(x)
-        frames = frames_to_batch(residual)
-        tokens = self.norm(frames).permute(0, 2, 3, 1).reshape(b * t, h * w, c)
-        tokens = self.proj_in(tokens)
-        for block in self.transformer_blocks:
-            tokens = block(tokens, context, t)
-        tokens = self.proj_out(tokens)
-        out = tokens.reshape(b * t, h, w, c).permute(0, 3, 1, 2) + frames
-        return batch_to_frames(out, t)
-
-
-def _transformer_stack(
-    channels: int, heads: int | None, num_layers: int, cross_attention_dim: int | None, groups: int,
-    only_cross_attention: bool, rotary: RotaryEmbedding | None,
-) -> nn.ModuleList | None:
-    """One Transformer3DModel per resnet of a cross-attention block (``None`` for plain blocks)."""
-    if heads is None:
-        return None
-    return nn.ModuleList(
-        Transformer3DModel(channels, heads, cross_attention_dim=cross_attention_dim, norm_num_groups=groups,
-                           only_cross_attention=only_cross_attention, rotary=rotary)
-        for _ in range(num_layers)
-    )
 
 
 class _Block(nn.Module):
@@ -195,10 +52,7 @@ class DownBlock3D(_Block):
         groups: int,
         eps: float,
         add_downsample: bool,
-        heads: int | None = None,
-        cross_attention_dim: int | None = None,
-        only_cross_attention: bool = False,
-        rotary: RotaryEmbedding | None = None,
+        attention: CrossAttentionSpec | None = None,
     ) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(
@@ -206,8 +60,7 @@ class DownBlock3D(_Block):
                           groups=groups, eps=eps)
             for i in range(num_layers)
         )
-        self.attentions = _transformer_stack(out_channels, heads, num_layers, cross_attention_dim, groups,
-                                             only_cross_attention, rotary)
+        self.attentions = transformer_stack(out_channels, num_layers, groups, attention)
         self.downsamplers = nn.ModuleList([Downsample3D(out_channels, padding=1)]) if add_downsample else None
 
     def forward(self, x: Tensor, temb: Tensor, context: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -235,10 +88,7 @@ class UpBlock3D(_Block):
         groups: int,
         eps: float,
         add_upsample: bool,
-        heads: int | None = None,
-        cross_attention_dim: int | None = None,
-        only_cross_attention: bool = False,
-        rotary: RotaryEmbedding | None = None,
+        attention: CrossAttentionSpec | None = None,
     ) -> None:
         super().__init__()
         resnets = []
@@ -248,8 +98,7 @@ class UpBlock3D(_Block):
             resnets.append(ResnetBlock3D(resnet_in + skip_channels, out_channels, temb_channels=temb_channels,
                                          groups=groups, eps=eps))
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = _transformer_stack(out_channels, heads, num_layers, cross_attention_dim, groups,
-                                             only_cross_attention, rotary)
+        self.attentions = transformer_stack(out_channels, num_layers, groups, attention)
         self.upsamplers = nn.ModuleList([Upsample3D(out_channels)]) if add_upsample else None
 
     def forward(
@@ -266,17 +115,13 @@ class UpBlock3D(_Block):
 
 class UNetMidBlock3DCrossAttn(_Block):
     def __init__(
-        self, channels: int, *, temb_channels: int, groups: int, eps: float, heads: int, cross_attention_dim: int,
-        rotary: RotaryEmbedding,
+        self, channels: int, *, temb_channels: int, groups: int, eps: float, attention: CrossAttentionSpec
     ) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(
             ResnetBlock3D(channels, channels, temb_channels=temb_channels, groups=groups, eps=eps) for _ in range(2)
         )
-        self.attentions = nn.ModuleList([
-            Transformer3DModel(channels, heads, cross_attention_dim=cross_attention_dim, norm_num_groups=groups,
-                               only_cross_attention=False, rotary=rotary)
-        ])
+        self.attentions = transformer_stack(channels, 1, groups, attention)
 
     def forward(self, x: Tensor, temb: Tensor, context: Tensor) -> Tensor:
         x = self.resnets[0](x, temb)
@@ -355,6 +200,9 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         self.temporal_rotary_emb = RotaryEmbedding(ROPE_DIM)
         rotary = self.temporal_rotary_emb
 
+        def attention(heads: int, cross_only: bool) -> CrossAttentionSpec:
+            return CrossAttentionSpec(heads, cross_attention_dim, cross_only, rotary)
+
         def temp_block(channels: int, present: bool) -> nn.Module:
             return TemporalModule3D(channels, time_embed_dim, attention_types) if present else _Identity()
 
@@ -366,14 +214,14 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             cross = kind == "CrossAttnDownBlock3D"
             self.down_blocks.append(DownBlock3D(
                 in_ch, out_ch, temb_channels=time_embed_dim, num_layers=layers_per_block, groups=norm_num_groups,
-                eps=norm_eps, add_downsample=i < n_blocks - 1, heads=attention_head_dim[i] if cross else None,
-                cross_attention_dim=cross_attention_dim, only_cross_attention=only_cross_attention[i], rotary=rotary,
+                eps=norm_eps, add_downsample=i < n_blocks - 1,
+                attention=attention(attention_head_dim[i], only_cross_attention[i]) if cross else None,
             ))
             self.down_temp_blocks.append(temp_block(out_ch, i in down_temporal_idx))
 
         self.mid_block = UNetMidBlock3DCrossAttn(
             block_out_channels[-1], temb_channels=time_embed_dim, groups=norm_num_groups, eps=norm_eps,
-            heads=attention_head_dim[-1], cross_attention_dim=cross_attention_dim, rotary=rotary,
+            attention=attention(attention_head_dim[-1], False),
         )
         self.mid_temp_block = temp_block(block_out_channels[-1], bool(mid_temporal))
 
@@ -390,8 +238,7 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             self.up_blocks.append(UpBlock3D(
                 in_ch, prev_ch, out_ch, temb_channels=time_embed_dim, num_layers=layers_per_block + 1,
                 groups=norm_num_groups, eps=norm_eps, add_upsample=i < n_blocks - 1,
-                heads=rev_heads[i] if cross else None, cross_attention_dim=cross_attention_dim,
-                only_cross_attention=rev_cross_only[i], rotary=rotary,
+                attention=attention(rev_heads[i], rev_cross_only[i]) if cross else None,
             ))
             self.up_temp_blocks.append(temp_block(out_ch, i in up_temporal_idx))
 
