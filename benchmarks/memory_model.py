@@ -42,7 +42,7 @@ def memory_model(frames: int = 1800, height: int = 480, width: int = 854, *, car
 
     Defaults: one minute of 854x480 at 30 fps (1800 frames) with the published settings
     (fp16 U-Net, fp32 VAE, guidance on, official windows, tiles as the published rule cuts
-    480x854). Counts the tensors of ``VideoUpscaler._generate`` and
+    480x854). Counts the tensors of ``uav.pipeline.generate`` and
     ``uav.sampling.loop.denoise`` that span the whole clip and are alive at once during
     the window merge or at the end of a step; the weights and the U-Net's per-window
     activations (``activations_gib``: the baseline's denoise working set in bench.json)

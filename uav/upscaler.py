@@ -1,13 +1,11 @@
 """``VideoUpscaler``: the public facade over models, sampling loop, decoding and I/O.
 
 Data walks one way: settings checked and every component resolved through the
-registry (:meth:`VideoUpscaler.check_inputs`) -> source -> low-res clip (+ flows) ->
-denoising per tile -> chunked decode -> tile blend -> colour fix -> frames handed out
-chunk by chunk. Only low-res state (clip, latents) is held for the whole video; 4x
-frames exist a chunk at a time. Frame conversions live in :mod:`uav.frames`.
-
-(Over 500 lines because it is the one place that wires models, components, the loop
-and I/O together; each piece it calls lives in its own module.)
+registry (:meth:`VideoUpscaler.check_inputs`, :mod:`uav.components`) -> source ->
+low-res clip -> :func:`uav.pipeline.generate` (flows, denoising per tile, chunked decode,
+tile blend, colour fix) -> frames handed out chunk by chunk or written. Only low-res
+state (clip, latents) is held for the whole video; 4x frames exist a chunk at a time.
+Frame conversions live in :mod:`uav.frames`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping
@@ -23,22 +20,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Ma
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler
 
+from uav.components import Components, merge_settings, resolve_components
 from uav.frames import InputError, frames_to_tensor, to_uint8
-from uav.protocols import (
-    ColorCorrector,
-    DenoisingScheduler,
-    FlowEstimator,
-    SegmentStrategy,
-    Tile,
-    TilingStrategy,
-)
-from uav.sampling.decode import decode_chunks
-from uav.sampling.loop import denoise
-from uav.sampling.recovery import Recovery
-from uav.sampling.schedulers import OfficialDDIM, low_res_add_noise
-from uav.sampling.tiling import blend_tiles
+from uav.pipeline import generate
 from uav.settings import SettingsError, UpscaleSettings
 
 if TYPE_CHECKING:
@@ -63,22 +48,6 @@ class ClipInfo:
     start_frame: int = 0
     #: the reader's :class:`~uav.io.reader.VideoInfo` of a file input (timecode, colour, aspect, audio)
     video: Any = None
-
-
-@dataclass(frozen=True)
-class Components:
-    """Everything one run uses, resolved through the plugin registry by :meth:`VideoUpscaler.check_inputs`.
-
-    ``flow`` builds the flow estimator when propagation needs one (RAFT loads its
-    weights then, not before); it is ``None`` without propagation.
-    """
-
-    settings: UpscaleSettings
-    scheduler: DenoisingScheduler
-    segments: SegmentStrategy
-    tiling: TilingStrategy
-    color: ColorCorrector | None
-    flow: Callable[[], FlowEstimator] | None
 
 
 class VideoUpscaler:
@@ -121,29 +90,17 @@ class VideoUpscaler:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_components(
-        cls,
-        *,
-        unet: torch.nn.Module,
-        vae: torch.nn.Module,
-        scheduler: Any,
-        low_res_scheduler: Any,
-        text_encoder: Any = None,
-        tokenizer: Any = None,
-        flow: Any = None,
-        registry: Any = None,
-        raft_weights: str | os.PathLike[str] | None = None,
-    ) -> "VideoUpscaler":
-        """Assemble an upscaler from ready-made parts.
+    def from_components(cls, **parts: Any) -> "VideoUpscaler":
+        """Assemble an upscaler from ready-made parts: the constructor's keywords
+        (``unet``, ``vae``, ``scheduler``, ``low_res_scheduler``, ``text_encoder``,
+        ``tokenizer``, ``flow``, ``registry``, ``raft_weights``).
 
         ``scheduler`` may be a diffusers ``DDIMScheduler`` (always run with the published
         DDIM rule), an :class:`~uav.sampling.schedulers.OfficialDDIM`, or any
         :class:`~uav.protocols.DenoisingScheduler`; ``low_res_scheduler`` a diffusers
         ``DDPMScheduler`` (or its config). ``flow`` is a flow estimator object or name.
         """
-        return cls(unet=unet, vae=vae, scheduler=scheduler, low_res_scheduler=low_res_scheduler,
-                   text_encoder=text_encoder, tokenizer=tokenizer, flow=flow, registry=registry,
-                   raft_weights=raft_weights, source="components")
+        return cls(**{"source": "components", **parts})
 
     @classmethod
     def from_pretrained(
@@ -319,7 +276,7 @@ class VideoUpscaler:
         """
         from uav.captioning import caption_clip
 
-        s = _merge_settings(settings, knobs)
+        s = merge_settings(settings, knobs)
         return caption_clip(video, s.captioner, dict(s.captioner_options), frame=s.caption_frame, start=start,
                             end=end, registry=self.registry)
 
@@ -359,24 +316,8 @@ class VideoUpscaler:
             SettingsError: a bad setting; :class:`~uav.settings.ComponentError` (also a
                 ``KeyError``) for a component name the registry does not offer.
         """
-        s = _merge_settings(settings, knobs)
-        registry = self.registry
-        if s.auto_prompt:
-            # builds the captioner (folder, model type, options) without its weights: seconds
-            from uav.captioning import check_captioner
-
-            check_captioner(s.captioner, dict(s.captioner_options), registry=registry)
-
-        def resolve(field: str, kind: str, name: str, **options: Any) -> Any:
-            UpscaleSettings.check_component(field, name, registry)
-            return registry.get(kind, name, **options)
-
-        scheduler = self._resolve_scheduler(s, registry)
-        segments = resolve("segments", "segments", s.segments)
-        tiling = resolve("tiling", "tiling", s.tiling)
-        color = None if s.color_fix_name == "none" else resolve("color_fix", "color", s.color_fix_name)
-        flow = self._flow_builder(s, registry) if s.propagation_steps else None
-        return Components(settings=s, scheduler=scheduler, segments=segments, tiling=tiling, color=color, flow=flow)
+        return resolve_components(merge_settings(settings, knobs), self.registry, scheduler=self.scheduler,
+                                  flow=self.flow, raft_weights=self.raft_weights, device=self.device)
 
     # ------------------------------------------------------------------ the pipeline
     def _generate(
@@ -391,166 +332,10 @@ class VideoUpscaler:
         flows: tuple[Tensor, Tensor] | None = None,
         trace: dict[str, Tensor] | None = None,
     ) -> Iterator[tuple[int, Tensor]]:
-        s = comps.settings
-        device = self.device
-        _, _, num_frames, h, w = lr.shape
+        return generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, callback=callback,
+                        latents=latents, low_res_noise=low_res_noise, flows=flows, trace=trace)
 
-        generator = torch.Generator(device="cpu").manual_seed(
-            s.seed if s.seed is not None else random.randrange(2**63))
-        # draw order as published: low-res noise first, then the initial latents
-        noise = _given("low_res_noise", low_res_noise, (1, 3, num_frames, h, w)) if low_res_noise is not None \
-            else torch.randn(lr.shape, generator=generator)
-        x_t = _given("latents", latents, (1, 4, num_frames, h, w)) if latents is not None \
-            else torch.randn((1, 4, num_frames, h, w), generator=generator)
-
-        flow_pair = None
-        if s.propagation_steps and num_frames > 1:
-            if flows is not None:
-                flow_pair = (_given("flows[0]", flows[0], (1, 2, num_frames - 1, h, w)),
-                             _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
-            else:
-                assert comps.flow is not None  # check_inputs builds it whenever propagation is asked for
-                flow_pair = self._estimate_flows(lr, comps.flow(), callback)
-
-        scheduler = comps.scheduler
-        timesteps = [int(t) for t in scheduler.set_timesteps(s.num_inference_steps)]
-        # 1 for DDIM; Euler-type plugin schedulers start from a slightly different scale
-        x_t = x_t * float(scheduler.init_noise_sigma)
-        tiles = self._tiles(h, w, s, comps.tiling)
-        latent_tiles = None
-        if s.tile_mode == "latent" and len(tiles) > 1:
-            # one run over the whole frame; the plan's tiles only split each U-Net call
-            latent_tiles = comps.tiling.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
-            tiles = self._tiles(h, w, s.replace(tile=False), comps.tiling)
-        tile_latents: list[Tensor] = []
-        recovery = Recovery(window_batch=s.window_batch, decode_chunk=s.decode_chunk, decode_tile=s.decode_tile,
-                            notify=callback)
-        offload = s.offload if s.offload is not None else device.type == "cuda"
-        state_device = torch.device("cpu") if offload else device
-        for k, tile in enumerate(tiles):
-            y0, y1, x0, x1 = tile.region
-            crop = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-            lr_tile = lr[crop].to(state_device)
-            noisy = low_res_add_noise(lr_tile, noise[crop].to(state_device), s.noise_level, self.low_res_scheduler)
-            tile_flows = None if flow_pair is None else tuple(f[crop].to(state_device) for f in flow_pair)
-            plan = comps.segments.plan(num_frames, s.window)
-            if k > 0:
-                # every tile runs the whole schedule again
-                scheduler.set_timesteps(s.num_inference_steps)
-
-            def step_cb(info: dict[str, Any], k: int = k) -> None:
-                if callback is not None:
-                    callback({**info, "tile": k, "tiles": len(tiles)})
-
-            def run(spatial: list[Tile] | None, crop: tuple = crop, noisy: Tensor = noisy, plan: Any = plan,
-                    tile_flows: Any = tile_flows, step_cb: Any = step_cb) -> Tensor:
-                with torch.no_grad():
-                    return denoise(
-                        self.unet, scheduler, x_t[crop].to(state_device), noisy, text, noise_level=s.noise_level,
-                        guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
-                        propagation_steps=s.propagation_steps if tile_flows is not None else (),
-                        flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
-                        spatial_tiles=spatial, callback=step_cb, trace=trace if len(tiles) == 1 else None,
-                        generator=generator, recovery=recovery,
-                    )
-
-            # out of memory at window_batch=1: the tile restarts with smaller latent tiles
-            th, tw = y1 - y0, x1 - x0
-            out = recovery.denoise(
-                run, latent_tiles, size=(th, tw), generator=generator,
-                start_tile=s.tile_size // 2 if latent_tiles else max(th, tw) // 2,
-                plan=lambda size, th=th, tw=tw: comps.tiling.plan(th, tw, tile_size=size,
-                                                                  overlap=min(s.tile_overlap, size // 4), scale=1),
-                restart=lambda: scheduler.set_timesteps(s.num_inference_steps))
-            # keep finished tiles off the accelerator while the others denoise
-            tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
-
-        corrector = comps.color
-        decoders = [decode_chunks(self.vae, z.to(device), lr[:, :, :, t.region[0]:t.region[1],
-                                                          t.region[2]:t.region[3]].to(device),
-                                  chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile, recovery=recovery)
-                    for z, t in zip(tile_latents, tiles)]
-        scale = self.upscale_factor
-        n_chunks = -(-num_frames // s.decode_chunk)
-        for c, parts in enumerate(zip(*decoders)):
-            start = parts[0][0]
-            outs = [p[1] for p in parts]
-            frames = outs[0] if len(tiles) == 1 else blend_tiles(outs, tiles, h * scale, w * scale)
-            if corrector is not None:
-                ref = lr[0, :, start:start + frames.shape[2]].permute(1, 0, 2, 3).to(frames.device)
-                fixed = corrector(frames[0].permute(1, 0, 2, 3), ref)
-                frames = fixed.permute(1, 0, 2, 3)[None].clamp(-1.0, 1.0)
-            if callback is not None:
-                callback({"stage": "decode", "index": c, "total": n_chunks, "frames": frames.shape[2]})
-            yield start, frames.cpu()
-
-    # ------------------------------------------------------------------ components
-    def _resolve_scheduler(self, s: UpscaleSettings, registry: Any) -> DenoisingScheduler:
-        """The scheduler ``s.scheduler`` names, built through the registry on this upscaler's
-        noise schedule (the release's ``scheduler_config.json``)."""
-        sched = self.scheduler
-        own = not isinstance(sched, (DDIMScheduler, OfficialDDIM, Mapping)) and hasattr(sched, "predict_x0") \
-            and hasattr(sched, "step")
-        if own and s.scheduler == "ddim-official":
-            return sched  # a ready DenoisingScheduler handed in by the caller: used as given
-        config = sched if isinstance(sched, Mapping) else getattr(sched, "config", None)
-        if not isinstance(config, Mapping):
-            raise SettingsError(f"scheduler: cannot build {s.scheduler!r} from a {type(sched).__name__}; give the "
-                                "upscaler a diffusers scheduler or its config", field="scheduler")
-        UpscaleSettings.check_component("scheduler", s.scheduler, registry)
-        options: dict[str, Any] = {"config": dict(config)}
-        if s.scheduler == "ddim-official":
-            options["eta"] = s.eta
-        scheduler = registry.get("scheduler", s.scheduler, **options)
-        try:
-            scheduler.set_timesteps(s.num_inference_steps)
-        except (ValueError, TypeError) as exc:
-            raise SettingsError(f"num_inference_steps: {exc}", field="num_inference_steps") from None
-        return scheduler
-
-    def _tiles(self, h: int, w: int, s: UpscaleSettings, strategy: TilingStrategy) -> list[Tile]:
-        use = s.tile if s.tile is not None else h * w >= s.tile_threshold
-        if not use:
-            scale = self.upscale_factor
-            return [Tile((0, h, 0, w), torch.ones(h * scale, w * scale))]
-        tiles = strategy.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=self.upscale_factor)
-        log.info("tiling %dx%d into %d tiles (%s)", w, h, len(tiles), s.tiling)
-        return tiles
-
-    def _estimate_flows(self, lr: Tensor, estimator: FlowEstimator,
-                        callback: ProgressCallback | None) -> tuple[Tensor, Tensor]:
-        if callback is not None:
-            callback({"stage": "flow", "index": 0, "total": 1})
-        frames = lr[0].permute(1, 0, 2, 3)
-        forward, backward = estimator(frames, size=tuple(lr.shape[-2:]))
-        if callback is not None:
-            callback({"stage": "flow", "index": 1, "total": 1})
-        return forward.float().cpu(), backward.float().cpu()
-
-    def _flow_builder(self, s: UpscaleSettings, registry: Any) -> Callable[[], FlowEstimator]:
-        """Check the flow estimator's name now; build it (RAFT loads weights) on first use."""
-        if self.flow is not None and not isinstance(self.flow, str) and s.flow == "auto":
-            given = self.flow
-            return lambda: given
-        name = self.flow if isinstance(self.flow, str) and s.flow == "auto" else s.flow
-        if name == "auto":
-            name = "raft" if self.raft_weights is not None else "dis"
-        UpscaleSettings.check_component("flow", name, registry)
-        options: dict[str, Any] = {}
-        if name == "raft":
-            if self.raft_weights is None:
-                raise SettingsError("flow='raft' needs propagator/raft-things.pth in the weights folder; "
-                                    "use flow='dis' (no weights) instead", field="flow")
-            options = {"weights": str(self.raft_weights), "device": self.device}
-        built: list[FlowEstimator] = []
-
-        def build() -> FlowEstimator:
-            if not built:
-                built.append(registry.get("flow", name, **options))
-            return built[0]
-
-        return build
-
+    # ------------------------------------------------------------------ prompts and input
     def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:
         if cond is None:
             cond = self.encode_prompt(s.full_prompt)
@@ -627,16 +412,6 @@ class VideoUpscaler:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _merge_settings(settings: UpscaleSettings | None, knobs: Mapping[str, Any]) -> UpscaleSettings:
-    if settings is not None and not isinstance(settings, UpscaleSettings):
-        raise SettingsError(f"settings must be an UpscaleSettings, got {type(settings).__name__}")
-    knobs = dict(knobs)
-    if "steps" in knobs:
-        knobs["num_inference_steps"] = knobs.pop("steps")
-    base = settings or UpscaleSettings()
-    return base.replace(**knobs) if knobs else base
-
-
 def _dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
     if value is None or isinstance(value, torch.dtype):
         return value
@@ -645,16 +420,6 @@ def _dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
     if value not in table:
         raise SettingsError(f"{name} must be one of {sorted(table)}, got {value!r}")
     return table[value]
-
-
-def _given(name: str, t: Any, shape: tuple[int, ...]) -> Tensor:
-    if not torch.is_tensor(t):
-        raise InputError(f"{name}: expected a tensor of shape {shape}, got {type(t).__name__}")
-    if tuple(t.shape) != shape:
-        raise InputError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise InputError(f"{name}: contains NaN or infinite values")
-    return t.float().cpu()
 
 
 def _embeds(name: str, t: Any) -> Tensor:

@@ -1,0 +1,177 @@
+"""One run of the method over a low-res clip: noise draws, flows, denoising per spatial
+tile, chunked decoding, tile blending and colour fix (paper §3, SPEC §7).
+
+:func:`generate` yields the 4x frames a decode chunk at a time, so only low-res state
+(clip, noise, latents, flows) is held for the whole video. The facade
+(:class:`uav.VideoUpscaler`) loads the clip, resolves the components and writes the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Callable, Iterator
+
+import torch
+
+from uav.components import Components
+from uav.frames import InputError
+from uav.protocols import FlowEstimator, Tile, TilingStrategy
+from uav.sampling.decode import decode_chunks
+from uav.sampling.loop import denoise
+from uav.sampling.recovery import Recovery
+from uav.sampling.schedulers import low_res_add_noise
+from uav.sampling.tiling import blend_tiles
+from uav.settings import UpscaleSettings
+
+__all__ = ["generate", "spatial_tiles"]
+
+Tensor = torch.Tensor
+log = logging.getLogger("uav")
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+def generate(
+    unet: torch.nn.Module,
+    vae: torch.nn.Module,
+    low_res_scheduler: Any,
+    lr: Tensor,
+    comps: Components,
+    text: Tensor,
+    *,
+    callback: ProgressCallback | None = None,
+    latents: Tensor | None = None,
+    low_res_noise: Tensor | None = None,
+    flows: tuple[Tensor, Tensor] | None = None,
+    trace: dict[str, Tensor] | None = None,
+) -> Iterator[tuple[int, Tensor]]:
+    """Upscale the low-res clip ``lr`` ``(1, 3, T, h, w)`` in [-1, 1].
+
+    Yields ``(first frame, frames (1, 3, t, 4h, 4w))`` per decode chunk, on the CPU.
+    ``text`` holds the (negative, positive) prompt embeddings; ``latents``,
+    ``low_res_noise`` and ``flows`` replace the seeded draws and the flow estimate (the
+    parity fixtures record them); ``trace`` receives per-step tensors.
+    """
+    s = comps.settings
+    device = next(unet.parameters()).device
+    scale = int(getattr(vae, "upscale_factor", 4))
+    _, _, num_frames, h, w = lr.shape
+
+    generator = torch.Generator(device="cpu").manual_seed(s.seed if s.seed is not None else random.randrange(2**63))
+    # draw order as published: low-res noise first, then the initial latents
+    noise = _given("low_res_noise", low_res_noise, (1, 3, num_frames, h, w)) if low_res_noise is not None \
+        else torch.randn(lr.shape, generator=generator)
+    x_t = _given("latents", latents, (1, 4, num_frames, h, w)) if latents is not None \
+        else torch.randn((1, 4, num_frames, h, w), generator=generator)
+
+    flow_pair = None
+    if s.propagation_steps and num_frames > 1:
+        if flows is not None:
+            flow_pair = (_given("flows[0]", flows[0], (1, 2, num_frames - 1, h, w)),
+                         _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
+        else:
+            assert comps.flow is not None  # check_inputs builds it whenever propagation is asked for
+            flow_pair = _estimate_flows(lr, comps.flow(), callback)
+
+    scheduler = comps.scheduler
+    timesteps = [int(t) for t in scheduler.set_timesteps(s.num_inference_steps)]
+    # 1 for DDIM; Euler-type plugin schedulers start from a slightly different scale
+    x_t = x_t * float(scheduler.init_noise_sigma)
+    tiles = spatial_tiles(h, w, s, comps.tiling, scale)
+    latent_tiles = None
+    if s.tile_mode == "latent" and len(tiles) > 1:
+        # one run over the whole frame; the plan's tiles only split each U-Net call
+        latent_tiles = comps.tiling.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
+        tiles = spatial_tiles(h, w, s.replace(tile=False), comps.tiling, scale)
+    tile_latents: list[Tensor] = []
+    recovery = Recovery(window_batch=s.window_batch, decode_chunk=s.decode_chunk, decode_tile=s.decode_tile,
+                        notify=callback)
+    offload = s.offload if s.offload is not None else device.type == "cuda"
+    state_device = torch.device("cpu") if offload else device
+    for k, tile in enumerate(tiles):
+        y0, y1, x0, x1 = tile.region
+        crop = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+        lr_tile = lr[crop].to(state_device)
+        noisy = low_res_add_noise(lr_tile, noise[crop].to(state_device), s.noise_level, low_res_scheduler)
+        tile_flows = None if flow_pair is None else tuple(f[crop].to(state_device) for f in flow_pair)
+        plan = comps.segments.plan(num_frames, s.window)
+        if k > 0:
+            # every tile runs the whole schedule again
+            scheduler.set_timesteps(s.num_inference_steps)
+
+        def step_cb(info: dict[str, Any], k: int = k) -> None:
+            if callback is not None:
+                callback({**info, "tile": k, "tiles": len(tiles)})
+
+        def run(spatial: list[Tile] | None, crop: tuple = crop, noisy: Tensor = noisy, plan: Any = plan,
+                tile_flows: Any = tile_flows, step_cb: Any = step_cb) -> Tensor:
+            with torch.no_grad():
+                return denoise(
+                    unet, scheduler, x_t[crop].to(state_device), noisy, text, noise_level=s.noise_level,
+                    guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
+                    propagation_steps=s.propagation_steps if tile_flows is not None else (),
+                    flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
+                    spatial_tiles=spatial, callback=step_cb, trace=trace if len(tiles) == 1 else None,
+                    generator=generator, recovery=recovery,
+                )
+
+        # out of memory at window_batch=1: the tile restarts with smaller latent tiles
+        th, tw = y1 - y0, x1 - x0
+        out = recovery.denoise(
+            run, latent_tiles, size=(th, tw), generator=generator,
+            start_tile=s.tile_size // 2 if latent_tiles else max(th, tw) // 2,
+            plan=lambda size, th=th, tw=tw: comps.tiling.plan(th, tw, tile_size=size,
+                                                              overlap=min(s.tile_overlap, size // 4), scale=1),
+            restart=lambda: scheduler.set_timesteps(s.num_inference_steps))
+        # keep finished tiles off the accelerator while the others denoise
+        tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
+
+    corrector = comps.color
+    decoders = [decode_chunks(vae, z.to(device), lr[:, :, :, t.region[0]:t.region[1],
+                                                   t.region[2]:t.region[3]].to(device),
+                              chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile, recovery=recovery)
+                for z, t in zip(tile_latents, tiles)]
+    n_chunks = -(-num_frames // s.decode_chunk)
+    for c, parts in enumerate(zip(*decoders)):
+        start = parts[0][0]
+        outs = [p[1] for p in parts]
+        frames = outs[0] if len(tiles) == 1 else blend_tiles(outs, tiles, h * scale, w * scale)
+        if corrector is not None:
+            ref = lr[0, :, start:start + frames.shape[2]].permute(1, 0, 2, 3).to(frames.device)
+            fixed = corrector(frames[0].permute(1, 0, 2, 3), ref)
+            frames = fixed.permute(1, 0, 2, 3)[None].clamp(-1.0, 1.0)
+        if callback is not None:
+            callback({"stage": "decode", "index": c, "total": n_chunks, "frames": frames.shape[2]})
+        yield start, frames.cpu()
+
+
+def spatial_tiles(h: int, w: int, s: UpscaleSettings, strategy: TilingStrategy, scale: int) -> list[Tile]:
+    """The spatial tiles of an ``h`` x ``w`` low-res frame (one whole-frame tile when
+    tiling is off or the frame is under ``tile_threshold``)."""
+    use = s.tile if s.tile is not None else h * w >= s.tile_threshold
+    if not use:
+        return [Tile((0, h, 0, w), torch.ones(h * scale, w * scale))]
+    tiles = strategy.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=scale)
+    log.info("tiling %dx%d into %d tiles (%s)", w, h, len(tiles), s.tiling)
+    return tiles
+
+
+def _estimate_flows(lr: Tensor, estimator: FlowEstimator,
+                    callback: ProgressCallback | None) -> tuple[Tensor, Tensor]:
+    if callback is not None:
+        callback({"stage": "flow", "index": 0, "total": 1})
+    frames = lr[0].permute(1, 0, 2, 3)
+    forward, backward = estimator(frames, size=tuple(lr.shape[-2:]))
+    if callback is not None:
+        callback({"stage": "flow", "index": 1, "total": 1})
+    return forward.float().cpu(), backward.float().cpu()
+
+
+def _given(name: str, t: Any, shape: tuple[int, ...]) -> Tensor:
+    if not torch.is_tensor(t):
+        raise InputError(f"{name}: expected a tensor of shape {shape}, got {type(t).__name__}")
+    if tuple(t.shape) != shape:
+        raise InputError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+    return t.float().cpu()
