@@ -20,7 +20,7 @@ from typing import Any, Collection, Iterator, Sequence
 import torch
 
 from uav.models import temporal as _temporal
-from uav.models import unet_video as _unet_video
+from uav.models import transformer as _transformer
 from uav.sampling.propagation import propagate_latents
 
 Tensor = torch.Tensor
@@ -29,7 +29,7 @@ __all__ = ["eager_attention", "published_step", "published_to_uint8"]
 
 
 def _eager_cross_attention(self: Any, x: Tensor, context: Tensor | None = None) -> Tensor:
-    """``uav.models.unet_video.Attention.forward`` with the score matrix materialised."""
+    """``uav.models.transformer.Attention.forward`` with the score matrix materialised."""
     context = x if context is None else context
     b, n_q, c = x.shape
     n = self.heads
@@ -49,14 +49,7 @@ def _eager_cross_attention(self: Any, x: Tensor, context: Tensor | None = None) 
 def _eager_temporal_attention(self: Any, x: Tensor) -> Tensor:
     """``uav.models.temporal.TemporalAttention.forward`` with the score matrix materialised."""
     s, t, c = x.shape
-    n, d = self.heads, self.head_dim
-    q = self.to_q(x).view(s, t, n, d).transpose(1, 2) * (d**-0.5)
-    k = self.to_k(x).view(s, t, n, d).transpose(1, 2)
-    v = self.to_v(x).view(s, t, n, d).transpose(1, 2)
-    if self.rotary_emb is not None:
-        q = self.rotary_emb.rotate(q)
-        k = self.rotary_emb.rotate(k)
-    bias = self.time_rel_pos_bias(t, x.device).to(q.dtype)
+    q, k, v, bias = self.project(x)
     scores = torch.matmul(q, k.transpose(-1, -2)) + bias
     out = torch.matmul(scores.softmax(dim=-1), v)
     return self.to_out[0](out.transpose(1, 2).reshape(s, t, c))
@@ -72,13 +65,13 @@ def eager_attention() -> Iterator[None]:
     (18 GB per 192x352 frame in fp32), which the published run could not have held
     either.
     """
-    saved = (_unet_video.Attention.forward, _temporal.TemporalAttention.forward)
-    _unet_video.Attention.forward = _eager_cross_attention  # type: ignore[method-assign]
+    saved = (_transformer.Attention.forward, _temporal.TemporalAttention.forward)
+    _transformer.Attention.forward = _eager_cross_attention  # type: ignore[method-assign]
     _temporal.TemporalAttention.forward = _eager_temporal_attention  # type: ignore[method-assign]
     try:
         yield
     finally:
-        _unet_video.Attention.forward, _temporal.TemporalAttention.forward = saved  # type: ignore[method-assign]
+        _transformer.Attention.forward, _temporal.TemporalAttention.forward = saved  # type: ignore[method-assign]
 
 
 def published_step(

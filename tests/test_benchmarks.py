@@ -144,13 +144,13 @@ def test_eager_attention_matches_sdpa_and_is_restored():
     for m in unet.modules():
         if type(m).__name__ == "TemporalAttention":
             torch.nn.init.normal_(m.to_out[0].weight, std=0.2)
-    original = (baseline._unet_video.Attention.forward, baseline._temporal.TemporalAttention.forward)
+    original = (baseline._transformer.Attention.forward, baseline._temporal.TemporalAttention.forward)
     with torch.no_grad():
         ref = unet(sample, 500, lr, encoder_hidden_states=text, class_labels=labels).sample
         with baseline.eager_attention():
-            assert baseline._unet_video.Attention.forward is not original[0]
+            assert baseline._transformer.Attention.forward is not original[0]
             eager = unet(sample, 500, lr, encoder_hidden_states=text, class_labels=labels).sample
-    assert (baseline._unet_video.Attention.forward, baseline._temporal.TemporalAttention.forward) == original
+    assert (baseline._transformer.Attention.forward, baseline._temporal.TemporalAttention.forward) == original
     assert (eager - ref).abs().max() / ref.abs().max() < 1e-5
 
 

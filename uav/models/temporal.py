@@ -112,8 +112,10 @@ class TemporalAttention(nn.Module):
     def rotary_emb(self) -> RotaryEmbedding | None:
         return self._rotary[0]
 
-    def forward(self, x: Tensor) -> Tensor:
-        s, t, c = x.shape
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Scaled, rotated ``q``, rotated ``k`` and ``v`` ``(S, heads, T, head)`` of ``x``
+        ``(S, T, C)``, and the relative position bias ``(heads, T, T)``."""
+        s, t, _ = x.shape
         n, d = self.heads, self.head_dim
         q = self.to_q(x).view(s, t, n, d).transpose(1, 2) * (d**-0.5)
         k = self.to_k(x).view(s, t, n, d).transpose(1, 2)
@@ -121,7 +123,11 @@ class TemporalAttention(nn.Module):
         if self.rotary_emb is not None:
             q = self.rotary_emb.rotate(q)
             k = self.rotary_emb.rotate(k)
-        bias = self.time_rel_pos_bias(t, x.device).to(q.dtype)  # (n, T, T) broadcast over S
+        return q, k, v, self.time_rel_pos_bias(t, x.device).to(q.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s, t, c = x.shape
+        q, k, v, bias = self.project(x)  # the bias broadcasts over S
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
         out = out.transpose(1, 2).reshape(s, t, c)
         return self.to_out[0](out)

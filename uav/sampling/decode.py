@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from uav.sampling.recovery import OUT_OF_MEMORY, NonFiniteError, Recovery
+from uav.sampling.recovery import OUT_OF_MEMORY, Recovery
 
 Tensor = torch.Tensor
 
@@ -99,19 +99,12 @@ def _decode_recovering(vae: torch.nn.Module, latents: Tensor, low_res: Tensor, s
 
         failed = False
         try:
-            out = run(vae)
+            out = recovery.finite(run, vae, where="decoded frames", network="VAE decoder")
         except OUT_OF_MEMORY:
             failed = True
         if failed:
             recovery.shrink_decode(h, w)
             continue
-        if recovery.checks(next(vae.parameters()).dtype) and not bool(torch.isfinite(out).all()):
-            wider = recovery.wider(vae)
-            recovery.non_finite("decoded frames", next(wider.parameters()).dtype)
-            out = run(wider)
-            if not bool(torch.isfinite(out).all()):
-                raise NonFiniteError("the VAE decoder gives NaN/inf even in a wider dtype: the weights or inputs are "
-                                     "broken (try `uav weights verify`)")
         parts.append(out.clamp(-1.0, 1.0))
         s = e
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)

@@ -13,7 +13,7 @@ import torch
 
 from uav.protocols import DenoisingScheduler, SegmentPlan, Tile
 from uav.sampling.propagation import propagate_latents
-from uav.sampling.recovery import OUT_OF_MEMORY, NonFiniteError, Recovery
+from uav.sampling.recovery import OUT_OF_MEMORY, Recovery
 
 Tensor = torch.Tensor
 StepCallback = Callable[[dict[str, Any]], None]
@@ -72,7 +72,6 @@ def denoise(
             in bf16/fp32. ``None``: no checks, errors propagate.
     """
     cfg = text_embeddings.shape[0] == 2
-    num_frames = latents.shape[2]
     param = next(unet.parameters())
     unet_dtype, unet_device = param.dtype, param.device
     # The clip-length state (latents, low-res clip, merged prediction, x0) lives on the
@@ -167,7 +166,7 @@ def _window_predictions(
         else:
             failed = False
             try:
-                out = _checked(call, unet, recovery)
+                out = recovery.finite(call, unet, where="U-Net output", network="U-Net")
             except OUT_OF_MEMORY:
                 if len(group) == 1:
                     raise  # the caller's policy takes over (latent tiles)
@@ -179,21 +178,6 @@ def _window_predictions(
         b = text.shape[0]
         for j, k in enumerate(group):
             yield k, windows[k], out[j * b:(j + 1) * b]
-
-
-def _checked(call: Callable[[torch.nn.Module], Tensor], unet: torch.nn.Module, recovery: Recovery) -> Tensor:
-    """``call(unet)``, recomputed by the wider copy when a checked dtype gave NaN/inf."""
-    out = call(unet)
-    if not recovery.checks(out.dtype) or bool(torch.isfinite(out).all()):
-        return out
-    del out
-    wider = recovery.wider(unet)
-    recovery.non_finite("U-Net output", next(wider.parameters()).dtype)
-    out = call(wider)
-    if not bool(torch.isfinite(out).all()):
-        raise NonFiniteError("the U-Net gives NaN/inf even in a wider dtype: the weights or inputs are broken "
-                             "(try `uav weights verify`)")
-    return out
 
 
 def _unet_call(unet: torch.nn.Module, sample: Tensor, cond: Tensor, ctx: Tensor, t: int, noise_level: int) -> Tensor:

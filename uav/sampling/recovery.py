@@ -135,11 +135,8 @@ class Recovery:
         """Next latent tile size after an OOM at ``window_batch=1``; raises at the floor."""
         side = max(h, w)
         size = (start if self.latent_tile is None else self.latent_tile // 2) // 8 * 8
-        size = min(size, (side - 1) // 8 * 8)
-        if size < MIN_LATENT_TILE:
-            raise GPUMemoryError(
-                f"out of GPU memory while denoising even with window_batch=1 and latent tiles of "
-                f"{self.latent_tile or side} px (the smallest tried); {ADVICE}")
+        size = _at_least(min(size, (side - 1) // 8 * 8), MIN_LATENT_TILE,
+                         f"denoising even with window_batch=1 and latent tiles of {self.latent_tile or side} px")
         self.latent_tile = size
         self._reduced("latent_tile", size, True)
         return size
@@ -152,11 +149,8 @@ class Recovery:
             return
         side = max(h, w)
         size = ((side // 2) if self.decode_tile is None or self.decode_tile >= side else self.decode_tile // 2)
-        size = size // 8 * 8
-        if size < MIN_DECODE_TILE:
-            raise GPUMemoryError(
-                f"out of GPU memory while decoding even with decode_chunk=1 and decode_tile="
-                f"{self.decode_tile or side} (the smallest tried); {ADVICE}")
+        size = _at_least(size // 8 * 8, MIN_DECODE_TILE,
+                         f"decoding even with decode_chunk=1 and decode_tile={self.decode_tile or side}")
         self.decode_tile = size
         self._reduced("decode_tile", size, True)
 
@@ -199,6 +193,26 @@ class Recovery:
             self._wider[key] = copy.deepcopy(net).to(_wider_dtype(device))
         return self._wider[key]
 
+    def finite(self, call: Callable[[torch.nn.Module], Tensor], net: torch.nn.Module, *, where: str,
+               network: str) -> Tensor:
+        """``call(net)``; when ``net`` runs in a checked dtype and the result holds NaN/inf,
+        recomputed by :meth:`wider` (told once as ``where``).
+
+        Raises:
+            NonFiniteError: the wider copy gives NaN/inf too (``network`` names it).
+        """
+        out = call(net)
+        if not self.checks(next(net.parameters()).dtype) or bool(torch.isfinite(out).all()):
+            return out
+        del out  # frees the broken result before the wider copy runs
+        wider = self.wider(net)
+        self.non_finite(where, next(wider.parameters()).dtype)
+        out = call(wider)
+        if not bool(torch.isfinite(out).all()):
+            raise NonFiniteError(f"the {network} gives NaN/inf even in a wider dtype: the weights or inputs are broken "
+                                 "(try `uav weights verify`)")
+        return out
+
     def non_finite(self, where: str, dtype: torch.dtype) -> None:
         """Tell the user (once per run) that a non-finite result is being recomputed."""
         if "non_finite" in self._told:
@@ -207,3 +221,10 @@ class Recovery:
         self.tell_once("non_finite", f"non-finite values (fp16 overflow) in the {where}; recomputing the affected "
                                      f"windows/chunks in {wider} (reported once)")
         self._event("non_finite", where=where, dtype=wider)
+
+
+def _at_least(size: int, floor: int, tried: str) -> int:
+    """``size`` when it is at least ``floor``; otherwise the run is out of ways to save memory."""
+    if size < floor:
+        raise GPUMemoryError(f"out of GPU memory while {tried} (the smallest tried); {ADVICE}")
+    return size
