@@ -323,19 +323,20 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             raise ValueError("class_labels: the noise level is required (an int in [0, "
                              f"{self.config.max_noise_level}])")
         labels = class_labels if torch.is_tensor(class_labels) else torch.tensor([class_labels])
-        labels = labels.to(device)
-        if labels.is_floating_point():
-            if not torch.equal(labels, labels.round()):
-                raise ValueError(f"class_labels: noise levels must be integers, got {labels.tolist()}")
-            labels = labels.long()
-        # the range check reads the values back (a device sync); compiled graphs skip it
-        if not torch.compiler.is_compiling() and labels.numel() and (
-            labels.min() < 0 or labels.max() > self.config.max_noise_level
-        ):
+        # Labels given on the host are checked there, before they move: checking them on
+        # the accelerator reads the values back, a device sync on every U-Net call (the
+        # sampling loop hands them over on the host). Compiled graphs skip the check.
+        if not torch.compiler.is_compiling():
+            self._check_levels(labels)
+        return labels.long().reshape(-1).to(device, non_blocking=True)
+
+    def _check_levels(self, labels: Tensor) -> None:
+        if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+            raise ValueError(f"class_labels: noise levels must be integers, got {labels.tolist()}")
+        if labels.numel() and (labels.min() < 0 or labels.max() > self.config.max_noise_level):
             raise ValueError(
                 f"class_labels: noise level must be in [0, {self.config.max_noise_level}], got {labels.tolist()}"
             )
-        return labels.reshape(-1)
 
 
 def _check_config(down_types, up_types, channels, act_fn, linear_proj, dual, center, pad, mid_scale, n_class) -> None:

@@ -181,7 +181,8 @@ def _window_predictions(
 
 
 def _unet_call(unet: torch.nn.Module, sample: Tensor, cond: Tensor, ctx: Tensor, t: int, noise_level: int) -> Tensor:
-    labels = torch.full((sample.shape[0],), noise_level, dtype=torch.long, device=sample.device)
+    # built on the host: the U-Net checks the range there, without a device sync
+    labels = torch.full((sample.shape[0],), noise_level, dtype=torch.long)
     out = unet(sample, torch.tensor(t, device=sample.device), cond, encoder_hidden_states=ctx, class_labels=labels)
     return out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
 
