@@ -59,6 +59,34 @@ def test_other_files_are_left_to_ffmpeg(tmp_path: Path) -> None:
     assert container_truncation(mkv) is None
 
 
+@pytest.fixture(scope="module")
+def matroska(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("matroska")
+    return {
+        "mkv": make_clip(root / "a.mkv", num_frames=12),
+        "webm": make_clip(root / "b.webm", num_frames=12, encoder="libvpx-vp9", pix_fmt="yuv420p"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["mkv", "webm"])
+@pytest.mark.parametrize("missing", [1, 7, 100])
+def test_a_matroska_copy_missing_its_last_bytes_is_refused(matroska: dict[str, Path], tmp_path: Path, kind: str,
+                                                           missing: int) -> None:
+    # FFmpeg alone reads these without a word, with the last frames silently gone
+    assert probe(matroska[kind]).num_frames == 12 and container_truncation(matroska[kind]) is None
+    cut = _cut(matroska[kind], tmp_path, missing)
+    with pytest.raises(VideoInputError, match="is truncated") as info:
+        probe(cut)
+    assert f"its Segment ends {missing} byte" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_live_matroska_file_has_no_size_to_check(tmp_path: Path) -> None:
+    # a muxer in live mode leaves the Segment's size "unknown": nothing to compare, so no verdict
+    live = make_clip(tmp_path / "live.mkv", num_frames=6, container_options={"live": "1"})
+    assert container_truncation(live) is None and probe(live).num_frames == 6
+    assert container_truncation(_cut(live, tmp_path, 1)) is None
+
+
 def test_probe_media_counts_packets_and_keeps_the_exact_rate(tmp_path: Path) -> None:
     from uav_otio.plan import probe_media
 

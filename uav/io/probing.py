@@ -119,17 +119,26 @@ def open_input(path: Path) -> Any:
 _ISO_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"moof", b"styp", b"sidx"}
 
 
-def container_truncation(path: Path) -> str | None:
-    """Why the container of ``path`` is cut short, or ``None`` when it is whole (or not mp4/mov).
+#: Matroska / WebM: the EBML header's and the Segment's element IDs
+_EBML_ID = 0x1A45DFA3
+_SEGMENT_ID = 0x18538067
 
-    FFmpeg reads an mp4/mov whose last bytes are missing without a word when the
-    damage falls in a trailing box it does not need, so the top-level boxes are
-    walked: each declares its size, and together they must reach the end of the file.
+
+def container_truncation(path: Path) -> str | None:
+    """Why the container of ``path`` is cut short, or ``None`` when it is whole (or not
+    mp4/mov/mkv/webm).
+
+    FFmpeg reads an mp4/mov or a Matroska file whose last bytes are missing without a
+    word (dropping the last frames, or none when the damage falls in a trailing box or
+    index it does not need), so the top-level structure is walked: each box or element
+    declares its size, and together they must reach the end of the file.
     """
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(8)
+            if head[:4] == _EBML_ID.to_bytes(4, "big"):
+                return _matroska_truncation(fh, size)
             if len(head) < 8 or head[4:8] not in _ISO_BOXES:
                 return None
             offset = 0
@@ -154,6 +163,45 @@ def container_truncation(path: Path) -> str | None:
                 offset += box_size
     except OSError:
         return None  # unreadable files are reported by the open that follows
+    return None
+
+
+def _matroska_truncation(fh: Any, size: int) -> str | None:
+    """The EBML header, then the Segment: when the muxer finished the file it wrote the
+    Segment's size, which must fit in the file (a live or unfinished file says "unknown")."""
+
+    def vint(at: int, keep_marker: bool) -> tuple[int, int, bool] | None:
+        fh.seek(at)
+        first = fh.read(1)
+        if not first or first[0] == 0:
+            return None
+        length = 9 - first[0].bit_length()
+        rest = fh.read(length - 1)
+        if len(rest) < length - 1:
+            return None
+        raw = int.from_bytes(first + rest, "big")
+        value = raw if keep_marker else raw & ((1 << (7 * length)) - 1)
+        unknown = not keep_marker and value == (1 << (7 * length)) - 1
+        return value, at + length, unknown
+
+    offset = 0
+    for expected in (_EBML_ID, _SEGMENT_ID):
+        element = vint(offset, keep_marker=True)
+        length = None if element is None else vint(element[1], keep_marker=False)
+        if element is None or length is None:
+            return f"ends inside the header of an element at byte {offset} of {size}"
+        if element[0] != expected:
+            return None  # not the layout we know; leave the verdict to FFmpeg
+        data_size, data_start, unknown = length
+        if unknown:
+            return None  # "unknown size": a stream or a file still being written
+        end = data_start + data_size
+        if end > size:
+            missing = end - size
+            name = "Segment" if expected == _SEGMENT_ID else "EBML header"
+            return (f"is truncated: its {name} ends {missing} byte{'s' if missing != 1 else ''} "
+                    "past the end of the file")
+        offset = end
     return None
 
 
