@@ -10,6 +10,7 @@ random number of a loss comes from the ``generator`` the loop passes in, seeded 
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,7 +23,7 @@ from uav.train.starting_point import StartingPoint
 Tensor = torch.Tensor
 
 
-class TrainingStage:
+class TrainingStage(ABC):
     """Base of :class:`~uav.train.unet_stage.UNetStage` and :class:`~uav.train.vae_stage.VAEStage`."""
 
     #: ``"unet"`` or ``"vae"``; recorded in checkpoints so a run cannot resume the other stage
@@ -38,25 +39,25 @@ class TrainingStage:
 
     # ------------------------------------------------------------------ to override
     @property
+    @abstractmethod
     def module(self) -> nn.Module:
         """The module accelerate prepares; its trainable parameters are :meth:`trainable_parameters`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def is_trainable(self, name: str) -> bool:
         """Whether parameter ``name`` of :attr:`module` trains."""
-        raise NotImplementedError
 
+    @abstractmethod
     def checkpoint_modules(self) -> Iterable[nn.Module]:
         """The blocks whose activations gradient checkpointing recomputes."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
         """The scalar loss of one batch (``module`` is :attr:`module`, possibly wrapped)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def release_models(self, trained: nn.Module) -> tuple[Any, dict[str, Any]]:
         """``(unet, {variant: vae})`` to write as the release, given the unwrapped trained module."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
