@@ -1,21 +1,26 @@
 #!/usr/bin/env python3
-"""GPU benchmark of the Upscale-A-Video loop: the published structure against ours (issue 7).
+"""GPU benchmark of the Upscale-A-Video loop: the published structure against the library (issues 7, 11).
 
 One command measures, per workload and side by side on one card:
 
 * ``baseline``: the published loop replayed (:mod:`baseline`): fp16 U-Net with explicit
   attention, one U-Net call per window call (duplicates included), fp32 VAE, 3-frame
   decode chunks, host-side uint8 conversion;
-* ``ours``: the library path (:func:`uav.sampling.loop.denoise`): bf16 U-Net on SDPA, all
-  windows of a step in one batched call (``window_batch``), the faster of NCHW /
+* ``default``: what the library runs with its default settings (issue 11): the library's
+  default dtypes (fp16 U-Net, fp32 VAE on CUDA), ``window_batch=1``, the clip state
+  offloaded to the host, the out-of-memory / fp16 NaN policy, ``decode_chunks`` then
+  ``.cpu()`` and :func:`uav.frames.to_uint8`; ``speedup`` and ``peak_mem_ratio`` compare
+  this row with ``baseline``, and ``max_abs_diff_latents`` its latents after the same steps;
+* ``bf16`` (a preset, partly benchmark-only, see :mod:`benchmarks.library`): bf16 U-Net on
+  SDPA, all windows of a step in one batched call (``window_batch``), the faster of NCHW /
   channels-last / cuDNN autotuning measured on one window, bf16 VAE with SDPA kept off
   its O(n²) fallback, uint8 conversion on the GPU with the copy overlapped;
-* ``ours_uniform``: ``ours`` with the opt-in ``uniform`` window rule (2 windows per
+* ``uniform``: ``bf16`` with the opt-in ``uniform`` window rule (2 windows per
   16 frames instead of 3; different numerics, so reported apart);
 * ``fast``: DPM-Solver++ (the ``uav_schedulers`` adapter), 10 steps, guidance on the
   first 5 only, propagation at 7/8/9 (different numerics, reported as ``fast_speedup``);
 * optionally (``--compile``, a separate process so a slow compile cannot lose the rest)
-  ``ours`` with ``torch.compile``.
+  ``bf16`` with ``torch.compile``.
 
 The networks are the real-size ones, built from the release configs with random
 weights. Denoising is timed on ``--steps-timed`` steps after one warm-up step and scaled
@@ -149,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tiny_settings = Settings(steps_timed=1, decode_frames=3)
         for wl in [TINY_WORKLOADS[n] for n in args.workloads]:
             run_workload(wl, tiny_models, dtypes, tiny_settings, device, report, "smoke", Budget(0), skip=args.skip)
-        core = ("inputs+flow", "baseline.denoise", "baseline.decode", "ours.denoise", "ours.decode")
+        core = ("inputs+flow", "baseline.denoise", "baseline.decode", "default.denoise", "default.decode",
+                "bf16.denoise", "bf16.decode")
         failed = {f"{wl}:{k}": v for wl, e in report.data["smoke"].items() if isinstance(e, dict)
                   for k, v in e.get("errors", {}).items() if k in core}
         report.data["smoke_s"] = time.perf_counter() - t0
@@ -192,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.data["elapsed_s"] = budget.elapsed()
     report.save()
     print(markdown_table(report.data), flush=True)
-    ok = all("ours" in w.get("configs", {}) and "baseline" in w.get("configs", {})
+    ok = all({"baseline", "default", "bf16"} <= set(w.get("configs", {}))
              for w in report.data["workloads"].values())
     return 0 if ok else 1
 

@@ -1,9 +1,12 @@
 """One workload measured in every configuration, the smoke check and the ``torch.compile`` stage.
 
 Configurations (each a row of the results): ``baseline`` (the published loop,
-:mod:`benchmarks.baseline`), ``ours`` (the library loop), ``fast`` (DPM-Solver++ preset),
-``ours_uniform`` (the opt-in uniform windows) and the unbatched ablation. A failed
-stage is recorded and never stops the others; the report is saved after each one.
+:mod:`benchmarks.baseline`), ``default`` (what the library runs with its default
+settings and dtypes: the row ``speedup`` and ``peak_mem_ratio`` compare), and the named
+presets ``bf16`` (bf16, every window of a step in one call, benchmark-only layout and
+host copies), ``fast`` (DPM-Solver++) and ``uniform`` (the opt-in uniform windows), plus
+the unbatched ablation. A failed stage is recorded and never stops the others; the
+report is saved after each one.
 """
 
 from __future__ import annotations
@@ -110,10 +113,49 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
             **mfu_fields(base_t, len(plan.calls)))
     save()
 
-    # ---------------------------------------------------------------- ours
+    # ---------------------------------------------------------------- default: what the library runs
+    defaults = uav["UpscaleSettings"]()
+    state = uav["state_device"](defaults, device)
+    unet_default, vae_default = models.unet_default or models.unet_base, models.vae_default.get(wl.vae)
+    def_t: DenoiseTiming | None = None
+    with errs.stage("default.denoise"):
+        sched = uav["OfficialDDIM"](ddim_config())
+        sched.set_timesteps(n_steps)
+        def_t = time_library_denoise(unet_default, sched, inputs, plan, settings, device, settings.steps_timed,
+                                     window_batch=defaults.window_batch, state_device=state, recovery=True)
+    def_d: DecodeTiming | None = None
+    with errs.stage("default.decode"):
+        def_d = time_decode(vae_default or models.vae_base[wl.vae], inputs, settings, device, published=False,
+                            library=True, frames_limit=settings.decode_frames)
+    def_prop = prop_s
+    if state != device:
+        with errs.stage("default.propagation"):
+            def_prop = time_propagation(inputs, settings, device, state_device=state)
+    if def_t is not None and def_d is not None:
+        resident = module_bytes(unet_default) + module_bytes(vae_default or models.vae_base[wl.vae])
+        peak = _max_opt(def_t.peak_delta, def_d.peak_delta)
+        configs["default"] = summarise(
+            T, clip_stages(def_t, def_d, **{**per_clip, "prop_s": def_prop}), resident, peak,
+            unet_s_per_step=def_t.unet_s, step_s=def_t.step_s, unet_calls_per_step=def_t.unet_calls_per_step,
+            denoise_working_set_gib=_gib(def_t.peak_delta), decode_working_set_gib=_gib(def_d.peak_delta),
+            finite=def_t.finite and def_d.finite, decode_frames_timed=def_d.frames_timed,
+            dtypes={"unet": _name(next(unet_default.parameters()).dtype),
+                    "vae": _name(next((vae_default or models.vae_base[wl.vae]).parameters()).dtype)},
+            default_path=True, state_device=str(state),
+            description=f"the library's defaults: uav.sampling.loop.denoise with window_batch="
+                        f"{defaults.window_batch}, the Recovery policy (fp16 NaN/inf checks), clip state on "
+                        f"{state}, the default dtypes, decode_chunks then .cpu() and uav.frames.to_uint8",
+            **mfu_fields(def_t, len(plan.windows)))
+        if base_t is not None and base_t.latents is not None and def_t.latents is not None:
+            # same inputs, same steps: how far the library's numbers are from the published loop's
+            entry["max_abs_diff_latents"] = float((def_t.latents - base_t.latents).abs().max())
+            entry["latents_abs_max"] = float(base_t.latents.abs().max())
+    save()
+
+    # ---------------------------------------------------------------- the bf16 preset
     ours_t: DenoiseTiming | None = None
     ours_wb = len(plan.windows)
-    with errs.stage("ours.denoise"):
+    with errs.stage("bf16.denoise"):
         while ours_t is None:
             sched = uav["OfficialDDIM"](ddim_config())
             sched.set_timesteps(n_steps)
@@ -128,11 +170,11 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
                 oom = True
             if oom:
                 # fewer windows per call: the same numbers with a smaller working set
-                entry.setdefault("notes", []).append(f"ours: window_batch={ours_wb} ran out of memory; halved")
+                entry.setdefault("notes", []).append(f"bf16: window_batch={ours_wb} ran out of memory; halved")
                 ours_wb = max(1, ours_wb // 2)
                 torch.cuda.empty_cache()
     ours_d: DecodeTiming | None = None
-    with errs.stage("ours.decode"):
+    with errs.stage("bf16.decode"):
         # cuDNN autotuning of the decoder's full-resolution (3-D) convolutions would cost seconds
         # per shape for 6 timed frames; both decoders use the default heuristics
         ours_d = time_decode(models.vae_ours[wl.vae], inputs, settings, device, published=False,
@@ -140,13 +182,14 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
     ours_resident = module_bytes(models.unet_ours) + module_bytes(models.vae_ours[wl.vae])
     if ours_t is not None and ours_d is not None:
         peak = _max_opt(ours_t.peak_delta, ours_d.peak_delta)
-        configs["ours"] = summarise(
+        configs["bf16"] = summarise(
             T, clip_stages(ours_t, ours_d, **per_clip), ours_resident, peak, unet_s_per_step=ours_t.unet_s,
             step_s=ours_t.step_s, unet_calls_per_step=ours_t.unet_calls_per_step,
             denoise_working_set_gib=_gib(ours_t.peak_delta),
             decode_working_set_gib=_gib(ours_d.peak_delta), finite=ours_t.finite and ours_d.finite,
             decode_frames_timed=ours_d.frames_timed, dtypes={"unet": dtypes.unet_ours, "vae": dtypes.vae_ours},
-            description=f"library loop (uav.sampling.loop.denoise), window_batch={ours_wb} "
+            default_path=False,
+            description=f"preset: library loop (uav.sampling.loop.denoise), window_batch={ours_wb} "
                         f"(all windows of a step in one call, duplicates folded), SDPA, layout {layout['chosen']}, "
                         f"{_name(dtypes.unet_ours)} U-Net, {_name(dtypes.vae_ours)} VAE, decode without the O(n^2) "
                         f"SDPA fallback, GPU uint8 + overlapped copy; same numerics as the baseline",
@@ -174,7 +217,8 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
                     "decode": ours_d.decode_s_per_frame * T, "io": ours_d.io_s_per_frame * T},
                 ours_resident, peak, unet_s_per_step=unet_total / n_all, step_s=step_total / n_all,
                 finite=cfg_t.finite and nocfg_t.finite, scheduler=how,
-                description=f"ours + DPM-Solver++ {n_all} steps, guidance {settings.guidance} on the first {n_cfg} "
+                default_path=False,
+                description=f"bf16 + DPM-Solver++ {n_all} steps, guidance {settings.guidance} on the first {n_cfg} "
                             f"steps and none after, propagation at {list(settings.fast_propagation_steps)}; "
                             "different numerics (a preset, not a replay)",
                 guided_step_s=cfg_t.step_s, unguided_step_s=nocfg_t.step_s)
@@ -190,10 +234,11 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
                                          max(1, settings.steps_timed - 1), cudnn_bench=layout["cudnn_benchmark"],
                                          window_batch=min(ours_wb, len(uniform.windows)))
             peak = _max_opt(uni_t.peak_delta, ours_d.peak_delta)
-            configs["ours_uniform"] = summarise(
+            configs["uniform"] = summarise(
                 T, clip_stages(uni_t, ours_d, **per_clip), ours_resident, peak, unet_s_per_step=uni_t.unet_s,
                 step_s=uni_t.step_s, finite=uni_t.finite,
-                description=f"ours with the opt-in uniform window rule, overlap 0: windows "
+                default_path=False,
+                description=f"bf16 with the opt-in uniform window rule, overlap 0: windows "
                             f"{[list(w) for w in uniform.windows]} (vs {len(plan.windows)} official); different "
                             "numerics (a hard window seam)",
                 **mfu_fields(uni_t, len(uniform.windows)))
@@ -232,12 +277,14 @@ def _max_opt(a: int | None, b: int | None) -> int | None:
 
 
 def _ratios(entry: dict[str, Any]) -> None:
-    """The issue's per-workload keys: speedup / peak_mem_ratio (ours), fast_*, uniform_*."""
+    """The issue's per-workload keys: speedup / peak_mem_ratio (``default``, the library's
+    defaults), bf16_*, fast_*, uniform_*."""
     configs = entry.get("configs", {})
     base = configs.get("baseline")
     if not base:
         return
-    for cname, prefix in (("ours", ""), ("fast", "fast_"), ("ours_uniform", "uniform_")):
+    entry["default_path"] = "default" in configs
+    for cname, prefix in (("default", ""), ("bf16", "bf16_"), ("fast", "fast_"), ("uniform", "uniform_")):
         c = configs.get(cname)
         if not c:
             continue
@@ -280,11 +327,11 @@ def smoke_real_models(models: Models, device: torch.device, workloads: Sequence[
 
 
 def run_compile(args: argparse.Namespace, device: torch.device, settings: Settings) -> int:
-    """``ours`` with ``torch.compile``: compile time, then the step time beside eager ``ours``.
+    """The ``bf16`` preset with ``torch.compile``: compile time, then the step time beside eager ``bf16``.
 
     Runs in its own process (``gpu_run.sh`` bounds it with ``timeout``) and merges its
     result into ``bench.json`` in ``--out``, saving after each phase. The eager step time
-    is the main run's ``ours`` (same card, minutes earlier) when present, else measured here.
+    is the main run's ``bf16`` row (same card, minutes earlier) when present, else measured here.
     """
     report = Report.load(Path(args.out))
     name = args.workloads[0]
@@ -308,7 +355,7 @@ def run_compile(args: argparse.Namespace, device: torch.device, settings: Settin
     bench_flag = bool(layout.get("cudnn_benchmark", device.type == "cuda"))
     set_conv_layout(unet, cl)
     comp["layout"] = layout.get("chosen", "nchw+cudnn_benchmark" if bench_flag else "nchw")
-    ours = done.get("configs", {}).get("ours")
+    ours = done.get("configs", {}).get("bf16")
     wb = len(plan.windows)
 
     def scheduler() -> Any:
@@ -318,7 +365,7 @@ def run_compile(args: argparse.Namespace, device: torch.device, settings: Settin
 
     if ours and ours.get("step_s"):
         comp["eager_step_s"] = ours["step_s"]
-        comp["eager_source"] = "main run (ours)"
+        comp["eager_source"] = "main run (bf16 preset)"
     else:
         eager = time_library_denoise(unet, scheduler(), inputs, plan, settings, device, args.steps_timed,
                                      cudnn_bench=bench_flag, window_batch=wb)
@@ -352,7 +399,7 @@ def run_compile(args: argparse.Namespace, device: torch.device, settings: Settin
         if base:
             comp["speedup"] = base["s_per_frame"] / comp["s_per_frame"]
             if ours.get("peak_mem_gib") and base.get("peak_mem_gib"):
-                comp["note"] = "ours with the compiled U-Net step; decode, flow, propagation as measured for ours"
+                comp["note"] = "the bf16 preset with the compiled U-Net step; decode, flow, propagation as measured for it"
     report.save()
     print(f"[bench] compile: {comp['compile_s']:.1f} s, step {timed.step_s:.3f} s vs eager "
           f"{comp['eager_step_s']:.3f} s", flush=True)

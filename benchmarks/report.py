@@ -100,7 +100,10 @@ def markdown_table(data: dict[str, Any]) -> str:
             )
     lines.append("")
     for name, wl in data.get("workloads", {}).items():
-        bits = [f"speedup {_fmt(wl.get('speedup'))}", f"peak_mem_ratio {_fmt(wl.get('peak_mem_ratio'))}",
+        bits = [f"speedup {_fmt(wl.get('speedup'))} (default vs baseline)",
+                f"peak_mem_ratio {_fmt(wl.get('peak_mem_ratio'))}",
+                f"max |Δ| latents {_fmt(wl.get('max_abs_diff_latents'), 4)}",
+                f"bf16_speedup {_fmt(wl.get('bf16_speedup'))}",
                 f"fast_speedup {_fmt(wl.get('fast_speedup'))}", f"uniform_speedup {_fmt(wl.get('uniform_speedup'))}"]
         if wl.get("layout"):
             bits.append(f"layout {wl['layout'].get('chosen')}")
@@ -109,7 +112,7 @@ def markdown_table(data: dict[str, Any]) -> str:
         lines.append(f"- {name}: " + ", ".join(bits))
         ab = wl.get("ablation")
         if ab:
-            lines.append(f"  - ours with one U-Net call per window: "
+            lines.append(f"  - bf16 with one U-Net call per window: "
                          f"{_fmt(ab.get('ours_window_batch1_step_s'), 3)} s/step, "
                          f"peak {_fmt(ab.get('ours_window_batch1_peak_mem_gib'))} GiB")
         for note in wl.get("notes", []):

@@ -114,6 +114,8 @@ class DenoiseTiming:
     peak_delta: int | None
     finite: bool
     unet_calls_per_step: int
+    #: the latents after the warm-up and timed steps, float32 on the host (for max |Δ|)
+    latents: Tensor | None = None
 
 
 def time_baseline_denoise(unet: torch.nn.Module, inputs: Inputs, settings: Settings,
@@ -145,24 +147,35 @@ def time_baseline_denoise(unet: torch.nn.Module, inputs: Inputs, settings: Setti
     finally:
         clock.remove()
     return DenoiseTiming(step_s, unet_s or 0.0, mem.peak_delta(), bool(torch.isfinite(state["lat"]).all()),
-                         len(plan.calls))
+                         len(plan.calls), state["lat"].float().cpu())
 
 
 def time_library_denoise(unet: torch.nn.Module, scheduler: Any, inputs: Inputs, plan: Any, settings: Settings,
                          device: torch.device, steps_timed: int, *, guided: bool = True, cudnn_bench: bool = False,
-                         warmup: int = 1, window_batch: int | None = None) -> DenoiseTiming:
-    """``uav.sampling.loop.denoise`` one step at a time (float32 latents, as the library keeps them)."""
+                         warmup: int = 1, window_batch: int | None = None,
+                         state_device: torch.device | None = None, recovery: bool = False) -> DenoiseTiming:
+    """``uav.sampling.loop.denoise`` one step at a time (float32 latents, as the library keeps them).
+
+    ``state_device``: where the clip-length latents and noisy clip live (the library's
+    offload keeps them on the host on CUDA); ``recovery``: run with the library's
+    out-of-memory and fp16 NaN/inf policy (:class:`uav.sampling.recovery.Recovery`), as
+    :func:`uav.pipeline.generate` does.
+    """
     uav = load_uav()
     timesteps = [int(t) for t in scheduler.timesteps]
     text = inputs.text if guided else inputs.text[1:]
     wb = window_batch or len(plan.windows)
-    state = {"lat": inputs.x_t.clone(), "i": getattr(scheduler, "_bench_index", 0)}
+    where = state_device or inputs.x_t.device
+    noisy = inputs.noisy_lr.to(where)
+    state = {"lat": inputs.x_t.to(where, copy=True), "i": getattr(scheduler, "_bench_index", 0)}
+    policy = uav["Recovery"](window_batch=wb, decode_chunk=settings.decode_chunk, decode_tile=None) \
+        if recovery else None
 
     def step() -> None:
         i = state["i"]
-        state["lat"] = uav["denoise"](unet, scheduler, state["lat"], inputs.noisy_lr, text,
+        state["lat"] = uav["denoise"](unet, scheduler, state["lat"], noisy, text,
                                       noise_level=settings.noise_level, guidance_scale=settings.guidance, plan=plan,
-                                      timesteps=[timesteps[i]], window_batch=wb)
+                                      timesteps=[timesteps[i]], window_batch=wb, recovery=policy)
         state["i"] = i + 1
 
     clock = UNetClock(unet, device)
@@ -175,15 +188,19 @@ def time_library_denoise(unet: torch.nn.Module, scheduler: Any, inputs: Inputs, 
         clock.remove()
     # stateful schedulers (DPM-Solver) must see their steps in order across calls
     scheduler._bench_index = state["i"]
-    calls = math.ceil(len(plan.windows) / wb)
-    return DenoiseTiming(step_s, unet_s or 0.0, mem.peak_delta(), bool(torch.isfinite(state["lat"]).all()), calls)
+    calls = math.ceil(len(plan.windows) / (policy.window_batch if policy else wb))
+    return DenoiseTiming(step_s, unet_s or 0.0, mem.peak_delta(), bool(torch.isfinite(state["lat"]).all()), calls,
+                         state["lat"].float().cpu())
 
 
-def time_propagation(inputs: Inputs, settings: Settings, device: torch.device) -> float:
-    """Seconds of one ``propagate_latents`` call on the whole clip (float32 x0, as in the loop)."""
+def time_propagation(inputs: Inputs, settings: Settings, device: torch.device,
+                     state_device: torch.device | None = None) -> float:
+    """Seconds of one ``propagate_latents`` call on the whole clip (float32 x0, as in the loop),
+    where the clip-length state lives (``state_device``, default: the inputs' device)."""
     uav = load_uav()
-    x0 = inputs.x_t.float()
-    ff, fb = inputs.flows
+    where = state_device or inputs.x_t.device
+    x0 = inputs.x_t.float().to(where)
+    ff, fb = (f.to(where) for f in inputs.flows)
     dt, _ = timed_repeats(device, lambda: uav["propagate_latents"](x0, ff, fb, fuse_scale=settings.fuse_scale),
                           warmup=1, timed=2)
     return dt
@@ -200,11 +217,13 @@ class DecodeTiming:
 
 
 def time_decode(vae: torch.nn.Module, inputs: Inputs, settings: Settings, device: torch.device, *,
-                published: bool, frames_limit: int, cudnn_bench: bool = False) -> DecodeTiming:
+                published: bool, frames_limit: int, cudnn_bench: bool = False, library: bool = False) -> DecodeTiming:
     """Decode 3-frame chunks (the first one untimed) and hand them to the host as uint8 frames.
 
     ``published``: after each chunk a float copy goes to the host and is converted there,
-    truncating (as the published script); decode and I/O are timed apart. Otherwise the
+    truncating (as the published script); decode and I/O are timed apart. ``library``:
+    what :func:`uav.pipeline.generate` and the writer path do, timed the same way: the
+    chunk copied to the host (``.cpu()``), then :func:`uav.frames.to_uint8`. Otherwise the
     conversion runs on the GPU and the uint8 frames are copied into pinned buffers on a
     side stream, overlapping the next chunk's decode; the whole loop is timed and the
     I/O share is the wait for the last copy, the part not hidden behind decode. The VAE's
@@ -213,6 +232,9 @@ def time_decode(vae: torch.nn.Module, inputs: Inputs, settings: Settings, device
     Benchmark-only (issue 11): the GPU conversion, the pinned side-stream copies and
     the SDPA restriction are not what the library's writer path does yet.
     """
+    if library:
+        return _decode_pass(vae, inputs, settings, device, published=True, frames_limit=frames_limit,
+                            cudnn_bench=cudnn_bench, guarded=False, library=True)
     try:
         return _decode_pass(vae, inputs, settings, device, published=published, frames_limit=frames_limit,
                             cudnn_bench=cudnn_bench, guarded=not published)
@@ -226,7 +248,8 @@ def time_decode(vae: torch.nn.Module, inputs: Inputs, settings: Settings, device
 
 
 def _decode_pass(vae: torch.nn.Module, inputs: Inputs, settings: Settings, device: torch.device, *,
-                 published: bool, frames_limit: int, cudnn_bench: bool, guarded: bool) -> DecodeTiming:
+                 published: bool, frames_limit: int, cudnn_bench: bool, guarded: bool,
+                 library: bool = False) -> DecodeTiming:
     uav = load_uav()
     # same shape and scale as final latents; the cost of the decoder does not depend on values
     chunks = uav["decode_chunks"](vae, inputs.x_t, inputs.lr, chunk=settings.decode_chunk)
@@ -242,6 +265,9 @@ def _decode_pass(vae: torch.nn.Module, inputs: Inputs, settings: Settings, devic
     guard = no_quadratic_attention(device) if guarded else contextlib.nullcontext()
 
     def to_host(frames: Tensor) -> None:
+        if library:
+            uav["to_uint8"](frames.cpu())
+            return
         if published:
             uav["baseline"].published_to_uint8(frames)
             return
@@ -300,7 +326,8 @@ def _decode_pass(vae: torch.nn.Module, inputs: Inputs, settings: Settings, devic
     if timed_frames == 0 or last is None:
         raise RuntimeError("decode: no chunk left to time after the warm-up chunk (clip too short)")
     finite = finite and bool(torch.isfinite(last).all())
-    note = "" if published else "uint8 conversion on the GPU, copies to pinned memory on a side stream"
+    note = "library path: .cpu() then uav.frames.to_uint8" if library else \
+        "" if published else "uint8 conversion on the GPU, copies to pinned memory on a side stream"
     return DecodeTiming(decode_s / timed_frames, io_s / timed_frames, timed_frames, mem.peak_delta(), finite, note)
 
 

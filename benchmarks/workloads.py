@@ -74,33 +74,44 @@ class Settings:
 
 @dataclass
 class Models:
-    """The networks of one run: one random initialisation, cast per configuration."""
+    """The networks of one run: one random initialisation, cast per configuration.
+
+    ``unet_ours`` / ``vae_ours`` are the ``bf16`` preset's copies; the ``default`` row's
+    (``unet_default`` / ``vae_default``) are in the library's default dtypes, the
+    baseline's own modules when those dtypes agree.
+    """
 
     unet_base: torch.nn.Module
     unet_ours: torch.nn.Module
     vae_base: dict[str, torch.nn.Module] = field(default_factory=dict)
     vae_ours: dict[str, torch.nn.Module] = field(default_factory=dict)
+    unet_default: torch.nn.Module | None = None
+    vae_default: dict[str, torch.nn.Module] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Dtypes:
-    """Network dtypes of the baseline and of ``ours``.
+    """Network dtypes of the baseline, of the ``bf16`` preset (``ours``) and of ``default``.
 
-    On CUDA ``ours`` runs a bf16 U-Net and a bf16 VAE, which is benchmark-only
-    (issue 11): the library defaults to an fp16 U-Net and an fp32 VAE.
+    ``default`` is what :meth:`uav.VideoUpscaler.from_pretrained` picks on the device
+    (:func:`uav.upscaler.default_dtypes`). On CUDA the ``bf16`` preset runs a bf16 U-Net
+    and a bf16 VAE, which is benchmark-only (issue 11).
     """
 
     unet_base: torch.dtype
     unet_ours: torch.dtype
     vae_base: torch.dtype
     vae_ours: torch.dtype
+    unet_default: torch.dtype = torch.float32
+    vae_default: torch.dtype = torch.float32
 
     @classmethod
     def for_device(cls, device: torch.device) -> "Dtypes":
+        unet_default, vae_default = load_uav()["default_dtypes"](device)
         if device.type == "cuda":
-            return cls(torch.float16, torch.bfloat16, torch.float32, torch.bfloat16)
+            return cls(torch.float16, torch.bfloat16, torch.float32, torch.bfloat16, unet_default, vae_default)
         # CPU runs only exercise the code (tests); half-precision CPU kernels are slow or missing.
-        return cls(torch.float32, torch.float32, torch.float32, torch.float32)
+        return cls(torch.float32, torch.float32, torch.float32, torch.float32, unet_default, vae_default)
 
 
 def model_config(name: str, tiny: bool) -> dict[str, Any]:
@@ -196,7 +207,15 @@ def ddim_config() -> dict[str, Any]:
 def build_models(device: torch.device, tiny: bool, dtypes: Dtypes, workloads: Sequence[Workload]) -> Models:
     """The U-Net and every VAE the workloads decode with, one random initialisation each."""
     base, ours = build_unet(device, tiny, dtypes)
-    models = Models(base, ours)
+    models = Models(base, ours, unet_default=_in_dtype(base, dtypes.unet_default))
     for kind in sorted({w.vae for w in workloads}):
         models.vae_base[kind], models.vae_ours[kind] = build_vae(kind, device, tiny, dtypes)
+        models.vae_default[kind] = _in_dtype(models.vae_base[kind], dtypes.vae_default)
     return models
+
+
+def _in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` itself when it is in ``dtype`` (same weights, no second copy), else a cast copy."""
+    if next(module.parameters()).dtype == dtype:
+        return module
+    return copy.deepcopy(module).to(dtype)

@@ -68,7 +68,7 @@ def test_harness_runs_every_stage_on_cpu(run):
     assert set(data["workloads"]) == {"lr270x480"}
     for name, wl in data["workloads"].items():
         assert "errors" not in wl, wl.get("errors")
-        assert set(wl["configs"]) == {"baseline", "ours", "fast", "ours_uniform"}
+        assert set(wl["configs"]) == {"baseline", "default", "bf16", "fast", "uniform"}
         for cname, c in wl["configs"].items():
             stages = c["stages_s"]
             assert set(stages) == {"flow", "unet", "loop_other", "propagation", "decode", "io"}, cname
@@ -78,7 +78,10 @@ def test_harness_runs_every_stage_on_cpu(run):
             assert stages["unet"] > 0 and stages["decode"] > 0, cname
         # the keys are ratios of the measured configurations
         cfg = wl["configs"]
-        assert wl["speedup"] == pytest.approx(cfg["baseline"]["s_per_frame"] / cfg["ours"]["s_per_frame"])
+        assert wl["speedup"] == pytest.approx(cfg["baseline"]["s_per_frame"] / cfg["default"]["s_per_frame"])
+        assert wl["bf16_speedup"] == pytest.approx(cfg["baseline"]["s_per_frame"] / cfg["bf16"]["s_per_frame"])
+        assert wl["default_path"] is True and cfg["default"]["default_path"] is True
+        assert all(cfg[c]["default_path"] is False for c in ("bf16", "fast", "uniform"))
         assert wl["fast_speedup"] == pytest.approx(cfg["baseline"]["s_per_frame"] / cfg["fast"]["s_per_frame"])
         assert wl["device"] == data["device"]
         assert wl["unet_tflop_per_window"] > 0
@@ -95,7 +98,7 @@ def test_baseline_replays_the_published_window_calls(run):
     assert wl["windows"]["official_calls"] == [[0, 8], [5, 13], [5, 13]]
     assert wl["windows"]["official_unique"] == [[0, 8], [5, 13]]
     assert wl["configs"]["baseline"]["unet_calls_per_step"] == 3
-    assert wl["configs"]["ours"]["unet_calls_per_step"] == 1
+    assert wl["configs"]["bf16"]["unet_calls_per_step"] == 1
     assert wl["configs"]["baseline"]["dtypes"] == {"unet": "float32", "vae": "float32"}  # CPU: fp32 everywhere
 
 
@@ -103,7 +106,7 @@ def test_markdown_names_the_card_and_every_config(run):
     _, out, data = run
     md = (out / "bench.md").read_text()
     assert data["device"] in md.splitlines()[0]
-    for cname in ("baseline", "ours", "fast", "ours_uniform"):
+    for cname in ("baseline", "default", "bf16", "fast", "uniform"):
         assert f"| lr270x480 | {cname} |" in md
 
 
@@ -117,6 +120,23 @@ def test_decode_with_the_3d_vae(published):
                           published=published, frames_limit=3)
     assert t.frames_timed == 3 and t.finite  # one 3-frame chunk after the warm-up chunk
     assert t.decode_s_per_frame > 0 and t.io_s_per_frame >= 0
+
+
+def test_the_default_row_runs_the_library_defaults(run):
+    from uav.settings import UpscaleSettings
+    from uav.upscaler import default_dtypes
+
+    _, _, data = run
+    wl = data["workloads"]["lr270x480"]
+    row = wl["configs"]["default"]
+    defaults = UpscaleSettings()
+    # one U-Net call per unique window: the library's default window_batch
+    assert defaults.window_batch == 1 and row["unet_calls_per_step"] == len(wl["windows"]["official_unique"])
+    unet, vae = default_dtypes(torch.device("cpu"))
+    assert row["dtypes"] == {"unet": str(unet).replace("torch.", ""), "vae": str(vae).replace("torch.", "")}
+    assert row["state_device"] == "cpu" and "to_uint8" in row["description"]
+    # same inputs and steps as the baseline: in fp32 the library's numbers are the published ones
+    assert wl["max_abs_diff_latents"] < 1e-4 * max(1.0, wl["latents_abs_max"])
 
 
 def test_markdown_survives_partial_results():

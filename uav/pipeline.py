@@ -24,7 +24,7 @@ from uav.sampling.schedulers import low_res_add_noise
 from uav.sampling.tiling import blend_tiles
 from uav.settings import UpscaleSettings
 
-__all__ = ["generate", "spatial_tiles"]
+__all__ = ["generate", "spatial_tiles", "state_device"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
@@ -86,14 +86,13 @@ def generate(
     tile_latents: list[Tensor] = []
     recovery = Recovery(window_batch=s.window_batch, decode_chunk=s.decode_chunk, decode_tile=s.decode_tile,
                         notify=callback)
-    offload = s.offload if s.offload is not None else device.type == "cuda"
-    state_device = torch.device("cpu") if offload else device
+    state = state_device(s, device)
     for k, tile in enumerate(tiles):
         y0, y1, x0, x1 = tile.region
         crop = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-        lr_tile = lr[crop].to(state_device)
-        noisy = low_res_add_noise(lr_tile, noise[crop].to(state_device), s.noise_level, low_res_scheduler)
-        tile_flows = None if flow_pair is None else tuple(f[crop].to(state_device) for f in flow_pair)
+        lr_tile = lr[crop].to(state)
+        noisy = low_res_add_noise(lr_tile, noise[crop].to(state), s.noise_level, low_res_scheduler)
+        tile_flows = None if flow_pair is None else tuple(f[crop].to(state) for f in flow_pair)
         plan = comps.segments.plan(num_frames, s.window)
         if k > 0:
             # every tile runs the whole schedule again
@@ -107,7 +106,7 @@ def generate(
                 tile_flows: Any = tile_flows, step_cb: Any = step_cb) -> Tensor:
             with torch.no_grad():
                 return denoise(
-                    unet, scheduler, x_t[crop].to(state_device), noisy, text, noise_level=s.noise_level,
+                    unet, scheduler, x_t[crop].to(state), noisy, text, noise_level=s.noise_level,
                     guidance_scale=s.guidance_scale, plan=plan, timesteps=timesteps,
                     propagation_steps=s.propagation_steps if tile_flows is not None else (),
                     flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
@@ -143,6 +142,13 @@ def generate(
         if callback is not None:
             callback({"stage": "decode", "index": c, "total": n_chunks, "frames": frames.shape[2]})
         yield start, frames.cpu()
+
+
+def state_device(s: UpscaleSettings, device: torch.device) -> torch.device:
+    """Where the clip-length state (latents, noisy clip, flows) lives: on the host when
+    ``offload`` (the default on CUDA), so GPU memory does not grow with the clip's length."""
+    offload = s.offload if s.offload is not None else device.type == "cuda"
+    return torch.device("cpu") if offload else device
 
 
 def spatial_tiles(h: int, w: int, s: UpscaleSettings, strategy: TilingStrategy, scale: int) -> list[Tile]:

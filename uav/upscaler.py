@@ -29,7 +29,8 @@ from uav.settings import SettingsError, UpscaleSettings
 if TYPE_CHECKING:
     from uav.captioning import Caption
 
-__all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "frames_to_tensor", "to_uint8"]
+__all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "default_dtypes", "frames_to_tensor",
+           "to_uint8"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
@@ -138,8 +139,9 @@ class VideoUpscaler:
             raise release.ReleaseError(f"{rel.root} is missing: {', '.join(missing)}")
         device = torch.device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-        dtype = _dtype(dtype, "dtype") or (torch.float16 if device.type == "cuda" else torch.float32)
-        vae_dtype = _dtype(vae_dtype, "vae_dtype") or torch.float32
+        default_unet, default_vae = default_dtypes(device)
+        dtype = _dtype(dtype, "dtype") or default_unet
+        vae_dtype = _dtype(vae_dtype, "vae_dtype") or default_vae
         unet = release.load_unet(rel, device=device, dtype=dtype)
         vae_model = release.load_vae(rel, vae, device=device, dtype=vae_dtype)
         ddim, ddpm = release.load_schedulers(rel)
@@ -412,6 +414,13 @@ class VideoUpscaler:
 
 
 # ---------------------------------------------------------------------------- helpers
+def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """``(U-Net and text encoder, VAE)`` dtypes :meth:`VideoUpscaler.from_pretrained` picks
+    on ``device``: fp16 and fp32 on CUDA, as published (the fp32 VAE keeps the decoder's
+    parity); fp32 and fp32 on the CPU, whose half-precision kernels are slow or missing."""
+    return (torch.float16 if device.type == "cuda" else torch.float32), torch.float32
+
+
 def _dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
     if value is None or isinstance(value, torch.dtype):
         return value
