@@ -322,20 +322,9 @@ class VideoUpscaler:
                                   flow=self.flow, raft_weights=self.raft_weights, device=self.device)
 
     # ------------------------------------------------------------------ the pipeline
-    def _generate(
-        self,
-        lr: Tensor,
-        comps: Components,
-        text: Tensor,
-        *,
-        callback: ProgressCallback | None = None,
-        latents: Tensor | None = None,
-        low_res_noise: Tensor | None = None,
-        flows: tuple[Tensor, Tensor] | None = None,
-        trace: dict[str, Tensor] | None = None,
-    ) -> Iterator[tuple[int, Tensor]]:
-        return generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, callback=callback,
-                        latents=latents, low_res_noise=low_res_noise, flows=flows, trace=trace)
+    def _generate(self, lr: Tensor, comps: Components, text: Tensor, **options: Any) -> Iterator[tuple[int, Tensor]]:
+        """:func:`uav.pipeline.generate` on this upscaler's networks (``options``: its keywords)."""
+        return generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, **options)
 
     # ------------------------------------------------------------------ prompts and input
     def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:
