@@ -16,15 +16,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from uav.cli.common import handle_errors, quiet_libraries
+from uav.cli.common import command_group, handle_errors, quiet_libraries
 
-train_app = typer.Typer(
-    name="train",
-    help="Fine-tune on your own footage: stage 1 (U-Net temporal layers) and stage 2 (video VAE decoder).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+train_app = command_group(
+    "train", "Fine-tune on your own footage: stage 1 (U-Net temporal layers) and stage 2 (video VAE decoder).")
 
 _DATA = "Data"
 _OPT = "Optimisation"
