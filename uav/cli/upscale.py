@@ -84,8 +84,6 @@ __all__ = [
     "upscale_command",
 ]
 
-#: file suffixes treated as videos when INPUT is a folder (anything FFmpeg reads works as a single INPUT)
-
 _IO = "Input and output"
 
 
