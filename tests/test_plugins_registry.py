@@ -14,7 +14,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import uav.registry.manager as manager_mod
+import uav.registry.discovery as manager_mod
 from uav.protocols import ColorCorrector
 from uav.registry import (
     BUILTIN_PLUGINS,

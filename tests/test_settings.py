@@ -203,7 +203,7 @@ def test_loop_does_not_hide_type_errors_of_a_scheduler():
 
 
 def test_builtin_plugin_missing_is_a_clear_error():
-    from uav.registry.manager import _import_builtin
+    from uav.registry.discovery import _import_builtin
 
     with pytest.raises(ModuleNotFoundError, match="is not installed: reinstall uav"):
         _import_builtin("uav_no_such_builtin")

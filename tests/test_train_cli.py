@@ -45,6 +45,24 @@ def test_help_documents_every_option(stage):
     assert ("--perceptual-weight" in result.output) == (stage == "vae")
 
 
+def test_stages_share_every_option_but_their_own_in_one_order():
+    import typer.main
+
+    from uav.cli.train import train_app
+
+    group = typer.main.get_command(train_app)
+    params = {stage: [(p.name, p.opts, p.default) for p in group.commands[stage].params] for stage in ("unet", "vae")}
+    own = {"unet": ["prompt_dropout", "max_noise_level"], "vae": ["perceptual_weight"]}
+    shared = {stage: [p for p in ps if p[0] not in own[stage]] for stage, ps in params.items()}
+    assert shared["unet"] == shared["vae"] and len(shared["unet"]) == 32
+    for stage, ps in params.items():
+        # each stage's own options sit among the optimisation options, just after --cpu
+        names = [p[0] for p in ps]
+        at = names.index("cpu") + 1
+        assert names[at:at + len(own[stage])] == own[stage]
+        assert names[0] == "data" and names[-1] == "debug"
+
+
 def test_uav_train_is_attached_to_the_main_cli():
     result = _uav("train", "--help")
     assert result.returncode == 0, result.stderr

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from uav.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR
+from uav.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, command_group
 
 
 def _hide_flag_types() -> None:
@@ -67,7 +67,7 @@ class OneLineErrorsGroup(TyperGroup):
                 raise
             sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
             sys.exit(exc.exit_code)
-        except click_exceptions.Abort:
+        except typer.Abort:  # typer's own: its vendored click has none (Ctrl-C, end of input)
             if not standalone_mode:
                 raise
             sys.stderr.write("error: interrupted\n")
@@ -87,14 +87,8 @@ def usage_message(exc: Any) -> str:
     return text
 
 
-app = typer.Typer(
-    name="uav",
-    cls=OneLineErrorsGroup,
-    help="Temporally consistent diffusion video super-resolution (Upscale-A-Video).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_group("uav", "Temporally consistent diffusion video super-resolution (Upscale-A-Video).",
+                    cls=OneLineErrorsGroup)
 
 
 def _print_version(value: bool) -> None:

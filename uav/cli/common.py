@@ -31,6 +31,19 @@ SELF_CHECK_BANNER = "SELF-CHECK with a tiny RANDOM network — this output is NO
 SELF_CHECK_SUFFIX = "_selfcheck_random"
 
 
+def command_group(name: str, help: str, **options: Any) -> typer.Typer:
+    """A typer group of ``uav`` commands: ``uav`` itself, or one that also runs on its own
+    (``python -m uav.train``, ``uav timeline``).
+
+    A group run on its own is the program, so it must behave like ``uav``: the group's
+    help when called bare, no shell-completion options and plain tracebacks (only
+    under ``--debug``, which :func:`handle_errors` decides). ``options`` go to
+    :class:`typer.Typer` as well (e.g. ``cls``).
+    """
+    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, **options)
+
+
 class UserError(ValueError):
     """A problem the user can fix; the message is printed as is, on one line."""
 

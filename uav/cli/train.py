@@ -8,20 +8,18 @@ and exits with code 2.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from uav.cli.common import handle_errors, quiet_libraries
+from uav.cli.common import command_group, handle_errors, quiet_libraries
 
-train_app = typer.Typer(
-    name="train",
-    help="Fine-tune on your own footage: stage 1 (U-Net temporal layers) and stage 2 (video VAE decoder).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+train_app = command_group(
+    "train", "Fine-tune on your own footage: stage 1 (U-Net temporal layers) and stage 2 (video VAE decoder).")
 
 _DATA = "Data"
 _OPT = "Optimisation"
@@ -92,6 +90,75 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Ric
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.", rich_help_panel=_RUN)]
 
 
+def _shared_before(
+    data: DataArg,
+    output: OutputOpt,
+    init: InitOpt,
+    captions: CaptionsOpt = None,
+    degradations: DegradationsOpt = None,
+    frames: FramesOpt = 8,
+    stride: StrideOpt = 4,
+    crop: CropOpt = 64,
+    num_workers: WorkersOpt = 2,
+    cache_latents: CacheOpt = False,
+    steps: StepsOpt = 1000,
+    batch_size: BatchOpt = 1,
+    grad_accum: AccumOpt = 1,
+    lr: LrOpt = 5e-5,
+    warmup_steps: WarmupOpt = 100,
+    lr_schedule: ScheduleOpt = "constant",
+    weight_decay: WdOpt = 0.0,
+    max_grad_norm: ClipOpt = 1.0,
+    mixed_precision: PrecisionOpt = "no",
+    gradient_checkpointing: GcOpt = False,
+    ema_decay: EmaOpt = 0.999,
+    seed: SeedOpt = 0,
+    cpu: CpuOpt = False,
+) -> None:
+    """The options both stages take before their own (data and optimisation); never called."""
+
+
+def _shared_after(
+    checkpoint_every: CkptOpt = 500,
+    keep_checkpoints: KeepOpt = 2,
+    resume: ResumeOpt = True,
+    validate_every: ValEveryOpt = 0,
+    validation_clip: ValClipOpt = None,
+    validation_inference_steps: ValStepsOpt = 20,
+    eval_samples: EvalOpt = 4,
+    progress: ProgressOpt = True,
+    debug: DebugOpt = False,
+) -> None:
+    """The options both stages take after their own (checkpoints, validation, logging); never called."""
+
+
+def stage_command(stage: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Make a function that declares only a stage's own options into that stage's command.
+
+    The command's signature, which typer reads, is the shared options of
+    :func:`_shared_before`, the stage's own, then those of :func:`_shared_after`, so
+    ``--help`` lists them in that order in every stage. The command trains ``stage``
+    with every option as a :class:`~uav.train.TrainConfig` field (``--cpu`` becomes
+    ``device="cpu"``); the decorated function's body is not run.
+    """
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        params = [p for f in (_shared_before, fn, _shared_after)
+                  for p in inspect.signature(f, eval_str=True).parameters.values()]
+
+        @functools.wraps(fn)
+        def command(**fields: Any) -> None:
+            debug = fields.pop("debug")
+            fields["device"] = "cpu" if fields.pop("cpu") else None
+            _run(stage, fields, debug)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
 def _run(stage: str, fields: dict[str, Any], debug: bool) -> None:
     with handle_errors(debug=debug):
         quiet_libraries(debug)
@@ -104,96 +171,26 @@ def _run(stage: str, fields: dict[str, Any], debug: bool) -> None:
 
 
 @train_app.command("unet")
+@stage_command("unet")
 def unet(
-    data: DataArg,
-    output: OutputOpt,
-    init: InitOpt,
-    captions: CaptionsOpt = None,
-    degradations: DegradationsOpt = None,
-    frames: FramesOpt = 8,
-    stride: StrideOpt = 4,
-    crop: CropOpt = 64,
-    num_workers: WorkersOpt = 2,
-    cache_latents: CacheOpt = False,
-    steps: StepsOpt = 1000,
-    batch_size: BatchOpt = 1,
-    grad_accum: AccumOpt = 1,
-    lr: LrOpt = 5e-5,
-    warmup_steps: WarmupOpt = 100,
-    lr_schedule: ScheduleOpt = "constant",
-    weight_decay: WdOpt = 0.0,
-    max_grad_norm: ClipOpt = 1.0,
-    mixed_precision: PrecisionOpt = "no",
-    gradient_checkpointing: GcOpt = False,
-    ema_decay: EmaOpt = 0.999,
-    seed: SeedOpt = 0,
-    cpu: CpuOpt = False,
     prompt_dropout: Annotated[float, typer.Option("--prompt-dropout", help="Probability of training on the empty "
                                                   "prompt (keeps classifier-free guidance working).",
                                                   rich_help_panel=_OPT)] = 0.1,
     max_noise_level: Annotated[int, typer.Option("--max-noise-level", help="Noise-level augmentation of the low-res "
                                                  "input draws levels in [0, this] (<= 350).",
                                                  rich_help_panel=_OPT)] = 350,
-    checkpoint_every: CkptOpt = 500,
-    keep_checkpoints: KeepOpt = 2,
-    resume: ResumeOpt = True,
-    validate_every: ValEveryOpt = 0,
-    validation_clip: ValClipOpt = None,
-    validation_inference_steps: ValStepsOpt = 20,
-    eval_samples: EvalOpt = 4,
-    progress: ProgressOpt = True,
-    debug: DebugOpt = False,
 ) -> None:
     """Stage 1: train the U-Net's temporal layers (spatial layers frozen), v-prediction loss."""
-    fields = dict(locals())
-    debug = fields.pop("debug")
-    fields["device"] = "cpu" if fields.pop("cpu") else None
-    _run("unet", fields, debug)
 
 
 @train_app.command("vae")
+@stage_command("vae")
 def vae(
-    data: DataArg,
-    output: OutputOpt,
-    init: InitOpt,
-    captions: CaptionsOpt = None,
-    degradations: DegradationsOpt = None,
-    frames: FramesOpt = 8,
-    stride: StrideOpt = 4,
-    crop: CropOpt = 64,
-    num_workers: WorkersOpt = 2,
-    cache_latents: CacheOpt = False,
-    steps: StepsOpt = 1000,
-    batch_size: BatchOpt = 1,
-    grad_accum: AccumOpt = 1,
-    lr: LrOpt = 5e-5,
-    warmup_steps: WarmupOpt = 100,
-    lr_schedule: ScheduleOpt = "constant",
-    weight_decay: WdOpt = 0.0,
-    max_grad_norm: ClipOpt = 1.0,
-    mixed_precision: PrecisionOpt = "no",
-    gradient_checkpointing: GcOpt = False,
-    ema_decay: EmaOpt = 0.999,
-    seed: SeedOpt = 0,
-    cpu: CpuOpt = False,
     perceptual_weight: Annotated[float, typer.Option("--perceptual-weight", min=0.0, help="Weight of the perceptual "
                                                      "term (LPIPS when installed, else the structure loss).",
                                                      rich_help_panel=_OPT)] = 0.1,
-    checkpoint_every: CkptOpt = 500,
-    keep_checkpoints: KeepOpt = 2,
-    resume: ResumeOpt = True,
-    validate_every: ValEveryOpt = 0,
-    validation_clip: ValClipOpt = None,
-    validation_inference_steps: ValStepsOpt = 20,
-    eval_samples: EvalOpt = 4,
-    progress: ProgressOpt = True,
-    debug: DebugOpt = False,
 ) -> None:
     """Stage 2: fine-tune the video VAE decoder's temporal and SFT parts (encoder and the rest frozen)."""
-    fields = dict(locals())
-    debug = fields.pop("debug")
-    fields["device"] = "cpu" if fields.pop("cpu") else None
-    _run("vae", fields, debug)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from uav.eval.frames import to_uint8
 from uav.eval.video import VideoMetrics
+from uav.protocols import int_arg
 
 __all__ = [
     "LABEL_HEIGHT",
@@ -111,12 +112,6 @@ def _vconcat(panels: Sequence[np.ndarray], gap: int) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
-def _check_int(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}; got {value!r}")
-    return int(value)
-
-
 # --------------------------------------------------------------------------- temporal profiles
 
 
@@ -131,11 +126,11 @@ def temporal_profile(frames: np.ndarray, *, row: int | None = None, column: int 
     if (row is None) == (column is None):
         raise ValueError("temporal_profile: give exactly one of row= and column=")
     if row is not None:
-        row = _check_int(row, "row", 0)
+        row = int_arg("row", row, 0)
         if row >= H:
             raise ValueError(f"row: {row} is outside frames of height {H}")
         return np.ascontiguousarray(clip[:, row])
-    column = _check_int(column, "column", 0)
+    column = int_arg("column", column, 0)
     if column >= W:
         raise ValueError(f"column: {column} is outside frames of width {W}")
     return np.ascontiguousarray(clip[:, :, column].transpose(1, 0, 2))
@@ -167,8 +162,8 @@ def profile_figure(
         for a column profile, ``(LABEL_HEIGHT * labels + H, n * T * time_scale + (n - 1) * gap, 3)``.
     """
     names, clips, _ = _videos(videos, size)
-    time_scale = _check_int(time_scale, "time_scale", 1)
-    gap = _check_int(gap, "gap", 0)
+    time_scale = int_arg("time_scale", time_scale, 1)
+    gap = int_arg("gap", gap, 0)
     lengths = {c.shape[0] for c in clips}
     if len(lengths) != 1:
         raise ValueError(f"videos: all clips need the same number of frames; got {sorted(lengths)}")
@@ -207,12 +202,12 @@ def frame_strip(
         for n videos and k frames.
     """
     names, clips, _ = _videos(videos, size)
-    gap = _check_int(gap, "gap", 0)
+    gap = int_arg("gap", gap, 0)
     T = min(c.shape[0] for c in clips)
     if frames is None:
-        count = _check_int(count, "count", 1)
+        count = int_arg("count", count, 1)
         frames = sorted({int(round(x)) for x in np.linspace(0, T - 1, min(count, T))})
-    frames = [_check_int(f, "frames", 0) for f in frames]
+    frames = [int_arg("frames", f, 0) for f in frames]
     if not frames or max(frames) >= T:
         raise ValueError(f"frames: expected indices in [0, {T - 1}]; got {frames!r}")
     rows = []
@@ -245,9 +240,9 @@ def crop_figure(
         ``(LABEL_HEIGHT * labels + (y1 - y0) * zoom, n * (x1 - x0) * zoom + (n - 1) * gap, 3)``.
     """
     names, clips, (H, W) = _videos(videos, size)
-    zoom = _check_int(zoom, "zoom", 1)
-    gap = _check_int(gap, "gap", 0)
-    frame = _check_int(frame, "frame", 0)
+    zoom = int_arg("zoom", zoom, 1)
+    gap = int_arg("gap", gap, 0)
+    frame = int_arg("frame", frame, 0)
     if len(box) != 4:
         raise ValueError(f"box: expected (y0, y1, x0, x1); got {box!r}")
     y0, y1, x0, x1 = (int(v) for v in box)
