@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -64,6 +65,23 @@ def cut(media, tmp_path):
 def test_usage_errors_are_one_line(args, pattern, tmp_path):
     line = _one_error_line(invoke(*args))
     assert re.search(pattern, line), line
+
+
+@pytest.mark.parametrize("args", [
+    ["upscale", "x.mp4", "--json", "--no-such-flag"],
+    ["upscale", "x.mp4", "--json", "--crf", "high"],
+    ["timeline", "plan", "cut.otio", "--json", "--handles", "-1"],
+])
+def test_usage_errors_of_a_json_run_are_json_too(args):
+    result = invoke(*args)
+    line = _one_error_line(result)
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 2 and doc == {"ok": False, "error": line.removeprefix("error: ")}
+
+
+def test_usage_errors_without_json_print_nothing_on_stdout():
+    result = invoke("upscale", "x.mp4", "--no-such-flag", "--", "--json")
+    assert result.exit_code == 2 and result.stdout == ""
 
 
 def test_version():

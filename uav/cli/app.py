@@ -13,6 +13,7 @@ click's boxed panel.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -60,12 +61,12 @@ class OneLineErrorsGroup(TyperGroup):
         except click_exceptions.UsageError as exc:
             if not standalone_mode:
                 raise
-            sys.stderr.write(f"error: {usage_message(exc)}\n")
+            self._report(usage_message(exc), args)
             sys.exit(EXIT_USER_ERROR)
         except click_exceptions.ClickException as exc:
             if not standalone_mode:
                 raise
-            sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+            self._report(" ".join(exc.format_message().split()), args)
             sys.exit(exc.exit_code)
         except typer.Abort:  # typer's own: its vendored click has none (Ctrl-C, end of input)
             if not standalone_mode:
@@ -76,6 +77,17 @@ class OneLineErrorsGroup(TyperGroup):
             return rv
         # non-standalone click returns the exit code of a typer.Exit, or the command's value
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+    @staticmethod
+    def _report(message: str, args: Sequence[str] | None) -> None:
+        """The ``error:`` line on stderr; with ``--json`` also the ``{"ok": false}`` document on
+        stdout, as every other error of a ``--json`` run, so a script always gets JSON."""
+        sys.stderr.write(f"error: {message}\n")
+        given = list(sys.argv[1:] if args is None else args)
+        options = given[:given.index("--")] if "--" in given else given  # after "--" all are arguments
+        if "--json" in options:
+            sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
 
 
 def usage_message(exc: Any) -> str:
