@@ -57,8 +57,8 @@ from uav.cli.options import (
 )
 from uav.settings import COMPONENT_FIELDS, SettingsError, UpscaleSettings
 
-from .api import parse_adapter_options
-from .plan import DEFAULT_HANDLES, Plan
+from .timeline_files import parse_adapter_options
+from .jobs import DEFAULT_HANDLES, Plan
 from .shots import AUTO_PROMPT_KEYS, PIPELINE_KEYS, validate_settings
 
 app = typer.Typer(

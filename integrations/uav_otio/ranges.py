@@ -194,6 +194,17 @@ def enclosing_track(item: otio.core.Item) -> otio.schema.Track | None:
     return parent
 
 
+def clip_label(clip: otio.schema.Clip) -> str:
+    """``track/name`` of one clip (the plan's own labels come from :func:`uav_otio.plan._places`,
+    which also tells look-alike clips apart)."""
+    track = enclosing_track(clip)
+    name = clip.name
+    if not name:
+        idx = clip.parent().index(clip) if clip.parent() is not None else 0
+        name = f"item {idx}"
+    return f"{track.name or 'track'}/{name}" if track is not None else name
+
+
 def _track_kind(clip: otio.schema.Clip) -> str | None:
     track = enclosing_track(clip)
     return track.kind if track is not None else None

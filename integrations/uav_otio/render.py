@@ -31,7 +31,7 @@ from .hashing import compute_settings_hash
 from .manifest import MANIFEST_NAME, PARTIAL_MARK, Manifest, OutputOwnershipError, clean_partials, owner_id
 
 if TYPE_CHECKING:  # the types are for annotations only
-    from .plan import Plan, RenderJob
+    from .jobs import Plan, RenderJob
 
 __all__ = [
     "MANIFEST_NAME",
