@@ -21,7 +21,8 @@ from .manifest import Manifest
 from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
 from .render import RenderReport, Renderer, UpscalerRenderer, jobs_to_render, render_hash, render_plan
-from .shots import ShotList, load_shot_list, to_upscale_settings
+from .shot_list import ShotList, load_shot_list
+from .shot_settings import to_upscale_settings
 from .timeline_files import (  # noqa: F401  (re-exported: published here first)
     ADAPTER_PACKAGES,
     MAX_JSON_DEPTH,

@@ -59,7 +59,7 @@ from uav.settings import COMPONENT_FIELDS, SettingsError, UpscaleSettings
 
 from .timeline_files import parse_adapter_options
 from .jobs import DEFAULT_HANDLES, Plan
-from .shots import AUTO_PROMPT_KEYS, PIPELINE_KEYS, validate_settings
+from .shot_settings import AUTO_PROMPT_KEYS, PIPELINE_KEYS, validate_settings
 
 app = typer.Typer(
     name="timeline",

@@ -447,7 +447,7 @@ class UpscalerRenderer:
         given, receives every raw ``VideoUpscaler`` progress event (flow, denoise,
         decode), e.g. :class:`uav.cli.common.ProgressReporter`.
         """
-        from .shots import to_upscale_settings
+        from .shot_settings import to_upscale_settings
 
         upscaler = self._get_upscaler(settings.get("vae"))
         pipeline_settings = to_upscale_settings(settings)
