@@ -20,7 +20,7 @@ from .jobs import DEFAULT_HANDLES, Plan, RenderJob
 from .manifest import Manifest
 from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
-from .render import RenderReport, Renderer, UpscalerRenderer, jobs_to_render, render_hash, render_plan
+from .render import RenderReport, Renderer, jobs_to_render, render_hash, render_plan
 from .shot_list import ShotList, load_shot_list
 from .shot_settings import to_upscale_settings
 from .timeline_files import (  # noqa: F401  (re-exported: published here first)
@@ -37,6 +37,7 @@ from .timeline_files import (  # noqa: F401  (re-exported: published here first)
     timeline_owner,
     write_timeline,
 )
+from .upscaler_renderer import UpscalerRenderer
 
 __all__ = [
     "ADAPTER_PACKAGES",

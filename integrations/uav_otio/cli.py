@@ -366,7 +366,7 @@ def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype:
     the way ``uav upscale`` checks it, before any model is loaded."""
     from uav.cli.upscale import find_weights, resolve_device
 
-    from .render import UpscalerRenderer
+    from .upscaler_renderer import UpscalerRenderer
 
     dtype_name = _dtype(dtype)
     device_name = resolve_device(device)

@@ -17,7 +17,7 @@ import typer
 from .jobs import DEFAULT_HANDLES
 from .timeline_files import parse_adapter_options
 
-__all__ = ["InputArg", "PlanningOptions", "with_planning_options"]
+__all__ = ["InputArg", "PlanningOptions", "with_option_group", "with_planning_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,26 +84,38 @@ class PlanningOptions:
                 "adapter_options": parse_adapter_options(self.adapter_option), "search_paths": self.search_path}
 
 
-def with_planning_options(fn: F) -> F:
-    """Add an option for every field of :class:`PlanningOptions` to a typer command,
-    which takes them as one ``planning`` keyword instead."""
-    hints = typing.get_type_hints(PlanningOptions, include_extras=True)
-    fields = dataclasses.fields(PlanningOptions)
-    signature = inspect.signature(fn, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "planning"]
-    # right after the required parameters, where both commands always listed them: the
-    # help shows its panels in the order their first option comes
-    required = next((i for i, p in enumerate(own) if p.default is not inspect.Parameter.empty
-                     or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD), len(own))
-    added = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
-                               annotation=hints[f.name]) for f in fields]
+def with_option_group(group: type, keyword: str) -> Callable[[F], F]:
+    """Add an option for every field of the dataclass ``group`` (each field's annotation
+    declares its option) to a typer command, which takes them as one ``keyword``
+    argument holding a ``group`` instead.
 
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> Any:
-        planning = PlanningOptions(**{f.name: kwargs.pop(f.name) for f in fields})
-        return fn(**kwargs, planning=planning)
+    The options go right after the command's required parameters: typer reads options
+    from the signature and the help shows its panels in the order their first option
+    comes, so a command keeps the help it had when it listed them there itself.
+    """
+    hints = typing.get_type_hints(group, include_extras=True)
+    fields = dataclasses.fields(group)
 
-    params = own[:required] + added + own[required:]
-    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    return command  # type: ignore[return-value]
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != keyword]
+        required = next((i for i, p in enumerate(own) if p.default is not inspect.Parameter.empty
+                         or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD), len(own))
+        added = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
+                                   annotation=hints[f.name]) for f in fields]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            values = group(**{f.name: kwargs.pop(f.name) for f in fields})
+            return fn(**kwargs, **{keyword: values})
+
+        params = own[:required] + added + own[required:]
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+#: gives a command every :class:`PlanningOptions` option, as one ``planning`` argument
+with_planning_options = with_option_group(PlanningOptions, "planning")
