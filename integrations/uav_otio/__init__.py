@@ -34,7 +34,7 @@ from .plan import (
     plan_timeline,
 )
 from .relink import DOWNGRADE_SCHEMA_VERSIONS, relink_plan, single_reference_copy
-from .render import MANIFEST_NAME, Manifest, RenderReport, UpscalerRenderer, atomic_output, render_plan
+from .render import MANIFEST_NAME, Manifest, RenderReport, atomic_output, render_plan
 from .shots import (
     DEFAULT_SETTINGS,
     SHOT_KEYS,
@@ -45,6 +45,7 @@ from .shots import (
     resolve_clip_settings,
     validate_settings,
 )
+from .upscaler_renderer import UpscalerRenderer
 
 __all__ = [
     "DEFAULT_HANDLES",

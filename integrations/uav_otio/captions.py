@@ -21,7 +21,7 @@ from .hashing import compute_settings_hash
 from .manifest import Manifest
 
 if TYPE_CHECKING:
-    from .plan import Plan, RenderJob
+    from .jobs import Plan, RenderJob
 
 __all__ = ["caption_jobs", "caption_key", "caption_range", "is_auto_job", "with_caption"]
 

@@ -12,11 +12,12 @@ with the same name, type and meaning, except those a timeline decides itself
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -57,9 +58,9 @@ from uav.cli.options import (
 )
 from uav.settings import COMPONENT_FIELDS, SettingsError, UpscaleSettings
 
-from .api import parse_adapter_options
-from .plan import DEFAULT_HANDLES, Plan
-from .shots import AUTO_PROMPT_KEYS, PIPELINE_KEYS, validate_settings
+from .jobs import Plan
+from .options import MODEL, InputArg, PlanningOptions, with_planning_options
+from .shot_settings import AUTO_PROMPT_KEYS, PIPELINE_KEYS, validate_settings
 
 app = typer.Typer(
     name="timeline",
@@ -70,43 +71,9 @@ app = typer.Typer(
 )
 
 _SHOT = "Per-shot settings (override every clip)"
-_MODEL = "Model and output"
-_PLAN = "Planning"
 #: ``--dtype`` values; the long names are kept from this command's first release
 _DTYPES = {"auto": None, "fp32": "fp32", "fp16": "fp16", "bf16": "bf16",
            "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-
-InputArg = Annotated[Path, typer.Argument(help="Timeline to read (.otio, .otioz, .xml, .edl, .aaf, ...).")]
-HandlesOpt = Annotated[
-    int, typer.Option("--handles", min=0, help="Frames added before and after every used range.", rich_help_panel=_PLAN)
-]
-ShotsOpt = Annotated[
-    Optional[Path],
-    typer.Option("--shots", help="TOML shot list: shot tables matched by clip name, marker name or media file.",
-                 rich_help_panel=_PLAN),
-]
-NameByOpt = Annotated[
-    str, typer.Option("--name-by", help="Name outputs after the 'media' file or the 'clip'.", rich_help_panel=_PLAN)
-]
-ExtOpt = Annotated[str, typer.Option("--ext", help="Output file extension.", rich_help_panel=_MODEL)]
-TimelineNameOpt = Annotated[
-    Optional[str],
-    typer.Option("--timeline-name", help="Timeline to use when the file holds several.", rich_help_panel=_PLAN),
-]
-AdapterOpt = Annotated[Optional[str], typer.Option(
-    "--adapter", help="OpenTimelineIO adapter to read the file with (default: from its suffix).",
-    rich_help_panel=_PLAN)]
-RateOpt = Annotated[Optional[float], typer.Option(
-    "--rate", help="Frame rate of an EDL (EDLs carry none; 24 is assumed otherwise), e.g. 25 or 29.97.",
-    rich_help_panel=_PLAN)]
-AdapterOptionOpt = Annotated[Optional[list[str]], typer.Option(
-    "--adapter-option", help="KEY=VALUE passed to the adapter's reader (repeatable), e.g. "
-                             "ignore_timecode_mismatch=true.", rich_help_panel=_PLAN)]
-SearchPathOpt = Annotated[
-    Optional[list[Path]],
-    typer.Option("--search-path", help="Folder to look for offline media in (recursively), by file name, then by "
-                                       "reel name and timecode. Repeatable.", rich_help_panel=_PLAN),
-]
 
 PlanJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -194,26 +161,19 @@ def _dtype(value: str) -> str | None:
 
 @app.command("plan")
 @with_setting_options(sampling=_SHOT, tiling=_SHOT)
+@with_planning_options
 def plan_command(
     timeline: InputArg,
-    handles: HandlesOpt = DEFAULT_HANDLES,
-    shots: ShotsOpt = None,
     media_dir: Annotated[
         Optional[Path], typer.Option("--media-dir", help="Where outputs would go (shown in the plan).")
     ] = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="The output timeline 'timeline upscale' would write: outputs are then named exactly "
                                "as that render names them (with --media-dir).")] = None,
-    name_by: NameByOpt = "media",
-    ext: ExtOpt = "mov",
-    timeline_name: TimelineNameOpt = None,
-    adapter: AdapterOpt = None,
-    rate: RateOpt = None,
-    adapter_option: AdapterOptionOpt = None,
-    search_path: SearchPathOpt = None,
     as_json: PlanJsonOpt = False,
     vae: VaeOpt = None,
     *,
+    planning: PlanningOptions,
     setting_values: dict[str, Optional[str]],
 ) -> None:
     """Show, per clip, the media range to render (used range + handles), its settings and output."""
@@ -221,11 +181,8 @@ def plan_command(
 
     try:
         overrides = _overrides(setting_values, vae)
-        _, plan = plan_file(
-            timeline, handles=handles, media_dir=media_dir, shots=shots, overrides=overrides,
-            name_by=name_by, ext=ext, timeline_name=timeline_name, output=output, search_paths=search_path,
-            adapter_name=adapter, rate=rate, adapter_options=parse_adapter_options(adapter_option),
-        )
+        _, plan = plan_file(timeline, media_dir=media_dir, overrides=overrides, output=output,
+                            **planning.api_kwargs())
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -236,19 +193,11 @@ def plan_command(
 
 @app.command("upscale")
 @with_setting_options(sampling=_SHOT, tiling=_SHOT)
+@with_planning_options
 def upscale_command(
     timeline: InputArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output timeline (.otio is always written).")],
     media_dir: Annotated[Path, typer.Option("--media-dir", help="Folder for the rendered media and the manifest.")],
-    handles: HandlesOpt = DEFAULT_HANDLES,
-    shots: ShotsOpt = None,
-    name_by: NameByOpt = "media",
-    ext: ExtOpt = "mov",
-    timeline_name: TimelineNameOpt = None,
-    adapter: AdapterOpt = None,
-    rate: RateOpt = None,
-    adapter_option: AdapterOptionOpt = None,
-    search_path: SearchPathOpt = None,
     downgrade: Annotated[
         bool, typer.Option("--downgrade", help="Write .otio with one media reference per clip (OTIO 0.14 schema).")
     ] = False,
@@ -260,11 +209,11 @@ def upscale_command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     vae_dtype: Annotated[
-        Optional[str], typer.Option("--vae-dtype", help="VAE dtype (default float32).", rich_help_panel=_MODEL)
+        Optional[str], typer.Option("--vae-dtype", help="VAE dtype (default float32).", rich_help_panel=MODEL)
     ] = None,
     codec: Annotated[str, typer.Option(
         "--codec", help="prores_hq (ProRes 422 HQ, for editing), prores_4444, h264 or h265.", metavar="CODEC",
-        rich_help_panel=_MODEL)] = "prores_hq",
+        rich_help_panel=MODEL)] = "prores_hq",
     pix_fmt: PixFmtOpt = None,
     crf: CrfOpt = None,
     renderer: Annotated[
@@ -281,6 +230,7 @@ def upscale_command(
     workers: WorkersOpt = None,
     captioner_option: CaptionerOptionOpt = None,
     *,
+    planning: PlanningOptions,
     setting_values: dict[str, Optional[str]],
 ) -> None:
     """Render every planned range and write the timeline relinked to the new media.
@@ -293,12 +243,13 @@ def upscale_command(
         from uav.captioning import parse_captioner_options
 
         captioner_options = parse_captioner_options(captioner_option)
+        # checks every model option before anything loads; a dry run stops there
+        default_renderer = functools.partial(_default_renderer, console, weights=weights, device=device, dtype=dtype,
+                                             vae_dtype=vae_dtype, codec=codec, pix_fmt=pix_fmt, crf=crf,
+                                             ext=planning.ext)
         if dry_run:
             _dry_run(timeline, output, media_dir, console=console, as_json=as_json, quiet=quiet, renderer=renderer,
-                     weights=weights, device=device, dtype=dtype, vae_dtype=vae_dtype, codec=codec, pix_fmt=pix_fmt,
-                     crf=crf, handles=handles, shots=shots, overrides=overrides, name_by=name_by, ext=ext,
-                     timeline_name=timeline_name, adapter=adapter, rate=rate, adapter_option=adapter_option,
-                     search_path=search_path, force=force)
+                     default_renderer=default_renderer, overrides=overrides, planning=planning, force=force)
             return
         run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
                                 debug=debug)
@@ -307,8 +258,7 @@ def upscale_command(
             if run_on is not None:
                 render_fn = renderer  # the spec travels; each worker imports it
         else:
-            render_fn = _default_renderer(console, weights=weights, device=device, dtype=dtype, vae_dtype=vae_dtype,
-                                          codec=codec, pix_fmt=pix_fmt, crf=crf, ext=ext)
+            render_fn = default_renderer()
             model = render_fn.model
             if run_on is None:
                 render_fn = _with_progress(render_fn, console)
@@ -341,12 +291,10 @@ def upscale_command(
         try:
             with run_view:
                 result = upscale_timeline(
-                    timeline, output, media_dir, renderer=render_fn, model=model, handles=handles, shots=shots,
-                    overrides=overrides, name_by=name_by, ext=ext, timeline_name=timeline_name, downgrade=downgrade,
-                    force=force, on_job=on_job, adapter_name=adapter, rate=rate, search_paths=search_path,
-                    adapter_options=parse_adapter_options(adapter_option), executor=run_on,
+                    timeline, output, media_dir, renderer=render_fn, model=model, overrides=overrides,
+                    downgrade=downgrade, force=force, on_job=on_job, executor=run_on,
                     on_event=run_view if run_on is not None else None, captioner_options=captioner_options,
-                    on_caption=on_caption,
+                    on_caption=on_caption, **planning.api_kwargs(),
                 )
         except KeyboardInterrupt:
             raise fail("interrupted: finished outputs are kept; rerun the same command to finish",
@@ -390,10 +338,8 @@ def upscale_command(
 
 
 def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_json: bool, quiet: bool,
-             renderer: str | None, weights: Path | None, device: str, dtype: str, vae_dtype: str | None, codec: str,
-             pix_fmt: str | None, crf: int | None, handles: int, shots: Path | None, overrides: Mapping[str, Any],
-             name_by: str, ext: str, timeline_name: str | None, adapter: str | None, rate: float | None,
-             adapter_option: list[str] | None, search_path: list[Path] | None, force: bool) -> None:
+             renderer: str | None, default_renderer: Callable[[], Any], overrides: Mapping[str, Any],
+             planning: PlanningOptions, force: bool) -> None:
     """``timeline upscale --dry-run``: every check of a real run, the plan, nothing written."""
     from .api import preview_timeline
 
@@ -401,13 +347,9 @@ def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_
         _load_renderer(renderer)
         model = None
     else:  # finds and checks the weights folder, device and codec; loads nothing
-        model = _default_renderer(console, weights=weights, device=device, dtype=dtype, vae_dtype=vae_dtype,
-                                  codec=codec, pix_fmt=pix_fmt, crf=crf, ext=ext).model
-    preview = preview_timeline(
-        timeline, output, media_dir, model=model, handles=handles, shots=shots, overrides=overrides,
-        name_by=name_by, ext=ext, timeline_name=timeline_name, adapter_name=adapter, rate=rate,
-        adapter_options=parse_adapter_options(adapter_option), search_paths=search_path, force=force,
-    )
+        model = default_renderer().model
+    preview = preview_timeline(timeline, output, media_dir, model=model, overrides=overrides, force=force,
+                               **planning.api_kwargs())
     if as_json:
         print_json(preview.to_dict())
         return
@@ -424,7 +366,7 @@ def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype:
     the way ``uav upscale`` checks it, before any model is loaded."""
     from uav.cli.upscale import find_weights, resolve_device
 
-    from .render import UpscalerRenderer
+    from .upscaler_renderer import UpscalerRenderer
 
     dtype_name = _dtype(dtype)
     device_name = resolve_device(device)

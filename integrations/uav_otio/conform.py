@@ -33,7 +33,8 @@ from urllib.parse import unquote, urlparse
 
 import opentimelineio as otio
 
-from .manifest import MANIFEST_NAME
+from .manifest import MANIFEST_NAME, Manifest
+from .media import UPSCALED_KEY, url_to_path
 
 __all__ = [
     "MEDIA_EXTENSIONS",
@@ -353,8 +354,6 @@ class MediaSearch:
             return ref
         original = ref.target_url if isinstance(ref, otio.schema.ExternalReference) else ""
         if original:
-            from .plan import url_to_path
-
             try:
                 path = url_to_path(original, base_dir)
             except ValueError:
@@ -404,8 +403,6 @@ class MediaSearch:
 
     @staticmethod
     def _store(clip: otio.schema.Clip, ref: Any, new: otio.schema.ExternalReference) -> None:
-        from .plan import UPSCALED_KEY
-
         refs = dict(clip.media_references())
         active = clip.active_media_reference_key
         key = otio.schema.Clip.DEFAULT_MEDIA_KEY if active == UPSCALED_KEY and \
@@ -422,8 +419,6 @@ class MediaSearch:
 
 def _rendered_names(folder: Path) -> set[str]:
     """The files a uav media folder's manifest lists (renders and their claims)."""
-    from .manifest import Manifest
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an unreadable manifest only means nothing is excluded
         manifest = Manifest(folder)

@@ -31,6 +31,9 @@ from typing import Any
 
 import opentimelineio as otio
 
+# the planner's clip names, so a refusal names clips as the plan does
+from .ranges import clip_label
+
 __all__ = [
     "FRAME_TOLERANCE",
     "RangeChange",
@@ -104,12 +107,6 @@ def _video_tracks(timeline: otio.schema.Timeline, enabled_first_only: bool) -> l
     return tracks
 
 
-def _clip_label(clip: otio.schema.Clip) -> str:
-    from .plan import _label  # the planner's names, so a refusal names clips as the plan does
-
-    return _label(clip)
-
-
 def _shown(clip: otio.schema.Clip) -> otio.opentime.TimeRange:
     """The media range a clip shows: with the overlap of its transitions, since
     formats differ in where they put a dissolve's frames (clip or transition)."""
@@ -142,12 +139,12 @@ def compare_source_ranges(
             moved = rb.start_time.value_rescaled_to(rate) - ra.start_time.value
             grown = rb.duration.value_rescaled_to(rate) - ra.duration.value
             if abs(moved) >= FRAME_TOLERANCE:
-                changes.append(RangeChange(_clip_label(a), "in-point moved", moved))
+                changes.append(RangeChange(clip_label(a), "in-point moved", moved))
             elif abs(grown) >= FRAME_TOLERANCE:
-                changes.append(RangeChange(_clip_label(a), "duration changed", grown))
+                changes.append(RangeChange(clip_label(a), "duration changed", grown))
         if len(ours) != len(theirs):
             i = min(len(ours), len(theirs))
-            name = _clip_label(ours[i]) if i < len(ours) else f"{ours_track.name or 'track'}/clip {i + 1}"
+            name = clip_label(ours[i]) if i < len(ours) else f"{ours_track.name or 'track'}/clip {i + 1}"
             changes.append(RangeChange(name, f"clip count changed: {len(ours)} written, {len(theirs)} read back"))
     return changes
 

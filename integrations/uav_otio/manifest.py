@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from uav.io.atomic import TEMP_MARK, clean_stale_temporaries, temporary_path
+from uav.io.atomic import TEMP_MARK, clean_stale_temporaries, process_alive, temporary_path
 
 from .hashing import compute_settings_hash
 
@@ -87,20 +87,6 @@ def clean_partials(media_dir: str | Path) -> list[Path]:
     folder right now keeps its files.
     """
     return clean_stale_temporaries(media_dir)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def _owners(entry: Mapping[str, Any]) -> set[str]:
@@ -172,7 +158,7 @@ class Manifest:
         entry = self.outputs.get(name)
         claim = self.claims.get(name)
         if claim is not None and claim.get("settings_hash") != settings_hash and claim.get("owner") != owner \
-                and _pid_alive(int(claim.get("pid", 0))):
+                and process_alive(int(claim.get("pid", 0))):
             return False  # another run is writing other content there right now
         if entry is None:
             ours = claim is not None and (claim.get("settings_hash") == settings_hash or claim.get("owner") == owner)
@@ -189,7 +175,7 @@ class Manifest:
         path = self.media_dir / name
         claim = self.claims.get(name)
         if claim is not None and claim.get("render_hash") != render_hash and claim.get("owner") != owner \
-                and _pid_alive(int(claim.get("pid", 0))) and int(claim.get("pid", 0)) != os.getpid():
+                and process_alive(int(claim.get("pid", 0))) and int(claim.get("pid", 0)) != os.getpid():
             return (f"{str(path)!r} is being rendered right now (process {claim.get('pid')}) for timeline "
                     f"{claim.get('owner')!r} with other content; rendering {owner or 'this render'!r} would "
                     "replace it: use another --media-dir")

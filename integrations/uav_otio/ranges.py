@@ -7,14 +7,16 @@ Split from :mod:`uav_otio.plan`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import opentimelineio as otio
 
 from .media import MediaSource, _media_source, _Skip
 
 _EPS = 1e-6
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- #
 # used ranges
@@ -85,26 +87,22 @@ class _Ranges:
         self._scalar: dict[int, float] = {}
         self._media: dict[tuple[str, str], MediaSource | _Skip] = {}
 
-    def trim_start(self, parent: otio.core.Item) -> float:
+    def _ask(self, table: dict[int, T], parent: Any, answer: Callable[[Any], T]) -> T:
+        """``answer(parent)``, computed once per container and kept in ``table``."""
         k = id(parent)
-        if k not in self._trim:
+        if k not in table:
             self._keep.append(parent)
-            self._trim[k] = _trim_start(parent)
-        return self._trim[k]
+            table[k] = answer(parent)
+        return table[k]
+
+    def trim_start(self, parent: otio.core.Item) -> float:
+        return self._ask(self._trim, parent, _trim_start)
 
     def window(self, parent: otio.core.Item) -> tuple[float, float]:
-        k = id(parent)
-        if k not in self._window:
-            self._keep.append(parent)
-            self._window[k] = _window(parent)
-        return self._window[k]
+        return self._ask(self._window, parent, _window)
 
     def time_scalar(self, parent: otio.core.Item) -> float:
-        k = id(parent)
-        if k not in self._scalar:
-            self._keep.append(parent)
-            self._scalar[k] = _time_scalar(parent)
-        return self._scalar[k]
+        return self._ask(self._scalar, parent, _time_scalar)
 
     def media(self, ref: Any, base_dir: Path | None, probe: bool) -> MediaSource:
         """:func:`_media_source`, asked once per distinct file reference (a long edit
@@ -123,18 +121,12 @@ class _Ranges:
         return found
 
     def index_of(self, parent: Any, child: otio.core.Item) -> int:
-        k = id(parent)
-        if k not in self._index:
-            self._keep.append(parent)
-            self._index[k] = {id(c): i for i, c in enumerate(parent)}
-        return self._index[k].get(id(child), 0)
+        indices = self._ask(self._index, parent, lambda p: {id(c): i for i, c in enumerate(p)})
+        return indices.get(id(child), 0)
 
     def start_of(self, parent: Any, child: otio.core.Item) -> float:
-        k = id(parent)
-        if k not in self._children:
-            self._keep.append(parent)
-            self._children[k] = dict(parent.range_of_all_children())
-        return self._children[k][child].start_time.to_seconds()
+        children = self._ask(self._children, parent, lambda p: dict(p.range_of_all_children()))
+        return children[child].start_time.to_seconds()
 
 
 def _snap(x: float) -> float:
@@ -192,6 +184,17 @@ def enclosing_track(item: otio.core.Item) -> otio.schema.Track | None:
     while parent is not None and not isinstance(parent, otio.schema.Track):
         parent = parent.parent()
     return parent
+
+
+def clip_label(clip: otio.schema.Clip) -> str:
+    """``track/name`` of one clip (the plan's own labels come from :func:`uav_otio.plan._places`,
+    which also tells look-alike clips apart)."""
+    track = enclosing_track(clip)
+    name = clip.name
+    if not name:
+        idx = clip.parent().index(clip) if clip.parent() is not None else 0
+        name = f"item {idx}"
+    return f"{track.name or 'track'}/{name}" if track is not None else name
 
 
 def _track_kind(clip: otio.schema.Clip) -> str | None:

@@ -27,7 +27,8 @@ from urllib.parse import urlparse
 
 import opentimelineio as otio
 
-from .plan import UPSCALED_KEY, Plan, RenderJob, url_to_path
+from .jobs import Plan, RenderJob
+from .media import UPSCALED_KEY, url_to_path
 from .render import JobResult, RenderReport
 
 __all__ = [

@@ -29,9 +29,10 @@ from uav.io.atomic import atomic_output
 from .captions import caption_jobs, with_caption
 from .hashing import compute_settings_hash
 from .manifest import MANIFEST_NAME, PARTIAL_MARK, Manifest, OutputOwnershipError, clean_partials, owner_id
+from .upscaler_renderer import UpscalerRenderer, _read_sequence  # noqa: F401  (re-exported: published here first)
 
 if TYPE_CHECKING:  # the types are for annotations only
-    from .plan import Plan, RenderJob
+    from .jobs import Plan, RenderJob
 
 __all__ = [
     "MANIFEST_NAME",
@@ -342,136 +343,3 @@ def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], rendere
         report.results.append(JobResult(job, "rendered", rh, model_rec, caption))
         if on_job:
             on_job(job, "rendered")
-
-
-# --------------------------------------------------------------------------- #
-# the default renderer: uav's VideoUpscaler
-# --------------------------------------------------------------------------- #
-
-
-def _read_sequence(job: RenderJob) -> Any:
-    """The job's image-sequence frames as RGB ``(T, H, W, 3)`` (uint8 or uint16)."""
-    from uav.io import read_images
-
-    return read_images([job.media.frame_path(index) for index in range(job.first_index, job.end_index)],
-                       fps=job.fps)
-
-
-class UpscalerRenderer:
-    """The default renderer: :class:`uav.VideoUpscaler` on the job's frames, written
-    by :class:`uav.io.writer.VideoWriter` (ProRes 422 HQ by default) with the
-    source's frame rate, the job's start timecode and the source's audio for the
-    rendered range.
-
-    The model is loaded on first use and kept for the following jobs; a shot that
-    asks for another ``vae`` variant reloads it.
-
-    Args:
-        weights: the release folder for ``VideoUpscaler.from_pretrained``.
-        device: torch device name (default: CUDA when available).
-        dtype: U-Net/text-encoder dtype (``"float16"``, ``"bfloat16"``, ``"float32"``).
-        codec: a :data:`uav.io.writer.CODECS` name.
-        pix_fmt: the encoder's pixel format (default: the codec's).
-        crf: H.264/H.265 quality, 0-51 (default: the codec's).
-        upscaler: a ready :class:`uav.VideoUpscaler` to use instead of loading ``weights``.
-        load_options: further keyword arguments for ``VideoUpscaler.from_pretrained``.
-    """
-
-    def __init__(
-        self,
-        *,
-        weights: str | Path | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        codec: str = "prores_hq",
-        pix_fmt: str | None = None,
-        crf: int | None = None,
-        upscaler: Any = None,
-        **load_options: Any,
-    ) -> None:
-        if weights is None and upscaler is None:
-            raise ValueError("weights is required: pass the release folder (--weights) or a ready upscaler")
-        self.weights = Path(weights) if weights is not None else None
-        self.device = device
-        self.dtype = dtype
-        self.codec = codec
-        self.pix_fmt = pix_fmt
-        self.crf = crf
-        self.load_options = {k: v for k, v in load_options.items() if v is not None}
-        self._upscaler: Any = upscaler
-        self._vae: str | None = None if upscaler is None else "given"
-
-    @property
-    def model(self) -> dict[str, Any]:
-        """What identifies the model, for the cache key and the timeline metadata."""
-        rec: dict[str, Any] = {
-            "weights": str(self.weights.resolve()) if self.weights else getattr(self._upscaler, "source", None),
-            "dtype": self.dtype,
-            "codec": self.codec,
-        }
-        # the file's encoding is part of what a cached output is; left out when unset so
-        # that outputs rendered before these options existed stay current
-        if self.pix_fmt is not None:
-            rec["pix_fmt"] = self.pix_fmt
-        if self.crf is not None:
-            rec["crf"] = self.crf
-        rec.update({k: str(v) for k, v in self.load_options.items()})
-        return rec
-
-    def _get_upscaler(self, vae: str | None) -> Any:
-        if self._vae == "given":
-            return self._upscaler
-        want = vae or "3d"
-        if self._upscaler is None or self._vae != want:
-            from uav import VideoUpscaler  # heavy (torch); only a real render needs it
-
-            self._upscaler = None  # free the previous model before loading the next
-            self._upscaler = VideoUpscaler.from_pretrained(
-                self.weights, device=self.device, dtype=self.dtype, vae=want, **self.load_options
-            )
-            self._vae = want
-        return self._upscaler
-
-    def __call__(
-        self,
-        job: RenderJob,
-        settings: Mapping[str, Any],
-        output_path: Path,
-        progress: Callable[[int, int], None] | None = None,
-        *,
-        events: Callable[[Mapping[str, Any]], None] | None = None,
-    ) -> None:
-        """Render ``job`` with ``settings`` into ``output_path`` (atomically).
-
-        ``progress(frames_done, frames_total)`` counts written frames; ``events``, when
-        given, receives every raw ``VideoUpscaler`` progress event (flow, denoise,
-        decode), e.g. :class:`uav.cli.common.ProgressReporter`.
-        """
-        from .shots import to_upscale_settings
-
-        upscaler = self._get_upscaler(settings.get("vae"))
-        pipeline_settings = to_upscale_settings(settings)
-        done = {"frames": 0}
-
-        def callback(info: Mapping[str, Any]) -> None:
-            if events is not None:
-                events(info)
-            if progress is not None and info.get("stage") == "decode" and info.get("tile", 0) == 0:
-                done["frames"] += int(info.get("frames", 0))
-                progress(min(done["frames"], job.frames), job.frames)
-
-        options: dict[str, Any] = {"codec": self.codec, "timecode": job.timecode}
-        if self.pix_fmt is not None:
-            options["pix_fmt"] = self.pix_fmt
-        if self.crf is not None:
-            options["crf"] = self.crf
-        # VideoWriter writes under a temporary name and renames when complete: the
-        # output appears atomically without a second temporary around it
-        if job.media.kind == "image_sequence":
-            options["fps"] = job.fps
-            upscaler.upscale(_read_sequence(job), output=output_path, settings=pipeline_settings,
-                             callback=callback, writer_options=options)
-        else:
-            # a file input brings its own fps and audio (cut to the same frames)
-            upscaler.upscale(str(job.media.path), output=output_path, settings=pipeline_settings, callback=callback,
-                             writer_options=options, start=job.first_index, end=job.end_index)

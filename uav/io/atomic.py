@@ -139,6 +139,12 @@ def _owner_gone(pid: int) -> bool:
     return False
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still run (this process does; an answer
+    the system does not give counts as alive, so nothing of a live process is taken)."""
+    return not _owner_gone(pid)
+
+
 def _is_stale(entry: Path) -> bool:
     name = entry.name
     match = _OURS.match(name)

@@ -1,0 +1,121 @@
+"""The options ``uav timeline plan`` and ``uav timeline upscale`` share: how to read the
+timeline and how to plan it, declared once and handed to a command as one
+:class:`PlanningOptions`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from .jobs import DEFAULT_HANDLES
+from .timeline_files import parse_adapter_options
+
+__all__ = ["InputArg", "PlanningOptions", "with_option_group", "with_planning_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MODEL = "Model and output"
+PLAN = "Planning"
+
+InputArg = Annotated[Path, typer.Argument(help="Timeline to read (.otio, .otioz, .xml, .edl, .aaf, ...).")]
+HandlesOpt = Annotated[
+    int, typer.Option("--handles", min=0, help="Frames added before and after every used range.", rich_help_panel=PLAN)
+]
+ShotsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--shots", help="TOML shot list: shot tables matched by clip name, marker name or media file.",
+                 rich_help_panel=PLAN),
+]
+NameByOpt = Annotated[
+    str, typer.Option("--name-by", help="Name outputs after the 'media' file or the 'clip'.", rich_help_panel=PLAN)
+]
+ExtOpt = Annotated[str, typer.Option("--ext", help="Output file extension.", rich_help_panel=MODEL)]
+TimelineNameOpt = Annotated[
+    Optional[str],
+    typer.Option("--timeline-name", help="Timeline to use when the file holds several.", rich_help_panel=PLAN),
+]
+AdapterOpt = Annotated[Optional[str], typer.Option(
+    "--adapter", help="OpenTimelineIO adapter to read the file with (default: from its suffix).",
+    rich_help_panel=PLAN)]
+RateOpt = Annotated[Optional[float], typer.Option(
+    "--rate", help="Frame rate of an EDL (EDLs carry none; 24 is assumed otherwise), e.g. 25 or 29.97.",
+    rich_help_panel=PLAN)]
+AdapterOptionOpt = Annotated[Optional[list[str]], typer.Option(
+    "--adapter-option", help="KEY=VALUE passed to the adapter's reader (repeatable), e.g. "
+                             "ignore_timecode_mismatch=true.", rich_help_panel=PLAN)]
+SearchPathOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--search-path", help="Folder to look for offline media in (recursively), by file name, then by "
+                                       "reel name and timecode. Repeatable.", rich_help_panel=PLAN),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanningOptions:
+    """How a command reads and plans the timeline: one field per option, the field's
+    annotation declaring the option (so the two commands cannot drift apart)."""
+
+    handles: HandlesOpt = DEFAULT_HANDLES
+    shots: ShotsOpt = None
+    name_by: NameByOpt = "media"
+    ext: ExtOpt = "mov"
+    timeline_name: TimelineNameOpt = None
+    adapter: AdapterOpt = None
+    rate: RateOpt = None
+    adapter_option: AdapterOptionOpt = None
+    search_path: SearchPathOpt = None
+
+    def api_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments :func:`uav_otio.api.plan_file`, ``upscale_timeline`` and
+        ``preview_timeline`` take for these options.
+
+        Raises:
+            ValueError: a malformed ``--adapter-option``.
+        """
+        return {"handles": self.handles, "shots": self.shots, "name_by": self.name_by, "ext": self.ext,
+                "timeline_name": self.timeline_name, "adapter_name": self.adapter, "rate": self.rate,
+                "adapter_options": parse_adapter_options(self.adapter_option), "search_paths": self.search_path}
+
+
+def with_option_group(group: type, keyword: str) -> Callable[[F], F]:
+    """Add an option for every field of the dataclass ``group`` (each field's annotation
+    declares its option) to a typer command, which takes them as one ``keyword``
+    argument holding a ``group`` instead.
+
+    The options go right after the command's required parameters: typer reads options
+    from the signature and the help shows its panels in the order their first option
+    comes, so a command keeps the help it had when it listed them there itself.
+    """
+    hints = typing.get_type_hints(group, include_extras=True)
+    fields = dataclasses.fields(group)
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != keyword]
+        required = next((i for i, p in enumerate(own) if p.default is not inspect.Parameter.empty
+                         or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD), len(own))
+        added = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
+                                   annotation=hints[f.name]) for f in fields]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            values = group(**{f.name: kwargs.pop(f.name) for f in fields})
+            return fn(**kwargs, **{keyword: values})
+
+        params = own[:required] + added + own[required:]
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+#: gives a command every :class:`PlanningOptions` option, as one ``planning`` argument
+with_planning_options = with_option_group(PlanningOptions, "planning")

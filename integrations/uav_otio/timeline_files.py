@@ -1,0 +1,350 @@
+"""Timeline files: read any edit OpenTimelineIO can read, and write it back in every format that keeps it exact.
+
+Reading guards against what adapters do badly (deep JSON that crashes the parser,
+banners printed on stdout, exceptions of any type) and names the file and the adapter
+in every error; writing is atomic per file, and a format that would not keep every
+clip's source range is refused rather than written (:mod:`uav_otio.exports`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import opentimelineio as otio
+
+from uav.io.atomic import temporary_path
+
+from .exports import check_written
+from .manifest import owner_id
+from .relink import DOWNGRADE_SCHEMA_VERSIONS
+
+__all__ = [
+    "ADAPTER_PACKAGES",
+    "MAX_JSON_DEPTH",
+    "LoadedTimeline",
+    "TimelineReadError",
+    "adapter_can_write",
+    "adapter_output_to_stderr",
+    "output_paths",
+    "parse_adapter_options",
+    "read_timeline",
+    "refuse_overwriting_input",
+    "timeline_owner",
+    "write_timeline",
+]
+
+
+@dataclass
+class LoadedTimeline:
+    """A timeline read from disk and the folder its relative media paths start from."""
+
+    timeline: otio.schema.Timeline
+    path: Path | None
+    base_dir: Path | None
+
+
+def _pick_timeline(obj: Any, path: Path, name: str | None) -> otio.schema.Timeline:
+    if isinstance(obj, otio.schema.Timeline):
+        if name is not None and obj.name != name:
+            raise ValueError(f"{str(path)!r} holds timeline {obj.name!r}, not {name!r}")
+        return obj
+    timelines = [t for t in (obj.find_children(descended_from_type=otio.schema.Timeline)
+                             if hasattr(obj, "find_children") else [])]
+    if name is not None:
+        timelines = [t for t in timelines if t.name == name]
+    if len(timelines) == 1:
+        return timelines[0]
+    names = [t.name for t in (obj.find_children(descended_from_type=otio.schema.Timeline)
+                              if hasattr(obj, "find_children") else [])]
+    if not names:
+        raise ValueError(f"{str(path)!r} holds no timeline (got a {type(obj).__name__})")
+    want = f"named {name!r}" if name is not None else "(choose one by name)"
+    raise ValueError(f"{str(path)!r} holds {len(names)} timelines {names}; expected one {want}")
+
+
+#: a JSON timeline nested deeper than this is refused before OpenTimelineIO parses it
+#: (its reader recurses: deep enough arrays crash the process); real edits nest < 100
+MAX_JSON_DEPTH = 512
+
+#: the package that reads each format OpenTimelineIO does not read by itself
+ADAPTER_PACKAGES: dict[str, str] = {
+    ".xml": "otio-fcp-adapter (in uav's 'otio' extra)",
+    ".edl": "otio-cmx3600-adapter (in uav's 'otio' extra)",
+    ".aaf": "otio-aaf-adapter (in uav's 'otio' extra)",
+    ".ale": "otio-ale-adapter (in uav's 'otio' extra)",
+    ".xges": "otio-xges-adapter (in uav's 'otio' extra)",
+    ".ma": "otio-maya-sequencer-adapter (in uav's 'otio' extra)",
+    ".fcpxml": "otio-fcpx-xml-adapter",
+    ".fcpxmld": "otio-fcpx-xml-adapter",
+    ".kdenlive": "otio-kdenlive-adapter",
+    ".drp": "otio-drp-adapter",
+    ".mlt": "otio-mlt-adapter",
+    ".m3u8": "otio-hls-playlist-adapter",
+}
+
+
+class TimelineReadError(ValueError):
+    """A timeline file that cannot be read; the message names the file and the adapter."""
+
+
+@contextlib.contextmanager
+def adapter_output_to_stderr() -> Iterator[None]:
+    """Send what adapters print (banners, "[Reader] Building timeline tracks...") to
+    stderr: stdout carries only uav's own output, e.g. exactly the JSON of ``--json``."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _check_json_depth(path: Path, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` (brackets inside strings do not count)."""
+    import numpy as np
+
+    data = _JSON_STRING.sub(b'""', path.read_bytes())
+    brackets = np.frombuffer(b"".join(_JSON_BRACKETS.findall(data)), dtype=np.uint8)
+    if brackets.size == 0:
+        return
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1).astype(np.int64)
+    if int(np.cumsum(steps).max()) > limit:
+        raise TimelineReadError(
+            f"cannot read timeline {str(path)!r}: its JSON nests deeper than {limit} levels "
+            "(not an edit OpenTimelineIO writes; refused before parsing)"
+        )
+
+
+def _adapter_name_for(path: Path, adapter_name: str | None) -> str:
+    if adapter_name:
+        return adapter_name
+    try:
+        return otio.adapters.from_filepath(str(path)).name
+    except otio.exceptions.OTIOError:
+        return "?"
+
+
+def parse_adapter_options(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """``["rate=25", "ignore_timecode_mismatch=true"]`` -> ``{"rate": 25, "ignore_...": True}``.
+
+    Values are read as JSON where they parse (numbers, true/false, null, quoted text)
+    and kept as text otherwise.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--adapter-option: expected KEY=VALUE with KEY a name, got {item!r}")
+        text = value.strip()
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            lowered = text.lower()
+            out[key] = {"true": True, "false": False}.get(lowered, text)
+    return out
+
+
+def read_timeline(
+    path: str | Path,
+    *,
+    adapter_name: str | None = None,
+    timeline_name: str | None = None,
+    extract_dir: str | Path | None = None,
+    rate: float | None = None,
+    adapter_options: Mapping[str, Any] | None = None,
+) -> LoadedTimeline:
+    """Read any timeline OpenTimelineIO can read (``.otio``, ``.otioz``, and with the
+    ``otio`` extra FCP7/Premiere XML, CMX 3600 EDL, AAF...).
+
+    Args:
+        path: the timeline file.
+        adapter_name: force an adapter instead of guessing from the suffix.
+        timeline_name: pick a timeline by name when the file holds several.
+        extract_dir: where an ``.otioz`` bundle's media is unpacked (default: a
+            temporary folder removed at exit).
+        rate: the frame rate of an EDL (EDLs do not carry one; the reader assumes 24).
+        adapter_options: further keyword arguments for the adapter's reader.
+
+    Raises:
+        FileNotFoundError: no such file.
+        TimelineReadError: no adapter for the suffix, or the adapter fails on the file
+            (the message names the file, the adapter and the adapter's own message).
+        ValueError: the file does not hold exactly one (matching) timeline.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"timeline {str(p)!r} does not exist")
+    base_dir = p.resolve().parent
+    options = dict(adapter_options or {})
+    if rate is not None:
+        if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate <= 1000):
+            raise ValueError(f"--rate: expected a frame rate in (0, 1000], got {rate!r}")
+        options["rate"] = rate
+    if adapter_name is None and p.suffix.lower() == ".otioz":
+        if extract_dir is None:
+            extract = Path(tempfile.mkdtemp(prefix="uav-otioz-"))
+            atexit.register(shutil.rmtree, extract, True)
+            created = True
+        else:
+            extract = Path(extract_dir)
+            created = not extract.exists()
+        try:
+            try:
+                with zipfile.ZipFile(p) as z:
+                    extract.mkdir(parents=True, exist_ok=True)
+                    z.extractall(extract)  # zipfile drops ".." and absolute parts of names
+            except zipfile.BadZipFile as exc:
+                raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
+            content = extract / "content.otio"
+            if not content.is_file():
+                raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: it has no content.otio")
+            obj = _read_with_adapter(content, "otio_json", {}, shown=p)
+        except BaseException:
+            if created:  # a bad bundle leaves nothing behind
+                shutil.rmtree(extract, ignore_errors=True)
+            raise
+        return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, extract.resolve())
+    obj = _read_with_adapter(p, adapter_name, options, shown=p)
+    return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, base_dir)
+
+
+def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, Any], *, shown: Path) -> Any:
+    name = _adapter_name_for(path, adapter_name)
+    if name == "otio_json":
+        _check_json_depth(path)
+    try:
+        with adapter_output_to_stderr():
+            return otio.adapters.read_from_file(str(path), adapter_name=adapter_name, **options)
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        suffix = path.suffix.lower()
+        package = ADAPTER_PACKAGES.get(suffix)
+        hint = (f"install {package} to read them" if package
+                else "name a reader with --adapter if the format is known under another suffix")
+        raise TimelineReadError(
+            f"no OpenTimelineIO adapter reads {path.suffix!r} files ({str(shown)!r}): {hint}; "
+            f"installed adapters: {', '.join(otio.adapters.available_adapter_names())}"
+        ) from None
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # adapters raise anything: AttributeError, ParseError, RuntimeError...
+        message = " ".join(str(exc).split()) or "no message"
+        hint = ""
+        if name == "cmx_3600" and "rate" not in options:
+            hint = "; EDLs carry no frame rate and 24 was assumed: pass the edit's rate with --rate (e.g. --rate 25)"
+        raise TimelineReadError(
+            f"cannot read timeline {str(shown)!r} with the {name} adapter: {type(exc).__name__}: {message}{hint}"
+        ) from None
+
+
+
+def refuse_overwriting_input(output: str | Path, input_path: Path) -> list[Path]:
+    """The files written for ``output``; refuses when one of them is the input timeline."""
+    targets = output_paths(output, input_path)
+    if input_path.resolve() in [p.resolve() for p in targets]:
+        raise ValueError(
+            f"output {str(output)!r} would overwrite the input timeline {str(input_path)!r}; choose another output name"
+        )
+    return targets
+
+
+def timeline_owner(output: str | Path, input_path: str | Path | None = None) -> str:
+    """The owner id an output timeline is recorded under in media manifests (its ``.otio``)."""
+    return owner_id(output_paths(output, input_path)[0])
+
+
+def adapter_can_write(suffix: str) -> str | None:
+    """The name of the adapter that writes ``suffix`` files, or ``None``."""
+    try:
+        adapter = otio.adapters.from_filepath(f"x{suffix}")
+    except otio.exceptions.OTIOError:
+        return None
+    return adapter.name if adapter.has_feature("write") else None
+
+
+def output_paths(output: str | Path, input_path: str | Path | None = None) -> list[Path]:
+    """The files :func:`write_timeline` writes for ``output``: always ``.otio``, plus
+    ``output`` itself when it names another writable format, plus the input's own
+    format when its adapter can write."""
+    out = Path(output)
+    paths = [out if out.suffix.lower() == ".otio" else out.with_suffix(".otio")]
+    if out.suffix.lower() != ".otio":
+        if adapter_can_write(out.suffix) is None:
+            raise ValueError(f"no OpenTimelineIO adapter writes {out.suffix!r} files (output {str(out)!r})")
+        paths.append(out)
+    if input_path is not None:
+        suffix = Path(input_path).suffix
+        if suffix.lower() != ".otio" and adapter_can_write(suffix) is not None:
+            extra = out.with_suffix(suffix)
+            if extra not in paths:
+                paths.append(extra)
+    return paths
+
+
+def write_timeline(
+    timeline: otio.schema.Timeline,
+    output: str | Path,
+    *,
+    input_path: str | Path | None = None,
+    downgrade: bool = False,
+) -> tuple[list[Path], list[str]]:
+    """Write ``timeline`` to every file of :func:`output_paths`, each atomically.
+
+    Args:
+        timeline: the (relinked) timeline.
+        output: the main output path.
+        input_path: the input timeline, whose format is written too where possible.
+        downgrade: write ``.otio`` in the OTIO 0.14 schema (one media reference per
+            clip, the active one) for readers that know only one.
+
+    Every format but ``.otio`` is read back after writing and kept only if every
+    clip's source range survived exactly (:func:`uav_otio.exports.check_written`);
+    otherwise the file is not left behind and the warnings say ``refused: ...``.
+
+    Returns:
+        ``(written, warnings)``: the files written, and why any other format was not.
+    """
+    written: list[Path] = []
+    problems: list[str] = []
+    for path in output_paths(output, input_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_path(path)
+        kwargs: dict[str, Any] = {}
+        if path.suffix.lower() == ".otio" and downgrade:
+            kwargs["target_schema_versions"] = DOWNGRADE_SCHEMA_VERSIONS
+        try:
+            if path.suffix.lower() == ".otio":
+                with adapter_output_to_stderr():
+                    otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
+            else:
+                # a copy: some writers edit what they write (the EDL writer trims around transitions)
+                with adapter_output_to_stderr():
+                    otio.adapters.write_to_file(timeline.deepcopy(), str(tmp), **kwargs)
+                refusal = check_written(tmp, timeline)
+                if refusal is not None:
+                    with contextlib.suppress(OSError):
+                        path.unlink()  # an earlier run's file would now describe other renders
+                    problems.append(f"{refusal}; {str(path)!r} not written")
+                    continue
+            os.replace(tmp, path)
+            written.append(path)
+        except Exception as exc:  # adapters raise anything from OTIOError to KeyError
+            if path.suffix.lower() == ".otio":
+                raise
+            problems.append(f"could not write {str(path)!r}: {type(exc).__name__}: {exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return written, problems
