@@ -226,6 +226,35 @@ def test_folder_on_ray_matches_local(ray_cluster, weights, media, tmp_path, one_
         assert a.shape[0] == 2 and np.array_equal(a, b), name
 
 
+# ---------------------------------------------------------------------------- temporal split
+def test_temporal_split_from_the_command_line(weights, tmp_path, one_thread):
+    clip = tmp_path / "long.mp4"
+    F.write_movie(clip, list(moving_pattern(10, F.H, F.W, seed=4)))
+    common = ["upscale", clip, "--weights", weights, *RENDER, "--codec", "png", "--json"]
+    whole = run(*common, "-o", tmp_path / "whole")
+    assert whole.exit_code == 0, whole.output
+    split = run(*common, "-o", tmp_path / "split", "--temporal-split", "4:1")
+    assert split.exit_code == 0, split.output
+    summary = json.loads(split.stdout)
+    assert summary["temporal_split"] == {"part_frames": 4, "overlap": 1} and summary["executor"] == "local"
+    a = read_frames(str(Path(json.loads(whole.stdout)["outputs"][0]["output"]) / "%06d.png"))
+    b = read_frames(str(Path(summary["outputs"][0]["output"]) / "%06d.png"))
+    # the same frames, rendered as 3 overlapping parts blended at the seams: a different picture
+    assert a.shape == b.shape and a.shape[0] == 10 and not np.array_equal(a, b)
+    assert not any(".uav-parts" in p.name for p in tmp_path.rglob("*"))  # parts merged, then removed
+
+
+@pytest.mark.parametrize("value, message", [
+    ("4:3", "error: --temporal-split: overlap must be in [0, part_frames // 2 = 2], got 3"),
+    ("many", "error: --temporal-split: expected FRAMES or FRAMES:OVERLAP (e.g. 96:8), got 'many'"),
+    ("1", "error: --temporal-split: part_frames must be >= 2, got 1"),
+])
+def test_temporal_split_values_are_checked(value, message, media, tmp_path):
+    res = run("upscale", media[0], "--self-check", "-o", tmp_path / "o.mp4", "--temporal-split", value)
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and lines == [message] and list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------- options
 @pytest.mark.parametrize("command", [["upscale", "{clip}"],
                                      ["timeline", "upscale", "{cut}", "-o", "{tmp}/o.otio", "--media-dir", "{tmp}/m"]])

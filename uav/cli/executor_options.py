@@ -1,5 +1,5 @@
-"""``--executor``, ``--ray-address``, ``--gpus-per-worker``, ``--workers``: declared once,
-shared by ``uav upscale`` and ``uav timeline upscale``.
+"""``--executor``, ``--ray-address``, ``--gpus-per-worker``, ``--workers`` (and
+``--temporal-split``): declared once, shared by ``uav upscale`` and ``uav timeline upscale``.
 
 Nothing here imports Ray: :func:`build_executor` does, through
 :func:`uav.executors.make_executor`, only for ``--executor ray``.
@@ -18,9 +18,11 @@ __all__ = [
     "AddressOpt",
     "ExecutorOpt",
     "GpusOpt",
+    "SplitOpt",
     "WorkersOpt",
     "build_executor",
     "failure_line",
+    "parse_split",
 ]
 
 #: exit code of a run in which some jobs failed and the others finished
@@ -41,10 +43,39 @@ WorkersOpt = Annotated[Optional[int], typer.Option(
     "--workers", help="Ray workers, each loading the model once (default: one per --gpus-per-worker GPUs, or 1).",
     rich_help_panel=_PANEL)]
 
+SplitOpt = Annotated[Optional[str], typer.Option(
+    "--temporal-split", metavar="FRAMES[:OVERLAP]",
+    help="Opt-in: cut clips longer than FRAMES into parts of FRAMES frames that overlap by OVERLAP (default 8, "
+         "at most FRAMES/2) and share them between workers; the parts are blended at the seams. Changes the "
+         "result near the seams (docs/scaling.md).", rich_help_panel=_PANEL)]
+
+
+def parse_split(text: str | None) -> Any:
+    """``--temporal-split FRAMES[:OVERLAP]`` as a :class:`~uav.executors.split.TemporalSplit`
+    (``None`` when not given); clips longer than FRAMES are split.
+
+    Raises:
+        UserError: not two integers, or an overlap outside ``[0, FRAMES // 2]``.
+    """
+    if text is None:
+        return None
+    from uav.executors.split import TemporalSplit
+
+    frames, _, overlap = text.partition(":")
+    try:
+        part, lap = int(frames), int(overlap) if overlap else min(8, int(frames) // 2)
+    except ValueError:
+        raise UserError(f"--temporal-split: expected FRAMES or FRAMES:OVERLAP (e.g. 96:8), got {text!r}") from None
+    try:
+        return TemporalSplit(part_frames=part, overlap=lap, min_frames=part)
+    except ValueError as exc:
+        raise UserError(f"--temporal-split: {exc}") from None
+
 
 def build_executor(executor: str, *, ray_address: str | None, gpus_per_worker: float | None, workers: int | None,
-                   debug: bool = False) -> Any:
-    """The executor the options ask for; ``None`` for ``local`` (the command's own loop).
+                   debug: bool = False, always: bool = False) -> Any:
+    """The executor the options ask for; ``None`` for ``local`` (the command's own loop)
+    unless ``always`` (a run that needs the executor path, e.g. a temporal split).
 
     Raises:
         UserError: an unknown executor, cluster options without ``ray``, bad numbers,
@@ -55,8 +86,9 @@ def build_executor(executor: str, *, ray_address: str | None, gpus_per_worker: f
     address = None if ray_address in (None, "", "local") else ray_address
     try:
         if executor == "local":
-            make_executor("local", address=address, workers=workers, gpus_per_worker=gpus_per_worker)
-            return None
+            local = make_executor("local", address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                                  debug=debug)
+            return local if always else None
         return make_executor(executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
                              debug=debug)
     except ExecutorError as exc:
@@ -71,8 +103,9 @@ def failure_line(failed: list[Any]) -> str:
 
 def render_batch(jobs: list[Any], *, executor: Any, weights: Any, device: str | None, dtype: str | None, vae: str,
                  settings: Any, writer_options: dict[str, Any], start: Any, end: Any, console: Any,
-                 quiet: bool) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
-    """Render ``uav upscale``'s jobs on ``executor``; this process only collects the results.
+                 quiet: bool, split: Any = None) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
+    """Render ``uav upscale``'s jobs on ``executor``; this process only collects the results
+    (and, with ``split``, merges the parts of split clips).
 
     Returns ``(per-output records, failed executor results, run summary)``; the records
     have the fields of the local path plus ``worker``, ``attempts`` and ``status``.
@@ -96,7 +129,8 @@ def render_batch(jobs: list[Any], *, executor: Any, weights: Any, device: str | 
                                 writer_options=writer_options)
     records, failed = [], []
     with RunProgress(console, jobs=len(work), frames=sum(j.frames for j in work)) as view:
-        for result in render_jobs(work, factory, executor=executor, on_event=view):
+        for result in render_jobs(work, factory, executor=executor, split=split, writer_options=writer_options,
+                                  on_event=view):
             view.add(result)
             job = by_name[result.job.name]
             if not result.ok:

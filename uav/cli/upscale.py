@@ -35,8 +35,10 @@ from uav.cli.executor_options import (
     ExecutorOpt,
     GpusOpt,
     WorkersOpt,
+    SplitOpt,
     build_executor,
     failure_line,
+    parse_split,
     render_batch,
 )
 from uav.cli.jobs import (
@@ -133,6 +135,7 @@ def upscale_command(
     ray_address: AddressOpt = None,
     gpus_per_worker: GpusOpt = None,
     workers: WorkersOpt = None,
+    temporal_split: SplitOpt = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check everything (settings, plugins, inputs, weights folder, outputs) and show what would "
                           "run; write nothing and load no model.", rich_help_panel=_IO)] = False,
@@ -165,8 +168,9 @@ def upscale_command(
             end=_position(end), codec=codec,
             pix_fmt=pix_fmt, crf=crf, fps=fps, weights=weights, vae=vae or "3d", device=device, dtype=dtype,
             run_on=None if dry_run else build_executor(executor, ray_address=ray_address,
-                                                       gpus_per_worker=gpus_per_worker, workers=workers, debug=debug),
-            dry_run=dry_run,
+                                                       gpus_per_worker=gpus_per_worker, workers=workers, debug=debug,
+                                                       always=temporal_split is not None),
+            dry_run=dry_run, split=parse_split(temporal_split),
         )
         if as_json:
             print_json(summary)
@@ -179,7 +183,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
          self_check: bool, settings_options: dict[str, Any], start: int | str | None, end: int | str | None,
          captioner_options: list[str] | None = None,
          codec: str, pix_fmt: str | None, crf: int | None, fps: str | None, weights: Path | None, vae: str,
-         device: str, dtype: str, run_on: Any = None, dry_run: bool = False) -> dict[str, Any]:
+         device: str, dtype: str, run_on: Any = None, dry_run: bool = False, split: Any = None) -> dict[str, Any]:
     from uav import __version__
 
     started = time.perf_counter()
@@ -247,7 +251,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         records, failed, run = render_batch(jobs, executor=run_on, weights=folder, device=device_name,
                                             dtype=dtype_name, vae=vae, settings=settings,
                                             writer_options=writer_options, start=start, end=end, console=console,
-                                            quiet=quiet)
+                                            quiet=quiet, split=split)
         if records:
             created.clear()  # keep the folders that hold outputs
         return {"ok": not failed, "uav_version": __version__, "self_check": tiny,
@@ -255,6 +259,8 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
                 "weights": "(temporary tiny random release)" if built else str(folder), "device": device,
                 "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(), "outputs": records,
                 "executor": run_on.name, "jobs": run["jobs"], "failed": [r.to_dict() for r in failed],
+                "temporal_split": None if split is None else {"part_frames": split.part_frames,
+                                                              "overlap": split.overlap},
                 "failed_line": failure_line(failed) if failed else None,
                 "seconds": round(time.perf_counter() - started, 3)}
     with console.status(f"loading weights from {escape(str(folder))} ..."), self_check_announced():
