@@ -147,7 +147,8 @@ def test_bad_renderer_spec(cut, tmp_path):
 #: ``uav upscale`` options a timeline decides itself (ranges and rates come from the
 #: edit) or must not offer (random networks relinked into an edit); docs/timelines.md
 #: explains each
-NOT_FOR_TIMELINES = {"start": "--start", "end": "--end", "fps": "--fps", "self_check": "--self-check"}
+NOT_FOR_TIMELINES = {"start": "--start", "end": "--end", "fps": "--fps", "self_check": "--self-check",
+                     "temporal_split": "--temporal-split"}
 #: options whose help must read exactly as ``uav upscale``'s: same meaning, same default
 SAME_HELP = ("scheduler", "tile_mode", "tile_size", "tile_overlap", "window_batch", "decode_chunk", "pix_fmt", "crf",
              "weights", "device", "dtype", "quiet", "json", "debug", "vae")

@@ -26,6 +26,7 @@ import typer
 from uav.cli.common import (
     ProgressReporter,
     UserError,
+    command_group,
     fail,
     handle_errors,
     print_json,
@@ -56,24 +57,19 @@ from uav.cli.options import (
     SETTING_FLAGS,
     with_setting_options,
 )
+from uav.cli.preflight import codec_spec, find_weights, parse_dtype, resolve_device
 from uav.settings import COMPONENT_FIELDS, SettingsError, UpscaleSettings
 
 from .jobs import Plan
 from .options import MODEL, InputArg, PlanningOptions, with_planning_options
 from .shot_settings import AUTO_PROMPT_KEYS, PIPELINE_KEYS, validate_settings
 
-app = typer.Typer(
-    name="timeline",
-    help="Upscale the media an OpenTimelineIO timeline (otio, otioz, FCP XML, EDL, AAF) uses, clip by clip.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_group(
+    "timeline", "Upscale the media an OpenTimelineIO timeline (otio, otioz, FCP XML, EDL, AAF) uses, clip by clip.")
 
 _SHOT = "Per-shot settings (override every clip)"
-#: ``--dtype`` values; the long names are kept from this command's first release
-_DTYPES = {"auto": None, "fp32": "fp32", "fp16": "fp16", "bf16": "bf16",
-           "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+#: ``--dtype`` spellings kept from this command's first release
+_LONG_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 PlanJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -141,9 +137,7 @@ def _check_codec(codec: str, ext: str, pix_fmt: str | None, crf: int | None) -> 
     crf or extension fails here, not after the first shot has rendered."""
     from uav.io.writer import CODECS, VideoWriter
 
-    if codec not in CODECS:
-        raise UserError(f"--codec: unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-    if CODECS[codec].kind != "video":
+    if codec_spec(codec).kind != "video":
         movies = ", ".join(name for name, spec in CODECS.items() if spec.kind == "video")
         raise UserError(f"--codec {codec} writes an image folder, but a timeline's clips are relinked to movie "
                         f"files; choose one of {movies}")
@@ -151,12 +145,6 @@ def _check_codec(codec: str, ext: str, pix_fmt: str | None, crf: int | None) -> 
     with tempfile.TemporaryDirectory(prefix="uav-timeline-preflight-") as tmp:
         VideoWriter(Path(tmp) / f"preflight{suffix}", fps=24, width=64, height=64, codec=codec, pix_fmt=pix_fmt,
                     crf=crf).abort()
-
-
-def _dtype(value: str) -> str | None:
-    if value not in _DTYPES:
-        raise UserError(f"--dtype: expected auto, fp32, fp16 or bf16, got {value!r}")
-    return _DTYPES[value]
 
 
 @app.command("plan")
@@ -364,11 +352,10 @@ def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype:
                       codec: str, pix_fmt: str | None, crf: int | None, ext: str) -> Any:
     """The :class:`~uav_otio.render.UpscalerRenderer` the options ask for, every option checked
     the way ``uav upscale`` checks it, before any model is loaded."""
-    from uav.cli.upscale import find_weights, resolve_device
 
     from .upscaler_renderer import UpscalerRenderer
 
-    dtype_name = _dtype(dtype)
+    dtype_name = parse_dtype(dtype, _LONG_DTYPES)
     device_name = resolve_device(device)
     _check_codec(codec, ext, pix_fmt, crf)
     folder = find_weights(weights, self_check=False)
