@@ -5,21 +5,17 @@ timeline and how to plan it, declared once and handed to a command as one
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
-import typing
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
+
+from uav.cli.options import with_option_group
 
 from .jobs import DEFAULT_HANDLES
 from .timeline_files import parse_adapter_options
 
 __all__ = ["InputArg", "PlanningOptions", "with_option_group", "with_planning_options"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 MODEL = "Model and output"
 PLAN = "Planning"
@@ -82,39 +78,6 @@ class PlanningOptions:
         return {"handles": self.handles, "shots": self.shots, "name_by": self.name_by, "ext": self.ext,
                 "timeline_name": self.timeline_name, "adapter_name": self.adapter, "rate": self.rate,
                 "adapter_options": parse_adapter_options(self.adapter_option), "search_paths": self.search_path}
-
-
-def with_option_group(group: type, keyword: str) -> Callable[[F], F]:
-    """Add an option for every field of the dataclass ``group`` (each field's annotation
-    declares its option) to a typer command, which takes them as one ``keyword``
-    argument holding a ``group`` instead.
-
-    The options go right after the command's required parameters: typer reads options
-    from the signature and the help shows its panels in the order their first option
-    comes, so a command keeps the help it had when it listed them there itself.
-    """
-    hints = typing.get_type_hints(group, include_extras=True)
-    fields = dataclasses.fields(group)
-
-    def decorate(fn: F) -> F:
-        signature = inspect.signature(fn, eval_str=True)
-        own = [p for p in signature.parameters.values() if p.name != keyword]
-        required = next((i for i, p in enumerate(own) if p.default is not inspect.Parameter.empty
-                         or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD), len(own))
-        added = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
-                                   annotation=hints[f.name]) for f in fields]
-
-        @functools.wraps(fn)
-        def command(**kwargs: Any) -> Any:
-            values = group(**{f.name: kwargs.pop(f.name) for f in fields})
-            return fn(**kwargs, **{keyword: values})
-
-        params = own[:required] + added + own[required:]
-        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command  # type: ignore[return-value]
-
-    return decorate
 
 
 #: gives a command every :class:`PlanningOptions` option, as one ``planning`` argument

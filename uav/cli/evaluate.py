@@ -9,18 +9,17 @@ are declared once, as the fields of :class:`EvalOptions`. See ``docs/evaluation.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, get_type_hints
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
 
 from uav.cli.app import app
 from uav.cli.common import fail, handle_errors, one_line
+from uav.cli.options import with_option_group
 
 _METRICS = "Metrics"
 _REPORT = "Report"
@@ -80,7 +79,7 @@ ColumnOpt = Annotated[
 class EvalOptions:
     """The options ``uav eval`` and ``uav compare`` share, declared once.
 
-    Each field's annotation is its command-line option; :func:`_with_eval_options`
+    Each field's annotation is its command-line option; :data:`_with_eval_options`
     turns the fields into the parameters of both commands.
     """
 
@@ -102,33 +101,8 @@ class EvalOptions:
     profile_column: ColumnOpt = None
 
 
-def _with_eval_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` (whose last parameter is ``options: EvalOptions``) every option of :class:`EvalOptions`.
-
-    Typer reads parameters from the signature, so the wrapper's signature is the
-    command's own arguments followed by one keyword parameter per field; the wrapper
-    packs those back into an :class:`EvalOptions`.
-    """
-    option_hints = get_type_hints(EvalOptions, include_extras=True)
-    option_params = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=option_hints[f.name],
-                          default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
-        for f in dataclasses.fields(EvalOptions)
-    ]
-    own_hints = get_type_hints(command, include_extras=True)
-    own_params = [p.replace(annotation=own_hints[p.name])
-                  for p in inspect.signature(command).parameters.values() if p.name != "options"]
-    names = [f.name for f in dataclasses.fields(EvalOptions)]
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        options = EvalOptions(**{name: kwargs.pop(name) for name in names if name in kwargs})
-        command(*args, options=options, **kwargs)
-
-    params = own_params + option_params
-    wrapper.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
+#: gives ``uav eval`` and ``uav compare`` every :class:`EvalOptions` option, as one ``options`` argument
+_with_eval_options = with_option_group(EvalOptions, "options")
 
 
 def _position(value: str | None) -> int | str | None:
