@@ -242,6 +242,8 @@ def test_temporal_split_from_the_command_line(weights, tmp_path, one_thread):
     # the same frames, rendered as 3 overlapping parts blended at the seams: a different picture
     assert a.shape == b.shape and a.shape[0] == 10 and not np.array_equal(a, b)
     assert not any(".uav-parts" in p.name for p in tmp_path.rglob("*"))  # parts merged, then removed
+    dry = run(*common, "-o", tmp_path / "dry", "--temporal-split", "4:1", "--dry-run")
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["outputs"][0]["parts"] == [[0, 4], [3, 7], [6, 10]]
 
 
 @pytest.mark.parametrize("value, message", [

@@ -230,7 +230,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
 
     if dry_run:
         return _dry_run_summary(jobs, console=console, quiet=quiet, settings=settings, folder=folder, tiny=tiny,
-                                vae=vae, device=device, dtype=dtype, kind=kind, started=started)
+                                vae=vae, device=device, dtype=dtype, kind=kind, started=started, split=split)
 
     from uav import VideoUpscaler
 
@@ -328,7 +328,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
 
 
 def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: Any, folder: Path | None, tiny: bool,
-                     vae: str, device: str, dtype: str, kind: str, started: float) -> dict[str, Any]:
+                     vae: str, device: str, dtype: str, kind: str, started: float, split: Any = None) -> dict[str, Any]:
     """``--dry-run``: the checks a run makes before loading a model, then what it would write.
 
     Inputs were probed and outputs checked by the caller (folders it made for them are
@@ -348,12 +348,17 @@ def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: An
     outputs = [{"input": job.source, "output": str(job.output), "frames": job.frames,
                 "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
                 "fps": str(job.fps), "audio": job.has_audio} for job in jobs]
+    if split is not None:
+        for o in outputs:
+            o["parts"] = [list(r) for r in split.ranges(o["frames"])]
     if not quiet:
         for o in outputs:
-            console.print(escape(f"would write {o['output']}  ({o['frames']} frames, {o['output_size'][0]}x"
+            parts = f", in {len(o['parts'])} parts" if len(o.get("parts", ())) > 1 else ""
+            console.print(escape(f"would write {o['output']}  ({o['frames']} frames{parts}, {o['output_size'][0]}x"
                                  f"{o['output_size'][1]}) from {o['input']}"))
         console.print("dry run: every check passed; nothing was written")
     return {"ok": True, "dry_run": True, "uav_version": __version__, "self_check": tiny,
             "weights": "(a tiny random release would be built)" if folder is None else str(folder),
             "device": device, "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(),
-            "outputs": outputs, "seconds": round(time.perf_counter() - started, 3)}
+            "outputs": outputs, "seconds": round(time.perf_counter() - started, 3),
+            "temporal_split": None if split is None else {"part_frames": split.part_frames, "overlap": split.overlap}}
