@@ -1,17 +1,22 @@
-"""``uav doctor``: what this installation can do (versions, GPUs, FFmpeg, weights, plugins)."""
+"""``uav doctor``: what this installation can do (versions, GPUs, FFmpeg, weights, plugins),
+and with ``--memory IN`` whether a clip fits the GPU at the given settings (:mod:`uav.memory`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
 from importlib import metadata
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
 from uav.cli.app import app
-from uav.cli.common import handle_errors, print_json, quiet_libraries
+from uav.cli.common import UserError, handle_errors, print_json, quiet_libraries
+from uav.cli.options import DtypeOpt, VaeOpt, WeightsOpt, settings_from_options, with_setting_options
+from uav.cli.preflight import check_vae, find_weights, parse_dtype
 
 #: distributions whose versions the report lists
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "safetensors", "huggingface_hub", "av", "numpy",
@@ -179,19 +184,144 @@ def _print(report: dict[str, Any]) -> None:
         console.print("[green]ready to upscale[/green]")
 
 
+_MEMORY = "Memory model (--memory)"
+
+
 @app.command("doctor")
+@with_setting_options()
 def doctor_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.")] = False,
+    memory: Annotated[Optional[Path], typer.Option(
+        "--memory", metavar="IN", help="Predict the peak GPU memory of upscaling IN with the settings given "
+        "(computed on the CPU in seconds; nothing loads) and say whether it fits, and what to change if not.",
+        rich_help_panel=_MEMORY)] = None,
+    card_gib: Annotated[Optional[float], typer.Option(
+        "--card-gib", min=0.0, help="GPU memory to fit in, GiB (default: the first CUDA device's, else 24).",
+        rich_help_panel=_MEMORY)] = None,
+    weights: WeightsOpt = None,
+    vae: VaeOpt = "3d",
+    dtype: DtypeOpt = "auto",
+    *,
+    setting_values: dict[str, Optional[str]],
 ) -> None:
     """Check the installation: versions, GPUs and memory, FFmpeg, weights found, plugins.
 
     Problems that would stop an upscale are listed at the end; the exit code is 0 either way.
+    With --memory IN: the predicted peak GPU memory of upscaling IN instead (exit 0 when it
+    fits, 4 when it does not).
     """
     quiet_libraries(debug)
+    if memory is not None:
+        with handle_errors(debug=debug, as_json=as_json):
+            report = memory_report(memory, setting_values=setting_values, card_gib=card_gib, weights=weights,
+                                   vae=vae or "3d", dtype=dtype)
+        if as_json:
+            print_json(report)
+        else:
+            _print_memory(report)
+        raise typer.Exit(0 if report["fits"] else EXIT_DOES_NOT_FIT)
     with handle_errors(debug=debug, as_json=as_json):
         report = doctor_report()
     if as_json:
         print_json(report)
     else:
         _print(report)
+
+
+#: ``uav doctor --memory``: the clip does not fit the card at these settings
+EXIT_DOES_NOT_FIT = 4
+
+
+def memory_report(source: Path, *, setting_values: dict[str, Optional[str]], card_gib: float | None,
+                  weights: Path | None, vae: str, dtype: str) -> dict[str, Any]:
+    """Everything ``uav doctor --memory`` prints, as plain data."""
+    import torch
+
+    from uav.io import probe
+    from uav.memory import estimate_memory
+    from uav.upscaler import default_dtypes
+    from uav.weights import release
+
+    check_vae(vae)
+    settings = settings_from_options(setting_values)
+    settings.check_components()
+    info = probe(source)
+    unet_cfg, vae_cfg, text_params, configs_from = _release_configs(weights, vae)
+    default_unet, default_vae = default_dtypes(torch.device("cuda"))
+    name = parse_dtype(dtype)
+    unet_dtype = getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[name]) if name \
+        else default_unet
+    notes = []
+    if card_gib is None:
+        if torch.cuda.is_available():
+            card_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+        else:
+            card_gib = 24.0
+            notes.append("no CUDA device here: sized for a 24 GiB card (--card-gib sets another)")
+    estimate = estimate_memory(release.read_config(unet_cfg) if isinstance(unet_cfg, Path) else unet_cfg,
+                               release.read_config(vae_cfg) if isinstance(vae_cfg, Path) else vae_cfg,
+                               height=info.height, width=info.width, frames=info.num_frames, settings=settings,
+                               unet_dtype=unet_dtype, vae_dtype=default_vae, text_encoder_params=text_params)
+    if not text_params:
+        notes.append("the text encoder is not counted (no text_encoder/config.json; about 0.6 GiB in fp16)")
+    return {"ok": True, "input": str(source), "frames": info.num_frames, "input_size": [info.width, info.height],
+            "output_size": [info.width * 4, info.height * 4], "card_gib": round(card_gib, 2),
+            "fits": estimate.fits(card_gib), "advice": estimate.advice(card_gib), "configs": configs_from,
+            "dtypes": {"unet": str(unet_dtype).replace("torch.", ""), "vae": str(default_vae).replace("torch.", "")},
+            "estimate": estimate.to_dict(), "notes": notes,
+            "calibration": "traced on fake tensors, scaled by factors measured on an H200 (docs/performance.md)"}
+
+
+def _release_configs(weights: Path | None, vae: str) -> tuple[Any, Any, int, str]:
+    """``(unet config, vae config, text-encoder parameters, where they came from)``: the weights
+    folder's, else the published release's configs that ship with uav."""
+    from uav.weights import release
+
+    try:
+        folder = find_weights(weights, self_check=False)
+    except release.ReleaseError:
+        if weights is not None:
+            raise
+        folder = None
+    if folder is not None:
+        rel = release.find_release(folder)
+        if rel.unet_config is not None and vae in rel.vae_configs:
+            return rel.unet_config, rel.vae_configs[vae], _text_encoder_params(rel.text_encoder), str(folder)
+        if weights is not None:
+            raise UserError(f"--weights {folder}: no unet/ or {vae} VAE config (see docs/weights.md)")
+    bundled = Path(release.__file__).parent / "release_configs"
+    return (json.loads((bundled / "unet_video_config.json").read_text()),
+            json.loads((bundled / f"vae_{vae}_config.json").read_text()), 0, "the published release's configs")
+
+
+def _text_encoder_params(folder: Path | None) -> int:
+    if folder is None or not (folder / "config.json").is_file():
+        return 0
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device("meta"):
+        model = CLIPTextModel(CLIPTextConfig.from_pretrained(str(folder)))
+    return sum(p.numel() for p in model.parameters())
+
+
+def _print_memory(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    e = report["estimate"]
+    w, h = report["input_size"]
+    weights = ", ".join(f"{k} {v:.2f}" for k, v in e["weights_gib"].items())
+    console.print(f"{escape(report['input'])}: {report['frames']} frames, {w}x{h} -> {4 * w}x{4 * h}")
+    console.print(f"  weights {weights} GiB; one U-Net call {e['denoise_gib']:.2f} GiB {tuple(e['shapes']['unet'])}; "
+                  f"one decode piece {e['decode_gib']:.2f} GiB {tuple(e['shapes']['decode'])}"
+                  + (f"; clip state on the GPU {e['clip_state_gib']:.2f} GiB" if e["clip_state_gib"] else ""))
+    verdict = "[green]fits[/green]" if report["fits"] else "[red]does not fit[/red]"
+    console.print(f"  predicted peak {e['peak_gib']:.1f} GiB (during {e['peak_stage']}): {verdict} on a "
+                  f"{report['card_gib']:g} GiB card")
+    for line in report["advice"]:
+        console.print(f"  try: {escape(line)}")
+    for note in report["notes"]:
+        console.print(f"[dim]note:[/dim] {escape(note)}")

@@ -325,8 +325,9 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         labels = class_labels if torch.is_tensor(class_labels) else torch.tensor([class_labels])
         # Labels given on the host are checked there, before they move: checking them on
         # the accelerator reads the values back, a device sync on every U-Net call (the
-        # sampling loop hands them over on the host). Compiled graphs skip the check.
-        if not torch.compiler.is_compiling():
+        # sampling loop hands them over on the host). Compiled graphs skip the check, and
+        # so do fake tensors (the memory model), which carry no values.
+        if not torch.compiler.is_compiling() and not _is_fake(labels):
             self._check_levels(labels)
         return labels.long().reshape(-1).to(device, non_blocking=True)
 
@@ -337,6 +338,12 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"class_labels: noise level must be in [0, {self.config.max_noise_level}], got {labels.tolist()}"
             )
+
+
+def _is_fake(t: Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
 
 
 def _check_config(down_types, up_types, channels, act_fn, linear_proj, dual, center, pad, mid_scale, n_class) -> None:
