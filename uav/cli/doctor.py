@@ -197,7 +197,8 @@ def doctor_command(
         "(computed on the CPU in seconds; nothing loads) and say whether it fits, and what to change if not.",
         rich_help_panel=_MEMORY)] = None,
     card_gib: Annotated[Optional[float], typer.Option(
-        "--card-gib", min=0.0, help="GPU memory to fit in, GiB (default: the first CUDA device's, else 24).",
+        "--card-gib", min=0.0, metavar="GIB",
+        help="GPU memory to fit in, GiB (default: the first CUDA device's, else 24).",
         rich_help_panel=_MEMORY)] = None,
     weights: WeightsOpt = None,
     vae: VaeOpt = "3d",
