@@ -124,3 +124,27 @@ def test_doctor_memory_bad_input_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.mp4" in lines[0]
     res = CliRunner().invoke(app, ["doctor", "--memory", str(tmp_path / "missing.mp4"), "--tile-size", "x"])
     assert res.exit_code == 2 and "--tile-size" in res.stderr
+
+
+def test_live_bytes_count_each_storage_once_until_its_last_view_goes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from uav.memory import _LiveBytes
+
+    mib = 2**20
+    with FakeTensorMode():
+        device = torch.device("cuda", 0)
+        tracker = _LiveBytes(device)
+        with tracker:
+            a = torch.empty(mib, dtype=torch.uint8, device=device)
+            view = a[: mib // 2]  # a view: no new storage
+            b = torch.empty(2 * mib, dtype=torch.uint8, device=device)
+            assert tracker.live == 3 * mib
+            del a
+            assert tracker.live == 3 * mib  # the view keeps the storage alive
+            del view
+            assert tracker.live == 2 * mib
+            c = torch.empty(mib, dtype=torch.uint8, device=device)
+            cpu = torch.empty(8 * mib, dtype=torch.uint8)  # another device: not counted
+        assert tracker.peak == 3 * mib and tracker.live == 3 * mib
+        del b, c, cpu
