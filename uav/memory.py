@@ -84,7 +84,7 @@ class MemoryEstimate:
         fixed = sum(self.weights_gib.values()) + self.clip_state_gib
         out: list[str] = []
         if self.clip_state_gib > 0:
-            out.append(f"--offload on keeps the clip on the host (-{self.clip_state_gib:.1f} GiB)")
+            out.append(f"offload=True (the default on CUDA) keeps the clip on the host (-{self.clip_state_gib:.1f} GiB)")
         budget = card_gib - sum(self.weights_gib.values())
         b, _, _, h, w = self.shapes["unet"]
         if self.denoise_gib > budget:
