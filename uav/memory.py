@@ -81,11 +81,12 @@ class MemoryEstimate:
         """
         if self.fits(card_gib):
             return []
-        fixed = sum(self.weights_gib.values()) + self.clip_state_gib
+        weights = sum(self.weights_gib.values())
         out: list[str] = []
         if self.clip_state_gib > 0:
-            out.append(f"offload=True (the default on CUDA) keeps the clip on the host (-{self.clip_state_gib:.1f} GiB)")
-        budget = card_gib - sum(self.weights_gib.values())
+            out.append(f"offload=True (the default on CUDA) keeps the clip on the host "
+                       f"(-{self.clip_state_gib:.1f} GiB)")
+        budget = card_gib - weights
         b, _, _, h, w = self.shapes["unet"]
         if self.denoise_gib > budget:
             per_px = self.denoise_gib / (h * w)
@@ -105,9 +106,8 @@ class MemoryEstimate:
             if side:
                 out.append(f"--decode-chunk 1 --decode-tile {side} (one decode piece: about "
                            f"{per_px * side * side:.1f} GiB)")
-        if not out or fixed >= card_gib:
-            out.append("a card with more memory: the weights alone take "
-                       f"{sum(self.weights_gib.values()):.1f} GiB")
+        if not out or weights >= card_gib:
+            out.append(f"a card with more memory: the weights alone take {weights:.1f} GiB")
         return out
 
 
