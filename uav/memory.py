@@ -3,9 +3,9 @@
 The networks are built from their configs on *fake* tensors
 (:class:`torch._subclasses.fake_tensor.FakeTensorMode`: shapes and dtypes, no storage,
 no compute), and one U-Net call and one decode piece of the run's real sizes are traced
-under a dispatch mode that adds up every tensor alive at each moment (a second each). Attention is traced as the fused kernels a GPU runs
-it (flash / memory-efficient: the output is all they keep), which a machine without a
-GPU cannot select for itself.
+under a dispatch mode that adds up every tensor alive at each moment (a second each).
+Attention is traced as the fused kernels a GPU runs it (flash / memory-efficient: the
+output is all they keep), which a machine without a GPU cannot select for itself.
 
 What the trace does not see — the CUDA libraries' workspaces, the caching allocator's
 rounding, the loop's own copies around each call — was measured once on an H200
