@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from uav.captioning import Caption
 
 __all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "default_dtypes", "frames_to_tensor",
-           "to_uint8"]
+           "to_uint8", "torch_dtype"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
@@ -140,8 +140,8 @@ class VideoUpscaler:
         device = torch.device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         default_unet, default_vae = default_dtypes(device)
-        dtype = _dtype(dtype, "dtype") or default_unet
-        vae_dtype = _dtype(vae_dtype, "vae_dtype") or default_vae
+        dtype = torch_dtype(dtype, "dtype") or default_unet
+        vae_dtype = torch_dtype(vae_dtype, "vae_dtype") or default_vae
         unet = release.load_unet(rel, device=device, dtype=dtype)
         vae_model = release.load_vae(rel, vae, device=device, dtype=vae_dtype)
         ddim, ddpm = release.load_schedulers(rel)
@@ -410,7 +410,8 @@ def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
     return (torch.float16 if device.type == "cuda" else torch.float32), torch.float32
 
 
-def _dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
+def torch_dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
+    """``value`` as a torch dtype (``fp16``, ``bfloat16``, ... or a dtype); ``None`` stays ``None``."""
     if value is None or isinstance(value, torch.dtype):
         return value
     table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,

@@ -241,7 +241,7 @@ def memory_report(source: Path, *, setting_values: dict[str, Optional[str]], car
 
     from uav.io import probe
     from uav.memory import estimate_memory
-    from uav.upscaler import default_dtypes
+    from uav.upscaler import default_dtypes, torch_dtype
     from uav.weights import release
 
     check_vae(vae)
@@ -250,9 +250,7 @@ def memory_report(source: Path, *, setting_values: dict[str, Optional[str]], car
     info = probe(source)
     unet_cfg, vae_cfg, text_params, configs_from = _release_configs(weights, vae)
     default_unet, default_vae = default_dtypes(torch.device("cuda"))
-    name = parse_dtype(dtype)
-    unet_dtype = getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[name]) if name \
-        else default_unet
+    unet_dtype = torch_dtype(parse_dtype(dtype), "--dtype") or default_unet
     notes = []
     if card_gib is None:
         if torch.cuda.is_available():
