@@ -125,7 +125,7 @@ def test_unknown_component_names_list_installed(upscaler):
 
 
 def test_settings_prompt_join_and_parse():
-    s = UpscaleSettings(prompt="a dog", propagation_steps="24, 26,28")
+    s = UpscaleSettings.from_strings({"prompt": "a dog", "propagation_steps": "24, 26,28"})
     assert s.full_prompt == "a dog, best quality, extremely detailed"
     assert s.propagation_steps == (24, 26, 28)
     assert UpscaleSettings(guidance_scale=0.5, negative_prompt="").do_classifier_free_guidance is False

@@ -174,8 +174,9 @@ def test_unknown_names_and_kinds_list_the_installed_ones(monkeypatch):
         registry.get("colour", "sepia")
     with pytest.raises(TypeError, match="must be a str"):
         registry.get("flow", 3)
-    # Aliases and case.
-    assert registry.names("color_fix") == registry.names("color")
+    # One spelling per kind (settings fields map onto kinds in uav.components); names ignore case.
+    with pytest.raises(UnknownKindError, match="unknown component kind 'color_fix'"):
+        registry.names("color_fix")
     assert type(registry.get("flow", "DIS")).__name__ == "DISFlow"
 
 

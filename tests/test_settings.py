@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from uav import SettingsError, UpscaleSettings, VideoUpscaler
+from uav.components import check_components
 from uav.settings import MAX_NOISE_LEVEL, SEED_LIMIT, ComponentError, parse_int_list
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -78,6 +79,42 @@ def test_errors_carry_what_was_expected_for_other_wordings():
         UpscaleSettings.from_strings({"noise_level": "1.5"}, labels={"noise_level": "--noise-level"})
 
 
+def test_the_constructor_takes_typed_values_only():
+    # text is refused alike for every field: the constructor reads nothing
+    for text in ({"propagation_steps": "24,26,28"}, {"noise_level": "60"}, {"tile": "on"}, {"seed": "7"},
+                 {"downscale_large": "yes"}):
+        with pytest.raises(SettingsError, match=next(iter(text))):
+            UpscaleSettings(**text)
+    # one spelling per value: no colour fix is "none", and names are stored as they are looked up
+    assert UpscaleSettings().color_fix == "none" and UpscaleSettings().to_dict()["color_fix"] == "none"
+    with pytest.raises(SettingsError, match="color_fix must be a non-empty lower-case name, got None"):
+        UpscaleSettings(color_fix=None)
+    with pytest.raises(SettingsError, match="color_fix"):
+        UpscaleSettings(color_fix="AdaIN")
+    assert UpscaleSettings.from_strings({"color_fix": " AdaIN "}).color_fix == "adain"  # the edge normalises
+    # typed values are brought to their canonical form
+    assert UpscaleSettings(propagation_steps=[3, 1], tile_size=96.0).propagation_steps == (3, 1)
+
+
+def test_text_is_read_once_at_the_edge(monkeypatch):
+    from uav.knobs import Knob
+
+    reads: list[object] = []
+    real = Knob.read
+
+    def counted(self, value, *, text):
+        reads.append(value)
+        return real(self, value, text=text)
+
+    monkeypatch.setattr(Knob, "read", counted)
+    s = UpscaleSettings.from_strings({"color_fix": "AdaIN", "noise_level": "60", "propagation_steps": "1,2"})
+    assert sorted(reads) == ["1,2", "60", "AdaIN"] and (s.color_fix, s.noise_level) == ("adain", 60)
+    reads.clear()
+    s.replace(seed=3)
+    UpscaleSettings(noise_level=61, propagation_steps=(1,))
+    assert reads == []  # the constructor and replace only check typed values
+
+
 # ---------------------------------------------------------------------------- components
 @pytest.mark.parametrize("field, value, pattern", [
     ("scheduler", "diffusers:__class__", "unknown diffusers scheduler class '__class__'"),
@@ -91,16 +128,80 @@ def test_errors_carry_what_was_expected_for_other_wordings():
 def test_component_names_are_checked_against_the_registry(field, value, pattern):
     settings = UpscaleSettings(**{field: value})  # a name is only a string until it is resolved
     with pytest.raises(ComponentError, match=pattern) as info:
-        settings.check_components()
+        check_components(settings)
     assert info.value.field == field and isinstance(info.value, KeyError)
     with pytest.raises(ComponentError):
-        UpscaleSettings.from_strings({field: value}, components=True)
+        check_components(UpscaleSettings.from_strings({field: value}))
 
 
 def test_scheduler_is_asked_for_the_steps():
     with pytest.raises(SettingsError, match="num_inference_steps: .*1000"):
-        UpscaleSettings(num_inference_steps=5000).check_components()
-    UpscaleSettings(scheduler="diffusers:DDIMScheduler", color_fix="wavelet", tiling="feather").check_components()
+        check_components(UpscaleSettings(num_inference_steps=5000))
+    check_components(UpscaleSettings(scheduler="diffusers:DDIMScheduler", color_fix="wavelet", tiling="feather"))
+
+
+def test_the_schema_and_the_planner_load_no_torch():
+    # MAX_NOISE_LEVEL comes from uav.models, whose networks load lazily
+    import subprocess
+
+    code = "import sys, uav.settings, uav.components, uav_otio.shots; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _CountingRegistry:
+    """The shared registry, counting each lookup of a component by name."""
+
+    def __init__(self):
+        from uav.registry import default_registry
+
+        self.inner, self.lookups = default_registry(), []
+
+    def factory(self, kind, name):
+        self.lookups.append((kind, name))
+        return self.inner.factory(kind, name)
+
+    def names(self, kind, *, sort=True):
+        return self.inner.names(kind, sort=sort)
+
+
+def test_each_component_is_looked_up_once_per_run():
+    from uav.components import resolve_components
+    from uav_schedulers.adapter import DEFAULT_SCHEDULER_CONFIG
+
+    registry = _CountingRegistry()
+    settings = UpscaleSettings(color_fix="wavelet", propagation_steps=(1,), flow="dis")
+    comps = resolve_components(settings, registry, scheduler=dict(DEFAULT_SCHEDULER_CONFIG))
+    comps.flow()
+    comps.flow()
+    assert sorted(registry.lookups) == [("color", "wavelet"), ("flow", "dis"), ("scheduler", "ddim-official"),
+                                        ("segments", "official"), ("tiling", "official")]
+
+
+def test_only_uav_components_resolves_a_settings_component():
+    # the field -> kind table and the registry lookup live in one module; eval's E*warp picks
+    # its own flow estimator (an evaluation option, not a run setting)
+    import ast
+
+    from uav.components import COMPONENT_FIELDS
+
+    root = Path(__file__).parents[1]
+    allowed = {"uav/components.py", "uav/eval/ewarp.py"}
+    kinds = set(COMPONENT_FIELDS.values())
+    found = []
+    for path in [*root.glob("uav/**/*.py"), *root.glob("integrations/**/*.py"), *root.glob("plugins/**/*.py")]:
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("uav/registry/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            # a lookup of a settings kind, or of a kind only known at run time
+            if not (isinstance(node, ast.Call) and node.args) or (isinstance(node.args[0], ast.Constant)
+                                                                  and node.args[0].value not in kinds):
+                continue
+            func = ast.unparse(node.func)
+            if (func == "get_component" or (func.endswith((".get", ".factory")) and "registry" in func)) \
+                    and rel not in allowed:
+                found.append(f"{rel}:{node.lineno}: {func}")
+    assert found == []
 
 
 # ---------------------------------------------------------------------------- the facade

@@ -1,33 +1,53 @@
 """The components one run uses, resolved through the plugin registry before any frame is read.
 
-Every component goes through the registry, the defaults (``ddim-official``, ``none``,
-``official``, ``auto`` flow) included, so a misspelt name (``color_fix="wavlet"``) or a
-scheduler that cannot run the requested steps fails in a second, not after the whole clip
-has been denoised. :meth:`uav.VideoUpscaler.check_inputs` is the public entry point.
+This is the one module where a setting meets the registry: :data:`COMPONENT_FIELDS` says
+which registry kind each component field names, and :func:`lookup` is the one lookup. The
+command line's preflight and the timeline planner call :func:`check_components`;
+:meth:`uav.VideoUpscaler.check_inputs` calls :func:`resolve_components`, which keeps what
+it builds. Every component goes through the registry, the defaults (``ddim-official``,
+``none``, ``official``, ``auto`` flow) included, so a misspelt name
+(``color_fix="wavlet"``) or a scheduler that cannot run the requested steps fails in a
+second, not after the whole clip has been denoised.
+
+Nothing here imports torch at module level: a timeline plan of default shots loads no
+plugin and no network.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-import torch
-from diffusers import DDIMScheduler
+from uav.settings import ComponentError, SettingsError, UpscaleSettings
 
-from uav.protocols import ColorCorrector, DenoisingScheduler, FlowEstimator, SegmentStrategy, TilingStrategy
-from uav.sampling.schedulers import OfficialDDIM
-from uav.settings import SettingsError, UpscaleSettings
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
-__all__ = ["Components", "resolve_components", "merge_settings"]
+    from uav.protocols import ColorCorrector, DenoisingScheduler, FlowEstimator, SegmentStrategy, TilingStrategy
+
+__all__ = ["COMPONENT_FIELDS", "Components", "build", "check_component", "check_components", "lookup", "merge_settings",
+           "resolve_components"]
+
+#: settings field -> the registry kind of the component it names
+COMPONENT_FIELDS: dict[str, str] = {
+    "flow": "flow",
+    "scheduler": "scheduler",
+    "segments": "segments",
+    "tiling": "tiling",
+    "color_fix": "color",
+}
 
 
 @dataclass(frozen=True)
 class Components:
     """Everything one run uses, resolved through the plugin registry by :meth:`VideoUpscaler.check_inputs`.
 
-    ``flow`` builds the flow estimator when propagation needs one (RAFT loads its
-    weights then, not before); it is ``None`` without propagation.
+    ``color`` is ``None`` for ``color_fix="none"``; ``flow`` builds the flow estimator when
+    propagation needs one (RAFT loads its weights then, not before); it is ``None`` without
+    propagation.
     """
 
     settings: UpscaleSettings
@@ -38,6 +58,101 @@ class Components:
     flow: Callable[[], FlowEstimator] | None
 
 
+# ------------------------------------------------------------------------------ the lookup
+def lookup(field: str, name: str, registry: Any = None) -> Callable[..., Any]:
+    """The factory of the component that ``field=name`` selects in ``registry`` (default: the
+    shared one): the one place a component name is looked up.
+
+    Raises:
+        ComponentError: a name the registry does not offer (the message lists the installed ones).
+    """
+    registry = _registry(registry)
+    kind = COMPONENT_FIELDS[field]
+    try:
+        return registry.factory(kind, name)
+    except KeyError as exc:
+        reason = str(exc.args[0]) if exc.args else str(exc)
+        choices = ", ".join(registry.names(kind, sort=False)) or "(none installed)"
+        raise ComponentError(f"{field}: {reason}", field=field, reason=reason, expected=f"one of {choices}",
+                             value=name) from None
+
+
+def build(field: str, name: str, registry: Any = None, **options: Any) -> Any:
+    """The component that ``field=name`` selects, built with ``options`` (see :func:`lookup`).
+
+    Raises:
+        ComponentError: an unknown name, or a factory refusing it (``diffusers:__class__``).
+    """
+    factory = lookup(field, name, registry)
+    try:
+        return factory(**options)
+    except (ValueError, TypeError) as exc:
+        # a family member the family does not have (``diffusers:__class__``), or a factory
+        # refusing to build: either way the name does not give a usable component
+        raise ComponentError(f"{field}: {exc}", field=field, reason=str(exc), value=name) from None
+
+
+def check_components(settings: UpscaleSettings, registry: Any = None, *, changed_only: bool = False) -> None:
+    """Resolve every component ``settings`` names, and keep nothing.
+
+    ``flow`` is looked up (building RAFT needs its weights, which only the upscaler has);
+    schedulers, segment and tiling strategies and colour correctors are built, so a
+    ``diffusers:<Name>`` family member is checked too, and the scheduler is asked for a
+    schedule of ``num_inference_steps`` steps. With ``changed_only``, names equal to the
+    defaults (built-ins the upscaler resolves anyway) are skipped, so that checking a plan
+    of default shots loads no plugin.
+
+    Raises:
+        ComponentError: a name the registry does not offer.
+        SettingsError: a component refuses the settings (e.g. too many steps).
+    """
+    defaults = _defaults()
+    for field in COMPONENT_FIELDS:
+        name = getattr(settings, field)
+        if (field == "flow" and name == "auto") or (changed_only and name == getattr(defaults, field)):
+            continue
+        check_component(field, name, registry, steps=settings.num_inference_steps if field == "scheduler" else None)
+
+
+def check_component(field: str, name: str, registry: Any = None, *, steps: int | None = None) -> None:
+    """Resolve one component name of ``field`` (see :func:`check_components`); ``steps``: also
+    ask a scheduler for a schedule of that many steps."""
+    _check(_registry(registry), field, name, steps)
+
+
+@functools.lru_cache(maxsize=256)
+def _check(registry: Any, field: str, name: str, steps: int | None) -> None:
+    # cached: a timeline resolves the same few names for every clip
+    if field == "flow":
+        lookup(field, name, registry)
+        return
+    component = build(field, name, registry)
+    if steps is not None:
+        _set_steps(component, steps)
+
+
+def _registry(registry: Any) -> Any:
+    if registry is not None:
+        return registry
+    from uav.registry import default_registry
+
+    return default_registry()
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> UpscaleSettings:
+    return UpscaleSettings()
+
+
+def _set_steps(scheduler: Any, steps: int) -> None:
+    try:
+        scheduler.set_timesteps(steps)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"num_inference_steps: {exc}", field="num_inference_steps", reason=str(exc),
+                            value=steps) from None
+
+
+# ------------------------------------------------------------------------------ one run's components
 def merge_settings(settings: UpscaleSettings | None, knobs: Mapping[str, Any]) -> UpscaleSettings:
     """``settings`` (default: the published defaults) with keyword overrides (``steps`` is
     ``num_inference_steps``)."""
@@ -52,7 +167,7 @@ def merge_settings(settings: UpscaleSettings | None, knobs: Mapping[str, Any]) -
 
 def resolve_components(s: UpscaleSettings, registry: Any, *, scheduler: Any, flow: Any = None,
                        raft_weights: Path | None = None, device: torch.device | None = None) -> Components:
-    """Resolve every component ``s`` names.
+    """Build every component ``s`` names.
 
     Args:
         s: checked settings.
@@ -69,24 +184,23 @@ def resolve_components(s: UpscaleSettings, registry: Any, *, scheduler: Any, flo
         from uav.captioning import check_captioner
 
         check_captioner(s.captioner, dict(s.captioner_options), registry=registry)
-
-    def resolve(field: str, kind: str, name: str, **options: Any) -> Any:
-        UpscaleSettings.check_component(field, name, registry)
-        return registry.get(kind, name, **options)
-
     return Components(
         settings=s,
-        scheduler=_resolve_scheduler(s, registry, scheduler),
-        segments=resolve("segments", "segments", s.segments),
-        tiling=resolve("tiling", "tiling", s.tiling),
-        color=None if s.color_fix_name == "none" else resolve("color_fix", "color", s.color_fix_name),
+        scheduler=_scheduler(s, registry, scheduler),
+        segments=build("segments", s.segments, registry),
+        tiling=build("tiling", s.tiling, registry),
+        color=None if s.color_fix == "none" else build("color_fix", s.color_fix, registry),
         flow=_flow_builder(s, registry, flow, raft_weights, device) if s.propagation_steps else None,
     )
 
 
-def _resolve_scheduler(s: UpscaleSettings, registry: Any, sched: Any) -> DenoisingScheduler:
+def _scheduler(s: UpscaleSettings, registry: Any, sched: Any) -> DenoisingScheduler:
     """The scheduler ``s.scheduler`` names, built through the registry on the upscaler's
     noise schedule (the release's ``scheduler_config.json``)."""
+    from diffusers import DDIMScheduler
+
+    from uav.sampling.schedulers import OfficialDDIM
+
     own = not isinstance(sched, (DDIMScheduler, OfficialDDIM, Mapping)) and hasattr(sched, "predict_x0") \
         and hasattr(sched, "step")
     if own and s.scheduler == "ddim-official":
@@ -95,27 +209,23 @@ def _resolve_scheduler(s: UpscaleSettings, registry: Any, sched: Any) -> Denoisi
     if not isinstance(config, Mapping):
         raise SettingsError(f"scheduler: cannot build {s.scheduler!r} from a {type(sched).__name__}; give the "
                             "upscaler a diffusers scheduler or its config", field="scheduler")
-    UpscaleSettings.check_component("scheduler", s.scheduler, registry)
     options: dict[str, Any] = {"config": dict(config)}
     if s.scheduler == "ddim-official":
         options["eta"] = s.eta
-    scheduler = registry.get("scheduler", s.scheduler, **options)
-    try:
-        scheduler.set_timesteps(s.num_inference_steps)
-    except (ValueError, TypeError) as exc:
-        raise SettingsError(f"num_inference_steps: {exc}", field="num_inference_steps") from None
-    return scheduler
+    built = build("scheduler", s.scheduler, registry, **options)
+    _set_steps(built, s.num_inference_steps)
+    return built
 
 
 def _flow_builder(s: UpscaleSettings, registry: Any, given: Any, raft_weights: Path | None,
                   device: torch.device | None) -> Callable[[], FlowEstimator]:
-    """Check the flow estimator's name now; build it (RAFT loads weights) on first use."""
+    """Look the flow estimator up now; build it (RAFT loads weights) on first use."""
     if given is not None and not isinstance(given, str) and s.flow == "auto":
         return lambda: given
     name = given if isinstance(given, str) and s.flow == "auto" else s.flow
     if name == "auto":
         name = "raft" if raft_weights is not None else "dis"
-    UpscaleSettings.check_component("flow", name, registry)
+    factory = lookup("flow", name, registry)
     options: dict[str, Any] = {}
     if name == "raft":
         if raft_weights is None:
@@ -124,9 +234,9 @@ def _flow_builder(s: UpscaleSettings, registry: Any, given: Any, raft_weights: P
         options = {"weights": str(raft_weights), "device": device}
     built: list[FlowEstimator] = []
 
-    def build() -> FlowEstimator:
+    def estimator() -> FlowEstimator:
         if not built:
-            built.append(registry.get("flow", name, **options))
+            built.append(factory(**options))
         return built[0]
 
-    return build
+    return estimator

@@ -1,10 +1,18 @@
-"""``Knob``: how one setting is read from text or typed data, and what it accepts.
+"""What a setting's value is, and how text becomes one: the rules behind ``UpscaleSettings``.
 
-A :class:`Knob` rides on each :class:`~uav.settings.UpscaleSettings` field (its
-dataclass metadata); :func:`parse_value` converts and bounds-checks one value by it
-and raises :class:`SettingsError` naming the setting, what was expected and what came.
-The converters are kept apart from the schema so that the schema file reads as the
-list of knobs, and so that a front end can parse a value without building settings.
+A field is declared as ``name: T = setting(default, ...)``. Its annotation ``T`` says what
+the value is: ``int``, ``float``, ``str``, :data:`Name`, ``bool``, ``bool | None`` (spelt
+``auto``/``on``/``off``), :data:`Steps`, :data:`Options`, :data:`Frame`, a ``Literal`` of
+choices, or ``T | None``; the :class:`Knob` that :func:`setting` attaches adds bounds,
+command-line help and metavar. Two steps, each done in one place:
+
+* :meth:`Knob.read`, at the edge only (command line, markers, NLE metadata, TOML, JSON):
+  text becomes a typed value (``"60"``, ``"24,26,28"``, ``"on"``); names are stripped, and
+  lower-cased where their case means nothing. Typed sources keep their own types
+  (``noise_level = "60"`` in TOML is a mistake), so there only names and words are read.
+* :meth:`Knob.check`: a typed value becomes its canonical form (``3`` -> ``3.0``, a list
+  -> a tuple) within its bounds, or a :class:`SettingsError`. The settings constructor
+  calls it and reads no text.
 """
 
 from __future__ import annotations
@@ -12,16 +20,25 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
-#: the one bound spelt as a power in messages (the seed limit reads better as 2**64)
-_POWER_SPELLINGS = {2**64: "2**64"}
+__all__ = ["ComponentError", "Frame", "Knob", "Name", "Options", "SettingsError", "Steps", "is_bool_word",
+           "parse_value", "setting"]
 
-__all__ = ["ComponentError", "Knob", "SettingsError", "knob_field", "parse_value"]
+#: a component or choice name: non-empty, no surrounding spaces
+Name = Annotated[str, "name"]
+#: 0-based step indices (``"24,26,28"`` as text)
+Steps = tuple[int, ...]
+#: options as sorted ``(key, value)`` pairs (a mapping, or ``KEY=VALUE;...`` as text)
+Options = tuple[tuple[str, Any], ...]
+#: a frame of a clip: ``"first"``, ``"middle"`` or an index >= 0
+Frame = Union[Literal["first", "middle"], int]
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
+_TRISTATE = {"auto": None, "on": True, "off": False}
 _UNSET: Any = object()
 
 
@@ -64,31 +81,212 @@ class ComponentError(SettingsError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-# --------------------------------------------------------------------------- value rules
+# --------------------------------------------------------------------------- value types
+class _Type(NamedTuple):
+    """What one annotation accepts: ``expected`` (the end of "expected ..."), ``check``
+    (typed value -> canonical value) and ``read`` (a string -> typed value; ``text`` is
+    false for typed sources, which only get names and words read). Both raise ``ValueError``.
+    ``typed`` spells the accepted Python values where they differ from ``expected``."""
+
+    expected: Callable[[Knob], str]
+    check: Callable[[Knob, Any], Any]
+    read: Callable[[Knob, str, bool], Any]
+    typed: str = ""
+
+
+def _int(knob: Knob, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError
+
+
+def _read_int(knob: Knob, text: str, is_text: bool) -> int:
+    if is_text and re.fullmatch(r"\s*[+-]?\d+\s*", text):
+        return int(text)
+    raise ValueError
+
+
+def _float(knob: Knob, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ValueError from None
+    if not math.isfinite(out):
+        raise ValueError
+    return out
+
+
+def _read_float(knob: Knob, text: str, is_text: bool) -> float:
+    if not is_text:
+        raise ValueError
+    return _float(knob, float(text))  # float() raises ValueError for what is not a number
+
+
+def _str(knob: Knob, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError
+    return value
+
+
+def _name(knob: Knob, value: Any) -> str:
+    # canonical already: the edge strips and lower-cases, the constructor takes what it gets
+    if not isinstance(value, str) or not value or value != value.strip() or (knob.lower and value != value.lower()):
+        raise ValueError
+    return value
+
+
+def _read_name(knob: Knob, text: str, is_text: bool) -> str:
+    return text.strip().lower() if knob.lower or knob.choices else text.strip()
+
+
+def _choice(knob: Knob, value: Any) -> str:
+    if value not in knob.choices:
+        raise ValueError
+    return value
+
+
+def _bool(knob: Knob, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError
+    return value
+
+
+def _read_bool(knob: Knob, text: str, is_text: bool) -> bool:
+    if is_text and is_bool_word(text):
+        return text.strip().lower() in _TRUE
+    raise ValueError
+
+
+def _tristate(knob: Knob, value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError
+    return value
+
+
+def _read_tristate(knob: Knob, text: str, is_text: bool) -> bool | None:
+    word = text.strip().lower()
+    if word in _TRISTATE:
+        return _TRISTATE[word]
+    return _read_bool(knob, word, is_text)
+
+
+def _steps(knob: Knob, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError
+    out = tuple(_int(knob, item) for item in value)
+    if any(i < 0 for i in out):
+        raise ValueError
+    return out
+
+
+def _read_steps(knob: Knob, text: str, is_text: bool) -> tuple[int, ...]:
+    body = text.strip()
+    if not is_text:
+        raise ValueError
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1].strip()
+    if not body:
+        return ()
+    # "24,26,28" or "24 26 28"; an empty item (",,", "24,,26") is a typo, not "no step"
+    return _steps(knob, [_read_int(knob, item, True) for item in re.split(r"\s*,\s*|\s+", body)])
+
+
+def _options(knob: Knob, value: Any) -> tuple[tuple[str, Any], ...]:
+    # sorted pairs, so that the frozen settings stay hashable and compare equal whatever order
+    # the options came in
+    pairs = list(value.items()) if isinstance(value, Mapping) else value
+    if not isinstance(pairs, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+        raise ValueError
+    out: dict[str, Any] = {}
+    for key, item in pairs:
+        item = os.fspath(item) if isinstance(item, os.PathLike) else item
+        if not isinstance(key, str) or not key.strip().isidentifier() or key.strip() in out \
+                or not isinstance(item, (str, int, float, bool)):
+            raise ValueError
+        out[key.strip()] = item
+    return tuple(sorted(out.items()))
+
+
+def _read_options(knob: Knob, text: str, is_text: bool) -> tuple[tuple[str, Any], ...]:
+    items = [item for item in text.split(";") if item.strip()]
+    if not is_text or any("=" not in item for item in items):
+        raise ValueError
+    return _options(knob, [item.partition("=")[::2] for item in items])
+
+
+def _frame(knob: Knob, value: Any) -> str | int:
+    if value in ("first", "middle"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError
+    return value
+
+
+def _read_frame(knob: Knob, text: str, is_text: bool) -> str | int:
+    word = text.strip().lower()
+    return int(word) if is_text and word.isdigit() else _frame(knob, word)
+
+
+def _span_phrase(noun: str) -> Callable[[Knob], str]:
+    return lambda knob: f"{noun} {knob.span()}".strip()
+
+
+_TYPES: dict[Any, _Type] = {
+    int: _Type(_span_phrase("an integer"), _int, _read_int),
+    float: _Type(lambda k: f"a number {k.span()}" if k.span() else "a finite number", _float, _read_float),
+    str: _Type(lambda k: "a string", _str, lambda k, text, is_text: text),
+    Name: _Type(lambda k: f"a non-empty {'lower-case ' if k.lower else ''}name", _name, _read_name),
+    bool: _Type(lambda k: "true or false", _bool, _read_bool),
+    bool | None: _Type(lambda k: "one of auto, on, off", _tristate, _read_tristate, "None, True or False"),
+    Steps: _Type(lambda k: "a list of integer step indices >= 0 (e.g. 24,26,28)", _steps, _read_steps),
+    Options: _Type(lambda k: "KEY=VALUE options (a table of names to strings or numbers)", _options, _read_options),
+    Frame: _Type(lambda k: "first, middle or a frame index >= 0", _frame, _read_frame),
+}
+_CHOICE = _Type(lambda k: f"one of {', '.join(k.choices)}", _choice, _read_name)
+
+
+# --------------------------------------------------------------------------- the rule of a field
 @dataclass(frozen=True)
 class Knob:
-    """How one field is read from text or typed data and what it accepts.
+    """The rule of one setting: its value ``type`` (the field's annotation), numeric bounds
+    (``hi`` exclusive with ``hi_open``, ``lo`` with ``lo_open``), ``lower`` for names whose
+    case means nothing, and the ``help`` and ``metavar`` of its command-line option."""
 
-    ``kind`` is one of ``int``, ``float``, ``str``, ``name`` (a component or choice
-    name, stripped and non-empty), ``steps`` (a list of step indices), ``tristate``
-    (``None``/``True``/``False`` spelt ``auto``/``on``/``off``) or ``bool``. ``lo``/``hi``
-    bound numbers (``hi`` is exclusive when ``hi_open``); ``choices`` restricts names
-    (lower-cased); ``optional`` lets ``None`` through. ``help`` and ``metavar`` describe
-    the field on the command line.
-    """
-
-    kind: str
+    type: Any = None
     lo: float | None = None
     hi: float | None = None
-    hi_open: bool = False
     lo_open: bool = False
-    choices: tuple[str, ...] = ()
-    optional: bool = False
+    hi_open: bool = False
     lower: bool = False
     help: str = ""
     metavar: str | None = None
 
-    # -- phrases -------------------------------------------------------------------------
+    @property
+    def optional(self) -> bool:
+        """Whether ``None`` is a value of its own (``seed``, ``decode_tile``; not ``bool | None``,
+        where ``None`` is ``auto``)."""
+        return self.type not in _TYPES and type(None) in get_args(self.type)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The values a ``Literal`` type allows (empty for other types)."""
+        base = self._base()
+        return get_args(base) if get_origin(base) is Literal else ()
+
+    def _base(self) -> Any:
+        if not self.optional:
+            return self.type
+        rest = [a for a in get_args(self.type) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else Union[tuple(rest)]
+
+    def _kind(self) -> _Type:
+        base = self._base()
+        return _CHOICE if get_origin(base) is Literal else _TYPES[base]
+
     def span(self) -> str:
         """The bounds as a phrase (``in [0, 350]``, ``> 0``); empty when unbounded."""
         lo_b = "(" if self.lo_open else "["
@@ -99,53 +297,81 @@ class Knob:
         return ""
 
     def expected(self) -> str:
-        """What this knob accepts, as the end of "expected ...". """
-        span = self.span()
-        if self.kind == "int":
-            text = f"an integer {span}".strip()
-        elif self.kind == "float":
-            text = f"a number {span}".strip() if span else "a finite number"
-        elif self.kind == "steps":
-            text = "a list of integer step indices >= 0 (e.g. 24,26,28)"
-        elif self.kind == "tristate":
-            text = "one of auto, on, off"
-        elif self.kind == "bool":
-            text = "true or false"
-        elif self.kind == "frame":
-            text = "first, middle or a frame index >= 0"
-        elif self.kind == "options":
-            text = "KEY=VALUE options (a table of names to strings or numbers)"
-        elif self.choices:
-            text = f"one of {', '.join(self.choices)}"
-        elif self.kind == "name":
-            text = "a non-empty name"
-        else:
-            text = "a string"
-        return text
+        """What this knob accepts, as the end of "expected ..."."""
+        return self._kind().expected(self)
 
-    # -- conversion ----------------------------------------------------------------------
-    def convert(self, value: Any, *, text: bool) -> Any:
-        """The normalised value; raises ``ValueError`` when it has the wrong type or form."""
-        if value is None:
-            if self.optional or self.kind == "tristate":
-                return None
-            raise ValueError
-        if text and isinstance(value, str) and self.optional and value.strip().lower() in ("none", ""):
+    def read(self, value: Any, *, text: bool) -> Any:
+        """``value`` as a typed value: strings read (all of them from ``text`` sources; names and
+        words only from typed ones), other values as they are. Raises ``ValueError``."""
+        if self.optional and text and isinstance(value, str) and value.strip().lower() in ("none", ""):
             return None
-        return _CONVERTERS[self.kind](self, value, text)
+        if isinstance(value, str):
+            return self._kind().read(self, value, text)
+        if text and self._base() is bool and value in (0, 1):
+            return bool(value)
+        return value
 
-    @staticmethod
-    def is_bool_word(value: Any) -> bool:
-        """Whether ``value`` is a text spelling of true/false (``yes``, ``off``, ``1`` ...)."""
-        return isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` in its canonical form, or :class:`SettingsError` naming ``name``."""
+        if value is None and self.optional:
+            return None
+        kind = self._kind()
+        try:
+            out = kind.check(self, value)
+        except ValueError:
+            error = self.error(name, value)
+            if kind.typed:
+                error.args = (f"{name} must be {kind.typed} ({self.expected()}), got {_show(value)}",)
+            raise error from None
+        if not self.in_bounds(out):
+            # the value was understood, so the message names the setting, not how it was typed
+            raise SettingsError(f"{name} must be {self.span()}, got {_show(out)}", field=name,
+                                expected=self.expected(), value=out)
+        return out
+
+    def error(self, name: str, value: Any, label: str | None = None) -> SettingsError:
+        """The error for a ``value`` of the wrong type or form, naming ``label`` (default ``name``)."""
+        # the full rule in the message; `expected` says only what kind of value was wanted, the
+        # way a shot list's error reads ("expected an integer, got 'lots'")
+        kind = {int: "an integer", float: "a number"}.get(self._base(), self.expected())
+        return SettingsError(f"{label or name} must be {self.expected()}, got {_show(value)}", field=name,
+                             expected=kind, value=value)
 
     def in_bounds(self, value: Any) -> bool:
-        """Whether a converted number lies within ``lo``/``hi`` (non-numbers always do)."""
-        if self.kind not in ("int", "float") or value is None:
+        """Whether a number lies within ``lo``/``hi`` (non-numbers always do)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             return True
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
             return False
         return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+
+def setting(default: Any, **rule: Any) -> Any:
+    """A settings field: its default and its :class:`Knob` (``lo``, ``hi``, ``help`` ...); the
+    field's annotation becomes the knob's ``type`` when the schema is built."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed")
+    return field(default=default, metadata={"knob": Knob(**rule)})
+
+
+def typed(knob: Knob, annotation: Any) -> Knob:
+    """``knob`` with the field's annotation as its type."""
+    return replace(knob, type=annotation)
+
+
+def parse_value(knob: Knob, name: str, value: Any, *, text: bool = False, label: str | None = None) -> Any:
+    """Read (:meth:`Knob.read`) and check one value; a malformed one is refused naming ``label``
+    (default ``name``), a bad one naming ``name``."""
+    try:
+        value = knob.read(value, text=text)
+    except ValueError:
+        raise knob.error(name, value, label) from None
+    return knob.check(name, value)
+
+
+def is_bool_word(value: Any) -> bool:
+    """Whether ``value`` is a text spelling of true/false (``yes``, ``off``, ``1`` ...)."""
+    return isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE
 
 
 def _show(value: Any) -> str:
@@ -155,181 +381,6 @@ def _show(value: Any) -> str:
 
 
 def _num(x: float) -> str:
-    if x in _POWER_SPELLINGS:
-        return _POWER_SPELLINGS[x]
+    if x == 2**64:
+        return "2**64"  # the seed limit reads better as a power
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def _to_int(knob: Knob, value: Any, text: bool) -> int:
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if text and isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    raise ValueError
-
-
-def _to_float(knob: Knob, value: Any, text: bool) -> float:
-    if isinstance(value, bool):
-        raise ValueError
-    if not isinstance(value, (int, float)) and not (text and isinstance(value, str)):
-        raise ValueError
-    try:
-        out = float(value)
-    except (ValueError, OverflowError):
-        raise ValueError from None
-    if not math.isfinite(out):
-        raise ValueError
-    return out
-
-
-def _to_str(knob: Knob, value: Any, text: bool) -> str:
-    if not isinstance(value, str):
-        raise ValueError
-    return value
-
-
-def _to_name(knob: Knob, value: Any, text: bool) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError
-    out = value.strip().lower() if knob.lower or knob.choices else value.strip()
-    if knob.choices and out not in knob.choices:
-        raise ValueError
-    return out
-
-
-def _to_steps(knob: Knob, value: Any, text: bool) -> tuple[int, ...]:
-    if isinstance(value, str):
-        if not text:
-            raise ValueError
-        body = value.strip()
-        if body.startswith("[") and body.endswith("]"):
-            body = body[1:-1]
-        if not body.strip():
-            return ()
-        # "24,26,28" or "24 26 28"; an empty item (",,", "24,,26") is a typo, not "no step"
-        parts = re.split(r"\s*,\s*|\s+", body.strip())
-        if any(p == "" for p in parts):
-            raise ValueError
-        items: Sequence[Any] = parts
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        raise ValueError
-    out = []
-    for item in items:
-        i = _to_int(knob, item, text)
-        if i < 0:
-            raise ValueError
-        out.append(i)
-    return tuple(out)
-
-
-def _to_tristate(knob: Knob, value: Any, text: bool) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        s = value.strip().lower()
-        if s == "auto":
-            return None
-        if s in ("on", "off"):
-            return s == "on"
-        if text and s in _TRUE | _FALSE:
-            return s in _TRUE
-    raise ValueError
-
-
-def _to_bool(knob: Knob, value: Any, text: bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    if text and isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if text and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError
-
-
-def _to_frame(knob: Knob, value: Any, text: bool) -> str | int:
-    # "first", "middle" or an index >= 0 (digits only from text sources)
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in ("first", "middle"):
-            return word
-        if text and word.isdigit():
-            return int(word)
-    raise ValueError
-
-
-def _to_options(knob: Knob, value: Any, text: bool) -> tuple[tuple[str, Any], ...]:
-    # a mapping, or "KEY=VALUE" items as typed on a command line; kept as sorted pairs so
-    # that the frozen settings stay hashable and compare equal whatever order they came in
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    elif isinstance(value, str):
-        if not text:
-            raise ValueError
-        pairs = [item.partition("=")[::2] for item in value.split(";") if item.strip()]
-        if any("=" not in item for item in value.split(";") if item.strip()):
-            raise ValueError
-    elif isinstance(value, (list, tuple)):
-        pairs = []
-        for item in value:
-            if isinstance(item, str) and "=" in item:
-                pairs.append(tuple(item.partition("=")[::2]))
-            elif isinstance(item, (list, tuple)) and len(item) == 2:
-                pairs.append(tuple(item))
-            else:
-                raise ValueError
-    else:
-        raise ValueError
-    out: dict[str, Any] = {}
-    for key, item in pairs:
-        if not isinstance(key, str) or not key.strip().isidentifier() or key.strip() in out:
-            raise ValueError
-        if isinstance(item, os.PathLike):
-            item = os.fspath(item)
-        if not isinstance(item, (str, int, float, bool)):
-            raise ValueError
-        out[key.strip()] = item
-    return tuple(sorted(out.items()))
-
-
-_CONVERTERS: dict[str, Callable[[Knob, Any, bool], Any]] = {
-    "int": _to_int, "float": _to_float, "str": _to_str, "name": _to_name, "steps": _to_steps,
-    "tristate": _to_tristate, "bool": _to_bool, "frame": _to_frame, "options": _to_options,
-}
-
-
-def knob_field(default: Any, rule: Knob) -> Any:
-    """A dataclass field carrying its :class:`Knob`."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("mutable defaults are not allowed")
-    return field(default=default, metadata={"knob": rule})
-
-
-def parse_value(rule: Knob, name: str, value: Any, *, text: bool = False, label: str | None = None) -> Any:
-    """Convert and check one value by ``rule``; the error names ``label`` (default ``name``)."""
-    label = label or name
-    try:
-        out = rule.convert(value, text=text)
-    except ValueError:
-        # the full rule in the message; `expected` says only what kind of value was wanted,
-        # the way a shot list's error reads ("expected an integer, got 'lots'")
-        kind = {"int": "an integer", "float": "a number"}.get(rule.kind, rule.expected())
-        raise SettingsError(f"{label} must be {rule.expected()}, got {_show(value)}", field=name,
-                            expected=kind, value=value) from None
-    if not rule.in_bounds(out):
-        # the value was understood, so the message names the setting, not how it was typed
-        raise SettingsError(f"{name} must be {rule.span()}, got {_show(out)}", field=name, expected=rule.expected(),
-                            value=out)
-    return out
-

@@ -143,15 +143,12 @@ def estimate_memory(
             on (the default on CUDA) when that is unset.
         registry: the plugin registry the tiling strategy comes from.
     """
+    from uav.components import build
     from uav.models import AutoencoderKLVideo, UNetVideoModel
     from uav.pipeline import spatial_tiles
 
     s = settings or UpscaleSettings()
-    if registry is None:
-        from uav.registry import default_registry
-
-        registry = default_registry()
-    strategy = registry.get("tiling", s.tiling)
+    strategy = build("tiling", s.tiling, registry)
     scale = 4
     tiles = spatial_tiles(height, width, s, strategy, scale)
     unet_tiles = tiles

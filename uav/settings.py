@@ -1,14 +1,16 @@
-"""``UpscaleSettings``: every sampling knob, its default, its parsing and its validation, in one place.
+"""``UpscaleSettings``: every sampling knob, its type, default and rules, in one place.
 
 Defaults are those of the published inference script (SPEC §7.1), not of its
 pipeline class: 30 steps, guidance 6, noise level 120, no propagation, ``vae_3d``.
 
-Every other place that takes settings (the ``uav upscale`` and ``uav timeline``
-options, TOML shot lists, timeline markers and NLE metadata) goes through
-:meth:`UpscaleSettings.parse_value` / :meth:`UpscaleSettings.from_mapping`, so a
-value means the same thing, and is refused for the same reason, wherever it is typed.
+The settings are data: the constructor takes typed values (``noise_level=60``,
+``propagation_steps=(24, 26, 28)``, ``tile=True``) and checks them against each field's
+annotation and :class:`~uav.knobs.Knob`, never reading text. Text is read once, at the
+edge, by :meth:`UpscaleSettings.from_mapping` (whole mappings: the command line, JSON,
+TOML) or :meth:`UpscaleSettings.parse_value` (one value: a shot list's, a marker's),
+so a value means the same thing, and is refused for the same reason, wherever it is typed.
 
-Two parsing modes exist because the sources differ: *typed* sources (the Python API,
+Two reading modes exist because the sources differ: *typed* sources (the Python API,
 TOML, JSON) must give each value in its own type (TOML has booleans and integers, so
 ``skip = "yes"`` is a mistake there), while *text* sources (command-line options,
 markers, NLE metadata) carry strings, which are converted (``"60"``, ``"24,26,28"``,
@@ -22,26 +24,23 @@ The rules that were once written differently per caller, settled here:
 * ``seed`` is ``None`` (draw one) or an integer in ``[0, 2**64)``, the range of the
   torch generator it seeds;
 * component names (``flow``, ``scheduler``, ``segments``, ``tiling``, ``color_fix``)
-  are whatever the plugin registry offers (:meth:`UpscaleSettings.check_components`),
-  never a fixed list.
-
-How one value is read and bounded (:class:`~uav.knobs.Knob`, :func:`~uav.knobs.parse_value`)
-lives in :mod:`uav.knobs`; its names are re-exported here.
+  are whatever the plugin registry offers, never a fixed list; they are resolved by
+  :mod:`uav.components`, the one module that asks the registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
-from uav.knobs import ComponentError, Knob, SettingsError, parse_value
-from uav.knobs import knob_field as _field
+from uav.knobs import ComponentError, Frame, Knob, Name, Options, SettingsError, Steps, parse_value, setting, typed
+from uav.models import MAX_NOISE_LEVEL
 
 __all__ = [
     "AUTO_PROMPT",
-    "COMPONENT_FIELDS",
     "ComponentError",
     "DEFAULT_CAPTIONER",
     "Knob",
@@ -52,11 +51,8 @@ __all__ = [
     "combination_errors",
     "is_auto_prompt",
     "parse_int_list",
-    "parse_value",
 ]
 
-#: the U-Net refuses noise levels above this (``max_noise_level`` of the release)
-MAX_NOISE_LEVEL = 350
 #: seeds seed a torch ``Generator``, which takes unsigned 64-bit values
 SEED_LIMIT = 2**64
 
@@ -64,15 +60,6 @@ SEED_LIMIT = 2**64
 AUTO_PROMPT = "auto"
 #: the captioner used for ``prompt="auto"`` when none is named (the paper's kind, LLaVA)
 DEFAULT_CAPTIONER = "llava-local"
-
-#: settings field -> registry kind of the component it names
-COMPONENT_FIELDS: dict[str, str] = {
-    "flow": "flow",
-    "scheduler": "scheduler",
-    "segments": "segments",
-    "tiling": "tiling",
-    "color_fix": "color",
-}
 
 
 # --------------------------------------------------------------------------- the schema
@@ -99,7 +86,7 @@ class UpscaleSettings:
         num_inference_steps: denoising steps (at most what the scheduler allows, 1000 for DDIM).
         propagation_steps: 0-based step indices at which flow-guided latent propagation
             edits the predicted x0 (the paper uses late steps, e.g. 24, 26, 28 of 30).
-        color_fix: ``None``/``"none"``, ``"wavelet"`` or ``"adain"`` (or a plugin's name).
+        color_fix: ``"none"``, ``"wavelet"`` or ``"adain"`` (or a plugin's name).
         seed: seed of the CPU generator for the low-res noise and the initial latents, and of
             stochastic plugin schedulers; ``None`` draws one. ``0 <= seed < 2**64``.
         w_lr: weight of the low-res SFT conditioning in the ``vae_video`` decoder.
@@ -129,137 +116,71 @@ class UpscaleSettings:
             >= 1280 px; never done silently.
     """
 
-    prompt: str = _field("", Knob(
-        "str", help="What the video shows; guides the generated texture. auto: a captioner describes a frame "
-                    "(--captioner, --caption-frame)."))
-    added_prompt: str = _field("best quality, extremely detailed", Knob(
-        "str", help="Quality words appended to the prompt."))
-    negative_prompt: str = _field("blur, worst quality", Knob("str", help="What to steer away from."))
-    noise_level: int = _field(120, Knob(
-        "int", 0, MAX_NOISE_LEVEL, metavar="0-350",
-        help="Noise added to the input, 0-350: higher = more generated detail, less fidelity."))
-    guidance_scale: float = _field(6.0, Knob(
-        "float", 0, lo_open=True, metavar="G",
-        help="Classifier-free guidance; 1 turns it off (and halves the work)."))
-    num_inference_steps: int = _field(30, Knob("int", 1, metavar="N", help="Denoising (DDIM) steps."))
-    propagation_steps: tuple[int, ...] = _field((), Knob(
-        "steps", metavar="I,J,..",
-        help="0-based steps at which flow-guided latent propagation runs, e.g. 24,26,28 (of 30)."))
-    color_fix: str | None = _field(None, Knob(
-        "name", optional=True, lower=True, metavar="NAME",
-        help="Colour correction towards the input: none, wavelet or adain (or a plugin's, see `uav plugins`)."))
-    seed: int | None = _field(None, Knob("int", 0, SEED_LIMIT, hi_open=True, optional=True, metavar="N",
-                                       help="Random seed; printed in the summary when drawn at random."))
-    w_lr: float = _field(1.0, Knob("float"))
-    eta: float = _field(0.0, Knob("float", 0))
-    flow: str = _field("auto", Knob(
-        "name", metavar="NAME",
-        help="Optical flow for propagation: auto (RAFT if its weights are in the release, else dis), dis, "
-             "farneback, raft."))
-    scheduler: str = _field("ddim-official", Knob(
-        "name", metavar="NAME",
-        help="Sampler: ddim-official (published) or a plugin scheduler (see `uav plugins`)."))
-    segments: str = _field("official", Knob("name"))
-    window: int = _field(8, Knob("int", 1, 1024))
-    window_batch: int = _field(1, Knob(
-        "int", 1, 1024, metavar="N",
-        help="8-frame windows per U-Net call: same result, faster on GPUs with memory to spare."))
-    tiling: str = _field("official", Knob(
-        "name", metavar="NAME", help="Tiling strategy: official (hard paste, published) or feather."))
-    tile: bool | None = _field(None, Knob(
-        "tristate", metavar="auto|on|off",
-        help="Spatial tiling: auto (when the input has >= 384x384 pixels), on or off."))
-    tile_mode: str = _field("pipeline", Knob(
-        "name", choices=("pipeline", "latent"), metavar="pipeline|latent",
-        help="pipeline (published: each tile runs the whole pipeline) or latent (U-Net predictions averaged "
-             "over overlapping latent tiles each step; frames decode whole)."))
-    tile_size: int = _field(256, Knob("int", 8, 1 << 16, metavar="PX", help="Tile side in input pixels."))
-    tile_overlap: int = _field(64, Knob("int", 0, (1 << 16) - 1, metavar="PX", help="Tile overlap in input pixels."))
-    tile_threshold: int = _field(384 * 384, Knob("int", 1, 1 << 40))
-    decode_chunk: int = _field(3, Knob(
-        "int", 1, 1024, metavar="N",
-        help="Frames per VAE decode call; fewer = less memory (changes the numbers slightly)."))
-    decode_tile: int | None = _field(None, Knob(
-        "int", 8, 1 << 16, optional=True, metavar="PX",
-        help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
-             "large frames; changes the numbers slightly)."))
-    offload: bool | None = _field(None, Knob("tristate"))
-    fuse_scale: float = _field(0.5, Knob("float", 0, 1))
-    downscale_large: bool = _field(False, Knob("bool"))
-    captioner: str = _field(DEFAULT_CAPTIONER, Knob(
-        "name", metavar="NAME",
-        help="Captioner for --prompt auto: llava-local (as the paper), blip-local or a plugin's (see `uav plugins`)."))
-    captioner_options: tuple[tuple[str, Any], ...] = _field((), Knob("options"))
-    caption_frame: str | int = _field("first", Knob(
-        "frame", metavar="first|middle|N",
-        help="Frame --prompt auto captions: first (as the paper), middle or an index N of the clip."))
+    prompt: str = setting("", help="What the video shows; guides the generated texture. auto: a captioner describes "
+                                   "a frame (--captioner, --caption-frame).")
+    added_prompt: str = setting("best quality, extremely detailed", help="Quality words appended to the prompt.")
+    negative_prompt: str = setting("blur, worst quality", help="What to steer away from.")
+    noise_level: int = setting(120, lo=0, hi=MAX_NOISE_LEVEL, metavar="0-350", help=(
+        "Noise added to the input, 0-350: higher = more generated detail, less fidelity."))
+    guidance_scale: float = setting(6.0, lo=0, lo_open=True, metavar="G", help=(
+        "Classifier-free guidance; 1 turns it off (and halves the work)."))
+    num_inference_steps: int = setting(30, lo=1, metavar="N", help="Denoising (DDIM) steps.")
+    propagation_steps: Steps = setting((), metavar="I,J,..", help=(
+        "0-based steps at which flow-guided latent propagation runs, e.g. 24,26,28 (of 30)."))
+    color_fix: Name = setting("none", lower=True, metavar="NAME", help=(
+        "Colour correction towards the input: none, wavelet or adain (or a plugin's, see `uav plugins`)."))
+    seed: int | None = setting(None, lo=0, hi=SEED_LIMIT, hi_open=True, metavar="N", help=(
+        "Random seed; printed in the summary when drawn at random."))
+    w_lr: float = setting(1.0)
+    eta: float = setting(0.0, lo=0)
+    flow: Name = setting("auto", metavar="NAME", help=(
+        "Optical flow for propagation: auto (RAFT if its weights are in the release, else dis), dis, farneback, "
+        "raft."))
+    scheduler: Name = setting("ddim-official", metavar="NAME", help=(
+        "Sampler: ddim-official (published) or a plugin scheduler (see `uav plugins`)."))
+    segments: Name = setting("official")
+    window: int = setting(8, lo=1, hi=1024)
+    window_batch: int = setting(1, lo=1, hi=1024, metavar="N", help=(
+        "8-frame windows per U-Net call: same result, faster on GPUs with memory to spare."))
+    tiling: Name = setting("official", metavar="NAME", help=(
+        "Tiling strategy: official (hard paste, published) or feather."))
+    tile: bool | None = setting(None, metavar="auto|on|off", help=(
+        "Spatial tiling: auto (when the input has >= 384x384 pixels), on or off."))
+    tile_mode: Literal["pipeline", "latent"] = setting("pipeline", metavar="pipeline|latent", help=(
+        "pipeline (published: each tile runs the whole pipeline) or latent (U-Net predictions averaged over "
+        "overlapping latent tiles each step; frames decode whole)."))
+    tile_size: int = setting(256, lo=8, hi=1 << 16, metavar="PX", help="Tile side in input pixels.")
+    tile_overlap: int = setting(64, lo=0, hi=(1 << 16) - 1, metavar="PX", help="Tile overlap in input pixels.")
+    tile_threshold: int = setting(384 * 384, lo=1, hi=1 << 40)
+    decode_chunk: int = setting(3, lo=1, hi=1024, metavar="N", help=(
+        "Frames per VAE decode call; fewer = less memory (changes the numbers slightly)."))
+    decode_tile: int | None = setting(None, lo=8, hi=1 << 16, metavar="PX", help=(
+        "Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on large frames; "
+        "changes the numbers slightly)."))
+    offload: bool | None = setting(None)
+    fuse_scale: float = setting(0.5, lo=0, hi=1)
+    downscale_large: bool = setting(False)
+    captioner: Name = setting(DEFAULT_CAPTIONER, metavar="NAME", help=(
+        "Captioner for --prompt auto: llava-local (as the paper), blip-local or a plugin's (see `uav plugins`)."))
+    captioner_options: Options = setting(())
+    caption_frame: Frame = setting("first", metavar="first|middle|N", help=(
+        "Frame --prompt auto captions: first (as the paper), middle or an index N of the clip."))
 
     def __post_init__(self) -> None:
-        if isinstance(self.propagation_steps, (str, bytes)):
-            text = self.propagation_steps.decode() if isinstance(self.propagation_steps, bytes) \
-                else self.propagation_steps
-            object.__setattr__(self, "propagation_steps", parse_int_list(text, "propagation_steps"))
-        elif isinstance(self.propagation_steps, (list, tuple)) or self.propagation_steps is None:
-            object.__setattr__(self, "propagation_steps", tuple(self.propagation_steps or ()))
-        if isinstance(self.color_fix, str):
-            object.__setattr__(self, "color_fix", self.color_fix.strip().lower())
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise :class:`SettingsError` naming the first invalid setting.
-
-        Checks every field's type and bounds, then the rules that tie fields together;
-        component names are checked against the plugin registry by
-        :meth:`check_components` (which needs the registry, so it is a separate step).
-        """
-        for f in dataclasses.fields(self):
-            rule: Knob = f.metadata["knob"]
-            value = getattr(self, f.name)
-            # typed data only: the constructor is the API, where "60" is a mistake
-            object.__setattr__(self, f.name, parse_value(rule, f.name, value, text=False))
-        self.check_combination()
-
-    def check_combination(self) -> None:
-        """The rules that tie fields together (each field on its own being valid)."""
-        for message, name, expected in combination_errors(self.to_dict()):
-            raise SettingsError(message, field=name, reason=expected)
-
-    # ------------------------------------------------------------------ components
-    def check_components(self, registry: Any = None, *, changed_only: bool = False) -> None:
-        """Resolve every component name through the plugin registry.
-
-        ``flow`` is looked up (building RAFT needs its weights, which only the upscaler
-        has); schedulers, segment and tiling strategies and colour correctors are built,
-        so a ``diffusers:<Name>`` family member is checked too, and the scheduler is
-        asked for a schedule of ``num_inference_steps`` steps.
-
-        With ``changed_only``, names equal to the defaults (built-ins the upscaler resolves
-        anyway) are skipped, so that checking a plan of default shots loads no plugin.
+        """Check every field's type and bounds (bringing typed values to their canonical form:
+        ``3`` -> ``3.0``, a list -> a tuple), then the rules that tie fields together.
 
         Raises:
-            ComponentError: a name the registry does not offer (message lists the installed ones).
-            SettingsError: a component refuses the settings (e.g. too many steps).
+            SettingsError: naming the first invalid setting.
         """
-        defaults = _defaults()
-        for name in COMPONENT_FIELDS:
-            value = self.color_fix_name if name == "color_fix" else getattr(self, name)
-            if (name == "flow" and value == "auto") or (changed_only and value == defaults[name]):
-                continue
-            self.check_component(name, value, registry, steps=self.num_inference_steps)
-
-    @classmethod
-    def check_component(cls, field: str, value: str, registry: Any = None, *, steps: int | None = None) -> None:
-        """Resolve the component ``value`` of ``field`` (``flow``, ``scheduler``, ``segments``,
-        ``tiling``, ``color_fix``) through ``registry`` (default: the shared one); see
-        :meth:`check_components`. ``steps``: also ask a scheduler for that many steps."""
-        if registry is None:
-            from uav.registry import default_registry
-
-            registry = default_registry()
-        if field == "color_fix" and value is None:
-            value = "none"
-        _check_component(registry, COMPONENT_FIELDS[field], field, value, steps)
+        for name, rule in _knobs().items():
+            object.__setattr__(self, name, rule.check(name, getattr(self, name)))
+        for message, name, reason in combination_errors(self.to_dict()):
+            raise SettingsError(message, field=name, reason=reason)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -277,40 +198,36 @@ class UpscaleSettings:
         parts = [p.strip() for p in (self.prompt, self.added_prompt) if p and p.strip()]
         return ", ".join(parts)
 
-    @property
-    def color_fix_name(self) -> str:
-        return self.color_fix or "none"
-
     def replace(self, **changes: Any) -> "UpscaleSettings":
-        """A copy with some fields changed (validated)."""
-        unknown = set(changes) - set(self.field_names())
+        """A copy with some fields changed (typed values, checked)."""
+        unknown = set(changes) - set(_knobs())
         if unknown:
-            raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(self.field_names())}")
+            raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(_knobs())}")
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+        return list(_knobs())
 
     @classmethod
     def knob(cls, name: str) -> Knob:
-        """The :class:`Knob` (parsing rule and help) of field ``name``."""
+        """The :class:`Knob` (type, bounds and help) of field ``name``."""
         return _knobs()[name]
 
     @classmethod
     def parse_value(cls, name: str, value: Any, *, text: bool = False, label: str | None = None) -> Any:
-        """One field's value, converted (strings too when ``text``) and checked on its own.
+        """One field's value, read (strings too when ``text``) and checked on its own.
 
         Raises:
             SettingsError: naming ``label`` (default: the field), with ``expected`` set.
         """
         if name not in _knobs():
-            raise SettingsError(f"unknown setting {name!r}; known: {sorted(cls.field_names())}")
+            raise SettingsError(f"unknown setting {name!r}; known: {sorted(_knobs())}")
         return parse_value(_knobs()[name], name, value, text=text, label=label)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, text: bool = False, components: bool = False,
-                     registry: Any = None, labels: Mapping[str, str] | None = None) -> "UpscaleSettings":
+    def from_mapping(cls, data: Mapping[str, Any], *, text: bool = False,
+                     labels: Mapping[str, str] | None = None) -> "UpscaleSettings":
         """Build from plain data: JSON/TOML (typed) or, with ``text``, strings from the
         command line, markers or NLE metadata. ``steps`` is accepted for
         ``num_inference_steps``; ``None`` values mean "the default".
@@ -318,8 +235,6 @@ class UpscaleSettings:
         Args:
             data: field name -> value.
             text: also convert strings (``"60"``, ``"24,26,28"``, ``"on"``).
-            components: also resolve the component names (:meth:`check_components`).
-            registry: the registry for that (default: the shared one).
             labels: field -> name to use in error messages (e.g. ``--noise-level``).
 
         Raises:
@@ -328,16 +243,20 @@ class UpscaleSettings:
         data = dict(data)
         if "steps" in data:
             data["num_inference_steps"] = data.pop("steps")
-        unknown = set(data) - set(cls.field_names())
+        unknown = set(data) - set(_knobs())
         if unknown:
-            raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(cls.field_names())}")
+            raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(_knobs())}")
         labels = labels or {}
-        values = {k: cls.parse_value(k, v, text=text, label=labels.get(k)) for k, v in data.items()
-                  if v is not None}
-        settings = cls(**values)
-        if components:
-            settings.check_components(registry)
-        return settings
+        values = {}
+        for name, value in data.items():
+            if value is None:
+                continue
+            rule = _knobs()[name]
+            try:
+                values[name] = rule.read(value, text=text)
+            except ValueError:
+                raise rule.error(name, value, labels.get(name)) from None
+        return cls(**values)  # the constructor checks what was read
 
     @classmethod
     def from_strings(cls, data: Mapping[str, Any], **options: Any) -> "UpscaleSettings":
@@ -362,14 +281,10 @@ def is_auto_prompt(prompt: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _defaults() -> dict[str, Any]:
-    lib = UpscaleSettings()
-    return {**lib.to_dict(), "color_fix": lib.color_fix_name}
-
-
-@functools.lru_cache(maxsize=1)
 def _knobs() -> dict[str, Knob]:
-    return {f.name: f.metadata["knob"] for f in dataclasses.fields(UpscaleSettings)}
+    """Field -> its knob, typed by the field's annotation."""
+    hints = typing.get_type_hints(UpscaleSettings, include_extras=True)
+    return {f.name: typed(f.metadata["knob"], hints[f.name]) for f in dataclasses.fields(UpscaleSettings)}
 
 
 def combination_errors(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -400,31 +315,6 @@ def combination_errors(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                        f"{negative!r} would be ignored: use guidance_scale >= 1, or negative_prompt=''",
                        "guidance_scale", reason))
     return errors
-
-
-@functools.lru_cache(maxsize=256)
-def _check_component(registry: Any, kind: str, name: str, value: str, steps: int | None) -> None:
-    # cached: a timeline resolves the same few names for every clip
-    try:
-        if kind == "flow":
-            registry.factory(kind, value)
-            return
-        component = registry.get(kind, value)
-    except KeyError as exc:
-        reason = str(exc.args[0]) if exc.args else str(exc)
-        choices = ", ".join(registry.names(kind, sort=False)) or "(none installed)"
-        raise ComponentError(f"{name}: {reason}", field=name, reason=reason, expected=f"one of {choices}",
-                             value=value) from None
-    except (ValueError, TypeError) as exc:
-        # a family member the family does not have (``diffusers:__class__``), or a factory
-        # refusing to build: either way the name does not give a usable component
-        raise ComponentError(f"{name}: {exc}", field=name, reason=str(exc), value=value) from None
-    if kind == "scheduler" and steps is not None:
-        try:
-            component.set_timesteps(steps)
-        except (ValueError, TypeError) as exc:
-            raise SettingsError(f"num_inference_steps: {exc}", field="num_inference_steps", reason=str(exc),
-                                value=steps) from None
 
 
 def parse_int_list(value: str | Sequence[int] | None, name: str = "value") -> tuple[int, ...]:

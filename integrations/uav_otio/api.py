@@ -14,7 +14,7 @@ from typing import Any
 
 import opentimelineio as otio
 
-from uav.settings import UpscaleSettings
+from uav.components import check_components
 
 from .jobs import DEFAULT_HANDLES, Plan, RenderJob
 from .manifest import Manifest
@@ -341,8 +341,7 @@ def preview_timeline(
     for job in plan.jobs:  # every component of every distinct shot, as the render will resolve them
         if job.settings_hash not in checked:
             checked.add(job.settings_hash)
-            settings: UpscaleSettings = to_upscale_settings(job.settings)
-            settings.check_components()
+            check_components(to_upscale_settings(job.settings))
     preview = Preview(plan, written=list(targets))
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
     hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}

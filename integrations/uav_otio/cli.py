@@ -58,7 +58,8 @@ from uav.cli.options import (
     with_setting_options,
 )
 from uav.cli.preflight import codec_spec, find_weights, parse_dtype, resolve_device
-from uav.settings import COMPONENT_FIELDS, SettingsError, UpscaleSettings
+from uav.components import COMPONENT_FIELDS, check_component
+from uav.settings import SettingsError
 
 from .jobs import Plan
 from .options import MODEL, InputArg, PlanningOptions, with_planning_options
@@ -94,7 +95,7 @@ def _overrides(setting_values: Mapping[str, Any], vae: str | None) -> dict[str, 
         value = overrides.get(_KEY_OF_FIELD.get(field, field))
         if isinstance(value, str) and not (field == "flow" and value == "auto"):
             try:
-                UpscaleSettings.check_component(field, value)
+                check_component(field, value)
             except SettingsError as exc:
                 where = exc.located(_KEY_OF_FIELD[field], "command-line overrides")
                 raise UserError(f"{SETTING_FLAGS[field]}: {where}") from None

@@ -18,17 +18,11 @@ Where the values come from and how they combine is :mod:`uav_otio.shots`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
 
-from uav.settings import (
-    AUTO_PROMPT,
-    Knob,
-    SettingsError,
-    UpscaleSettings,
-    combination_errors,
-    is_auto_prompt,
-    parse_value,
-)
+
+from uav.knobs import Knob, is_bool_word, parse_value
+from uav.settings import AUTO_PROMPT, SettingsError, UpscaleSettings, combination_errors, is_auto_prompt
 
 __all__ = [
     "AUTO_PROMPT_DEFAULTS",
@@ -81,10 +75,10 @@ AUTO_PROMPT_KEYS: dict[str, str] = {
     "caption_frame": "caption_frame",
 }
 #: per-shot keys that are not pipeline knobs: the renderer or the planner reads them
-_BOOL = Knob("bool")
+_BOOL = Knob(bool)
 #: values accepted for ``vae`` (the decoder the renderer loads)
-VAE_CHOICES: tuple[str, ...] = ("3d", "video")
-_VAE = Knob("name", choices=VAE_CHOICES, optional=True)
+_VAE = Knob(Optional[Literal["3d", "video"]])
+VAE_CHOICES: tuple[str, ...] = _VAE.choices
 #: values accepted for ``tile`` (``true``/``false`` and friends are read as on/off)
 TILE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
 #: values accepted for ``tile_mode``
@@ -100,8 +94,6 @@ def _to_shot_value(key: str, value: Any) -> Any:
     """A parsed :class:`UpscaleSettings` value in the per-shot spelling (JSON-friendly, hashed)."""
     if key == "propagation_steps":
         return sorted(set(value))
-    if key == "color_fix":
-        return value or "none"
     if key == "tile":
         return _TILE_WORDS[value]
     return value
@@ -143,7 +135,7 @@ def _shot_value(key: str, value: Any, text: bool) -> Any:
         return AUTO_PROMPT  # one spelling, so "Auto" and "auto" hash alike
     if value is None and key in _PIPELINE_DEFAULT:
         return None
-    if key == "tiling" and (isinstance(value, bool) or (text and _BOOL.is_bool_word(value))):
+    if key == "tiling" and (isinstance(value, bool) or (text and is_bool_word(value))):
         # ``tiling = true/false`` predates ``tile``: it switches tiling (folded into ``tile``)
         return parse_value(_BOOL, key, value, text=text)
     return _to_shot_value(key, UpscaleSettings.parse_value(PIPELINE_KEYS[key], value, text=text))
@@ -238,6 +230,7 @@ def to_upscale_settings(settings: Mapping[str, Any]) -> UpscaleSettings:
     """The pipeline settings for a resolved shot (``vae`` and ``skip`` are not
     sampling knobs: the renderer picks the VAE when it loads the model).
 
+    The values are the typed ones :func:`validate_settings` gives (or JSON of them):
     ``steps`` becomes ``num_inference_steps``; ``tile`` ``on``/``off`` forces tiling
     (``auto`` leaves it to the input size); ``tiling`` names the tiling strategy (a
     ``true``/``false`` there, in a mapping that was not validated, acts as ``tile``).
@@ -257,4 +250,4 @@ def to_upscale_settings(settings: Mapping[str, Any]) -> UpscaleSettings:
             knobs["tile"] = value
         else:
             knobs[PIPELINE_KEYS.get(key, key)] = value
-    return UpscaleSettings.from_mapping(knobs, text=True)
+    return UpscaleSettings.from_mapping(knobs)

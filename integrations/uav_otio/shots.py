@@ -32,6 +32,7 @@ from typing import Any
 
 import opentimelineio as otio
 
+from uav.components import check_components
 from uav.settings import AUTO_PROMPT, SettingsError
 
 from .shot_list import (  # noqa: F401  (re-exported: published here first)
@@ -188,7 +189,7 @@ def resolve_clip_settings(
         # the rules the pipeline applies, and every component name other than the built-in
         # defaults through the registry, so a timeline fails at plan time for what the render
         # would refuse (a plan of default shots loads no plugin, hence no torch)
-        to_upscale_settings(settings).check_components(changed_only=True)
+        check_components(to_upscale_settings(settings), changed_only=True)
     except SettingsError as exc:
         key = FIELD_TO_KEY.get(exc.field or "", exc.field or "")
         if key in origin:

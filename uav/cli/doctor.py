@@ -246,7 +246,6 @@ def memory_report(source: Path, *, setting_values: dict[str, Optional[str]], car
 
     check_vae(vae)
     settings = settings_from_options(setting_values)
-    settings.check_components()
     info = probe(source)
     unet_cfg, vae_cfg, text_params, configs_from = _release_configs(weights, vae)
     default_unet, default_vae = default_dtypes(torch.device("cuda"))

@@ -4,8 +4,10 @@ The pipeline knobs are generated from :class:`uav.settings.UpscaleSettings`' fie
 (their help, metavar and default come from each field's :class:`~uav.settings.Knob`)
 by :func:`with_setting_options`, which adds them to a command's signature and hands
 the command one ``setting_values`` dict of what was typed. Every value arrives as text
-and is parsed by the settings schema, so a bad value reads the same in every command
-and names its option (``--noise-level must be an integer in [0, 350], got '1.5'``).
+and is read once by :meth:`UpscaleSettings.from_strings`, so a bad value reads the same
+in every command and names its option (``--noise-level must be an integer in [0, 350],
+got '1.5'``); :func:`settings_from_options` then resolves the component names through
+:mod:`uav.components` before anything loads.
 
 The model, encoding and reporting options are ``Annotated`` aliases used verbatim by
 each command.
@@ -168,13 +170,17 @@ def settings_from_options(values: Mapping[str, Any], captioner_options: list[str
         SettingsError: naming the option at fault.
         uav.captioning.CaptionError: a malformed ``--captioner-option``.
     """
+    from uav.components import check_components
+
     given = {field: value for field, value in values.items() if value is not None}
     if captioner_options:
         from uav.captioning import parse_captioner_options
 
         given["captioner_options"] = parse_captioner_options(captioner_options)
     try:
-        return UpscaleSettings.from_strings(given, components=True, labels=SETTING_FLAGS)
+        settings = UpscaleSettings.from_strings(given, labels=SETTING_FLAGS)
+        check_components(settings)
+        return settings
     except SettingsError as exc:
         raise SettingsError(option_message(exc), field=exc.field) from None
 

@@ -331,16 +331,15 @@ def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: An
                      vae: str, device: str, dtype: str, kind: str, started: float, split: Any = None) -> dict[str, Any]:
     """``--dry-run``: the checks a run makes before loading a model, then what it would write.
 
-    Inputs were probed and outputs checked by the caller (folders it made for them are
-    removed again: nothing stays written); here every component the settings name is
-    resolved through the registry and the weights folder is checked for completeness.
+    Inputs were probed and outputs checked, and every component the settings name resolved
+    through the registry, by the caller (folders it made for outputs are removed again:
+    nothing stays written); here the weights folder is checked for completeness.
     """
     from rich.markup import escape
 
     from uav import __version__
     from uav.weights import find_release
 
-    settings.check_components()
     if folder is not None and not tiny:
         missing = find_release(folder).missing(vae=vae)  # type: ignore[arg-type]
         if missing:

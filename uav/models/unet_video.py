@@ -23,7 +23,7 @@ from torch import nn
 from uav.models.layers import Downsample3D, InflatedConv3d, ResnetBlock3D, Upsample3D
 from uav.models.temporal import ROPE_DIM, RotaryEmbedding, TemporalModule3D, install_rope_alias_hooks
 from uav.models.transformer import CrossAttentionSpec, transformer_stack
-from uav.settings import MAX_NOISE_LEVEL
+from uav.models import MAX_NOISE_LEVEL
 
 Tensor = torch.Tensor
 

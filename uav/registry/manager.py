@@ -60,26 +60,6 @@ KINDS: dict[str, tuple[str, str]] = {
     "captioner": ("register_captioners", "captioner"),
 }
 
-# Spellings users reach for (API argument names, plurals, British English).
-_KIND_ALIASES: dict[str, str] = {
-    "flows": "flow",
-    "flow_estimator": "flow",
-    "flow-estimator": "flow",
-    "colour": "color",
-    "colors": "color",
-    "colours": "color",
-    "color_fix": "color",
-    "colour_fix": "color",
-    "color-fix": "color",
-    "schedulers": "scheduler",
-    "tile": "tiling",
-    "tiles": "tiling",
-    "segment": "segments",
-    "windows": "segments",
-    "captioners": "captioner",
-    "caption": "captioner",
-}
-
 _WILDCARD = ":*"
 
 
@@ -145,14 +125,12 @@ class PluginInfo:
         }
 
 
-def _canonical_kind(kind: str) -> str:
+def _known_kind(kind: str) -> str:
     if not isinstance(kind, str):
         raise TypeError(f"kind must be a str, got {type(kind).__name__}")
-    key = kind.strip().lower()
-    key = _KIND_ALIASES.get(key, key)
-    if key not in KINDS:
+    if kind not in KINDS:
         raise UnknownKindError(f"unknown component kind {kind!r}; expected one of: {', '.join(KINDS)}")
-    return key
+    return kind
 
 
 class Registry:
@@ -239,12 +217,12 @@ class Registry:
     def names(self, kind: str, *, sort: bool = True) -> list[str]:
         """Names of the installed components of ``kind`` (families as ``prefix:*``), sorted,
         or with ``sort=False`` in registration order (built-ins first, defaults first)."""
-        table = self._components[_canonical_kind(kind)]
+        table = self._components[_known_kind(kind)]
         return sorted(table) if sort else list(table)
 
     def components(self, kind: str | None = None) -> list[ComponentInfo]:
         """Registered components, of one kind or of all kinds."""
-        kinds = [_canonical_kind(kind)] if kind is not None else list(KINDS)
+        kinds = [_known_kind(kind)] if kind is not None else list(KINDS)
         return [self._components[k][n] for k in kinds for n in sorted(self._components[k])]
 
     def __contains__(self, item: tuple[str, str]) -> bool:
@@ -256,7 +234,7 @@ class Registry:
         return True
 
     def _lookup(self, kind: str, name: str) -> tuple[ComponentInfo, dict[str, Any]]:
-        kind = _canonical_kind(kind)
+        kind = _known_kind(kind)
         if not isinstance(name, str):
             raise TypeError(f"{kind} name must be a str, got {type(name).__name__}")
         table = self._components[kind]

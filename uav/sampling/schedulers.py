@@ -27,7 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # the largest LR noise level the published UNet accepts (SPEC §2.1); the settings schema
 # (a torch-free leaf module) holds it
-from uav.settings import MAX_NOISE_LEVEL
+from uav.models import MAX_NOISE_LEVEL
 
 Tensor = torch.Tensor
 
