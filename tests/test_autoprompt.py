@@ -83,6 +83,7 @@ def test_settings_accept_auto_and_the_caption_fields() -> None:
             UpscaleSettings(**bad)
 
 
+@pytest.mark.slow
 def test_api_auto_prompt_captions_and_encodes_the_caption(upscaler, blip, prompts) -> None:
     events: list[dict] = []
     options = {"model": str(blip), "max_new_tokens": 4}
@@ -133,6 +134,7 @@ def test_api_missing_captioner_folder_fails_before_upscaling(upscaler, tmp_path,
                          captioner_options={"model": str(tmp_path / "nowhere")})
 
 
+@pytest.mark.slow
 def test_cli_prompt_auto_reaches_the_text_encoder_and_the_json(release, blip, clip, tmp_path, prompts) -> None:
     out = tmp_path / "out.mp4"
     result = runner.invoke(app, ["upscale", str(clip), "-o", str(out), "--weights", str(release), "--steps", "1",

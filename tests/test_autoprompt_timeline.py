@@ -69,6 +69,7 @@ def media(tmp_path: Path) -> dict[str, Path]:
             "c": F.make_movie(root / "C003.mov", 40)}
 
 
+@pytest.mark.slow
 def test_auto_shots_caption_once_and_a_rerun_captions_nothing(media, blip, captioned, tmp_path) -> None:
     options = {"model": str(blip), "max_new_tokens": 4}
     out, mdir = tmp_path / "cut_uav.otio", tmp_path / "media"
@@ -162,6 +163,7 @@ def test_bad_caption_frame_names_the_clip_and_the_layer(media) -> None:
         resolve_clip_settings(clip)
 
 
+@pytest.mark.slow
 def test_cli_timeline_upscale_json_lists_the_captions(media, blip, captioned, tmp_path) -> None:
     import uav.cli
     from uav.cli.app import app

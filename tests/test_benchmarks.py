@@ -61,6 +61,7 @@ def run(tmp_path_factory, one_thread):
     return rc, out, json.loads((out / "bench.json").read_text())
 
 
+@pytest.mark.slow
 def test_harness_runs_every_stage_on_cpu(run):
     rc, out, data = run
     assert rc == 0

@@ -107,6 +107,7 @@ def test_the_chosen_frame_of_a_video_is_the_one_captioned(clip, index_registry):
     assert log["built"] == log["closed"] == 5
 
 
+@pytest.mark.slow
 def test_in_memory_frames_in_every_layout(index_registry):
     registry, _ = index_registry
     frames = np.stack([index_frame(k) for k in range(6)])  # (T, H, W, 3) uint8
@@ -152,6 +153,7 @@ def test_a_clip_captioner_serves_many_clips_and_frees_once(clip, index_registry)
 
 
 # ------------------------------------------------------------------------------ real captioners
+@pytest.mark.slow
 def test_llava_captions_the_clip_and_its_model_is_freed(clip, tiny_llava, monkeypatch):
     from uav_captioners.hf import LocalChatCaptioner
 

@@ -58,6 +58,7 @@ def files_in(folder: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_upscale_file_end_to_end_with_json_summary(release: Path, clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "results" / "clip_4x.mp4"
     result = invoke(str(clip), "-o", str(out), "--weights", str(release), "--start", "1", "--end", "9",
@@ -85,6 +86,7 @@ def test_upscale_file_end_to_end_with_json_summary(release: Path, clip: Path, tm
     assert info.color_space == src.color_space
 
 
+@pytest.mark.slow
 def test_cli_output_equals_the_python_api(release: Path, clip: Path, tmp_path: Path) -> None:
     """Lossless PNG output of the CLI is bit-identical to VideoUpscaler.upscale with the same knobs."""
     out = tmp_path / "frames"
@@ -103,6 +105,7 @@ def test_cli_output_equals_the_python_api(release: Path, clip: Path, tmp_path: P
     assert np.array_equal(cli_frames, api)
 
 
+@pytest.mark.slow
 def test_folder_of_videos_is_a_batch(release: Path, tmp_path: Path) -> None:
     src = tmp_path / "videos"
     src.mkdir()
@@ -119,6 +122,7 @@ def test_folder_of_videos_is_a_batch(release: Path, tmp_path: Path) -> None:
     assert [o["frames"] for o in summary["outputs"]] == [3, 4]
 
 
+@pytest.mark.slow
 def test_folder_of_images_is_one_sequence(release: Path, tmp_path: Path) -> None:
     src = tmp_path / "shot"
     src.mkdir()
@@ -132,6 +136,7 @@ def test_folder_of_images_is_one_sequence(release: Path, tmp_path: Path) -> None
     assert (info.num_frames, info.width, info.height, info.fps) == (5, 80, 48, Fraction(25))
 
 
+@pytest.mark.slow
 def test_self_check_without_weights(clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     env = {"UAV_WEIGHTS": str(tmp_path / "nowhere"), "HOME": str(tmp_path)}
@@ -143,6 +148,7 @@ def test_self_check_without_weights(clip: Path, tmp_path: Path, monkeypatch: pyt
     assert (tmp_path / "demo_selfcheck_random.mp4").is_file() and not (tmp_path / "demo.mp4").exists()
 
 
+@pytest.mark.slow
 def test_real_size_input_runs_on_cpu(release: Path, tmp_path: Path) -> None:
     """A 320x240 clip through every stage on the CPU (1 step, no guidance, 2 frames)."""
     src = make_sample_clip(tmp_path / "sd.mp4", frames=2, width=320, height=240)

@@ -106,6 +106,7 @@ def test_verify_missing_folder_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"error: {tmp_path / 'nope'}: no such folder"
 
 
+@pytest.mark.slow
 def test_convert_to_safetensors_round_trips(tmp_path: Path) -> None:
     folder = make_tiny_release(tmp_path / "bin_release", fmt="bin", with_text=False)
     before = R.load_unet(folder).state_dict()

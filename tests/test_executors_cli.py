@@ -131,6 +131,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- timelines
+@pytest.mark.slow
 def test_timeline_on_ray_matches_local(ray_cluster, weights, cut, tmp_path, one_thread):
     common = ["timeline", "upscale", cut, "--weights", weights, "--handles", "0", *RENDER]
     local = run(*common, "-o", tmp_path / "local" / "cut_uav.otio", "--media-dir", tmp_path / "local" / "media")
@@ -159,6 +160,7 @@ def test_timeline_on_ray_matches_local(ray_cluster, weights, cut, tmp_path, one_
     assert summary["rendered"] == [] and len(summary["cached"]) == 3 and summary["jobs"] == []
 
 
+@pytest.mark.slow
 def test_timeline_job_that_raises_is_reported_and_the_rest_finish(ray_cluster, cut, tmp_path):
     media_dir = tmp_path / "media"
     res = run("timeline", "upscale", cut, "-o", tmp_path / "out.otio", "--media-dir", media_dir, "--handles", "0",
@@ -179,6 +181,7 @@ def test_timeline_job_that_raises_is_reported_and_the_rest_finish(ray_cluster, c
     assert active["SH2"] != active["SH1"] == active["SH3"]
 
 
+@pytest.mark.slow
 def test_killed_worker_job_is_redone_and_a_rerun_renders_nothing(ray_cluster, cut, tmp_path):
     from uav.executors import make_executor
     from uav_otio import plan_file, render_plan
@@ -206,6 +209,7 @@ def test_killed_worker_job_is_redone_and_a_rerun_renders_nothing(ray_cluster, cu
 
 
 # ---------------------------------------------------------------------------- folders
+@pytest.mark.slow
 def test_folder_on_ray_matches_local(ray_cluster, weights, media, tmp_path, one_thread):
     folder = tmp_path / "videos"
     folder.mkdir()

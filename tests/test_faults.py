@@ -101,6 +101,7 @@ def test_denoise_oom_halves_window_batch_without_changing_the_numbers(upscaler, 
     assert sum("retrying with smaller settings" in r.message for r in caplog.records) == 1  # policy logged once
 
 
+@pytest.mark.slow
 def test_denoise_oom_at_window_batch_one_restarts_with_latent_tiles(upscaler, monkeypatch, small_floors):
     clip = moving_pattern(frames=3, height=24, width=24)
     reference = run(upscaler, clip, tile=True, tile_mode="latent", tiling="feather", tile_size=8, tile_overlap=2)
@@ -112,6 +113,7 @@ def test_denoise_oom_at_window_batch_one_restarts_with_latent_tiles(upscaler, mo
     assert torch.equal(out, reference)
 
 
+@pytest.mark.slow
 def test_decode_oom_halves_the_chunk_then_tiles(upscaler, monkeypatch, small_floors):
     clip = moving_pattern(frames=4, height=32, width=32)
     reference = run(upscaler, clip, decode_chunk=1, decode_tile=16)
@@ -123,6 +125,7 @@ def test_decode_oom_halves_the_chunk_then_tiles(upscaler, monkeypatch, small_flo
     assert torch.equal(out, reference)
 
 
+@pytest.mark.slow
 def test_decode_oom_on_a_later_chunk_keeps_the_earlier_frames(upscaler, monkeypatch):
     clip = moving_pattern(frames=5, height=8, width=8)
     reference = run(upscaler, clip, decode_chunk=1)
@@ -197,6 +200,7 @@ def inject_unet_inf(monkeypatch, *, always: bool = False) -> dict:
     return state
 
 
+@pytest.mark.slow
 def test_fp16_unet_overflow_is_recomputed_wider_and_told_once(upscaler_fp16, monkeypatch, caplog):
     clip = moving_pattern(frames=8, height=8, width=8)
     clean = run(upscaler_fp16, clip)
@@ -212,6 +216,7 @@ def test_fp16_unet_overflow_is_recomputed_wider_and_told_once(upscaler_fp16, mon
     assert (out - clean).abs().max() < 0.1
 
 
+@pytest.mark.slow
 def test_nonfinite_in_every_dtype_is_an_error(upscaler_fp16, monkeypatch):
     inject_unet_inf(monkeypatch, always=True)
     with pytest.raises(NonFiniteError, match="weights verify"):

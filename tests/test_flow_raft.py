@@ -96,6 +96,7 @@ def test_official_keys_map_onto_torchvision_raft_large(official_sd):
     assert official_to_torchvision(mapped).keys() == mapped.keys()
 
 
+@pytest.mark.slow
 def test_raft_loads_release_file_and_runs_end_to_end(registry, weights_file, official_sd):
     estimator = registry.get("flow", "raft", weights=weights_file)
     assert isinstance(estimator, FlowEstimator)

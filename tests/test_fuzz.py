@@ -81,6 +81,7 @@ def _cli_contract(res, folder: Path, before: list[str]) -> None:
 
 
 @given(st.dictionaries(KEYS, ATOMS, max_size=6))
+@pytest.mark.slow
 def test_settings_from_strings_accepts_or_names_the_problem(data):
     try:
         s = UpscaleSettings.from_strings(data)
@@ -192,6 +193,7 @@ def test_corrupted_media_is_refused_or_read(clip, release, tmp_path_factory, dat
 
 @few(8)
 @given(st.data())
+@pytest.mark.slow
 def test_corrupted_weight_folders_fail_verify_with_one_line(release, tmp_path_factory, data):
     import shutil
 

@@ -8,6 +8,7 @@ runs when it is called, which is how optional dependencies are kept lazy.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,17 @@ def test_the_method_core_never_imports_upward(core: str) -> None:
     upward = {(mod, dep) for mod, deps in graph.items() if mod == core or mod.startswith(core + ".")
               for dep in deps if not dep.startswith(tuple(f"{a}." for a in allowed)) and dep not in allowed}
     assert upward == set()
+
+
+def test_core_never_imports_a_plugin_package() -> None:
+    # where a built-in's code lives (docs/architecture.md): core holds the method's numerics,
+    # plugin packages register them and hold the adapters to other libraries; a plugin may
+    # import core, never the other way round
+    plugins = {p.name for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").exists()}
+    graph = import_graph()
+    upward = {(mod, dep) for mod, deps in graph.items() if mod == "uav" or mod.startswith("uav.")
+              for dep in deps if dep.split(".")[0] in plugins}
+    assert upward == set()
+    lazy = [p.relative_to(ROOT).as_posix() for p in (ROOT / "uav").rglob("*.py")
+            if re.search(rf"^\s*(from|import) ({'|'.join(sorted(plugins))})\b", p.read_text(encoding="utf-8"), re.M)]
+    assert lazy == []  # not even inside a function

@@ -45,6 +45,7 @@ def test_the_bundled_configs_are_the_release_configs():
         assert _config(name) == _config(name, PARITY / "release_configs")
 
 
+@pytest.mark.slow
 def test_weights_are_the_networks_parameter_bytes():
     unet_cfg, vae_cfg = _tiny()
     e = estimate_memory(unet_cfg, vae_cfg, height=32, width=48, frames=8, unet_dtype=torch.float16,
@@ -57,6 +58,7 @@ def test_weights_are_the_networks_parameter_bytes():
     assert e.clip_state_gib == 0.0  # offloaded by default
 
 
+@pytest.mark.slow
 def test_working_sets_follow_the_settings():
     unet_cfg, vae_cfg = _tiny()
     size = dict(height=48, width=64, frames=16)
@@ -78,12 +80,14 @@ def test_working_sets_follow_the_settings():
     ("3d", torch.bfloat16, (192, 352), 7.81),
     ("video", torch.float32, (270, 480), 29.81),
 ])
+@pytest.mark.slow
 def test_decode_prediction_matches_the_h200(kind, dtype, size, measured):
     e = estimate_memory(_config("unet_video_config.json"), _config(f"vae_{kind}_config.json"), height=size[0],
                         width=size[1], frames=16, settings=UpscaleSettings(tile=False), vae_dtype=dtype)
     assert e.decode_gib == pytest.approx(measured, rel=0.05)
 
 
+@pytest.mark.slow
 def test_denoise_peak_matches_the_h200():
     e = estimate_memory(_config("unet_video_config.json"), _config("vae_3d_config.json"), height=192, width=352,
                         frames=16, settings=UpscaleSettings(tile=False), unet_dtype=torch.bfloat16,
@@ -100,6 +104,7 @@ def tiny_release(tmp_path_factory):
     return make_tiny_release(tmp_path_factory.mktemp("weights") / "tiny")
 
 
+@pytest.mark.slow
 def test_doctor_memory_fits_or_says_what_to_change(tiny_release, tmp_path):
     clip = make_clip(tmp_path / "c.mp4", num_frames=4)
     runner = CliRunner()

@@ -37,6 +37,7 @@ class _SpyUpscaler:
         return self.inner.upscale(video, **kw)
 
 
+@pytest.mark.slow
 def test_default_renderer_upscales_relinks_with_timecode_and_audio(upscaler, tmp_path):
     src = F.make_movie(tmp_path / "D004.mov", 30, "01:00:00:00", audio=True)
     tl = otio.schema.Timeline("e2e")

@@ -20,6 +20,7 @@ def upscaler(tiny_release):
     return VideoUpscaler.from_pretrained(tiny_release, vae="video")
 
 
+@pytest.mark.slow
 def test_from_pretrained_end_to_end_with_propagation_and_colour_fix(upscaler):
     clip = moving_pattern(frames=20, height=12, width=12)
     events: list[dict] = []
@@ -30,6 +31,7 @@ def test_from_pretrained_end_to_end_with_propagation_and_colour_fix(upscaler):
     assert stages.count("denoise") == 2 and "flow" in stages and stages.count("decode") == 7  # ceil(20/3)
 
 
+@pytest.mark.slow
 def test_seed_makes_runs_reproducible(upscaler):
     clip = moving_pattern(frames=4, height=12, width=12)
     kw = dict(prompt="a cat", num_inference_steps=2, propagation_steps=(1,), color_fix="wavelet")
@@ -38,6 +40,7 @@ def test_seed_makes_runs_reproducible(upscaler):
     assert not np.array_equal(out, upscaler.upscale(clip, seed=1, **kw))
 
 
+@pytest.mark.slow
 def test_colour_fix_pulls_low_frequencies_to_the_input(upscaler):
     clip = np.full((4, 8, 8, 3), 200, dtype=np.uint8)
     plain = upscaler.upscale(clip, num_inference_steps=1, seed=0, output_type="pt")
@@ -49,6 +52,7 @@ def test_colour_fix_pulls_low_frequencies_to_the_input(upscaler):
     assert torch.allclose(mean_fixed, torch.full_like(mean_fixed, target), atol=0.02)
 
 
+@pytest.mark.slow
 def test_streaming_matches_whole_output(upscaler):
     clip = moving_pattern(frames=7, height=8, width=8)
     whole = upscaler.upscale(clip, num_inference_steps=1, seed=3)
@@ -63,6 +67,7 @@ def test_one_frame_and_odd_sizes(upscaler):
     assert one.shape == (1, 36, 52, 3)
 
 
+@pytest.mark.slow
 def test_explicit_embeddings_need_no_text_encoder(tiny_release):
     up = VideoUpscaler.from_pretrained(tiny_release, vae="3d", load_text_encoder=False)
     emb = torch.randn(1, 16, 32)
@@ -73,6 +78,7 @@ def test_explicit_embeddings_need_no_text_encoder(tiny_release):
         up.upscale(moving_pattern(frames=3, height=8, width=8), num_inference_steps=1)
 
 
+@pytest.mark.slow
 def test_automatic_tiling_covers_the_frame(upscaler):
     clip = moving_pattern(frames=2, height=16, width=20)
     events: list[dict] = []

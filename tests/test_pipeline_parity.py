@@ -41,6 +41,7 @@ def _run(upscaler, io, case, trace=None):
 
 
 @pytest.mark.parametrize("case", [0, 1])
+@pytest.mark.slow
 def test_pipeline_output_matches_published(upscaler, pipeline_io, case):
     trace: dict = {}
     out = _run(upscaler, pipeline_io, case, trace)

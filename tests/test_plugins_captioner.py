@@ -132,6 +132,7 @@ def test_llava_instruction_and_decoding_are_configurable(tiny_llava, registry):
 
 
 @pytest.mark.parametrize("name", ["blip-local", "llava-local"])
+@pytest.mark.slow
 def test_close_frees_the_model_and_a_later_caption_reloads_it(name, tiny_blip, tiny_llava, registry):
     folder = tiny_blip if name == "blip-local" else tiny_llava
     captioner = registry.get("captioner", name, model=folder, max_new_tokens=3)

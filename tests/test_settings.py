@@ -169,7 +169,8 @@ def test_each_component_is_looked_up_once_per_run():
     from uav_schedulers.adapter import DEFAULT_SCHEDULER_CONFIG
 
     registry = _CountingRegistry()
-    settings = UpscaleSettings(color_fix="wavelet", propagation_steps=(1,), flow="dis")
+    settings = UpscaleSettings.from_strings({"color_fix": "Wavelet", "propagation_steps": "1", "flow": "dis"})
+    check_components(settings, registry)  # the command line's preflight, before any model loads
     comps = resolve_components(settings, registry, scheduler=dict(DEFAULT_SCHEDULER_CONFIG))
     comps.flow()
     comps.flow()

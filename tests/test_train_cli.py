@@ -84,6 +84,7 @@ def _bad_inputs(root: Path, data: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_error_line_and_exit_2(setup):
     root, init, data, degradations = setup
     for name, (folder, message) in _bad_inputs(root, data).items():
@@ -95,6 +96,7 @@ def test_bad_inputs_give_one_error_line_and_exit_2(setup):
         assert not (out / "release").exists()
 
 
+@pytest.mark.slow
 def test_bad_options_give_one_error_line(setup):
     root, init, data, degradations = setup
     bad_toml = root / "bad.toml"
@@ -126,6 +128,7 @@ def _accelerate(setup, output: Path, processes: int) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_runs_unchanged_under_accelerate_launch(setup):
     from uav import VideoUpscaler
 
@@ -136,6 +139,7 @@ def test_runs_unchanged_under_accelerate_launch(setup):
     VideoUpscaler.from_pretrained(out / "release", device="cpu")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(setup):
     out = setup[0] / "accelerate_2"
     result = _accelerate(setup, out, 2)

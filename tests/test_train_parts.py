@@ -41,6 +41,7 @@ def test_samples_are_a_pure_function_of_seed_and_index(data):
     assert ds[0]["caption"] == "a textured pattern moving right" or ds[0]["caption"] == ""
 
 
+@pytest.mark.slow
 def test_loader_in_workers_matches_the_main_process_and_resumes_at_a_position(data):
     from uav.train.data import make_loader
 
@@ -168,6 +169,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6, rtol=1e-5) for k in grads[0])
 
 
+@pytest.mark.slow
 def test_training_starts_from_the_image_sd_x4_upscaler(tmp_path, data):
     """A diffusers-layout SD x4 folder: U-Net inflated (temporal layers = identity), VAE -> vae_3d."""
     import shutil

@@ -51,6 +51,7 @@ def _checkpoint_steps(output):
     return steps
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_repeats_the_uninterrupted_run(setup):
     root = setup[0]
     straight, killed = root / "straight", root / "killed"

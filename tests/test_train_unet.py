@@ -28,6 +28,7 @@ def run(tmp_path_factory):
     return init, out
 
 
+@pytest.mark.slow
 def test_unet_stage_lowers_the_fixed_evaluation_loss(run):
     _, out = run
     evals = events(out, "validation")
@@ -57,6 +58,7 @@ def test_only_temporal_parameters_change(run):
     assert (out / "release" / "text_encoder").is_dir() and (out / "release" / "tokenizer").is_dir()
 
 
+@pytest.mark.slow
 def test_release_loads_strictly_and_upscales(run):
     from uav import VideoUpscaler
     from uav.weights.tiny import moving_pattern

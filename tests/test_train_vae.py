@@ -29,6 +29,7 @@ def run(tmp_path_factory):
     return init, out
 
 
+@pytest.mark.slow
 def test_vae_stage_lowers_the_fixed_evaluation_loss(run):
     _, out = run
     evals = events(out, "validation")
@@ -62,6 +63,7 @@ def test_only_decoder_temporal_and_sft_parameters_change(run):
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_release_with_the_trained_decoder_upscales(run):
     from uav import VideoUpscaler
     from uav.weights.tiny import moving_pattern

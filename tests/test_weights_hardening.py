@@ -218,6 +218,7 @@ def test_api_warns_on_random_networks(tiny: Path, caplog: pytest.LogCaptureFixtu
 
 
 # ---------------------------------------------------------------------------- the self-check's input
+@pytest.mark.slow
 def test_self_check_runs_on_a_small_part_of_a_large_clip(tmp_path: Path) -> None:
     from uav.io import probe
 

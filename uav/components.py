@@ -61,12 +61,17 @@ class Components:
 # ------------------------------------------------------------------------------ the lookup
 def lookup(field: str, name: str, registry: Any = None) -> Callable[..., Any]:
     """The factory of the component that ``field=name`` selects in ``registry`` (default: the
-    shared one): the one place a component name is looked up.
+    shared one): the one place a component name is looked up, once per registry and name
+    (the command line's preflight finds it, the run builds from it).
 
     Raises:
         ComponentError: a name the registry does not offer (the message lists the installed ones).
     """
-    registry = _registry(registry)
+    return _factory(_registry(registry), field, name)
+
+
+@functools.lru_cache(maxsize=64)
+def _factory(registry: Any, field: str, name: str) -> Callable[..., Any]:
     kind = COMPONENT_FIELDS[field]
     try:
         return registry.factory(kind, name)

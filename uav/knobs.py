@@ -21,7 +21,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 __all__ = ["ComponentError", "Frame", "Knob", "Name", "Options", "SettingsError", "Steps", "is_bool_word",
@@ -94,136 +94,84 @@ class _Type(NamedTuple):
     typed: str = ""
 
 
+def _ok(condition: bool, value: Any) -> Any:
+    """``value`` when ``condition`` holds, else ``ValueError`` (the caller words the message)."""
+    if not condition:
+        raise ValueError
+    return value
+
+
+def _text_only(read: Callable[[Knob, str], Any]) -> Callable[[Knob, str, bool], Any]:
+    """A reader for text sources only: a typed source gives these values in their own type."""
+    return lambda knob, text, is_text: read(knob, _ok(is_text, text))
+
+
 def _int(knob: Knob, value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    raise ValueError
-
-
-def _read_int(knob: Knob, text: str, is_text: bool) -> int:
-    if is_text and re.fullmatch(r"\s*[+-]?\d+\s*", text):
-        return int(text)
-    raise ValueError
+    return _ok(isinstance(value, int) and not isinstance(value, bool), value)
 
 
 def _float(knob: Knob, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError
     try:
-        out = float(value)
+        out = float(_ok(isinstance(value, (int, float)) and not isinstance(value, bool), value))
     except OverflowError:
         raise ValueError from None
-    if not math.isfinite(out):
-        raise ValueError
-    return out
-
-
-def _read_float(knob: Knob, text: str, is_text: bool) -> float:
-    if not is_text:
-        raise ValueError
-    return _float(knob, float(text))  # float() raises ValueError for what is not a number
-
-
-def _str(knob: Knob, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError
-    return value
+    return _ok(math.isfinite(out), out)
 
 
 def _name(knob: Knob, value: Any) -> str:
-    # canonical already: the edge strips and lower-cases, the constructor takes what it gets
-    if not isinstance(value, str) or not value or value != value.strip() or (knob.lower and value != value.lower()):
-        raise ValueError
-    return value
-
-
-def _read_name(knob: Knob, text: str, is_text: bool) -> str:
-    return text.strip().lower() if knob.lower or knob.choices else text.strip()
-
-
-def _choice(knob: Knob, value: Any) -> str:
-    if value not in knob.choices:
-        raise ValueError
-    return value
-
-
-def _bool(knob: Knob, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError
-    return value
-
-
-def _read_bool(knob: Knob, text: str, is_text: bool) -> bool:
-    if is_text and is_bool_word(text):
-        return text.strip().lower() in _TRUE
-    raise ValueError
-
-
-def _tristate(knob: Knob, value: Any) -> bool | None:
-    if value is not None and not isinstance(value, bool):
-        raise ValueError
-    return value
+    # the edge strips and lower-cases; the constructor takes a name only as it is looked up
+    return _ok(isinstance(value, str) and value.strip() == value != "" and not (knob.lower and value != value.lower()),
+               value)
 
 
 def _read_tristate(knob: Knob, text: str, is_text: bool) -> bool | None:
     word = text.strip().lower()
-    if word in _TRISTATE:
-        return _TRISTATE[word]
-    return _read_bool(knob, word, is_text)
+    return _TRISTATE[word] if word in _TRISTATE else _read_bool(knob, _ok(is_text, word))
+
+
+def _read_bool(knob: Knob, text: str) -> bool:
+    return _ok(is_bool_word(text), text.strip().lower() in _TRUE)
 
 
 def _steps(knob: Knob, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)):
-        raise ValueError
-    out = tuple(_int(knob, item) for item in value)
-    if any(i < 0 for i in out):
-        raise ValueError
-    return out
+    out = tuple(_int(knob, item) for item in _ok(isinstance(value, (list, tuple)), value))
+    return _ok(all(i >= 0 for i in out), out)
 
 
-def _read_steps(knob: Knob, text: str, is_text: bool) -> tuple[int, ...]:
+def _read_steps(knob: Knob, text: str) -> tuple[int, ...]:
     body = text.strip()
-    if not is_text:
-        raise ValueError
     if body.startswith("[") and body.endswith("]"):
         body = body[1:-1].strip()
-    if not body:
-        return ()
     # "24,26,28" or "24 26 28"; an empty item (",,", "24,,26") is a typo, not "no step"
-    return _steps(knob, [_read_int(knob, item, True) for item in re.split(r"\s*,\s*|\s+", body)])
+    items = re.split(r"\s*,\s*|\s+", body) if body else []
+    return _steps(knob, [int(_ok(re.fullmatch(r"[+-]?\d+", item) is not None, item)) for item in items])
 
 
 def _options(knob: Knob, value: Any) -> tuple[tuple[str, Any], ...]:
     # sorted pairs, so that the frozen settings stay hashable and compare equal whatever order
     # the options came in
     pairs = list(value.items()) if isinstance(value, Mapping) else value
-    if not isinstance(pairs, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
-        raise ValueError
+    _ok(isinstance(pairs, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs), pairs)
     out: dict[str, Any] = {}
     for key, item in pairs:
         item = os.fspath(item) if isinstance(item, os.PathLike) else item
-        if not isinstance(key, str) or not key.strip().isidentifier() or key.strip() in out \
-                or not isinstance(item, (str, int, float, bool)):
-            raise ValueError
+        _ok(isinstance(key, str) and key.strip().isidentifier() and key.strip() not in out
+            and isinstance(item, (str, int, float, bool)), key)
         out[key.strip()] = item
     return tuple(sorted(out.items()))
 
 
-def _read_options(knob: Knob, text: str, is_text: bool) -> tuple[tuple[str, Any], ...]:
+def _read_options(knob: Knob, text: str) -> tuple[tuple[str, Any], ...]:
     items = [item for item in text.split(";") if item.strip()]
-    if not is_text or any("=" not in item for item in items):
-        raise ValueError
-    return _options(knob, [item.partition("=")[::2] for item in items])
+    return _options(knob, [_ok("=" in item, item).partition("=")[::2] for item in items])
 
 
 def _frame(knob: Knob, value: Any) -> str | int:
     if value in ("first", "middle"):
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError
-    return value
+    return _ok(isinstance(value, int) and not isinstance(value, bool) and value >= 0, value)
 
 
 def _read_frame(knob: Knob, text: str, is_text: bool) -> str | int:
@@ -231,22 +179,26 @@ def _read_frame(knob: Knob, text: str, is_text: bool) -> str | int:
     return int(word) if is_text and word.isdigit() else _frame(knob, word)
 
 
-def _span_phrase(noun: str) -> Callable[[Knob], str]:
-    return lambda knob: f"{noun} {knob.span()}".strip()
+def _read_name(knob: Knob, text: str, is_text: bool) -> str:
+    return text.strip().lower() if knob.lower or knob.choices else text.strip()
 
 
 _TYPES: dict[Any, _Type] = {
-    int: _Type(_span_phrase("an integer"), _int, _read_int),
-    float: _Type(lambda k: f"a number {k.span()}" if k.span() else "a finite number", _float, _read_float),
-    str: _Type(lambda k: "a string", _str, lambda k, text, is_text: text),
+    int: _Type(lambda k: f"an integer {k.span()}".strip(), _int,
+               _text_only(lambda k, t: int(_ok(re.fullmatch(r"\s*[+-]?\d+\s*", t) is not None, t)))),
+    float: _Type(lambda k: f"a number {k.span()}" if k.span() else "a finite number", _float,
+                 _text_only(lambda k, t: _float(k, float(t)))),
+    str: _Type(lambda k: "a string", lambda k, v: _ok(isinstance(v, str), v), lambda k, t, is_text: t),
     Name: _Type(lambda k: f"a non-empty {'lower-case ' if k.lower else ''}name", _name, _read_name),
-    bool: _Type(lambda k: "true or false", _bool, _read_bool),
-    bool | None: _Type(lambda k: "one of auto, on, off", _tristate, _read_tristate, "None, True or False"),
-    Steps: _Type(lambda k: "a list of integer step indices >= 0 (e.g. 24,26,28)", _steps, _read_steps),
-    Options: _Type(lambda k: "KEY=VALUE options (a table of names to strings or numbers)", _options, _read_options),
+    bool: _Type(lambda k: "true or false", lambda k, v: _ok(isinstance(v, bool), v), _text_only(_read_bool)),
+    bool | None: _Type(lambda k: "one of auto, on, off", lambda k, v: _ok(v is None or isinstance(v, bool), v),
+                       _read_tristate, "None, True or False"),
+    Steps: _Type(lambda k: "a list of integer step indices >= 0 (e.g. 24,26,28)", _steps, _text_only(_read_steps)),
+    Options: _Type(lambda k: "KEY=VALUE options (a table of names to strings or numbers)", _options,
+                   _text_only(_read_options)),
     Frame: _Type(lambda k: "first, middle or a frame index >= 0", _frame, _read_frame),
 }
-_CHOICE = _Type(lambda k: f"one of {', '.join(k.choices)}", _choice, _read_name)
+_CHOICE = _Type(lambda k: f"one of {', '.join(k.choices)}", lambda k, v: _ok(v in k.choices, v), _read_name)
 
 
 # --------------------------------------------------------------------------- the rule of a field
@@ -352,11 +304,6 @@ def setting(default: Any, **rule: Any) -> Any:
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable defaults are not allowed")
     return field(default=default, metadata={"knob": Knob(**rule)})
-
-
-def typed(knob: Knob, annotation: Any) -> Knob:
-    """``knob`` with the field's annotation as its type."""
-    return replace(knob, type=annotation)
 
 
 def parse_value(knob: Knob, name: str, value: Any, *, text: bool = False, label: str | None = None) -> Any:

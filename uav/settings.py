@@ -36,7 +36,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
-from uav.knobs import ComponentError, Frame, Knob, Name, Options, SettingsError, Steps, parse_value, setting, typed
+from uav.knobs import ComponentError, Frame, Knob, Name, Options, SettingsError, Steps, parse_value, setting
 from uav.models import MAX_NOISE_LEVEL
 
 __all__ = [
@@ -284,7 +284,8 @@ def is_auto_prompt(prompt: Any) -> bool:
 def _knobs() -> dict[str, Knob]:
     """Field -> its knob, typed by the field's annotation."""
     hints = typing.get_type_hints(UpscaleSettings, include_extras=True)
-    return {f.name: typed(f.metadata["knob"], hints[f.name]) for f in dataclasses.fields(UpscaleSettings)}
+    return {f.name: dataclasses.replace(f.metadata["knob"], type=hints[f.name])
+            for f in dataclasses.fields(UpscaleSettings)}
 
 
 def combination_errors(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
