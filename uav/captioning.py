@@ -25,7 +25,10 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal, Union
+from typing import Any, get_args
+
+from uav.knobs import Frame
+from uav.settings import DEFAULT_CAPTIONER, SettingsError, UpscaleSettings
 
 __all__ = [
     "DEFAULT_CAPTIONER",
@@ -42,13 +45,10 @@ __all__ = [
     "select_frame",
 ]
 
-#: the captioner used when none is named: the paper's kind (a LLaVA-style chat model)
-DEFAULT_CAPTIONER = "llava-local"
-#: the named frame choices; an int index is the third kind
-FRAME_CHOICES = ("first", "middle")
-
 #: which frame of a clip is captioned: ``"first"`` (the paper's), ``"middle"`` or an index
-CaptionFrame = Union[Literal["first", "middle"], int]
+CaptionFrame = Frame
+#: the named frame choices; an int index is the third kind
+FRAME_CHOICES: tuple[str, ...] = get_args(get_args(Frame)[0])
 
 
 class CaptionError(ValueError):
@@ -77,20 +77,12 @@ class Caption:
 
 # ------------------------------------------------------------------------------ parsing
 def parse_caption_frame(value: Any) -> CaptionFrame:
-    """Normalise a frame choice: ``"first"``, ``"middle"`` or an index ``>= 0`` (an int or digits)."""
-    if isinstance(value, bool):
-        raise CaptionError(f"caption frame must be first, middle or a frame index, got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise CaptionError(f"caption frame must be first, middle or a frame index >= 0, got {value}")
-        return value
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in FRAME_CHOICES:
-            return text  # type: ignore[return-value]
-        if text.isdigit():
-            return int(text)
-    raise CaptionError(f"caption frame must be first, middle or a frame index >= 0, got {value!r}")
+    """Normalise a frame choice: ``"first"``, ``"middle"`` or an index ``>= 0`` (an int or digits),
+    read as the settings read ``caption_frame``."""
+    try:
+        return UpscaleSettings.parse_value("caption_frame", value, text=True, label="caption frame")
+    except SettingsError as exc:
+        raise CaptionError(str(exc)) from None
 
 
 def resolve_frame(frame: Any, num_frames: int) -> int:

@@ -111,7 +111,7 @@ def check_components(settings: UpscaleSettings, registry: Any = None, *, changed
         ComponentError: a name the registry does not offer.
         SettingsError: a component refuses the settings (e.g. too many steps).
     """
-    defaults = _defaults()
+    defaults = UpscaleSettings()
     for field in COMPONENT_FIELDS:
         name = getattr(settings, field)
         if (field == "flow" and name == "auto") or (changed_only and name == getattr(defaults, field)):
@@ -142,11 +142,6 @@ def _registry(registry: Any) -> Any:
     from uav.registry import default_registry
 
     return default_registry()
-
-
-@functools.lru_cache(maxsize=1)
-def _defaults() -> UpscaleSettings:
-    return UpscaleSettings()
 
 
 def _set_steps(scheduler: Any, steps: int) -> None:

@@ -73,8 +73,9 @@ class UpscaleSettings:
             that caption as the prompt (SPEC §7.7: the paper prompts with LLaVA's caption).
         captioner: the captioner plugin ``prompt="auto"`` uses (``llava-local``, ``blip-local``
             or a plugin's; see :mod:`uav.captioning`).
-        captioner_options: its options as sorted ``(key, value)`` pairs (a mapping or
-            ``KEY=VALUE`` items are accepted), e.g. ``{"model": "/models/llava"}``.
+        captioner_options: its options as sorted ``(key, value)`` pairs (a mapping or pairs are
+            accepted; text ``KEY=VALUE;...`` through :meth:`from_strings`), e.g.
+            ``{"model": "/models/llava"}``.
         caption_frame: which frame ``prompt="auto"`` captions: ``"first"`` (the paper's),
             ``"middle"`` or an index within the clip's range.
         added_prompt: quality words appended to every prompt (published ``--a_prompt``).

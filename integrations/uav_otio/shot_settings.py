@@ -141,21 +141,8 @@ def _shot_value(key: str, value: Any, text: bool) -> Any:
     return _to_shot_value(key, UpscaleSettings.parse_value(PIPELINE_KEYS[key], value, text=text))
 
 
-def _make_validator(key: str) -> Callable[..., Any]:
-    def validate(value: Any, *, text: bool = True) -> Any:
-        try:
-            return _shot_value(key, value, text)
-        except SettingsError as exc:
-            raise ValueError(f"expected {exc.expected}, got {exc.value!r}" if exc.expected else exc.reason) from None
-
-    validate.__name__ = f"validate_{key}"
-    validate.__doc__ = f"Parse and check a per-shot ``{key}`` (strings accepted unless ``text=False``)."
-    return validate
-
-
-#: every key a shot may set, with its validator (``validator(value, text=True)``)
-SHOT_KEYS: dict[str, Callable[..., Any]] = {key: _make_validator(key) for key in (*DEFAULT_SETTINGS,
-                                                                                    *AUTO_PROMPT_KEYS)}
+#: every key a shot may set (:func:`validate_settings` reads and checks their values)
+SHOT_KEYS: tuple[str, ...] = (*DEFAULT_SETTINGS, *AUTO_PROMPT_KEYS)
 #: what an ``auto`` shot that names no captioner or frame uses
 AUTO_PROMPT_DEFAULTS: dict[str, Any] = {key: getattr(UpscaleSettings(), name) for key, name in AUTO_PROMPT_KEYS.items()}
 
