@@ -110,6 +110,7 @@ def test_api_auto_prompt_captions_and_encodes_the_caption(upscaler, blip, prompt
     assert upscaler.last_caption == expected
 
 
+@pytest.mark.slow
 def test_a_written_prompt_builds_no_captioner(upscaler, prompts, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a captioner was built for a written prompt")

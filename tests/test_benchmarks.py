@@ -92,6 +92,7 @@ def test_harness_runs_every_stage_on_cpu(run):
         assert "ours_window_batch1_step_s" in wl["ablation"]
 
 
+@pytest.mark.slow
 def test_baseline_replays_the_published_window_calls(run):
     _, _, data = run
     wl = data["workloads"]["lr270x480"]
@@ -103,6 +104,7 @@ def test_baseline_replays_the_published_window_calls(run):
     assert wl["configs"]["baseline"]["dtypes"] == {"unet": "float32", "vae": "float32"}  # CPU: fp32 everywhere
 
 
+@pytest.mark.slow
 def test_markdown_names_the_card_and_every_config(run):
     _, out, data = run
     md = (out / "bench.md").read_text()
@@ -123,6 +125,7 @@ def test_decode_with_the_3d_vae(published):
     assert t.decode_s_per_frame > 0 and t.io_s_per_frame >= 0
 
 
+@pytest.mark.slow
 def test_the_default_row_runs_the_library_defaults(run):
     from uav.settings import UpscaleSettings
     from uav.upscaler import default_dtypes
@@ -175,6 +178,7 @@ def test_eager_attention_matches_sdpa_and_is_restored():
     assert (eager - ref).abs().max() / ref.abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_published_step_equals_library_loop():
     """The baseline's per-call loop and running blend give the library's batched result."""
     uav = bench.load_uav()
@@ -237,6 +241,7 @@ def test_memory_summary_growth_per_frame():
     assert math.isclose(s["low_res_state_bytes_per_frame"], 32 * 32 * 10 * 4)
 
 
+@pytest.mark.slow
 def test_readme_script_command_runs_from_any_folder(tmp_path):
     """``python benchmarks/bench.py ...`` (README, gpu_run.sh) imports the package from the checkout."""
     import subprocess

@@ -91,6 +91,7 @@ def test_captioner_options_parse_as_key_value_strings():
 
 
 # ------------------------------------------------------------------------------ frame choice
+@pytest.mark.slow
 def test_the_chosen_frame_of_a_video_is_the_one_captioned(clip, index_registry):
     registry, log = index_registry
     first = caption_clip(clip, "index-reader", registry=registry)

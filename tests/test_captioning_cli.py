@@ -43,6 +43,7 @@ def test_caption_prints_the_caption_alone(clip, models):
     assert set(expected.text.split()) <= LLAVA_WORDS
 
 
+@pytest.mark.slow
 def test_caption_json_names_the_caption_captioner_and_frame(clip, models):
     result = run("caption", clip, "--captioner", "blip-local", "--captioner-option", f"model={models['blip']}",
                  "--captioner-option", "max_new_tokens=4", "--frame", "middle", "--json")

@@ -282,6 +282,7 @@ def test_debug_shows_the_traceback(release: Path, tmp_path: Path) -> None:
     assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
+@pytest.mark.slow
 def test_failure_while_writing_leaves_no_output(release: Path, clip: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash after the first decoded chunk: no output, no temporary file, no folder made for it."""

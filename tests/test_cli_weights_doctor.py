@@ -63,6 +63,7 @@ def test_weights_without_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.exit_code == 0 and "No usable weights found" in result.stderr
 
 
+@pytest.mark.slow
 def test_verify_loads_every_part_strictly(tiny: Path) -> None:
     result = run("weights", "verify", str(tiny), "--json")
     assert result.exit_code == 0, result.stderr

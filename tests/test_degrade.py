@@ -121,6 +121,7 @@ def test_bad_arguments_raise_clear_errors():
         D.DegradationConfig(first=D.StageConfig(blur=D.BlurConfig(kernel_sizes=(4,))))
 
 
+@pytest.mark.slow
 def test_same_bytes_in_a_fresh_process():
     """Reproducible across interpreter runs, not only within one (no hidden global state)."""
     seed = _seed_with_codec("libx264")

@@ -24,6 +24,7 @@ def _demo_env(out: Path, **extra: str) -> dict[str, str]:
 
 @pytest.mark.skipif((ROOT / "pretrained_models" / "upscale_a_video").is_dir(),
                     reason="real weights are present: the demo would run the full model")
+@pytest.mark.slow
 def test_demo_without_weights_runs_a_labelled_self_check(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=_demo_env(out), capture_output=True,
@@ -42,6 +43,7 @@ def test_demo_without_weights_runs_a_labelled_self_check(tmp_path: Path) -> None
     assert (out / "sample_selfcheck_frames.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_demo_with_explicit_weights_never_falls_back_to_the_self_check(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), str(tmp_path / "no_such_weights")],

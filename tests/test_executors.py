@@ -154,6 +154,7 @@ def test_split_needs_a_seed(tmp_path):
 
 
 # ---------------------------------------------------------------------------- Ray
+@pytest.mark.slow
 def test_ray_matches_local_and_uses_both_workers(ray_cluster, tmp_path):
     factory = functools.partial(SimulatedRenderer, 0.01)
     local = list(LocalExecutor().run(_jobs(tmp_path / "local"), factory))
@@ -168,6 +169,7 @@ def test_ray_matches_local_and_uses_both_workers(ray_cluster, tmp_path):
     assert all(e.pid and e.node for e in starts)
 
 
+@pytest.mark.slow
 def test_killed_worker_job_is_redone_elsewhere(ray_cluster, tmp_path):
     killed: dict[str, object] = {}
 
@@ -186,6 +188,7 @@ def test_killed_worker_job_is_redone_elsewhere(ray_cluster, tmp_path):
     assert (tmp_path / "j1.txt").read_text().startswith("0\n") and _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_worker_that_raises_fails_that_job_only(ray_cluster, tmp_path):
     results = list(make_executor("ray", workers=2).run(
         _jobs(tmp_path), functools.partial(SimulatedRenderer, 0.01, fail_on=["j2"])))
@@ -196,6 +199,7 @@ def test_worker_that_raises_fails_that_job_only(ray_cluster, tmp_path):
     assert not (tmp_path / "j2.txt").exists() and _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_job_that_kills_every_worker_fails_after_retries(ray_cluster, tmp_path):
     results = list(make_executor("ray", workers=2, max_retries=1).run(
         _jobs(tmp_path, (6, 4, 3)), functools.partial(SimulatedRenderer, 0.01, die_on=["j0"], die_once=False)))
@@ -205,6 +209,7 @@ def test_job_that_kills_every_worker_fails_after_retries(ray_cluster, tmp_path):
     assert by_name["j1"].ok and by_name["j2"].ok and _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_cleanly(ray_cluster, tmp_path):
     seen = []
 
@@ -223,12 +228,14 @@ def test_ctrl_c_cancels_cleanly(ray_cluster, tmp_path):
     assert ray_cluster.is_initialized()
 
 
+@pytest.mark.slow
 def test_factory_that_cannot_start_is_one_error(ray_cluster, tmp_path):
     with pytest.raises(ExecutorError,
                        match="no Ray worker could start: TypeError: .str. object cannot be interpreted"):
         list(make_executor("ray", workers=1).run(_jobs(tmp_path), functools.partial(SimulatedRenderer, startup_s="bad")))
 
 
+@pytest.mark.slow
 def test_split_jobs_render_as_parts_and_merge(ray_cluster, tmp_path):
     # parts of a simulated render are text files; the merge of real frames is tested above
     split = TemporalSplit(part_frames=8, overlap=2, min_frames=8)

@@ -231,6 +231,7 @@ def test_folder_on_ray_matches_local(ray_cluster, weights, media, tmp_path, one_
 
 
 # ---------------------------------------------------------------------------- temporal split
+@pytest.mark.slow
 def test_temporal_split_from_the_command_line(weights, tmp_path, one_thread):
     clip = tmp_path / "long.mp4"
     F.write_movie(clip, list(moving_pattern(10, F.H, F.W, seed=4)))

@@ -86,6 +86,7 @@ def run(up, clip, events=None, **knobs):
 
 
 # ---------------------------------------------------------------------------- out of memory
+@pytest.mark.slow
 def test_denoise_oom_halves_window_batch_without_changing_the_numbers(upscaler, monkeypatch, caplog):
     clip = moving_pattern(frames=9, height=8, width=8)
     reference = run(upscaler, clip, window_batch=1)
@@ -154,6 +155,7 @@ def test_oom_at_the_smallest_setting_is_one_line_with_advice(upscaler, monkeypat
     assert isinstance(info.value, ValueError)  # a user error
 
 
+@pytest.mark.slow
 def test_decode_oom_at_the_smallest_setting_fails(upscaler, monkeypatch):
     vae_oom_when(monkeypatch, upscaler.vae, lambda z: True)
     with pytest.raises(GPUMemoryError, match="decode_chunk=1"):
@@ -223,6 +225,7 @@ def test_nonfinite_in_every_dtype_is_an_error(upscaler_fp16, monkeypatch):
         run(upscaler_fp16, moving_pattern(frames=2, height=8, width=8))
 
 
+@pytest.mark.slow
 def test_fp16_decode_overflow_is_recomputed(upscaler_fp16, monkeypatch):
     clip = moving_pattern(frames=4, height=8, width=8)
     cls = type(upscaler_fp16.vae)

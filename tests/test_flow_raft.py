@@ -116,6 +116,7 @@ def test_raft_loads_release_file_and_runs_end_to_end(registry, weights_file, off
     assert forward.abs().max() > 0  # random weights still give a non-trivial field
 
 
+@pytest.mark.slow
 def test_safetensors_and_state_dict_inputs(registry, tmp_path, official_sd):
     # safetensors refuses shared storage: store the aliases as copies.
     path = tmp_path / "raft-things.safetensors"
@@ -126,6 +127,7 @@ def test_safetensors_and_state_dict_inputs(registry, tmp_path, official_sd):
         assert torch.equal(value, b.model.state_dict()[key]), key
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_rejected_naming_the_file(registry, tmp_path, official_sd):
     missing = dict(official_sd)
     del missing["module.update_block.mask.0.weight"]

@@ -63,6 +63,7 @@ def _decode_case(vae):
 
 
 @pytest.mark.parametrize("fmt", ["bin", "safetensors"])
+@pytest.mark.slow
 def test_release_folder_round_trip(tmp_path, tiny_unet, tiny_vae, fmt):
     from diffusers import DDIMScheduler, DDPMScheduler
 
@@ -87,6 +88,7 @@ def test_release_folder_round_trip(tmp_path, tiny_unet, tiny_vae, fmt):
     assert s1.config.prediction_type == "v_prediction" and s2.config.variance_type == "fixed_small"
 
 
+@pytest.mark.slow
 def test_convert_to_safetensors(tmp_path, tiny_unet, tiny_vae):
     rel = release.save_release(tmp_path / "rel", unet=tiny_unet, vae={"video": tiny_vae}, fmt="bin")
     written = release.convert_to_safetensors(rel.root, remove_original=True)
@@ -169,6 +171,7 @@ def test_vae_input_errors(tiny_vae):
         tiny_vae.decode(torch.zeros(1, 3, 2, 8, 8), torch.zeros(1, 3, 2, 8, 8))
 
 
+@pytest.mark.slow
 def test_image_model_loads_and_matches_for_one_frame(tmp_path):
     """The image-only SD x4 upscaler (diffusers layout) in the video U-Net equals the image model at T=1."""
     from diffusers import UNet2DConditionModel

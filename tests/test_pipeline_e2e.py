@@ -61,6 +61,7 @@ def test_streaming_matches_whole_output(upscaler):
     assert np.array_equal(np.concatenate(chunks), whole)
 
 
+@pytest.mark.slow
 def test_one_frame_and_odd_sizes(upscaler):
     one = upscaler.upscale(moving_pattern(frames=1, height=9, width=13), num_inference_steps=1, seed=0,
                            propagation_steps=(0,))
@@ -139,12 +140,14 @@ def test_settings_prompt_join_and_parse():
 
 @pytest.mark.parametrize("knobs", [dict(scheduler="dpmsolver++"), dict(segments="uniform"),
                                    dict(scheduler="unipc", segments="uniform", window_batch=4)])
+@pytest.mark.slow
 def test_components_selected_by_name_run_end_to_end(upscaler, knobs):
     clip = moving_pattern(frames=10, height=12, width=12)
     out = upscaler.upscale(clip, num_inference_steps=2, propagation_steps=(1,), seed=0, output_type="pt", **knobs)
     assert out.shape == (1, 3, 10, 48, 48) and torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_window_batching_does_not_change_the_numbers(upscaler):
     clip = moving_pattern(frames=13, height=8, width=8)
     a = upscaler.upscale(clip, num_inference_steps=1, seed=0, output_type="pt")
@@ -172,6 +175,7 @@ def test_latent_tiling_merges_tile_predictions_by_weight():
     assert torch.allclose(whole, tiled, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_latent_tile_mode_runs_end_to_end(upscaler):
     clip = moving_pattern(frames=3, height=16, width=20)
     kw = dict(num_inference_steps=1, seed=0, output_type="pt", tile=True, tiling="feather", tile_size=12,
@@ -208,6 +212,7 @@ def test_tiled_decode_blends_to_the_whole_frame_result():
     assert torch.allclose(whole, tiled, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_decode_tile_setting_runs_end_to_end(upscaler):
     out = upscaler.upscale(moving_pattern(frames=2, height=20, width=24), num_inference_steps=1, seed=0,
                            decode_tile=12, output_type="pt")

@@ -220,6 +220,7 @@ def test_training_starts_from_the_image_sd_x4_upscaler(tmp_path, data):
     VideoUpscaler.from_pretrained(result.release, device="cpu")
 
 
+@pytest.mark.slow
 def test_memory_model_on_the_meta_device():
     from uav.weights.tiny import TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_unet
     from uav.train.memory import step_memory

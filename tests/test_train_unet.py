@@ -40,6 +40,7 @@ def test_unet_stage_lowers_the_fixed_evaluation_loss(run):
     assert all(np.isfinite(s["loss"]) for s in steps)
 
 
+@pytest.mark.slow
 def test_only_temporal_parameters_change(run):
     init, out = run
     old = state_of(init / "unet" / "unet_video.safetensors")

@@ -37,6 +37,7 @@ def test_vae_stage_lowers_the_fixed_evaluation_loss(run):
     assert after < 0.9 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_validation_upscales_the_held_out_clip_and_scores_it(run):
     _, out = run
     evals = events(out, "validation")
@@ -46,6 +47,7 @@ def test_validation_upscales_the_held_out_clip_and_scores_it(run):
     assert [e["ema"] for e in evals] == [False, False, False]  # --ema-decay 0: the raw weights
 
 
+@pytest.mark.slow
 def test_only_decoder_temporal_and_sft_parameters_change(run):
     init, out = run
     old = state_of(init / "vae" / "vae_video.safetensors")

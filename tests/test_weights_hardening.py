@@ -66,6 +66,7 @@ def one_error_line(result) -> str:
 
 # ---------------------------------------------------------------------------- tensors
 @pytest.mark.parametrize("kind", ["nan", "inf", "int8"])
+@pytest.mark.slow
 def test_unusable_tensors_fail_verify_and_load(kind: str, tiny: Path, clip: Path, tmp_path: Path) -> None:
     folder = copy_release(tiny, tmp_path / "rel")
     change = {
@@ -169,6 +170,7 @@ def test_self_check_with_an_unrelated_folder_says_what_it_holds(tiny: Path, clip
 
 
 # ---------------------------------------------------------------------------- convert
+@pytest.mark.slow
 def test_remove_original_after_a_plain_convert(tmp_path: Path) -> None:
     folder = W.make_tiny_release(tmp_path / "bin_release", fmt="bin", with_text=False)
     first = run("weights", "convert", str(folder), "--json")
@@ -188,6 +190,7 @@ def test_remove_original_after_a_plain_convert(tmp_path: Path) -> None:
     assert json.loads(third.stdout)["removed_originals"] is False
 
 
+@pytest.mark.slow
 def test_a_stale_safetensors_that_differs_is_not_trusted(tmp_path: Path) -> None:
     folder = W.make_tiny_release(tmp_path / "bin_release", fmt="bin", with_text=False, vae=("3d",))
     W.convert_release(folder)
