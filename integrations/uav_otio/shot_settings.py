@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable, Literal, Optional
 
-
 from uav.knobs import Knob, is_bool_word, parse_value
 from uav.settings import AUTO_PROMPT, SettingsError, UpscaleSettings, combination_errors, is_auto_prompt
 
