@@ -4,17 +4,11 @@ Defaults are those of the published inference script (SPEC §7.1), not of its
 pipeline class: 30 steps, guidance 6, noise level 120, no propagation, ``vae_3d``.
 
 The settings are data: the constructor takes typed values (``noise_level=60``,
-``propagation_steps=(24, 26, 28)``, ``tile=True``) and checks them against each field's
-annotation and :class:`~uav.knobs.Knob`, never reading text. Text is read once, at the
-edge, by :meth:`UpscaleSettings.from_mapping` (whole mappings: the command line, JSON,
-TOML) or :meth:`UpscaleSettings.parse_value` (one value: a shot list's, a marker's),
-so a value means the same thing, and is refused for the same reason, wherever it is typed.
-
-Two reading modes exist because the sources differ: *typed* sources (the Python API,
-TOML, JSON) must give each value in its own type (TOML has booleans and integers, so
-``skip = "yes"`` is a mistake there), while *text* sources (command-line options,
-markers, NLE metadata) carry strings, which are converted (``"60"``, ``"24,26,28"``,
-``"yes"``).
+``propagation_steps=(24, 26, 28)``, ``tile=True``) and checks them, never reading text.
+Text is read once, at the edge, by :meth:`UpscaleSettings.from_mapping` (whole mappings:
+the command line, JSON, TOML) or :meth:`UpscaleSettings.parse_value` (one value: a shot
+list's, a marker's), so a value means the same thing, and is refused for the same reason,
+wherever it is typed. How a value is read and checked is :mod:`uav.knobs`.
 
 The rules that were once written differently per caller, settled here:
 
