@@ -43,6 +43,10 @@ class CodecSpec:
     float_frames: bool = False
     #: the smallest frame the encoder takes, ``(width, height)``
     min_size: tuple[int, int] | None = None
+    #: suffixes whose files say "full range" for this codec (``None``: all of them). ProRes
+    #: in .mov has no range flag (readers assume limited) and FFmpeg reads none back from
+    #: DNxHR 444 in .mxf: full-range sources are converted to limited range there.
+    full_range_suffixes: tuple[str, ...] | None = None
 
     def bits(self, pix_fmt: str | None = None) -> int:
         """Bits per sample the output holds with ``pix_fmt`` (default: the codec's); 32 for float."""
@@ -69,10 +73,12 @@ CODECS: dict[str, CodecSpec] = {
     "prores_hq": CodecSpec(
         "prores_hq", "Apple ProRes 422 HQ (prores_ks), 10-bit 4:2:2", "video", "prores_ks", "yuv422p10le",
         "yuv422p10le", ("yuv422p10le",), (".mov", ".mkv"), {"profile": "3", "vendor": "apl0"},
+        full_range_suffixes=(".mkv",),
     ),
     "prores_4444": CodecSpec(
         "prores_4444", "Apple ProRes 4444 (prores_ks), 10-bit 4:4:4", "video", "prores_ks", "yuv444p10le",
         "yuv444p10le", ("yuv444p10le", "yuva444p10le"), (".mov", ".mkv"), {"profile": "4", "vendor": "apl0"},
+        full_range_suffixes=(".mkv",),
     ),
     "png": CodecSpec(
         "png", "PNG image sequence folder, 8- or 16-bit", "sequence", ".png", "rgb24", "rgb48",
@@ -102,6 +108,7 @@ CODECS: dict[str, CodecSpec] = {
     "dnxhr_444": CodecSpec(
         "dnxhr_444", "Avid DNxHR 444 (dnxhd), 10-bit 4:4:4", "video", "dnxhd", "yuv444p10le", "yuv444p10le",
         ("yuv444p10le", "gbrp10le"), (".mov", ".mxf"), {"profile": "dnxhr_444"}, min_size=(256, 120),
+        full_range_suffixes=(".mov",),
     ),
 }
 #: ``dnxhr`` is DNxHR HQX, the 10-bit profile finishing asks for most

@@ -194,6 +194,13 @@ class VideoWriter:
             raise ValueError(f"{codec} with pix_fmt {self.pix_fmt} needs an even width, got {self.width}")
 
         self.path, self._pattern = output_path(path, spec)
+        suffixes = spec.full_range_suffixes
+        if self.color["color_range"] == "pc" and spec.kind == "video" and suffixes is not None \
+                and self.path.suffix.lower() not in suffixes:
+            # a full-range picture tagged (or read) as limited would look washed out: convert instead
+            log.warning("%s: %s in %s cannot say 'full range'; writing limited range", self.path, codec,
+                        self.path.suffix)
+            self.color["color_range"] = "tv"
         if timecode is not None and spec.kind == "sequence" and spec.name != "exr":
             log.info("%s: image sequences carry no timecode; %s is not stored", self.path, timecode)
         self.frames_written = 0
@@ -490,7 +497,8 @@ class VideoWriter:
 def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -> Path:
     """Write all ``frames`` with a :class:`VideoWriter` and return the output path.
 
-    ``width``, ``height`` and ``bit_depth`` default to those of the first frame;
+    ``width``, ``height`` and ``bit_depth`` default to those of the first frame (uint8: 8,
+    uint16: 16, float32: 32);
     ``fps`` is required. Other keyword arguments go to :class:`VideoWriter`.
     """
     if "fps" not in kwargs:
@@ -504,7 +512,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -
         raise ValueError(f"frames must be (height, width, 3) arrays, got shape {first.shape}")
     kwargs.setdefault("height", first.shape[0])
     kwargs.setdefault("width", first.shape[1])
-    kwargs.setdefault("bit_depth", 16 if first.dtype == np.uint16 else 8)
+    kwargs.setdefault("bit_depth", {np.dtype(np.uint16): 16, np.dtype(np.float32): 32}.get(first.dtype, 8))
     writer = VideoWriter(path, **kwargs)
     with writer:
         writer.write(first)
