@@ -104,6 +104,8 @@ class VideoWriter:
             ``uav`` metadata tag (mov/mp4/mkv), in every EXR header, and as
             ``uav.json`` in a sequence's folder (``<file>.uav.json`` beside an .mxf,
             whose muxer takes no free tags).
+        replace: an existing sequence folder is replaced (once the new one is complete)
+            instead of refused; files are always replaced.
 
     Raises:
         ValueError: unknown codec, unsuitable path or pixel format, an output folder
@@ -132,6 +134,7 @@ class VideoWriter:
         start_number: int = 0,
         compression: str | None = None,
         provenance: dict[str, Any] | None = None,
+        replace: bool = False,
     ) -> None:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; known codecs: {known_codecs()}")
@@ -211,6 +214,7 @@ class VideoWriter:
         self._audio: AudioCut | None = None
         self._audio_container: Any = None
         self._sidecar: Path | None = None
+        self._replace = bool(replace)
         self._prepare_destination()
         self._finalizer = weakref.finalize(self, _discard, self._temp)
         try:
@@ -243,7 +247,8 @@ class VideoWriter:
                 raise ValueError(f"output folder {parent} is not writable ({exc.strerror or exc}); "
                                  "choose a writable location") from None
         else:
-            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())) and not (
+                    self._replace and self.path.is_dir()):
                 raise ValueError(f"output {self.path} already exists and is not an empty folder; remove it or "
                                  "choose another name (a sequence is written into its own folder)")
             self._temp = atomic.temporary_path(self.path, folder=True)
@@ -441,9 +446,7 @@ class VideoWriter:
                     os.replace(self._sidecar, sidecar_path(self.path))
                 os.replace(self._temp, self.path)
             else:
-                if self.path.is_dir() and not any(self.path.iterdir()):
-                    self.path.rmdir()
-                os.rename(self._temp, self.path)
+                _swap_in_folder(self._temp, self.path)
         except VideoOutputError:
             self.abort()
             raise
@@ -519,6 +522,21 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -
         for frame in iterator:
             writer.write(frame)
     return writer.path
+
+
+def _swap_in_folder(temp: Path, path: Path) -> None:
+    """Rename the finished folder ``temp`` to ``path``; an old folder there (``replace``)
+    is moved aside first and deleted after, so ``path`` is never half old, half new."""
+    old = None
+    if path.is_dir():
+        if any(path.iterdir()):
+            old = atomic.temporary_path(path, folder=True)
+            os.rename(path, old)
+        else:
+            path.rmdir()
+    os.rename(temp, path)
+    if old is not None:
+        atomic.remove(old)
 
 
 def _check_compression(spec: CodecSpec, compression: str | None) -> str | None:
