@@ -426,7 +426,8 @@ class VideoUpscaler:
             # the output shows the same frames, so it carries the source's metadata over
             options = {**carry_over(info.video, info.start_frame, lr.shape[2]), **options}
         options["start_number"] = resolve_start_number(options.get("start_number"), info.video, info.start_frame)
-        options["provenance"] = {**self.provenance(settings, info, lr.shape[2], fps), **(options.get("provenance") or {})}
+        record = self.provenance(settings, info, lr.shape[2], fps)
+        options["provenance"] = {**record, **(options.get("provenance") or {})}
         deep = _deep_output(options)
         convert = to_float32 if deep else to_uint8
         writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options,

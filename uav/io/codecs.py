@@ -48,6 +48,10 @@ class CodecSpec:
     #: DNxHR 444 in .mxf: full-range sources are converted to limited range there.
     full_range_suffixes: tuple[str, ...] | None = None
 
+    def says_full_range(self, suffix: str) -> bool:
+        """Whether a file of this codec ending in ``suffix`` can say "full range" (sequences: RGB)."""
+        return self.kind != "video" or self.full_range_suffixes is None or suffix.lower() in self.full_range_suffixes
+
     def bits(self, pix_fmt: str | None = None) -> int:
         """Bits per sample the output holds with ``pix_fmt`` (default: the codec's); 32 for float."""
         fmt = pix_fmt or self.pix_fmt_16bit

@@ -13,12 +13,17 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import os
+
 import numpy as np
 
+from . import atomic
 from .codecs import CodecSpec
+from .provenance import provenance_json, sidecar_path
 from .timecode import offset_timecode
 
-__all__ = ["FRAME_DTYPES", "integer_samples", "write_finishing_frame"]
+__all__ = ["FRAME_DTYPES", "check_format_options", "integer_samples", "swap_in_folder", "write_finishing_frame",
+           "write_sidecar"]
 
 #: the frame dtype the writer takes for each ``bit_depth``
 FRAME_DTYPES = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16), 32: np.dtype(np.float32)}
@@ -64,3 +69,52 @@ def write_finishing_frame(spec: CodecSpec, pix_fmt: str, target: Path, array: np
 
     samples = array.astype(np.uint16) * 257 if array.dtype == np.uint8 else array
     target.write_bytes(encode_dpx(samples, pix_fmt, rgb_tags, sample_aspect_ratio))
+
+
+def write_sidecar(spec: CodecSpec, temp: Path, path: Path, provenance: Mapping[str, Any] | None) -> Path | None:
+    """The provenance as JSON: ``uav.json`` inside a sequence's temporary folder, or, for an
+    .mxf, a tracked temporary beside it (returned: the caller renames it with the file)."""
+    if provenance is None:
+        return None
+    text = provenance_json(provenance, indent=2) + "\n"
+    if spec.kind == "sequence":
+        (temp / sidecar_path(None).name).write_text(text)
+        return None
+    if path.suffix.lower() != ".mxf":
+        return None  # mov/mp4/mkv hold it in their metadata
+    side = atomic.temporary_path(sidecar_path(path))
+    atomic.track(side)
+    side.write_text(text)
+    return side
+
+
+def swap_in_folder(temp: Path, path: Path) -> None:
+    """Rename the finished folder ``temp`` to ``path``; an old folder there (``replace``)
+    is moved aside first and deleted after, so ``path`` is never half old, half new."""
+    old = None
+    if path.is_dir():
+        if any(path.iterdir()):
+            old = atomic.temporary_path(path, folder=True)
+            os.rename(path, old)
+        else:
+            path.rmdir()
+    os.rename(temp, path)
+    if old is not None:
+        atomic.remove(old)
+
+
+def check_format_options(spec: CodecSpec, width: int, height: int, compression: str | None) -> str | None:
+    """The checks of the finishing formats' own options: the smallest frame DNxHR takes,
+    and EXR's ``compression`` (returned)."""
+    if spec.min_size and (width < spec.min_size[0] or height < spec.min_size[1]):
+        raise ValueError(f"{spec.name} needs frames of at least {spec.min_size[0]}x{spec.min_size[1]}, got "
+                         f"{width}x{height}; choose another codec for small outputs")
+    if compression is None:
+        return None
+    from .exr import COMPRESSIONS
+
+    if spec.name != "exr":
+        raise ValueError(f"compression only applies to exr, not codec {spec.name!r}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"exr compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    return compression

@@ -26,7 +26,7 @@ from . import atomic
 from .audio import AudioCut
 from .codecs import CODECS, CodecSpec, known_codecs, output_path
 from .errors import VideoOutputError
-from .frame_files import FRAME_DTYPES, integer_samples, write_finishing_frame
+from . import frame_files as files
 from .metadata import SWS_MATRIX, color_code, output_color
 from .provenance import PROVENANCE_KEY, provenance_json, sidecar_path
 from .rates import parse_fps
@@ -100,12 +100,10 @@ class VideoWriter:
         preset: libx264/libx265 speed preset (default ``"medium"``).
         start_number: number of the first image of a sequence.
         compression: EXR compression, ``piz`` (default), ``zip``, ``dwaa`` or ``none``.
-        provenance: a JSON-serialisable record of how the frames were made, stored as the
-            ``uav`` metadata tag (mov/mp4/mkv), in every EXR header, and as
-            ``uav.json`` in a sequence's folder (``<file>.uav.json`` beside an .mxf,
-            whose muxer takes no free tags).
-        replace: an existing sequence folder is replaced (once the new one is complete)
-            instead of refused; files are always replaced.
+        provenance: a JSON record of how the frames were made: the ``uav`` tag of a
+            mov/mp4/mkv, every EXR header, ``uav.json`` in a sequence, ``<file>.uav.json``
+            beside an .mxf (its muxer takes no free tags).
+        replace: replace an existing sequence folder (once the new one is complete).
 
     Raises:
         ValueError: unknown codec, unsuitable path or pixel format, an output folder
@@ -142,11 +140,11 @@ class VideoWriter:
         self.fps = parse_fps(fps)
         self.width = _check_positive_int("width", width)
         self.height = _check_positive_int("height", height)
-        if bit_depth not in FRAME_DTYPES:
+        if bit_depth not in files.FRAME_DTYPES:
             raise ValueError(f"bit_depth must be 8 (uint8 frames), 16 (uint16 frames) or 32 (float32 frames), "
                              f"got {bit_depth!r}")
         self.bit_depth = bit_depth
-        self._dtype = FRAME_DTYPES[bit_depth]
+        self._dtype = files.FRAME_DTYPES[bit_depth]
         self.pix_fmt = pix_fmt or (spec.pix_fmt_16bit if bit_depth >= 16 else spec.pix_fmt_8bit)
         if self.pix_fmt not in spec.pix_fmts:
             raise ValueError(f"pix_fmt {self.pix_fmt!r} is not available for codec {codec!r}; "
@@ -157,11 +155,8 @@ class VideoWriter:
             if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
                 raise ValueError(f"crf must be an int from 0 (lossless) to 51, got {crf!r}")
         self.crf = crf
-        self.compression = _check_compression(spec, compression)
+        self.compression = files.check_format_options(spec, self.width, self.height, compression)
         self.provenance = provenance
-        if spec.min_size and (self.width < spec.min_size[0] or self.height < spec.min_size[1]):
-            raise ValueError(f"{codec} needs frames of at least {spec.min_size[0]}x{spec.min_size[1]}, got "
-                             f"{self.width}x{self.height}; choose another codec for small outputs")
         if timecode is not None:
             parse_timecode(timecode)  # a malformed string is the caller's error
             if timecode_rate_supported(self.fps):
@@ -197,10 +192,8 @@ class VideoWriter:
             raise ValueError(f"{codec} with pix_fmt {self.pix_fmt} needs an even width, got {self.width}")
 
         self.path, self._pattern = output_path(path, spec)
-        suffixes = spec.full_range_suffixes
-        if self.color["color_range"] == "pc" and spec.kind == "video" and suffixes is not None \
-                and self.path.suffix.lower() not in suffixes:
-            # a full-range picture tagged (or read) as limited would look washed out: convert instead
+        if self.color["color_range"] == "pc" and not spec.says_full_range(self.path.suffix):
+            # a full-range picture read as limited would look washed out: convert it instead
             log.warning("%s: %s in %s cannot say 'full range'; writing limited range", self.path, codec,
                         self.path.suffix)
             self.color["color_range"] = "tv"
@@ -264,9 +257,8 @@ class VideoWriter:
 
         spec = self.spec
         try:
-            # mov/mp4 keep only their known tags unless asked to store free ones (the provenance)
             free_tags = self.provenance is not None and self.path.suffix.lower() in (".mov", ".mp4")
-            container = av.open(str(self._temp), mode="w",
+            container = av.open(str(self._temp), mode="w",  # mov/mp4 drop free tags unless told
                                 options={"movflags": "use_metadata_tags"} if free_tags else None)
         except av.FFmpegError as exc:
             raise ValueError(f"cannot create {self.path.name} ({exc.strerror or exc})") from None
@@ -346,11 +338,11 @@ class VideoWriter:
                              + (" (pass bit_depth=16 to write uint16 frames)" if array.dtype == np.uint16 else ""))
         try:
             if self.spec.kind == "video":
-                self._encode(np.ascontiguousarray(integer_samples(array, self.spec.bits(self.pix_fmt))))
+                self._encode(np.ascontiguousarray(files.integer_samples(array, self.spec.bits(self.pix_fmt))))
             elif self.spec.name in ("exr", "dpx"):
                 self._write_finishing(array)
             else:
-                self._write_image(integer_samples(array, self.spec.bits(self.pix_fmt)))
+                self._write_image(files.integer_samples(array, self.spec.bits(self.pix_fmt)))
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.pump(Fraction(self.frames_written) / self.fps)
@@ -397,7 +389,7 @@ class VideoWriter:
     def _write_finishing(self, array: np.ndarray) -> None:
         assert self._pattern is not None
         name = self._pattern % (self.frames_written + self._start_number)
-        write_finishing_frame(self.spec, self.pix_fmt, self._temp / name, array, index=self.frames_written,
+        files.write_finishing_frame(self.spec, self.pix_fmt, self._temp / name, array, index=self.frames_written,
                               color=self.color, fps=self.fps, timecode=self.timecode, compression=self.compression,
                               provenance=self.provenance, sample_aspect_ratio=self.sample_aspect_ratio)
 
@@ -440,13 +432,13 @@ class VideoWriter:
             if self._container is not None:
                 self._container.close()
                 self._container = None
-            self._write_sidecar()
+            self._sidecar = files.write_sidecar(self.spec, self._temp, self.path, self.provenance)
             if self.spec.kind == "video":
                 if self._sidecar is not None:
                     os.replace(self._sidecar, sidecar_path(self.path))
                 os.replace(self._temp, self.path)
             else:
-                _swap_in_folder(self._temp, self.path)
+                files.swap_in_folder(self._temp, self.path)
         except VideoOutputError:
             self.abort()
             raise
@@ -462,17 +454,6 @@ class VideoWriter:
         if self._audio is not None:
             self._audio.close()
         return self.path
-
-    def _write_sidecar(self) -> None:
-        """The provenance as JSON: ``uav.json`` in a sequence folder, ``<file>.uav.json`` beside an .mxf."""
-        if self.provenance is None:
-            return
-        if self.spec.kind == "sequence":
-            (self._temp / sidecar_path(None).name).write_text(provenance_json(self.provenance, indent=2) + "\n")
-        elif self.path.suffix.lower() == ".mxf":
-            self._sidecar = atomic.temporary_path(sidecar_path(self.path))
-            atomic.track(self._sidecar)
-            self._sidecar.write_text(provenance_json(self.provenance, indent=2) + "\n")
 
     def abort(self) -> None:
         """Stop writing and delete the temporary output; the destination is left untouched."""
@@ -522,33 +503,6 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -
         for frame in iterator:
             writer.write(frame)
     return writer.path
-
-
-def _swap_in_folder(temp: Path, path: Path) -> None:
-    """Rename the finished folder ``temp`` to ``path``; an old folder there (``replace``)
-    is moved aside first and deleted after, so ``path`` is never half old, half new."""
-    old = None
-    if path.is_dir():
-        if any(path.iterdir()):
-            old = atomic.temporary_path(path, folder=True)
-            os.rename(path, old)
-        else:
-            path.rmdir()
-    os.rename(temp, path)
-    if old is not None:
-        atomic.remove(old)
-
-
-def _check_compression(spec: CodecSpec, compression: str | None) -> str | None:
-    if compression is None:
-        return None
-    from .exr import COMPRESSIONS
-
-    if spec.name != "exr":
-        raise ValueError(f"compression only applies to exr, not codec {spec.name!r}")
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"exr compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
-    return compression
 
 
 def _discard(temp: Path) -> None:
