@@ -1,6 +1,7 @@
 """Writing 1080p finishing deliverables on the CPU: EXR, DPX and DNxHR HQX (issue #26).
 
-For each format, a child process writes N frames of a 1920x1080 sample clip through
+For each format, a child process writes N frames of a 1920x1080 sample clip (the
+pattern of ``scripts/make_sample_clip.py`` with a fine grain) through
 :class:`uav.io.VideoWriter` exactly as ``VideoUpscaler`` feeds it for outputs deeper
 than 8 bits (float32 frames, ``bit_depth=32``), and reports the file sizes, the write
 throughput (frames/s, writing only: the frames are made before the clock starts) and
@@ -52,11 +53,14 @@ def _frames() -> list[np.ndarray]:
     sys.path.insert(0, str(ROOT / "scripts"))
     from make_sample_clip import sample_frame
 
-    # the sample pattern, blurred a little in float so values fall between 8-bit steps
+    # the sample pattern with a fine grain (sigma 2/255, seeded), like upscaled footage has:
+    # a smooth synthetic pattern alone would flatter the compressed formats' sizes
+    rng = np.random.default_rng(26)
     frames = []
     for i in range(_POOL):
         rgb = sample_frame(i, _POOL, WIDTH, HEIGHT).astype(np.float32) / 255.0
-        frames.append(np.ascontiguousarray((rgb + np.roll(rgb, 1, axis=1)) * 0.5))
+        grain = rng.normal(0.0, 2.0 / 255.0, rgb.shape).astype(np.float32)
+        frames.append(np.ascontiguousarray(np.clip(rgb + grain, 0.0, 1.0)))
     return frames
 
 

@@ -78,11 +78,12 @@ def test_exr_round_trip_through_ffmpeg(tmp_path: Path, compression: str) -> None
 @pytest.mark.parametrize("pix_fmt, top", [("gbrp10be", 1023), ("rgb48be", 65535)])
 def test_dpx_round_trip_through_openimageio(tmp_path: Path, pix_fmt: str, top: int) -> None:
     frames = _float_frames(2)
-    out = write_video(tmp_path / "plate", frames, fps=24, codec="dpx", pix_fmt=pix_fmt, start_number=86400,
-                      provenance=RECORD, color={"color_primaries": "bt709", "color_trc": "bt709"})
+    out = write_video(tmp_path / "plate", frames, fps=Fraction(24000, 1001), codec="dpx", pix_fmt=pix_fmt,
+                      start_number=86400, provenance=RECORD, timecode="01:00:00:00",
+                      color={"color_primaries": "bt709", "color_trc": "bt709"})
     files = sorted(out.glob("*.dpx"))
     assert [f.name for f in files] == ["plate.0086400.dpx", "plate.0086401.dpx"]
-    for f, frame in zip(files, frames):
+    for i, (f, frame) in enumerate(zip(files, frames)):
         image = oiio.ImageInput.open(str(f))
         try:
             spec = image.spec()
@@ -92,8 +93,14 @@ def test_dpx_round_trip_through_openimageio(tmp_path: Path, pix_fmt: str, top: i
         assert spec.get_int_attribute("oiio:BitsPerSample") == (10 if top == 1023 else 16)
         assert spec.get_string_attribute("dpx:Transfer") == "ITU-R 709-4"
         assert spec.get_string_attribute("dpx:Colorimetric") == "ITU-R 709-4"
+        # the film and TV headers uav adds to FFmpeg's: each frame's timecode, the rate, the creator
+        assert spec.get_string_attribute("dpx:TimeCode") == f"01:00:00:{i:02d}"
+        assert spec.get_float_attribute("dpx:FrameRate") == pytest.approx(24000 / 1001)
+        assert spec.get_string_attribute("Software") == "uav test"
         codes = np.round(pixels.astype(np.float64) / 65535 * top)
         assert np.abs(codes - np.round(frame.astype(np.float64) * top)).max() <= 1
+    info = probe(out)
+    assert (info.start_timecode, info.fps, info.first_frame_number) == ("01:00:00:00", Fraction(24000, 1001), 86400)
     back = read_frames(out)
     assert back.dtype == np.uint16 and back.shape == (2, H, W, 3)
     assert np.abs(np.round(back / 65535 * top) - np.round(np.stack(frames) * top)).max() <= 1

@@ -6,6 +6,10 @@ where DPX has a code for them (BT.709, BT.601 525/625, linear) and reads them ba
 others (BT.2020, PQ, HLG, sRGB) it stores as "unspecified video", which
 :func:`dpx_header` reports as absent. DPX holds RGB, so a YUV matrix or a limited
 range have nothing to describe.
+
+FFmpeg writes the generic header only (1664 bytes); :func:`add_industry_header`
+inserts the film and television headers after it, so each frame carries its frame
+rate and SMPTE timecode (and uav as its creator) where conform tools look for them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from .errors import VideoInputError
 from .metadata import COLOR_PRIMARIES_NAMES, COLOR_TRC_NAMES, color_code
 
-__all__ = ["DPX_PIX_FMTS", "dpx_header", "dpx_size", "encode_dpx", "read_dpx"]
+__all__ = ["DPX_PIX_FMTS", "add_industry_header", "dpx_header", "dpx_size", "encode_dpx", "read_dpx"]
 
 #: pixel formats the writer offers: 10-bit packed and 16-bit RGB (big-endian, the DPX default)
 DPX_PIX_FMTS = ("gbrp10be", "rgb48be", "gbrp10le", "rgb48le")
@@ -63,6 +67,46 @@ def encode_dpx(rgb: np.ndarray, pix_fmt: str, color: Mapping[str, str] | None = 
     frame.pts = 0
     packets = cc.encode(frame) + cc.encode(None)
     return b"".join(bytes(p) for p in packets)
+
+
+_GENERIC = 1664  # file + image + orientation headers: what FFmpeg writes
+_INDUSTRY = 384  # film (256) + television (128) headers
+
+
+def _bcd(label: str) -> int:
+    digits = label.replace(";", ":").replace(":", "")
+    return int(digits, 16)  # "01000005" read as hex is the BCD word 0x01000005
+
+
+def add_industry_header(data: bytes, *, fps: Fraction | None, timecode: str | None, name: str,
+                        creator: str) -> bytes:
+    """``data`` (a DPX FFmpeg wrote) with film and TV headers holding ``fps`` and ``timecode``.
+
+    Undefined numbers are all ones, undefined text NUL, as the DPX standard asks. The image data moves back
+    by 384 bytes and every offset that points at it is updated.
+    """
+    order = _MAGIC[data[:4]]
+    offset = struct.unpack(order + "I", data[4:8])[0]
+    if offset != _GENERIC or struct.unpack(order + "I", data[28:32])[0] not in (0, 0xFFFFFFFF):
+        return data  # not the layout this knows: leave the file as FFmpeg made it
+    head = bytearray(data[:_GENERIC])
+    industry = bytearray(b"\xff" * _INDUSTRY)
+    for first, stop in ((1664, 1712), (1732, 1920), (1972, 2048)):  # text and reserved fields: NUL
+        industry[first - _GENERIC:stop - _GENERIC] = bytes(stop - first)
+    rate = struct.pack(order + "f", float(fps)) if fps else b"\xff" * 4
+    industry[1724 - _GENERIC:1728 - _GENERIC] = rate  # film: frame rate
+    industry[1940 - _GENERIC:1944 - _GENERIC] = rate  # television: temporal sampling rate
+    if timecode:
+        industry[1920 - _GENERIC:1924 - _GENERIC] = struct.pack(order + "I", _bcd(timecode))
+        industry[1924 - _GENERIC:1928 - _GENERIC] = struct.pack(order + "I", 0)  # user bits
+    start = _GENERIC + _INDUSTRY
+    struct.pack_into(order + "I", head, 4, start)  # offset to the image data
+    struct.pack_into(order + "I", head, 16, len(data) + _INDUSTRY)  # file size
+    struct.pack_into(order + "I", head, 28, _INDUSTRY)  # industry header size
+    struct.pack_into(order + "I", head, 808, start)  # element 1's data offset
+    head[36:136] = name.encode("ascii", "replace")[:99].ljust(100, b"\0")  # file name
+    head[160:260] = creator.encode("ascii", "replace")[:99].ljust(100, b"\0")
+    return bytes(head) + bytes(industry) + data[_GENERIC:]
 
 
 def _order(head: bytes, path: Path) -> str:
@@ -117,5 +161,24 @@ def dpx_header(path: Path) -> dict[str, Any]:
         color["color_primaries"] = primaries
     if trc:
         color["color_trc"] = trc
-    return {"bits": head[803] if len(head) > 803 else None, "color": color,
-            "creator": dict(frame.metadata).get("Creator")}
+    tags = dict(frame.metadata)
+    return {"bits": head[803] if len(head) > 803 else None, "color": color, "creator": tags.get("Creator"),
+            "timecode": tags.get("timecode"), "fps": _rate(path)}
+
+
+def _rate(path: Path) -> Fraction | None:
+    """The TV header's frame rate (then the film header's), as the exact rate it stands for."""
+    with open(path, "rb") as fh:
+        head = fh.read(1944)
+    if len(head) < 1944:
+        return None
+    order = _MAGIC.get(head[:4], ">")
+    for at in (1940, 1724):
+        raw = head[at:at + 4]
+        value = struct.unpack(order + "f", raw)[0]
+        if raw != b"\xff" * 4 and 0 < value < 1000:
+            for exact in (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001)):
+                if abs(value - float(exact)) < 1e-3:
+                    return exact  # a float field cannot hold NTSC rates exactly
+            return Fraction(str(round(value, 3)))
+    return None

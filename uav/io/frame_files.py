@@ -54,8 +54,9 @@ def write_finishing_frame(spec: CodecSpec, pix_fmt: str, target: Path, array: np
                           sample_aspect_ratio: Fraction | None = None) -> None:
     """Write frame ``index`` (0-based in this output) to ``target`` as EXR or DPX.
 
-    ``timecode`` is the output's start timecode: EXR frames carry their own
-    (``timeCode``), with ``framesPerSecond`` and the provenance record.
+    ``timecode`` is the output's start timecode: every frame carries its own (EXR
+    ``timeCode``, DPX television header) and the rate (``framesPerSecond``, DPX film and
+    TV headers); EXR headers also hold the provenance record.
     """
     rgb_tags = {k: v for k, v in color.items() if k in ("color_primaries", "color_trc")}
     if spec.name == "exr":
@@ -65,10 +66,14 @@ def write_finishing_frame(spec: CodecSpec, pix_fmt: str, target: Path, array: np
         write_exr(target, _float_samples(array), compression=compression or DEFAULT_COMPRESSION,
                   half=pix_fmt == "rgbf16le", color=rgb_tags, fps=fps, timecode=frame_tc, provenance=provenance)
         return
-    from .dpx import encode_dpx
+    from .dpx import add_industry_header, encode_dpx
 
     samples = array.astype(np.uint16) * 257 if array.dtype == np.uint8 else array
-    target.write_bytes(encode_dpx(samples, pix_fmt, rgb_tags, sample_aspect_ratio))
+    data = encode_dpx(samples, pix_fmt, rgb_tags, sample_aspect_ratio)
+    frame_tc = offset_timecode(timecode, index, fps) if timecode else None
+    version = (provenance or {}).get("uav_version")
+    target.write_bytes(add_industry_header(data, fps=fps, timecode=frame_tc, name=target.name,
+                                           creator=f"uav {version}" if version else "uav"))
 
 
 def write_sidecar(spec: CodecSpec, temp: Path, path: Path, provenance: Mapping[str, Any] | None) -> Path | None:

@@ -197,7 +197,7 @@ class VideoWriter:
             log.warning("%s: %s in %s cannot say 'full range'; writing limited range", self.path, codec,
                         self.path.suffix)
             self.color["color_range"] = "tv"
-        if timecode is not None and spec.kind == "sequence" and spec.name != "exr":
+        if timecode is not None and spec.kind == "sequence" and spec.name not in ("exr", "dpx"):
             log.info("%s: image sequences carry no timecode; %s is not stored", self.path, timecode)
         self.frames_written = 0
         self._closed = False
