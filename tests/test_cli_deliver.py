@@ -123,3 +123,21 @@ def test_info_of_foreign_and_missing_files(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert json.loads(res.stdout)["ok"] is False and "no such file" in res.output
     assert Fraction(json.loads(run("info", str(src), "--json").stdout)["fps"]) == 24
+
+
+@pytest.mark.parametrize("codec, name", [("exr", "e"), ("dpx", "d"), ("png", "p"), ("tiff", "t"),
+                                         ("dnxhr_hqx", "o.mxf"), ("dnxhr_444", "o.mov"), ("h264", "o.mp4"),
+                                         ("h265", "o.mkv"), ("prores_hq", "o.mov")])
+def test_uav_info_reads_the_record_of_every_format(tmp_path: Path, codec: str, name: str) -> None:
+    record = {"uav_version": "9.9", "seed": 3, "settings_hash": "abc", "settings": {"noise_level": 50},
+              "source": {"path": "in.mov", "start_frame": 10, "end_frame": 12}}
+    frames = [np.full((128, 256, 3), 0.25 * i, np.float32) for i in range(2)]
+    out = write_video(tmp_path / name, frames, fps=24, codec=codec, provenance=record, start_number=7)
+    res = run("info", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["provenance"] == record and info["frames"] == 2 and (info["width"], info["height"]) == (256, 128)
+    assert info["provenance_in"] == ("metadata" if name.endswith((".mov", ".mp4", ".mkv")) else "sidecar")
+    if "." not in name:
+        assert info["first_frame_number"] == 7
+    assert "seed: 3" in run("info", str(out)).output
