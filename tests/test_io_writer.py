@@ -95,7 +95,8 @@ def test_unknown_codec_lists_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown codec 'vp9'") as excinfo:
         VideoWriter(tmp_path / "o.mp4", fps=FPS, width=WIDTH, height=HEIGHT, codec="vp9")
     assert all(name in str(excinfo.value) for name in CODECS)
-    assert set(CODECS) == {"h264", "h265", "prores_hq", "prores_4444", "png", "tiff"}
+    assert set(CODECS) == {"h264", "h265", "prores_hq", "prores_4444", "png", "tiff", "exr", "dpx", "dnxhr",
+                           "dnxhr_hq", "dnxhr_hqx", "dnxhr_444"}
 
 
 def test_output_folder_that_cannot_exist(tmp_path: Path) -> None:

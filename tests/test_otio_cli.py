@@ -148,7 +148,7 @@ def test_bad_renderer_spec(cut, tmp_path):
 #: edit) or must not offer (random networks relinked into an edit); docs/timelines.md
 #: explains each
 NOT_FOR_TIMELINES = {"start": "--start", "end": "--end", "fps": "--fps", "self_check": "--self-check",
-                     "temporal_split": "--temporal-split"}
+                     "temporal_split": "--temporal-split", "start_number": "--start-number"}
 #: options whose help must read exactly as ``uav upscale``'s: same meaning, same default
 SAME_HELP = ("scheduler", "tile_mode", "tile_size", "tile_overlap", "window_batch", "decode_chunk", "pix_fmt", "crf",
              "weights", "device", "dtype", "quiet", "json", "debug", "vae")
@@ -297,7 +297,7 @@ def test_default_renderer_gets_model_pipeline_and_writer_options(cut, tmp_path, 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--codec", "png"], "--codec png writes an image folder"),
+        (["--codec", "png", "--ext", "mp4"], "--ext mp4: --codec png writes an image-sequence folder per job"),
         (["--codec", "h264", "--pix-fmt", "rgb24"], "pix_fmt 'rgb24' is not available for codec 'h264'"),
         (["--crf", "20"], "crf only applies to h264/h265"),
         (["--dtype", "fp8"], "--dtype: expected auto, fp32, fp16 or bf16, got 'fp8'"),

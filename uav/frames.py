@@ -13,7 +13,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["InputError", "frames_to_tensor", "to_uint8"]
+__all__ = ["InputError", "frames_to_tensor", "to_float32", "to_uint8"]
 
 
 class InputError(ValueError):
@@ -75,4 +75,11 @@ def frames_to_tensor(video: Any, name: str = "video") -> Tensor:
 def to_uint8(frames: Tensor) -> np.ndarray:
     """``(1, 3, t, H, W)`` in [-1, 1] -> uint8 ``(t, H, W, 3)``, rounded (the published code truncates)."""
     x = ((frames[0].float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous().numpy()
+
+
+def to_float32(frames: Tensor) -> np.ndarray:
+    """``(1, 3, t, H, W)`` in [-1, 1] -> float32 ``(t, H, W, 3)`` in [0, 1], for outputs deeper
+    than 8 bits (the writer quantises once, to the output's own depth)."""
+    x = (frames[0].float().clamp(-1, 1) + 1.0) * 0.5
     return x.permute(1, 2, 3, 0).contiguous().numpy()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from uav.components import Components, merge_settings, resolve_components
-from uav.frames import InputError, frames_to_tensor, to_uint8
+from uav.frames import InputError, frames_to_tensor, to_float32, to_uint8
 from uav.pipeline import generate
 from uav.settings import SettingsError, UpscaleSettings
 
@@ -232,6 +232,12 @@ class VideoUpscaler:
                 low-res size. All three are what the parity fixtures record.
             trace: a dict that receives per-step tensors (see :func:`uav.sampling.loop.denoise`).
             start, end: frame range of a file input (``end`` exclusive; ints or timecodes).
+            writer_options: :class:`~uav.io.writer.VideoWriter` keywords for ``output``
+                (``codec``, ``pix_fmt``, ``compression``...); ``start_number`` may also be
+                ``"source"`` or ``"timecode"`` (:func:`uav.io.metadata.resolve_start_number`),
+                and ``provenance`` adds keys to the record every output carries
+                (:meth:`provenance`). Outputs deeper than 8 bits get the decoder's float
+                frames, quantised once to their own depth.
         """
         comps = self.check_inputs(settings, **knobs)
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
@@ -242,7 +248,7 @@ class VideoUpscaler:
         chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
                                 flows=flows, trace=trace)
         if output is not None:
-            return self._write(chunks, Path(output), lr, info, writer_options or {})
+            return self._write(chunks, Path(output), lr, info, writer_options or {}, s)
         if output_type == "pt":
             return torch.cat([c for _, c in chunks], dim=2)
         if output_type == "np":
@@ -377,11 +383,39 @@ class VideoUpscaler:
             lr = frames_to_tensor(video, "video")
         return lr, info
 
+    def provenance(self, settings: UpscaleSettings, info: ClipInfo | None = None, frames: int | None = None,
+                   fps: Any = None) -> dict[str, Any]:
+        """The record an output of this run carries (:mod:`uav.io.provenance`): uav's version,
+        the model and its weights' identity, the settings and their hash, the prompt the
+        run used (the caption's, for ``prompt="auto"``), the seed and the source range."""
+        from uav import __version__
+        from uav.io.provenance import settings_hash, weights_identity
+
+        info = info or ClipInfo()
+        caption = self.last_caption
+        full = settings.to_dict()
+        start = info.start_frame if info.path is not None else None
+        return {
+            "uav_version": __version__,
+            "model": {"weights": weights_identity(self.source) if self.source else None, "source": self.source,
+                      "unet_dtype": str(next(self.unet.parameters()).dtype).replace("torch.", ""),
+                      "vae": type(self.vae).__name__, "device": str(self.device)},
+            "settings_hash": settings_hash(full),
+            "settings": full,
+            "prompt": settings.full_prompt,
+            "caption": None if caption is None else caption.to_dict(),
+            "seed": settings.seed,
+            "source": {"path": None if info.path is None else str(info.path), "start_frame": start,
+                       "end_frame": None if start is None or frames is None else start + frames, "frames": frames,
+                       "fps": None if fps is None else str(fps),
+                       "timecode": getattr(info.video, "start_timecode", None)},
+        }
+
     def _write(self, chunks: Iterable[tuple[int, Tensor]], path: Path, lr: Tensor, info: ClipInfo,
-               options: Mapping[str, Any]) -> Path:
+               options: Mapping[str, Any], settings: UpscaleSettings) -> Path:
         from fractions import Fraction
 
-        from uav.io.metadata import carry_over
+        from uav.io.metadata import carry_over, resolve_start_number
         from uav.io.writer import VideoWriter
 
         options = dict(options)
@@ -391,10 +425,16 @@ class VideoUpscaler:
         if info.video is not None:
             # the output shows the same frames, so it carries the source's metadata over
             options = {**carry_over(info.video, info.start_frame, lr.shape[2]), **options}
-        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options)
+        options["start_number"] = resolve_start_number(options.get("start_number"), info.video, info.start_frame)
+        record = self.provenance(settings, info, lr.shape[2], fps)
+        options["provenance"] = {**record, **(options.get("provenance") or {})}
+        deep = _deep_output(options)
+        convert = to_float32 if deep else to_uint8
+        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options,
+                             **({"bit_depth": 32} if deep else {}))
         try:
             for _, chunk in chunks:
-                for frame in to_uint8(chunk):
+                for frame in convert(chunk):
                     writer.write(frame)
         except BaseException:
             writer.abort()
@@ -403,6 +443,21 @@ class VideoUpscaler:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _deep_output(options: dict[str, Any]) -> bool:
+    """Whether the output holds more than 8 bits (then it gets float frames, and its pixel
+    format is pinned: the writer's default for deep frames could be another one)."""
+    from uav.io.codecs import CODECS
+
+    spec = CODECS.get(options.get("codec", "h264"))
+    if spec is None or "bit_depth" in options:
+        return False  # the writer names the unknown codec; an explicit depth is the caller's
+    fmt = options.get("pix_fmt") or spec.pix_fmt_8bit
+    if spec.bits(fmt) <= 8:
+        return False
+    options["pix_fmt"] = fmt
+    return True
+
+
 def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
     """``(U-Net and text encoder, VAE)`` dtypes :meth:`VideoUpscaler.from_pretrained` picks
     on ``device``: fp16 and fp32 on CUDA, as published (the fp32 VAE keeps the decoder's

@@ -45,6 +45,7 @@ from uav.cli.executor_options import (
 )
 from uav.cli.options import (
     CaptionerOptionOpt,
+    CompressionOpt,
     CrfOpt,
     DebugOpt,
     DeviceOpt,
@@ -133,19 +134,33 @@ def _load_renderer(spec: str) -> Any:
     return obj() if isinstance(obj, type) else obj
 
 
-def _check_codec(codec: str, ext: str, pix_fmt: str | None, crf: int | None) -> None:
+def _check_codec(codec: str, ext: str, pix_fmt: str | None, crf: int | None, compression: str | None = None) -> None:
     """Open (and abort) the writer once, as ``uav upscale`` does: a bad codec, pixel format,
-    crf or extension fails here, not after the first shot has rendered."""
-    from uav.io.writer import CODECS, VideoWriter
+    crf, compression or extension fails here, not after the first shot has rendered."""
+    from uav.io.writer import VideoWriter
 
-    if codec_spec(codec).kind != "video":
-        movies = ", ".join(name for name, spec in CODECS.items() if spec.kind == "video")
-        raise UserError(f"--codec {codec} writes an image folder, but a timeline's clips are relinked to movie "
-                        f"files; choose one of {movies}")
-    suffix = ext if ext.startswith(".") else f".{ext}"
+    spec = codec_spec(codec)
+    if spec.kind == "sequence":
+        if ext not in ("", "mov", ".mov"):
+            raise UserError(f"--ext {ext}: --codec {codec} writes an image-sequence folder per job (relinked as an "
+                            "image sequence); drop --ext")
+        name = "preflight"
+    else:
+        name = "preflight" + (ext if ext.startswith(".") else f".{ext}")
+    width, height = spec.min_size or (64, 64)
     with tempfile.TemporaryDirectory(prefix="uav-timeline-preflight-") as tmp:
-        VideoWriter(Path(tmp) / f"preflight{suffix}", fps=24, width=64, height=64, codec=codec, pix_fmt=pix_fmt,
-                    crf=crf).abort()
+        VideoWriter(Path(tmp) / name, fps=24, width=width, height=height, codec=codec, pix_fmt=pix_fmt,
+                    crf=crf, compression=compression).abort()
+
+
+def _planning_kwargs(planning: PlanningOptions, codec: str) -> dict[str, Any]:
+    """The planner's keywords; an image-sequence codec names folders (no extension)."""
+    kwargs = planning.api_kwargs()
+    from uav.io.codecs import CODECS
+
+    if codec in CODECS and CODECS[codec].kind == "sequence":
+        kwargs["ext"] = ""
+    return kwargs
 
 
 @app.command("plan")
@@ -201,10 +216,12 @@ def upscale_command(
         Optional[str], typer.Option("--vae-dtype", help="VAE dtype (default float32).", rich_help_panel=MODEL)
     ] = None,
     codec: Annotated[str, typer.Option(
-        "--codec", help="prores_hq (ProRes 422 HQ, for editing), prores_4444, h264 or h265.", metavar="CODEC",
-        rich_help_panel=MODEL)] = "prores_hq",
+        "--codec", help="prores_hq (ProRes 422 HQ, for editing), prores_4444, dnxhr_hq, dnxhr_hqx (= dnxhr), "
+                        "dnxhr_444, h264, h265, or an image-sequence folder per job, relinked as an image sequence: "
+                        "exr, dpx, png, tiff.", metavar="CODEC", rich_help_panel=MODEL)] = "prores_hq",
     pix_fmt: PixFmtOpt = None,
     crf: CrfOpt = None,
+    compression: CompressionOpt = None,
     renderer: Annotated[
         Optional[str],
         typer.Option("--renderer", hidden=True, help="module:callable to render with instead of VideoUpscaler."),
@@ -235,10 +252,11 @@ def upscale_command(
         # checks every model option before anything loads; a dry run stops there
         default_renderer = functools.partial(_default_renderer, console, weights=weights, device=device, dtype=dtype,
                                              vae_dtype=vae_dtype, codec=codec, pix_fmt=pix_fmt, crf=crf,
-                                             ext=planning.ext)
+                                             ext=planning.ext, compression=compression)
         if dry_run:
             _dry_run(timeline, output, media_dir, console=console, as_json=as_json, quiet=quiet, renderer=renderer,
-                     default_renderer=default_renderer, overrides=overrides, planning=planning, force=force)
+                     default_renderer=default_renderer, overrides=overrides, planning=planning, force=force,
+                     codec=codec)
             return
         run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
                                 debug=debug)
@@ -283,7 +301,7 @@ def upscale_command(
                     timeline, output, media_dir, renderer=render_fn, model=model, overrides=overrides,
                     downgrade=downgrade, force=force, on_job=on_job, executor=run_on,
                     on_event=run_view if run_on is not None else None, captioner_options=captioner_options,
-                    on_caption=on_caption, **planning.api_kwargs(),
+                    on_caption=on_caption, **_planning_kwargs(planning, codec),
                 )
         except KeyboardInterrupt:
             raise fail("interrupted: finished outputs are kept; rerun the same command to finish",
@@ -328,7 +346,7 @@ def upscale_command(
 
 def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_json: bool, quiet: bool,
              renderer: str | None, default_renderer: Callable[[], Any], overrides: Mapping[str, Any],
-             planning: PlanningOptions, force: bool) -> None:
+             planning: PlanningOptions, force: bool, codec: str = "prores_hq") -> None:
     """``timeline upscale --dry-run``: every check of a real run, the plan, nothing written."""
     from .api import preview_timeline
 
@@ -338,7 +356,7 @@ def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_
     else:  # finds and checks the weights folder, device and codec; loads nothing
         model = default_renderer().model
     preview = preview_timeline(timeline, output, media_dir, model=model, overrides=overrides, force=force,
-                               **planning.api_kwargs())
+                               **_planning_kwargs(planning, codec))
     if as_json:
         print_json(preview.to_dict())
         return
@@ -350,7 +368,8 @@ def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_
 
 
 def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype: str, vae_dtype: str | None,
-                      codec: str, pix_fmt: str | None, crf: int | None, ext: str) -> Any:
+                      codec: str, pix_fmt: str | None, crf: int | None, ext: str,
+                      compression: str | None = None) -> Any:
     """The :class:`~uav_otio.render.UpscalerRenderer` the options ask for, every option checked
     the way ``uav upscale`` checks it, before any model is loaded."""
 
@@ -358,7 +377,7 @@ def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype:
 
     dtype_name = parse_dtype(dtype, _LONG_DTYPES)
     device_name = resolve_device(device)
-    _check_codec(codec, ext, pix_fmt, crf)
+    _check_codec(codec, ext, pix_fmt, crf, compression)
     folder = find_weights(weights, self_check=False)
     from uav.weights import is_tiny_random
 
@@ -366,7 +385,7 @@ def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype:
         # random networks: say so loudly, whatever the output mode (no --self-check renaming here)
         self_check_banner(console)
     return UpscalerRenderer(weights=folder, device=device_name, dtype=dtype_name, codec=codec, pix_fmt=pix_fmt,
-                            crf=crf, vae_dtype=vae_dtype)
+                            crf=crf, compression=compression, vae_dtype=vae_dtype)
 
 
 def _with_progress(render_fn: Any, console: Any) -> Any:

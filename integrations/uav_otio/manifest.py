@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - not exercised on Linux CI
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "output_size",
     "MANIFEST_NAME",
     "PARTIAL_MARK",
     "Manifest",
@@ -93,6 +94,16 @@ def _owners(entry: Mapping[str, Any]) -> set[str]:
     return {str(o) for o in entry.get("owners") or ()}
 
 
+
+def output_size(path: Path) -> int | None:
+    """Bytes of an output: a file's size, or the total of an image-sequence folder's files;
+    ``None`` when there is none."""
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return None
+
 class Manifest:
     """The record of finished outputs in a media folder, and of their owners.
 
@@ -136,15 +147,15 @@ class Manifest:
     def is_current(self, name: str, render_hash: str) -> bool:
         """Whether ``name`` exists, is the size recorded, and was made from ``render_hash``."""
         entry = self.outputs.get(name)
-        out = self.media_dir / name
-        if not entry or entry.get("render_hash") != render_hash or not out.is_file():
+        if not entry or entry.get("render_hash") != render_hash:
             return False
-        return out.stat().st_size == entry.get("size")
+        size = output_size(self.media_dir / name)
+        return size is not None and size == entry.get("size")
 
     def name_for_job(self, settings_hash: str) -> str | None:
         """The name an earlier render of the same job (media, range, settings) went to."""
         for name, entry in sorted(self.outputs.items()):
-            if entry.get("settings_hash") == settings_hash and (self.media_dir / name).is_file():
+            if entry.get("settings_hash") == settings_hash and output_size(self.media_dir / name) is not None:
                 return name
         return None
 

@@ -222,7 +222,8 @@ def plan_timeline(
         base_dir: folder relative media URLs are resolved against (the timeline's folder).
         name_by: ``"media"`` names outputs after the media file, ``"clip"`` after the
             clip when a job serves one clip.
-        ext: output file extension, with or without the dot.
+        ext: output file extension, with or without the dot; ``""`` names folders (image
+            sequences: ``exr``, ``dpx``, ``png``, ``tiff``).
         probe: look at the media on disk (existence, and the range of references
             that carry none). Without it, media must declare its available range.
         owner: the output timeline the plan is for. Names already used in
@@ -247,9 +248,10 @@ def plan_timeline(
         raise ValueError(f"handles must be an integer number of frames >= 0, got {handles!r}")
     if name_by not in ("media", "clip"):
         raise ValueError(f"name_by must be 'media' or 'clip', got {name_by!r}")
-    if not isinstance(ext, str) or not re.fullmatch(r"\.?[A-Za-z0-9]+", ext):
-        raise ValueError(f"ext must be a file extension such as '.mov', got {ext!r}")
-    ext = ext if ext.startswith(".") else "." + ext
+    if not isinstance(ext, str) or not re.fullmatch(r"(\.?[A-Za-z0-9]+)?", ext):
+        raise ValueError(f"ext must be a file extension such as '.mov' (or '' for image-sequence folders), "
+                         f"got {ext!r}")
+    ext = ext if ext.startswith(".") or not ext else "." + ext
     mdir = Path(media_dir) if media_dir is not None else None
     bdir = Path(base_dir) if base_dir is not None else None
 

@@ -1,14 +1,18 @@
 """Rendered media back into the timeline.
 
 Each rendered clip gains a media reference under :data:`UPSCALED_KEY` — an
-``ExternalReference`` with an absolute ``file://`` URL whose ``available_range`` is
-the rendered range in the clip's media time — and that reference becomes active.
+``ExternalReference`` with an absolute ``file://`` URL (an ``ImageSequenceReference``
+for a folder of EXR/DPX/PNG/TIFF frames, numbered by media frame) whose
+``available_range`` is the rendered range in the clip's media time — and that
+reference becomes active.
 The original reference stays under the default key, so the clip's timing
 (``source_range``, hence every ``range_in_parent``) does not change and switching
 back is one call to ``set_media_references``.
 
 ``metadata["uav"]`` of the new reference records the settings, the model, the
-settings hash and where the frames came from. (It is kept off the clip's own
+settings hash and where the frames came from, and, from the output's own provenance
+record (:func:`uav.io.provenance.read_provenance`), uav's version, the weights'
+identity hash, the prompt and the seed the frames were made with. (It is kept off the clip's own
 ``metadata["uav"]``, which holds the settings an editor asked for and is read back
 as input when the relinked timeline is planned again.)
 
@@ -21,6 +25,7 @@ most other tools) get :func:`single_reference_copy` or the
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -52,8 +57,38 @@ def _downgrade_map() -> dict[str, int]:
 DOWNGRADE_SCHEMA_VERSIONS: dict[str, int] = _downgrade_map()
 
 
-def make_upscaled_reference(job: RenderJob, result: JobResult, original: Any = None) -> otio.schema.ExternalReference:
-    """The ``ExternalReference`` for a rendered job.
+def _sequence_reference(folder: Path, job: RenderJob) -> otio.schema.ImageSequenceReference:
+    """The reference to a rendered image-sequence folder (its files numbered by media frame)."""
+    from uav.io.sequence import IMAGE_EXTENSIONS
+
+    frames = sorted(f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+    match = re.fullmatch(r"(.*?)(\d+)(\.[^.]+)", frames[0]) if frames else None
+    if match is None:
+        raise ValueError(f"{str(folder)!r} holds no numbered frames; render it again")
+    prefix, digits, suffix = match.groups()
+    return otio.schema.ImageSequenceReference(
+        target_url_base=folder.as_uri() + "/", name_prefix=prefix, name_suffix=suffix, start_frame=int(digits),
+        frame_step=1, rate=job.rate, frame_zero_padding=len(digits), available_range=job.media_range,
+        missing_frame_policy=otio.schema.ImageSequenceReference.MissingFramePolicy.error)
+
+
+def _provenance_keys(path: Path) -> dict[str, Any]:
+    """uav's version, the weights' identity, the prompt and the seed, from the output's own record."""
+    from uav.io.provenance import read_provenance
+
+    try:
+        record, _ = read_provenance(path)
+    except Exception:  # another renderer's file: it may hold anything, or nothing
+        record = None
+    if not record:
+        return {}
+    model = record.get("model") or {}
+    return {"uav_version": record.get("uav_version"), "weights": model.get("weights"),
+            "prompt": record.get("prompt"), "seed": record.get("seed")}
+
+
+def make_upscaled_reference(job: RenderJob, result: JobResult, original: Any = None) -> Any:
+    """The ``ExternalReference`` (``ImageSequenceReference`` for a folder) for a rendered job.
 
     Args:
         job: the rendered job (``job.output_path`` set).
@@ -63,7 +98,10 @@ def make_upscaled_reference(job: RenderJob, result: JobResult, original: Any = N
     if job.output_path is None:
         raise ValueError(f"job for {job.media.display} has no output_path; render it first")
     path = job.output_path.resolve()
-    ref = otio.schema.ExternalReference(target_url=path.as_uri(), available_range=job.media_range)
+    if path.is_dir():
+        ref = _sequence_reference(path, job)
+    else:
+        ref = otio.schema.ExternalReference(target_url=path.as_uri(), available_range=job.media_range)
     ref.name = path.name
     source: dict[str, Any] = {
         "media": job.media.url,
@@ -81,6 +119,7 @@ def make_upscaled_reference(job: RenderJob, result: JobResult, original: Any = N
         "render_hash": result.render_hash,
         "output": job.output_name,
         "source": source,
+        **_provenance_keys(path),
     }
     if result.caption is not None:
         # the prompt a prompt=auto shot was rendered with, to read or to write into the shot

@@ -28,7 +28,7 @@ from uav.io.atomic import atomic_output
 
 from .captions import caption_jobs, with_caption
 from .hashing import compute_settings_hash
-from .manifest import MANIFEST_NAME, PARTIAL_MARK, Manifest, OutputOwnershipError, clean_partials, owner_id
+from .manifest import MANIFEST_NAME, PARTIAL_MARK, Manifest, OutputOwnershipError, clean_partials, output_size, owner_id
 from .upscaler_renderer import UpscalerRenderer, _read_sequence  # noqa: F401  (re-exported: published here first)
 
 if TYPE_CHECKING:  # the types are for annotations only
@@ -226,7 +226,7 @@ def render_plan(
             # here) leaves its claim, which lets its owner take the name back
             manifest.unclaim(job.output_name)
             raise
-        if not out.is_file():
+        if output_size(out) is None:
             raise RuntimeError(f"the renderer returned without writing {str(out)!r}")
         _record(manifest, job, rh, model_rec, out, who, caption)
         report.results.append(JobResult(job, "rendered", rh, model_rec, caption))
@@ -259,7 +259,7 @@ def _record(manifest: Manifest, job: RenderJob, rh: str, model_rec: dict[str, An
             "timecode": job.timecode,
             "start_seconds": job.start_seconds,
             "clips": list(job.clip_names),
-            "size": out.stat().st_size,
+            "size": output_size(out),
             "rendered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **({"caption": caption} if caption is not None else {}),
         },

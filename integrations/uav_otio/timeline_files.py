@@ -293,6 +293,25 @@ def output_paths(output: str | Path, input_path: str | Path | None = None) -> li
     return paths
 
 
+#: adapters whose files hold an ``ImageSequenceReference`` (OpenTimelineIO's own formats)
+SEQUENCE_ADAPTERS = ("otio_json", "otioz", "otiod")
+
+
+def sequence_refusal(timeline: otio.schema.Timeline, path: Path) -> str | None:
+    """``refused: ...`` when ``timeline`` links a clip to an image sequence and the adapter
+    for ``path`` cannot express one (EDL, FCP XML, AAF...: they would name one file or fail)."""
+    adapter = adapter_can_write(path.suffix) or path.suffix
+    if adapter in SEQUENCE_ADAPTERS:
+        return None
+    for clip in timeline.find_clips():
+        ref = clip.media_reference
+        if isinstance(ref, otio.schema.ImageSequenceReference):
+            pattern = f"{ref.name_prefix}%0{ref.frame_zero_padding}d{ref.name_suffix}"
+            return (f"refused: {adapter} ({path.suffix}) cannot express image sequences: clip {clip.name!r} links to "
+                    f"{ref.target_url_base}{pattern}; {str(path)!r} not written (the .otio holds it)")
+    return None
+
+
 def write_timeline(
     timeline: otio.schema.Timeline,
     output: str | Path,
@@ -329,6 +348,12 @@ def write_timeline(
                 with adapter_output_to_stderr():
                     otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
             else:
+                refusal = sequence_refusal(timeline, path)
+                if refusal is not None:
+                    with contextlib.suppress(OSError):
+                        path.unlink()  # an earlier run's file would now describe other renders
+                    problems.append(refusal)
+                    continue
                 # a copy: some writers edit what they write (the EDL writer trims around transitions)
                 with adapter_output_to_stderr():
                     otio.adapters.write_to_file(timeline.deepcopy(), str(tmp), **kwargs)

@@ -17,7 +17,7 @@ from .shot_settings import to_upscale_settings
 if TYPE_CHECKING:  # the types are for annotations only
     from .jobs import RenderJob
 
-__all__ = ["UpscalerRenderer"]
+__all__ = ["UpscalerRenderer", "output_start_number"]
 
 
 def _read_sequence(job: RenderJob) -> Any:
@@ -26,6 +26,22 @@ def _read_sequence(job: RenderJob) -> Any:
 
     return read_images([job.media.frame_path(index) for index in range(job.first_index, job.end_index)],
                        fps=job.fps)
+
+
+def output_start_number(job: RenderJob) -> int:
+    """The number of a sequence output's first file: the source's own number for that frame
+    (an image sequence's file number; a movie's media frame, which counts from its start
+    timecode: 01:00:00:00 at 24 fps is 86400)."""
+    if job.media.kind == "image_sequence":
+        return job.media.start_number + job.first_index * job.media.frame_step
+    return job.start
+
+
+def _source_record(job: RenderJob) -> dict[str, Any]:
+    """The provenance's ``source``: the media and the rendered range, in media frames."""
+    return {"path": str(job.media.path) if job.media.path is not None else job.media.identity,
+            "start_frame": job.start, "end_frame": job.end, "frames": job.frames, "fps": str(job.fps),
+            "timecode": job.timecode}
 
 
 class UpscalerRenderer:
@@ -41,9 +57,12 @@ class UpscalerRenderer:
         weights: the release folder for ``VideoUpscaler.from_pretrained``.
         device: torch device name (default: CUDA when available).
         dtype: U-Net/text-encoder dtype (``"float16"``, ``"bfloat16"``, ``"float32"``).
-        codec: a :data:`uav.io.writer.CODECS` name.
+        codec: a :data:`uav.io.writer.CODECS` name; an image-sequence codec (``exr``,
+            ``dpx``, ``png``, ``tiff``) writes a folder whose frames are numbered by media
+            frame (a source starting at 01:00:00:00 at 24 fps gives ``<name>.0086400.exr``).
         pix_fmt: the encoder's pixel format (default: the codec's).
         crf: H.264/H.265 quality, 0-51 (default: the codec's).
+        compression: EXR compression (``piz``, ``zip``, ``dwaa``, ``none``; default piz).
         upscaler: a ready :class:`uav.VideoUpscaler` to use instead of loading ``weights``.
         load_options: further keyword arguments for ``VideoUpscaler.from_pretrained``.
     """
@@ -57,6 +76,7 @@ class UpscalerRenderer:
         codec: str = "prores_hq",
         pix_fmt: str | None = None,
         crf: int | None = None,
+        compression: str | None = None,
         upscaler: Any = None,
         **load_options: Any,
     ) -> None:
@@ -68,6 +88,7 @@ class UpscalerRenderer:
         self.codec = codec
         self.pix_fmt = pix_fmt
         self.crf = crf
+        self.compression = compression
         self.load_options = {k: v for k, v in load_options.items() if v is not None}
         self._upscaler: Any = upscaler
         self._vae: str | None = None if upscaler is None else "given"
@@ -86,6 +107,8 @@ class UpscalerRenderer:
             rec["pix_fmt"] = self.pix_fmt
         if self.crf is not None:
             rec["crf"] = self.crf
+        if self.compression is not None:
+            rec["compression"] = self.compression
         rec.update({k: str(v) for k, v in self.load_options.items()})
         return rec
 
@@ -129,11 +152,15 @@ class UpscalerRenderer:
                 done["frames"] += int(info.get("frames", 0))
                 progress(min(done["frames"], job.frames), job.frames)
 
-        options: dict[str, Any] = {"codec": self.codec, "timecode": job.timecode}
-        if self.pix_fmt is not None:
-            options["pix_fmt"] = self.pix_fmt
-        if self.crf is not None:
-            options["crf"] = self.crf
+        options: dict[str, Any] = {"codec": self.codec, "timecode": job.timecode,
+                                   "provenance": {"source": _source_record(job)}}
+        for key in ("pix_fmt", "crf", "compression"):
+            if getattr(self, key) is not None:
+                options[key] = getattr(self, key)
+        from uav.io.codecs import CODECS
+
+        if self.codec in CODECS and CODECS[self.codec].kind == "sequence":
+            options.update(start_number=output_start_number(job), replace=True)
         # VideoWriter writes under a temporary name and renames when complete: the
         # output appears atomically without a second temporary around it
         if job.media.kind == "image_sequence":

@@ -20,10 +20,10 @@ from uav.cli.preflight import check_vae, find_weights, parse_dtype
 
 #: distributions whose versions the report lists
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "safetensors", "huggingface_hub", "av", "numpy",
-            "opencv-python-headless", "pillow", "opentimelineio", "pluggy", "typer", "rich")
+            "opencv-python-headless", "pillow", "opentimelineio", "pluggy", "typer", "rich", "openexr")
 #: FFmpeg encoders behind the writer's codecs
 ENCODERS = {"h264": "libx264", "h265": "libx265", "prores_hq": "prores_ks", "prores_4444": "prores_ks",
-            "png": "png", "tiff": "tiff", "audio (aac)": "aac"}
+            "png": "png", "tiff": "tiff", "dpx": "dpx", "dnxhr": "dnxhd", "audio (aac)": "aac"}
 
 
 def _version(dist: str) -> str | None:

@@ -175,13 +175,27 @@ def missing_dirs(path: Path) -> list[Path]:
     return list(reversed(missing))
 
 
-def preflight_output(job: Job, *, codec: str, pix_fmt: str | None, crf: int | None, scale: int = 4) -> None:
-    """Open (and abort) the real writer once: unknown codecs, bad pixel formats, wrong suffixes and
+def preflight_output(job: Job, *, codec: str, pix_fmt: str | None, crf: int | None, scale: int = 4,
+                     compression: str | None = None, start_number: int | str | None = None,
+                     start: int | str | None = None, fps: Fraction | None = None) -> None:
+    """Open (and abort) the real writer once: unknown codecs, bad pixel formats, wrong suffixes,
+    frames too small for the codec, a bad ``--compression`` or ``--start-number`` and
     unwritable folders fail here, before any model is loaded."""
+    from uav.io import reader
+    from uav.io.metadata import resolve_start_number
     from uav.io.writer import VideoWriter
 
+    if start_number is not None:
+        info = reader.probe(job.source, fps=fps)
+        first = reader.parse_frame_position(start, info.fps, info.start_timecode) or 0
+        try:
+            resolve_start_number(start_number, info, first)
+        except ValueError as exc:
+            raise UserError(f"--start-number: {exc}") from None
+        if codec_spec(codec).kind != "sequence":
+            raise UserError(f"--start-number numbers image sequences; codec {codec} writes one file")
     writer = VideoWriter(job.output, fps=job.fps, width=job.width * scale, height=job.height * scale, codec=codec,
-                         pix_fmt=pix_fmt, crf=crf)
+                         pix_fmt=pix_fmt, crf=crf, compression=compression)
     writer.abort()
 
 

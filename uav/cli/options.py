@@ -205,6 +205,13 @@ PixFmtOpt = Annotated[Optional[str], typer.Option(
 CrfOpt = Annotated[Optional[int], typer.Option(
     "--crf", help="h264/h265 quality, 0 (lossless) to 51 (default 18 / 20).", metavar="0-51",
     rich_help_panel=MODEL)]
+CompressionOpt = Annotated[Optional[str], typer.Option(
+    "--compression", help="EXR compression: piz (default), zip, dwaa or none.", metavar="NAME",
+    rich_help_panel=MODEL)]
+StartNumberOpt = Annotated[Optional[str], typer.Option(
+    "--start-number", help="Number of a sequence output's first image: N, 'source' (the source's frame number) or "
+                           "'timecode' (the start timecode in frames). Default 0.", metavar="N|source|timecode",
+    rich_help_panel=MODEL)]
 CaptionerOptionOpt = Annotated[Optional[list[str]], typer.Option(
     "--captioner-option", metavar="KEY=VALUE",
     help="An option of the --prompt auto captioner, repeatable: model=DIR (its local folder), device=..., "

@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from uav.cli.common import UserError
 
@@ -24,6 +24,7 @@ __all__ = [
     "build_tiny_release",
     "check_vae",
     "codec_spec",
+    "delivery_report",
     "find_weights",
     "parse_dtype",
     "resolve_device",
@@ -121,3 +122,16 @@ def build_tiny_release(stack: contextlib.ExitStack) -> Path:
 
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uav-selfcheck-"))) / "tiny_random"
     return make_tiny_release(folder)
+
+
+def delivery_report(written: Path, job: Any) -> dict[str, Any]:
+    """What ``--json`` says of a written output beyond its size: the colour tags it carries
+    and those its format cannot (``color``), and where its provenance record is."""
+    from uav.io import probe
+    from uav.io.metadata import color_tags
+    from uav.io.output_info import color_report
+    from uav.io.provenance import read_provenance
+
+    source = probe(job.source, fps=job.fps)
+    _, where = read_provenance(written)
+    return {"color": color_report(written, color_tags(source)), "provenance": where}

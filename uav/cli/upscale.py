@@ -56,6 +56,7 @@ from uav.cli.jobs import (
 from uav.cli.options import (
     MODEL,
     CaptionerOptionOpt,
+    CompressionOpt,
     CrfOpt,
     DebugOpt,
     DeviceOpt,
@@ -63,12 +64,13 @@ from uav.cli.options import (
     JsonOpt,
     PixFmtOpt,
     QuietOpt,
+    StartNumberOpt,
     VaeOpt,
     WeightsOpt,
     settings_from_options,
     with_setting_options,
 )
-from uav.cli.preflight import build_tiny_release, check_vae, find_weights, parse_dtype, resolve_device
+from uav.cli.preflight import build_tiny_release, check_vae, delivery_report, find_weights, parse_dtype, resolve_device
 
 # what this module offered before the jobs and the option checks got their own modules
 __all__ = [
@@ -113,10 +115,12 @@ def upscale_command(
         help="Frame after the last one (exclusive): an index or a timecode.", metavar="FRAME",
         rich_help_panel=_IO)] = None,
     codec: Annotated[str, typer.Option(
-        help="h264, h265, prores_hq, prores_4444, png or tiff (png/tiff write an image folder).", metavar="CODEC",
-        rich_help_panel=_IO)] = "h264",
+        help="h264, h265, prores_hq, prores_4444, dnxhr_hq, dnxhr_hqx (= dnxhr), dnxhr_444, or an image folder: "
+             "png, tiff, exr, dpx.", metavar="CODEC", rich_help_panel=_IO)] = "h264",
     pix_fmt: PixFmtOpt = None,
     crf: CrfOpt = None,
+    compression: CompressionOpt = None,
+    start_number: StartNumberOpt = None,
     fps: Annotated[Optional[str], typer.Option(
         help="Frame rate of an image-sequence input, e.g. 24 or 24000/1001 (default 24).", metavar="RATE",
         rich_help_panel=_IO)] = None,
@@ -166,7 +170,8 @@ def upscale_command(
             input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
             settings_options=setting_values, captioner_options=captioner_option, start=_position(start),
             end=_position(end), codec=codec,
-            pix_fmt=pix_fmt, crf=crf, fps=fps, weights=weights, vae=vae or "3d", device=device, dtype=dtype,
+            pix_fmt=pix_fmt, crf=crf, compression=compression, start_number=_position(start_number), fps=fps,
+            weights=weights, vae=vae or "3d", device=device, dtype=dtype,
             run_on=None if dry_run else build_executor(executor, ray_address=ray_address,
                                                        gpus_per_worker=gpus_per_worker, workers=workers, debug=debug,
                                                        always=temporal_split is not None),
@@ -183,6 +188,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
          self_check: bool, settings_options: dict[str, Any], start: int | str | None, end: int | str | None,
          captioner_options: list[str] | None = None,
          codec: str, pix_fmt: str | None, crf: int | None, fps: str | None, weights: Path | None, vae: str,
+         compression: str | None = None, start_number: int | str | None = None,
          device: str, dtype: str, run_on: Any = None, dry_run: bool = False, split: Any = None) -> dict[str, Any]:
     from uav import __version__
 
@@ -219,7 +225,8 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         created += [d for d in missing_dirs(job.output) if d not in created]
     stack.callback(remove_empty, created)  # folders made for outputs that never came
     for job in jobs:
-        preflight_output(job, codec=codec, pix_fmt=pix_fmt, crf=crf)
+        preflight_output(job, codec=codec, pix_fmt=pix_fmt, crf=crf, compression=compression,
+                         start_number=start_number, start=start, fps=rate)
     if settings.auto_prompt:
         from uav.captioning import check_captioner
 
@@ -245,6 +252,10 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         writer_options["pix_fmt"] = pix_fmt
     if crf is not None:
         writer_options["crf"] = crf
+    if compression is not None:
+        writer_options["compression"] = compression
+    if start_number is not None:
+        writer_options["start_number"] = start_number
     if rate is not None and kind == "sequence":
         writer_options["fps"] = rate
     if run_on is not None:
@@ -305,6 +316,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
             "caption": None if caption is None else caption.text,
             "captioner": None if caption is None else caption.captioner,
             "caption_frame": None if caption is None else caption.frame,
+            **delivery_report(written, job),
         })
         if not quiet:
             console.print(f"[green]wrote[/green] {escape(str(written))}  ({job.frames} frames, {job.width * scale}x"

@@ -1,17 +1,20 @@
 """The output formats :class:`~uav.io.writer.VideoWriter` writes, and where each goes.
 
-Video codecs write one file (``.mp4``/``.mov``/``.mkv``); ``png``/``tiff`` write a
-folder of numbered images.
+Video codecs write one file (``.mp4``/``.mov``/``.mkv``, ``.mxf`` for DNxHR);
+``png``/``tiff``/``exr``/``dpx`` write a folder of numbered images. The finishing
+formats (``exr``, ``dpx``) name their frames ``<folder>.%07d.<ext>``, the pattern
+conform and compositing tools expect.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CodecSpec", "CODECS", "known_codecs", "output_path"]
+__all__ = ["CodecSpec", "CODECS", "frame_pattern", "known_codecs", "output_path"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,31 @@ class CodecSpec:
     suffixes: tuple[str, ...]
     options: dict[str, str] = field(default_factory=dict)
     default_crf: int | None = None
+    #: how a sequence's frames are named when only a folder is given: ``{stem}`` is the
+    #: folder's name (spaces replaced), followed by the extension
+    frame_name: str = "%06d"
+    #: the writer takes float32 frames and keeps them float (EXR)
+    float_frames: bool = False
+    #: the smallest frame the encoder takes, ``(width, height)``
+    min_size: tuple[int, int] | None = None
+    #: suffixes whose files say "full range" for this codec (``None``: all of them). ProRes
+    #: in .mov has no range flag (readers assume limited) and FFmpeg reads none back from
+    #: DNxHR 444 in .mxf: full-range sources are converted to limited range there.
+    full_range_suffixes: tuple[str, ...] | None = None
+
+    def says_full_range(self, suffix: str) -> bool:
+        """Whether a file of this codec ending in ``suffix`` can say "full range" (sequences: RGB)."""
+        return self.kind != "video" or self.full_range_suffixes is None or suffix.lower() in self.full_range_suffixes
+
+    def bits(self, pix_fmt: str | None = None) -> int:
+        """Bits per sample the output holds with ``pix_fmt`` (default: the codec's); 32 for float."""
+        fmt = pix_fmt or self.pix_fmt_16bit
+        if self.float_frames:
+            return 32 if "f32" in fmt else 16
+        for bits in (16, 12, 10):
+            if str(bits) in fmt.replace("48", "16").replace("64", "16"):
+                return bits
+        return 8
 
 
 CODECS: dict[str, CodecSpec] = {
@@ -49,10 +77,12 @@ CODECS: dict[str, CodecSpec] = {
     "prores_hq": CodecSpec(
         "prores_hq", "Apple ProRes 422 HQ (prores_ks), 10-bit 4:2:2", "video", "prores_ks", "yuv422p10le",
         "yuv422p10le", ("yuv422p10le",), (".mov", ".mkv"), {"profile": "3", "vendor": "apl0"},
+        full_range_suffixes=(".mkv",),
     ),
     "prores_4444": CodecSpec(
         "prores_4444", "Apple ProRes 4444 (prores_ks), 10-bit 4:4:4", "video", "prores_ks", "yuv444p10le",
         "yuv444p10le", ("yuv444p10le", "yuva444p10le"), (".mov", ".mkv"), {"profile": "4", "vendor": "apl0"},
+        full_range_suffixes=(".mkv",),
     ),
     "png": CodecSpec(
         "png", "PNG image sequence folder, 8- or 16-bit", "sequence", ".png", "rgb24", "rgb48",
@@ -62,7 +92,32 @@ CODECS: dict[str, CodecSpec] = {
         "tiff", "16-bit TIFF image sequence folder", "sequence", ".tif", "rgb48", "rgb48", ("rgb48",),
         (".tif", ".tiff"),
     ),
+    "exr": CodecSpec(
+        "exr", "OpenEXR image sequence folder, 16-bit half float RGB (--compression piz, zip, dwaa, none)",
+        "sequence", ".exr", "rgbf16le", "rgbf16le", ("rgbf16le", "rgbf32le"), (".exr",), frame_name="{stem}.%07d",
+        float_frames=True,
+    ),
+    "dpx": CodecSpec(
+        "dpx", "DPX image sequence folder, 10-bit (gbrp10be) or 16-bit (rgb48be) RGB", "sequence", ".dpx",
+        "gbrp10be", "gbrp10be", ("gbrp10be", "rgb48be", "gbrp10le", "rgb48le"), (".dpx",), frame_name="{stem}.%07d",
+    ),
+    "dnxhr_hq": CodecSpec(
+        "dnxhr_hq", "Avid DNxHR HQ (dnxhd), 8-bit 4:2:2", "video", "dnxhd", "yuv422p", "yuv422p", ("yuv422p",),
+        (".mov", ".mxf"), {"profile": "dnxhr_hq"}, min_size=(256, 120),
+    ),
+    "dnxhr_hqx": CodecSpec(
+        "dnxhr_hqx", "Avid DNxHR HQX (dnxhd), 10-bit 4:2:2", "video", "dnxhd", "yuv422p10le", "yuv422p10le",
+        ("yuv422p10le",), (".mov", ".mxf"), {"profile": "dnxhr_hqx"}, min_size=(256, 120),
+    ),
+    "dnxhr_444": CodecSpec(
+        "dnxhr_444", "Avid DNxHR 444 (dnxhd), 10-bit 4:4:4", "video", "dnxhd", "yuv444p10le", "yuv444p10le",
+        ("yuv444p10le", "gbrp10le"), (".mov", ".mxf"), {"profile": "dnxhr_444"}, min_size=(256, 120),
+        full_range_suffixes=(".mov",),
+    ),
 }
+#: ``dnxhr`` is DNxHR HQX, the 10-bit profile finishing asks for most
+CODECS["dnxhr"] = dataclasses.replace(CODECS["dnxhr_hqx"], name="dnxhr",
+                                      description="Avid DNxHR HQX (same as dnxhr_hqx), 10-bit 4:2:2")
 
 
 def known_codecs() -> str:
@@ -84,6 +139,9 @@ def output_path(path: str | Path, spec: CodecSpec) -> tuple[Path, str | None]:
     if re.search(r"%0?\d*d", p.name):
         if p.suffix.lower() not in spec.suffixes:
             raise ValueError(f"{spec.name} sequence pattern must end in {' or '.join(spec.suffixes)}, got {p.name!r}")
+        if spec.frame_name != "%06d" and re.search(r"\s", p.name):
+            raise ValueError(f"{spec.name} frame names must not contain spaces (finishing tools split on them), got "
+                             f"{p.name!r}")
         return p.parent, p.name
     if p.suffix.lower() in spec.suffixes:
         raise ValueError(f"{spec.name} writes a folder of numbered images, not the single file {p.name!r}; pass a "
@@ -91,4 +149,12 @@ def output_path(path: str | Path, spec: CodecSpec) -> tuple[Path, str | None]:
     if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm"):
         raise ValueError(f"codec {spec.name!r} writes an image-sequence folder, but the output {p.name!r} looks like a "
                          "video file; pass a folder (e.g. 'out_frames') or a pattern like 'out_frames/%06d.png'")
-    return p, f"%06d{spec.encoder}"
+    return p, frame_pattern(p.name, spec)
+
+
+def frame_pattern(folder_name: str, spec: CodecSpec) -> str:
+    """The file name pattern of a sequence written into the folder ``folder_name``:
+    ``%06d.png``, or ``<folder>.%07d.exr`` for the finishing formats (spaces and other
+    characters a render farm's tools stumble on become ``_``)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", folder_name).strip("._") or "frame"
+    return spec.frame_name.format(stem=stem) + spec.encoder

@@ -36,7 +36,8 @@ class VideoInfo:
     color_primaries: str | None = None
     color_trc: str | None = None
     sample_aspect_ratio: Fraction | None = None
-    #: sample depth of the returned frames: 8 (uint8) or 16 (uint16, also for 10/12-bit)
+    #: sample depth of the returned frames: 8 (uint8), 16 (uint16, also for 10/12-bit) or
+    #: 32 (float32 in [0, 1]: EXR sequences)
     bit_depth: int = 8
     is_image_sequence: bool = False
     #: frames :func:`iter_frames` yields with ``vfr="cfr"`` (equals ``num_frames`` for
@@ -49,3 +50,5 @@ class VideoInfo:
     audio_codec: str | None = None
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
+    #: an image sequence's first frame number, from its first file's name (``shot.1001.exr`` -> 1001)
+    first_frame_number: int | None = None

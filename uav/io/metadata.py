@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 from .info import VideoInfo
-from .timecode import is_timecode, offset_timecode
+from .timecode import is_timecode, offset_timecode, parse_timecode, timecode_to_frames
 
 __all__ = [
     "COLOR_RANGE_NAMES",
@@ -27,6 +27,7 @@ __all__ = [
     "output_color",
     "color_code",
     "SWS_MATRIX",
+    "resolve_start_number",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,7 @@ def carry_over(info: VideoInfo, start_frame: int, num_frames: int) -> dict[str, 
     if info.has_audio:
         options.update(audio_source=info.path, audio_start_frame=start_frame,
                        audio_end_frame=start_frame + num_frames)
-    if info.is_image_sequence:
-        return options
+    # an image sequence has tags and a timecode only when its headers carry them (EXR, DPX)
     timecode = carry_timecode(info.start_timecode, start_frame, info.fps)
     if timecode is not None:
         options["timecode"] = timecode
@@ -118,6 +118,36 @@ def carry_over(info: VideoInfo, start_frame: int, num_frames: int) -> dict[str, 
     if info.sample_aspect_ratio is not None and info.sample_aspect_ratio != 1:
         options["sample_aspect_ratio"] = info.sample_aspect_ratio
     return options
+
+
+def resolve_start_number(value: int | str | None, info: VideoInfo | None, start_frame: int) -> int:
+    """The number of a sequence output's first image for ``--start-number``.
+
+    ``value`` is a number, ``"source"`` (the source's own number for the range's first
+    frame: an image sequence's file number, a video's frame index) or ``"timecode"``
+    (the range's start timecode counted in frames, so ``01:00:00:00`` at 24 fps is
+    86400). ``None`` is 0.
+
+    Raises:
+        ValueError: a value of neither kind, or ``"timecode"`` for a source without one.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"start number must be >= 0, got {value}")
+        return value
+    if value == "source":
+        first = info.first_frame_number if info is not None else None
+        return (first or 0) + start_frame
+    if value == "timecode":
+        label = carry_timecode(info.start_timecode, start_frame, info.fps) if info is not None else None
+        if label is None:
+            raise ValueError("start number 'timecode': the source has no timecode; give a number or 'source'")
+        return timecode_to_frames(parse_timecode(label), info.fps)  # type: ignore[union-attr]
+    raise ValueError(f"start number must be a number, 'source' or 'timecode', got {value!r}")
 
 
 # --------------------------------------------------------------------------- output tags

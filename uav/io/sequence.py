@@ -1,13 +1,16 @@
-"""Image sequences as clips: a folder of PNG / TIFF / JPEG / BMP files, a printf
-pattern such as ``frames/%05d.png``, or an explicit list of image files.
+"""Image sequences as clips: a folder of PNG / TIFF / JPEG / BMP / EXR / DPX files, a
+printf pattern such as ``frames/%05d.png``, or an explicit list of image files.
 
 Frames are decoded with OpenCV, which keeps 16-bit samples; image sizes are read from
-the headers with Pillow, without decoding. OpenEXR is not supported: OpenCV disables
-its EXR codec by default and no other EXR reader is a dependency.
+the headers with Pillow, without decoding. EXR frames are read with the OpenEXR
+bindings as float32 (:mod:`uav.io.exr`), DPX frames with FFmpeg as uint16
+(:mod:`uav.io.dpx`); their headers' colour tags, frame rate and timecode describe the
+sequence.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +36,11 @@ __all__ = [
 ]
 
 #: extensions read as image-sequence frames
-IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".exr", ".dpx")
+#: the dtype of each ``VideoInfo.bit_depth``
+_DTYPES = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16), 32: np.dtype(np.float32)}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ def _list_sequence(text: str) -> list[Path]:
         return files
     if p.is_file():
         return [p]
-    images = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS + (".exr",)]
+    images = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
     if not images:
         raise VideoInputError(p, "folder contains no images", f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
     kinds = sorted({f.suffix.lower().replace(".tiff", ".tif").replace(".jpeg", ".jpg") for f in images})
@@ -85,6 +92,15 @@ def image_size(path: Path) -> tuple[int, int] | None:
     """``(width, height)`` from an image's header without decoding it; ``None`` if unknown."""
     from PIL import Image
 
+    if path.suffix.lower() in (".exr", ".dpx"):
+        from .dpx import dpx_size
+        from .exr import exr_size
+
+        try:
+            return (exr_size if path.suffix.lower() == ".exr" else dpx_size)(path)
+        except VideoInputError:
+            return None
+
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -94,12 +110,15 @@ def image_size(path: Path) -> tuple[int, int] | None:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One image as ``(H, W, 3)`` RGB ``uint8`` or ``uint16``."""
+    """One image as ``(H, W, 3)`` RGB ``uint8`` or ``uint16`` (``float32`` in [0, 1] for EXR)."""
     import cv2
 
     if path.suffix.lower() == ".exr":
-        raise VideoInputError(path, "OpenEXR images are not supported (no EXR reader is installed)",
-                              "convert the sequence to 16-bit TIFF or PNG")
+        return _read_exr(path)
+    if path.suffix.lower() == ".dpx":
+        from .dpx import read_dpx
+
+        return read_dpx(path)
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
         if not path.is_file():
@@ -119,6 +138,39 @@ def read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(data)
 
 
+def _read_exr(path: Path) -> np.ndarray:
+    from .exr import read_exr
+
+    data = read_exr(path)
+    if not np.isfinite(data).all():
+        raise VideoInputError(path, "has NaN or infinite pixels", "fix or re-render the frame")
+    low, high = float(data.min()), float(data.max())
+    if low < 0.0 or high > 1.0:
+        # the networks see display-referred [0, 1] code values; scene-linear highlights are clipped
+        log.warning("%s: values span %.3g..%.3g; clipped to [0, 1] (uav reads EXR as display-referred)",
+                    path, low, high)
+        data = np.clip(data, 0.0, 1.0)
+    return data
+
+
+def _frame_number(path: Path) -> int | None:
+    digits = re.findall(r"\d+", path.stem)
+    return int(digits[-1]) if digits else None
+
+
+def _header_facts(path: Path) -> dict[str, Any]:
+    """Colour tags, rate and timecode an EXR or DPX header gives the sequence."""
+    if path.suffix.lower() == ".exr":
+        from .exr import exr_header
+
+        return exr_header(path)
+    if path.suffix.lower() == ".dpx":
+        from .dpx import dpx_header
+
+        return dpx_header(path)
+    return {}
+
+
 def _check_sizes(files: Sequence[Path], width: int, height: int) -> None:
     for f in files:
         size = image_size(f)
@@ -130,36 +182,45 @@ def _check_sizes(files: Sequence[Path], width: int, height: int) -> None:
                                      f"{width}x{height}", "all images of a sequence must have the same size")
 
 
-def _describe(path: Path, files: Sequence[Path], rate: Fraction) -> SequenceScan:
+def _describe(path: Path, files: Sequence[Path], rate: Fraction | None) -> SequenceScan:
     first = read_image(files[0])
     height, width = first.shape[:2]
     _check_sizes(files, width, height)
+    facts = _header_facts(files[0])
+    rate = rate or facts.get("fps") or DEFAULT_SEQUENCE_FPS
+    depth = next(bits for bits, dtype in _DTYPES.items() if dtype == first.dtype)
+    color = facts.get("color") or {}
     info = VideoInfo(
         path=path,
         width=width,
         height=height,
         num_frames=len(files),
         fps=rate,
-        bit_depth=16 if first.dtype == np.uint16 else 8,
+        bit_depth=depth,
         is_image_sequence=True,
         num_frames_cfr=len(files),
         codec=files[0].suffix.lower().lstrip("."),
-        pix_fmt="rgb48" if first.dtype == np.uint16 else "rgb24",
+        pix_fmt={8: "rgb24", 16: "rgb48", 32: "rgbf32"}[depth],
         duration=len(files) / float(rate),
+        start_timecode=facts.get("timecode"),
+        color_primaries=color.get("color_primaries"),
+        color_trc=color.get("color_trc"),
+        first_frame_number=_frame_number(files[0]),
     )
     return SequenceScan(info=info, files=tuple(files))
 
 
 def scan_sequence(text: str, fps: Fraction | int | str | None) -> SequenceScan:
-    """Probe the sequence named by ``text`` (folder, pattern or one image) at ``fps`` (default 24)."""
-    rate = DEFAULT_SEQUENCE_FPS if fps is None else parse_fps(fps)
+    """Probe the sequence named by ``text`` (folder, pattern or one image) at ``fps`` (default: an
+    EXR header's ``framesPerSecond``, else 24)."""
+    rate = None if fps is None else parse_fps(fps)
     return _describe(Path(text), _list_sequence(text), rate)
 
 
 def iter_sequence(scan: SequenceScan, first: int, stop: int) -> Iterator[np.ndarray]:
     """Decode images ``[first, stop)`` of ``scan``, checking each against the sequence's size and depth."""
     info = scan.info
-    dtype = np.uint16 if info.bit_depth == 16 else np.uint8
+    dtype = _DTYPES[info.bit_depth]
     for f in scan.files[first:stop]:
         image = read_image(f)
         if image.shape[:2] != (info.height, info.width):

@@ -1,4 +1,4 @@
-"""Streaming video output on PyAV: H.264/H.265/ProRes files and PNG/TIFF sequences.
+"""Streaming video output on PyAV: H.264/H.265/ProRes/DNxHR files and PNG/TIFF/EXR/DPX sequences.
 
 Every output is first written under a hidden temporary name next to its destination
 (see :mod:`uav.io.atomic`) and renamed onto the destination only when
@@ -6,7 +6,8 @@ Every output is first written under a hidden temporary name next to its destinat
 half-written file at the final path; a full disk or another write error removes the
 temporary and raises one :class:`~uav.io.errors.VideoOutputError`. Audio from the
 source is cut to the rendered frames and muxed alongside them (:mod:`uav.io.audio`);
-formats are described in :mod:`uav.io.codecs`.
+formats are described in :mod:`uav.io.codecs`. A provenance record (:mod:`uav.io.provenance`)
+goes into the container's metadata, the EXR headers, or a JSON sidecar.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from . import atomic
 from .audio import AudioCut
 from .codecs import CODECS, CodecSpec, known_codecs, output_path
 from .errors import VideoOutputError
+from . import frame_files as files
 from .metadata import SWS_MATRIX, color_code, output_color
+from .provenance import PROVENANCE_KEY, provenance_json, sidecar_path
 from .rates import parse_fps
 from .timecode import parse_timecode, timecode_rate_supported, timecode_to_frames
 
@@ -91,9 +94,16 @@ class VideoWriter:
             tags default to BT.709 limited range. ``color_space`` also picks the
             RGB-to-YUV matrix, so a round trip through the reader is colour-exact.
         sample_aspect_ratio: pixel aspect ratio to tag.
-        bit_depth: 8 for ``uint8`` frames, 16 for ``uint16`` frames (full 16-bit scale).
+        bit_depth: 8 for ``uint8`` frames, 16 for ``uint16`` frames (full 16-bit scale),
+            32 for ``float32`` frames in [0, 1] (kept float by EXR, quantised once to
+            the output's depth by every other format).
         preset: libx264/libx265 speed preset (default ``"medium"``).
         start_number: number of the first image of a sequence.
+        compression: EXR compression, ``piz`` (default), ``zip``, ``dwaa`` or ``none``.
+        provenance: a JSON record of how the frames were made: the ``uav`` tag of a
+            mov/mp4/mkv, every EXR header, ``uav.json`` in a sequence, ``<file>.uav.json``
+            beside an .mxf (its muxer takes no free tags).
+        replace: replace an existing sequence folder (once the new one is complete).
 
     Raises:
         ValueError: unknown codec, unsuitable path or pixel format, an output folder
@@ -120,6 +130,9 @@ class VideoWriter:
         bit_depth: int = 8,
         preset: str | None = None,
         start_number: int = 0,
+        compression: str | None = None,
+        provenance: dict[str, Any] | None = None,
+        replace: bool = False,
     ) -> None:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; known codecs: {known_codecs()}")
@@ -127,11 +140,12 @@ class VideoWriter:
         self.fps = parse_fps(fps)
         self.width = _check_positive_int("width", width)
         self.height = _check_positive_int("height", height)
-        if bit_depth not in (8, 16):
-            raise ValueError(f"bit_depth must be 8 (uint8 frames) or 16 (uint16 frames), got {bit_depth!r}")
+        if bit_depth not in files.FRAME_DTYPES:
+            raise ValueError(f"bit_depth must be 8 (uint8 frames), 16 (uint16 frames) or 32 (float32 frames), "
+                             f"got {bit_depth!r}")
         self.bit_depth = bit_depth
-        self._dtype = np.dtype(np.uint16 if bit_depth == 16 else np.uint8)
-        self.pix_fmt = pix_fmt or (spec.pix_fmt_16bit if bit_depth == 16 else spec.pix_fmt_8bit)
+        self._dtype = files.FRAME_DTYPES[bit_depth]
+        self.pix_fmt = pix_fmt or (spec.pix_fmt_16bit if bit_depth >= 16 else spec.pix_fmt_8bit)
         if self.pix_fmt not in spec.pix_fmts:
             raise ValueError(f"pix_fmt {self.pix_fmt!r} is not available for codec {codec!r}; "
                              f"choose one of {', '.join(spec.pix_fmts)}")
@@ -141,6 +155,8 @@ class VideoWriter:
             if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
                 raise ValueError(f"crf must be an int from 0 (lossless) to 51, got {crf!r}")
         self.crf = crf
+        self.compression = files.check_format_options(spec, self.width, self.height, compression)
+        self.provenance = provenance
         if timecode is not None:
             parse_timecode(timecode)  # a malformed string is the caller's error
             if timecode_rate_supported(self.fps):
@@ -176,7 +192,12 @@ class VideoWriter:
             raise ValueError(f"{codec} with pix_fmt {self.pix_fmt} needs an even width, got {self.width}")
 
         self.path, self._pattern = output_path(path, spec)
-        if timecode is not None and spec.kind == "sequence":
+        if self.color["color_range"] == "pc" and not spec.says_full_range(self.path.suffix):
+            # a full-range picture read as limited would look washed out: convert it instead
+            log.warning("%s: %s in %s cannot say 'full range'; writing limited range", self.path, codec,
+                        self.path.suffix)
+            self.color["color_range"] = "tv"
+        if timecode is not None and spec.kind == "sequence" and spec.name not in ("exr", "dpx"):
             log.info("%s: image sequences carry no timecode; %s is not stored", self.path, timecode)
         self.frames_written = 0
         self._closed = False
@@ -185,6 +206,8 @@ class VideoWriter:
         self._last_dts: int | None = None
         self._audio: AudioCut | None = None
         self._audio_container: Any = None
+        self._sidecar: Path | None = None
+        self._replace = bool(replace)
         self._prepare_destination()
         self._finalizer = weakref.finalize(self, _discard, self._temp)
         try:
@@ -217,7 +240,8 @@ class VideoWriter:
                 raise ValueError(f"output folder {parent} is not writable ({exc.strerror or exc}); "
                                  "choose a writable location") from None
         else:
-            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())) and not (
+                    self._replace and self.path.is_dir()):
                 raise ValueError(f"output {self.path} already exists and is not an empty folder; remove it or "
                                  "choose another name (a sequence is written into its own folder)")
             self._temp = atomic.temporary_path(self.path, folder=True)
@@ -233,12 +257,16 @@ class VideoWriter:
 
         spec = self.spec
         try:
-            container = av.open(str(self._temp), mode="w")
+            free_tags = self.provenance is not None and self.path.suffix.lower() in (".mov", ".mp4")
+            container = av.open(str(self._temp), mode="w",  # mov/mp4 drop free tags unless told
+                                options={"movflags": "use_metadata_tags"} if free_tags else None)
         except av.FFmpegError as exc:
             raise ValueError(f"cannot create {self.path.name} ({exc.strerror or exc})") from None
         self._container = container
         if self.timecode:
             container.metadata["timecode"] = self.timecode
+        if self.provenance is not None and self.path.suffix.lower() != ".mxf":
+            container.metadata[PROVENANCE_KEY] = provenance_json(self.provenance)
         options = dict(spec.options)
         if spec.default_crf is not None:
             options["crf"] = str(self.crf if self.crf is not None else spec.default_crf)
@@ -310,9 +338,11 @@ class VideoWriter:
                              + (" (pass bit_depth=16 to write uint16 frames)" if array.dtype == np.uint16 else ""))
         try:
             if self.spec.kind == "video":
-                self._encode(np.ascontiguousarray(array))
+                self._encode(np.ascontiguousarray(files.integer_samples(array, self.spec.bits(self.pix_fmt))))
+            elif self.spec.name in ("exr", "dpx"):
+                self._write_finishing(array)
             else:
-                self._write_image(array)
+                self._write_image(files.integer_samples(array, self.spec.bits(self.pix_fmt)))
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.pump(Fraction(self.frames_written) / self.fps)
@@ -329,7 +359,7 @@ class VideoWriter:
     def _encode(self, array: np.ndarray) -> None:
         import av
 
-        rgb = av.VideoFrame.from_ndarray(array, format="rgb48le" if self.bit_depth == 16 else "rgb24")
+        rgb = av.VideoFrame.from_ndarray(array, format="rgb48le" if array.dtype == np.uint16 else "rgb24")
         yuv = rgb.reformat(
             format=self.pix_fmt,
             dst_colorspace=SWS_MATRIX[self.color["color_space"]],
@@ -355,6 +385,13 @@ class VideoWriter:
         if packet.dts is not None:
             self._last_dts = packet.dts
         self._container.mux(packet)
+
+    def _write_finishing(self, array: np.ndarray) -> None:
+        assert self._pattern is not None
+        name = self._pattern % (self.frames_written + self._start_number)
+        files.write_finishing_frame(self.spec, self.pix_fmt, self._temp / name, array, index=self.frames_written,
+                              color=self.color, fps=self.fps, timecode=self.timecode, compression=self.compression,
+                              provenance=self.provenance, sample_aspect_ratio=self.sample_aspect_ratio)
 
     def _write_image(self, array: np.ndarray) -> None:
         import cv2
@@ -395,12 +432,13 @@ class VideoWriter:
             if self._container is not None:
                 self._container.close()
                 self._container = None
+            self._sidecar = files.write_sidecar(self.spec, self._temp, self.path, self.provenance)
             if self.spec.kind == "video":
+                if self._sidecar is not None:
+                    os.replace(self._sidecar, sidecar_path(self.path))
                 os.replace(self._temp, self.path)
             else:
-                if self.path.is_dir() and not any(self.path.iterdir()):
-                    self.path.rmdir()
-                os.rename(self._temp, self.path)
+                files.swap_in_folder(self._temp, self.path)
         except VideoOutputError:
             self.abort()
             raise
@@ -432,6 +470,8 @@ class VideoWriter:
                 setattr(self, name, None)
         if getattr(self, "_audio", None) is not None:
             self._audio.close()
+        if getattr(self, "_sidecar", None) is not None:
+            _discard(self._sidecar)
         if hasattr(self, "_temp"):
             _discard(self._temp)
         if hasattr(self, "_finalizer"):
@@ -441,7 +481,8 @@ class VideoWriter:
 def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -> Path:
     """Write all ``frames`` with a :class:`VideoWriter` and return the output path.
 
-    ``width``, ``height`` and ``bit_depth`` default to those of the first frame;
+    ``width``, ``height`` and ``bit_depth`` default to those of the first frame (uint8: 8,
+    uint16: 16, float32: 32);
     ``fps`` is required. Other keyword arguments go to :class:`VideoWriter`.
     """
     if "fps" not in kwargs:
@@ -455,7 +496,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -
         raise ValueError(f"frames must be (height, width, 3) arrays, got shape {first.shape}")
     kwargs.setdefault("height", first.shape[0])
     kwargs.setdefault("width", first.shape[1])
-    kwargs.setdefault("bit_depth", 16 if first.dtype == np.uint16 else 8)
+    kwargs.setdefault("bit_depth", {np.dtype(np.uint16): 16, np.dtype(np.float32): 32}.get(first.dtype, 8))
     writer = VideoWriter(path, **kwargs)
     with writer:
         writer.write(first)
