@@ -18,6 +18,7 @@ _COMMAND_MODULES: list[str] = [
     "plugins",
     "caption",
     "train",
+    "scenes",
 ]
 
 

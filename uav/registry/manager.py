@@ -58,6 +58,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "tiling": ("register_tiling_strategies", "tiling strategy"),
     "segments": ("register_segment_strategies", "segment strategy"),
     "captioner": ("register_captioners", "captioner"),
+    "scenes": ("register_scene_detectors", "scene detector"),
 }
 
 # Spellings users reach for (API argument names, plurals, British English).
@@ -78,6 +79,10 @@ _KIND_ALIASES: dict[str, str] = {
     "windows": "segments",
     "captioners": "captioner",
     "caption": "captioner",
+    "scene": "scenes",
+    "scene_detector": "scenes",
+    "scene-detector": "scenes",
+    "detector": "scenes",
 }
 
 _WILDCARD = ":*"
@@ -233,7 +238,7 @@ class Registry:
 
     def kinds(self) -> list[str]:
         """The component kinds: ``flow``, ``color``, ``scheduler``, ``tiling``,
-        ``segments``, ``captioner``."""
+        ``segments``, ``captioner``, ``scenes``."""
         return list(KINDS)
 
     def names(self, kind: str, *, sort: bool = True) -> list[str]:
