@@ -67,6 +67,8 @@ class SceneRun:
     codec: str
     model: Mapping[str, Any] = field(default_factory=dict)
     writer_options: Mapping[str, Any] = field(default_factory=dict)
+    #: each scene's caption (``prompt=auto``), read from the segments' side files when they are joined
+    captions_kept: list[dict[str, Any] | None] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -159,6 +161,7 @@ class SceneRun:
         from uav.scenes.join import join_segments, link_sequence
 
         segments = [Path(j.output) for j in self.jobs()]
+        self.captions_kept = self.captions()
         frames = [s.frames for s in self.scenes]
         first = self.scenes[0].start
         audio = self.info.path if self.info.has_audio and not self.info.is_image_sequence else None
