@@ -79,6 +79,14 @@ def decoded(path: Path) -> np.ndarray:
     return read_frames(path)
 
 
+def render(*args: object) -> tuple[Path, dict]:
+    """Run ``uav upscale ARGS --json``; the output path (tiny weights add _selfcheck_random) and the summary."""
+    res = run("upscale", *args, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    return Path(summary["outputs"][0]["output"]), summary
+
+
 # ---------------------------------------------------------------------------- detection
 @pytest.mark.parametrize("detector", ["adaptive", "histogram"])
 def test_cuts_are_found_within_one_frame_and_none_inside_a_segment(clip, detector):
@@ -156,18 +164,13 @@ def test_dry_run_shows_the_detected_scenes(clip, weights, tmp_path):
 # ---------------------------------------------------------------------------- one frame-exact output
 def test_each_scene_equals_that_scene_upscaled_alone(small, weights, tmp_path):
     scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)], {1: "noise_level = 60"})
-    out = tmp_path / "out.mov"
-    res = run("upscale", small, "--weights", weights, *RENDER, "--scenes", scenes, "-o", out, "--json")
-    assert res.exit_code == 0, res.output
-    summary = json.loads(res.stdout)
+    out, summary = render(small, "--weights", weights, *RENDER, "--scenes", scenes, "-o", tmp_path / "out.mov")
     assert [s["status"] for s in summary["outputs"][0]["scenes"]] == ["rendered"] * 3
     whole = decoded(out)
     for k, (a, b) in enumerate([(0, 3), (3, 5), (5, 8)]):
-        alone = tmp_path / f"alone{k}.mov"
         extra = ["--noise-level", "60"] if k == 1 else []
-        res = run("upscale", small, "--weights", weights, *RENDER, *extra, "--start", a, "--end", b,
-                  "--scenes", "none", "-o", alone)
-        assert res.exit_code == 0, res.output
+        alone, _ = render(small, "--weights", weights, *RENDER, *extra, "--start", a, "--end", b, "--scenes", "none",
+                          "-o", tmp_path / f"alone{k}.mov")
         assert np.array_equal(whole[a:b], decoded(alone)), f"scene {k + 1}"
     src, dst = probe(small), probe(out)
     assert (dst.num_frames, dst.fps, dst.start_timecode) == (src.num_frames, src.fps, src.start_timecode)
@@ -185,30 +188,28 @@ def test_each_scene_equals_that_scene_upscaled_alone(small, weights, tmp_path):
 
 def test_a_clip_without_cuts_gives_the_unsplit_result(small, weights, tmp_path):
     single = scene_list(tmp_path / "one.toml", [(0, 8)])
-    for name, mode in (("auto", "auto"), ("none", "none"), ("file", single)):
-        res = run("upscale", small, "--weights", weights, *RENDER, "--scenes", mode, "-o", tmp_path / f"{name}.mov")
-        assert res.exit_code == 0, res.output
+    outs = {name: render(small, "--weights", weights, *RENDER, "--scenes", mode, "-o", tmp_path / f"{name}.mov")[0]
+            for name, mode in (("auto", "auto"), ("none", "none"), ("file", single))}
     # auto finds no cut in 8 frames (scenes are >= 15 frames); one scene renders as one clip
-    assert np.array_equal(decoded(tmp_path / "auto.mov"), decoded(tmp_path / "none.mov"))
-    assert np.array_equal(decoded(tmp_path / "file.mov"), decoded(tmp_path / "none.mov"))
+    assert np.array_equal(decoded(outs["auto"]), decoded(outs["none"]))
+    assert np.array_equal(decoded(outs["file"]), decoded(outs["none"]))
 
 
 def test_png_output_joins_the_scenes_into_one_sequence(small, weights, tmp_path):
     scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)])
-    res = run("upscale", small, "--weights", weights, *RENDER, "--scenes", scenes, "--codec", "png",
-              "-o", tmp_path / "frames")
-    assert res.exit_code == 0, res.output
-    names = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    out, _ = render(small, "--weights", weights, *RENDER, "--scenes", scenes, "--codec", "png", "-o",
+                    tmp_path / "frames")
+    names = sorted(p.name for p in out.iterdir())
     assert names == [f"{k:06d}.png" for k in range(8)] + ["audio.wav"]
 
 
 # ---------------------------------------------------------------------------- resume
 def test_kill_9_after_a_scene_then_rerun_renders_only_the_rest(small, weights, tmp_path):
     scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)])
-    out = tmp_path / "out.mov"
+    out = tmp_path / "out_selfcheck_random.mov"  # tiny random weights mark their outputs
     command = [sys.executable, "-c", "import uav.cli; uav.cli.main()", "upscale", str(small), "--weights",
-               str(weights), *RENDER, "--scenes", str(scenes), "-o", str(out), "--json", "-q"]
-    state = tmp_path / ".out.mov.uav-scenes" / "state.json"
+               str(weights), *RENDER, "--scenes", str(scenes), "-o", str(tmp_path / "out.mov"), "--json", "-q"]
+    state = tmp_path / f".{out.name}.uav-scenes" / "state.json"
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     done_at_kill: list[str] = []
     deadline = time.time() + 300
@@ -239,15 +240,13 @@ def test_kill_9_after_a_scene_then_rerun_renders_only_the_rest(small, weights, t
 def test_two_ray_workers_give_the_same_file_as_the_local_executor(small, weights, tmp_path, one_thread):
     ray = pytest.importorskip("ray")
     scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)])
-    common = ["upscale", small, "--weights", weights, *RENDER, "--scenes", scenes]
-    local = run(*common, "-o", tmp_path / "local.mov")
-    assert local.exit_code == 0, local.output
+    common = [small, "--weights", weights, *RENDER, "--scenes", scenes]
+    local, _ = render(*common, "-o", tmp_path / "local.mov")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        remote = run(*common, "-o", tmp_path / "ray.mov", "--executor", "ray", "--workers", "2", "--json")
+        remote, summary = render(*common, "-o", tmp_path / "ray.mov", "--executor", "ray", "--workers", "2")
     finally:
         ray.shutdown()
-    assert remote.exit_code == 0, remote.output
-    workers = {s["worker"] for s in json.loads(remote.stdout)["outputs"][0]["scenes"]}
+    workers = {s["worker"] for s in summary["outputs"][0]["scenes"]}
     assert len(workers) == 2  # the scenes were shared between both workers
-    assert np.array_equal(decoded(tmp_path / "local.mov"), decoded(tmp_path / "ray.mov"))
+    assert np.array_equal(decoded(local), decoded(remote))
