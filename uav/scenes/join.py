@@ -65,6 +65,8 @@ def _remux(segments: Sequence[Path], tmp: Path, *, fps: Fraction, frames: Sequen
         with av.open(str(segments[0])) as first:
             template = first.streams.video[0]
             video = out.add_stream_from_template(template)
+            # the muxer's timecode track needs the rate, which a template from an intra codec lacks
+            video.codec_context.framerate = fps
             reference = _signature(template)
         if audio_source is not None:
             cut = AudioCut.open(Path(audio_source), audio_start, audio_start + total, fps)

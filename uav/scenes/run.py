@@ -67,6 +67,8 @@ class SceneRun:
     codec: str
     model: Mapping[str, Any] = field(default_factory=dict)
     writer_options: Mapping[str, Any] = field(default_factory=dict)
+    #: the output's start timecode when the caller knows it (default: carried from the source)
+    timecode: str | None = None
     #: each scene's caption (``prompt=auto``), read from the segments' side files when they are joined
     captions_kept: list[dict[str, Any] | None] = field(default_factory=list)
 
@@ -172,8 +174,8 @@ class SceneRun:
             written = link_sequence(segments, folder, pattern=pattern or "%06d.png", frames=frames,
                                     audio_source=audio, audio_start=first, fps=self.fps)
         else:
-            timecode = None if self.info.is_image_sequence else carry_timecode(self.info.start_timecode, first,
-                                                                               self.info.fps)
+            timecode = self.timecode or (None if self.info.is_image_sequence else carry_timecode(
+                self.info.start_timecode, first, self.info.fps))
             written = join_segments(segments, self.output, fps=self.fps, frames=frames, audio_source=audio,
                                     audio_start=first, timecode=timecode)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -247,3 +249,60 @@ def _join(run: SceneRun) -> Iterator[tuple[str, Any]]:
         yield "join-failed", (run, f"{type(exc).__name__}: {exc}")
         return
     yield "joined", run
+
+
+class _GivenUpscaler(SceneJobRenderer):
+    """Renders scene jobs with an upscaler already loaded in this process, forwarding its progress events."""
+
+    def __init__(self, upscaler: Any, writer_options: Mapping[str, Any], events: Any = None) -> None:  # noqa: D107
+        self.upscaler = upscaler
+        self.weights = None
+        self.writer_options = dict(writer_options)
+        self.events = events
+
+    def __call__(self, job: Job, progress: Callable[[int, int], None] | None = None) -> None:
+        from uav.settings import UpscaleSettings
+
+        self.upscaler.upscale(job.source, output=job.output, settings=UpscaleSettings.from_dict(job.settings),
+                              callback=self.events, writer_options=self.writer_options, start=job.start, end=job.end)
+
+
+def upscale_scenes(upscaler: Any, source: str | Path, output: str | Path, *, settings: Any,
+                   writer_options: Mapping[str, Any], start: int | None = None, end: int | None = None,
+                   callback: Any = None, **detection: Any) -> list[Scene]:
+    """Upscale ``source[start:end]`` into ``output`` scene by scene, in this process, with ``upscaler``.
+
+    The cuts are detected (``detection``: :func:`uav.scenes.detect.detect_scenes`'s options);
+    a range without a cut is one ordinary render. Segments of an interrupted call are
+    reused by the next one with the same arguments. Returns the scenes.
+
+    Raises:
+        SceneError: the segments could not be joined.
+    """
+    from uav.executors import LocalExecutor
+    from uav.io.reader import probe
+    from uav.scenes.detect import SceneError, detect_scenes
+
+    scenes = detect_scenes(source, start=start, end=end, **detection)
+    if len(scenes) == 1:
+        upscaler.upscale(str(source), output=output, settings=settings, callback=callback,
+                         writer_options=dict(writer_options), start=start, end=end)
+        return scenes
+    options = dict(writer_options)
+    run = SceneRun(label=Path(output).name, source=str(source), output=Path(output), scenes=scenes,
+                   settings=[settings.to_dict()] * len(scenes), info=probe(source), codec=options.get("codec", "h264"),
+                   model={"source": getattr(upscaler, "source", None)}, writer_options=options,
+                   timecode=options.get("timecode"))
+    factory = _GivenFactory(upscaler, options, callback)
+    for kind, item in run_scene_jobs([run], [], factory, executor=LocalExecutor(stop_on_error=True)):
+        if kind == "join-failed":
+            raise SceneError(f"{output}: joining its scenes: {item[1]}")
+    return scenes
+
+
+class _GivenFactory:
+    def __init__(self, upscaler: Any, writer_options: Mapping[str, Any], events: Any) -> None:
+        self.args = (upscaler, writer_options, events)
+
+    def __call__(self) -> _GivenUpscaler:
+        return _GivenUpscaler(*self.args)
