@@ -274,3 +274,54 @@ def test_timeline_upscale_cuts_a_pre_edited_clip_into_its_scenes(weights, tmp_pa
     assert [(s["start"], s["end"]) for s in summary["outputs"][0]["scenes"]] == [(16, 32), (32, 48)]
     assert len(rendered) == 1 and np.array_equal(decoded(rendered[0]), decoded(alone))
     assert probe(rendered[0]).start_timecode == "01:00:00:16"
+
+
+def test_prompt_auto_captions_each_scene_on_its_own(small, weights, tmp_path):
+    from captioner_models import make_tiny_blip
+
+    from uav.captioning import caption_clip
+
+    blip = make_tiny_blip(tmp_path / "blip")
+    options = {"model": str(blip), "max_new_tokens": 4}
+    auto = 'prompt = "auto"\ncaptioner = "blip-local"\ncaption_frame = "middle"'
+    scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)], {1: auto, 2: auto})
+    _, summary = render(small, "--weights", weights, *RENDER, "--scenes", scenes, "-o", tmp_path / "o.mov",
+                        "--captioner-option", f"model={blip}", "--captioner-option", "max_new_tokens=4")
+    rows = summary["outputs"][0]["scenes"]
+    expected = [caption_clip(small, "blip-local", options, frame="middle", start=a, end=b).text
+                for a, b in ((3, 5), (5, 8))]
+    assert [r["caption"] for r in rows] == [None, *expected] and all(expected)
+
+
+# ---------------------------------------------------------------------------- the join alone
+@pytest.mark.parametrize("codec, suffix", [("h264", ".mp4"), ("h265", ".mov"), ("prores_hq", ".mov"),
+                                           ("h264", ".mkv")])
+def test_join_copies_every_segment_packet_for_packet(small, tmp_path, codec, suffix):
+    from uav.io import write_video
+    from uav.scenes.join import join_segments
+
+    frames = S.scene_frames(SMALL, 32, 24)
+    bounds = [(0, 3), (3, 5), (5, 8)]
+    segments = [write_video(tmp_path / f"seg{k}{suffix}", iter(frames[a:b]), fps=24, codec=codec)
+                for k, (a, b) in enumerate(bounds)]
+    out = join_segments(segments, tmp_path / f"out{suffix}", fps=S.FPS, frames=[b - a for a, b in bounds],
+                        audio_source=small, audio_start=0, timecode="01:00:00:00")
+    # the same decoded frames as the segments: no second encode
+    assert np.array_equal(decoded(out), np.concatenate([decoded(s) for s in segments]))
+    info = probe(out)
+    assert (info.num_frames, info.fps, info.has_audio) == (8, 24, True)
+    assert info.start_timecode == "01:00:00:00"
+    assert [p.name for p in tmp_path.iterdir() if ".uavtmp" in p.name] == []
+
+
+def test_join_refuses_a_segment_encoded_differently(tmp_path):
+    from uav.io import write_video
+    from uav.scenes.detect import SceneError
+    from uav.scenes.join import join_segments
+
+    frames = S.scene_frames(SMALL, 32, 24)
+    a = write_video(tmp_path / "a.mov", iter(frames[:3]), fps=24, codec="h264")
+    b = write_video(tmp_path / "b.mov", iter(frames[3:]), fps=24, codec="prores_hq")
+    with pytest.raises(SceneError, match="encoded differently"):
+        join_segments([a, b], tmp_path / "out.mov", fps=S.FPS, frames=[3, 5])
+    assert not (tmp_path / "out.mov").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.mov", "b.mov"]

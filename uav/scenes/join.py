@@ -111,11 +111,12 @@ def _copy_segment(segment: Path, out: Any, video: Any, reference: tuple[Any, ...
             if packet.size == 0 or packet.pts is None:
                 continue
             packet.pts += shift
-            packet.dts = (packet.dts if packet.dts is not None else packet.pts - shift) + shift
-            if last_dts is not None and packet.dts <= last_dts:
-                # two encodes' decode delays meet here; the order is what matters to a decoder
-                packet.dts = min(last_dts + 1, packet.pts)
-            last_dts = packet.dts
+            if packet.dts is not None:  # Matroska stores none: the muxer derives them from the reorder delay
+                packet.dts += shift
+                if last_dts is not None and packet.dts <= last_dts:
+                    # two encodes' decode delays meet here; the order is what matters to a decoder
+                    packet.dts = min(last_dts + 1, packet.pts)
+                last_dts = packet.dts
             packet.stream = video
             packet.time_base = tb
             out.mux(packet)
