@@ -162,6 +162,7 @@ def test_dry_run_shows_the_detected_scenes(clip, weights, tmp_path):
 
 
 # ---------------------------------------------------------------------------- one frame-exact output
+@pytest.mark.slow
 def test_each_scene_equals_that_scene_upscaled_alone(small, weights, tmp_path):
     scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)], {1: "noise_level = 60"})
     out, summary = render(small, "--weights", weights, *RENDER, "--scenes", scenes, "-o", tmp_path / "out.mov")
@@ -186,6 +187,7 @@ def test_each_scene_equals_that_scene_upscaled_alone(small, weights, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # segments removed
 
 
+@pytest.mark.slow
 def test_a_clip_without_cuts_gives_the_unsplit_result(small, weights, tmp_path):
     single = scene_list(tmp_path / "one.toml", [(0, 8)])
     outs = {name: render(small, "--weights", weights, *RENDER, "--scenes", mode, "-o", tmp_path / f"{name}.mov")[0]
@@ -195,6 +197,7 @@ def test_a_clip_without_cuts_gives_the_unsplit_result(small, weights, tmp_path):
     assert np.array_equal(decoded(outs["file"]), decoded(outs["none"]))
 
 
+@pytest.mark.slow
 def test_png_output_joins_the_scenes_into_one_sequence(small, weights, tmp_path):
     scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)])
     out, _ = render(small, "--weights", weights, *RENDER, "--scenes", scenes, "--codec", "png", "-o",
@@ -204,6 +207,7 @@ def test_png_output_joins_the_scenes_into_one_sequence(small, weights, tmp_path)
 
 
 # ---------------------------------------------------------------------------- resume
+@pytest.mark.slow
 def test_kill_9_after_a_scene_then_rerun_renders_only_the_rest(small, weights, tmp_path):
     scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)])
     out = tmp_path / "out_selfcheck_random.mov"  # tiny random weights mark their outputs
@@ -237,6 +241,7 @@ def test_kill_9_after_a_scene_then_rerun_renders_only_the_rest(small, weights, t
 
 
 # ---------------------------------------------------------------------------- distribution
+@pytest.mark.slow
 def test_two_ray_workers_give_the_same_file_as_the_local_executor(small, weights, tmp_path, one_thread):
     ray = pytest.importorskip("ray")
     scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)])
@@ -254,6 +259,7 @@ def test_two_ray_workers_give_the_same_file_as_the_local_executor(small, weights
 
 
 # ---------------------------------------------------------------------------- timelines
+@pytest.mark.slow
 def test_timeline_upscale_cuts_a_pre_edited_clip_into_its_scenes(weights, tmp_path):
     media = S.make_cut_clip(tmp_path / "edited.mov", segments=(16, 16, 16), width=32, height=24)
     rate = 24
@@ -276,6 +282,7 @@ def test_timeline_upscale_cuts_a_pre_edited_clip_into_its_scenes(weights, tmp_pa
     assert probe(rendered[0]).start_timecode == "01:00:00:16"
 
 
+@pytest.mark.slow
 def test_prompt_auto_captions_each_scene_on_its_own(small, weights, tmp_path):
     from captioner_models import make_tiny_blip
 

@@ -38,6 +38,9 @@ def plan_scenes(jobs: list[Any], mode: str, *, settings: Any, given: Collection[
 
     if mode == "none":
         return {}
+    if mode != "auto" and len(jobs) > 1:
+        raise UserError(f"--scenes {mode}: a scene list describes one clip, but INPUT holds {len(jobs)} videos; "
+                        "give one video, or --scenes auto")
     runs: dict[str, Any] = {}
     for job in jobs:
         info = reader.probe(job.source) if fps is None else reader.probe(job.source, fps=fps)
