@@ -332,3 +332,41 @@ def test_join_refuses_a_segment_encoded_differently(tmp_path):
     with pytest.raises(SceneError, match="encoded differently"):
         join_segments([a, b], tmp_path / "out.mov", fps=S.FPS, frames=[3, 5])
     assert not (tmp_path / "out.mov").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.mov", "b.mov"]
+
+
+# ---------------------------------------------------------------------------- reading scene lists
+def test_a_timeline_gives_scenes_and_its_markers_give_their_settings(clip, tmp_path):
+    from uav.scenes.lists import read_scene_list, scene_timeline
+    from uav.scenes.detect import scenes_from_cuts
+
+    info = probe(clip)
+    timeline = scene_timeline(scenes_from_cuts([20, 38, 60], 0, 76), info=info)
+    second = timeline.video_tracks()[0][1]
+    second.markers.append(otio.schema.Marker("uav: noise_level=60; prompt=a sunset", otio.opentime.TimeRange(
+        second.source_range.start_time, otio.opentime.RationalTime(1, 24))))
+    timeline.metadata["uav"] = {"steps": 20}
+    otio.adapters.write_to_file(timeline, str(tmp_path / "s.otio"))
+    scenes, warnings = read_scene_list(tmp_path / "s.otio", info=info, first=0, stop=76)
+    assert [(s.start, s.end) for s in scenes] == [(0, 20), (20, 38), (38, 60), (60, 76)] and warnings == []
+    assert scenes[1].settings == {"steps": 20, "noise_level": 60, "prompt": "a sunset"}
+    assert scenes[0].settings == {"steps": 20}
+
+
+def test_shot_list_entries_without_a_range_apply_to_their_scenes(clip, tmp_path):
+    from uav.scenes.lists import read_scene_list
+
+    path = scene_list(tmp_path / "s.toml", [(0, 20), (20, 38), (38, 60), (60, 76)], {2: "seed = 7"})
+    path.write_text(path.read_text() + '[[shot]]\nmedia = "film.mov"\nnoise_level = 30\n\n'
+                    '[[shot]]\nclip = "scene 002"\nprompt = "a pan"\n\n[[shot]]\nmarker = "hero"\nsteps = 5\n')
+    scenes, warnings = read_scene_list(path, info=probe(clip), first=0, stop=76)
+    assert [s.settings for s in scenes] == [{"noise_level": 30}, {"noise_level": 30, "prompt": "a pan"},
+                                            {"noise_level": 30, "seed": 7}, {"noise_level": 30}]
+    assert warnings == [f"{path}: shot list entry #7 (marker = 'hero') matched no scene"]
+
+
+def test_bad_per_scene_settings_name_the_scene(small, weights, tmp_path):
+    for extra, message in (("noise_level = 500", "noise_level"), ("skip = true", "'scene 002': skip = true"),
+                           ('vae = "video"', "'scene 002': vae = 'video'")):
+        path = scene_list(tmp_path / "s.toml", [(0, 3), (3, 5), (5, 8)], {1: extra})
+        res = run("upscale", small, "--weights", weights, "--dry-run", "--scenes", path)
+        assert res.exit_code == 2 and message in res.stderr and res.stderr.count("\n") == 1, res.stderr
