@@ -14,8 +14,10 @@ and third-party plugins implement them and register factories through the hooks 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from fractions import Fraction
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -153,6 +155,18 @@ class Captioner(Protocol):
     def __call__(self, frames: Tensor) -> str:
         """``frames`` ``(T, 3, H, W)`` in ``[-1, 1]``; returns a caption."""
         ...
+
+
+@runtime_checkable
+class SceneDetector(Protocol):
+    """Finds the hard cuts of a clip (kind ``"scenes"``).
+
+    Called with the clip's frames in order (``(H, W, 3)`` uint8 RGB arrays, an
+    iterator read once) and its frame rate; returns the indices of the frames that
+    start a new scene, counted from the first frame given, increasing, never 0.
+    """
+
+    def __call__(self, frames: Iterable[Any], fps: Fraction) -> list[int]: ...
 
 
 class ArgumentTypeError(TypeError, ValueError):

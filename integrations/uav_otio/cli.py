@@ -235,6 +235,10 @@ def upscale_command(
     gpus_per_worker: GpusOpt = None,
     workers: WorkersOpt = None,
     captioner_option: CaptionerOptionOpt = None,
+    scenes: Annotated[str, typer.Option(
+        "--scenes", metavar="auto|none", help="auto: a clip whose media itself holds hard cuts (a pre-edited "
+        "source) is upscaled scene by scene, as uav upscale --scenes auto does (docs/scenes.md); none (default): "
+        "each render is one clip.", rich_help_panel=MODEL)] = "none",
     *,
     planning: PlanningOptions,
     setting_values: dict[str, Optional[str]],
@@ -252,7 +256,7 @@ def upscale_command(
         # checks every model option before anything loads; a dry run stops there
         default_renderer = functools.partial(_default_renderer, console, weights=weights, device=device, dtype=dtype,
                                              vae_dtype=vae_dtype, codec=codec, pix_fmt=pix_fmt, crf=crf,
-                                             ext=planning.ext, compression=compression)
+                                             ext=planning.ext, compression=compression, scenes=scenes)
         if dry_run:
             _dry_run(timeline, output, media_dir, console=console, as_json=as_json, quiet=quiet, renderer=renderer,
                      default_renderer=default_renderer, overrides=overrides, planning=planning, force=force,
@@ -369,12 +373,14 @@ def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_
 
 def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype: str, vae_dtype: str | None,
                       codec: str, pix_fmt: str | None, crf: int | None, ext: str,
-                      compression: str | None = None) -> Any:
+                      compression: str | None = None, scenes: str = "none") -> Any:
     """The :class:`~uav_otio.render.UpscalerRenderer` the options ask for, every option checked
     the way ``uav upscale`` checks it, before any model is loaded."""
 
     from .upscaler_renderer import UpscalerRenderer
 
+    if scenes not in ("auto", "none"):
+        raise UserError(f"--scenes: expected auto or none, got {scenes!r}")
     dtype_name = parse_dtype(dtype, _LONG_DTYPES)
     device_name = resolve_device(device)
     _check_codec(codec, ext, pix_fmt, crf, compression)
@@ -385,7 +391,7 @@ def _default_renderer(console: Any, *, weights: Path | None, device: str, dtype:
         # random networks: say so loudly, whatever the output mode (no --self-check renaming here)
         self_check_banner(console)
     return UpscalerRenderer(weights=folder, device=device_name, dtype=dtype_name, codec=codec, pix_fmt=pix_fmt,
-                            crf=crf, compression=compression, vae_dtype=vae_dtype)
+                            crf=crf, compression=compression, vae_dtype=vae_dtype, scenes=scenes)
 
 
 def _with_progress(render_fn: Any, console: Any) -> Any:

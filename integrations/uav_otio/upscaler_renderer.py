@@ -64,6 +64,9 @@ class UpscalerRenderer:
         crf: H.264/H.265 quality, 0-51 (default: the codec's).
         compression: EXR compression (``piz``, ``zip``, ``dwaa``, ``none``; default piz).
         upscaler: a ready :class:`uav.VideoUpscaler` to use instead of loading ``weights``.
+        scenes: ``"auto"`` cuts a render whose media itself holds hard cuts (a pre-edited
+            source) into its scenes, each upscaled as its own clip (:func:`uav.scenes.run.upscale_scenes`);
+            ``"none"`` (default) renders every job as one clip.
         load_options: further keyword arguments for ``VideoUpscaler.from_pretrained``.
     """
 
@@ -78,8 +81,12 @@ class UpscalerRenderer:
         crf: int | None = None,
         compression: str | None = None,
         upscaler: Any = None,
+        scenes: str = "none",
         **load_options: Any,
     ) -> None:
+        if scenes not in ("auto", "none"):
+            raise ValueError(f"scenes must be 'auto' or 'none', got {scenes!r}")
+        self.scenes = scenes
         if weights is None and upscaler is None:
             raise ValueError("weights is required: pass the release folder (--weights) or a ready upscaler")
         self.weights = Path(weights) if weights is not None else None
@@ -110,6 +117,8 @@ class UpscalerRenderer:
         if self.compression is not None:
             rec["compression"] = self.compression
         rec.update({k: str(v) for k, v in self.load_options.items()})
+        if self.scenes != "none":  # another picture at the cuts; absent otherwise, so older outputs stay current
+            rec["scenes"] = self.scenes
         return rec
 
     def _get_upscaler(self, vae: str | None) -> Any:
@@ -167,6 +176,11 @@ class UpscalerRenderer:
             options["fps"] = job.fps
             upscaler.upscale(_read_sequence(job), output=output_path, settings=pipeline_settings,
                              callback=callback, writer_options=options)
+        elif self.scenes == "auto":
+            from uav.scenes.run import upscale_scenes
+
+            upscale_scenes(upscaler, str(job.media.path), output_path, settings=pipeline_settings,
+                           writer_options=options, start=job.first_index, end=job.end_index, callback=callback)
         else:
             # a file input brings its own fps and audio (cut to the same frames)
             upscaler.upscale(str(job.media.path), output=output_path, settings=pipeline_settings, callback=callback,

@@ -19,6 +19,7 @@ _COMMAND_MODULES: list[str] = [
     "caption",
     "train",
     "info",
+    "scenes",
 ]
 
 

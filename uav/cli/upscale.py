@@ -144,6 +144,12 @@ def upscale_command(
         "--dry-run", help="Check everything (settings, plugins, inputs, weights folder, outputs) and show what would "
                           "run; write nothing and load no model.", rich_help_panel=_IO)] = False,
     captioner_option: CaptionerOptionOpt = None,
+    scenes: Annotated[str, typer.Option(
+        "--scenes", metavar="auto|none|FILE",
+        help="auto: find the hard cuts and upscale each scene as its own clip (windows and propagation never "
+             "cross a cut; a clip without cuts gives exactly the unsplit result); none: one clip; FILE: the "
+             "scenes and per-scene settings of a scene list (uav scenes IN -o FILE: .toml, .otio, .edl). See "
+             "docs/scenes.md.", rich_help_panel=_IO)] = "auto",
     *,
     setting_values: dict[str, Optional[str]],
 ) -> None:
@@ -175,7 +181,7 @@ def upscale_command(
             run_on=None if dry_run else build_executor(executor, ray_address=ray_address,
                                                        gpus_per_worker=gpus_per_worker, workers=workers, debug=debug,
                                                        always=temporal_split is not None),
-            dry_run=dry_run, split=parse_split(temporal_split),
+            dry_run=dry_run, split=parse_split(temporal_split), scenes=scenes,
         )
         if as_json:
             print_json(summary)
@@ -189,11 +195,14 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
          captioner_options: list[str] | None = None,
          codec: str, pix_fmt: str | None, crf: int | None, fps: str | None, weights: Path | None, vae: str,
          compression: str | None = None, start_number: int | str | None = None,
-         device: str, dtype: str, run_on: Any = None, dry_run: bool = False, split: Any = None) -> dict[str, Any]:
+         device: str, dtype: str, run_on: Any = None, dry_run: bool = False, split: Any = None,
+         scenes: str = "none") -> dict[str, Any]:
     from uav import __version__
+    from uav.cli.scene_runs import check_scene_mode, plan_scenes
 
     started = time.perf_counter()
     check_vae(vae)
+    scenes = check_scene_mode(scenes)
     dtype_name = parse_dtype(dtype)
     settings = settings_from_options(settings_options, captioner_options)
     if settings.seed is None:
@@ -232,12 +241,17 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
 
         # a wrong captioner folder fails here, before the upscaler's weights load
         check_captioner(settings.captioner, dict(settings.captioner_options))
+    given = {name for name, value in settings_options.items() if value is not None}
+    # the self-check renders a short cut of the clip: one clip, whatever --scenes says
+    runs = plan_scenes(jobs, "none" if self_check else scenes, settings=settings, given=given, start=start, end=end,
+                       fps=rate, vae=vae, codec=codec, console=console)
 
     from rich.markup import escape
 
     if dry_run:
         return _dry_run_summary(jobs, console=console, quiet=quiet, settings=settings, folder=folder, tiny=tiny,
-                                vae=vae, device=device, dtype=dtype, kind=kind, started=started, split=split)
+                                vae=vae, device=device, dtype=dtype, kind=kind, started=started, split=split,
+                                runs=runs)
 
     from uav import VideoUpscaler
 
@@ -258,6 +272,11 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         writer_options["start_number"] = start_number
     if rate is not None and kind == "sequence":
         writer_options["fps"] = rate
+    if runs:
+        return _scene_summary(jobs, runs, run_on=run_on, folder=folder, built=built, tiny=tiny, device=device,
+                              device_name=device_name, dtype=dtype, dtype_name=dtype_name, vae=vae, kind=kind,
+                              settings=settings, writer_options=writer_options, start=start, end=end,
+                              console=console, quiet=quiet, split=split, started=started, created=created)
     if run_on is not None:
         records, failed, run = render_batch(jobs, executor=run_on, weights=folder, device=device_name,
                                             dtype=dtype_name, vae=vae, settings=settings,
@@ -339,8 +358,34 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     }
 
 
+def _scene_summary(jobs: list[Job], runs: dict[str, Any], *, run_on: Any, folder: Path, built: bool, tiny: bool,
+                   device: str, device_name: Any, dtype: str, dtype_name: Any, vae: str, kind: str, settings: Any,
+                   writer_options: dict[str, Any], start: Any, end: Any, console: Any, quiet: bool, split: Any,
+                   started: float, created: list[Path]) -> dict[str, Any]:
+    """Render with scenes as jobs (:mod:`uav.cli.scene_runs`) and build the run's summary."""
+    from uav import __version__
+    from uav.cli.scene_runs import render_with_scenes
+
+    records, failed, run = render_with_scenes(jobs, runs, executor=run_on, weights=folder, device=device_name,
+                                              dtype=dtype_name, vae=vae, settings=settings,
+                                              writer_options=writer_options, start=start, end=end, console=console,
+                                              quiet=quiet, split=split, model={"dtype": dtype_name})
+    if records:
+        created.clear()  # keep the folders that hold outputs
+    return {"ok": not failed, "uav_version": __version__, "self_check": tiny,
+            "notice": SELF_CHECK_BANNER if tiny else None,
+            "weights": "(temporary tiny random release)" if built else str(folder), "device": device,
+            "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(), "outputs": records,
+            "executor": "local" if run_on is None else run_on.name, "jobs": run["jobs"],
+            "failed": [r.to_dict() for r in failed], "failed_line": failure_line(failed) if failed else None,
+            "temporal_split": None if split is None else {"part_frames": split.part_frames,
+                                                          "overlap": split.overlap},
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
 def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: Any, folder: Path | None, tiny: bool,
-                     vae: str, device: str, dtype: str, kind: str, started: float, split: Any = None) -> dict[str, Any]:
+                     vae: str, device: str, dtype: str, kind: str, started: float, split: Any = None,
+                     runs: dict[str, Any] | None = None) -> dict[str, Any]:
     """``--dry-run``: the checks a run makes before loading a model, then what it would write.
 
     Inputs were probed and outputs checked, and every component the settings name resolved
@@ -362,9 +407,15 @@ def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: An
     if split is not None:
         for o in outputs:
             o["parts"] = [list(r) for r in split.ranges(o["frames"])]
+    from uav.cli.scene_runs import scene_rows
+
+    for job, o in zip(jobs, outputs):
+        if runs and job.label in runs:
+            o["scenes"] = scene_rows(runs[job.label])
     if not quiet:
         for o in outputs:
             parts = f", in {len(o['parts'])} parts" if len(o.get("parts", ())) > 1 else ""
+            parts += f", in {len(o['scenes'])} scenes" if o.get("scenes") else ""
             console.print(escape(f"would write {o['output']}  ({o['frames']} frames{parts}, {o['output_size'][0]}x"
                                  f"{o['output_size'][1]}) from {o['input']}"))
         console.print("dry run: every check passed; nothing was written")

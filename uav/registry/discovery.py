@@ -54,6 +54,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "tiling": "uav_tiling",
     "segments": "uav_segments",
     "captioners": "uav_captioners",
+    "scenes": "uav_scenes",
 }
 
 

@@ -110,3 +110,16 @@ def register_captioners(register: RegisterFn) -> None:
     default; the built-in ``blip-local`` loads a local transformers image-to-text
     model folder (factory option ``model``) when selected.
     """
+
+
+@hookspec
+def register_scene_detectors(register: RegisterFn) -> None:
+    """Register scene (shot) detectors (kind ``"scenes"``).
+
+    Each factory returns a :class:`uav.protocols.SceneDetector`: called with a
+    clip's uint8 RGB frames (an iterator) and its frame rate, it returns the indices
+    of the frames where a new scene starts. Conventional factory options:
+    ``threshold`` (the detector's own sensitivity scale) and ``min_scene`` (the
+    shortest scene, in frames). Built-ins (PySceneDetect): ``adaptive`` (default),
+    ``content``, ``threshold``, ``histogram``, ``hash``.
+    """

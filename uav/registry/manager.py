@@ -58,6 +58,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "tiling": ("register_tiling_strategies", "tiling strategy"),
     "segments": ("register_segment_strategies", "segment strategy"),
     "captioner": ("register_captioners", "captioner"),
+    "scenes": ("register_scene_detectors", "scene detector"),
 }
 
 _WILDCARD = ":*"
@@ -211,7 +212,7 @@ class Registry:
 
     def kinds(self) -> list[str]:
         """The component kinds: ``flow``, ``color``, ``scheduler``, ``tiling``,
-        ``segments``, ``captioner``."""
+        ``segments``, ``captioner``, ``scenes``."""
         return list(KINDS)
 
     def names(self, kind: str, *, sort: bool = True) -> list[str]:
