@@ -26,7 +26,7 @@ import opentimelineio as otio
 
 from uav.io.atomic import temporary_path
 
-from .exports import check_written
+from .exports import UnplaceableClip, check_written, for_writer
 from .manifest import owner_id
 from .relink import DOWNGRADE_SCHEMA_VERSIONS
 
@@ -86,9 +86,9 @@ ADAPTER_PACKAGES: dict[str, str] = {
     ".ale": "otio-ale-adapter (in uav's 'otio' extra)",
     ".xges": "otio-xges-adapter (in uav's 'otio' extra)",
     ".ma": "otio-maya-sequencer-adapter (in uav's 'otio' extra)",
-    ".fcpxml": "otio-fcpx-xml-adapter",
-    ".fcpxmld": "otio-fcpx-xml-adapter",
-    ".kdenlive": "otio-kdenlive-adapter",
+    ".fcpxml": "otio-fcpx-xml-adapter (in uav's 'otio' extra)",
+    ".fcpxmld": "otio-fcpx-xml-adapter (in uav's 'otio' extra)",
+    ".kdenlive": "otio-kdenlive-adapter (in uav's 'otio' extra)",
     ".drp": "otio-drp-adapter",
     ".mlt": "otio-mlt-adapter",
     ".m3u8": "otio-hls-playlist-adapter",
@@ -265,8 +265,21 @@ def timeline_owner(output: str | Path, input_path: str | Path | None = None) -> 
     return owner_id(output_paths(output, input_path)[0])
 
 
+#: suffixes uav never writes, and what to write instead
+NOT_WRITTEN: dict[str, str] = {
+    ".mlt": ("otio-mlt-adapter writes them, but it has no reader, so uav could not check that every in-point "
+             "survived; write '.kdenlive' instead (an MLT project: melt plays it as it is, Kdenlive opens it)"),
+}
+
+#: suffixes whose package in :data:`ADAPTER_PACKAGES` also writes them
+_WRITTEN_BY_PACKAGE = frozenset({".xml", ".edl", ".aaf", ".ale", ".xges", ".ma", ".fcpxml", ".kdenlive"})
+
+
 def adapter_can_write(suffix: str) -> str | None:
-    """The name of the adapter that writes ``suffix`` files, or ``None``."""
+    """The name of the adapter that writes ``suffix`` files, or ``None`` (also for the
+    suffixes of :data:`NOT_WRITTEN`)."""
+    if suffix.lower() in NOT_WRITTEN:
+        return None
     try:
         adapter = otio.adapters.from_filepath(f"x{suffix}")
     except otio.exceptions.OTIOError:
@@ -282,7 +295,7 @@ def output_paths(output: str | Path, input_path: str | Path | None = None) -> li
     paths = [out if out.suffix.lower() == ".otio" else out.with_suffix(".otio")]
     if out.suffix.lower() != ".otio":
         if adapter_can_write(out.suffix) is None:
-            raise ValueError(f"no OpenTimelineIO adapter writes {out.suffix!r} files (output {str(out)!r})")
+            raise ValueError(_cannot_write(out))
         paths.append(out)
     if input_path is not None:
         suffix = Path(input_path).suffix
@@ -291,6 +304,15 @@ def output_paths(output: str | Path, input_path: str | Path | None = None) -> li
             if extra not in paths:
                 paths.append(extra)
     return paths
+
+
+def _cannot_write(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix in NOT_WRITTEN:
+        return f"uav does not write {out.suffix!r} timelines (output {str(out)!r}): {NOT_WRITTEN[suffix]}"
+    package = ADAPTER_PACKAGES.get(suffix) if suffix in _WRITTEN_BY_PACKAGE else None
+    hint = f": install {package} to write them" if package else ""
+    return f"no OpenTimelineIO adapter writes {out.suffix!r} files (output {str(out)!r}){hint}"
 
 
 def write_timeline(
@@ -329,9 +351,14 @@ def write_timeline(
                 with adapter_output_to_stderr():
                     otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
             else:
-                # a copy: some writers edit what they write (the EDL writer trims around transitions)
+                adapter = otio.adapters.from_filepath(str(path)).name
+                try:
+                    handed = for_writer(timeline, adapter)
+                except UnplaceableClip as exc:
+                    problems.append(f"refused: {path.suffix} cannot place every clip: {exc}; {str(path)!r} not written")
+                    continue
                 with adapter_output_to_stderr():
-                    otio.adapters.write_to_file(timeline.deepcopy(), str(tmp), **kwargs)
+                    otio.adapters.write_to_file(handed, str(tmp), **kwargs)
                 refusal = check_written(tmp, timeline)
                 if refusal is not None:
                     with contextlib.suppress(OSError):
