@@ -14,7 +14,6 @@ from typing import Any
 
 import opentimelineio as otio
 
-from uav.settings import UpscaleSettings
 
 from .jobs import DEFAULT_HANDLES, Plan, RenderJob
 from .manifest import Manifest
@@ -22,7 +21,6 @@ from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
 from .render import RenderReport, Renderer, jobs_to_render, render_hash, render_plan
 from .shot_list import ShotList, load_shot_list
-from .shot_settings import to_upscale_settings
 from .timeline_files import (  # noqa: F401  (re-exported: published here first)
     ADAPTER_PACKAGES,
     MAX_JSON_DEPTH,
@@ -38,6 +36,7 @@ from .timeline_files import (  # noqa: F401  (re-exported: published here first)
     write_timeline,
 )
 from .upscaler_renderer import UpscalerRenderer
+from .validation import check_plan
 
 __all__ = [
     "ADAPTER_PACKAGES",
@@ -103,6 +102,7 @@ def plan_file(
         owner=timeline_owner(output, loaded.path) if output is not None else None,
         search_paths=search_paths,
     )
+    check_plan(plan)  # what the render would refuse: plan, --dry-run and the run refuse alike
     return loaded, plan
 
 
@@ -337,12 +337,6 @@ def preview_timeline(
                         name_by=name_by, ext=ext, timeline_name=timeline_name, output=output,
                         adapter_name=adapter_name, rate=rate, adapter_options=adapter_options,
                         search_paths=search_paths)
-    checked: set[str] = set()
-    for job in plan.jobs:  # every component of every distinct shot, as the render will resolve them
-        if job.settings_hash not in checked:
-            checked.add(job.settings_hash)
-            settings: UpscaleSettings = to_upscale_settings(job.settings)
-            settings.check_components()
     preview = Preview(plan, written=list(targets))
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
     hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}

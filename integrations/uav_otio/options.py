@@ -35,7 +35,9 @@ NameByOpt = Annotated[
 ExtOpt = Annotated[str, typer.Option("--ext", help="Output file extension.", rich_help_panel=MODEL)]
 TimelineNameOpt = Annotated[
     Optional[str],
-    typer.Option("--timeline-name", help="Timeline to use when the file holds several.", rich_help_panel=PLAN),
+    typer.Option("--timeline", "--timeline-name", metavar="NAME",
+                 help="Timeline to use when the file holds several (an AAF with several top-level sequences, an .otio "
+                      "collection).", rich_help_panel=PLAN),
 ]
 AdapterOpt = Annotated[Optional[str], typer.Option(
     "--adapter", help="OpenTimelineIO adapter to read the file with (default: from its suffix).",

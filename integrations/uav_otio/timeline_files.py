@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
+import io
 import json
 import os
 import re
@@ -19,7 +21,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import opentimelineio as otio
@@ -41,6 +43,7 @@ __all__ = [
     "parse_adapter_options",
     "read_timeline",
     "refuse_overwriting_input",
+    "show_adapter_output",
     "timeline_owner",
     "write_timeline",
 ]
@@ -56,22 +59,24 @@ class LoadedTimeline:
 
 
 def _pick_timeline(obj: Any, path: Path, name: str | None) -> otio.schema.Timeline:
+    """The timeline of a file: the only one, or the one named ``name`` (``--timeline``)."""
     if isinstance(obj, otio.schema.Timeline):
-        if name is not None and obj.name != name:
-            raise ValueError(f"{str(path)!r} holds timeline {obj.name!r}, not {name!r}")
-        return obj
-    timelines = [t for t in (obj.find_children(descended_from_type=otio.schema.Timeline)
-                             if hasattr(obj, "find_children") else [])]
-    if name is not None:
-        timelines = [t for t in timelines if t.name == name]
-    if len(timelines) == 1:
-        return timelines[0]
-    names = [t.name for t in (obj.find_children(descended_from_type=otio.schema.Timeline)
-                              if hasattr(obj, "find_children") else [])]
-    if not names:
+        timelines = [obj]
+    elif hasattr(obj, "find_children"):
+        timelines = list(obj.find_children(descended_from_type=otio.schema.Timeline))
+    else:
+        timelines = []
+    if not timelines:
         raise ValueError(f"{str(path)!r} holds no timeline (got a {type(obj).__name__})")
-    want = f"named {name!r}" if name is not None else "(choose one by name)"
-    raise ValueError(f"{str(path)!r} holds {len(names)} timelines {names}; expected one {want}")
+    names = [t.name for t in timelines]
+    chosen = timelines if name is None else [t for t in timelines if t.name == name]
+    if len(chosen) == 1:
+        return chosen[0]
+    if name is None:
+        raise ValueError(f"{str(path)!r} holds {len(names)} timelines {names}; choose one with --timeline NAME")
+    if not chosen:
+        raise ValueError(f"{str(path)!r} holds no timeline named {name!r}; its timelines: {names}")
+    raise ValueError(f"{str(path)!r} holds {len(chosen)} timelines named {name!r}; rename one in the editor")
 
 
 #: a JSON timeline nested deeper than this is refused before OpenTimelineIO parses it
@@ -99,12 +104,34 @@ class TimelineReadError(ValueError):
     """A timeline file that cannot be read; the message names the file and the adapter."""
 
 
+#: whether what adapters print reaches stderr (``--debug``: :func:`show_adapter_output`)
+_SHOW_ADAPTER_OUTPUT: contextvars.ContextVar[bool] = contextvars.ContextVar("uav_otio_show_adapter_output",
+                                                                             default=False)
+
+
 @contextlib.contextmanager
-def adapter_output_to_stderr() -> Iterator[None]:
-    """Send what adapters print (banners, "[Reader] Building timeline tracks...") to
-    stderr: stdout carries only uav's own output, e.g. exactly the JSON of ``--json``."""
-    with contextlib.redirect_stdout(sys.stderr):
+def show_adapter_output(show: bool = True) -> Iterator[None]:
+    """Within the block, what adapters print goes to stderr (``--debug``); outside, it is dropped."""
+    token = _SHOW_ADAPTER_OUTPUT.set(show)
+    try:
         yield
+    finally:
+        _SHOW_ADAPTER_OUTPUT.reset(token)
+
+
+@contextlib.contextmanager
+def adapter_output_to_stderr() -> Iterator[io.StringIO | None]:
+    """Keep what adapters print (banners, "Unable find slot_id ...", "[Reader] Building
+    timeline tracks...") off stdout, which carries only uav's own output (exactly the
+    JSON of ``--json``): on stderr inside :func:`show_adapter_output`, else held in the
+    yielded buffer and dropped."""
+    if _SHOW_ADAPTER_OUTPUT.get():
+        with contextlib.redirect_stdout(sys.stderr):
+            yield None
+        return
+    held = io.StringIO()
+    with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held):
+        yield held
 
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -194,39 +221,58 @@ def read_timeline(
             raise ValueError(f"--rate: expected a frame rate in (0, 1000], got {rate!r}")
         options["rate"] = rate
     if adapter_name is None and p.suffix.lower() == ".otioz":
-        if extract_dir is None:
-            extract = Path(tempfile.mkdtemp(prefix="uav-otioz-"))
-            atexit.register(shutil.rmtree, extract, True)
-            created = True
-        else:
-            extract = Path(extract_dir)
-            created = not extract.exists()
-        try:
-            try:
-                with zipfile.ZipFile(p) as z:
-                    extract.mkdir(parents=True, exist_ok=True)
-                    z.extractall(extract)  # zipfile drops ".." and absolute parts of names
-            except zipfile.BadZipFile as exc:
-                raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
-            content = extract / "content.otio"
-            if not content.is_file():
-                raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: it has no content.otio")
-            obj = _read_with_adapter(content, "otio_json", {}, shown=p)
-        except BaseException:
-            if created:  # a bad bundle leaves nothing behind
-                shutil.rmtree(extract, ignore_errors=True)
-            raise
-        return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, extract.resolve())
-    obj = _read_with_adapter(p, adapter_name, options, shown=p)
+        obj, base_dir = _read_otioz(p, extract_dir)
+    else:
+        obj = _read_with_adapter(p, adapter_name, options, shown=p)
     return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, base_dir)
+
+
+def _unsafe_member(member: zipfile.ZipInfo) -> bool:
+    """A bundle member that would land outside the folder it is unpacked into (absolute,
+    a drive, ``..``) or that is a symbolic link."""
+    name = member.filename.replace("\\", "/")
+    is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
+    return is_link or name.startswith("/") or bool(PureWindowsPath(name).drive) or ".." in PurePosixPath(name).parts
+
+
+def _read_otioz(p: Path, extract_dir: str | Path | None) -> tuple[Any, Path]:
+    """Unpack an ``.otioz`` (after checking every member name: a bundle that would write
+    outside its folder is refused before anything is unpacked) and read its content."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            bad = next((m.filename for m in z.infolist() if _unsafe_member(m)), None)
+            if bad is not None:
+                raise TimelineReadError(f"{str(p)!r} is not a safe .otioz bundle: member {bad!r} is a link or would be "
+                                        "unpacked outside its folder; nothing was unpacked")
+            if extract_dir is None:
+                extract = Path(tempfile.mkdtemp(prefix="uav-otioz-"))
+                atexit.register(shutil.rmtree, extract, True)
+                created = True
+            else:
+                extract = Path(extract_dir)
+                created = not extract.exists()
+            try:
+                extract.mkdir(parents=True, exist_ok=True)
+                z.extractall(extract)
+                content = extract / "content.otio"
+                if not content.is_file():
+                    raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: it has no content.otio")
+                return _read_with_adapter(content, "otio_json", {}, shown=p), extract.resolve()
+            except BaseException:
+                if created:  # a bad bundle leaves nothing behind
+                    shutil.rmtree(extract, ignore_errors=True)
+                raise
+    except zipfile.BadZipFile as exc:
+        raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
 
 
 def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, Any], *, shown: Path) -> Any:
     name = _adapter_name_for(path, adapter_name)
     if name == "otio_json":
         _check_json_depth(path)
+    said: io.StringIO | None = None
     try:
-        with adapter_output_to_stderr():
+        with adapter_output_to_stderr() as said:
             return otio.adapters.read_from_file(str(path), adapter_name=adapter_name, **options)
     except otio.exceptions.NoKnownAdapterForExtensionError:
         suffix = path.suffix.lower()
@@ -244,6 +290,8 @@ def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, 
         hint = ""
         if name == "cmx_3600" and "rate" not in options:
             hint = "; EDLs carry no frame rate and 24 was assumed: pass the edit's rate with --rate (e.g. --rate 25)"
+        if said is not None and said.getvalue().strip():
+            hint += " (--debug shows what the adapter printed)"
         raise TimelineReadError(
             f"cannot read timeline {str(shown)!r} with the {name} adapter: {type(exc).__name__}: {message}{hint}"
         ) from None
