@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def plan_file(
     timeline_name: str | None = None,
     output: str | Path | None = None,
     adapter_name: str | None = None,
-    rate: float | None = None,
+    rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
     search_paths: Sequence[str | Path] | None = None,
 ) -> tuple[LoadedTimeline, Plan]:
@@ -102,6 +103,7 @@ def plan_file(
         owner=timeline_owner(output, loaded.path) if output is not None else None,
         search_paths=search_paths,
     )
+    plan.warnings[:0] = loaded.notes  # what reading the file assumed (an EDL's motion effects, keys)
     check_plan(plan)  # what the render would refuse: plan, --dry-run and the run refuse alike
     return loaded, plan
 
@@ -138,7 +140,7 @@ def upscale_timeline(
     base_dir: str | Path | None = None,
     timeline_name: str | None = None,
     adapter_name: str | None = None,
-    rate: float | None = None,
+    rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
     downgrade: bool = False,
     force: bool = False,
@@ -228,7 +230,7 @@ def _upscale_timeline(
     base_dir: str | Path | None,
     timeline_name: str | None,
     adapter_name: str | None,
-    rate: float | None,
+    rate: float | str | Fraction | None,
     adapter_options: Mapping[str, Any] | None,
     search_paths: Sequence[str | Path] | None,
     downgrade: bool,
@@ -308,7 +310,7 @@ def preview_timeline(
     ext: str = ".mov",
     timeline_name: str | None = None,
     adapter_name: str | None = None,
-    rate: float | None = None,
+    rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
     search_paths: Sequence[str | Path] | None = None,
     force: bool = False,

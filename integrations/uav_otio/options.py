@@ -42,8 +42,9 @@ TimelineNameOpt = Annotated[
 AdapterOpt = Annotated[Optional[str], typer.Option(
     "--adapter", help="OpenTimelineIO adapter to read the file with (default: from its suffix).",
     rich_help_panel=PLAN)]
-RateOpt = Annotated[Optional[float], typer.Option(
-    "--rate", help="Frame rate of an EDL (EDLs carry none; 24 is assumed otherwise), e.g. 25 or 29.97.",
+RateOpt = Annotated[Optional[str], typer.Option(
+    "--rate", help="Frame rate of an EDL (EDLs carry none; 24 is assumed otherwise, 29.97 for FCM: DROP FRAME): "
+                   "25, 30000/1001, or 29.97 / 23.976 / 59.94 (read as the NTSC rates).", metavar="RATE",
     rich_help_panel=PLAN)]
 AdapterOptionOpt = Annotated[Optional[list[str]], typer.Option(
     "--adapter-option", help="KEY=VALUE passed to the adapter's reader (repeatable), e.g. "

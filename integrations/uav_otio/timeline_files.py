@@ -20,7 +20,8 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -28,6 +29,7 @@ import opentimelineio as otio
 
 from uav.io.atomic import temporary_path
 
+from .edl import EdlError, edl_hint, edl_rate, prepare_edl
 from .exports import UnplaceableClip, check_written, for_writer
 from .manifest import owner_id
 from .relink import DOWNGRADE_SCHEMA_VERSIONS
@@ -56,6 +58,8 @@ class LoadedTimeline:
     timeline: otio.schema.Timeline
     path: Path | None
     base_dir: Path | None
+    #: what reading changed or assumed (an EDL's motion effects, skipped keys, drop frame), for the plan's warnings
+    notes: list[str] = field(default_factory=list)
 
 
 def _pick_timeline(obj: Any, path: Path, name: str | None) -> otio.schema.Timeline:
@@ -190,7 +194,7 @@ def read_timeline(
     adapter_name: str | None = None,
     timeline_name: str | None = None,
     extract_dir: str | Path | None = None,
-    rate: float | None = None,
+    rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
 ) -> LoadedTimeline:
     """Read any timeline OpenTimelineIO can read (``.otio``, ``.otioz``, and with the
@@ -202,7 +206,10 @@ def read_timeline(
         timeline_name: pick a timeline by name when the file holds several.
         extract_dir: where an ``.otioz`` bundle's media is unpacked (default: a
             temporary folder removed at exit).
-        rate: the frame rate of an EDL (EDLs do not carry one; the reader assumes 24).
+        rate: the frame rate of an EDL (EDLs do not carry one; the reader assumes 24),
+            read as :func:`uav_otio.edl.edl_rate` reads it (``"30000/1001"``, ``"29.97"``,
+            ``25``...). An EDL is made readable first (:func:`uav_otio.edl.prepare_edl`:
+            drop frame, motion effects, keys); what that changed is in ``notes``.
         adapter_options: further keyword arguments for the adapter's reader.
 
     Raises:
@@ -216,15 +223,34 @@ def read_timeline(
         raise FileNotFoundError(f"timeline {str(p)!r} does not exist")
     base_dir = p.resolve().parent
     options = dict(adapter_options or {})
-    if rate is not None:
-        if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate <= 1000):
-            raise ValueError(f"--rate: expected a frame rate in (0, 1000], got {rate!r}")
-        options["rate"] = rate
+    exact_rate = edl_rate(rate) if rate is not None else None
+    notes: list[str] = []
     if adapter_name is None and p.suffix.lower() == ".otioz":
         obj, base_dir = _read_otioz(p, extract_dir)
+    elif _adapter_name_for(p, adapter_name) == "cmx_3600":
+        obj = _read_edl(p, options, exact_rate, notes)
     else:
+        if exact_rate is not None:
+            options["rate"] = float(exact_rate)
         obj = _read_with_adapter(p, adapter_name, options, shown=p)
-    return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, base_dir)
+    return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, base_dir, notes)
+
+
+def _read_edl(p: Path, options: dict[str, Any], rate: Fraction | None, notes: list[str]) -> Any:
+    """An EDL, made readable first (:func:`uav_otio.edl.prepare_edl`) and read at its exact rate."""
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")  # Avid on Windows writes its code page
+    try:
+        prepared = prepare_edl(text, rate)
+    except EdlError as exc:
+        raise TimelineReadError(f"cannot read timeline {str(p)!r}: {exc}") from None
+    notes.extend(prepared.notes)
+    if prepared.rate is not None:
+        options = {**options, "rate": float(prepared.rate)}
+    return _read_with_adapter(p, "cmx_3600", options, shown=p, text=prepared.text, rate_given=rate is not None)
 
 
 def _unsafe_member(member: zipfile.ZipInfo) -> bool:
@@ -266,13 +292,18 @@ def _read_otioz(p: Path, extract_dir: str | Path | None) -> tuple[Any, Path]:
         raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
 
 
-def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, Any], *, shown: Path) -> Any:
+def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, Any], *, shown: Path,
+                       text: str | None = None, rate_given: bool = True) -> Any:
+    """Read ``path`` (or ``text``, its prepared content) with its adapter; every failure is a
+    :class:`TimelineReadError` naming the file and the adapter (and, for an EDL, what to do)."""
     name = _adapter_name_for(path, adapter_name)
     if name == "otio_json":
         _check_json_depth(path)
     said: io.StringIO | None = None
     try:
         with adapter_output_to_stderr() as said:
+            if text is not None:
+                return otio.adapters.read_from_string(text, adapter_name=name, **options)
             return otio.adapters.read_from_file(str(path), adapter_name=adapter_name, **options)
     except otio.exceptions.NoKnownAdapterForExtensionError:
         suffix = path.suffix.lower()
@@ -287,9 +318,7 @@ def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, 
         raise
     except Exception as exc:  # adapters raise anything: AttributeError, ParseError, RuntimeError...
         message = " ".join(str(exc).split()) or "no message"
-        hint = ""
-        if name == "cmx_3600" and "rate" not in options:
-            hint = "; EDLs carry no frame rate and 24 was assumed: pass the edit's rate with --rate (e.g. --rate 25)"
+        hint = f"; {edl_hint(message, rate_given)}" if name == "cmx_3600" else ""
         if said is not None and said.getvalue().strip():
             hint += " (--debug shows what the adapter printed)"
         raise TimelineReadError(
