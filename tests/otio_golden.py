@@ -43,8 +43,10 @@ def _scrub(value: Any, roots: list[tuple[str, str]]) -> Any:
     return value
 
 
-def normalised(timeline: otio.schema.Timeline, root: Path) -> otio.schema.Timeline:
-    """``timeline`` as it would read had the test run in ``/GOLDEN`` (paths and hashes stable)."""
+def normalised(timeline: otio.schema.Timeline, roots: dict[Path, str]) -> otio.schema.Timeline:
+    """``timeline`` with each folder of ``roots`` shown as its name there (``{tmp: "/GOLDEN"}``)
+    and every hash as ``*``: what it would read had the test run in the same folders."""
     data = json.loads(otio.adapters.write_to_string(timeline, "otio_json"))
-    roots = [(root.resolve().as_uri(), "file:///GOLDEN"), (str(root.resolve()), "/GOLDEN")]
-    return otio.adapters.read_from_string(json.dumps(_scrub(data, roots)), "otio_json")
+    pairs = [(real.resolve().as_uri(), "file://" + shown) for real, shown in roots.items()]
+    pairs += [(str(real.resolve()), shown) for real, shown in roots.items()]
+    return otio.adapters.read_from_string(json.dumps(_scrub(data, pairs)), "otio_json")

@@ -43,6 +43,7 @@ from typing import Any
 import opentimelineio as otio
 
 # the planner's clip names, so a refusal names clips as the plan does
+from .edl import edl_rate, prepare_edl
 from .ranges import clip_label
 
 __all__ = [
@@ -248,15 +249,18 @@ def read_back(path: str | Path, written: otio.schema.Timeline) -> otio.schema.Ti
     """Read a file just written from ``written`` with the adapter its suffix names.
 
     An EDL carries no rate: it is read at the rate its writer used (that of the
-    timeline's first track). Adapters' chatter on stdout is swallowed.
+    timeline's first track), the way uav reads every EDL (:func:`uav_otio.edl.prepare_edl`:
+    the writer's own ``M2`` lines at 29.97 fps carry drop-frame separators its reader
+    misses). Adapters' chatter on stdout is swallowed.
     """
     p = Path(path)
-    kwargs: dict[str, Any] = {}
     adapter = _adapter_for(p)
-    if adapter == "cmx_3600" and len(written.tracks):
-        kwargs["rate"] = written.tracks[0].duration().rate
     with contextlib.redirect_stdout(io.StringIO()):
-        obj = otio.adapters.read_from_file(str(p), adapter_name=adapter, **kwargs)
+        if adapter == "cmx_3600" and len(written.tracks):
+            prepared = prepare_edl(p.read_text(), edl_rate(written.tracks[0].duration().rate))
+            obj = otio.adapters.read_from_string(prepared.text, adapter, rate=float(prepared.rate))
+        else:
+            obj = otio.adapters.read_from_file(str(p), adapter_name=adapter)
     if isinstance(obj, otio.schema.Timeline):
         return obj
     timelines = list(obj.find_children(descended_from_type=otio.schema.Timeline)) if hasattr(

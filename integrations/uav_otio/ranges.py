@@ -202,10 +202,19 @@ def _track_kind(clip: otio.schema.Clip) -> str | None:
     return track.kind if track is not None else None
 
 
+def _enabled(item: Any) -> bool:
+    """Whether the editor has the item on: its own flag, and FCP 7 XML's ``<enabled>FALSE</enabled>``,
+    which the fcp_xml adapter keeps only in the item's metadata."""
+    if not getattr(item, "enabled", True):
+        return False
+    fcp = item.metadata.get("fcp_xml") if hasattr(item, "metadata") else None
+    return not (hasattr(fcp, "get") and str(fcp.get("enabled", "")).upper() == "FALSE")
+
+
 def _disabled_by(clip: otio.schema.Clip) -> str | None:
     item: Any = clip
     while item is not None:
-        if not getattr(item, "enabled", True):
+        if not _enabled(item):
             return "clip is disabled" if item is clip else f"enclosing {type(item).__name__} {item.name!r} is disabled"
         item = item.parent()
     return None
