@@ -264,7 +264,7 @@ def plan_timeline(
     places = _places(timeline, clips, ranges)
     for clip in clips:
         label, where = places[id(clip)]
-        reason = _disabled_by(clip)
+        reason = _disabled_by(clip, ranges)
         kind = _track_kind(clip)
         if reason is None and kind is not None and kind != otio.schema.TrackKind.Video:
             reason = f"{kind.lower()} track, not video"
