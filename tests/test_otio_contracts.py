@@ -329,3 +329,30 @@ def test_an_adapter_banner_shows_only_with_debug(tmp_path):
     json.loads(quiet.stdout)
     loud = run("plan", path, "--json", "--debug")
     assert "deprecated" in loud.stderr and "deprecated" not in loud.stdout
+
+
+def test_an_adapter_tripping_over_a_file_is_said_in_user_words(tmp_path):
+    """The fcpx_xml reader unpacks a frameDuration without a '/' and fails with "not enough
+    values to unpack"; the line says what that means and what to do."""
+    if "fcpx_xml" not in _ADAPTERS:
+        pytest.skip("the fcpx_xml adapter is not installed (uav's 'otio' extra)")
+    golden = Path(__file__).parent / "data" / "otio_golden"
+    bad = tmp_path / "cut.fcpxml"
+    bad.write_text((golden / "fcpx.fcpxml").read_text().replace('frameDuration="100/2500s"', 'frameDuration="1s"'))
+    res = run("plan", bad, "--json")
+    line = one_error(res)
+    assert line.startswith(f"error: cannot read timeline {str(bad)!r} with the fcpx_xml adapter: the file is not laid "
+                           "out as this reader expects (its error: ValueError: not enough values to unpack")
+    assert line.endswith("export it again, or name another reader with --adapter")
+    assert json.loads(res.stdout)["ok"] is False
+
+
+def test_a_zero_timebase_in_an_fcp_xml_names_the_timeline(tmp_path):
+    if "fcp_xml" not in _ADAPTERS:
+        pytest.skip("the fcp_xml adapter is not installed (uav's 'otio' extra)")
+    golden = Path(__file__).parent / "data" / "otio_golden"
+    bad = tmp_path / "cut.xml"
+    bad.write_text((golden / "premiere.xml").read_text().replace("<timebase>24</timebase>", "<timebase>0</timebase>"))
+    assert one_error(run("plan", bad)) == (
+        "error: timeline 'Sequence 01': its global start time has frame rate 0; every time needs a finite value and a "
+        "positive, finite frame rate: fix the item in the editor and export again")

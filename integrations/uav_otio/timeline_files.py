@@ -321,9 +321,18 @@ def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, 
         hint = f"; {edl_hint(message, rate_given)}" if name == "cmx_3600" else ""
         if said is not None and said.getvalue().strip():
             hint += " (--debug shows what the adapter printed)"
-        raise TimelineReadError(
-            f"cannot read timeline {str(shown)!r} with the {name} adapter: {type(exc).__name__}: {message}{hint}"
-        ) from None
+        what = f"{type(exc).__name__}: {message}"
+        if _internal(exc):  # the adapter tripped over the file's layout: say that, then what it said
+            what = f"the file is not laid out as this reader expects (its error: {what}); export it again, or name " \
+                   "another reader with --adapter"
+        raise TimelineReadError(f"cannot read timeline {str(shown)!r} with the {name} adapter: {what}{hint}") from None
+
+
+def _internal(exc: Exception) -> bool:
+    """An adapter's own Python error on an unexpected file ("not enough values to unpack",
+    ``'NoneType' object has no attribute``, a missing key), as opposed to its report on the file."""
+    return isinstance(exc, (AttributeError, KeyError, TypeError, IndexError, ZeroDivisionError)) or (
+        isinstance(exc, ValueError) and "values to unpack" in str(exc))
 
 
 
