@@ -319,3 +319,56 @@ class SpyRenderer:
             write_movie(tmp, big, job.fps, job.timecode)
             if progress:
                 progress(len(big), job.frames)
+
+
+# --------------------------------------------------------------------------- #
+# frames a consumer can name (for NLEs and parsers that did not write the file)
+# --------------------------------------------------------------------------- #
+
+#: green level of each marked media; the blue level of a source frame and of its render
+MEDIA_GREEN = {"A": 40, "B": 200}
+SOURCE_BLUE, RENDER_BLUE = 64, 192
+MARKED_FRAMES = 12
+
+
+def marked_level(i: int) -> int:
+    return 10 + 20 * i  # 12 frames, 20 levels apart: survives a trip through YUV
+
+
+def marked_frame(media: str, i: int, rendered: bool = False, size: tuple[int, int] = (H, W)) -> np.ndarray:
+    rgb = (marked_level(i), MEDIA_GREEN[media], RENDER_BLUE if rendered else SOURCE_BLUE)
+    return np.broadcast_to(np.array(rgb, np.uint8), (*size, 3)).copy()
+
+
+def make_marked_movie(path: Path, media: str, fps: Fraction | int, timecode: str | None = None) -> Path:
+    """Frame ``i`` of media ``media`` is one flat colour: red says the frame, green the media."""
+    write_movie(path, [marked_frame(media, i) for i in range(MARKED_FRAMES)], fps, timecode)
+    return path
+
+
+def name_frame(rgb: np.ndarray) -> tuple[str, int, bool] | str:
+    """``(media, frame, rendered)`` of a decoded frame: the marked colour nearest its centre
+    pixel; a frame of no marked colour (black, another picture) is named by its pixel."""
+    h, w = rgb.shape[:2]
+    pixel = rgb[h // 2, w // 2].astype(int)
+
+    def distance(key: tuple[str, int, bool]) -> int:
+        return int(np.abs(marked_frame(*key, size=(1, 1))[0, 0].astype(int) - pixel).sum())
+
+    best = min(((m, i, r) for m in MEDIA_GREEN for i in range(MARKED_FRAMES) for r in (False, True)), key=distance)
+    return best if distance(best) < 30 else f"unmarked pixel {pixel.tolist()}"
+
+
+class MarkRenderer:
+    """Writes the job's frames 2x larger with the render's blue level, as a real movie
+    with the job's rate and timecode: a decoded frame says which source frame it is and
+    that it is the render."""
+
+    def __call__(self, job: Any, settings: dict[str, Any], output_path: Path, progress: Any = None) -> None:
+        frames = []
+        for f in read_job_frames(job):
+            big = f.repeat(2, axis=0).repeat(2, axis=1)
+            big[..., 2] = RENDER_BLUE
+            frames.append(big)
+        with atomic_output(output_path) as tmp:
+            write_movie(tmp, frames, job.fps, job.timecode)

@@ -114,7 +114,11 @@ def test_every_command_takes_the_same_settings_options():
         assert field in UpscaleSettings.field_names()
         options = [d[param_name(field)] for d in declared]
         assert all(o.opts == [flag] for o in options), field
-        assert len({(o.help, o.metavar, o.default) for o in options}) == 1, field
+        # the same help, but for the default it shows: a timeline's shots are seeded 10, not at random
+        helps = {re.sub(r"\\\[default: [^]]*\]", "", o.help) for o in options}
+        assert len(helps) == 1 and len({(o.metavar, o.default) for o in options}) == 1, field
+    seeds = [re.search(r"\[default: ([^]]*)\]", d["seed"].help).group(1) for d in declared]
+    assert seeds == ["random", "10, fixed per shot", "10, fixed per shot"]
 
 
 # ---------------------------------------------------------------------------- timelines: refused at plan time

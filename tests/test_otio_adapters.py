@@ -215,3 +215,11 @@ def test_collection_with_several_timelines_needs_a_name(media, tmp_path):
     with pytest.raises(ValueError, match=r"holds 2 timelines \['simple cut', 'nested'\]"):
         read_timeline(path)
     assert read_timeline(path, timeline_name="nested").timeline.name == "nested"
+
+
+def test_formats_not_written_say_what_to_do():
+    with pytest.raises(ValueError, match=r"uav does not write '.mlt' timelines \(output 'o.mlt'\): otio-mlt-adapter "
+                                         r"writes them.*write '.kdenlive' instead"):
+        output_paths("o.mlt")
+    with pytest.raises(ValueError, match=r"no OpenTimelineIO adapter writes '.drp' files \(output 'o.drp'\)$"):
+        output_paths("o.drp")  # its package only reads

@@ -185,7 +185,9 @@ def test_json_output_is_only_json_when_adapters_print(tmp_path, monkeypatch):
               "otio_fixtures:SpyRenderer", "--json", "--quiet")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["ok"] is True
-    assert "Building timeline tracks" in res.stderr
+    assert "Building timeline tracks" not in res.output  # adapters' chatter is for --debug (issue #23)
+    res = run("plan", src, "--json", "--debug")
+    assert json.loads(res.stdout)["jobs"] and "Building timeline tracks" in res.stderr
 
 
 # --------------------------------------------------------------------------- #

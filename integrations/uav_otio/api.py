@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import opentimelineio as otio
 
-from uav.components import check_components
 
 from .jobs import DEFAULT_HANDLES, Plan, RenderJob
 from .manifest import Manifest
@@ -22,7 +22,6 @@ from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
 from .render import RenderReport, Renderer, jobs_to_render, render_hash, render_plan
 from .shot_list import ShotList, load_shot_list
-from .shot_settings import to_upscale_settings
 from .timeline_files import (  # noqa: F401  (re-exported: published here first)
     ADAPTER_PACKAGES,
     MAX_JSON_DEPTH,
@@ -38,6 +37,7 @@ from .timeline_files import (  # noqa: F401  (re-exported: published here first)
     write_timeline,
 )
 from .upscaler_renderer import UpscalerRenderer
+from .validation import check_plan
 
 __all__ = [
     "ADAPTER_PACKAGES",
@@ -75,7 +75,7 @@ def plan_file(
     timeline_name: str | None = None,
     output: str | Path | None = None,
     adapter_name: str | None = None,
-    rate: float | None = None,
+    rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
     search_paths: Sequence[str | Path] | None = None,
 ) -> tuple[LoadedTimeline, Plan]:
@@ -103,6 +103,8 @@ def plan_file(
         owner=timeline_owner(output, loaded.path) if output is not None else None,
         search_paths=search_paths,
     )
+    plan.warnings[:0] = loaded.notes  # what reading the file assumed (an EDL's motion effects, keys)
+    check_plan(plan)  # what the render would refuse: plan, --dry-run and the run refuse alike
     return loaded, plan
 
 
@@ -138,7 +140,7 @@ def upscale_timeline(
     base_dir: str | Path | None = None,
     timeline_name: str | None = None,
     adapter_name: str | None = None,
-    rate: float | None = None,
+    rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
     downgrade: bool = False,
     force: bool = False,
@@ -228,7 +230,7 @@ def _upscale_timeline(
     base_dir: str | Path | None,
     timeline_name: str | None,
     adapter_name: str | None,
-    rate: float | None,
+    rate: float | str | Fraction | None,
     adapter_options: Mapping[str, Any] | None,
     search_paths: Sequence[str | Path] | None,
     downgrade: bool,
@@ -308,7 +310,7 @@ def preview_timeline(
     ext: str = ".mov",
     timeline_name: str | None = None,
     adapter_name: str | None = None,
-    rate: float | None = None,
+    rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
     search_paths: Sequence[str | Path] | None = None,
     force: bool = False,
@@ -337,11 +339,6 @@ def preview_timeline(
                         name_by=name_by, ext=ext, timeline_name=timeline_name, output=output,
                         adapter_name=adapter_name, rate=rate, adapter_options=adapter_options,
                         search_paths=search_paths)
-    checked: set[str] = set()
-    for job in plan.jobs:  # every component of every distinct shot, as the render will resolve them
-        if job.settings_hash not in checked:
-            checked.add(job.settings_hash)
-            check_components(to_upscale_settings(job.settings))
     preview = Preview(plan, written=list(targets))
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
     hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}

@@ -64,7 +64,8 @@ from uav.settings import SettingsError
 
 from .jobs import Plan
 from .options import MODEL, InputArg, PlanningOptions, with_planning_options
-from .shot_settings import AUTO_PROMPT_KEYS, PIPELINE_KEYS, validate_settings
+from .shot_settings import AUTO_PROMPT_KEYS, DEFAULT_SEED, PIPELINE_KEYS, validate_settings
+from .timeline_files import show_adapter_output
 
 app = command_group(
     "timeline", "Upscale the media an OpenTimelineIO timeline (otio, otioz, FCP XML, EDL, AAF) uses, clip by clip.")
@@ -74,11 +75,8 @@ _SHOT = "Per-shot settings (override every clip)"
 _LONG_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 PlanJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+#: the defaults ``--help`` shows where a timeline's differ from ``uav upscale``'s (a shot's seed is fixed)
+_DEFAULT_TEXT = {"seed": f"{DEFAULT_SEED}, fixed per shot"}
 
 
 _KEY_OF_FIELD = {name: key for key, name in (*PIPELINE_KEYS.items(), *AUTO_PROMPT_KEYS.items())}
@@ -134,6 +132,18 @@ def _load_renderer(spec: str) -> Any:
     return obj() if isinstance(obj, type) else obj
 
 
+def _check_ext(ext: str) -> None:
+    """``--ext`` of ``plan``: an extension some movie codec writes (``upscale`` opens the writer
+    with its codec instead, :func:`_check_codec`)."""
+    from uav.io.writer import CODECS
+
+    suffix = "." + ext.lstrip(".").lower()
+    movies = sorted({s for spec in CODECS.values() if spec.kind == "video" for s in spec.suffixes})
+    if suffix not in movies:
+        raise UserError(f"--ext {ext}: no movie codec uav writes makes {suffix} files; choose one of "
+                        f"{', '.join(m.lstrip('.') for m in movies)}")
+
+
 def _check_codec(codec: str, ext: str, pix_fmt: str | None, crf: int | None, compression: str | None = None) -> None:
     """Open (and abort) the writer once, as ``uav upscale`` does: a bad codec, pixel format,
     crf, compression or extension fails here, not after the first shot has rendered."""
@@ -164,7 +174,7 @@ def _planning_kwargs(planning: PlanningOptions, codec: str) -> dict[str, Any]:
 
 
 @app.command("plan")
-@with_setting_options(sampling=_SHOT, tiling=_SHOT)
+@with_setting_options(sampling=_SHOT, tiling=_SHOT, default_text=_DEFAULT_TEXT)
 @with_planning_options
 def plan_command(
     timeline: InputArg,
@@ -176,6 +186,7 @@ def plan_command(
                                "as that render names them (with --media-dir).")] = None,
     as_json: PlanJsonOpt = False,
     vae: VaeOpt = None,
+    debug: DebugOpt = False,
     *,
     planning: PlanningOptions,
     setting_values: dict[str, Optional[str]],
@@ -183,12 +194,12 @@ def plan_command(
     """Show, per clip, the media range to render (used range + handles), its settings and output."""
     from .api import plan_file
 
-    try:
+    quiet_libraries(debug)
+    with handle_errors(debug=debug, as_json=as_json), show_adapter_output(debug):
         overrides = _overrides(setting_values, vae)
+        _check_ext(planning.ext)
         _, plan = plan_file(timeline, media_dir=media_dir, overrides=overrides, output=output,
                             **planning.api_kwargs())
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -196,7 +207,7 @@ def plan_command(
 
 
 @app.command("upscale")
-@with_setting_options(sampling=_SHOT, tiling=_SHOT)
+@with_setting_options(sampling=_SHOT, tiling=_SHOT, default_text=_DEFAULT_TEXT)
 @with_planning_options
 def upscale_command(
     timeline: InputArg,
@@ -248,7 +259,7 @@ def upscale_command(
     Rerunning the same command renders only what changed."""
     quiet_libraries(debug)
     console = stderr_console(quiet=quiet)
-    with handle_errors(debug=debug, as_json=as_json):
+    with handle_errors(debug=debug, as_json=as_json), show_adapter_output(debug):
         overrides = _overrides(setting_values, vae)
         from uav.captioning import parse_captioner_options
 

@@ -119,6 +119,9 @@ class MediaSource:
     start_number: int = 0
     frame_step: int = 1
     zero_padding: int = 0
+    #: files only: the end the timeline claims, when the file holds fewer frames (``available_end`` is the real one)
+    declared_end: int | None = None
+    variable_frame_rate: bool = False
 
     @property
     def identity(self) -> str:
@@ -227,28 +230,43 @@ def _media_source(ref: otio.core.MediaReference, base_dir: Path | None, probe: b
             raise _Skip("image sequence has no frames in its available range")
         return src
     if isinstance(ref, otio.schema.ExternalReference):
-        try:
-            path = url_to_path(ref.target_url, base_dir)
-        except ValueError as exc:
-            raise _Skip(str(exc)) from None
-        ar = ref.available_range
-        if probe and not path.is_file():
-            raise _Skip(f"media file not found: {str(path)!r}")
-        if ar is not None:
-            rate = float(ar.start_time.rate)
-            start = int(round(_frames(ar.start_time, rate)))
-            end = start + int(round(_frames(ar.duration, rate)))
-        elif probe:
-            try:
-                info = probe_media(path)
-            except (OSError, ValueError) as exc:
-                raise _Skip(f"cannot read media: {exc}") from None
-            rate, start, end = info.rate, info.start_frame, info.start_frame + info.frames
-        else:
-            raise _Skip("media reference has no available range and probing is off")
-        if end <= start:
-            raise _Skip("media has an empty available range")
-        return MediaSource("file", path.resolve() if path.exists() else path, rate, start, end, ref.target_url)
+        return _file_source(ref, base_dir, probe)
     raise _Skip(f"unsupported media reference type {type(ref).__name__}")
 
 
+
+
+def _probed(path: Path) -> ProbeResult:
+    try:
+        return probe_media(path)
+    except (OSError, ValueError) as exc:
+        raise _Skip(f"cannot read media: {exc}") from None
+
+
+def _file_source(ref: otio.schema.ExternalReference, base_dir: Path | None, probe: bool) -> MediaSource:
+    """A movie file: its range from the reference, checked against the file itself when
+    probing (a file shorter than the timeline says keeps only the frames it holds, and
+    the planner refuses a cut that uses the rest), or from the file alone."""
+    try:
+        path = url_to_path(ref.target_url, base_dir)
+    except ValueError as exc:
+        raise _Skip(str(exc)) from None
+    ar = ref.available_range
+    if probe and not path.is_file():
+        raise _Skip(f"media file not found: {str(path)!r}")
+    info = _probed(path) if probe else None
+    declared_end = None
+    if ar is not None:
+        rate = float(ar.start_time.rate)
+        start = int(round(_frames(ar.start_time, rate)))
+        end = start + int(round(_frames(ar.duration, rate)))
+        if info is not None and info.frames < end - start:
+            declared_end, end = end, start + info.frames
+    elif info is not None:
+        rate, start, end = info.rate, info.start_frame, info.start_frame + info.frames
+    else:
+        raise _Skip("media reference has no available range and probing is off")
+    if end <= start:
+        raise _Skip("media has an empty available range")
+    return MediaSource("file", path.resolve() if path.exists() else path, rate, start, end, ref.target_url,
+                       declared_end=declared_end, variable_frame_rate=bool(info and info.variable_frame_rate))

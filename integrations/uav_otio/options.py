@@ -35,13 +35,16 @@ NameByOpt = Annotated[
 ExtOpt = Annotated[str, typer.Option("--ext", help="Output file extension.", rich_help_panel=MODEL)]
 TimelineNameOpt = Annotated[
     Optional[str],
-    typer.Option("--timeline-name", help="Timeline to use when the file holds several.", rich_help_panel=PLAN),
+    typer.Option("--timeline", "--timeline-name", metavar="NAME",
+                 help="Timeline to use when the file holds several (an AAF with several top-level sequences, an .otio "
+                      "collection).", rich_help_panel=PLAN),
 ]
 AdapterOpt = Annotated[Optional[str], typer.Option(
     "--adapter", help="OpenTimelineIO adapter to read the file with (default: from its suffix).",
     rich_help_panel=PLAN)]
-RateOpt = Annotated[Optional[float], typer.Option(
-    "--rate", help="Frame rate of an EDL (EDLs carry none; 24 is assumed otherwise), e.g. 25 or 29.97.",
+RateOpt = Annotated[Optional[str], typer.Option(
+    "--rate", help="Frame rate of an EDL (EDLs carry none; 24 is assumed otherwise, 29.97 for FCM: DROP FRAME): "
+                   "25, 30000/1001, or 29.97 / 23.976 / 59.94 (read as the NTSC rates).", metavar="RATE",
     rich_help_panel=PLAN)]
 AdapterOptionOpt = Annotated[Optional[list[str]], typer.Option(
     "--adapter-option", help="KEY=VALUE passed to the adapter's reader (repeatable), e.g. "

@@ -59,6 +59,7 @@ from .media import (  # noqa: F401  (re-exported: the plan's public names)
 from .ranges import _disabled_by, _Ranges, _track_kind, _used_media_frames, enclosing_track  # noqa: F401
 from .shot_list import ShotList
 from .shots import resolve_clip_settings
+from .validation import check_times, short_media_error
 
 __all__ = [
     "DEFAULT_HANDLES",
@@ -241,6 +242,8 @@ def plan_timeline(
         ValueError: bad ``handles``, ``name_by`` or ``ext``, or a search path that is
             not a folder.
         ShotSettingsError: a clip's settings are invalid (the message names the clip).
+        PlanCheckError: a time the timeline cannot mean (a NaN or zero rate), or a cut
+            using frames its media file does not hold (:mod:`uav_otio.validation`).
     """
     if not isinstance(timeline, otio.schema.Timeline):
         raise TypeError(f"timeline must be an opentimelineio Timeline, got {type(timeline).__name__}")
@@ -255,6 +258,7 @@ def plan_timeline(
     mdir = Path(media_dir) if media_dir is not None else None
     bdir = Path(base_dir) if base_dir is not None else None
 
+    check_times(timeline)
     search = MediaSearch.from_paths(search_paths)
     plan = Plan(handles=handles, media_dir=mdir)
     ranges = _Ranges()
@@ -262,7 +266,7 @@ def plan_timeline(
     places = _places(timeline, clips, ranges)
     for clip in clips:
         label, where = places[id(clip)]
-        reason = _disabled_by(clip)
+        reason = _disabled_by(clip, ranges)
         kind = _track_kind(clip)
         if reason is None and kind is not None and kind != otio.schema.TrackKind.Video:
             reason = f"{kind.lower()} track, not video"
@@ -297,6 +301,8 @@ def plan_timeline(
         if settings["skip"]:
             plan.skipped.append(SkippedItem(label, f"skip = true (from {origin['skip']})", media.display, where))
             continue
+        if media.declared_end is not None and end > media.available_end:
+            raise short_media_error(label, media, start, end)
         if start < media.available_start or end > media.available_end:
             plan.warnings.append(
                 f"{label}: the cut uses media frames [{start}, {end}) beyond the media's available range "

@@ -85,6 +85,7 @@ class _Ranges:
         self._children: dict[int, dict[Any, otio.opentime.TimeRange]] = {}
         self._index: dict[int, dict[int, int]] = {}
         self._scalar: dict[int, float] = {}
+        self._enabled: dict[int, bool] = {}
         self._media: dict[tuple[str, str], MediaSource | _Skip] = {}
 
     def _ask(self, table: dict[int, T], parent: Any, answer: Callable[[Any], T]) -> T:
@@ -103,6 +104,9 @@ class _Ranges:
 
     def time_scalar(self, parent: otio.core.Item) -> float:
         return self._ask(self._scalar, parent, _time_scalar)
+
+    def enabled(self, parent: otio.core.Item) -> bool:
+        return self._ask(self._enabled, parent, _enabled)
 
     def media(self, ref: Any, base_dir: Path | None, probe: bool) -> MediaSource:
         """:func:`_media_source`, asked once per distinct file reference (a long edit
@@ -202,10 +206,24 @@ def _track_kind(clip: otio.schema.Clip) -> str | None:
     return track.kind if track is not None else None
 
 
-def _disabled_by(clip: otio.schema.Clip) -> str | None:
+def _enabled(item: Any) -> bool:
+    """Whether the editor has the item on: its own flag, and FCP 7 XML's ``<enabled>FALSE</enabled>``,
+    which the fcp_xml adapter keeps only in the item's metadata."""
+    if not getattr(item, "enabled", True):
+        return False
+    metadata = getattr(item, "metadata", None)
+    # (an absent key costs OpenTimelineIO's dictionary an exception: empty metadata is skipped)
+    fcp = metadata.get("fcp_xml") if metadata is not None and len(metadata) else None
+    return not (hasattr(fcp, "get") and str(fcp.get("enabled", "")).upper() == "FALSE")
+
+
+def _disabled_by(clip: otio.schema.Clip, ranges: _Ranges | None = None) -> str | None:
+    """Why ``clip`` is off in the edit (itself or a container), or ``None``; ``ranges``
+    remembers each container's answer."""
     item: Any = clip
     while item is not None:
-        if not getattr(item, "enabled", True):
+        on = _enabled(item) if ranges is None or item is clip else ranges.enabled(item)
+        if not on:
             return "clip is disabled" if item is clip else f"enclosing {type(item).__name__} {item.name!r} is disabled"
         item = item.parent()
     return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
+import io
 import json
 import os
 import re
@@ -18,15 +20,17 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import opentimelineio as otio
 
 from uav.io.atomic import temporary_path
 
-from .exports import check_written
+from .edl import EdlError, edl_hint, edl_rate, prepare_edl
+from .exports import UnplaceableClip, check_written, for_writer
 from .manifest import owner_id
 from .relink import DOWNGRADE_SCHEMA_VERSIONS
 
@@ -41,6 +45,7 @@ __all__ = [
     "parse_adapter_options",
     "read_timeline",
     "refuse_overwriting_input",
+    "show_adapter_output",
     "timeline_owner",
     "write_timeline",
 ]
@@ -53,25 +58,29 @@ class LoadedTimeline:
     timeline: otio.schema.Timeline
     path: Path | None
     base_dir: Path | None
+    #: what reading changed or assumed (an EDL's motion effects, skipped keys, drop frame), for the plan's warnings
+    notes: list[str] = field(default_factory=list)
 
 
 def _pick_timeline(obj: Any, path: Path, name: str | None) -> otio.schema.Timeline:
+    """The timeline of a file: the only one, or the one named ``name`` (``--timeline``)."""
     if isinstance(obj, otio.schema.Timeline):
-        if name is not None and obj.name != name:
-            raise ValueError(f"{str(path)!r} holds timeline {obj.name!r}, not {name!r}")
-        return obj
-    timelines = [t for t in (obj.find_children(descended_from_type=otio.schema.Timeline)
-                             if hasattr(obj, "find_children") else [])]
-    if name is not None:
-        timelines = [t for t in timelines if t.name == name]
-    if len(timelines) == 1:
-        return timelines[0]
-    names = [t.name for t in (obj.find_children(descended_from_type=otio.schema.Timeline)
-                              if hasattr(obj, "find_children") else [])]
-    if not names:
+        timelines = [obj]
+    elif hasattr(obj, "find_children"):
+        timelines = list(obj.find_children(descended_from_type=otio.schema.Timeline))
+    else:
+        timelines = []
+    if not timelines:
         raise ValueError(f"{str(path)!r} holds no timeline (got a {type(obj).__name__})")
-    want = f"named {name!r}" if name is not None else "(choose one by name)"
-    raise ValueError(f"{str(path)!r} holds {len(names)} timelines {names}; expected one {want}")
+    names = [t.name for t in timelines]
+    chosen = timelines if name is None else [t for t in timelines if t.name == name]
+    if len(chosen) == 1:
+        return chosen[0]
+    if name is None:
+        raise ValueError(f"{str(path)!r} holds {len(names)} timelines {names}; choose one with --timeline NAME")
+    if not chosen:
+        raise ValueError(f"{str(path)!r} holds no timeline named {name!r}; its timelines: {names}")
+    raise ValueError(f"{str(path)!r} holds {len(chosen)} timelines named {name!r}; rename one in the editor")
 
 
 #: a JSON timeline nested deeper than this is refused before OpenTimelineIO parses it
@@ -86,9 +95,9 @@ ADAPTER_PACKAGES: dict[str, str] = {
     ".ale": "otio-ale-adapter (in uav's 'otio' extra)",
     ".xges": "otio-xges-adapter (in uav's 'otio' extra)",
     ".ma": "otio-maya-sequencer-adapter (in uav's 'otio' extra)",
-    ".fcpxml": "otio-fcpx-xml-adapter",
-    ".fcpxmld": "otio-fcpx-xml-adapter",
-    ".kdenlive": "otio-kdenlive-adapter",
+    ".fcpxml": "otio-fcpx-xml-adapter (in uav's 'otio' extra)",
+    ".fcpxmld": "otio-fcpx-xml-adapter (in uav's 'otio' extra)",
+    ".kdenlive": "otio-kdenlive-adapter (in uav's 'otio' extra)",
     ".drp": "otio-drp-adapter",
     ".mlt": "otio-mlt-adapter",
     ".m3u8": "otio-hls-playlist-adapter",
@@ -99,12 +108,34 @@ class TimelineReadError(ValueError):
     """A timeline file that cannot be read; the message names the file and the adapter."""
 
 
+#: whether what adapters print reaches stderr (``--debug``: :func:`show_adapter_output`)
+_SHOW_ADAPTER_OUTPUT: contextvars.ContextVar[bool] = contextvars.ContextVar("uav_otio_show_adapter_output",
+                                                                             default=False)
+
+
 @contextlib.contextmanager
-def adapter_output_to_stderr() -> Iterator[None]:
-    """Send what adapters print (banners, "[Reader] Building timeline tracks...") to
-    stderr: stdout carries only uav's own output, e.g. exactly the JSON of ``--json``."""
-    with contextlib.redirect_stdout(sys.stderr):
+def show_adapter_output(show: bool = True) -> Iterator[None]:
+    """Within the block, what adapters print goes to stderr (``--debug``); outside, it is dropped."""
+    token = _SHOW_ADAPTER_OUTPUT.set(show)
+    try:
         yield
+    finally:
+        _SHOW_ADAPTER_OUTPUT.reset(token)
+
+
+@contextlib.contextmanager
+def adapter_output_to_stderr() -> Iterator[io.StringIO | None]:
+    """Keep what adapters print (banners, "Unable find slot_id ...", "[Reader] Building
+    timeline tracks...") off stdout, which carries only uav's own output (exactly the
+    JSON of ``--json``): on stderr inside :func:`show_adapter_output`, else held in the
+    yielded buffer and dropped."""
+    if _SHOW_ADAPTER_OUTPUT.get():
+        with contextlib.redirect_stdout(sys.stderr):
+            yield None
+        return
+    held = io.StringIO()
+    with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held):
+        yield held
 
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -163,7 +194,7 @@ def read_timeline(
     adapter_name: str | None = None,
     timeline_name: str | None = None,
     extract_dir: str | Path | None = None,
-    rate: float | None = None,
+    rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
 ) -> LoadedTimeline:
     """Read any timeline OpenTimelineIO can read (``.otio``, ``.otioz``, and with the
@@ -175,7 +206,10 @@ def read_timeline(
         timeline_name: pick a timeline by name when the file holds several.
         extract_dir: where an ``.otioz`` bundle's media is unpacked (default: a
             temporary folder removed at exit).
-        rate: the frame rate of an EDL (EDLs do not carry one; the reader assumes 24).
+        rate: the frame rate of an EDL (EDLs do not carry one; the reader assumes 24),
+            read as :func:`uav_otio.edl.edl_rate` reads it (``"30000/1001"``, ``"29.97"``,
+            ``25``...). An EDL is made readable first (:func:`uav_otio.edl.prepare_edl`:
+            drop frame, motion effects, keys); what that changed is in ``notes``.
         adapter_options: further keyword arguments for the adapter's reader.
 
     Raises:
@@ -189,44 +223,87 @@ def read_timeline(
         raise FileNotFoundError(f"timeline {str(p)!r} does not exist")
     base_dir = p.resolve().parent
     options = dict(adapter_options or {})
-    if rate is not None:
-        if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate <= 1000):
-            raise ValueError(f"--rate: expected a frame rate in (0, 1000], got {rate!r}")
-        options["rate"] = rate
+    exact_rate = edl_rate(rate) if rate is not None else None
+    notes: list[str] = []
     if adapter_name is None and p.suffix.lower() == ".otioz":
-        if extract_dir is None:
-            extract = Path(tempfile.mkdtemp(prefix="uav-otioz-"))
-            atexit.register(shutil.rmtree, extract, True)
-            created = True
-        else:
-            extract = Path(extract_dir)
-            created = not extract.exists()
-        try:
+        obj, base_dir = _read_otioz(p, extract_dir)
+    elif _adapter_name_for(p, adapter_name) == "cmx_3600":
+        obj = _read_edl(p, options, exact_rate, notes)
+    else:
+        if exact_rate is not None:
+            options["rate"] = float(exact_rate)
+        obj = _read_with_adapter(p, adapter_name, options, shown=p)
+    return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, base_dir, notes)
+
+
+def _read_edl(p: Path, options: dict[str, Any], rate: Fraction | None, notes: list[str]) -> Any:
+    """An EDL, made readable first (:func:`uav_otio.edl.prepare_edl`) and read at its exact rate."""
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")  # Avid on Windows writes its code page
+    try:
+        prepared = prepare_edl(text, rate)
+    except EdlError as exc:
+        raise TimelineReadError(f"cannot read timeline {str(p)!r}: {exc}") from None
+    notes.extend(prepared.notes)
+    if prepared.rate is not None:
+        options = {**options, "rate": float(prepared.rate)}
+    return _read_with_adapter(p, "cmx_3600", options, shown=p, text=prepared.text, rate_given=rate is not None)
+
+
+def _unsafe_member(member: zipfile.ZipInfo) -> bool:
+    """A bundle member that would land outside the folder it is unpacked into (absolute,
+    a drive, ``..``) or that is a symbolic link."""
+    name = member.filename.replace("\\", "/")
+    is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
+    return is_link or name.startswith("/") or bool(PureWindowsPath(name).drive) or ".." in PurePosixPath(name).parts
+
+
+def _read_otioz(p: Path, extract_dir: str | Path | None) -> tuple[Any, Path]:
+    """Unpack an ``.otioz`` (after checking every member name: a bundle that would write
+    outside its folder is refused before anything is unpacked) and read its content."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            bad = next((m.filename for m in z.infolist() if _unsafe_member(m)), None)
+            if bad is not None:
+                raise TimelineReadError(f"{str(p)!r} is not a safe .otioz bundle: member {bad!r} is a link or would be "
+                                        "unpacked outside its folder; nothing was unpacked")
+            if extract_dir is None:
+                extract = Path(tempfile.mkdtemp(prefix="uav-otioz-"))
+                atexit.register(shutil.rmtree, extract, True)
+                created = True
+            else:
+                extract = Path(extract_dir)
+                created = not extract.exists()
             try:
-                with zipfile.ZipFile(p) as z:
-                    extract.mkdir(parents=True, exist_ok=True)
-                    z.extractall(extract)  # zipfile drops ".." and absolute parts of names
-            except zipfile.BadZipFile as exc:
-                raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
-            content = extract / "content.otio"
-            if not content.is_file():
-                raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: it has no content.otio")
-            obj = _read_with_adapter(content, "otio_json", {}, shown=p)
-        except BaseException:
-            if created:  # a bad bundle leaves nothing behind
-                shutil.rmtree(extract, ignore_errors=True)
-            raise
-        return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, extract.resolve())
-    obj = _read_with_adapter(p, adapter_name, options, shown=p)
-    return LoadedTimeline(_pick_timeline(obj, p, timeline_name), p, base_dir)
+                extract.mkdir(parents=True, exist_ok=True)
+                z.extractall(extract)
+                content = extract / "content.otio"
+                if not content.is_file():
+                    raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: it has no content.otio")
+                return _read_with_adapter(content, "otio_json", {}, shown=p), extract.resolve()
+            except BaseException:
+                if created:  # a bad bundle leaves nothing behind
+                    shutil.rmtree(extract, ignore_errors=True)
+                raise
+    except zipfile.BadZipFile as exc:
+        raise TimelineReadError(f"{str(p)!r} is not a valid .otioz bundle: {exc}") from None
 
 
-def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, Any], *, shown: Path) -> Any:
+def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, Any], *, shown: Path,
+                       text: str | None = None, rate_given: bool = True) -> Any:
+    """Read ``path`` (or ``text``, its prepared content) with its adapter; every failure is a
+    :class:`TimelineReadError` naming the file and the adapter (and, for an EDL, what to do)."""
     name = _adapter_name_for(path, adapter_name)
     if name == "otio_json":
         _check_json_depth(path)
+    said: io.StringIO | None = None
     try:
-        with adapter_output_to_stderr():
+        with adapter_output_to_stderr() as said:
+            if text is not None:
+                return otio.adapters.read_from_string(text, adapter_name=name, **options)
             return otio.adapters.read_from_file(str(path), adapter_name=adapter_name, **options)
     except otio.exceptions.NoKnownAdapterForExtensionError:
         suffix = path.suffix.lower()
@@ -241,12 +318,21 @@ def _read_with_adapter(path: Path, adapter_name: str | None, options: dict[str, 
         raise
     except Exception as exc:  # adapters raise anything: AttributeError, ParseError, RuntimeError...
         message = " ".join(str(exc).split()) or "no message"
-        hint = ""
-        if name == "cmx_3600" and "rate" not in options:
-            hint = "; EDLs carry no frame rate and 24 was assumed: pass the edit's rate with --rate (e.g. --rate 25)"
-        raise TimelineReadError(
-            f"cannot read timeline {str(shown)!r} with the {name} adapter: {type(exc).__name__}: {message}{hint}"
-        ) from None
+        hint = f"; {edl_hint(message, rate_given)}" if name == "cmx_3600" else ""
+        if said is not None and said.getvalue().strip():
+            hint += " (--debug shows what the adapter printed)"
+        what = f"{type(exc).__name__}: {message}"
+        if _internal(exc):  # the adapter tripped over the file's layout: say that, then what it said
+            what = f"the file is not laid out as this reader expects (its error: {what}); export it again, or name " \
+                   "another reader with --adapter"
+        raise TimelineReadError(f"cannot read timeline {str(shown)!r} with the {name} adapter: {what}{hint}") from None
+
+
+def _internal(exc: Exception) -> bool:
+    """An adapter's own Python error on an unexpected file ("not enough values to unpack",
+    ``'NoneType' object has no attribute``, a missing key), as opposed to its report on the file."""
+    return isinstance(exc, (AttributeError, KeyError, TypeError, IndexError, ZeroDivisionError)) or (
+        isinstance(exc, ValueError) and "values to unpack" in str(exc))
 
 
 
@@ -265,8 +351,21 @@ def timeline_owner(output: str | Path, input_path: str | Path | None = None) -> 
     return owner_id(output_paths(output, input_path)[0])
 
 
+#: suffixes uav never writes, and what to write instead
+NOT_WRITTEN: dict[str, str] = {
+    ".mlt": ("otio-mlt-adapter writes them, but it has no reader, so uav could not check that every in-point "
+             "survived; write '.kdenlive' instead (an MLT project: melt plays it as it is, Kdenlive opens it)"),
+}
+
+#: suffixes whose package in :data:`ADAPTER_PACKAGES` also writes them
+_WRITTEN_BY_PACKAGE = frozenset({".xml", ".edl", ".aaf", ".ale", ".xges", ".ma", ".fcpxml", ".kdenlive"})
+
+
 def adapter_can_write(suffix: str) -> str | None:
-    """The name of the adapter that writes ``suffix`` files, or ``None``."""
+    """The name of the adapter that writes ``suffix`` files, or ``None`` (also for the
+    suffixes of :data:`NOT_WRITTEN`)."""
+    if suffix.lower() in NOT_WRITTEN:
+        return None
     try:
         adapter = otio.adapters.from_filepath(f"x{suffix}")
     except otio.exceptions.OTIOError:
@@ -282,7 +381,7 @@ def output_paths(output: str | Path, input_path: str | Path | None = None) -> li
     paths = [out if out.suffix.lower() == ".otio" else out.with_suffix(".otio")]
     if out.suffix.lower() != ".otio":
         if adapter_can_write(out.suffix) is None:
-            raise ValueError(f"no OpenTimelineIO adapter writes {out.suffix!r} files (output {str(out)!r})")
+            raise ValueError(_cannot_write(out))
         paths.append(out)
     if input_path is not None:
         suffix = Path(input_path).suffix
@@ -310,6 +409,15 @@ def sequence_refusal(timeline: otio.schema.Timeline, path: Path) -> str | None:
             return (f"refused: {adapter} ({path.suffix}) cannot express image sequences: clip {clip.name!r} links to "
                     f"{ref.target_url_base}{pattern}; {str(path)!r} not written (the .otio holds it)")
     return None
+
+
+def _cannot_write(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix in NOT_WRITTEN:
+        return f"uav does not write {out.suffix!r} timelines (output {str(out)!r}): {NOT_WRITTEN[suffix]}"
+    package = ADAPTER_PACKAGES.get(suffix) if suffix in _WRITTEN_BY_PACKAGE else None
+    hint = f": install {package} to write them" if package else ""
+    return f"no OpenTimelineIO adapter writes {out.suffix!r} files (output {str(out)!r}){hint}"
 
 
 def write_timeline(
@@ -354,9 +462,14 @@ def write_timeline(
                         path.unlink()  # an earlier run's file would now describe other renders
                     problems.append(refusal)
                     continue
-                # a copy: some writers edit what they write (the EDL writer trims around transitions)
+                adapter = otio.adapters.from_filepath(str(path)).name
+                try:
+                    handed = for_writer(timeline, adapter)
+                except UnplaceableClip as exc:
+                    problems.append(f"refused: {path.suffix} cannot place every clip: {exc}; {str(path)!r} not written")
+                    continue
                 with adapter_output_to_stderr():
-                    otio.adapters.write_to_file(timeline.deepcopy(), str(tmp), **kwargs)
+                    otio.adapters.write_to_file(handed, str(tmp), **kwargs)
                 refusal = check_written(tmp, timeline)
                 if refusal is not None:
                     with contextlib.suppress(OSError):

@@ -79,29 +79,31 @@ def _default_text(field: str) -> str:
     return repr(value) if isinstance(value, str) and field.endswith("prompt") else str(value)
 
 
-def _setting_parameter(field: str, panels: Mapping[str, str]) -> inspect.Parameter:
+def _setting_parameter(field: str, panels: Mapping[str, str], default_text: Mapping[str, str]) -> inspect.Parameter:
     rule = UpscaleSettings.knob(field)
     panel = panels.get("tiling" if field in _TILING_FIELDS else "sampling", SAMPLING)
-    default = "" if field == "prompt" else f" \\[default: {_default_text(field)}]"
+    default = "" if field == "prompt" else f" \\[default: {default_text.get(field) or _default_text(field)}]"
     option = typer.Option(SETTING_FLAGS[field], help=f"{rule.help}{default}", metavar=rule.metavar or "TEXT",
                           show_default=False, rich_help_panel=panel)
     return inspect.Parameter(param_name(field), inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[str], option])
 
 
-def with_setting_options(*, sampling: str = SAMPLING, tiling: str = TILING) -> Callable[[F], F]:
+def with_setting_options(*, sampling: str = SAMPLING, tiling: str = TILING,
+                         default_text: Mapping[str, str] | None = None) -> Callable[[F], F]:
     """Add an option for every field of :data:`SETTING_FLAGS` to a typer command.
 
     The command takes a ``setting_values`` keyword instead: field -> the text typed,
     or ``None`` when the option was not given. ``sampling`` and ``tiling`` name the
-    help panels the options appear under.
+    help panels the options appear under; ``default_text`` overrides the default a
+    field's help shows, for a command whose default differs (a timeline's ``seed``).
     """
     panels = {"sampling": sampling, "tiling": tiling}
 
     def decorate(fn: F) -> F:
         signature = inspect.signature(fn, eval_str=True)
         own = [p for p in signature.parameters.values() if p.name != "setting_values"]
-        added = [_setting_parameter(field, panels) for field in SETTING_FLAGS]
+        added = [_setting_parameter(field, panels, default_text or {}) for field in SETTING_FLAGS]
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
