@@ -223,7 +223,7 @@ def test_plan_refuses_an_extension_nothing_writes(tmp_path):
     F.make_movie(tmp_path / "a.mov", 20)
     src = one_clip(tmp_path / "cut.otio", F.ext_ref(tmp_path / "a.mov", 20), 2, 5)
     line = one_error(run("plan", src, "--ext", "avi"))
-    assert line == "error: --ext avi: no movie codec uav writes makes .avi files; choose one of mkv, mov, mp4"
+    assert line == "error: --ext avi: no movie codec uav writes makes .avi files; choose one of mkv, mov, mp4, mxf"
     assert run("plan", src, "--ext", "mkv").exit_code == 0
     assert "prores_hq output must end in .mov or .mkv" in one_error(
         run("upscale", src, "-o", tmp_path / "o.otio", "--media-dir", tmp_path / "m", "--weights", tmp_path, "--ext",
