@@ -71,7 +71,8 @@ class Knob:
 
     ``kind`` is one of ``int``, ``float``, ``str``, ``name`` (a component or choice
     name, stripped and non-empty), ``steps`` (a list of step indices), ``tristate``
-    (``None``/``True``/``False`` spelt ``auto``/``on``/``off``) or ``bool``. ``lo``/``hi``
+    (``None``/``True``/``False`` spelt ``auto``/``on``/``off``), ``bool`` or ``memory``
+    (``"auto"`` or a number of GiB > 0). ``lo``/``hi``
     bound numbers (``hi`` is exclusive when ``hi_open``); ``choices`` restricts names
     (lower-cased); ``optional`` lets ``None`` through. ``help`` and ``metavar`` describe
     the field on the command line.
@@ -115,6 +116,8 @@ class Knob:
             text = "first, middle or a frame index >= 0"
         elif self.kind == "options":
             text = "KEY=VALUE options (a table of names to strings or numbers)"
+        elif self.kind == "memory":
+            text = "auto or a number of GiB > 0"
         elif self.choices:
             text = f"one of {', '.join(self.choices)}"
         elif self.kind == "name":
@@ -303,9 +306,25 @@ def _to_options(knob: Knob, value: Any, text: bool) -> tuple[tuple[str, Any], ..
     return tuple(sorted(out.items()))
 
 
+def _to_memory(knob: Knob, value: Any, text: bool) -> str | float:
+    # "auto" (the device's free memory) or GiB; "24", "24GiB" and "24G" read the same from text
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word == "auto":
+            return "auto"
+        if not text:
+            raise ValueError
+        value = re.sub(r"\s*(gib|gb|g)$", "", word)
+    out = _to_float(knob, value, text)
+    if out <= 0:
+        raise ValueError
+    return out
+
+
 _CONVERTERS: dict[str, Callable[[Knob, Any, bool], Any]] = {
     "int": _to_int, "float": _to_float, "str": _to_str, "name": _to_name, "steps": _to_steps,
     "tristate": _to_tristate, "bool": _to_bool, "frame": _to_frame, "options": _to_options,
+    "memory": _to_memory,
 }
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "AUTO_PROMPT",
     "COMPONENT_FIELDS",
     "ComponentError",
+    "MEMORY_FIELDS",
     "DEFAULT_CAPTIONER",
     "Knob",
     "MAX_NOISE_LEVEL",
@@ -125,6 +126,13 @@ class UpscaleSettings:
             predictions) in host memory and move one group of windows at a time to the
             accelerator; ``None`` = automatic (on for CUDA). Same numbers; GPU memory then
             does not grow with the clip length.
+        memory: the GPU memory the run may use, in GiB, or ``"auto"`` (the device's free
+            memory; on a CPU no GPU budget at all). Before anything runs, the memory model
+            (:mod:`uav.memory_plan`) chooses the settings that shape memory — ``window_batch``,
+            latent tiling, ``decode_chunk``, ``decode_tile`` — and where the text encoder, the
+            VAE and the U-Net's blocks wait while unused, so the predicted peak stays within
+            90 % of it. Fields set explicitly (:attr:`given`) are never changed; the published
+            values are kept wherever they fit.
         downscale_large: apply the published 1/4 area downscale to inputs whose sides are both
             >= 1280 px; never done silently.
     """
@@ -184,6 +192,11 @@ class UpscaleSettings:
         help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
              "large frames; changes the numbers slightly)."))
     offload: bool | None = _field(None, Knob("tristate"))
+    memory: str | float = _field("auto", Knob(
+        "memory", metavar="GIB|auto",
+        help="GPU memory the run may use, GiB; auto: the device's free memory (none on a CPU). Memory-shaping "
+             "settings not given explicitly (window batch, tiling, decode chunk and tile, offload) are chosen "
+             "to keep the predicted peak within 90 % of it."))
     fuse_scale: float = _field(0.5, Knob("float", 0, 1))
     downscale_large: bool = _field(False, Knob("bool"))
     captioner: str = _field(DEFAULT_CAPTIONER, Knob(
@@ -281,12 +294,20 @@ class UpscaleSettings:
     def color_fix_name(self) -> str:
         return self.color_fix or "none"
 
+    @property
+    def given(self) -> frozenset[str]:
+        """The fields set explicitly: constructor keywords, :meth:`replace` changes, the keys
+        of a parsed mapping. The others hold their defaults, which ``memory`` may change."""
+        return self.__dict__.get("_given", frozenset())
+
     def replace(self, **changes: Any) -> "UpscaleSettings":
-        """A copy with some fields changed (validated)."""
+        """A copy with some fields changed (validated); the changed fields count as given."""
         unknown = set(changes) - set(self.field_names())
         if unknown:
             raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(self.field_names())}")
-        return dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes)
+        object.__setattr__(new, "_given", self.given | frozenset(changes))
+        return new
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -349,11 +370,38 @@ class UpscaleSettings:
         """Build from typed data (e.g. JSON/TOML); ``steps`` is accepted for ``num_inference_steps``."""
         return cls.from_mapping(data)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, given_only: bool = False) -> dict[str, Any]:
+        """Plain data (JSON-ready). ``given_only``: only the :attr:`given` fields, which
+        :meth:`from_dict` turns back into settings with the same values *and* the same
+        given fields (what a worker needs to choose the rest for its own card)."""
         out = dataclasses.asdict(self)
         out["propagation_steps"] = list(self.propagation_steps)
         out["captioner_options"] = dict(self.captioner_options)
+        if given_only:
+            out = {k: v for k, v in out.items() if k in self.given}
         return out
+
+
+def _record_given(cls: type) -> type:
+    """Wrap the generated ``__init__`` so each instance knows which fields it was given."""
+    generated = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        generated(self, *args, **kwargs)
+        # not a dataclass field: equality, hashing and to_dict() see only the values
+        object.__setattr__(self, "_given", frozenset(names[:len(args)]) | frozenset(kwargs))
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+_record_given(UpscaleSettings)
+
+#: the fields :attr:`UpscaleSettings.memory` may choose when they are not given
+MEMORY_FIELDS: tuple[str, ...] = ("window_batch", "tile", "tiling", "tile_mode", "tile_size", "tile_overlap",
+                                  "decode_chunk", "decode_tile", "offload")
 
 
 def is_auto_prompt(prompt: Any) -> bool:
