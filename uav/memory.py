@@ -344,13 +344,17 @@ def tile_regions(height: int, width: int, s: UpscaleSettings,
         from uav.registry import default_registry
 
         registry = default_registry()
-    # regions do not depend on the scale: plan at 1 (no output-size weights to build)
-    plan = registry.get("tiling", s.tiling).plan(height, width, tile_size=s.tile_size, overlap=s.tile_overlap,
-                                                 scale=1)
-    tiles = [(t.region[1] - t.region[0], t.region[3] - t.region[2]) for t in plan]
+    tiles = _plan_regions(registry, s.tiling, height, width, s.tile_size, s.tile_overlap)
     if s.tile_mode == "latent" and len(tiles) > 1:
         return tiles, frame
     return tiles, tiles
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_regions(registry: Any, tiling: str, height: int, width: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    # regions do not depend on the scale: plan at 1 (no output-size weights to build)
+    plan = registry.get("tiling", tiling).plan(height, width, tile_size=size, overlap=overlap, scale=1)
+    return [(t.region[1] - t.region[0], t.region[3] - t.region[2]) for t in plan]
 
 
 def assemble_estimate(costs: NetworkCosts, te_bytes: float, placement: Placement, clip_state_gib: float,

@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 from uav.memory import NetworkCosts, Placement, tile_regions
+from uav.sampling.decode import piece_starts
 from uav.settings import UpscaleSettings
 
 __all__ = ["DECODE_FLOPS_PER_S", "PCIE_BYTES_PER_S", "UNET_CALL_S", "UNET_FLOPS_PER_S", "decode_seconds", "predicted_seconds",
@@ -57,44 +58,52 @@ def unet_seconds(costs: NetworkCosts, s: UpscaleSettings, placement: Placement, 
     """Seconds of every U-Net call of the run (with block offload: plus the copies compute does not cover)."""
     registry = _registry(registry)
     unet_regions, _ = tile_regions(height, width, s, registry)
-    windows = window_count(registry.get("segments", s.segments), frames, s.window)
-    groups = [s.window_batch] * (windows // s.window_batch) + ([windows % s.window_batch]
-                                                               if windows % s.window_batch else [])
+    windows = window_count(registry, s.segments, frames, s.window)
+    groups = {s.window_batch: windows // s.window_batch, windows % s.window_batch: 1}
     cfg = 2 if s.do_classifier_free_guidance else 1
     window = min(s.window, frames)
     moved = sum(costs.unet_block_bytes) / PCIE_BYTES_PER_S if placement.unet == "blocks" else 0.0
     total = 0.0
     for h, w in unet_regions:
-        for n in groups:
-            compute = UNET_CALL_S[0] + UNET_CALL_S[1] * h * w + \
-                costs.unet_flops_per_px * cfg * n * window * h * w / UNET_FLOPS_PER_S
-            total += compute + max(0.0, moved - compute)
+        for n, calls in groups.items():
+            if n and calls:
+                compute = UNET_CALL_S[0] + UNET_CALL_S[1] * h * w + \
+                    costs.unet_flops_per_px * cfg * n * window * h * w / UNET_FLOPS_PER_S
+                total += calls * (compute + max(0.0, moved - compute))
     return total * s.num_inference_steps
 
 
 def decode_seconds(costs: NetworkCosts, s: UpscaleSettings, *, height: int, width: int, frames: int,
                    registry: Any = None) -> float:
     """Seconds of decoding the run's frames (spatial decode tiles: their overlaps decoded twice)."""
-    from uav.sampling.tiling import feather_tile_plan
-
     _, decode_regions = tile_regions(height, width, s, _registry(registry))
     flops = 0.0
     for h, w in decode_regions:
         if s.decode_tile and (h > s.decode_tile or w > s.decode_tile):
-            for t in feather_tile_plan(h, w, tile_size=s.decode_tile, overlap=min(8, s.decode_tile - 1), scale=1):
-                y0, y1, x0, x1 = t.region
-                flops += costs.decode_flops(1, y1 - y0, x1 - x0)
+            flops += sum(costs.decode_flops(1, th, tw) for th, tw in _decode_tiles(h, w, s.decode_tile))
         else:
             flops += costs.decode_flops(1, h, w)
-    return flops * frames / DECODE_FLOPS_PER_S
+    # shared frames are decoded by both pieces that hold them
+    decoded = frames if not s.decode_overlap else \
+        sum(min(s.decode_chunk, frames - start) for start in piece_starts(frames, s.decode_chunk, s.decode_overlap))
+    return flops * decoded / DECODE_FLOPS_PER_S
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_tiles(h: int, w: int, tile: int) -> list[tuple[int, int]]:
+    from uav.sampling.tiling import feather_tile_plan
+
+    plan = feather_tile_plan(h, w, tile_size=tile, overlap=min(8, tile - 1), scale=1)
+    return [(t.region[1] - t.region[0], t.region[3] - t.region[2]) for t in plan]
 
 
 @functools.lru_cache(maxsize=256)
-def window_count(segments: Any, frames: int, window: int) -> int:
-    """Windows per step of a ``frames``-long clip (the plan's weights are windows x frames: a
-    long clip is sampled and scaled)."""
+def window_count(registry: Any, segments: str, frames: int, window: int) -> int:
+    """Windows per step of a ``frames``-long clip by the ``segments`` strategy (the plan's
+    weights are windows x frames: a long clip is sampled and scaled)."""
     sample = min(frames, 480)
-    return max(1, math.ceil(len(segments.plan(sample, window).windows) * frames / sample))
+    plan = registry.get("segments", segments).plan(sample, window)
+    return max(1, math.ceil(len(plan.windows) * frames / sample))
 
 
 def _registry(registry: Any) -> Any:

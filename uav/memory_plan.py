@@ -43,12 +43,14 @@ HEADROOM = 0.9
 MAX_WINDOW_BATCH = 8
 #: latent and decode tile sides are multiples of this (the U-Net downsamples three times)
 TILE_STEP = 8
-#: the smallest tiles a plan uses, in latent pixels (as the out-of-memory recovery's floors)
-MIN_TILE = 64
+#: the smallest tiles a plan uses, in latent pixels
+MIN_TILE = 32
 #: latent tiles are at least this fraction of the largest side that fits (the fastest of them wins)
 LARGE_TILE = 0.5
 #: the tiling fields a plan changes together (any one given keeps the user's tiling)
 TILING_FIELDS = ("tile", "tiling", "tile_mode", "tile_size", "tile_overlap")
+#: each step down the placements must win this much predicted time (moves have costs the model does not see)
+MOVE_PENALTY = 0.02
 #: placements to try, least movement first
 PLACEMENTS = (Placement(), Placement(text_encoder="host"), Placement(text_encoder="host", vae="host"),
               Placement(text_encoder="host", vae="host", unet="blocks"))
@@ -95,7 +97,8 @@ class MemoryPlan:
         estimate: the predicted GPU memory of ``settings`` with ``placement`` (``None``
             without a budget: nothing was predicted).
         fits: whether the predicted peak is within :attr:`Budget.limit_gib`.
-        changed: the ``chosen`` keys whose value differs from a run without a budget.
+        changed: the ``chosen`` keys whose value differs from a run without a budget (the
+            settings as given, all networks resident).
         throughput_cost: predicted run time / the time with unlimited memory, minus 1.
         notes: what the plan could not do (a given setting that does not fit ...).
     """
@@ -129,11 +132,16 @@ class MemoryPlan:
         if self.budget.gib is None:
             return f"memory: {self.budget.source}"
         changes = ", ".join(f"{k}={self.chosen[k]}" for k in self.changed) or "nothing changed"
-        peak = "" if self.estimate is None else f"; predicted peak {self.estimate.peak_gib:.1f} GiB"
+        peak = "" if self.estimate is None else f"; predicted peak {_gib(self.estimate.peak_gib)} GiB"
         cost = "" if self.throughput_cost is None else f", {100 * self.throughput_cost:+.0f} % time vs unlimited memory"
         verdict = "" if self.fits else " (DOES NOT FIT: " + "; ".join(self.notes) + ")"
-        return (f"memory: {self.budget.gib:.1f} GiB ({self.budget.source}), limit {self.budget.limit_gib:.1f} GiB: "
-                f"{changes}{peak}{cost}{verdict}")
+        return (f"memory: {_gib(self.budget.gib)} GiB ({self.budget.source}), limit "
+                f"{_gib(self.budget.limit_gib or 0.0)} GiB: {changes}{peak}{cost}{verdict}")
+
+
+def _gib(value: float) -> str:
+    # tenths for cards, three digits for the tiny test networks
+    return f"{value:.1f}" if value >= 1 else f"{value:.3g}"
 
 
 def plan_for_configs(unet_config: Mapping[str, Any], vae_config: Mapping[str, Any], *, height: int, width: int,
@@ -185,21 +193,20 @@ def plan_memory(costs: NetworkCosts, *, height: int, width: int, frames: int, se
     fitting = [c for c in _candidates(p, limit) if c.estimate.peak_gib <= limit]
     reference = _unlimited(p)
     if fitting:
-        best = min(fitting, key=lambda c: (c.rank, c.seconds))
+        best = min(fitting, key=lambda c: (c.rank, c.seconds * (1 + MOVE_PENALTY * PLACEMENTS.index(c.placement))))
         notes: tuple[str, ...] = ()
     else:
         best, notes = _fallback(p, limit)
     chosen = settings.replace(**best.changes) if best.changes else settings
     return MemoryPlan(settings=chosen, budget=budget, placement=best.placement, estimate=best.estimate,
-                      fits=bool(fitting), changed=_changed(chosen, best.placement, reference, settings),
+                      fits=bool(fitting), changed=_changed(chosen, best.placement, settings),
                       throughput_cost=best.seconds / reference.seconds - 1.0, notes=notes)
 
 
-def _changed(chosen: UpscaleSettings, placement: Placement, reference: _Candidate,
-             original: UpscaleSettings) -> tuple[str, ...]:
-    ref = _apply(original, reference.changes)
-    keys = [name for name in MEMORY_FIELDS if getattr(chosen, name) != getattr(ref, name)]
-    keys += [f"{k}_placement" for k, v in placement.to_dict().items() if v != getattr(reference.placement, k)]
+def _changed(chosen: UpscaleSettings, placement: Placement, original: UpscaleSettings) -> tuple[str, ...]:
+    """The ``chosen`` keys that differ from the run without a budget (the settings as given)."""
+    keys = [name for name in MEMORY_FIELDS if getattr(chosen, name) != getattr(original, name)]
+    keys += [f"{k}_placement" for k, v in placement.to_dict().items() if v != getattr(Placement(), k)]
     return tuple(keys)
 
 
@@ -243,8 +250,7 @@ def _resident(p: _Problem, placement: Placement, stage: str) -> float:
 
 
 def _window_cap(p: _Problem) -> int:
-    segments = p.registry.get("segments", p.settings.segments)
-    return max(1, min(MAX_WINDOW_BATCH, window_count(segments, p.frames, p.settings.window)))
+    return max(1, min(MAX_WINDOW_BATCH, window_count(p.registry, p.settings.segments, p.frames, p.settings.window)))
 
 
 def _denoise_options(p: _Problem, placement: Placement, limit: float) -> Iterator[tuple[dict[str, Any], int]]:
@@ -311,7 +317,8 @@ def _decode_options(p: _Problem, s: UpscaleSettings, placement: Placement,
     dh, dw = decode_shape[3:]
     if "decode_tile" in given and s.decode_tile:
         dh, dw = min(dh, s.decode_tile), min(dw, s.decode_tile)
-    chunks = [s.decode_chunk] if "decode_chunk" in given else list(range(min(s.decode_chunk, p.frames), 0, -1))
+    chunks = [s.decode_chunk] if "decode_chunk" in given else \
+        list(range(min(s.decode_chunk, p.frames), s.decode_overlap, -1))
     for rank, chunk in enumerate(chunks):
         if p.costs.decode_activations(chunk, dh, dw) <= budget:
             yield ({} if "decode_chunk" in given else {"decode_chunk": chunk}), rank

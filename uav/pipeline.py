@@ -17,7 +17,7 @@ import torch
 from uav.components import Components
 from uav.frames import InputError
 from uav.protocols import FlowEstimator, Tile, TilingStrategy
-from uav.sampling.decode import decode_chunks
+from uav.sampling.decode import decode_chunks, piece_starts
 from uav.sampling.loop import denoise
 from uav.sampling.recovery import Recovery
 from uav.sampling.schedulers import low_res_add_noise
@@ -44,13 +44,15 @@ def generate(
     low_res_noise: Tensor | None = None,
     flows: tuple[Tensor, Tensor] | None = None,
     trace: dict[str, Tensor] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[int, Tensor]]:
     """Upscale the low-res clip ``lr`` ``(1, 3, T, h, w)`` in [-1, 1].
 
     Yields ``(first frame, frames (1, 3, t, 4h, 4w))`` per decode chunk, on the CPU.
     ``text`` holds the (negative, positive) prompt embeddings; ``latents``,
     ``low_res_noise`` and ``flows`` replace the seeded draws and the flow estimate (the
-    parity fixtures record them); ``trace`` receives per-step tensors.
+    parity fixtures record them); ``trace`` receives per-step tensors; ``stage`` is told
+    ``"decode"`` once denoising is done (a memory plan swaps the networks there).
     """
     s = comps.settings
     device = next(unet.parameters()).device
@@ -125,12 +127,15 @@ def generate(
         # keep finished tiles off the accelerator while the others denoise
         tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
 
+    if stage is not None:
+        stage("decode")
     corrector = comps.color
     decoders = [decode_chunks(vae, z.to(device), lr[:, :, :, t.region[0]:t.region[1],
                                                    t.region[2]:t.region[3]].to(device),
-                              chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile, recovery=recovery)
+                              chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile, recovery=recovery,
+                              overlap=s.decode_overlap)
                 for z, t in zip(tile_latents, tiles)]
-    n_chunks = -(-num_frames // s.decode_chunk)
+    n_chunks = len(piece_starts(num_frames, s.decode_chunk, s.decode_overlap))
     for c, parts in enumerate(zip(*decoders)):
         start = parts[0][0]
         outs = [p[1] for p in parts]

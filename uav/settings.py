@@ -118,6 +118,9 @@ class UpscaleSettings:
             are averaged over overlapping latent tiles at every step; frames decode whole).
         tile_size, tile_overlap, tile_threshold: in low-res pixels (published 256, 64, 384²).
         decode_chunk: frames per VAE decode call (3 as published; GroupNorm makes it matter).
+        decode_overlap: frames neighbouring decode chunks share and cross-fade (``0``: none,
+            as published). With it, shorter chunks and spatial decode tiles (feathered) decode
+            without a seam in time or space.
         decode_tile: decode in overlapping spatial tiles of this many low-res pixels (``None``:
             whole frames, as published). The VAE's mid-block attention costs the square of a
             frame's pixel count; on a CPU, 64-128 keeps large frames practical.
@@ -187,6 +190,10 @@ class UpscaleSettings:
     decode_chunk: int = _field(3, Knob(
         "int", 1, 1024, metavar="N",
         help="Frames per VAE decode call; fewer = less memory (changes the numbers slightly)."))
+    decode_overlap: int = _field(0, Knob(
+        "int", 0, 1023, metavar="N",
+        help="Frames neighbouring decode chunks share, cross-faded: no step in time between chunks (0 as "
+             "published; costs decode time)."))
     decode_tile: int | None = _field(None, Knob(
         "int", 8, 1 << 16, optional=True, metavar="PX",
         help="Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on "
@@ -440,6 +447,10 @@ def combination_errors(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     if size is not None and overlap is not None and overlap >= size:
         reason = f"must be below tile_size={size}, got {overlap}"
         errors.append((f"tile_overlap {reason}", "tile_overlap", reason))
+    chunk, shared = values.get("decode_chunk"), values.get("decode_overlap")
+    if chunk is not None and shared and shared >= chunk:
+        reason = f"must be below decode_chunk={chunk}, got {shared}"
+        errors.append((f"decode_overlap {reason}", "decode_overlap", reason))
     guidance, negative = values.get("guidance_scale"), values.get("negative_prompt")
     if guidance is not None and negative and guidance < 1:
         reason = (f"expected a number >= 1, got {guidance:g} (below 1 classifier-free guidance is off, so "

@@ -28,6 +28,7 @@ from uav.settings import SettingsError, UpscaleSettings
 
 if TYPE_CHECKING:
     from uav.captioning import Caption
+    from uav.memory_plan import MemoryPlan
 
 __all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "default_dtypes", "frames_to_tensor",
            "to_uint8", "torch_dtype"]
@@ -88,6 +89,8 @@ class VideoUpscaler:
         self._prompt_cache: dict[str, Tensor] = {}
         #: the caption the last ``prompt="auto"`` run used (``None``: it had a prompt)
         self.last_caption: Caption | None = None
+        #: the memory plan of the last run (:mod:`uav.memory_plan`): what ``memory`` chose
+        self.last_memory_plan: MemoryPlan | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -239,6 +242,7 @@ class VideoUpscaler:
         text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
         lr, info = self._load_video(video, start=start, end=end)
         lr = self._maybe_downscale(lr, s)
+        comps = self._plan_memory(comps, lr)
         chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
                                 flows=flows, trace=trace)
         if output is not None:
@@ -260,6 +264,7 @@ class VideoUpscaler:
         text = self._text_embeddings(comps.settings, prompt_embeds, negative_prompt_embeds)
         lr, _ = self._load_video(video, start=start, end=end)
         lr = self._maybe_downscale(lr, comps.settings)
+        comps = self._plan_memory(comps, lr)
         for _, chunk in self._generate(lr, comps, text, callback=callback, **kwargs):
             yield to_uint8(chunk)
 
@@ -322,9 +327,34 @@ class VideoUpscaler:
                                   flow=self.flow, raft_weights=self.raft_weights, device=self.device)
 
     # ------------------------------------------------------------------ the pipeline
+    def plan_memory(self, shape: tuple[int, ...], settings: UpscaleSettings | None = None) -> MemoryPlan:
+        """The settings a run of a low-res clip of ``shape`` ``(1, 3, T, h, w)`` chooses for this
+        device (``settings.memory``; see :mod:`uav.memory_plan`); nothing runs or moves."""
+        from uav.placement import plan_run
+
+        return plan_run(self, tuple(shape), settings or UpscaleSettings())
+
+    def _plan_memory(self, comps: Components, lr: Tensor) -> Components:
+        """``comps`` with the memory-shaping settings chosen for this clip (logged once)."""
+        plan = self.plan_memory(lr.shape, comps.settings)
+        self.last_memory_plan = plan
+        (log.info if plan.fits else log.warning)("%s", plan.describe())
+        if plan.settings is comps.settings:
+            return comps
+        # the plan may name another tiling strategy: resolve the components again
+        return dataclasses.replace(self.check_inputs(plan.settings), settings=plan.settings)
+
     def _generate(self, lr: Tensor, comps: Components, text: Tensor, **options: Any) -> Iterator[tuple[int, Tensor]]:
-        """:func:`uav.pipeline.generate` on this upscaler's networks (``options``: its keywords)."""
-        return generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, **options)
+        """:func:`uav.pipeline.generate` on this upscaler's networks (``options``: its keywords),
+        with the networks placed as the last memory plan says."""
+        from uav.placement import placed
+
+        plan = self.last_memory_plan
+        if plan is None or plan.budget.gib is None:
+            yield from generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, **options)
+            return
+        with placed(self, plan) as stage:
+            yield from generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, stage=stage, **options)
 
     # ------------------------------------------------------------------ prompts and input
     def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:

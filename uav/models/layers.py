@@ -36,6 +36,12 @@ def _lean() -> bool:
     return _LEAN[0] and not torch.is_grad_enabled()
 
 
+def _residual(x: Tensor, h: Tensor, lean: bool) -> Tensor:
+    """``x + h``, into ``h``'s memory when that keeps the published sum's layout (the next
+    GroupNorm's reduction order follows the layout)."""
+    return h.add_(x) if lean and h.stride() == x.stride() else x + h
+
+
 def frames_to_batch(x: Tensor) -> Tensor:
     """``(B, C, T, H, W)`` -> ``(B*T, C, H, W)``."""
     b, c, t, h, w = x.shape
@@ -125,7 +131,7 @@ class ResnetBlock3D(nn.Module):
         h = self.conv2(F.silu(h, inplace=lean))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
-        return h.add_(x) if lean else x + h
+        return _residual(x, h, lean)
 
 
 class ResnetBlock3DPlus(ResnetBlock3D):
@@ -151,7 +157,7 @@ class ResnetBlock3DPlus(ResnetBlock3D):
         x = super().forward(x, temb)
         lean = _lean()
         h = self.conv_3d(F.silu(self.norm_3d(x), inplace=lean))
-        return h.add_(x) if lean else x + h
+        return _residual(x, h, lean)
 
 
 class ResnetBlock3DCNN(nn.Module):
