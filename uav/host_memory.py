@@ -11,12 +11,18 @@ worked on at a time. ``UAV_STREAM_ABOVE`` (bytes; 0 = always) moves the threshol
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+import torch
+
+from uav.sampling import store as _store
+from uav.sampling.store import ClipStore
 from uav.settings import UpscaleSettings
 
-__all__ = ["STREAM_ABOVE_BYTES", "HostMemory", "host_memory", "stream_above"]
+__all__ = ["STREAM_ABOVE_BYTES", "HostMemory", "host_memory", "stack_frames", "store_for", "stream_above"]
 
 GIB = 2**30
 #: clip-length state above this many bytes is memory-mapped instead of held in RAM
@@ -31,8 +37,8 @@ FLOW_BYTES = 4 * 2 * 2
 #: the loop's clip-length buffers per step (current latents, the CFG merge accumulator, the
 #: guided prediction, x0, the next latents, the noised clip), fp32
 LOOP_BYTES = 4 * (4 + 8 + 4 + 4 + 4 + 3)
-#: frames worked on at once when the state is streamed (a window group plus the merge)
-STREAM_CHUNK_FRAMES = 32
+#: frames worked on at once when the state is streamed (chunks of the store, a window group)
+STREAM_CHUNK_FRAMES = 2 * _store.CHUNK_FRAMES
 
 
 def stream_above() -> int:
@@ -58,31 +64,62 @@ class HostMemory:
 
 def clip_state_bytes(settings: UpscaleSettings, *, height: int, width: int, frames: int,
                      tile_area: int | None = None) -> int:
-    """Bytes of the clip-length state of a run (``tile_area``: the summed area of its pipeline tiles)."""
+    """Bytes of a run's clip-length state: the clip, its noise and initial latents, flows, the
+    loop's buffers for the largest pipeline tile and the finished tiles' latents
+    (``tile_area``: the summed area of the pipeline tiles, default one whole-frame tile)."""
     px = height * width
     tiles = tile_area or px
-    flows = FLOW_BYTES * px if settings.propagation_steps else 0
-    # finished tiles' latents wait while the others denoise (4 fp32 channels per tile pixel)
-    return frames * ((CLIP_BYTES + flows) * px + LOOP_BYTES * max(tiles // max(1, _tiles(tiles, px)), px)
-                     + (16 * tiles if tiles > px else 0))
-
-
-def _tiles(tile_area: int, px: int) -> int:
-    return max(1, round(tile_area / px))
+    flows = FLOW_BYTES if settings.propagation_steps else 0
+    finished = 16 * tiles if tiles > px else 0  # 4 fp32 channels per tile pixel wait for the decode
+    return frames * ((CLIP_BYTES + flows) * px + LOOP_BYTES * min(tiles, px) + finished)
 
 
 def host_memory(settings: UpscaleSettings, *, height: int, width: int, frames: int, weights_bytes: int = 0,
                 tile_area: int | None = None) -> HostMemory:
     """The :class:`HostMemory` of upscaling a ``frames``-long clip of ``width`` x ``height``
     low-res pixels; ``weights_bytes``: networks held in host memory (a CPU run's, or the
-    host copies an offloading plan keeps)."""
+    host copies a memory plan keeps there)."""
     state = clip_state_bytes(settings, height=height, width=width, frames=frames, tile_area=tile_area)
     streamed = state > stream_above()
-    if streamed:
-        per_frame = state / frames
-        working = per_frame * min(frames, STREAM_CHUNK_FRAMES)
-    else:
-        working = state
+    # streamed: the chunks being worked on (the store's and a window group's), not the clip
+    working = state / frames * min(frames, STREAM_CHUNK_FRAMES) if streamed else state
     peak = BASELINE_BYTES + weights_bytes + working
     return HostMemory(clip_state_gib=state / GIB, streamed=streamed, disk_gib=state / GIB if streamed else 0.0,
                       working_gib=working / GIB, baseline_gib=BASELINE_BYTES / GIB, peak_gib=peak / GIB)
+
+
+def store_for(settings: UpscaleSettings, *, height: int, width: int, frames: int) -> ClipStore:
+    """The :class:`ClipStore` of a run: streamed when its clip-length state exceeds :func:`stream_above`."""
+    return ClipStore(streamed=clip_state_bytes(settings, height=height, width=width, frames=frames) > stream_above())
+
+
+def stack_frames(frames: Iterable[Any], store: ClipStore) -> torch.Tensor:
+    """:func:`uav.frames.frames_to_tensor` of ``frames`` (arrays ``(H, W, 3)``), converted a
+    chunk at a time into ``store``: the whole clip never exists as one array in RAM."""
+    from uav.frames import InputError, frames_to_tensor
+
+    parts: list[torch.Tensor] = []
+    batch: list[Any] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == _store.CHUNK_FRAMES:
+            parts.append(_into(store, frames_to_tensor(np.stack(batch), "video")))
+            batch = []
+    if batch:
+        parts.append(_into(store, frames_to_tensor(np.stack(batch), "video")))
+    if not parts:
+        raise InputError("video: the video has no frames")
+    if len({p.shape[3:] for p in parts}) > 1:
+        raise InputError("video: all frames must have one size")
+    out = store.empty((1, 3, sum(p.shape[2] for p in parts)) + tuple(parts[0].shape[3:]))
+    start = 0
+    for part in parts:
+        out[:, :, start:start + part.shape[2]] = part
+        start += part.shape[2]
+    return out
+
+
+def _into(store: ClipStore, chunk: torch.Tensor) -> torch.Tensor:
+    out = store.like(chunk)
+    out.copy_(chunk)
+    return out

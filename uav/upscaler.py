@@ -50,6 +50,8 @@ class ClipInfo:
     start_frame: int = 0
     #: the reader's :class:`~uav.io.reader.VideoInfo` of a file input (timecode, colour, aspect, audio)
     video: Any = None
+    #: where the run's clip-length tensors live (:class:`~uav.sampling.store.ClipStore`)
+    store: Any = None
 
 
 class VideoUpscaler:
@@ -240,11 +242,11 @@ class VideoUpscaler:
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         s = comps.settings
         text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
-        lr, info = self._load_video(video, start=start, end=end)
+        lr, info = self._load_video(video, start=start, end=end, settings=s)
         lr = self._maybe_downscale(lr, s)
         comps = self._plan_memory(comps, lr)
         chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
-                                flows=flows, trace=trace)
+                                flows=flows, trace=trace, store=info.store)
         if output is not None:
             return self._write(chunks, Path(output), lr, info, writer_options or {})
         if output_type == "pt":
@@ -262,10 +264,10 @@ class VideoUpscaler:
         comps = self.check_inputs(settings, **knobs)
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         text = self._text_embeddings(comps.settings, prompt_embeds, negative_prompt_embeds)
-        lr, _ = self._load_video(video, start=start, end=end)
+        lr, info = self._load_video(video, start=start, end=end, settings=comps.settings)
         lr = self._maybe_downscale(lr, comps.settings)
         comps = self._plan_memory(comps, lr)
-        for _, chunk in self._generate(lr, comps, text, callback=callback, **kwargs):
+        for _, chunk in self._generate(lr, comps, text, callback=callback, store=info.store, **kwargs):
             yield to_uint8(chunk)
 
     # ------------------------------------------------------------------ automatic prompts
@@ -381,31 +383,42 @@ class VideoUpscaler:
         if h >= LARGE_INPUT_SIDE and w >= LARGE_INPUT_SIDE:
             if s.downscale_large:
                 log.warning("input %dx%d: downscaling by 1/4 (area) before upscaling x4 (downscale_large=True)", w, h)
-                frames = lr[0].permute(1, 0, 2, 3)
-                small = F.interpolate(frames, size=(h // 4, w // 4), mode="area")
-                return small.permute(1, 0, 2, 3)[None]
+                # frame by frame (area): a chunk at a time gives the same frames
+                parts = [F.interpolate(lr[0, :, a:b].permute(1, 0, 2, 3), size=(h // 4, w // 4), mode="area")
+                         .permute(1, 0, 2, 3)[None] for a, b in _chunks(lr.shape[2])]
+                return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
             log.warning("input %dx%d is large: the output will be %dx%d. The published code would have downscaled "
                         "it by 1/4 first; pass downscale_large=True for that.", w, h, 4 * w, 4 * h)
         return lr
 
     # ------------------------------------------------------------------ input / output
-    def _load_video(self, video: Any, *, start: int | str | None = None,
-                    end: int | str | None = None) -> tuple[Tensor, ClipInfo]:
-        info = ClipInfo()
+    def _load_video(self, video: Any, *, start: int | str | None = None, end: int | str | None = None,
+                    settings: UpscaleSettings | None = None) -> tuple[Tensor, ClipInfo]:
+        """The clip as ``(1, 3, T, h, w)`` in [-1, 1], and what is known of it. A clip whose run
+        needs more host memory than :func:`uav.host_memory.stream_above` is read a chunk of
+        frames at a time into memory-mapped files (``info.store``)."""
+        from uav.host_memory import stack_frames, store_for
+
+        s = settings or UpscaleSettings()
         if isinstance(video, (str, os.PathLike)):
             from uav.io import reader
 
             path = Path(video)
             vi = reader.probe(path)
-            frames = reader.read_frames(path, start=start, end=end)
             info = ClipInfo(path=path, fps=vi.fps, video=vi,
-                            start_frame=reader.parse_frame_position(start, vi.fps, vi.start_timecode) or 0)
-            lr = frames_to_tensor(frames, "video")
-        else:
-            if start is not None or end is not None:
-                raise InputError("start/end: only a file input can be trimmed; slice the frames instead")
-            lr = frames_to_tensor(video, "video")
-        return lr, info
+                            start_frame=reader.parse_frame_position(start, vi.fps, vi.start_timecode) or 0,
+                            store=store_for(s, height=vi.height, width=vi.width, frames=vi.num_frames))
+            if info.store.streamed:
+                return stack_frames(reader.iter_frames(path, start=start, end=end), info.store), info
+            return frames_to_tensor(reader.read_frames(path, start=start, end=end), "video"), info
+        if start is not None or end is not None:
+            raise InputError("start/end: only a file input can be trimmed; slice the frames instead")
+        if isinstance(video, np.ndarray) and video.ndim == 4:
+            store = store_for(s, height=video.shape[1], width=video.shape[2], frames=video.shape[0])
+            if store.streamed:
+                return stack_frames(video, store), ClipInfo(store=store)
+        lr = frames_to_tensor(video, "video")
+        return lr, ClipInfo(store=store_for(s, height=lr.shape[3], width=lr.shape[4], frames=lr.shape[2]))
 
     def _write(self, chunks: Iterable[tuple[int, Tensor]], path: Path, lr: Tensor, info: ClipInfo,
                options: Mapping[str, Any]) -> Path:
@@ -433,6 +446,12 @@ class VideoUpscaler:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _chunks(frames: int) -> list[tuple[int, int]]:
+    from uav.sampling.store import frame_chunks
+
+    return list(frame_chunks(frames, 64))
+
+
 def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
     """``(U-Net and text encoder, VAE)`` dtypes :meth:`VideoUpscaler.from_pretrained` picks
     on ``device``: fp16 and fp32 on CUDA, as published (the fp32 VAE keeps the decoder's

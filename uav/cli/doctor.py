@@ -260,7 +260,7 @@ def memory_report(source: Path, *, setting_values: dict[str, Optional[str]], car
         notes.append("the text encoder is not counted (no text_encoder/config.json; about 0.6 GiB in fp16)")
     estimate = plan.estimate
     assert estimate is not None  # a card always gives a budget
-    host = host_report(plan.settings, height=info.height, width=info.width, frames=info.num_frames)
+    host = host_report(plan, height=info.height, width=info.width, frames=info.num_frames)
     return {"ok": True, "input": str(source), "frames": info.num_frames, "input_size": [info.width, info.height],
             "output_size": [info.width * 4, info.height * 4], "card_gib": round(budget.gib or 0.0, 2),
             "limit_gib": round(budget.limit_gib or 0.0, 2), "fits": plan.fits,
@@ -289,11 +289,19 @@ def _card_budget(card_gib: float | None, settings: Any, notes: list[str]) -> Any
     return Budget(24.0, "no CUDA device: 24 GiB")
 
 
-def host_report(settings: Any, *, height: int, width: int, frames: int) -> dict[str, Any]:
-    """The host RAM a run needs (:func:`uav.host_memory.host_memory`), as plain data."""
+def host_report(plan: Any, *, height: int, width: int, frames: int) -> dict[str, Any]:
+    """The host RAM a run with ``plan`` needs (:func:`uav.host_memory.host_memory`), as plain
+    data: the networks the plan keeps on the host count too."""
     from uav.host_memory import host_memory
+    from uav.memory import tile_regions
 
-    return host_memory(settings, height=height, width=width, frames=frames).to_dict()
+    e, where = plan.estimate, plan.placement
+    on_host = {"text_encoder": where.text_encoder == "host", "vae": where.vae == "host",
+               "unet": where.unet == "blocks"}
+    weights = sum(gib for name, gib in e.weights_gib.items() if on_host.get(name)) * 2**30
+    _, decode_regions = tile_regions(height, width, plan.settings)
+    return host_memory(plan.settings, height=height, width=width, frames=frames, weights_bytes=int(weights),
+                       tile_area=sum(h * w for h, w in decode_regions)).to_dict()
 
 
 def release_configs(weights: Path | None, vae: str, *, folder: Path | None = None) -> tuple[Any, Any, int, str]:

@@ -33,7 +33,8 @@ def decode_chunks(
 
     Args:
         vae: an :class:`~uav.models.AutoencoderKLVideo`.
-        latents: final latents ``(B, 4, T, h, w)`` (not yet divided by the scaling factor).
+        latents: final latents ``(B, 4, T, h, w)`` (not yet divided by the scaling factor),
+            on any device: each chunk moves to the decoder's.
         low_res: the *clean* low-res clip ``(B, 3, T, h, w)`` in [-1, 1].
         chunk: frames per decoder call (clips of ``<= chunk`` frames decode in one call).
         tile: decode in overlapping spatial tiles of this many latent pixels, blended with
@@ -58,7 +59,8 @@ def decode_chunks(
         yield from _overlapped(vae, latents, low_res, chunk=chunk, overlap=overlap, w_lr=w_lr, tile=tile,
                                tile_overlap=tile_overlap, recovery=recovery)
         return
-    vae_dtype = next(vae.parameters()).dtype
+    param = next(vae.parameters())
+    vae_dtype, vae_device = param.dtype, param.device
     # multiplication by the Python double 1/s, exactly as published
     inv_scale = 1.0 / vae.config.scaling_factor
     num_frames = latents.shape[2]
@@ -69,7 +71,7 @@ def decode_chunks(
         if recovery is not None:
             yield start, _decode_recovering(vae, latents, low_res, start, end, w_lr, tile_overlap, recovery)
             continue
-        z = (latents[:, :, start:end] * inv_scale).to(vae_dtype)
+        z = (latents[:, :, start:end] * inv_scale).to(device=vae_device, dtype=vae_dtype)
         img = low_res[:, :, start:end].to(device=z.device, dtype=vae_dtype)
         with torch.no_grad():
             if plan is None:
@@ -100,9 +102,9 @@ def _decode_recovering(vae: torch.nn.Module, latents: Tensor, low_res: Tensor, s
         plan = _tile_plan(vae, h, w, recovery.decode_tile, tile_overlap)
 
         def run(net: torch.nn.Module) -> Tensor:
-            dtype = next(net.parameters()).dtype
-            z = (latents[:, :, s:e] * inv_scale).to(dtype)
-            img = low_res[:, :, s:e].to(device=z.device, dtype=dtype)
+            p = next(net.parameters())
+            z = (latents[:, :, s:e] * inv_scale).to(device=p.device, dtype=p.dtype)
+            img = low_res[:, :, s:e].to(device=z.device, dtype=p.dtype)
             with torch.no_grad():
                 return net.decode(z, img, w_lr).sample.float() if plan is None else \
                     _decode_tiled(net, z, img, w_lr, plan)
