@@ -28,7 +28,8 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from uav.memory import GIB, MemoryEstimate, NetworkCosts, Placement, assemble_estimate, network_costs, run_shapes
+from uav.memory import (CLIP_STATE_BYTES, GIB, MemoryEstimate, NetworkCosts, Placement, assemble_estimate,
+                        network_costs, run_shapes)
 from uav.memory_cost import predicted_seconds, unet_seconds, window_count
 from uav.settings import MEMORY_FIELDS, UpscaleSettings
 
@@ -240,7 +241,9 @@ def _estimate(p: _Problem, s: UpscaleSettings, placement: Placement) -> MemoryEs
     unet_shape, decode_shape = run_shapes(p.height, p.width, p.frames, s, p.registry)
     b, _, t, th, tw = unet_shape
     _, _, c, dh, dw = decode_shape
-    return assemble_estimate(p.costs, p.te_bytes, placement, 0.0, p.costs.unet_activations(b, t, th, tw) / GIB,
+    # the clip-length state stays on the host unless the user keeps it on the device
+    clip = p.frames * p.height * p.width * CLIP_STATE_BYTES / GIB if s.offload is False else 0.0
+    return assemble_estimate(p.costs, p.te_bytes, placement, clip, p.costs.unet_activations(b, t, th, tw) / GIB,
                              p.costs.decode_activations(c, dh, dw) / GIB, {"unet": unet_shape, "decode": decode_shape})
 
 
