@@ -91,7 +91,8 @@ def denoise(
     if prop and flows is None:
         raise ValueError("propagation_steps were given but no flows: pass flows or a flow estimator")
 
-    streamed = store is not None and store.streamed and trace is None and getattr(scheduler, "elementwise", False)
+    streamed = store is not None and store.streamed and trace is None and state_device.type == "cpu" \
+        and getattr(scheduler, "elementwise", False)
     for i, t in enumerate(timesteps):
         t_int = int(t)
         if trace is not None:
