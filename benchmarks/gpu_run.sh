@@ -10,13 +10,14 @@
 # rewritten after every stage, so a timeout keeps what finished.
 #
 # After the main run: benchmarks/gpu_pipeline_check.py (correctness on tiny models, when
-# present) if 40 s are left, at most 90 s.
+# present) if 40 s are left, at most 90 s; then benchmarks/memory_check.py (the memory model's
+# predicted vs measured peaks, a simulated smaller card) if 60 s are left, at most 150 s.
 #
 # Knobs (environment): BENCH_TOTAL_S (whole script, default 210), BENCH_OPTIONAL_S (the
 # main run skips optional stages after this many seconds, default 140), BENCH_COMPILE
 # (0 to skip the compile stage), BENCH_COMPILE_MIN_S (seconds that must be left to try
-# it, default 80), BENCH_PIPELINE_CHECK (0 to skip the pipeline check), BENCH_ARGS (extra
-# arguments for the main run).
+# it, default 80), BENCH_PIPELINE_CHECK (0 to skip the pipeline check), BENCH_MEMORY_CHECK
+# (0 to skip the memory check), BENCH_ARGS (extra arguments for the main run).
 set -u -o pipefail
 
 START=$(date +%s)
@@ -55,6 +56,17 @@ if [ -f benchmarks/gpu_pipeline_check.py ] && [ "${BENCH_PIPELINE_CHECK:-1}" = 1
   echo "[gpu_run] pipeline check exit ${PIPESTATUS[0]} after $(( $(date +%s) - START )) s"
 else
   echo "[gpu_run] pipeline check skipped ($(left) s left)"
+fi
+
+# the memory model against the card (issue 22): predicted vs measured peaks, and a simulated
+# smaller card running the settings chosen for it (--card-gib, default 12)
+if [ -f benchmarks/memory_check.py ] && [ "${BENCH_MEMORY_CHECK:-1}" = 1 ] && [ "$(left)" -ge 60 ]; then
+  l=$(limit); [ "$l" -gt 150 ] && l=150
+  timeout --signal=INT --kill-after=10 "$l" \
+    python3 benchmarks/memory_check.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/memory_check.log"
+  echo "[gpu_run] memory check exit ${PIPESTATUS[0]} after $(( $(date +%s) - START )) s"
+else
+  echo "[gpu_run] memory check skipped ($(left) s left)"
 fi
 
 if [ "$rc" -ne 2 ] && [ "${BENCH_COMPILE:-1}" = 1 ] && [ "$(left)" -ge "${BENCH_COMPILE_MIN_S:-80}" ]; then

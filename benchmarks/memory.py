@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Host-memory benchmark (issue 3): peak RSS of ``VideoUpscaler.upscale_iter`` vs clip length.
+"""Host-memory benchmark (issues 3 and 22): peak RSS of ``VideoUpscaler.upscale_iter`` vs clip length.
 
 Each clip length runs in its own process (peak RSS is per process), with the tiny test
 networks (random weights), explicit random prompt embeddings (no text encoder), 2 steps
@@ -7,9 +7,14 @@ and small frames, on the CPU. What grows with the clip length is the state the l
 for the whole clip (low-res clip, noise, latents, per-step tensors); the 4x frames are
 handed out a decode chunk at a time and should not accumulate.
 
+``--stream on`` runs with the clip-length state in memory-mapped files
+(``UAV_STREAM_ABOVE=0``, as a long clip would): then the RAM a run *needs* is its
+anonymous memory, sampled every few milliseconds (``peak_anon_mib``), while the mapped
+files' pages (``RssFile``) are the page cache's to keep or drop.
+
 Usage::
 
-    python benchmarks/memory.py [--frames 48 480] [--size 32] [--steps 2]
+    python benchmarks/memory.py [--frames 48 480] [--size 32] [--steps 2] [--stream auto|on|off]
                                 [--out benchmarks/results/memory_cpu.json]
 """
 
@@ -41,6 +46,40 @@ def current_rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def anon_rss_bytes() -> int:
+    """Anonymous resident memory now (``RssAnon``: what cannot be dropped without swap)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return current_rss_bytes()
+
+
+class AnonPeak:
+    """Samples :func:`anon_rss_bytes` on a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, every_s: float = 0.005) -> None:
+        import threading
+
+        self.peak = anon_rss_bytes()
+        self._stop = threading.Event()
+        self._every = every_s
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.peak = max(self.peak, anon_rss_bytes())
+
+    def __enter__(self) -> "AnonPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, anon_rss_bytes())
 
 
 def peak_rss_bytes() -> int:
@@ -87,14 +126,16 @@ def measure(frames: int, size: int, steps: int, seed: int = 0) -> dict[str, Any]
     uncond = torch.randn((1, 77, dim))
     gc.collect()
     rss_before = current_rss_bytes()
+    anon_before = anon_rss_bytes()
     peak_before = peak_rss_bytes()
     t0 = time.perf_counter()
     out_frames = 0
     largest_chunk = 0
-    for chunk in up.upscale_iter(clip, num_inference_steps=steps, seed=seed, prompt_embeds=cond,
-                                 negative_prompt_embeds=uncond):
-        out_frames += chunk.shape[0]
-        largest_chunk = max(largest_chunk, chunk.nbytes)
+    with AnonPeak() as anon:
+        for chunk in up.upscale_iter(clip, num_inference_steps=steps, seed=seed, prompt_embeds=cond,
+                                     negative_prompt_embeds=uncond):
+            out_frames += chunk.shape[0]
+            largest_chunk = max(largest_chunk, chunk.nbytes)
     seconds = time.perf_counter() - t0
     peak = peak_rss_bytes()
     if out_frames != frames:
@@ -104,15 +145,20 @@ def measure(frames: int, size: int, steps: int, seed: int = 0) -> dict[str, Any]
         "rss_before_mib": rss_before / MIB, "peak_rss_mib": peak / MIB,
         "peak_rss_before_upscale_mib": peak_before / MIB,
         "rss_growth_mib": max(0, peak - rss_before) / MIB,
+        "anon_before_mib": anon_before / MIB, "peak_anon_mib": anon.peak / MIB,
+        "anon_growth_mib": max(0, anon.peak - anon_before) / MIB,
+        "streamed": os.environ.get("UAV_STREAM_ABOVE") == "0",
         "input_clip_mib": clip.nbytes / MIB, "largest_output_chunk_mib": largest_chunk / MIB,
     }
 
 
-def run_child(frames: int, size: int, steps: int, timeout: float) -> dict[str, Any]:
+def run_child(frames: int, size: int, steps: int, timeout: float, stream: str = "auto") -> dict[str, Any]:
     """:func:`measure` in a fresh interpreter; returns its JSON line."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(frames), "--size", str(size),
            "--steps", str(steps)]
     env = dict(os.environ)
+    if stream != "auto":
+        env["UAV_STREAM_ABOVE"] = "0" if stream == "on" else str(2**62)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "plugins"), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
@@ -132,6 +178,10 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         per_frame = (b["rss_growth_mib"] - a["rss_growth_mib"]) * MIB / (b["frames"] - a["frames"])
         out["growth_bytes_per_frame"] = per_frame
         out["peak_rss_ratio"] = b["peak_rss_mib"] / a["peak_rss_mib"]
+        if "peak_anon_mib" in a and "peak_anon_mib" in b:
+            out["anon_growth_bytes_per_frame"] = (b["anon_growth_mib"] - a["anon_growth_mib"]) * MIB \
+                / (b["frames"] - a["frames"])
+            out["peak_anon_ratio"] = b["peak_anon_mib"] / a["peak_anon_mib"]
         # fp32 bytes one low-res frame occupies in the clip-length state: clip (3) + noise (3) + latents (4) channels
         size = b["size"]
         out["low_res_state_bytes_per_frame"] = size * size * (3 + 3 + 4) * 4
@@ -150,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frames", type=int, nargs="+", default=[48, 480], help="clip lengths to compare")
     p.add_argument("--size", type=int, default=32, help="low-res frame side, pixels")
     p.add_argument("--steps", type=int, default=2, help="denoising steps")
+    p.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                   help="clip-length state in memory-mapped files: auto (above 2 GiB), on or off")
     p.add_argument("--out", default=str(HERE / "results" / "memory_cpu.json"))
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per clip length")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -164,9 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     runs = []
     for frames in args.frames:
-        r = run_child(frames, args.size, args.steps, args.timeout)
+        r = run_child(frames, args.size, args.steps, args.timeout, args.stream)
         print(f"{frames:5d} frames: peak RSS {r['peak_rss_mib']:.0f} MiB, growth during upscale "
-              f"{r['rss_growth_mib']:.1f} MiB, {r['seconds']:.1f} s", flush=True)
+              f"{r['rss_growth_mib']:.1f} MiB (anonymous {r['anon_growth_mib']:.1f} MiB), {r['seconds']:.1f} s",
+              flush=True)
         runs.append(r)
     import platform
 
@@ -175,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = {"benchmark": "host peak RSS of VideoUpscaler.upscale_iter vs clip length (issue 3)",
             "device": "cpu", "machine": platform.machine(), "python": platform.python_version(),
             "torch": torch.__version__, "models": "tiny test configs (U-Net, vae_3d decoder), random weights",
+            "stream": args.stream,
             **summarise(runs)}
     _write(Path(args.out), data)
     if "growth_bytes_per_frame" in data:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
-__all__ = ["ComponentError", "Frame", "Knob", "Name", "Options", "SettingsError", "Steps", "is_bool_word",
-           "parse_value", "setting"]
+__all__ = ["ComponentError", "Frame", "Knob", "Memory", "Name", "Options", "SettingsError", "Steps",
+           "is_bool_word", "parse_value", "setting"]
 
 #: a component or choice name: non-empty, no surrounding spaces
 Name = Annotated[str, "name"]
@@ -35,6 +35,8 @@ Steps = tuple[int, ...]
 Options = tuple[tuple[str, Any], ...]
 #: a frame of a clip: ``"first"``, ``"middle"`` or an index >= 0
 Frame = Union[Literal["first", "middle"], int]
+#: GPU memory a run may use: ``"auto"`` or a number of GiB > 0 (``"24"``, ``"24GiB"``, ``"24G"`` as text)
+Memory = Annotated[Union[Literal["auto"], float], "memory"]
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
@@ -179,6 +181,20 @@ def _read_frame(knob: Knob, text: str, is_text: bool) -> str | int:
     return int(word) if is_text and word.isdigit() else _frame(knob, word)
 
 
+def _memory(knob: Knob, value: Any) -> str | float:
+    if value == "auto":
+        return value
+    out = _float(knob, value)
+    return _ok(out > 0, out)
+
+
+def _read_memory(knob: Knob, text: str, is_text: bool) -> str | float:
+    word = text.strip().lower()
+    if word == "auto":
+        return word
+    return _memory(knob, float(re.sub(r"\s*(gib|gb|g)$", "", _ok(is_text, word))))
+
+
 def _read_name(knob: Knob, text: str, is_text: bool) -> str:
     return text.strip().lower() if knob.lower or knob.choices else text.strip()
 
@@ -197,6 +213,7 @@ _TYPES: dict[Any, _Type] = {
     Options: _Type(lambda k: "KEY=VALUE options (a table of names to strings or numbers)", _options,
                    _text_only(_read_options)),
     Frame: _Type(lambda k: "first, middle or a frame index >= 0", _frame, _read_frame),
+    Memory: _Type(lambda k: "auto or a number of GiB > 0", _memory, _read_memory),
 }
 _CHOICE = _Type(lambda k: f"one of {', '.join(k.choices)}", lambda k, v: _ok(v in k.choices, v), _read_name)
 

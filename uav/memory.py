@@ -17,11 +17,18 @@ scale exactly), so the advice for smaller tiles scales the traced numbers.
 With ``offload`` (the default on CUDA) the clip-length state lives on the host and the
 GPU holds the weights plus one U-Net call or one decode piece at a time, so the peak
 does not depend on the clip's length.
+
+Each network is traced once per config and dtype (:func:`network_costs`, cached): the
+traced working set is the same number of bytes per batch item x frame x latent pixel to
+0.1 % from 64x64 to 320x384 latents (fused attention keeps it linear), so every shape the
+planner (:mod:`uav.memory_plan`) considers is a multiplication, not another trace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import math
 import weakref
 from collections.abc import Iterator, Mapping
@@ -34,7 +41,8 @@ from torch.utils._pytree import tree_iter
 
 from uav.settings import UpscaleSettings
 
-__all__ = ["DECODE_CALIBRATION", "UNET_CALIBRATION", "MemoryEstimate", "estimate_memory", "traced_working_set"]
+__all__ = ["DECODE_CALIBRATION", "UNET_CALIBRATION", "MemoryEstimate", "NetworkCosts", "Placement", "estimate_memory",
+           "network_costs", "traced_working_set"]
 
 GIB = 2**30
 #: measured / traced working set of one U-Net call (H200, bf16; 10.13/8.14, 30.28/24.41, 54.11/46.80 GiB)
@@ -48,11 +56,30 @@ CLIP_STATE_BYTES = 4 * 24
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where the networks wait while they are not running.
+
+    ``text_encoder``: ``"device"`` or ``"host"`` (moved off once the prompt is encoded).
+    ``vae``: ``"device"`` or ``"host"`` (on the device only while decoding; the U-Net
+    leaves for the host meanwhile). ``unet``: ``"device"`` or ``"blocks"`` (block-level
+    offload, :mod:`uav.offload`: the device holds its small parts and two blocks at a time).
+    """
+
+    text_encoder: str = "device"
+    vae: str = "device"
+    unet: str = "device"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class MemoryEstimate:
     """Predicted GPU memory of a run, in GiB.
 
-    ``peak_gib`` = weights + clip state + the larger of ``denoise_gib`` (one U-Net call)
-    and ``decode_gib`` (one decode piece); ``peak_stage`` says which.
+    ``peak_gib`` = clip state + the larger of the two stages: the weights resident while
+    denoising (``resident_gib["denoise"]``) + ``denoise_gib`` (one U-Net call), or those
+    resident while decoding + ``decode_gib`` (one decode piece); ``peak_stage`` says which.
     """
 
     weights_gib: dict[str, float]
@@ -63,6 +90,9 @@ class MemoryEstimate:
     peak_stage: str
     #: the traced shapes: ``unet`` (B, C, T, h, w) and ``decode`` latents (1, 4, t, h, w)
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    #: weights on the device during each stage (all of them unless a :class:`Placement` moves some)
+    resident_gib: dict[str, float] = field(default_factory=dict)
+    placement: dict[str, str] = field(default_factory=lambda: Placement().to_dict())
 
     def fits(self, card_gib: float) -> bool:
         """Whether the predicted peak fits a card with ``card_gib`` GiB."""
@@ -70,8 +100,10 @@ class MemoryEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         # GiB to the KiB: tiny test networks stay visible
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()} | {
-            "weights_gib": {k: round(v, 6) for k, v in self.weights_gib.items()}}
+        out = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        for key in ("weights_gib", "resident_gib"):
+            out[key] = {k: round(v, 6) for k, v in getattr(self, key).items()}
+        return out
 
     def advice(self, card_gib: float) -> list[str]:
         """Settings that bring the peak under ``card_gib``, most effective first (empty when it fits).
@@ -86,28 +118,38 @@ class MemoryEstimate:
         if self.clip_state_gib > 0:
             out.append(f"offload=True (the default on CUDA) keeps the clip on the host "
                        f"(-{self.clip_state_gib:.1f} GiB)")
-        budget = card_gib - weights
-        b, _, _, h, w = self.shapes["unet"]
-        if self.denoise_gib > budget:
-            per_px = self.denoise_gib / (h * w)
-            if b > 2:  # one window per call (both halves of guidance)
-                per_px = per_px * 2 / b
-                out.append(f"--window-batch 1 (one U-Net call: about {per_px * h * w:.1f} GiB)")
-            side = _largest_side(per_px, budget, max(h, w)) if per_px * h * w > budget else None
-            if side:
-                out.append(f"--tile-mode latent --tile-size {side} (one U-Net call: about {per_px * side * side:.1f} "
-                           "GiB)")
-        _, _, t, dh, dw = self.shapes["decode"]
-        if self.decode_gib > budget:
-            per_px = self.decode_gib / (t * dh * dw)
-            if t > 1:
-                out.append(f"--decode-chunk 1 (one decode piece: about {per_px * dh * dw:.1f} GiB)")
-            side = _largest_side(per_px, budget, max(dh, dw)) if per_px * dh * dw > budget else None
-            if side:
-                out.append(f"--decode-chunk 1 --decode-tile {side} (one decode piece: about "
-                           f"{per_px * side * side:.1f} GiB)")
+        out += self._denoise_advice(card_gib - self.resident_gib.get("denoise", weights))
+        out += self._decode_advice(card_gib - self.resident_gib.get("decode", weights))
         if not out or weights >= card_gib:
             out.append(f"a card with more memory: the weights alone take {weights:.1f} GiB")
+        return out
+
+    def _denoise_advice(self, budget: float) -> list[str]:
+        if self.denoise_gib <= budget:
+            return []
+        out = []
+        b, _, _, h, w = self.shapes["unet"]
+        per_px = self.denoise_gib / (h * w)
+        if b > 2:  # one window per call (both halves of guidance)
+            per_px = per_px * 2 / b
+            out.append(f"--window-batch 1 (one U-Net call: about {per_px * h * w:.1f} GiB)")
+        side = _largest_side(per_px, budget, max(h, w)) if per_px * h * w > budget else None
+        if side:
+            out.append(f"--tile-mode latent --tile-size {side} (one U-Net call: about {per_px * side * side:.1f} GiB)")
+        return out
+
+    def _decode_advice(self, budget: float) -> list[str]:
+        if self.decode_gib <= budget:
+            return []
+        out = []
+        _, _, t, dh, dw = self.shapes["decode"]
+        per_px = self.decode_gib / (t * dh * dw)
+        if t > 1:
+            out.append(f"--decode-chunk 1 (one decode piece: about {per_px * dh * dw:.1f} GiB)")
+        side = _largest_side(per_px, budget, max(dh, dw)) if per_px * dh * dw > budget else None
+        if side:
+            out.append(f"--decode-chunk 1 --decode-tile {side} (one decode piece: about "
+                       f"{per_px * side * side:.1f} GiB)")
         return out
 
 
@@ -115,6 +157,123 @@ def _largest_side(per_px: float, budget: float, current: int) -> int | None:
     """The largest tile side (a multiple of 64, at least 64, below ``current``) whose working set fits."""
     side = min(current - 1, int(math.sqrt(max(budget, 0.0) / per_px))) // 64 * 64 if per_px > 0 else 0
     return side if side >= 64 else None
+
+
+@dataclass(frozen=True)
+class NetworkCosts:
+    """What one release's networks cost per unit of work, traced once on fake tensors.
+
+    Working sets are *traced* bytes (multiply by the calibration factors for the GPU's);
+    work is FLOPs. A U-Net call of ``b`` batch items, ``t`` frames and ``h`` x ``w`` latent
+    pixels keeps ``unet_act_per_px * b * t * h * w`` bytes; a decode piece of ``t`` frames
+    ``vae_act_per_px * t * h * w``. The decoder's work has a quadratic part: its mid-block
+    attention spans a whole frame (or tile).
+    """
+
+    unet_bytes: int
+    vae_bytes: int
+    #: parameter bytes of each U-Net part block offload moves (in call order)
+    unet_block_bytes: tuple[int, ...]
+    unet_act_per_px: float
+    vae_act_per_px: float
+    unet_flops_per_px: float
+    vae_flops_per_px: float
+    #: decoder FLOPs per frame that grow with the square of its pixel count
+    vae_flops_per_px2: float
+
+    def unet_activations(self, batch: int, frames: int, h: int, w: int) -> float:
+        """Calibrated bytes of one U-Net call."""
+        return self.unet_act_per_px * batch * frames * h * w * UNET_CALIBRATION
+
+    def decode_activations(self, frames: int, h: int, w: int) -> float:
+        """Calibrated bytes of one decode piece."""
+        return self.vae_act_per_px * frames * h * w * DECODE_CALIBRATION
+
+    def decode_flops(self, frames: int, h: int, w: int) -> float:
+        return frames * (self.vae_flops_per_px * h * w + self.vae_flops_per_px2 * (h * w) ** 2)
+
+
+#: the reference shapes of the traces (latent pixels): big enough for every downsampling level
+_REF = (64, 64)
+_REF_SMALL = (32, 32)
+
+
+def network_costs(unet_config: Mapping[str, Any], vae_config: Mapping[str, Any], *,
+                  unet_dtype: torch.dtype = torch.float16, vae_dtype: torch.dtype = torch.float32,
+                  published: bool = False) -> NetworkCosts:
+    """The :class:`NetworkCosts` of these configs in these dtypes (traced once per process).
+
+    ``published``: trace the published, out-of-place residual blocks
+    (:func:`uav.models.layers.published_structure`), which the H200 calibration measured.
+    """
+    return _network_costs(_config_key(unet_config), _config_key(vae_config), str(unet_dtype), str(vae_dtype),
+                          published)
+
+
+def _config_key(config: Mapping[str, Any]) -> str:
+    # the loaded model's config carries diffusers' bookkeeping keys; the networks ignore them
+    return json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, sort_keys=True, default=list)
+
+
+def _network_costs(unet_key: str, vae_key: str, unet_dtype: str, vae_dtype: str, published: bool) -> NetworkCosts:
+    unet = _unet_costs(unet_key, unet_dtype, published)
+    vae = _vae_costs(vae_key, vae_dtype, published)
+    return NetworkCosts(unet_bytes=unet.params, vae_bytes=vae.params, unet_block_bytes=unet.blocks,
+                        unet_act_per_px=unet.act_per_px, vae_act_per_px=vae.act_per_px,
+                        unet_flops_per_px=unet.flops_per_px, vae_flops_per_px=vae.flops_per_px,
+                        vae_flops_per_px2=vae.flops_per_px2)
+
+
+@dataclass(frozen=True)
+class _PerPixel:
+    params: int
+    act_per_px: float
+    flops_per_px: float
+    flops_per_px2: float = 0.0
+    blocks: tuple[int, ...] = ()
+
+
+def _dtype(name: str) -> torch.dtype:
+    return getattr(torch, name.split(".")[-1])
+
+
+@functools.lru_cache(maxsize=8)
+def _unet_costs(key: str, dtype: str, published: bool) -> _PerPixel:
+    from uav.models import UNetVideoModel
+
+    h, w = _REF
+    traced = _trace(UNetVideoModel, json.loads(key), _dtype(dtype), [_unet_call(2, 8, h, w, _dtype(dtype))],
+                    blocks=True, published=published)
+    (flops, peak), = traced.calls
+    return _PerPixel(traced.params, peak / (2 * 8 * h * w), flops / (2 * 8 * h * w), blocks=traced.blocks)
+
+
+@functools.lru_cache(maxsize=8)
+def _vae_costs(key: str, dtype: str, published: bool) -> _PerPixel:
+    from uav.models import AutoencoderKLVideo
+
+    small, ref = _REF_SMALL[0] * _REF_SMALL[1], _REF[0] * _REF[1]
+    traced = _trace(AutoencoderKLVideo, json.loads(key), _dtype(dtype),
+                    [_decode_call(1, *_REF_SMALL, _dtype(dtype)), _decode_call(1, *_REF, _dtype(dtype))],
+                    published=published)
+    (flops_small, _), (flops, peak) = traced.calls
+    # two sizes: the linear and the quadratic part of the decoder's work (its mid-block attention)
+    quad = (flops / ref - flops_small / small) / (ref - small)
+    return _PerPixel(traced.params, peak / ref, flops / ref - quad * ref, quad)
+
+
+def _unet_call(batch: int, frames: int, h: int, w: int, dtype: torch.dtype,
+               noise_level: int = 120) -> Callable[[Any, torch.device], Any]:
+    return lambda m, dev: m(
+        torch.zeros(batch, 4, frames, h, w, device=dev, dtype=dtype), 500,
+        torch.zeros(batch, 3, frames, h, w, device=dev, dtype=dtype),
+        encoder_hidden_states=torch.zeros(batch, 77, m.config.cross_attention_dim, device=dev, dtype=dtype),
+        class_labels=torch.full((batch,), noise_level))
+
+
+def _decode_call(frames: int, h: int, w: int, dtype: torch.dtype, w_lr: float = 1.0) -> Callable[[Any, torch.device], Any]:
+    return lambda m, dev: m.decode(torch.zeros(1, 4, frames, h, w, device=dev, dtype=dtype),
+                                   torch.zeros(1, 3, frames, h, w, device=dev, dtype=dtype), w_lr)
 
 
 def estimate_memory(
@@ -129,10 +288,13 @@ def estimate_memory(
     vae_dtype: torch.dtype = torch.float32,
     text_encoder_params: int = 0,
     offload: bool | None = None,
+    placement: Placement | None = None,
     registry: Any = None,
+    published: bool = False,
 ) -> MemoryEstimate:
     """Predict the peak GPU memory of upscaling a ``frames``-long ``width`` x ``height``
-    clip with ``settings``, on the CPU (seconds; nothing is allocated).
+    clip with ``settings``, on the CPU (seconds for the first call per release and dtype,
+    then instant; nothing is allocated).
 
     Args:
         unet_config, vae_config: the release's network configs (``unet_video_config.json``,
@@ -141,70 +303,131 @@ def estimate_memory(
         text_encoder_params: parameters of the text encoder (loaded in ``unet_dtype``).
         offload: where the clip-length state lives; ``None``: ``settings.offload``, and
             on (the default on CUDA) when that is unset.
+        placement: where the networks wait while unused (default: all on the device).
         registry: the plugin registry the tiling strategy comes from.
+        published: trace the published block structure (see :func:`network_costs`).
     """
-    from uav.components import build
-    from uav.models import AutoencoderKLVideo, UNetVideoModel
-    from uav.pipeline import spatial_tiles
-
+    costs = network_costs(unet_config, vae_config, unet_dtype=unet_dtype, vae_dtype=vae_dtype, published=published)
     s = settings or UpscaleSettings()
-    strategy = build("tiling", s.tiling, registry)
-    scale = 4
-    tiles = spatial_tiles(height, width, s, strategy, scale)
-    unet_tiles = tiles
-    if s.tile_mode == "latent" and len(tiles) > 1:
-        unet_tiles = strategy.plan(height, width, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
-        tiles = spatial_tiles(height, width, s.replace(tile=False), strategy, scale)
-    th, tw = _largest(unet_tiles)
-    dh, dw = _largest(tiles)
+    unet_shape, decode_shape = run_shapes(height, width, frames, s, registry)
+    te_bytes = text_encoder_params * torch.finfo(unet_dtype).bits / 8
+    on_host = offload if offload is not None else (s.offload if s.offload is not None else True)
+    clip_state = 0.0 if on_host else frames * height * width * CLIP_STATE_BYTES / GIB
+    b, _, t, th, tw = unet_shape
+    _, _, c, dh, dw = decode_shape
+    return assemble_estimate(costs, te_bytes, placement or Placement(), clip_state,
+                             costs.unet_activations(b, t, th, tw) / GIB, costs.decode_activations(c, dh, dw) / GIB,
+                             {"unet": unet_shape, "decode": decode_shape})
+
+
+def run_shapes(height: int, width: int, frames: int, s: UpscaleSettings,
+               registry: Any = None) -> tuple[list[int], list[int]]:
+    """The largest U-Net call ``(B, 4, T, h, w)`` and decode piece ``(1, 4, t, h, w)`` of a run."""
+    unet_regions, decode_regions = tile_regions(height, width, s, registry)
+    th, tw = max(unet_regions, key=lambda hw: hw[0] * hw[1])
+    dh, dw = max(decode_regions, key=lambda hw: hw[0] * hw[1])
     if s.decode_tile:
         dh, dw = min(dh, s.decode_tile), min(dw, s.decode_tile)
     batch = (2 if s.do_classifier_free_guidance else 1) * s.window_batch
-    window = min(s.window, frames)
-    chunk = min(s.decode_chunk, frames)
-
-    unet, unet_act = traced_working_set(UNetVideoModel, unet_config, unet_dtype, lambda m, dev: m(
-        torch.zeros(batch, 4, window, th, tw, device=dev, dtype=unet_dtype), 500,
-        torch.zeros(batch, 3, window, th, tw, device=dev, dtype=unet_dtype),
-        encoder_hidden_states=torch.zeros(batch, 77, m.config.cross_attention_dim, device=dev, dtype=unet_dtype),
-        class_labels=torch.full((batch,), s.noise_level)))
-    vae, vae_act = traced_working_set(AutoencoderKLVideo, vae_config, vae_dtype, lambda m, dev: m.decode(
-        torch.zeros(1, 4, chunk, dh, dw, device=dev, dtype=vae_dtype),
-        torch.zeros(1, 3, chunk, dh, dw, device=dev, dtype=vae_dtype), s.w_lr))
-    weights = {"unet": unet / GIB, "vae": vae / GIB}
-    if text_encoder_params:
-        weights["text_encoder"] = text_encoder_params * torch.finfo(unet_dtype).bits / 8 / GIB
-    on_host = offload if offload is not None else (s.offload if s.offload is not None else True)
-    clip_state = 0.0 if on_host else frames * height * width * CLIP_STATE_BYTES / GIB
-    denoise = unet_act * UNET_CALIBRATION / GIB
-    decode = vae_act * DECODE_CALIBRATION / GIB
-    stage = "denoise" if denoise >= decode else "decode"
-    return MemoryEstimate(weights_gib=weights, denoise_gib=denoise, decode_gib=decode, clip_state_gib=clip_state,
-                          peak_gib=sum(weights.values()) + clip_state + max(denoise, decode), peak_stage=stage,
-                          shapes={"unet": [batch, 4, window, th, tw], "decode": [1, 4, chunk, dh, dw]})
+    return [batch, 4, min(s.window, frames), th, tw], [1, 4, min(s.decode_chunk, frames), dh, dw]
 
 
-def _largest(tiles: Any) -> tuple[int, int]:
-    sizes = [(t.region[1] - t.region[0], t.region[3] - t.region[2]) for t in tiles]
-    return max(sizes, key=lambda hw: hw[0] * hw[1])
+def tile_regions(height: int, width: int, s: UpscaleSettings,
+                 registry: Any = None) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The ``(h, w)`` of every region one U-Net call and one decode cover, as
+    :func:`uav.pipeline.generate` cuts the frame (pipeline tiles; latent tiles for the U-Net
+    and whole frames for the decoder in ``tile_mode="latent"``)."""
+    frame = [(height, width)]
+    if not (s.tile if s.tile is not None else height * width >= s.tile_threshold):
+        return frame, frame
+    tiles = _plan_regions(registry, s.tiling, height, width, s.tile_size, s.tile_overlap)
+    if s.tile_mode == "latent" and len(tiles) > 1:
+        return tiles, frame
+    return tiles, tiles
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_regions(registry: Any, tiling: str, height: int, width: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    from uav.components import build
+
+    # regions do not depend on the scale: plan at 1 (no output-size weights to build)
+    plan = build("tiling", tiling, registry).plan(height, width, tile_size=size, overlap=overlap, scale=1)
+    return [(t.region[1] - t.region[0], t.region[3] - t.region[2]) for t in plan]
+
+
+def assemble_estimate(costs: NetworkCosts, te_bytes: float, placement: Placement, clip_state_gib: float,
+                      denoise_gib: float, decode_gib: float, shapes: dict[str, list[int]]) -> MemoryEstimate:
+    """A :class:`MemoryEstimate` from the stages' working sets and where the weights wait."""
+    weights = {"unet": costs.unet_bytes / GIB, "vae": costs.vae_bytes / GIB}
+    if te_bytes:
+        weights["text_encoder"] = te_bytes / GIB
+    te = weights.get("text_encoder", 0.0) if placement.text_encoder == "device" else 0.0
+    unet = weights["unet"] if placement.unet == "device" else blocks_resident(costs) / GIB
+    swapped = placement.vae == "host"
+    resident = {"denoise": unet + te + (0.0 if swapped else weights["vae"]),
+                "decode": weights["vae"] + te + (0.0 if swapped else unet)}
+    den, dec = resident["denoise"] + denoise_gib, resident["decode"] + decode_gib
+    return MemoryEstimate(weights_gib=weights, denoise_gib=denoise_gib, decode_gib=decode_gib,
+                          clip_state_gib=clip_state_gib, peak_gib=clip_state_gib + max(den, dec),
+                          peak_stage="denoise" if den >= dec else "decode", shapes=shapes, resident_gib=resident,
+                          placement=placement.to_dict())
+
+
+def blocks_resident(costs: NetworkCosts) -> float:
+    """Bytes block offload keeps on the device: the U-Net's small parts and its two largest blocks
+    (the running one and the next, being prefetched)."""
+    blocks = sorted(costs.unet_block_bytes, reverse=True)
+    return costs.unet_bytes - sum(blocks) + sum(blocks[:2])
+
+
+@dataclass
+class _Traced:
+    params: int
+    #: ``(FLOPs, peak bytes)`` of each call
+    calls: list[tuple[float, int]]
+    blocks: tuple[int, ...] = ()
+
+
+def _trace(cls: Any, config: Mapping[str, Any], dtype: torch.dtype,
+           calls: list[Callable[[Any, torch.device], Any]], *, blocks: bool = False,
+           published: bool = False) -> _Traced:
+    """Build ``cls`` on fake tensors once and trace each call (FLOPs and peak bytes)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from uav.models.layers import published_structure
+
+    device = torch.device("cuda", 0)
+    results = []
+    attention_flops = [0.0]
+    structure = published_structure() if published else contextlib.nullcontext()
+    with FakeTensorMode(allow_non_fake_inputs=True), _fused_attention(attention_flops), _default_dtype(dtype), \
+            structure:
+        with device:
+            model = cls.from_config(dict(config))
+        model.eval()
+        for call in calls:
+            attention_flops[0] = 0.0
+            tracker = _LiveBytes(device)
+            # the tracker on top: the flop counter's own work below it is not counted as the network's
+            with FlopCounterMode(display=False) as counter, tracker, torch.no_grad():
+                call(model, device)
+            results.append((float(counter.get_total_flops()) + attention_flops[0], tracker.peak))
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    parts: tuple[int, ...] = ()
+    if blocks:
+        from uav.offload import offload_blocks
+
+        parts = tuple(sum(p.numel() * p.element_size() for p in b.parameters()) for b in offload_blocks(model))
+    return _Traced(params, results, parts)
 
 
 def traced_working_set(cls: Any, config: Mapping[str, Any], dtype: torch.dtype,
                        call: Callable[[Any, torch.device], Any]) -> tuple[int, int]:
     """``(parameter bytes, peak bytes of the tensors the call creates)`` of ``call(model,
     device)`` on a fake-tensor ``cls`` built from ``config`` in ``dtype``, with fused attention."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    device = torch.device("cuda", 0)
-    with FakeTensorMode(allow_non_fake_inputs=True), _fused_attention(), _default_dtype(dtype):
-        with device:
-            model = cls.from_config(dict(config))
-        model.eval()
-        tracker = _LiveBytes(device)
-        with tracker, torch.no_grad():
-            call(model, device)
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return params, tracker.peak
+    traced = _trace(cls, config, dtype, [call])
+    return traced.params, traced.calls[0][1]
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -221,7 +444,9 @@ class _LiveBytes(TorchDispatchMode):
         self.live = 0
         self.peak = 0
         self._refs: dict[int, int] = {}
-        self._seen: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
+        # by id: an in-place op hands back a tensor already counted, and a WeakSet would
+        # compare tensors with ``==`` to find it
+        self._seen: dict[int, weakref.ref[torch.Tensor]] = {}
 
     def _release(self, key: int, nbytes: int) -> None:
         self._refs[key] -= 1
@@ -232,10 +457,13 @@ class _LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         for t in tree_iter(out):
-            if isinstance(t, torch.Tensor) and t.device == self.device and t not in self._seen:
+            if not isinstance(t, torch.Tensor) or t.device != self.device:
+                continue
+            seen = self._seen.get(id(t))
+            if seen is None or seen() is not t:
                 storage = t.untyped_storage()
                 key, nbytes = storage._cdata, storage.nbytes()
-                self._seen.add(t)
+                self._seen[id(t)] = weakref.ref(t)
                 if key not in self._refs:
                     self._refs[key] = 0
                     self.live += nbytes
@@ -257,13 +485,17 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _fused_attention() -> Iterator[None]:
-    """SDPA as a fused kernel keeps it: only the output (a fake GPU cannot pick a kernel)."""
+def _fused_attention(flops: list[float] | None = None) -> Iterator[None]:
+    """SDPA as a fused kernel keeps it: only the output (a fake GPU cannot pick a kernel).
+    ``flops[0]`` adds up its work (two matmuls), which the flop counter no longer sees."""
     import torch.nn.functional as F
 
     real = F.scaled_dot_product_attention
 
     def fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if flops is not None:
+            flops[0] += 2.0 * math.prod(query.shape) * key.shape[-2] + 2.0 * math.prod(query.shape[:-1]) * \
+                key.shape[-2] * value.shape[-1]
         return query.new_empty(query.shape[:-1] + value.shape[-1:])
 
     F.scaled_dot_product_attention = fused  # type: ignore[assignment]

@@ -17,10 +17,11 @@ import torch
 from uav.components import Components
 from uav.frames import InputError
 from uav.protocols import FlowEstimator, Tile, TilingStrategy
-from uav.sampling.decode import decode_chunks
+from uav.sampling.decode import decode_chunks, piece_starts
 from uav.sampling.loop import denoise
 from uav.sampling.recovery import Recovery
 from uav.sampling.schedulers import low_res_add_noise
+from uav.sampling.store import ClipStore, frame_chunks
 from uav.sampling.tiling import blend_tiles
 from uav.settings import UpscaleSettings
 
@@ -44,25 +45,31 @@ def generate(
     low_res_noise: Tensor | None = None,
     flows: tuple[Tensor, Tensor] | None = None,
     trace: dict[str, Tensor] | None = None,
+    stage: Callable[[str], None] | None = None,
+    store: ClipStore | None = None,
 ) -> Iterator[tuple[int, Tensor]]:
     """Upscale the low-res clip ``lr`` ``(1, 3, T, h, w)`` in [-1, 1].
 
     Yields ``(first frame, frames (1, 3, t, 4h, 4w))`` per decode chunk, on the CPU.
     ``text`` holds the (negative, positive) prompt embeddings; ``latents``,
     ``low_res_noise`` and ``flows`` replace the seeded draws and the flow estimate (the
-    parity fixtures record them); ``trace`` receives per-step tensors.
+    parity fixtures record them); ``trace`` receives per-step tensors; ``stage`` is told
+    ``"decode"`` once denoising is done (a memory plan swaps the networks there);
+    ``store`` holds the clip-length tensors (:class:`~uav.sampling.store.ClipStore`: RAM,
+    or memory-mapped files for a long clip).
     """
     s = comps.settings
     device = next(unet.parameters()).device
     scale = int(getattr(vae, "upscale_factor", 4))
     _, _, num_frames, h, w = lr.shape
 
+    store = store or ClipStore()
     generator = torch.Generator(device="cpu").manual_seed(s.seed if s.seed is not None else random.randrange(2**63))
     # draw order as published: low-res noise first, then the initial latents
     noise = _given("low_res_noise", low_res_noise, (1, 3, num_frames, h, w)) if low_res_noise is not None \
-        else torch.randn(lr.shape, generator=generator)
+        else store.randn(tuple(lr.shape), generator)
     x_t = _given("latents", latents, (1, 4, num_frames, h, w)) if latents is not None \
-        else torch.randn((1, 4, num_frames, h, w), generator=generator)
+        else store.randn((1, 4, num_frames, h, w), generator)
 
     flow_pair = None
     if s.propagation_steps and num_frames > 1:
@@ -71,12 +78,14 @@ def generate(
                          _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
         else:
             assert comps.flow is not None  # check_inputs builds it whenever propagation is asked for
-            flow_pair = _estimate_flows(lr, comps.flow(), callback)
+            flow_pair = _estimate_flows(lr, comps.flow(), callback, store)
 
     scheduler = comps.scheduler
     timesteps = [int(t) for t in scheduler.set_timesteps(s.num_inference_steps)]
     # 1 for DDIM; Euler-type plugin schedulers start from a slightly different scale
-    x_t = x_t * float(scheduler.init_noise_sigma)
+    sigma = float(scheduler.init_noise_sigma)
+    # in place only in a streamed store's own tensor (never a caller's latents)
+    x_t = x_t.mul_(sigma) if store.streamed and latents is None else x_t * sigma
     tiles = spatial_tiles(h, w, s, comps.tiling, scale)
     latent_tiles = None
     if s.tile_mode == "latent" and len(tiles) > 1:
@@ -91,7 +100,7 @@ def generate(
         y0, y1, x0, x1 = tile.region
         crop = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
         lr_tile = lr[crop].to(state)
-        noisy = low_res_add_noise(lr_tile, noise[crop].to(state), s.noise_level, low_res_scheduler)
+        noisy = _noised(lr_tile, noise[crop].to(state), s.noise_level, low_res_scheduler, store)
         tile_flows = None if flow_pair is None else tuple(f[crop].to(state) for f in flow_pair)
         plan = comps.segments.plan(num_frames, s.window)
         if k > 0:
@@ -111,7 +120,7 @@ def generate(
                     propagation_steps=s.propagation_steps if tile_flows is not None else (),
                     flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
                     spatial_tiles=spatial, callback=step_cb, trace=trace if len(tiles) == 1 else None,
-                    generator=generator, recovery=recovery,
+                    generator=generator, recovery=recovery, store=store,
                 )
 
         # out of memory at window_batch=1: the tile restarts with smaller latent tiles
@@ -125,12 +134,15 @@ def generate(
         # keep finished tiles off the accelerator while the others denoise
         tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
 
+    if stage is not None:
+        stage("decode")
     corrector = comps.color
-    decoders = [decode_chunks(vae, z.to(device), lr[:, :, :, t.region[0]:t.region[1],
-                                                   t.region[2]:t.region[3]].to(device),
-                              chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile, recovery=recovery)
+    # chunks move to the decoder's device one at a time: no clip-length tensor on it
+    decoders = [decode_chunks(vae, z, lr[:, :, :, t.region[0]:t.region[1], t.region[2]:t.region[3]],
+                              chunk=s.decode_chunk, w_lr=s.w_lr, tile=s.decode_tile, recovery=recovery,
+                              overlap=s.decode_overlap)
                 for z, t in zip(tile_latents, tiles)]
-    n_chunks = -(-num_frames // s.decode_chunk)
+    n_chunks = len(piece_starts(num_frames, s.decode_chunk, s.decode_overlap))
     for c, parts in enumerate(zip(*decoders)):
         start = parts[0][0]
         outs = [p[1] for p in parts]
@@ -162,15 +174,34 @@ def spatial_tiles(h: int, w: int, s: UpscaleSettings, strategy: TilingStrategy, 
     return tiles
 
 
-def _estimate_flows(lr: Tensor, estimator: FlowEstimator,
-                    callback: ProgressCallback | None) -> tuple[Tensor, Tensor]:
+def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: ProgressCallback | None,
+                    store: ClipStore) -> tuple[Tensor, Tensor]:
     if callback is not None:
         callback({"stage": "flow", "index": 0, "total": 1})
-    frames = lr[0].permute(1, 0, 2, 3)
-    forward, backward = estimator(frames, size=tuple(lr.shape[-2:]))
+    size = tuple(lr.shape[-2:])
+    if not store.streamed:
+        forward, backward = estimator(lr[0].permute(1, 0, 2, 3), size=size)
+        out = forward.float().cpu(), backward.float().cpu()
+    else:
+        # pair by pair: a chunk of frames (and the next one) at a time, into the store
+        pairs = lr.shape[2] - 1
+        out = store.empty((1, 2, pairs) + size), store.empty((1, 2, pairs) + size)
+        for a, b in frame_chunks(pairs):
+            forward, backward = estimator(lr[0, :, a:b + 1].permute(1, 0, 2, 3), size=size)
+            out[0][:, :, a:b], out[1][:, :, a:b] = forward.float().cpu(), backward.float().cpu()
     if callback is not None:
         callback({"stage": "flow", "index": 1, "total": 1})
-    return forward.float().cpu(), backward.float().cpu()
+    return out
+
+
+def _noised(lr: Tensor, noise: Tensor, level: int, scheduler: Any, store: ClipStore) -> Tensor:
+    """The low-res augmentation (elementwise): into the store a chunk of frames at a time when streamed."""
+    if not store.streamed:
+        return low_res_add_noise(lr, noise, level, scheduler)
+    out = store.like(lr)
+    for a, b in frame_chunks(lr.shape[2]):
+        out[:, :, a:b] = low_res_add_noise(lr[:, :, a:b], noise[:, :, a:b], level, scheduler)
+    return out
 
 
 def _given(name: str, t: Any, shape: tuple[int, ...]) -> Tensor:

@@ -133,11 +133,25 @@ class SegmentPlan:
     frame ``f`` (0 outside the window); every column sums to 1. ``calls`` lists the
     window ranges in the order a naive implementation of the rule would run them,
     duplicates included (for baselines and for counting).
+
+    ``band`` (optional) holds the same weights inside each window only: ``band[k, j]`` is
+    window ``k``'s weight for frame ``start_k + j``. The dense ``weights`` grow with the
+    square of the clip's length (40 GB for two hours at 24 fps), so plans of long clips
+    give ``band`` and a ``weights`` on the ``meta`` device (its shape, no values);
+    :meth:`window_weights` reads whichever is there.
     """
 
     windows: tuple[tuple[int, int], ...]
     weights: Tensor
     calls: tuple[tuple[int, int], ...] = ()
+    band: Tensor | None = None
+
+    def window_weights(self, k: int) -> Tensor:
+        """Window ``k``'s weights over its own frames, ``(end - start,)``."""
+        s, e = self.windows[k]
+        if self.band is not None:
+            return self.band[k, :e - s]
+        return self.weights[k, s:e]
 
 
 @runtime_checkable

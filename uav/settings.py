@@ -30,12 +30,13 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
-from uav.knobs import ComponentError, Frame, Knob, Name, Options, SettingsError, Steps, parse_value, setting
+from uav.knobs import ComponentError, Frame, Knob, Memory, Name, Options, SettingsError, Steps, parse_value, setting
 from uav.models import MAX_NOISE_LEVEL
 
 __all__ = [
     "AUTO_PROMPT",
     "ComponentError",
+    "MEMORY_FIELDS",
     "DEFAULT_CAPTIONER",
     "Knob",
     "MAX_NOISE_LEVEL",
@@ -99,6 +100,9 @@ class UpscaleSettings:
             are averaged over overlapping latent tiles at every step; frames decode whole).
         tile_size, tile_overlap, tile_threshold: in low-res pixels (published 256, 64, 384²).
         decode_chunk: frames per VAE decode call (3 as published; GroupNorm makes it matter).
+        decode_overlap: frames neighbouring decode chunks share and cross-fade (``0``: none,
+            as published). With it, shorter chunks and spatial decode tiles (feathered) decode
+            without a seam in time or space.
         decode_tile: decode in overlapping spatial tiles of this many low-res pixels (``None``:
             whole frames, as published). The VAE's mid-block attention costs the square of a
             frame's pixel count; on a CPU, 64-128 keeps large frames practical.
@@ -107,6 +111,13 @@ class UpscaleSettings:
             predictions) in host memory and move one group of windows at a time to the
             accelerator; ``None`` = automatic (on for CUDA). Same numbers; GPU memory then
             does not grow with the clip length.
+        memory: the GPU memory the run may use, in GiB, or ``"auto"`` (the device's free
+            memory; on a CPU no GPU budget at all). Before anything runs, the memory model
+            (:mod:`uav.memory_plan`) chooses the settings that shape memory — ``window_batch``,
+            latent tiling, ``decode_chunk``, ``decode_tile`` — and where the text encoder, the
+            VAE and the U-Net's blocks wait while unused, so the predicted peak stays within
+            90 % of it. Fields set explicitly (:attr:`given`) are never changed; the published
+            values are kept wherever they fit.
         downscale_large: apply the published 1/4 area downscale to inputs whose sides are both
             >= 1280 px; never done silently.
     """
@@ -149,10 +160,17 @@ class UpscaleSettings:
     tile_threshold: int = setting(384 * 384, lo=1, hi=1 << 40)
     decode_chunk: int = setting(3, lo=1, hi=1024, metavar="N", help=(
         "Frames per VAE decode call; fewer = less memory (changes the numbers slightly)."))
+    decode_overlap: int = setting(0, lo=0, hi=1023, metavar="N", help=(
+        "Frames neighbouring decode chunks share, cross-faded: no step in time between chunks (0 as published; "
+        "costs decode time)."))
     decode_tile: int | None = setting(None, lo=8, hi=1 << 16, metavar="PX", help=(
         "Decode in overlapping tiles of this many input pixels (bounds the VAE's attention cost on large frames; "
         "changes the numbers slightly)."))
     offload: bool | None = setting(None)
+    memory: Memory = setting("auto", metavar="GIB|auto", help=(
+        "GPU memory the run may use, GiB; auto: the device's free memory (none on a CPU). Memory-shaping settings "
+        "not given explicitly (window batch, tiling, decode chunk and tile, offload) are chosen to keep the "
+        "predicted peak within 90 % of it."))
     fuse_scale: float = setting(0.5, lo=0, hi=1)
     downscale_large: bool = setting(False)
     captioner: Name = setting(DEFAULT_CAPTIONER, metavar="NAME", help=(
@@ -193,12 +211,20 @@ class UpscaleSettings:
         parts = [p.strip() for p in (self.prompt, self.added_prompt) if p and p.strip()]
         return ", ".join(parts)
 
+    @property
+    def given(self) -> frozenset[str]:
+        """The fields set explicitly: constructor keywords, :meth:`replace` changes, the keys
+        of a parsed mapping. The others hold their defaults, which ``memory`` may change."""
+        return self.__dict__.get("_given", frozenset())
+
     def replace(self, **changes: Any) -> "UpscaleSettings":
-        """A copy with some fields changed (typed values, checked)."""
+        """A copy with some fields changed (typed values, checked); the changed fields count as given."""
         unknown = set(changes) - set(_knobs())
         if unknown:
             raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(_knobs())}")
-        return dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes)
+        object.__setattr__(new, "_given", self.given | frozenset(changes))
+        return new
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -263,11 +289,38 @@ class UpscaleSettings:
         """Build from typed data (e.g. JSON/TOML); ``steps`` is accepted for ``num_inference_steps``."""
         return cls.from_mapping(data)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, given_only: bool = False) -> dict[str, Any]:
+        """Plain data (JSON-ready). ``given_only``: only the :attr:`given` fields, which
+        :meth:`from_dict` turns back into settings with the same values *and* the same
+        given fields (what a worker needs to choose the rest for its own card)."""
         out = dataclasses.asdict(self)
         out["propagation_steps"] = list(self.propagation_steps)
         out["captioner_options"] = dict(self.captioner_options)
+        if given_only:
+            out = {k: v for k, v in out.items() if k in self.given}
         return out
+
+
+def _record_given(cls: type) -> type:
+    """Wrap the generated ``__init__`` so each instance knows which fields it was given."""
+    generated = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        generated(self, *args, **kwargs)
+        # not a dataclass field: equality, hashing and to_dict() see only the values
+        object.__setattr__(self, "_given", frozenset(names[:len(args)]) | frozenset(kwargs))
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+_record_given(UpscaleSettings)
+
+#: the fields :attr:`UpscaleSettings.memory` may choose when they are not given
+MEMORY_FIELDS: tuple[str, ...] = ("window_batch", "tile", "tiling", "tile_mode", "tile_size", "tile_overlap",
+                                  "decode_chunk", "decode_tile", "offload")
 
 
 def is_auto_prompt(prompt: Any) -> bool:
@@ -303,6 +356,10 @@ def combination_errors(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     if size is not None and overlap is not None and overlap >= size:
         reason = f"must be below tile_size={size}, got {overlap}"
         errors.append((f"tile_overlap {reason}", "tile_overlap", reason))
+    chunk, shared = values.get("decode_chunk"), values.get("decode_overlap")
+    if chunk is not None and shared and shared >= chunk:
+        reason = f"must be below decode_chunk={chunk}, got {shared}"
+        errors.append((f"decode_overlap {reason}", "decode_overlap", reason))
     guidance, negative = values.get("guidance_scale"), values.get("negative_prompt")
     if guidance is not None and negative and guidance < 1:
         reason = (f"expected a number >= 1, got {guidance:g} (below 1 classifier-free guidance is off, so "

@@ -28,6 +28,7 @@ from uav.settings import SettingsError, UpscaleSettings
 
 if TYPE_CHECKING:
     from uav.captioning import Caption
+    from uav.memory_plan import MemoryPlan
 
 __all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "default_dtypes", "frames_to_tensor",
            "to_uint8", "torch_dtype"]
@@ -49,6 +50,8 @@ class ClipInfo:
     start_frame: int = 0
     #: the reader's :class:`~uav.io.reader.VideoInfo` of a file input (timecode, colour, aspect, audio)
     video: Any = None
+    #: where the run's clip-length tensors live (:class:`~uav.sampling.store.ClipStore`)
+    store: Any = None
 
 
 class VideoUpscaler:
@@ -88,6 +91,8 @@ class VideoUpscaler:
         self._prompt_cache: dict[str, Tensor] = {}
         #: the caption the last ``prompt="auto"`` run used (``None``: it had a prompt)
         self.last_caption: Caption | None = None
+        #: the memory plan of the last run (:mod:`uav.memory_plan`): what ``memory`` chose
+        self.last_memory_plan: MemoryPlan | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -243,10 +248,11 @@ class VideoUpscaler:
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         s = comps.settings
         text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
-        lr, info = self._load_video(video, start=start, end=end)
+        lr, info = self._load_video(video, start=start, end=end, settings=s)
         lr = self._maybe_downscale(lr, s)
+        comps = self._plan_memory(comps, lr)
         chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
-                                flows=flows, trace=trace)
+                                flows=flows, trace=trace, store=info.store)
         if output is not None:
             return self._write(chunks, Path(output), lr, info, writer_options or {}, s)
         if output_type == "pt":
@@ -264,9 +270,10 @@ class VideoUpscaler:
         comps = self.check_inputs(settings, **knobs)
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         text = self._text_embeddings(comps.settings, prompt_embeds, negative_prompt_embeds)
-        lr, _ = self._load_video(video, start=start, end=end)
+        lr, info = self._load_video(video, start=start, end=end, settings=comps.settings)
         lr = self._maybe_downscale(lr, comps.settings)
-        for _, chunk in self._generate(lr, comps, text, callback=callback, **kwargs):
+        comps = self._plan_memory(comps, lr)
+        for _, chunk in self._generate(lr, comps, text, callback=callback, store=info.store, **kwargs):
             yield to_uint8(chunk)
 
     # ------------------------------------------------------------------ automatic prompts
@@ -328,9 +335,34 @@ class VideoUpscaler:
                                   flow=self.flow, raft_weights=self.raft_weights, device=self.device)
 
     # ------------------------------------------------------------------ the pipeline
+    def plan_memory(self, shape: tuple[int, ...], settings: UpscaleSettings | None = None) -> MemoryPlan:
+        """The settings a run of a low-res clip of ``shape`` ``(1, 3, T, h, w)`` chooses for this
+        device (``settings.memory``; see :mod:`uav.memory_plan`); nothing runs or moves."""
+        from uav.placement import plan_run
+
+        return plan_run(self, tuple(shape), settings or UpscaleSettings())
+
+    def _plan_memory(self, comps: Components, lr: Tensor) -> Components:
+        """``comps`` with the memory-shaping settings chosen for this clip (logged once)."""
+        plan = self.plan_memory(lr.shape, comps.settings)
+        self.last_memory_plan = plan
+        (log.info if plan.fits else log.warning)("%s", plan.describe())
+        if plan.settings is comps.settings:
+            return comps
+        # the plan may name another tiling strategy: resolve the components again
+        return dataclasses.replace(self.check_inputs(plan.settings), settings=plan.settings)
+
     def _generate(self, lr: Tensor, comps: Components, text: Tensor, **options: Any) -> Iterator[tuple[int, Tensor]]:
-        """:func:`uav.pipeline.generate` on this upscaler's networks (``options``: its keywords)."""
-        return generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, **options)
+        """:func:`uav.pipeline.generate` on this upscaler's networks (``options``: its keywords),
+        with the networks placed as the last memory plan says."""
+        from uav.placement import placed
+
+        plan = self.last_memory_plan
+        if plan is None or plan.budget.gib is None:
+            yield from generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, **options)
+            return
+        with placed(self, plan) as stage:
+            yield from generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, stage=stage, **options)
 
     # ------------------------------------------------------------------ prompts and input
     def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:
@@ -357,31 +389,42 @@ class VideoUpscaler:
         if h >= LARGE_INPUT_SIDE and w >= LARGE_INPUT_SIDE:
             if s.downscale_large:
                 log.warning("input %dx%d: downscaling by 1/4 (area) before upscaling x4 (downscale_large=True)", w, h)
-                frames = lr[0].permute(1, 0, 2, 3)
-                small = F.interpolate(frames, size=(h // 4, w // 4), mode="area")
-                return small.permute(1, 0, 2, 3)[None]
+                # frame by frame (area): a chunk at a time gives the same frames
+                parts = [F.interpolate(lr[0, :, a:b].permute(1, 0, 2, 3), size=(h // 4, w // 4), mode="area")
+                         .permute(1, 0, 2, 3)[None] for a, b in _chunks(lr.shape[2])]
+                return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
             log.warning("input %dx%d is large: the output will be %dx%d. The published code would have downscaled "
                         "it by 1/4 first; pass downscale_large=True for that.", w, h, 4 * w, 4 * h)
         return lr
 
     # ------------------------------------------------------------------ input / output
-    def _load_video(self, video: Any, *, start: int | str | None = None,
-                    end: int | str | None = None) -> tuple[Tensor, ClipInfo]:
-        info = ClipInfo()
+    def _load_video(self, video: Any, *, start: int | str | None = None, end: int | str | None = None,
+                    settings: UpscaleSettings | None = None) -> tuple[Tensor, ClipInfo]:
+        """The clip as ``(1, 3, T, h, w)`` in [-1, 1], and what is known of it. A clip whose run
+        needs more host memory than :func:`uav.host_memory.stream_above` is read a chunk of
+        frames at a time into memory-mapped files (``info.store``)."""
+        from uav.host_memory import stack_frames, store_for
+
+        s = settings or UpscaleSettings()
         if isinstance(video, (str, os.PathLike)):
             from uav.io import reader
 
             path = Path(video)
             vi = reader.probe(path)
-            frames = reader.read_frames(path, start=start, end=end)
             info = ClipInfo(path=path, fps=vi.fps, video=vi,
-                            start_frame=reader.parse_frame_position(start, vi.fps, vi.start_timecode) or 0)
-            lr = frames_to_tensor(frames, "video")
-        else:
-            if start is not None or end is not None:
-                raise InputError("start/end: only a file input can be trimmed; slice the frames instead")
-            lr = frames_to_tensor(video, "video")
-        return lr, info
+                            start_frame=reader.parse_frame_position(start, vi.fps, vi.start_timecode) or 0,
+                            store=store_for(s, height=vi.height, width=vi.width, frames=vi.num_frames))
+            if info.store.streamed:
+                return stack_frames(reader.iter_frames(path, start=start, end=end), info.store), info
+            return frames_to_tensor(reader.read_frames(path, start=start, end=end), "video"), info
+        if start is not None or end is not None:
+            raise InputError("start/end: only a file input can be trimmed; slice the frames instead")
+        if isinstance(video, np.ndarray) and video.ndim == 4:
+            store = store_for(s, height=video.shape[1], width=video.shape[2], frames=video.shape[0])
+            if store.streamed:
+                return stack_frames(video, store), ClipInfo(store=store)
+        lr = frames_to_tensor(video, "video")
+        return lr, ClipInfo(store=store_for(s, height=lr.shape[3], width=lr.shape[4], frames=lr.shape[2]))
 
     def provenance(self, settings: UpscaleSettings, info: ClipInfo | None = None, frames: int | None = None,
                    fps: Any = None) -> dict[str, Any]:
@@ -456,6 +499,12 @@ def _deep_output(options: dict[str, Any]) -> bool:
         return False
     options["pix_fmt"] = fmt
     return True
+
+
+def _chunks(frames: int) -> list[tuple[int, int]]:
+    from uav.sampling.store import frame_chunks
+
+    return list(frame_chunks(frames, 64))
 
 
 def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:

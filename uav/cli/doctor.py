@@ -193,12 +193,12 @@ def doctor_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.")] = False,
     memory: Annotated[Optional[Path], typer.Option(
-        "--memory", metavar="IN", help="Predict the peak GPU memory of upscaling IN with the settings given "
-        "(computed on the CPU in seconds; nothing loads) and say whether it fits, and what to change if not.",
-        rich_help_panel=_MEMORY)] = None,
+        "--memory", metavar="IN", help="The settings a run of IN would choose for the card (those given explicitly "
+        "are kept), their predicted peak GPU memory and host RAM (computed on the CPU in seconds; nothing loads); "
+        "exit 4 if even the smallest settings do not fit.", rich_help_panel=_MEMORY)] = None,
     card_gib: Annotated[Optional[float], typer.Option(
         "--card-gib", min=0.0, metavar="GIB",
-        help="GPU memory to fit in, GiB (default: the first CUDA device's, else 24).",
+        help="GPU memory to fit in, GiB (default: --vram, else the first CUDA device's, else 24).",
         rich_help_panel=_MEMORY)] = None,
     weights: WeightsOpt = None,
     vae: VaeOpt = "3d",
@@ -209,8 +209,8 @@ def doctor_command(
     """Check the installation: versions, GPUs and memory, FFmpeg, weights found, plugins.
 
     Problems that would stop an upscale are listed at the end; the exit code is 0 either way.
-    With --memory IN: the predicted peak GPU memory of upscaling IN instead (exit 0 when it
-    fits, 4 when it does not).
+    With --memory IN: the settings a run of IN would choose for the card, their predicted
+    peak GPU memory and host RAM instead (exit 0 when they fit, 4 when they do not).
     """
     quiet_libraries(debug)
     if memory is not None:
@@ -236,56 +236,91 @@ EXIT_DOES_NOT_FIT = 4
 
 def memory_report(source: Path, *, setting_values: dict[str, Optional[str]], card_gib: float | None,
                   weights: Path | None, vae: str, dtype: str) -> dict[str, Any]:
-    """Everything ``uav doctor --memory`` prints, as plain data."""
+    """Everything ``uav doctor --memory`` prints, as plain data: the settings a run would
+    choose for the card (:mod:`uav.memory_plan`), their predicted GPU peak and host RAM."""
     import torch
 
     from uav.io import probe
-    from uav.memory import estimate_memory
+    from uav.memory_plan import Budget, plan_for_configs
     from uav.upscaler import default_dtypes, torch_dtype
-    from uav.weights import release
 
     check_vae(vae)
     settings = settings_from_options(setting_values)
     info = probe(source)
-    unet_cfg, vae_cfg, text_params, configs_from = _release_configs(weights, vae)
+    unet_cfg, vae_cfg, text_params, configs_from = release_configs(weights, vae)
     default_unet, default_vae = default_dtypes(torch.device("cuda"))
     unet_dtype = torch_dtype(parse_dtype(dtype), "--dtype") or default_unet
     notes = []
-    if card_gib is None:
-        if torch.cuda.is_available():
-            card_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-        else:
-            card_gib = 24.0
-            notes.append("no CUDA device here: sized for a 24 GiB card (--card-gib sets another)")
-    estimate = estimate_memory(release.read_config(unet_cfg) if isinstance(unet_cfg, Path) else unet_cfg,
-                               release.read_config(vae_cfg) if isinstance(vae_cfg, Path) else vae_cfg,
-                               height=info.height, width=info.width, frames=info.num_frames, settings=settings,
-                               unet_dtype=unet_dtype, vae_dtype=default_vae, text_encoder_params=text_params)
+    budget = _card_budget(card_gib, settings, notes)
+    plan = plan_for_configs(unet_cfg, vae_cfg, height=info.height, width=info.width, frames=info.num_frames,
+                            settings=settings, budget=budget, unet_dtype=unet_dtype, vae_dtype=default_vae,
+                            text_encoder_params=text_params)
     if not text_params:
         notes.append("the text encoder is not counted (no text_encoder/config.json; about 0.6 GiB in fp16)")
+    estimate = plan.estimate
+    assert estimate is not None  # a card always gives a budget
+    host = host_report(plan, height=info.height, width=info.width, frames=info.num_frames)
     return {"ok": True, "input": str(source), "frames": info.num_frames, "input_size": [info.width, info.height],
-            "output_size": [info.width * 4, info.height * 4], "card_gib": round(card_gib, 2),
-            "fits": estimate.fits(card_gib), "advice": estimate.advice(card_gib), "configs": configs_from,
+            "output_size": [info.width * 4, info.height * 4], "card_gib": round(budget.gib or 0.0, 2),
+            "limit_gib": round(budget.limit_gib or 0.0, 2), "fits": plan.fits,
+            "advice": [] if plan.fits else estimate.advice(budget.limit_gib or 0.0), "configs": configs_from,
             "dtypes": {"unet": str(unet_dtype).replace("torch.", ""), "vae": str(default_vae).replace("torch.", "")},
-            "estimate": estimate.to_dict(), "notes": notes,
+            "chosen": plan.chosen, "changed": list(plan.changed), "throughput_cost": round(plan.throughput_cost or 0, 4),
+            "plan": plan.describe(), "estimate": estimate.to_dict(), "host_peak_gib": round(host["peak_gib"], 3),
+            "host": host, "notes": notes + list(plan.notes),
             "calibration": "traced on fake tensors, scaled by factors measured on an H200 (docs/performance.md)"}
 
 
-def _release_configs(weights: Path | None, vae: str) -> tuple[Any, Any, int, str]:
+def _card_budget(card_gib: float | None, settings: Any, notes: list[str]) -> Any:
+    """The budget ``--card-gib`` (else ``--vram``, else the first CUDA device, else 24 GiB) gives."""
+    import torch
+
+    from uav.memory_plan import Budget
+
+    if card_gib is not None:
+        return Budget(card_gib, f"--card-gib {card_gib:g}")
+    if settings.memory != "auto":
+        return Budget(float(settings.memory), f"--vram {settings.memory:g}")
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        return Budget(total, f"cuda:0 ({total:.1f} GiB)")
+    notes.append("no CUDA device here: sized for a 24 GiB card (--card-gib sets another)")
+    return Budget(24.0, "no CUDA device: 24 GiB")
+
+
+def host_report(plan: Any, *, height: int, width: int, frames: int) -> dict[str, Any]:
+    """The host RAM a run with ``plan`` needs (:func:`uav.host_memory.host_memory`), as plain
+    data: the networks the plan keeps on the host count too."""
+    from uav.host_memory import host_memory
+    from uav.memory import tile_regions
+
+    e, where = plan.estimate, plan.placement
+    on_host = {"text_encoder": where.text_encoder == "host", "vae": where.vae == "host",
+               "unet": where.unet == "blocks"}
+    weights = sum(gib for name, gib in e.weights_gib.items() if on_host.get(name)) * 2**30
+    _, decode_regions = tile_regions(height, width, plan.settings)
+    return host_memory(plan.settings, height=height, width=width, frames=frames, weights_bytes=int(weights),
+                       tile_area=sum(h * w for h, w in decode_regions)).to_dict()
+
+
+def release_configs(weights: Path | None, vae: str, *, folder: Path | None = None) -> tuple[Any, Any, int, str]:
     """``(unet config, vae config, text-encoder parameters, where they came from)``: the weights
-    folder's, else the published release's configs that ship with uav."""
+    folder's (``folder`` when already found), else the published release's configs that ship
+    with uav."""
     from uav.weights import release
 
-    try:
-        folder = find_weights(weights, self_check=False)
-    except release.ReleaseError:
-        if weights is not None:
-            raise
-        folder = None
+    if folder is None:
+        try:
+            folder = find_weights(weights, self_check=False)
+        except release.ReleaseError:
+            if weights is not None:
+                raise
+            folder = None
     if folder is not None:
         rel = release.find_release(folder)
         if rel.unet_config is not None and vae in rel.vae_configs:
-            return rel.unet_config, rel.vae_configs[vae], _text_encoder_params(rel.text_encoder), str(folder)
+            return (release.read_config(rel.unet_config), release.read_config(rel.vae_configs[vae]),
+                    _text_encoder_params(rel.text_encoder), str(folder))
         if weights is not None:
             raise UserError(f"--weights {folder}: no unet/ or {vae} VAE config (see docs/weights.md)")
     bundled = Path(release.__file__).parent / "release_configs"
@@ -313,12 +348,14 @@ def _print_memory(report: dict[str, Any]) -> None:
     w, h = report["input_size"]
     weights = ", ".join(f"{k} {v:.2f}" for k, v in e["weights_gib"].items())
     console.print(f"{escape(report['input'])}: {report['frames']} frames, {w}x{h} -> {4 * w}x{4 * h}")
+    console.print(f"  {escape(report['plan'])}")
     console.print(f"  weights {weights} GiB; one U-Net call {e['denoise_gib']:.2f} GiB {tuple(e['shapes']['unet'])}; "
                   f"one decode piece {e['decode_gib']:.2f} GiB {tuple(e['shapes']['decode'])}"
                   + (f"; clip state on the GPU {e['clip_state_gib']:.2f} GiB" if e["clip_state_gib"] else ""))
     verdict = "[green]fits[/green]" if report["fits"] else "[red]does not fit[/red]"
     console.print(f"  predicted peak {e['peak_gib']:.1f} GiB (during {e['peak_stage']}): {verdict} on a "
-                  f"{report['card_gib']:g} GiB card")
+                  f"{report['card_gib']:g} GiB card (limit {report['limit_gib']:g} GiB); host RAM about "
+                  f"{report['host_peak_gib']:.1f} GiB")
     for line in report["advice"]:
         console.print(f"  try: {escape(line)}")
     for note in report["notes"]:

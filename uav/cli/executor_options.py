@@ -123,8 +123,9 @@ def render_batch(jobs: list[Any], *, executor: Any, weights: Any, device: str | 
     work = []
     for job in jobs:
         by_name[job.label] = job
+        # only what was given: each worker chooses the memory-shaping rest for its own card
         work.append(Job(name=job.label, source=str(job.source), output=job.output, start=start, end=end,
-                        frames=job.frames, settings=settings.to_dict()))
+                        frames=job.frames, settings=settings.to_dict(given_only=True)))
     factory = functools.partial(UpscaleJobRenderer, weights, device=device, dtype=dtype, vae=vae,
                                 writer_options=writer_options)
     records, failed = [], []

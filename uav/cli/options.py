@@ -57,9 +57,11 @@ SETTING_FLAGS: dict[str, str] = {
     "window_batch": "--window-batch",
     "decode_chunk": "--decode-chunk",
     "decode_tile": "--decode-tile",
+    "decode_overlap": "--decode-overlap",
+    "memory": "--vram",
 }
 _TILING_FIELDS = ("tile", "tiling", "tile_mode", "tile_size", "tile_overlap", "window_batch", "decode_chunk",
-                  "decode_tile")
+                  "decode_tile", "decode_overlap", "memory")
 #: what ``--help`` shows as the default where the field's own value would not read well
 _DEFAULT_TEXT = {"caption_frame": "first", "propagation_steps": "none", "color_fix": "none", "tile": "auto", "decode_tile": "whole frames",
                  "seed": "random"}

@@ -310,6 +310,8 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
                 console.print(escape(cut.note))
             video, job_start, job_end, job_options = cut.frames, None, None, {**writer_options, **cut.writer_options}
             job.frames, job.height, job.width = cut.frames.shape[:3]
+        if not quiet:
+            _announce_plan(console, upscaler, job, settings)
         with ProgressReporter(console, label=label, frames=job.frames, steps=settings.num_inference_steps,
                               flow=bool(settings.propagation_steps) and job.frames > 1) as progress:
             try:
@@ -322,6 +324,7 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
         seconds = time.perf_counter() - t0
         scale = upscaler.upscale_factor
         caption = upscaler.last_caption
+        plan = upscaler.last_memory_plan
         if caption is not None and not quiet:
             console.print(f"prompt (from {escape(caption.captioner)}, frame {caption.frame}): "
                           f"{escape(caption.text)}")
@@ -336,6 +339,8 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
             "captioner": None if caption is None else caption.captioner,
             "caption_frame": None if caption is None else caption.frame,
             **delivery_report(written, job),
+            # what --vram (auto: the device's free memory) chose, and the predicted peak
+            "memory": None if plan is None else plan.to_dict(),
         })
         if not quiet:
             console.print(f"[green]wrote[/green] {escape(str(written))}  ({job.frames} frames, {job.width * scale}x"
@@ -404,6 +409,9 @@ def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: An
     outputs = [{"input": job.source, "output": str(job.output), "frames": job.frames,
                 "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
                 "fps": str(job.fps), "audio": job.has_audio} for job in jobs]
+    plans = _dry_run_plans(jobs, settings, folder=folder, tiny=tiny, vae=vae, device=device, dtype=dtype)
+    for o, plan in zip(outputs, plans):
+        o["memory"] = plan.to_dict()
     if split is not None:
         for o in outputs:
             o["parts"] = [list(r) for r in split.ranges(o["frames"])]
@@ -418,9 +426,48 @@ def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: An
             parts += f", in {len(o['scenes'])} scenes" if o.get("scenes") else ""
             console.print(escape(f"would write {o['output']}  ({o['frames']} frames{parts}, {o['output_size'][0]}x"
                                  f"{o['output_size'][1]}) from {o['input']}"))
+        for plan in dict.fromkeys(p.describe() for p in plans):
+            console.print(escape(plan))
         console.print("dry run: every check passed; nothing was written")
     return {"ok": True, "dry_run": True, "uav_version": __version__, "self_check": tiny,
             "weights": "(a tiny random release would be built)" if folder is None else str(folder),
             "device": device, "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(),
             "outputs": outputs, "seconds": round(time.perf_counter() - started, 3),
             "temporal_split": None if split is None else {"part_frames": split.part_frames, "overlap": split.overlap}}
+
+
+def _announce_plan(console: Any, upscaler: Any, job: Job, settings: Any) -> None:
+    """Print what the memory plan chooses for ``job`` (one line; nothing without a GPU budget)."""
+    from rich.markup import escape
+
+    plan = upscaler.plan_memory((1, 3, job.frames, job.height, job.width), settings)
+    if plan.budget.gib is not None:
+        console.print(escape(plan.describe()))
+
+
+def _dry_run_plans(jobs: list[Job], settings: Any, *, folder: Path | None, tiny: bool, vae: str, device: str,
+                   dtype: str) -> list[Any]:
+    """The memory plan each job would get, from the release's configs (no model loads; the
+    tiny networks' configs for a self-check)."""
+    import torch
+
+    from uav.cli.doctor import release_configs
+    from uav.memory_plan import plan_for_configs, resolve_budget
+    from uav.upscaler import default_dtypes, torch_dtype
+
+    dev = torch.device(resolve_device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    budget = resolve_budget(settings.memory, dev)
+    if budget.gib is None:
+        return [plan_for_configs({}, {}, height=j.height, width=j.width, frames=j.frames, settings=settings,
+                                 budget=budget) for j in jobs]
+    if tiny:
+        from uav.weights.tiny import TINY_UNET_CONFIG, TINY_VAE_CONFIG
+
+        unet_cfg, vae_cfg, text_params = TINY_UNET_CONFIG, TINY_VAE_CONFIG, 0
+    else:
+        unet_cfg, vae_cfg, text_params, _ = release_configs(None, vae, folder=folder)
+    default_unet, default_vae = default_dtypes(dev)
+    unet_dtype = torch_dtype(parse_dtype(dtype), "--dtype") or default_unet
+    return [plan_for_configs(unet_cfg, vae_cfg, height=j.height, width=j.width, frames=j.frames, settings=settings,
+                             budget=budget, unet_dtype=unet_dtype, vae_dtype=default_vae,
+                             text_encoder_params=text_params) for j in jobs]

@@ -66,9 +66,36 @@ class AttentionBlock(nn.Module):
         bt, c, h, w = frames.shape
         tokens = self.group_norm(frames).reshape(bt, c, h * w).transpose(1, 2)
         q, k, v = self.query(tokens), self.key(tokens), self.value(tokens)
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        del tokens
+        out = chunked_attention(q, k, v)
+        del q, k, v
         out = self.proj_attn(out).transpose(1, 2).reshape(bt, c, h, w)
         return batch_to_frames(out + frames, t)
+
+
+#: score elements one attention chunk may hold (256 MiB of fp32) where no fused kernel runs
+ATTENTION_SCORES = 2**26
+
+
+def chunked_attention(q: Tensor, k: Tensor, v: Tensor, *, max_scores: int = ATTENTION_SCORES) -> Tensor:
+    """Single-head attention ``softmax(q kᵀ / √d) v`` over ``(N, L, d)`` tensors, its queries in
+    chunks of at most ``max_scores / (N·L)`` rows.
+
+    The decoder's heads are 512 wide, more than flash kernels take, so where no
+    memory-efficient kernel runs (the math fallback: fp32 on some GPUs, MPS, older torch)
+    the scores of a whole frame — ``(h·w)²`` floats, 18 GB for one 192x352 frame in fp32 —
+    would be materialised. Each query row's softmax is its own, so chunking the rows
+    changes nothing but the peak.
+    """
+    n, length = q.shape[0], k.shape[-2]
+    rows = max(1, max_scores // max(1, n * length))
+    if rows >= q.shape[-2]:
+        return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+    out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+    for start in range(0, q.shape[-2], rows):
+        out[:, start:start + rows] = F.scaled_dot_product_attention(
+            q[:, None, start:start + rows], k[:, None], v[:, None])[:, 0]
+    return out
 
 
 class MidBlock(nn.Module):

@@ -27,12 +27,14 @@ def decode_chunks(
     tile: int | None = None,
     tile_overlap: int = 8,
     recovery: Recovery | None = None,
+    overlap: int = 0,
 ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(start_frame, frames)`` with ``frames`` ``(B, 3, t, 4h, 4w)`` in [-1, 1].
 
     Args:
         vae: an :class:`~uav.models.AutoencoderKLVideo`.
-        latents: final latents ``(B, 4, T, h, w)`` (not yet divided by the scaling factor).
+        latents: final latents ``(B, 4, T, h, w)`` (not yet divided by the scaling factor),
+            on any device: each chunk moves to the decoder's.
         low_res: the *clean* low-res clip ``(B, 3, T, h, w)`` in [-1, 1].
         chunk: frames per decoder call (clips of ``<= chunk`` frames decode in one call).
         tile: decode in overlapping spatial tiles of this many latent pixels, blended with
@@ -45,10 +47,20 @@ def decode_chunks(
             memory shrinks them and decodes the rest of the chunk in smaller pieces (yielded
             chunks keep ``chunk``'s boundaries, so tiles decoded side by side stay aligned);
             an fp16 decoder's non-finite output is recomputed in bf16/fp32.
+        overlap: frames neighbouring chunks share (``0``: chunks meet without one, as
+            published). Shared frames are decoded by both chunks and cross-faded linearly, so
+            the decoder's chunk-wide GroupNorm statistics and temporal convolutions leave no
+            step between chunks; with spatial tiles (feathered), the decode is tiled in time
+            and space without a seam. Each yield then holds ``chunk - overlap`` new frames.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    vae_dtype = next(vae.parameters()).dtype
+    if overlap:
+        yield from _overlapped(vae, latents, low_res, chunk=chunk, overlap=overlap, w_lr=w_lr, tile=tile,
+                               tile_overlap=tile_overlap, recovery=recovery)
+        return
+    param = next(vae.parameters())
+    vae_dtype, vae_device = param.dtype, param.device
     # multiplication by the Python double 1/s, exactly as published
     inv_scale = 1.0 / vae.config.scaling_factor
     num_frames = latents.shape[2]
@@ -59,7 +71,7 @@ def decode_chunks(
         if recovery is not None:
             yield start, _decode_recovering(vae, latents, low_res, start, end, w_lr, tile_overlap, recovery)
             continue
-        z = (latents[:, :, start:end] * inv_scale).to(vae_dtype)
+        z = (latents[:, :, start:end] * inv_scale).to(device=vae_device, dtype=vae_dtype)
         img = low_res[:, :, start:end].to(device=z.device, dtype=vae_dtype)
         with torch.no_grad():
             if plan is None:
@@ -90,9 +102,9 @@ def _decode_recovering(vae: torch.nn.Module, latents: Tensor, low_res: Tensor, s
         plan = _tile_plan(vae, h, w, recovery.decode_tile, tile_overlap)
 
         def run(net: torch.nn.Module) -> Tensor:
-            dtype = next(net.parameters()).dtype
-            z = (latents[:, :, s:e] * inv_scale).to(dtype)
-            img = low_res[:, :, s:e].to(device=z.device, dtype=dtype)
+            p = next(net.parameters())
+            z = (latents[:, :, s:e] * inv_scale).to(device=p.device, dtype=p.dtype)
+            img = low_res[:, :, s:e].to(device=z.device, dtype=p.dtype)
             with torch.no_grad():
                 return net.decode(z, img, w_lr).sample.float() if plan is None else \
                     _decode_tiled(net, z, img, w_lr, plan)
@@ -125,3 +137,34 @@ def _decode_tiled(vae: torch.nn.Module, z: Tensor, img: Tensor, w_lr: float, pla
         acc[..., y0 * sy:y1 * sy, x0 * sx:x1 * sx] += part * wgt
         norm[y0 * sy:y1 * sy, x0 * sx:x1 * sx] += wgt
     return acc / norm
+
+
+def piece_starts(num_frames: int, chunk: int, overlap: int = 0) -> list[int]:
+    """First frames of the decode pieces: every ``chunk - overlap`` frames, the last piece still
+    bringing a frame of its own."""
+    if not 0 <= overlap < chunk:
+        raise ValueError(f"overlap must be in [0, chunk={chunk}), got {overlap}")
+    step = chunk - overlap
+    return [s for s in range(0, num_frames, step) if s == 0 or s + overlap < num_frames]
+
+
+def _overlapped(vae: torch.nn.Module, latents: Tensor, low_res: Tensor, *, chunk: int, overlap: int, w_lr: float,
+                tile: int | None, tile_overlap: int, recovery: Recovery | None) -> Iterator[tuple[int, Tensor]]:
+    """Pieces of ``chunk`` frames overlapping by ``overlap``, cross-faded where they overlap."""
+    num_frames = latents.shape[2]
+    tail: Tensor | None = None  # the previous piece's last ``overlap`` frames, not yet final
+    starts = piece_starts(num_frames, chunk, overlap)
+    for k, start in enumerate(starts):
+        end = min(start + chunk, num_frames)
+        _, out = next(decode_chunks(vae, latents[:, :, start:end], low_res[:, :, start:end], chunk=end - start,
+                                    w_lr=w_lr, tile=tile, tile_overlap=tile_overlap, recovery=recovery))
+        if tail is not None:
+            n = tail.shape[2]
+            # the newer piece's weight rises across the shared frames, never reaching 0 or 1
+            ramp = torch.arange(1, n + 1, dtype=out.dtype, device=out.device).reshape(1, 1, n, 1, 1) / (n + 1)
+            out[:, :, :n] = tail * (1 - ramp) + out[:, :, :n] * ramp
+        last = k == len(starts) - 1
+        keep = 0 if last else min(overlap, out.shape[2])
+        tail = out[:, :, out.shape[2] - keep:] if keep else None
+        if out.shape[2] > keep:
+            yield start, out[:, :, :out.shape[2] - keep]

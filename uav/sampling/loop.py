@@ -14,6 +14,8 @@ import torch
 from uav.protocols import DenoisingScheduler, SegmentPlan, Tile
 from uav.sampling.propagation import propagate_latents
 from uav.sampling.recovery import OUT_OF_MEMORY, Recovery
+from uav.sampling.store import ClipStore
+from uav.sampling.streamed import finish_step
 
 Tensor = torch.Tensor
 StepCallback = Callable[[dict[str, Any]], None]
@@ -39,6 +41,7 @@ def denoise(
     trace: dict[str, Tensor] | None = None,
     generator: torch.Generator | None = None,
     recovery: Recovery | None = None,
+    store: ClipStore | None = None,
 ) -> Tensor:
     """Run the reverse diffusion on a whole clip and return the final latents.
 
@@ -70,6 +73,9 @@ def denoise(
             windows halves ``window_batch`` (same numbers) and retries; in fp16 each U-Net
             call's output is checked (one host sync per call) and a non-finite one recomputed
             in bf16/fp32. ``None``: no checks, errors propagate.
+        store: where the clip-length buffers live (:class:`~uav.sampling.store.ClipStore`);
+            a streamed store with an elementwise scheduler finishes each step a chunk of
+            frames at a time (:mod:`uav.sampling.streamed`: the same numbers, RAM bounded).
     """
     cfg = text_embeddings.shape[0] == 2
     param = next(unet.parameters())
@@ -80,21 +86,32 @@ def denoise(
     state_device = latents.device
     low_res = low_res.to(state_device)
     text = text_embeddings.to(device=unet_device, dtype=unet_dtype)
-    weights = plan.weights.to(device=state_device, dtype=torch.float32)
     total = len(timesteps)
     prop = set(int(s) for s in propagation_steps)
     if prop and flows is None:
         raise ValueError("propagation_steps were given but no flows: pass flows or a flow estimator")
 
+    streamed = store is not None and store.streamed and trace is None and state_device.type == "cpu" \
+        and getattr(scheduler, "elementwise", False)
     for i, t in enumerate(timesteps):
         t_int = int(t)
         if trace is not None:
             trace[f"step{i}_latents_in"] = latents.detach().clone()
-        v = torch.zeros((text.shape[0],) + tuple(latents.shape[1:]), dtype=torch.float32, device=state_device)
+        shape = (text.shape[0],) + tuple(latents.shape[1:])
+        v = store.zeros(shape) if streamed and store is not None else \
+            torch.zeros(shape, dtype=torch.float32, device=state_device)
         for k, (s, e), pred in _window_predictions(unet, latents, low_res, text, t_int, noise_level, plan.windows,
                                                     window_batch, spatial_tiles, cfg, recovery):
-            w = weights[k, s:e].reshape(1, 1, -1, 1, 1)
+            w = plan.window_weights(k).to(device=state_device, dtype=torch.float32).reshape(1, 1, -1, 1, 1)
             v[:, :, s:e].add_(pred.to(device=state_device, dtype=torch.float32) * w)
+        if streamed and store is not None:
+            latents, x0 = finish_step(store, scheduler, v, t_int, latents, guidance_scale if cfg else None,
+                                      flows if i in prop else None, fuse_scale)
+            del v
+            if callback is not None:
+                callback({"stage": "denoise", "index": i, "total": total, "timestep": t_int, "latents": latents,
+                          "x0": x0})
+            continue
         if cfg:
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + guidance_scale * (v_cond - v_uncond)

@@ -190,7 +190,12 @@ class Recovery:
         key = id(net)
         if key not in self._wider:
             device = next(net.parameters()).device
-            self._wider[key] = copy.deepcopy(net).to(_wider_dtype(device))
+            wider = copy.deepcopy(net)
+            for module in wider.modules():
+                # a block-offloaded network's hooks move *its* blocks: the copy runs resident
+                module._forward_pre_hooks.clear()
+                module._forward_hooks.clear()
+            self._wider[key] = wider.to(device=device, dtype=_wider_dtype(device))
         return self._wider[key]
 
     def finite(self, call: Callable[[torch.nn.Module], Tensor], net: torch.nn.Module, *, where: str,

@@ -217,6 +217,12 @@ class OfficialDDIM:
             prev = prev + std * variance_noise
         return prev
 
+    @property
+    def elementwise(self) -> bool:
+        """Whether :meth:`predict_x0` and :meth:`step` act on each element alone (no noise
+        draw), so a long clip's step may run a chunk of frames at a time."""
+        return self.eta == 0
+
     def __repr__(self) -> str:
         return (
             f"OfficialDDIM(eta={self.eta}, num_train_timesteps={self.num_train_timesteps}, "

@@ -61,19 +61,40 @@ def official_segment_plan(num_frames: int, window: int = 8, stride: int = 6) -> 
 
     windows = _unique_in_order(calls)
     index = {win: k for k, win in enumerate(windows)}
-    # Track, per frame, each unique window's share of the running blend.
-    weights = torch.zeros((len(windows), t), dtype=torch.float64)
-    seen = torch.zeros(t, dtype=torch.bool)
+    # Track, per frame, each unique window's share of the running blend (float64, as the
+    # dense matrix this replaced: halving and adding 0.5 in the same order).
+    shares: list[dict[int, float]] = [{} for _ in range(t)]
     for win in calls:
         s, e = win
         k = index[win]
-        first = ~seen[s:e]
-        block = weights[:, s:e]
-        block[:, ~first] *= 0.5
-        block[k, ~first] += 0.5
-        block[k, first] = 1.0
-        seen[s:e] = True
-    return SegmentPlan(windows=windows, weights=weights.to(torch.float32), calls=calls)
+        for f in range(s, e):
+            share = shares[f]
+            if not share:
+                share[k] = 1.0
+                continue
+            for other in share:
+                share[other] *= 0.5
+            share[k] = share.get(k, 0.0) + 0.5
+    band = torch.zeros((len(windows), max(e - s for s, e in windows)), dtype=torch.float64)
+    for k, (s, e) in enumerate(windows):
+        band[k, :e - s] = torch.tensor([shares[f].get(k, 0.0) for f in range(s, e)], dtype=torch.float64)
+    return _plan(windows, band.to(torch.float32), t, calls)
+
+
+#: clips up to this many frames also get the dense (windows x frames) weights
+DENSE_FRAMES = 4096
+
+
+def _plan(windows: tuple[tuple[int, int], ...], band: Tensor, t: int,
+          calls: tuple[tuple[int, int], ...]) -> SegmentPlan:
+    """A plan with its band, and the dense weights where the clip is short enough to hold them."""
+    if t > DENSE_FRAMES:
+        return SegmentPlan(windows=windows, weights=torch.empty((len(windows), t), device="meta"), calls=calls,
+                           band=band)
+    weights = torch.zeros((len(windows), t), dtype=torch.float32)
+    for k, (s, e) in enumerate(windows):
+        weights[k, s:e] = band[k, :e - s]
+    return SegmentPlan(windows=windows, weights=weights, calls=calls, band=band)
 
 
 def uniform_segment_plan(num_frames: int, window: int = 8, overlap: int = 2) -> SegmentPlan:
@@ -101,18 +122,21 @@ def uniform_segment_plan(num_frames: int, window: int = 8, overlap: int = 2) -> 
         starts = [round(k * (t - window) / (n - 1)) for k in range(n)]
         windows = tuple((s, s + window) for s in starts)
 
-    frames = torch.arange(t, dtype=torch.float64)
-    raw = torch.zeros((len(windows), t), dtype=torch.float64)
+    band = torch.zeros((len(windows), window), dtype=torch.float64)
+    totals = torch.zeros(t, dtype=torch.float64)
     for k, (s, e) in enumerate(windows):
-        ramp = torch.ones(t, dtype=torch.float64)
+        frames = torch.arange(s, e, dtype=torch.float64)
+        ramp = torch.ones(e - s, dtype=torch.float64)
         if overlap > 0:
             if s > 0:
                 ramp = torch.minimum(ramp, (frames - s + 1) / (overlap + 1))
             if e < t:
                 ramp = torch.minimum(ramp, (e - frames) / (overlap + 1))
-        raw[k, s:e] = ramp[s:e]
-    weights = raw / raw.sum(dim=0, keepdim=True)
-    return SegmentPlan(windows=windows, weights=weights.to(torch.float32), calls=windows)
+        band[k, :e - s] = ramp
+        totals[s:e] += ramp
+    for k, (s, e) in enumerate(windows):
+        band[k, :e - s] /= totals[s:e]
+    return _plan(windows, band.to(torch.float32), t, windows)
 
 
 def merge_windows(preds: Sequence[Tensor], plan: SegmentPlan, num_frames: int, dim: int = 2) -> Tensor:
@@ -154,6 +178,6 @@ def merge_windows(preds: Sequence[Tensor], plan: SegmentPlan, num_frames: int, d
                 f"preds[{k}] must have shape {tuple(expected)} for window [{s}, {e}), got {tuple(pred.shape)}"
             )
         view[dim] = e - s
-        w = plan.weights[k, s:e].to(device=pred.device, dtype=pred.dtype).reshape(view)
+        w = plan.window_weights(k).to(device=pred.device, dtype=pred.dtype).reshape(view)
         out.narrow(dim, s, e - s).add_(pred * w)
     return out
