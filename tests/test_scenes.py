@@ -203,7 +203,23 @@ def test_png_output_joins_the_scenes_into_one_sequence(small, weights, tmp_path)
     out, _ = render(small, "--weights", weights, *RENDER, "--scenes", scenes, "--codec", "png", "-o",
                     tmp_path / "frames")
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"{k:06d}.png" for k in range(8)] + ["audio.wav"]
+    # each segment's own provenance record is not an image: one joined record describes the sequence
+    assert names == [f"{k:06d}.png" for k in range(8)] + ["audio.wav", "uav.json"]
+    record = json.loads((out / "uav.json").read_text())
+    assert record["source"]["start_frame"] == 0 and record["source"]["end_frame"] == 8
+    assert record["source"]["frames"] == 8
+    assert [s["source"]["frames"] for s in record["scenes"]] == [3, 2, 3]
+
+
+@pytest.mark.slow
+def test_joined_video_carries_the_provenance_of_its_scenes(small, weights, tmp_path):
+    from uav.io.provenance import read_provenance
+
+    scenes = scene_list(tmp_path / "s.toml", [(0, 3), (3, 8)])
+    out, _ = render(small, "--weights", weights, *RENDER, "--scenes", scenes, "-o", tmp_path / "out.mov")
+    record, where = read_provenance(out)
+    assert where == "metadata"
+    assert record["source"]["frames"] == 8 and len(record["scenes"]) == 2
 
 
 # ---------------------------------------------------------------------------- resume

@@ -56,12 +56,18 @@ def _remux(segments: Sequence[Path], tmp: Path, *, fps: Fraction, frames: Sequen
 
     from uav.io.audio import AudioCut
 
+    from uav.io.provenance import PROVENANCE_KEY, provenance_json
+
     total = sum(frames)
-    out = av.open(str(tmp), mode="w")
+    record = joined_provenance(segments, frames)
+    free_tags = record is not None and suffix in (".mov", ".mp4")  # mov/mp4 drop free tags unless told
+    out = av.open(str(tmp), mode="w", options={"movflags": "use_metadata_tags"} if free_tags else None)
     cut = None
     try:
         if timecode:
             out.metadata["timecode"] = timecode
+        if record is not None and suffix != ".mxf":
+            out.metadata[PROVENANCE_KEY] = provenance_json(record)
         with av.open(str(segments[0])) as first:
             template = first.streams.video[0]
             video = out.add_stream_from_template(template)
@@ -134,19 +140,25 @@ def link_sequence(segments: Sequence[Path], output: str | Path, *, pattern: str,
     final number, plus the audio as ``audio.wav``; the folder appears atomically."""
     from uav.io import atomic
 
+    from uav.io.provenance import SEQUENCE_SIDECAR, provenance_json
+
     out = Path(output)
+    suffix = Path(pattern).suffix  # a segment folder also holds its audio and its provenance record
     tmp = atomic.temporary_path(out, folder=True)
     tmp.mkdir()
     atomic.track(tmp)
     try:
         number = start_number
         for segment, count in zip(segments, frames):
-            images = sorted(p for p in Path(segment).iterdir() if p.is_file() and p.suffix != ".wav")
+            images = sorted(p for p in Path(segment).iterdir() if p.is_file() and p.suffix == suffix)
             if len(images) != count:
                 raise SceneError(f"segment {Path(segment).name} holds {len(images)} images, its scene {count}")
             for image in images:
                 _link(image, tmp / (pattern % number))
                 number += 1
+        record = joined_provenance(segments, frames)
+        if record is not None:
+            (tmp / SEQUENCE_SIDECAR).write_text(provenance_json(record, indent=2), encoding="utf-8")
         if audio_source is not None and fps is not None:
             _write_wav(tmp, Path(audio_source), audio_start, audio_start + sum(frames), fps)
         if out.is_dir() and not any(out.iterdir()):
@@ -158,6 +170,28 @@ def link_sequence(segments: Sequence[Path], output: str | Path, *, pattern: str,
         raise
     atomic.untrack(tmp)
     return out
+
+
+def joined_provenance(segments: Sequence[Path], frames: Sequence[int]) -> dict[str, Any] | None:
+    """The provenance of the joined output: the first segment's record, its source range
+    widened to all scenes, and ``scenes`` listing each segment's own record (prompt, seed,
+    settings and their hash may differ per scene). ``None`` when no segment holds one."""
+    from uav.io.provenance import read_provenance
+
+    records = [read_provenance(s)[0] for s in segments]
+    if not any(records):
+        return None
+    joined = dict(next(r for r in records if r))
+    source = dict(joined.get("source") or {})
+    first, last = records[0] or {}, records[-1] or {}
+    if "start_frame" in (first.get("source") or {}):
+        source["start_frame"] = first["source"]["start_frame"]
+    if "end_frame" in (last.get("source") or {}):
+        source["end_frame"] = last["source"]["end_frame"]
+    source["frames"] = sum(frames)
+    joined["source"] = source
+    joined["scenes"] = records
+    return joined
 
 
 def _link(src: Path, dst: Path) -> None:
