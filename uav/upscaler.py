@@ -233,6 +233,10 @@ class VideoUpscaler:
             trace: a dict that receives per-step tensors (see :func:`uav.sampling.loop.denoise`).
             start, end: frame range of a file input (``end`` exclusive; ints or timecodes).
         """
+        if output is not None:
+            from uav.io.paths import refuse_output_onto_input
+
+            refuse_output_onto_input(video, output)
         comps = self.check_inputs(settings, **knobs)
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         s = comps.settings

@@ -137,6 +137,8 @@ def plan_jobs(source: str, output: str | None, codec: str, *, self_check: bool) 
     if self_check:
         for job in jobs:
             job.output = mark_self_check(job.output)
+    from uav.io.paths import same_file
+
     seen: dict[Path, str] = {}
     for job in jobs:
         key = job.output.resolve()
@@ -144,9 +146,7 @@ def plan_jobs(source: str, output: str | None, codec: str, *, self_check: bool) 
             raise UserError(f"{seen[key]} and {job.label} would both be written to {job.output}; rename one of them "
                             "or choose a --codec that keeps their file types")
         seen[key] = job.label
-        if _is_pattern(job.source):
-            continue
-        if Path(job.source).exists() and key == Path(job.source).resolve():
+        if not _is_pattern(job.source) and same_file(job.source, job.output):
             raise UserError(f"--output {job.output} is the input itself; choose another name")
     return kind, jobs
 
