@@ -8,13 +8,14 @@ has been denoised. :meth:`uav.VideoUpscaler.check_inputs` is the public entry po
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from diffusers import DDIMScheduler
 
+from uav.plugin_results import describe_component
 from uav.protocols import ColorCorrector, DenoisingScheduler, FlowEstimator, SegmentStrategy, TilingStrategy
 from uav.sampling.schedulers import OfficialDDIM
 from uav.settings import SettingsError, UpscaleSettings
@@ -36,6 +37,8 @@ class Components:
     tiling: TilingStrategy
     color: ColorCorrector | None
     flow: Callable[[], FlowEstimator] | None
+    #: kind -> how error lines name the component (``colour corrector 'wavelet' (plugin 'color')``)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def merge_settings(settings: UpscaleSettings | None, knobs: Mapping[str, Any]) -> UpscaleSettings:
@@ -74,6 +77,9 @@ def resolve_components(s: UpscaleSettings, registry: Any, *, scheduler: Any, flo
         UpscaleSettings.check_component(field, name, registry)
         return registry.get(kind, name, **options)
 
+    labels = {kind: describe_component(kind, name, registry) for kind, name in (
+        ("scheduler", s.scheduler), ("segments", s.segments), ("tiling", s.tiling), ("color", s.color_fix_name),
+        ("flow", _flow_name(s, flow, raft_weights)))}
     return Components(
         settings=s,
         scheduler=_resolve_scheduler(s, registry, scheduler),
@@ -81,6 +87,7 @@ def resolve_components(s: UpscaleSettings, registry: Any, *, scheduler: Any, flo
         tiling=resolve("tiling", "tiling", s.tiling),
         color=None if s.color_fix_name == "none" else resolve("color_fix", "color", s.color_fix_name),
         flow=_flow_builder(s, registry, flow, raft_weights, device) if s.propagation_steps else None,
+        labels=labels,
     )
 
 
@@ -107,14 +114,22 @@ def _resolve_scheduler(s: UpscaleSettings, registry: Any, sched: Any) -> Denoisi
     return scheduler
 
 
+def _flow_name(s: UpscaleSettings, given: Any, raft_weights: Path | None) -> str:
+    """The registry name ``flow="auto"`` stands for (the upscaler's own name, else RAFT when the
+    release has its weights, else DIS); an estimator object handed to the upscaler is ``"given"``."""
+    if s.flow != "auto":
+        return s.flow
+    if given is not None:
+        return given if isinstance(given, str) else "given"
+    return "raft" if raft_weights is not None else "dis"
+
+
 def _flow_builder(s: UpscaleSettings, registry: Any, given: Any, raft_weights: Path | None,
                   device: torch.device | None) -> Callable[[], FlowEstimator]:
     """Check the flow estimator's name now; build it (RAFT loads weights) on first use."""
     if given is not None and not isinstance(given, str) and s.flow == "auto":
         return lambda: given
-    name = given if isinstance(given, str) and s.flow == "auto" else s.flow
-    if name == "auto":
-        name = "raft" if raft_weights is not None else "dis"
+    name = _flow_name(s, given, raft_weights)
     UpscaleSettings.check_component("flow", name, registry)
     options: dict[str, Any] = {}
     if name == "raft":

@@ -16,6 +16,7 @@ import torch
 
 from uav.components import Components
 from uav.frames import InputError
+from uav.plugin_results import CheckedScheduler, check_clip, check_flows, check_segment_plan, check_tiles
 from uav.protocols import FlowEstimator, Tile, TilingStrategy
 from uav.sampling.decode import decode_chunks
 from uav.sampling.loop import denoise
@@ -71,18 +72,20 @@ def generate(
                          _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
         else:
             assert comps.flow is not None  # check_inputs builds it whenever propagation is asked for
-            flow_pair = _estimate_flows(lr, comps.flow(), callback)
+            flow_pair = _estimate_flows(lr, comps.flow(), callback, _label(comps, "flow"))
 
-    scheduler = comps.scheduler
-    timesteps = [int(t) for t in scheduler.set_timesteps(s.num_inference_steps)]
+    # plugins' results are checked where they arrive: one line naming the plugin, not a wrong file
+    scheduler = CheckedScheduler(comps.scheduler, _label(comps, "scheduler"))
+    timesteps = scheduler.set_timesteps(s.num_inference_steps)
     # 1 for DDIM; Euler-type plugin schedulers start from a slightly different scale
     x_t = x_t * float(scheduler.init_noise_sigma)
-    tiles = spatial_tiles(h, w, s, comps.tiling, scale)
+    tiling = _CheckedTiling(comps.tiling, _label(comps, "tiling"))
+    tiles = spatial_tiles(h, w, s, tiling, scale)
     latent_tiles = None
     if s.tile_mode == "latent" and len(tiles) > 1:
         # one run over the whole frame; the plan's tiles only split each U-Net call
-        latent_tiles = comps.tiling.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
-        tiles = spatial_tiles(h, w, s.replace(tile=False), comps.tiling, scale)
+        latent_tiles = tiling.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
+        tiles = spatial_tiles(h, w, s.replace(tile=False), tiling, scale)
     tile_latents: list[Tensor] = []
     recovery = Recovery(window_batch=s.window_batch, decode_chunk=s.decode_chunk, decode_tile=s.decode_tile,
                         notify=callback)
@@ -93,7 +96,7 @@ def generate(
         lr_tile = lr[crop].to(state)
         noisy = low_res_add_noise(lr_tile, noise[crop].to(state), s.noise_level, low_res_scheduler)
         tile_flows = None if flow_pair is None else tuple(f[crop].to(state) for f in flow_pair)
-        plan = comps.segments.plan(num_frames, s.window)
+        plan = check_segment_plan(comps.segments.plan(num_frames, s.window), num_frames, _label(comps, "segments"))
         if k > 0:
             # every tile runs the whole schedule again
             scheduler.set_timesteps(s.num_inference_steps)
@@ -119,8 +122,8 @@ def generate(
         out = recovery.denoise(
             run, latent_tiles, size=(th, tw), generator=generator,
             start_tile=s.tile_size // 2 if latent_tiles else max(th, tw) // 2,
-            plan=lambda size, th=th, tw=tw: comps.tiling.plan(th, tw, tile_size=size,
-                                                              overlap=min(s.tile_overlap, size // 4), scale=1),
+            plan=lambda size, th=th, tw=tw: tiling.plan(th, tw, tile_size=size, overlap=min(s.tile_overlap, size // 4),
+                                                        scale=1),
             restart=lambda: scheduler.set_timesteps(s.num_inference_steps))
         # keep finished tiles off the accelerator while the others denoise
         tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
@@ -137,7 +140,8 @@ def generate(
         frames = outs[0] if len(tiles) == 1 else blend_tiles(outs, tiles, h * scale, w * scale)
         if corrector is not None:
             ref = lr[0, :, start:start + frames.shape[2]].permute(1, 0, 2, 3).to(frames.device)
-            fixed = corrector(frames[0].permute(1, 0, 2, 3), ref)
+            given = frames[0].permute(1, 0, 2, 3)
+            fixed = check_clip(corrector(given, ref), given, _label(comps, "color"))
             frames = fixed.permute(1, 0, 2, 3)[None].clamp(-1.0, 1.0)
         if callback is not None:
             callback({"stage": "decode", "index": c, "total": n_chunks, "frames": frames.shape[2]})
@@ -162,12 +166,28 @@ def spatial_tiles(h: int, w: int, s: UpscaleSettings, strategy: TilingStrategy, 
     return tiles
 
 
-def _estimate_flows(lr: Tensor, estimator: FlowEstimator,
-                    callback: ProgressCallback | None) -> tuple[Tensor, Tensor]:
+class _CheckedTiling:
+    """A tiling strategy whose plans are checked (tiles inside the frame, every pixel covered)."""
+
+    def __init__(self, strategy: TilingStrategy, who: str) -> None:
+        self.strategy, self.who = strategy, who
+
+    def plan(self, height: int, width: int, *, tile_size: int, overlap: int, scale: int = 4) -> list[Tile]:
+        tiles = self.strategy.plan(height, width, tile_size=tile_size, overlap=overlap, scale=scale)
+        return check_tiles(tiles, height, width, scale, self.who)
+
+
+def _label(comps: Components, kind: str) -> str:
+    return comps.labels.get(kind) or f"the {kind} component"
+
+
+def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: ProgressCallback | None,
+                    who: str = "the flow estimator") -> tuple[Tensor, Tensor]:
     if callback is not None:
         callback({"stage": "flow", "index": 0, "total": 1})
     frames = lr[0].permute(1, 0, 2, 3)
-    forward, backward = estimator(frames, size=tuple(lr.shape[-2:]))
+    _, _, num_frames, h, w = lr.shape
+    forward, backward = check_flows(estimator(frames, size=tuple(lr.shape[-2:])), (1, 2, num_frames - 1, h, w), who)
     if callback is not None:
         callback({"stage": "flow", "index": 1, "total": 1})
     return forward.float().cpu(), backward.float().cpu()
