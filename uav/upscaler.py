@@ -385,6 +385,8 @@ class VideoUpscaler:
                options: Mapping[str, Any]) -> Path:
         from fractions import Fraction
 
+        from uav.io.alpha import alpha_planes, with_alpha
+        from uav.io.codecs import CODECS
         from uav.io.metadata import carry_over
         from uav.io.writer import VideoWriter
 
@@ -395,11 +397,14 @@ class VideoUpscaler:
         if info.video is not None:
             # the output shows the same frames, so it carries the source's metadata over
             options = {**carry_over(info.video, info.start_frame, lr.shape[2]), **options}
-        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options)
+        spec = CODECS.get(options.get("codec", "h264"))
+        alpha = None if spec is None else alpha_planes(info.video, info.start_frame, lr.shape[2], spec,
+                                                        options.get("pix_fmt"), width, height)
+        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, alpha=alpha is not None, **options)
         try:
             for _, chunk in chunks:
                 for frame in to_uint8(chunk):
-                    writer.write(frame)
+                    writer.write(with_alpha(frame, alpha))
         except BaseException:
             writer.abort()
             raise

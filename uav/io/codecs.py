@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CodecSpec", "CODECS", "known_codecs", "output_path"]
+__all__ = ["ALPHA_PIX_FMTS", "CodecSpec", "CODECS", "known_codecs", "output_path"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,16 @@ class CodecSpec:
     suffixes: tuple[str, ...]
     options: dict[str, str] = field(default_factory=dict)
     default_crf: int | None = None
+    #: the pixel format that keeps an alpha channel (``None``: the format has no alpha)
+    alpha_pix_fmt: str | None = None
+
+    def keeps_alpha(self, pix_fmt: str | None = None) -> bool:
+        """Whether this format, written with ``pix_fmt`` (default: its own), keeps alpha."""
+        return self.alpha_pix_fmt is not None and (pix_fmt is None or pix_fmt in ALPHA_PIX_FMTS)
+
+
+#: the pixel formats with an alpha channel the writer knows
+ALPHA_PIX_FMTS = ("yuva444p10le", "rgba", "rgba64")
 
 
 CODECS: dict[str, CodecSpec] = {
@@ -53,14 +63,15 @@ CODECS: dict[str, CodecSpec] = {
     "prores_4444": CodecSpec(
         "prores_4444", "Apple ProRes 4444 (prores_ks), 10-bit 4:4:4", "video", "prores_ks", "yuv444p10le",
         "yuv444p10le", ("yuv444p10le", "yuva444p10le"), (".mov", ".mkv"), {"profile": "4", "vendor": "apl0"},
+        alpha_pix_fmt="yuva444p10le",
     ),
     "png": CodecSpec(
         "png", "PNG image sequence folder, 8- or 16-bit", "sequence", ".png", "rgb24", "rgb48",
-        ("rgb24", "rgb48"), (".png",),
+        ("rgb24", "rgb48", "rgba", "rgba64"), (".png",), alpha_pix_fmt="rgba",
     ),
     "tiff": CodecSpec(
-        "tiff", "16-bit TIFF image sequence folder", "sequence", ".tif", "rgb48", "rgb48", ("rgb48",),
-        (".tif", ".tiff"),
+        "tiff", "16-bit TIFF image sequence folder", "sequence", ".tif", "rgb48", "rgb48", ("rgb48", "rgba64"),
+        (".tif", ".tiff"), alpha_pix_fmt="rgba64",
     ),
 }
 

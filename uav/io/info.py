@@ -49,3 +49,5 @@ class VideoInfo:
     audio_codec: str | None = None
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
+    #: whether the frames carry an alpha channel (:func:`uav.io.reader.iter_alpha` reads it)
+    has_alpha: bool = False

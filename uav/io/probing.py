@@ -341,6 +341,7 @@ def _scan_video(path: Path) -> VideoScan:
             audio_codec=audio.codec_context.name if audio is not None else None,
             audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             audio_channels=audio.codec_context.channels if audio is not None else None,
+            has_alpha=any(getattr(c, "is_alpha", False) for c in first.format.components),
         )
         return VideoScan(
             info=info,

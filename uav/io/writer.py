@@ -94,6 +94,8 @@ class VideoWriter:
         bit_depth: 8 for ``uint8`` frames, 16 for ``uint16`` frames (full 16-bit scale).
         preset: libx264/libx265 speed preset (default ``"medium"``).
         start_number: number of the first image of a sequence.
+        alpha: frames are ``(height, width, 4)`` RGBA and the alpha is kept: ``prores_4444``
+            (``yuva444p10le``), ``png`` and ``tiff`` hold it; other codecs refuse.
 
     Raises:
         ValueError: unknown codec, unsuitable path or pixel format, an output folder
@@ -120,10 +122,21 @@ class VideoWriter:
         bit_depth: int = 8,
         preset: str | None = None,
         start_number: int = 0,
+        alpha: bool = False,
     ) -> None:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; known codecs: {known_codecs()}")
         self.spec = spec = CODECS[codec]
+        self.alpha = bool(alpha)
+        if self.alpha:
+            if spec.alpha_pix_fmt is None:
+                raise ValueError(f"codec {codec!r} has no alpha channel; prores_4444, png and tiff keep alpha")
+            if pix_fmt is not None and not spec.keeps_alpha(pix_fmt):
+                raise ValueError(f"pix_fmt {pix_fmt!r} has no alpha channel; use {spec.alpha_pix_fmt!r}")
+            if pix_fmt is None:
+                pix_fmt = spec.alpha_pix_fmt
+                if spec.kind == "sequence" and bit_depth == 16:
+                    pix_fmt = "rgba64"
         self.fps = parse_fps(fps)
         self.width = _check_positive_int("width", width)
         self.height = _check_positive_int("height", height)
@@ -302,10 +315,11 @@ class VideoWriter:
         if self._closed:
             raise ValueError(f"cannot write to {self.path}: the writer is already closed")
         array = np.asarray(frame)
-        expected = (self.height, self.width, 3)
+        expected = (self.height, self.width, 4 if self.alpha else 3)
         if array.shape != expected or array.dtype != self._dtype:
             self.abort()  # a render that feeds wrong frames is broken; do not leave its partial output
-            raise ValueError(f"frame {self.frames_written} must be {expected[0]}x{expected[1]}x3 {self._dtype}, got "
+            raise ValueError(f"frame {self.frames_written} must be {expected[0]}x{expected[1]}x{expected[2]} "
+                             f"{self._dtype}, got "
                              f"shape {array.shape} {array.dtype}"
                              + (" (pass bit_depth=16 to write uint16 frames)" if array.dtype == np.uint16 else ""))
         try:
@@ -329,7 +343,11 @@ class VideoWriter:
     def _encode(self, array: np.ndarray) -> None:
         import av
 
-        rgb = av.VideoFrame.from_ndarray(array, format="rgb48le" if self.bit_depth == 16 else "rgb24")
+        if self.alpha:
+            fmt = "rgba64le" if self.bit_depth == 16 else "rgba"
+        else:
+            fmt = "rgb48le" if self.bit_depth == 16 else "rgb24"
+        rgb = av.VideoFrame.from_ndarray(array, format=fmt)
         yuv = rgb.reformat(
             format=self.pix_fmt,
             dst_colorspace=SWS_MATRIX[self.color["color_space"]],
@@ -364,7 +382,8 @@ class VideoWriter:
             array = array.astype(np.uint16) * 257  # TIFF output is always 16-bit
         name = self._pattern % (self.frames_written + self._start_number)
         target = self._temp / name
-        if not cv2.imwrite(str(target), np.ascontiguousarray(array[:, :, ::-1])):
+        bgr = array[:, :, [2, 1, 0, 3]] if self.alpha else array[:, :, ::-1]
+        if not cv2.imwrite(str(target), np.ascontiguousarray(bgr)):
             # OpenCV only says "no"; the folder exists (we made it), so the disk refused
             raise VideoOutputError(self.path, f"image {name} could not be written (disk full or not writable?)")
 
