@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from uav.captioning import Caption
 
 __all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "default_dtypes", "frames_to_tensor",
-           "to_uint8", "torch_dtype"]
+           "output_size", "to_uint8", "torch_dtype"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
@@ -352,7 +352,7 @@ class VideoUpscaler:
 
     def _maybe_downscale(self, lr: Tensor, s: UpscaleSettings) -> Tensor:
         h, w = lr.shape[-2:]
-        if h >= LARGE_INPUT_SIDE and w >= LARGE_INPUT_SIDE:
+        if _is_large(w, h):
             if s.downscale_large:
                 log.warning("input %dx%d: downscaling by 1/4 (area) before upscaling x4 (downscale_large=True)", w, h)
                 frames = lr[0].permute(1, 0, 2, 3)
@@ -412,6 +412,19 @@ class VideoUpscaler:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _is_large(width: int, height: int) -> bool:
+    return width >= LARGE_INPUT_SIDE and height >= LARGE_INPUT_SIDE
+
+
+def output_size(width: int, height: int, settings: UpscaleSettings | None = None, scale: int = 4) -> tuple[int, int]:
+    """``(width, height)`` of the frames :meth:`VideoUpscaler.upscale` writes for a
+    ``width`` x ``height`` input: x``scale``, after the 1/4 pre-downscale of large inputs
+    when ``settings.downscale_large``."""
+    if settings is not None and settings.downscale_large and _is_large(width, height):
+        width, height = width // 4, height // 4
+    return width * scale, height * scale
+
+
 def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
     """``(U-Net and text encoder, VAE)`` dtypes :meth:`VideoUpscaler.from_pretrained` picks
     on ``device``: fp16 and fp32 on CUDA, as published (the fp32 VAE keeps the decoder's

@@ -51,6 +51,7 @@ from uav.cli.jobs import (
     plan_jobs,
     preflight_output,
     probe_job,
+    probe_jobs,
     remove_empty,
 )
 from uav.cli.options import (
@@ -94,6 +95,13 @@ def _position(value: str | None) -> int | str | None:
         return None
     text = value.strip()
     return int(text) if text.isdigit() else text
+
+
+def output_size(width: int, height: int, settings: Any) -> tuple[int, int]:
+    """The upscaler's output size for a ``width`` x ``height`` input (imported late: torch)."""
+    from uav.upscaler import output_size as size
+
+    return size(width, height, settings)
 
 
 # ---------------------------------------------------------------------------- command
@@ -212,19 +220,14 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     kind, jobs = plan_jobs(source, output, codec, self_check=tiny)
     if not jobs:
         raise UserError(f"{source}: folder holds no videos")
-    for job in jobs:
-        probe_job(job, start=start, end=end, fps=rate)
+    probe_jobs(jobs, start=start, end=end, fps=rate)
     created: list[Path] = []
     for job in jobs:
         created += [d for d in missing_dirs(job.output) if d not in created]
     stack.callback(remove_empty, created)  # folders made for outputs that never came
     for job in jobs:
-        preflight_output(job, codec=codec, pix_fmt=pix_fmt, crf=crf)
-    if settings.auto_prompt:
-        from uav.captioning import check_captioner
-
-        # a wrong captioner folder fails here, before the upscaler's weights load
-        check_captioner(settings.captioner, dict(settings.captioner_options))
+        preflight_output(job, codec=codec, pix_fmt=pix_fmt, crf=crf, size=output_size(job.width, job.height, settings))
+    _check_model(settings, folder=folder, tiny=tiny, vae=vae)
 
     from rich.markup import escape
 
@@ -327,26 +330,36 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     }
 
 
-def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: Any, folder: Path | None, tiny: bool,
-                     vae: str, device: str, dtype: str, kind: str, started: float, split: Any = None) -> dict[str, Any]:
-    """``--dry-run``: the checks a run makes before loading a model, then what it would write.
-
-    Inputs were probed and outputs checked by the caller (folders it made for them are
-    removed again: nothing stays written); here every component the settings name is
-    resolved through the registry and the weights folder is checked for completeness.
-    """
-    from rich.markup import escape
-
-    from uav import __version__
+def _check_model(settings: Any, *, folder: Path | None, tiny: bool, vae: str) -> None:
+    """The model-side checks every run makes before loading anything, dry or not: every
+    component the settings name resolves through the registry, the captioner can be
+    built, and the weights folder is complete."""
     from uav.weights import find_release
 
     settings.check_components()
+    if settings.auto_prompt:
+        from uav.captioning import check_captioner
+
+        # a wrong captioner folder fails here, before the upscaler's weights load
+        check_captioner(settings.captioner, dict(settings.captioner_options))
     if folder is not None and not tiny:
         missing = find_release(folder).missing(vae=vae)  # type: ignore[arg-type]
         if missing:
             raise UserError(f"weights folder {folder} lacks {', '.join(missing)} (see docs/weights.md)")
+
+
+def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: Any, folder: Path | None, tiny: bool,
+                     vae: str, device: str, dtype: str, kind: str, started: float, split: Any = None) -> dict[str, Any]:
+    """``--dry-run``: what a run would write. Every check a run makes before loading a model
+    (inputs probed, outputs test-opened with their encoders, settings, plugins, weights
+    folder) has passed by the time this is called: dry run and run share that path, and
+    the folders made for outputs are removed again, so nothing stays written."""
+    from rich.markup import escape
+
+    from uav import __version__
+
     outputs = [{"input": job.source, "output": str(job.output), "frames": job.frames,
-                "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
+                "input_size": [job.width, job.height], "output_size": list(output_size(job.width, job.height, settings)),
                 "fps": str(job.fps), "audio": job.has_audio} for job in jobs]
     if split is not None:
         for o in outputs:

@@ -217,10 +217,10 @@ def _iter_video(scan: VideoScan, sources: list[int], alpha: bool = False) -> Ite
         repeats[i] = repeats.get(i, 0) + 1
 
     def decode_from(container: Any, stream: Any, seek_index: int) -> Iterator[tuple[int, Any]]:
+        # from the first frame: no seek, the container is fresh (formats without an index,
+        # such as MPEG-TS, cannot seek back to their start)
         if seek_index > 0:
             container.seek(scan.pts[seek_index], stream=stream, backward=True)
-        else:
-            container.seek(scan.pts[0], stream=stream, backward=True)
         previous = -1
         for frame in container.decode(stream):
             ts = frame.pts if frame.pts is not None else frame.dts
@@ -232,19 +232,24 @@ def _iter_video(scan: VideoScan, sources: list[int], alpha: bool = False) -> Ite
             yield idx, frame
 
     def generate() -> Iterator[np.ndarray]:
-        container = open_input(info.path)
+        container: Any = None
         try:
-            stream = container.streams[scan.stream_index]
-            stream.thread_type = "AUTO"
             # Seek, then check the first decoded frame is not past the target (open GOPs,
             # sparse indexes); back off further and finally decode from the start.
             attempts = [wanted_first, max(0, wanted_first - 32), max(0, wanted_first - 512), 0]
             frames: Iterator[tuple[int, Any]] | None = None
             pending: tuple[int, Any] | None = None
             for seek_index in dict.fromkeys(attempts):
+                if container is None or seek_index == 0:
+                    if container is not None:
+                        container.close()
+                    container = open_input(info.path)
+                    stream = container.streams[scan.stream_index]
+                    stream.thread_type = "AUTO"
                 frames = decode_from(container, stream, seek_index)
                 pending = next(frames, None)
-                if pending is None or pending[0] <= wanted_first:
+                # nothing after the seek (a stream without an index) or past the target: back off
+                if pending is not None and pending[0] <= wanted_first:
                     break
             assert frames is not None
             expected = wanted_first
@@ -271,6 +276,7 @@ def _iter_video(scan: VideoScan, sources: list[int], alpha: bool = False) -> Ite
             raise VideoInputError(info.path, f"decoding failed ({exc.strerror or exc})",
                                   "the file is damaged or uses an unsupported codec") from None
         finally:
-            container.close()
+            if container is not None:
+                container.close()
 
     return generate()

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import VideoInputError
 from .info import VideoInfo
+from .paths import refuse_unreadable
 from .rates import DEFAULT_SEQUENCE_FPS, parse_fps
 
 __all__ = [
@@ -47,8 +48,9 @@ class SequenceScan:
 
 
 def is_pattern(text: str) -> bool:
-    """Whether the file name of ``text`` holds a printf frame number like ``%05d``."""
-    return bool(re.search(r"%0?\d*d", Path(text).name))
+    """Whether ``text`` is an image pattern: its file name holds a printf frame number like
+    ``%05d`` and it is not an existing file (``take%d.mov`` on disk is a video)."""
+    return bool(re.search(r"%0?\d*d", Path(text).name)) and not Path(text).is_file()
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -66,14 +68,19 @@ def _list_sequence(text: str) -> list[Path]:
         zero, width = match.group(1), match.group(2)
         digits = rf"\d{{{int(width)}}}" if zero and width else r"\d+"
         regex = re.compile(re.escape(p.name[: match.start()]) + f"({digits})" + re.escape(p.name[match.end():]) + "$")
-        found = [(int(m.group(1)), f) for f in folder.iterdir() if f.is_file() and (m := regex.match(f.name))]
+        found = [(int(m.group(1)), f) for f in folder.iterdir() if not f.is_dir() and (m := regex.match(f.name))]
+        for _, f in found:
+            refuse_unreadable(f)
         if not found:
             raise VideoInputError(p, "no files match this image pattern", "check the folder and the %0Nd width")
         _check_numbering(p, found)
         return [f for _, f in sorted(found)]
     if p.is_file():
         return [p]
-    images = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS + (".exr",)]
+    # every image-named entry counts: a broken link or a pipe among the frames is reported, not skipped
+    images = [f for f in p.iterdir() if not f.is_dir() and f.suffix.lower() in IMAGE_EXTENSIONS + (".exr",)]
+    for f in images:
+        refuse_unreadable(f)
     if not images:
         raise VideoInputError(p, "folder contains no images", f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
     kinds = sorted({f.suffix.lower().replace(".tiff", ".tif").replace(".jpeg", ".jpg") for f in images})

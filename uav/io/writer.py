@@ -271,6 +271,30 @@ class VideoWriter:
         if spec.name == "h265" and self.path.suffix.lower() in (".mp4", ".mov"):
             cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC
         self._stream = stream
+        self._open_encoder(cc)
+
+    def _open_encoder(self, cc: Any) -> None:
+        """Open the encoder now, so that a size or setting it refuses (libx264 takes at most
+        16384 pixels a side) fails before any frame is rendered, with the encoder's reason."""
+        import av
+        import av.logging
+
+        previous, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+        av.logging.set_level(av.logging.ERROR)
+        av.logging.set_skip_repeated(False)  # the second refusal of a run says why, too
+        logs: list[Any] = []
+        try:
+            with av.logging.Capture() as logs:
+                cc.open()
+        except av.FFmpegError as exc:
+            reasons = [str(entry[2]).strip() for entry in logs if str(entry[2]).strip()]
+            reason = "; ".join(dict.fromkeys(reasons)) or exc.strerror or str(exc)
+            raise ValueError(f"{self.spec.name} ({self.spec.encoder}) cannot encode {self.width}x{self.height} "
+                             f"{self.pix_fmt} frames: {reason}; choose another --codec (h265, prores_hq, png and "
+                             "tiff take larger pictures) or a smaller input") from None
+        finally:
+            av.logging.set_level(previous)
+            av.logging.set_skip_repeated(skip)
 
     def _open_audio(self, source: Path, start_frame: int, end_frame: int | None) -> None:
         import av
