@@ -71,7 +71,17 @@ def _broken_link_in_batch(tmp: Path) -> tuple[list[object], str]:
     return [folder], "b.mp4: is a broken symbolic link"
 
 
+def _nan_gpus(tmp: Path) -> tuple[list[object], str]:
+    pytest.importorskip("ray")
+    return [_clip(tmp), "--executor", "ray", "--gpus-per-worker", "nan"], "--gpus-per-worker must be a number >= 0"
+
+
+def _cluster_flag_without_ray(tmp: Path) -> tuple[list[object], str]:
+    return [_clip(tmp), "--workers", "2"], "--workers only apply with --executor ray"
+
+
 CASES: dict[str, Callable[[Path], tuple[list[object], str]]] = {
+    "executor option": _nan_gpus, "cluster flag without ray": _cluster_flag_without_ray,
     "gap": _gap, "too wide for the encoder": _too_wide, "output onto the input": _onto_itself,
     "named pipe": _pipe, "unknown plugin": _unknown_plugin, "broken link in a batch": _broken_link_in_batch,
 }

@@ -16,6 +16,10 @@ Tensor = torch.Tensor
 __all__ = ["InputError", "frames_to_tensor", "to_uint8"]
 
 
+#: how far outside their range float frames may stray (rounding of a float pipeline) before they are refused
+RANGE_SLACK = 1e-2
+
+
 class InputError(ValueError):
     """A video argument that cannot be upscaled (names the argument and the fix)."""
 
@@ -24,6 +28,11 @@ def frames_to_tensor(video: Any, name: str = "video") -> Tensor:
     """Normalise any supported frame container to a float32 ``(1, 3, T, H, W)`` clip in [-1, 1]."""
     if torch.is_tensor(video):
         t = video.detach()
+        if t.is_meta:
+            raise InputError(f"{name}: a meta tensor has a shape but no data; pass real frames")
+        if not t.is_floating_point():
+            raise InputError(f"{name}: a tensor must hold floats in [-1, 1], got {str(t.dtype).replace('torch.', '')}"
+                             " (pass uint8 frames as a numpy array (T, H, W, 3))")
         if t.ndim == 4:  # (T, 3, H, W)
             if t.shape[1] != 3:
                 raise InputError(f"{name}: a 4-D tensor must be (T, 3, H, W), got {tuple(t.shape)}")
@@ -69,6 +78,14 @@ def frames_to_tensor(video: Any, name: str = "video") -> Tensor:
         raise InputError(f"{name}: frames have no pixels ({tuple(t.shape[-2:])})")
     if not torch.isfinite(t).all():
         raise InputError(f"{name}: contains NaN or infinite values")
+    low, high = float(t.min()), float(t.max())
+    if low < -1.0 - RANGE_SLACK or high > 1.0 + RANGE_SLACK:
+        given = "a tensor's values" if torch.is_tensor(video) else "float frames"
+        expected = "[-1, 1]" if torch.is_tensor(video) else "[0, 1]"
+        found = (low + 1) / 2 if not torch.is_tensor(video) else low, (high + 1) / 2 if not torch.is_tensor(video) \
+            else high
+        raise InputError(f"{name}: {given} must lie in {expected}, got {found[0]:.4g} to {found[1]:.4g}"
+                         + (" (0..255 frames? pass them as uint8)" if found[1] > 2 else ""))
     return t.contiguous()
 
 

@@ -68,6 +68,10 @@ def generate(
     flow_pair = None
     if s.propagation_steps and num_frames > 1:
         if flows is not None:
+            if not isinstance(flows, (tuple, list)) or len(flows) != 2:
+                raise InputError(f"flows: expected a (forward, backward) pair of tensors (1, 2, {num_frames - 1}, {h}, "
+                                 f"{w}), got {type(flows).__name__}" + (f" of {len(flows)}" if isinstance(
+                                     flows, (tuple, list)) else ""))
             flow_pair = (_given("flows[0]", flows[0], (1, 2, num_frames - 1, h, w)),
                          _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
         else:
@@ -194,6 +198,8 @@ def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: ProgressCall
 
 
 def _given(name: str, t: Any, shape: tuple[int, ...]) -> Tensor:
+    if torch.is_tensor(t) and t.is_meta:
+        raise InputError(f"{name}: a meta tensor has a shape but no data; pass real values")
     if not torch.is_tensor(t):
         raise InputError(f"{name}: expected a tensor of shape {shape}, got {type(t).__name__}")
     if tuple(t.shape) != shape:

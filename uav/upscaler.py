@@ -29,8 +29,8 @@ from uav.settings import SettingsError, UpscaleSettings
 if TYPE_CHECKING:
     from uav.captioning import Caption
 
-__all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "default_dtypes", "frames_to_tensor",
-           "output_size", "to_uint8", "torch_dtype"]
+__all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "check_device", "default_dtypes",
+           "frames_to_tensor", "output_size", "to_uint8", "torch_dtype"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
@@ -84,6 +84,12 @@ class VideoUpscaler:
         self.flow = flow
         self.raft_weights = Path(raft_weights) if raft_weights else None
         self._registry = registry
+        if isinstance(flow, str):
+            # a misspelt name fails here, not at the first clip that propagates
+            UpscaleSettings.check_component("flow", flow, self.registry)
+        elif flow is not None and not callable(flow):
+            raise InputError(f"flow: expected a registered flow estimator's name or a flow estimator, got "
+                             f"{type(flow).__name__}")
         self.source = source
         self._prompt_cache: dict[str, Tensor] = {}
         #: the caption the last ``prompt="auto"`` run used (``None``: it had a prompt)
@@ -128,6 +134,9 @@ class VideoUpscaler:
         """
         from uav.weights import release
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise release.ReleaseError(f"path: expected the weights folder (a str or Path), got {path!r}; download "
+                                       "the Upscale-A-Video release (see docs/weights.md) and pass its folder")
         if not Path(path).exists():
             raise release.ReleaseError(
                 f"weights folder {path} does not exist; download the Upscale-A-Video release "
@@ -137,7 +146,7 @@ class VideoUpscaler:
         missing = rel.missing(vae=vae, need_text=load_text_encoder)
         if missing:
             raise release.ReleaseError(f"{rel.root} is missing: {', '.join(missing)}")
-        device = torch.device(device) if device is not None else (
+        device = check_device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         default_unet, default_vae = default_dtypes(device)
         dtype = torch_dtype(dtype, "dtype") or default_unet
@@ -233,10 +242,13 @@ class VideoUpscaler:
             trace: a dict that receives per-step tensors (see :func:`uav.sampling.loop.denoise`).
             start, end: frame range of a file input (``end`` exclusive; ints or timecodes).
         """
+        if output_type not in ("np", "pt"):
+            raise InputError(f"output_type must be 'np' or 'pt', got {output_type!r}")
         if output is not None:
             from uav.io.paths import refuse_output_onto_input
 
             refuse_output_onto_input(video, output)
+            writer_options = _writer_options(writer_options)
         comps = self.check_inputs(settings, **knobs)
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         s = comps.settings
@@ -249,9 +261,7 @@ class VideoUpscaler:
             return self._write(chunks, Path(output), lr, info, writer_options or {})
         if output_type == "pt":
             return torch.cat([c for _, c in chunks], dim=2)
-        if output_type == "np":
-            return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
-        raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
 
     def upscale_iter(self, video: Any, *, settings: UpscaleSettings | None = None,
                      callback: ProgressCallback | None = None, start: int | str | None = None,
@@ -391,7 +401,8 @@ class VideoUpscaler:
         from uav.io.writer import VideoWriter
 
         options = dict(options)
-        fps = options.pop("fps", None) or info.fps or Fraction(24)
+        fps = options.pop("fps", None)
+        fps = info.fps or Fraction(24) if fps is None else fps
         scale = self.upscale_factor
         height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
         if info.video is not None:
@@ -432,9 +443,39 @@ def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
     return (torch.float16 if device.type == "cuda" else torch.float32), torch.float32
 
 
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``device`` as a :class:`torch.device` that exists here, or one :class:`InputError` line
+    (an unknown name, CUDA without a GPU, ``cuda:3`` on a one-GPU machine, an XLA/TPU
+    device torch was not built for) instead of torch's error at the first tensor moved."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"{name}: {device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:N' or "
+                         "'mps'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"{name} {str(device)!r}: CUDA is not available here (no usable NVIDIA GPU; torch "
+                             f"{torch.__version__} built for CUDA {torch.version.cuda or 'none'}); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"{name} {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return dev
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, NotImplementedError, AssertionError) as exc:
+        lines = str(exc).strip().splitlines()
+        reason = lines[0].split(". ")[0].rstrip(".") if lines else type(exc).__name__
+        raise InputError(f"{name} {str(device)!r} is not available here ({reason}); use 'cpu' or 'cuda'") from None
+    return dev
+
+
 def torch_dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
-    """``value`` as a torch dtype (``fp16``, ``bfloat16``, ... or a dtype); ``None`` stays ``None``."""
-    if value is None or isinstance(value, torch.dtype):
+    """``value`` as a floating-point torch dtype (``fp16``, ``bfloat16``, ... or a dtype);
+    ``None`` stays ``None``."""
+    if isinstance(value, torch.dtype):
+        if not value.is_floating_point:
+            raise SettingsError(f"{name} must be a floating-point dtype (fp32, fp16 or bf16), got {value}")
+        return value
+    if value is None:
         return value
     table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
              "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -443,7 +484,29 @@ def torch_dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | Non
     return table[value]
 
 
+def _writer_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``writer_options`` checked before any work: known keys only, an exact ``fps`` > 0."""
+    import inspect
+
+    from uav.io.rates import parse_fps
+    from uav.io.writer import VideoWriter
+
+    options = dict(options or {})
+    known = set(inspect.signature(VideoWriter).parameters) - {"path", "width", "height"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"writer_options: unknown option(s) {unknown}; known: {sorted(known)}")
+    if options.get("fps") is not None:
+        try:
+            options["fps"] = parse_fps(options["fps"], name="writer_options['fps']")
+        except TypeError as exc:
+            raise InputError(str(exc)) from None
+    return options
+
+
 def _embeds(name: str, t: Any) -> Tensor:
+    if torch.is_tensor(t) and t.is_meta:
+        raise InputError(f"{name}: a meta tensor has a shape but no data; pass real embeddings")
     if not torch.is_tensor(t) or t.ndim != 3 or t.shape[0] != 1:
         got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
         raise InputError(f"{name}: expected a (1, L, D) tensor, got {got}")

@@ -182,7 +182,15 @@ def probe_job(job: Job, *, start: int | str | None, end: int | str | None, fps: 
 
     info = reader.probe(job.source)
     # iter_frames checks the range (and variable frame rate) without decoding anything
-    reader.iter_frames(job.source, start=start, end=end)
+    try:
+        reader.iter_frames(job.source, start=start, end=end)
+    except reader.VideoInputError as exc:
+        if not info.variable_frame_rate:
+            raise
+        # the reader's hint names the API's vfr= argument; on the command line the fix is a re-encode
+        raise reader.VideoInputError(exc.path, exc.problem, f"uav upscale needs a constant frame rate: re-encode it "
+                                     f"first, e.g. ffmpeg -i {exc.path.name} -fps_mode cfr -r {info.fps} "
+                                     f"{exc.path.stem}_cfr.mp4") from None
     rate = fps or info.fps
     first = reader.parse_frame_position(start, info.fps, info.start_timecode) or 0
     stop = reader.parse_frame_position(end, info.fps, info.start_timecode)

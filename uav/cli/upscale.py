@@ -170,14 +170,15 @@ def upscale_command(
     quiet_libraries(debug)
     console = stderr_console(quiet=quiet)
     with handle_errors(debug=debug, as_json=as_json), contextlib.ExitStack() as stack:
+        # built in a dry run too: executor options are checked like every other option
+        run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
+                                debug=debug, always=temporal_split is not None)
         summary = _run(
             input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
             settings_options=setting_values, captioner_options=captioner_option, start=_position(start),
             end=_position(end), codec=codec,
             pix_fmt=pix_fmt, crf=crf, fps=fps, weights=weights, vae=vae or "3d", device=device, dtype=dtype,
-            run_on=None if dry_run else build_executor(executor, ray_address=ray_address,
-                                                       gpus_per_worker=gpus_per_worker, workers=workers, debug=debug,
-                                                       always=temporal_split is not None),
+            run_on=None if dry_run else run_on,
             dry_run=dry_run, split=parse_split(temporal_split),
         )
         if as_json:

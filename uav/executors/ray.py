@@ -204,9 +204,9 @@ class RayExecutor:
     ) -> None:
         if workers is not None and workers < 1:
             raise ExecutorError(f"--workers must be >= 1, got {workers}")
-        if gpus_per_worker is not None and gpus_per_worker < 0:
-            raise ExecutorError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
-        if cpus_per_worker < 0:
+        if gpus_per_worker is not None and not 0 <= gpus_per_worker < float("inf"):
+            raise ExecutorError(f"--gpus-per-worker must be a number >= 0, got {gpus_per_worker}")
+        if not 0 <= cpus_per_worker < float("inf"):
             raise ExecutorError(f"cpus_per_worker must be >= 0, got {cpus_per_worker}")
         if max_retries < 0:
             raise ExecutorError(f"max_retries must be >= 0, got {max_retries}")

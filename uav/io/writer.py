@@ -354,12 +354,10 @@ class VideoWriter:
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.pump(Fraction(self.frames_written) / self.fps)
-        except VideoOutputError:
-            self.abort()
-            raise
+        except VideoOutputError as exc:
+            raise self._failed(exc) from None
         except OSError as exc:  # disk full, folder removed, I/O error: PyAV raises OSError subclasses
-            self.abort()
-            raise _write_failure(self.path, exc) from None
+            raise self._failed(_write_failure(self.path, exc)) from None
         except BaseException:
             self.abort()
             raise
@@ -444,12 +442,10 @@ class VideoWriter:
                 if self.path.is_dir() and not any(self.path.iterdir()):
                     self.path.rmdir()
                 os.rename(self._temp, self.path)
-        except VideoOutputError:
-            self.abort()
-            raise
+        except VideoOutputError as exc:
+            raise self._failed(exc) from None
         except OSError as exc:
-            self.abort()
-            raise _write_failure(self.path, exc) from None
+            raise self._failed(_write_failure(self.path, exc)) from None
         except BaseException:
             self.abort()
             raise
@@ -460,8 +456,22 @@ class VideoWriter:
             self._audio.close()
         return self.path
 
+    def _failed(self, exc: VideoOutputError) -> VideoOutputError:
+        """Abort, and ``exc`` naming the temporary when it could not be removed (a folder made
+        read-only mid-write): the user must know what is left behind."""
+        self._abort(report=False)
+        leftover = getattr(self, "_leftover", None)
+        if leftover is None:
+            return exc
+        return VideoOutputError(exc.path, exc.problem, getattr(exc, "errno", None), leftover=leftover[0],
+                                leftover_reason=leftover[1])
+
     def abort(self) -> None:
-        """Stop writing and delete the temporary output; the destination is left untouched."""
+        """Stop writing and delete the temporary output; the destination is left untouched.
+        A temporary that cannot be removed is logged as a warning naming it."""
+        self._abort(report=True)
+
+    def _abort(self, *, report: bool) -> None:
         if self._closed:
             return
         self._closed = True
@@ -476,7 +486,12 @@ class VideoWriter:
         if getattr(self, "_audio", None) is not None:
             self._audio.close()
         if hasattr(self, "_temp"):
-            _discard(self._temp)
+            reason = _discard(self._temp)
+            if reason is not None:
+                self._leftover = (self._temp, reason)
+            if reason is not None and report:
+                log.warning("%s: the temporary %s could not be removed (%s); delete it by hand", self.path,
+                            self._temp, reason)
         if hasattr(self, "_finalizer"):
             self._finalizer.detach()
 
@@ -507,6 +522,6 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -
     return writer.path
 
 
-def _discard(temp: Path) -> None:
+def _discard(temp: Path) -> str | None:
     atomic.untrack(temp)
-    atomic.remove(temp)
+    return atomic.remove(temp)
