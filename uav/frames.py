@@ -78,15 +78,22 @@ def frames_to_tensor(video: Any, name: str = "video") -> Tensor:
         raise InputError(f"{name}: frames have no pixels ({tuple(t.shape[-2:])})")
     if not torch.isfinite(t).all():
         raise InputError(f"{name}: contains NaN or infinite values")
-    low, high = float(t.min()), float(t.max())
-    if low < -1.0 - RANGE_SLACK or high > 1.0 + RANGE_SLACK:
-        given = "a tensor's values" if torch.is_tensor(video) else "float frames"
-        expected = "[-1, 1]" if torch.is_tensor(video) else "[0, 1]"
-        found = (low + 1) / 2 if not torch.is_tensor(video) else low, (high + 1) / 2 if not torch.is_tensor(video) \
-            else high
-        raise InputError(f"{name}: {given} must lie in {expected}, got {found[0]:.4g} to {found[1]:.4g}"
-                         + (" (0..255 frames? pass them as uint8)" if found[1] > 2 else ""))
+    _check_range(t, name, given_as_tensor=torch.is_tensor(video))
     return t.contiguous()
+
+
+def _check_range(t: Tensor, name: str, *, given_as_tensor: bool) -> None:
+    """Refuse a clip outside [-1, 1] (float frames outside [0, 1]): 0..255 values given as
+    floats would otherwise be clamped into a white picture without a word."""
+    low, high = float(t.min()), float(t.max())
+    if low >= -1.0 - RANGE_SLACK and high <= 1.0 + RANGE_SLACK:
+        return
+    if given_as_tensor:
+        given, expected = "a tensor's values", "[-1, 1]"
+    else:
+        given, expected, low, high = "float frames", "[0, 1]", (low + 1) / 2, (high + 1) / 2
+    raise InputError(f"{name}: {given} must lie in {expected}, got {low:.4g} to {high:.4g}"
+                     + (" (0..255 frames? pass them as uint8)" if high > 2 else ""))
 
 
 def to_uint8(frames: Tensor) -> np.ndarray:

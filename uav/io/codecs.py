@@ -10,8 +10,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ALPHA_PIX_FMTS", "CodecSpec", "CODECS", "known_codecs", "output_path"]
+__all__ = ["ALPHA_PIX_FMTS", "CodecSpec", "CODECS", "alpha_pix_fmt", "known_codecs", "open_encoder", "output_path"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,45 @@ def output_path(path: str | Path, spec: CodecSpec) -> tuple[Path, str | None]:
         raise ValueError(f"codec {spec.name!r} writes an image-sequence folder, but the output {p.name!r} looks like a "
                          "video file; pass a folder (e.g. 'out_frames') or a pattern like 'out_frames/%06d.png'")
     return p, f"%06d{spec.encoder}"
+
+
+def alpha_pix_fmt(spec: CodecSpec, pix_fmt: str | None, bit_depth: int) -> str:
+    """The pixel format that writes RGBA frames with ``spec`` (``pix_fmt`` if it keeps alpha).
+
+    Raises:
+        ValueError: the codec, or the ``pix_fmt`` asked for, has no alpha channel.
+    """
+    if spec.alpha_pix_fmt is None:
+        raise ValueError(f"codec {spec.name!r} has no alpha channel; prores_4444, png and tiff keep alpha")
+    if pix_fmt is not None and not spec.keeps_alpha(pix_fmt):
+        raise ValueError(f"pix_fmt {pix_fmt!r} has no alpha channel; use {spec.alpha_pix_fmt!r}")
+    if pix_fmt is not None:
+        return pix_fmt
+    return "rgba64" if spec.kind == "sequence" and bit_depth == 16 else spec.alpha_pix_fmt
+
+
+def open_encoder(codec_context: Any, spec: CodecSpec, picture: str) -> None:
+    """Open ``codec_context`` (a PyAV encoder set up for ``spec``) now, so that a size or setting
+    the encoder refuses (libx264 takes at most 16384 pixels a side) fails with its reason.
+
+    Raises:
+        ValueError: ``{codec} ({encoder}) cannot encode {picture} frames: {the encoder's reason}``.
+    """
+    import av
+    import av.logging
+
+    previous, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # the second refusal of a run says why, too
+    logs: list[Any] = []
+    try:
+        with av.logging.Capture() as logs:
+            codec_context.open()
+    except av.FFmpegError as exc:
+        reasons = [str(entry[2]).strip() for entry in logs if str(entry[2]).strip()]
+        reason = "; ".join(dict.fromkeys(reasons)) or exc.strerror or str(exc)
+        raise ValueError(f"{spec.name} ({spec.encoder}) cannot encode {picture} frames: {reason}; choose another "
+                         "--codec (h265, prores_hq, png and tiff take larger pictures) or a smaller input") from None
+    finally:
+        av.logging.set_level(previous)
+        av.logging.set_skip_repeated(skip)

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import atomic
 from .audio import AudioCut
-from .codecs import CODECS, CodecSpec, known_codecs, output_path
+from .codecs import CODECS, CodecSpec, alpha_pix_fmt, known_codecs, open_encoder, output_path
 from .errors import VideoOutputError
 from .metadata import SWS_MATRIX, color_code, output_color
 from .rates import parse_fps
@@ -129,14 +129,7 @@ class VideoWriter:
         self.spec = spec = CODECS[codec]
         self.alpha = bool(alpha)
         if self.alpha:
-            if spec.alpha_pix_fmt is None:
-                raise ValueError(f"codec {codec!r} has no alpha channel; prores_4444, png and tiff keep alpha")
-            if pix_fmt is not None and not spec.keeps_alpha(pix_fmt):
-                raise ValueError(f"pix_fmt {pix_fmt!r} has no alpha channel; use {spec.alpha_pix_fmt!r}")
-            if pix_fmt is None:
-                pix_fmt = spec.alpha_pix_fmt
-                if spec.kind == "sequence" and bit_depth == 16:
-                    pix_fmt = "rgba64"
+            pix_fmt = alpha_pix_fmt(spec, pix_fmt, bit_depth)
         self.fps = parse_fps(fps)
         self.width = _check_positive_int("width", width)
         self.height = _check_positive_int("height", height)
@@ -271,30 +264,8 @@ class VideoWriter:
         if spec.name == "h265" and self.path.suffix.lower() in (".mp4", ".mov"):
             cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC
         self._stream = stream
-        self._open_encoder(cc)
-
-    def _open_encoder(self, cc: Any) -> None:
-        """Open the encoder now, so that a size or setting it refuses (libx264 takes at most
-        16384 pixels a side) fails before any frame is rendered, with the encoder's reason."""
-        import av
-        import av.logging
-
-        previous, skip = av.logging.get_level(), av.logging.get_skip_repeated()
-        av.logging.set_level(av.logging.ERROR)
-        av.logging.set_skip_repeated(False)  # the second refusal of a run says why, too
-        logs: list[Any] = []
-        try:
-            with av.logging.Capture() as logs:
-                cc.open()
-        except av.FFmpegError as exc:
-            reasons = [str(entry[2]).strip() for entry in logs if str(entry[2]).strip()]
-            reason = "; ".join(dict.fromkeys(reasons)) or exc.strerror or str(exc)
-            raise ValueError(f"{self.spec.name} ({self.spec.encoder}) cannot encode {self.width}x{self.height} "
-                             f"{self.pix_fmt} frames: {reason}; choose another --codec (h265, prores_hq, png and "
-                             "tiff take larger pictures) or a smaller input") from None
-        finally:
-            av.logging.set_level(previous)
-            av.logging.set_skip_repeated(skip)
+        # opened now: a size or setting the encoder refuses fails before any frame is rendered
+        open_encoder(cc, spec, f"{self.width}x{self.height} {self.pix_fmt}")
 
     def _open_audio(self, source: Path, start_frame: int, end_frame: int | None) -> None:
         import av
