@@ -22,12 +22,22 @@ uav.cli._load_commands()
 
 
 def test_the_wheel_builds_without_setuptools_warnings_and_ships_the_configs(tmp_path):
+    import shutil
+
+    # built from a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    for name in ("uav", "plugins", "integrations"):
+        shutil.copytree(ROOT / name, source / name, ignore=skip)
+    for path in ROOT.iterdir():
+        if path.is_file():
+            shutil.copy2(path, source / path.name)
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-                          str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     log = res.stdout + res.stderr
     assert "Warning" not in log and "absent from the `packages`" not in log, log
-    [wheel] = tmp_path.glob("uav-*.whl")
+    [wheel] = (tmp_path / "dist").glob("uav-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for config in ("unet_video_config.json", "vae_3d_config.json", "vae_video_config.json"):
         assert f"uav/weights/release_configs/{config}" in names
