@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 import otio_fixtures as F  # noqa: E402
+from natural_clips import write_natural_clips  # noqa: E402
 
 import uav.cli  # noqa: E402
 from uav.cli.app import app  # noqa: E402
@@ -106,11 +107,26 @@ def run(*args: Any) -> Any:
 
 @pytest.fixture()
 def one_thread():
-    # CPU kernels' results depend on the thread count; a Ray worker with one CPU runs one thread
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def several_threads():
+    # what a user's machine runs locally; a Ray worker reserving one CPU starts with one thread,
+    # and PyTorch's single-threaded CPU kernels round differently
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def natural(tmp_path_factory):
+    """Three real-looking clips (64x48, 8 frames): the sample pattern, a landscape, a sky."""
+    return write_natural_clips(tmp_path_factory.mktemp("natural") / "clips")
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
@@ -132,7 +148,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------- timelines
 @pytest.mark.slow
-def test_timeline_on_ray_matches_local(ray_cluster, weights, cut, tmp_path, one_thread):
+def test_timeline_on_ray_matches_local(ray_cluster, weights, cut, tmp_path, several_threads):
     common = ["timeline", "upscale", cut, "--weights", weights, "--handles", "0", *RENDER]
     local = run(*common, "-o", tmp_path / "local" / "cut_uav.otio", "--media-dir", tmp_path / "local" / "media")
     assert local.exit_code == 0, local.output
@@ -210,7 +226,7 @@ def test_killed_worker_job_is_redone_and_a_rerun_renders_nothing(ray_cluster, cu
 
 # ---------------------------------------------------------------------------- folders
 @pytest.mark.slow
-def test_folder_on_ray_matches_local(ray_cluster, weights, media, tmp_path, one_thread):
+def test_folder_on_ray_matches_local(ray_cluster, weights, media, tmp_path, several_threads):
     folder = tmp_path / "videos"
     folder.mkdir()
     for p in media[:2]:
@@ -228,6 +244,59 @@ def test_folder_on_ray_matches_local(ray_cluster, weights, media, tmp_path, one_
         a = read_frames(str(tmp_path / "local" / name / "%06d.png"))
         b = read_frames(str(tmp_path / "ray" / name / "%06d.png"))
         assert a.shape[0] == 2 and np.array_equal(a, b), name
+
+
+def test_natural_clips_on_ray_match_local_exactly(ray_cluster, weights, natural, tmp_path, several_threads):
+    """The issue's case: real-looking clips, H.264 out (which turns a last-bit difference into
+    visible blocks on random networks' noise), two Ray workers against the local loop."""
+    common = ["upscale", natural[0].parent, "--steps", "1", "--seed", "1", "--weights", weights, "--device", "cpu"]
+    local = run(*common, "-o", tmp_path / "local")
+    assert local.exit_code == 0, local.output
+    remote = run(*common, "-o", tmp_path / "ray", "--executor", "ray", "--workers", "2", "--json")
+    assert remote.exit_code == 0, remote.output
+    assert {o["worker"] for o in json.loads(remote.stdout)["outputs"]} == {"w1", "w2"}
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert len(names) == 3 and names == sorted(p.name for p in (tmp_path / "ray").iterdir())
+    for name in names:
+        a, b = read_frames(tmp_path / "local" / name), read_frames(tmp_path / "ray" / name)
+        assert a.shape == (8, 192, 256, 3) and np.array_equal(a, b), name
+
+
+def test_natural_timeline_on_ray_matches_local_exactly(ray_cluster, weights, natural, tmp_path, several_threads):
+    tl = otio.schema.Timeline("natural")
+    track = otio.schema.Track("V1")
+    track.extend([F.clip(p.stem, F.ext_ref(p, 8), 1, 5) for p in natural])
+    tl.tracks.append(track)
+    otio.adapters.write_to_file(tl, str(tmp_path / "cut.otio"))
+    common = ["timeline", "upscale", tmp_path / "cut.otio", "--weights", weights, "--handles", "0",
+              "--device", "cpu", "--steps", "1", "--seed", "1"]
+    for where, extra in (("local", []), ("ray", ["--executor", "ray", "--workers", "2"])):
+        res = run(*common, "-o", tmp_path / where / "cut_uav.otio", "--media-dir", tmp_path / where / "media", *extra)
+        assert res.exit_code == 0, res.output
+    manifest = _manifest(tmp_path / "local" / "media")
+    assert len(manifest) == 3 and _manifest(tmp_path / "ray" / "media") == manifest
+    for name in manifest:
+        a, b = read_frames(tmp_path / "local" / "media" / name), read_frames(tmp_path / "ray" / "media" / name)
+        assert a.shape == (5, 192, 256, 3) and np.array_equal(a, b), name
+
+
+def test_ray_workers_compute_with_the_drivers_threads(ray_cluster, tmp_path, several_threads):
+    from uav.executors.ray import RenderWorker, driver_threads
+
+    class ThreadsRenderer:
+        def __call__(self, job: Any, progress: Any = None) -> None:
+            Path(job.output).write_text(str(torch.get_num_threads()))
+
+    actor = ray_cluster.remote(RenderWorker).options(num_cpus=1).remote(ThreadsRenderer, "w", False,
+                                                                        driver_threads())
+    from uav.executors import Job
+
+    out = tmp_path / "threads.txt"
+    try:
+        assert ray_cluster.get(actor.render.remote(Job("t", "-", out)))[0] == "done"
+        assert int(out.read_text()) == torch.get_num_threads() > 1
+    finally:
+        ray_cluster.kill(actor)
 
 
 # ---------------------------------------------------------------------------- temporal split

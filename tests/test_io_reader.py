@@ -219,12 +219,12 @@ def test_16bit_tiff_sequence_values_are_preserved(tmp_path: Path) -> None:
 
 
 def test_folder_is_sorted_naturally_and_gray_png_becomes_rgb(tmp_path: Path) -> None:
-    for i in (1, 2, 10, 11):
+    for i in range(1, 12):  # unpadded: sorted as text, f10 would come before f2
         cv2.imwrite(str(tmp_path / f"f{i}.png"), index_frame(i)[:, :, 0])  # single channel
     (tmp_path / "notes.txt").write_text("not an image")
     frames = read_frames(tmp_path)
-    assert frames.shape == (4, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
-    assert [decode_index(f) for f in frames] == [1, 2, 10, 11]
+    assert frames.shape == (11, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
+    assert [decode_index(f) for f in frames] == list(range(1, 12))
     single = probe(tmp_path / "f10.png")  # one image is a one-frame sequence
     assert single.is_image_sequence and single.num_frames == 1
 

@@ -268,6 +268,7 @@ class ClipCaptioner:
     def __init__(self, captioner: str = DEFAULT_CAPTIONER, options: Mapping[str, Any] | None = None, *,
                  registry: Any = None) -> None:
         self.name = captioner
+        self._registry = _registry(registry)
         self._captioner: Any = _build(captioner, options or {}, registry)
 
     def caption(self, video: Any, *, frame: Any = "first", start: int | str | None = None,
@@ -297,8 +298,13 @@ class ClipCaptioner:
         if self._captioner is None:
             raise CaptionError(f"captioner {self.name!r} is closed")
         text = self._captioner(image)
-        if not isinstance(text, str):
-            raise TypeError(f"captioner {self.name!r} returned {type(text).__name__}, not a str")
+        if not isinstance(text, str) or not text.strip():
+            from uav.plugin_results import describe_component
+
+            got = "an empty caption" if isinstance(text, str) else f"{type(text).__name__}, not a str"
+            who = describe_component("captioner", self.name, self._registry)
+            raise CaptionError(f"{who} returned {got}; fix or update that plugin, choose another captioner or "
+                               "pass --prompt TEXT")
         return Caption(text=" ".join(text.split()), captioner=self.name, frame=index)
 
     def close(self) -> None:

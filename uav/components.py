@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from uav.plugin_results import describe_component
 from uav.settings import ComponentError, SettingsError, UpscaleSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,6 +57,8 @@ class Components:
     tiling: TilingStrategy
     color: ColorCorrector | None
     flow: Callable[[], FlowEstimator] | None
+    #: kind -> how error lines name the component (``colour corrector 'wavelet' (plugin 'color')``)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ the lookup
@@ -184,6 +187,9 @@ def resolve_components(s: UpscaleSettings, registry: Any, *, scheduler: Any, flo
         from uav.captioning import check_captioner
 
         check_captioner(s.captioner, dict(s.captioner_options), registry=registry)
+    labels = {kind: describe_component(kind, name, registry) for kind, name in (
+        ("scheduler", s.scheduler), ("segments", s.segments), ("tiling", s.tiling), ("color", s.color_fix),
+        ("flow", _flow_name(s, flow, raft_weights)))}
     return Components(
         settings=s,
         scheduler=_scheduler(s, registry, scheduler),
@@ -191,6 +197,7 @@ def resolve_components(s: UpscaleSettings, registry: Any, *, scheduler: Any, flo
         tiling=build("tiling", s.tiling, registry),
         color=None if s.color_fix == "none" else build("color_fix", s.color_fix, registry),
         flow=_flow_builder(s, registry, flow, raft_weights, device) if s.propagation_steps else None,
+        labels=labels,
     )
 
 
@@ -217,14 +224,22 @@ def _scheduler(s: UpscaleSettings, registry: Any, sched: Any) -> DenoisingSchedu
     return built
 
 
+def _flow_name(s: UpscaleSettings, given: Any, raft_weights: Path | None) -> str:
+    """The registry name ``flow="auto"`` stands for (the upscaler's own name, else RAFT when the
+    release has its weights, else DIS); an estimator object handed to the upscaler is ``"given"``."""
+    if s.flow != "auto":
+        return s.flow
+    if given is not None:
+        return given if isinstance(given, str) else "given"
+    return "raft" if raft_weights is not None else "dis"
+
+
 def _flow_builder(s: UpscaleSettings, registry: Any, given: Any, raft_weights: Path | None,
                   device: torch.device | None) -> Callable[[], FlowEstimator]:
     """Look the flow estimator up now; build it (RAFT loads weights) on first use."""
     if given is not None and not isinstance(given, str) and s.flow == "auto":
         return lambda: given
-    name = given if isinstance(given, str) and s.flow == "auto" else s.flow
-    if name == "auto":
-        name = "raft" if raft_weights is not None else "dis"
+    name = _flow_name(s, given, raft_weights)
     factory = lookup("flow", name, registry)
     options: dict[str, Any] = {}
     if name == "raft":

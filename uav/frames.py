@@ -16,6 +16,10 @@ Tensor = torch.Tensor
 __all__ = ["InputError", "frames_to_tensor", "to_float32", "to_uint8"]
 
 
+#: how far outside their range float frames may stray (rounding of a float pipeline) before they are refused
+RANGE_SLACK = 1e-2
+
+
 class InputError(ValueError):
     """A video argument that cannot be upscaled (names the argument and the fix)."""
 
@@ -24,6 +28,11 @@ def frames_to_tensor(video: Any, name: str = "video") -> Tensor:
     """Normalise any supported frame container to a float32 ``(1, 3, T, H, W)`` clip in [-1, 1]."""
     if torch.is_tensor(video):
         t = video.detach()
+        if t.is_meta:
+            raise InputError(f"{name}: a meta tensor has a shape but no data; pass real frames")
+        if not t.is_floating_point():
+            raise InputError(f"{name}: a tensor must hold floats in [-1, 1], got {str(t.dtype).replace('torch.', '')}"
+                             " (pass uint8 frames as a numpy array (T, H, W, 3))")
         if t.ndim == 4:  # (T, 3, H, W)
             if t.shape[1] != 3:
                 raise InputError(f"{name}: a 4-D tensor must be (T, 3, H, W), got {tuple(t.shape)}")
@@ -69,7 +78,22 @@ def frames_to_tensor(video: Any, name: str = "video") -> Tensor:
         raise InputError(f"{name}: frames have no pixels ({tuple(t.shape[-2:])})")
     if not torch.isfinite(t).all():
         raise InputError(f"{name}: contains NaN or infinite values")
+    _check_range(t, name, given_as_tensor=torch.is_tensor(video))
     return t.contiguous()
+
+
+def _check_range(t: Tensor, name: str, *, given_as_tensor: bool) -> None:
+    """Refuse a clip outside [-1, 1] (float frames outside [0, 1]): 0..255 values given as
+    floats would otherwise be clamped into a white picture without a word."""
+    low, high = float(t.min()), float(t.max())
+    if low >= -1.0 - RANGE_SLACK and high <= 1.0 + RANGE_SLACK:
+        return
+    if given_as_tensor:
+        given, expected = "a tensor's values", "[-1, 1]"
+    else:
+        given, expected, low, high = "float frames", "[0, 1]", (low + 1) / 2, (high + 1) / 2
+    raise InputError(f"{name}: {given} must lie in {expected}, got {low:.4g} to {high:.4g}"
+                     + (" (0..255 frames? pass them as uint8)" if high > 2 else ""))
 
 
 def to_uint8(frames: Tensor) -> np.ndarray:

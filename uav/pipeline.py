@@ -16,6 +16,7 @@ import torch
 
 from uav.components import Components
 from uav.frames import InputError
+from uav.plugin_results import CheckedScheduler, check_clip, check_flows, check_segment_plan, check_tiles
 from uav.protocols import FlowEstimator, Tile, TilingStrategy
 from uav.sampling.decode import decode_chunks, piece_starts
 from uav.sampling.loop import denoise
@@ -74,24 +75,30 @@ def generate(
     flow_pair = None
     if s.propagation_steps and num_frames > 1:
         if flows is not None:
+            if not isinstance(flows, (tuple, list)) or len(flows) != 2:
+                raise InputError(f"flows: expected a (forward, backward) pair of tensors (1, 2, {num_frames - 1}, {h}, "
+                                 f"{w}), got {type(flows).__name__}" + (f" of {len(flows)}" if isinstance(
+                                     flows, (tuple, list)) else ""))
             flow_pair = (_given("flows[0]", flows[0], (1, 2, num_frames - 1, h, w)),
                          _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
         else:
             assert comps.flow is not None  # check_inputs builds it whenever propagation is asked for
-            flow_pair = _estimate_flows(lr, comps.flow(), callback, store)
+            flow_pair = _estimate_flows(lr, comps.flow(), callback, store, _label(comps, "flow"))
 
-    scheduler = comps.scheduler
-    timesteps = [int(t) for t in scheduler.set_timesteps(s.num_inference_steps)]
+    # plugins' results are checked where they arrive: one line naming the plugin, not a wrong file
+    scheduler = CheckedScheduler(comps.scheduler, _label(comps, "scheduler"))
+    timesteps = scheduler.set_timesteps(s.num_inference_steps)
     # 1 for DDIM; Euler-type plugin schedulers start from a slightly different scale
     sigma = float(scheduler.init_noise_sigma)
     # in place only in a streamed store's own tensor (never a caller's latents)
     x_t = x_t.mul_(sigma) if store.streamed and latents is None else x_t * sigma
-    tiles = spatial_tiles(h, w, s, comps.tiling, scale)
+    tiling = _CheckedTiling(comps.tiling, _label(comps, "tiling"))
+    tiles = spatial_tiles(h, w, s, tiling, scale)
     latent_tiles = None
     if s.tile_mode == "latent" and len(tiles) > 1:
         # one run over the whole frame; the plan's tiles only split each U-Net call
-        latent_tiles = comps.tiling.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
-        tiles = spatial_tiles(h, w, s.replace(tile=False), comps.tiling, scale)
+        latent_tiles = tiling.plan(h, w, tile_size=s.tile_size, overlap=s.tile_overlap, scale=1)
+        tiles = spatial_tiles(h, w, s.replace(tile=False), tiling, scale)
     tile_latents: list[Tensor] = []
     recovery = Recovery(window_batch=s.window_batch, decode_chunk=s.decode_chunk, decode_tile=s.decode_tile,
                         notify=callback)
@@ -102,7 +109,7 @@ def generate(
         lr_tile = lr[crop].to(state)
         noisy = _noised(lr_tile, noise[crop].to(state), s.noise_level, low_res_scheduler, store)
         tile_flows = None if flow_pair is None else tuple(f[crop].to(state) for f in flow_pair)
-        plan = comps.segments.plan(num_frames, s.window)
+        plan = check_segment_plan(comps.segments.plan(num_frames, s.window), num_frames, _label(comps, "segments"))
         if k > 0:
             # every tile runs the whole schedule again
             scheduler.set_timesteps(s.num_inference_steps)
@@ -128,8 +135,8 @@ def generate(
         out = recovery.denoise(
             run, latent_tiles, size=(th, tw), generator=generator,
             start_tile=s.tile_size // 2 if latent_tiles else max(th, tw) // 2,
-            plan=lambda size, th=th, tw=tw: comps.tiling.plan(th, tw, tile_size=size,
-                                                              overlap=min(s.tile_overlap, size // 4), scale=1),
+            plan=lambda size, th=th, tw=tw: tiling.plan(th, tw, tile_size=size, overlap=min(s.tile_overlap, size // 4),
+                                                        scale=1),
             restart=lambda: scheduler.set_timesteps(s.num_inference_steps))
         # keep finished tiles off the accelerator while the others denoise
         tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
@@ -149,7 +156,8 @@ def generate(
         frames = outs[0] if len(tiles) == 1 else blend_tiles(outs, tiles, h * scale, w * scale)
         if corrector is not None:
             ref = lr[0, :, start:start + frames.shape[2]].permute(1, 0, 2, 3).to(frames.device)
-            fixed = corrector(frames[0].permute(1, 0, 2, 3), ref)
+            given = frames[0].permute(1, 0, 2, 3)
+            fixed = check_clip(corrector(given, ref), given, _label(comps, "color"))
             frames = fixed.permute(1, 0, 2, 3)[None].clamp(-1.0, 1.0)
         if callback is not None:
             callback({"stage": "decode", "index": c, "total": n_chunks, "frames": frames.shape[2]})
@@ -174,20 +182,37 @@ def spatial_tiles(h: int, w: int, s: UpscaleSettings, strategy: TilingStrategy, 
     return tiles
 
 
+class _CheckedTiling:
+    """A tiling strategy whose plans are checked (tiles inside the frame, every pixel covered)."""
+
+    def __init__(self, strategy: TilingStrategy, who: str) -> None:
+        self.strategy, self.who = strategy, who
+
+    def plan(self, height: int, width: int, *, tile_size: int, overlap: int, scale: int = 4) -> list[Tile]:
+        tiles = self.strategy.plan(height, width, tile_size=tile_size, overlap=overlap, scale=scale)
+        return check_tiles(tiles, height, width, scale, self.who)
+
+
+def _label(comps: Components, kind: str) -> str:
+    return comps.labels.get(kind) or f"the {kind} component"
+
+
 def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: ProgressCallback | None,
-                    store: ClipStore) -> tuple[Tensor, Tensor]:
+                    store: ClipStore, who: str = "the flow estimator") -> tuple[Tensor, Tensor]:
     if callback is not None:
         callback({"stage": "flow", "index": 0, "total": 1})
     size = tuple(lr.shape[-2:])
     if not store.streamed:
-        forward, backward = estimator(lr[0].permute(1, 0, 2, 3), size=size)
+        forward, backward = check_flows(estimator(lr[0].permute(1, 0, 2, 3), size=size),
+                                        (1, 2, lr.shape[2] - 1) + size, who)
         out = forward.float().cpu(), backward.float().cpu()
     else:
         # pair by pair: a chunk of frames (and the next one) at a time, into the store
         pairs = lr.shape[2] - 1
         out = store.empty((1, 2, pairs) + size), store.empty((1, 2, pairs) + size)
         for a, b in frame_chunks(pairs):
-            forward, backward = estimator(lr[0, :, a:b + 1].permute(1, 0, 2, 3), size=size)
+            forward, backward = check_flows(estimator(lr[0, :, a:b + 1].permute(1, 0, 2, 3), size=size),
+                                            (1, 2, b - a) + size, who)
             out[0][:, :, a:b], out[1][:, :, a:b] = forward.float().cpu(), backward.float().cpu()
     if callback is not None:
         callback({"stage": "flow", "index": 1, "total": 1})
@@ -205,6 +230,8 @@ def _noised(lr: Tensor, noise: Tensor, level: int, scheduler: Any, store: ClipSt
 
 
 def _given(name: str, t: Any, shape: tuple[int, ...]) -> Tensor:
+    if torch.is_tensor(t) and t.is_meta:
+        raise InputError(f"{name}: a meta tensor has a shape but no data; pass real values")
     if not torch.is_tensor(t):
         raise InputError(f"{name}: expected a tensor of shape {shape}, got {type(t).__name__}")
     if tuple(t.shape) != shape:

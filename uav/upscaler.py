@@ -21,6 +21,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from uav.arguments import (
+    LARGE_INPUT_SIDE,
+    is_large_input,
+    check_device,
+    default_dtypes,
+    output_size,
+    torch_dtype,
+    writer_options as _writer_options,
+)
 from uav.components import Components, merge_settings, resolve_components
 from uav.frames import InputError, frames_to_tensor, to_float32, to_uint8
 from uav.pipeline import generate
@@ -30,15 +39,13 @@ if TYPE_CHECKING:
     from uav.captioning import Caption
     from uav.memory_plan import MemoryPlan
 
-__all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "default_dtypes", "frames_to_tensor",
-           "to_uint8", "torch_dtype"]
+__all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "check_device", "default_dtypes",
+           "frames_to_tensor", "output_size", "to_uint8", "torch_dtype"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
 ProgressCallback = Callable[[dict[str, Any]], None]
 
-#: the published code downscales inputs whose sides are both >= this (SPEC §7.2)
-LARGE_INPUT_SIDE = 1280
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,12 @@ class VideoUpscaler:
         self.flow = flow
         self.raft_weights = Path(raft_weights) if raft_weights else None
         self._registry = registry
+        if isinstance(flow, str):
+            # a misspelt name fails here, not at the first clip that propagates
+            UpscaleSettings.check_component("flow", flow, self.registry)
+        elif flow is not None and not callable(flow):
+            raise InputError(f"flow: expected a registered flow estimator's name or a flow estimator, got "
+                             f"{type(flow).__name__}")
         self.source = source
         self._prompt_cache: dict[str, Tensor] = {}
         #: the caption the last ``prompt="auto"`` run used (``None``: it had a prompt)
@@ -133,6 +146,9 @@ class VideoUpscaler:
         """
         from uav.weights import release
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise release.ReleaseError(f"path: expected the weights folder (a str or Path), got {path!r}; download "
+                                       "the Upscale-A-Video release (see docs/weights.md) and pass its folder")
         if not Path(path).exists():
             raise release.ReleaseError(
                 f"weights folder {path} does not exist; download the Upscale-A-Video release "
@@ -142,7 +158,7 @@ class VideoUpscaler:
         missing = rel.missing(vae=vae, need_text=load_text_encoder)
         if missing:
             raise release.ReleaseError(f"{rel.root} is missing: {', '.join(missing)}")
-        device = torch.device(device) if device is not None else (
+        device = check_device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         default_unet, default_vae = default_dtypes(device)
         dtype = torch_dtype(dtype, "dtype") or default_unet
@@ -244,6 +260,13 @@ class VideoUpscaler:
                 (:meth:`provenance`). Outputs deeper than 8 bits get the decoder's float
                 frames, quantised once to their own depth.
         """
+        if output_type not in ("np", "pt"):
+            raise InputError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        if output is not None:
+            from uav.io.paths import refuse_output_onto_input
+
+            refuse_output_onto_input(video, output)
+            writer_options = _writer_options(writer_options)
         comps = self.check_inputs(settings, **knobs)
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         s = comps.settings
@@ -257,9 +280,7 @@ class VideoUpscaler:
             return self._write(chunks, Path(output), lr, info, writer_options or {}, s)
         if output_type == "pt":
             return torch.cat([c for _, c in chunks], dim=2)
-        if output_type == "np":
-            return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
-        raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
 
     def upscale_iter(self, video: Any, *, settings: UpscaleSettings | None = None,
                      callback: ProgressCallback | None = None, start: int | str | None = None,
@@ -386,7 +407,7 @@ class VideoUpscaler:
 
     def _maybe_downscale(self, lr: Tensor, s: UpscaleSettings) -> Tensor:
         h, w = lr.shape[-2:]
-        if h >= LARGE_INPUT_SIDE and w >= LARGE_INPUT_SIDE:
+        if is_large_input(w, h):
             if s.downscale_large:
                 log.warning("input %dx%d: downscaling by 1/4 (area) before upscaling x4 (downscale_large=True)", w, h)
                 # frame by frame (area): a chunk at a time gives the same frames
@@ -458,11 +479,14 @@ class VideoUpscaler:
                options: Mapping[str, Any], settings: UpscaleSettings) -> Path:
         from fractions import Fraction
 
+        from uav.io.alpha import alpha_planes, with_alpha
+        from uav.io.codecs import CODECS
         from uav.io.metadata import carry_over, resolve_start_number
         from uav.io.writer import VideoWriter
 
         options = dict(options)
-        fps = options.pop("fps", None) or info.fps or Fraction(24)
+        fps = options.pop("fps", None)
+        fps = info.fps or Fraction(24) if fps is None else fps
         scale = self.upscale_factor
         height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
         if info.video is not None:
@@ -471,14 +495,17 @@ class VideoUpscaler:
         options["start_number"] = resolve_start_number(options.get("start_number"), info.video, info.start_frame)
         record = self.provenance(settings, info, lr.shape[2], fps)
         options["provenance"] = {**record, **(options.get("provenance") or {})}
-        deep = _deep_output(options)
+        spec = CODECS.get(options.get("codec", "h264"))
+        alpha = None if spec is None else alpha_planes(info.video, info.start_frame, lr.shape[2], spec,
+                                                        options.get("pix_fmt"), width, height)
+        deep = _deep_output(options, alpha=alpha is not None)
         convert = to_float32 if deep else to_uint8
-        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options,
+        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, alpha=alpha is not None, **options,
                              **({"bit_depth": 32} if deep else {}))
         try:
             for _, chunk in chunks:
                 for frame in convert(chunk):
-                    writer.write(frame)
+                    writer.write(with_alpha(frame, alpha))
         except BaseException:
             writer.abort()
             raise
@@ -486,15 +513,16 @@ class VideoUpscaler:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _deep_output(options: dict[str, Any]) -> bool:
+def _deep_output(options: dict[str, Any], *, alpha: bool = False) -> bool:
     """Whether the output holds more than 8 bits (then it gets float frames, and its pixel
-    format is pinned: the writer's default for deep frames could be another one)."""
+    format is pinned: the writer's default for deep frames could be another one; with
+    ``alpha``, the codec's format that keeps it)."""
     from uav.io.codecs import CODECS
 
     spec = CODECS.get(options.get("codec", "h264"))
     if spec is None or "bit_depth" in options:
         return False  # the writer names the unknown codec; an explicit depth is the caller's
-    fmt = options.get("pix_fmt") or spec.pix_fmt_8bit
+    fmt = options.get("pix_fmt") or ((spec.alpha_pix_fmt if alpha else None) or spec.pix_fmt_8bit)
     if spec.bits(fmt) <= 8:
         return False
     options["pix_fmt"] = fmt
@@ -507,25 +535,9 @@ def _chunks(frames: int) -> list[tuple[int, int]]:
     return list(frame_chunks(frames, 64))
 
 
-def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
-    """``(U-Net and text encoder, VAE)`` dtypes :meth:`VideoUpscaler.from_pretrained` picks
-    on ``device``: fp16 and fp32 on CUDA, as published (the fp32 VAE keeps the decoder's
-    parity); fp32 and fp32 on the CPU, whose half-precision kernels are slow or missing."""
-    return (torch.float16 if device.type == "cuda" else torch.float32), torch.float32
-
-
-def torch_dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
-    """``value`` as a torch dtype (``fp16``, ``bfloat16``, ... or a dtype); ``None`` stays ``None``."""
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if value not in table:
-        raise SettingsError(f"{name} must be one of {sorted(table)}, got {value!r}")
-    return table[value]
-
-
 def _embeds(name: str, t: Any) -> Tensor:
+    if torch.is_tensor(t) and t.is_meta:
+        raise InputError(f"{name}: a meta tensor has a shape but no data; pass real embeddings")
     if not torch.is_tensor(t) or t.ndim != 3 or t.shape[0] != 1:
         got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
         raise InputError(f"{name}: expected a (1, L, D) tensor, got {got}")

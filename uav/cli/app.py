@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -21,7 +22,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from uav.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, command_group
+from uav.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, GuardedStdout, StdoutError, command_group
 
 
 def _hide_flag_types() -> None:
@@ -55,9 +56,18 @@ class OneLineErrorsGroup(TyperGroup):
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         from typer._click import exceptions as click_exceptions
 
+        stdout = sys.stdout
+        if not isinstance(stdout, GuardedStdout):
+            sys.stdout = GuardedStdout(stdout)
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
                               **extra)
+        except StdoutError as exc:
+            if not standalone_mode:
+                raise
+            _silence(stdout)
+            sys.stderr.write(f"error: {exc}; the command's output was lost\n")
+            sys.exit(EXIT_USER_ERROR)
         except click_exceptions.UsageError as exc:
             if not standalone_mode:
                 raise
@@ -73,6 +83,9 @@ class OneLineErrorsGroup(TyperGroup):
                 raise
             sys.stderr.write("error: interrupted\n")
             sys.exit(EXIT_INTERRUPTED)
+        finally:
+            if isinstance(sys.stdout, GuardedStdout) and sys.stdout is not stdout:
+                sys.stdout = stdout
         if not standalone_mode:
             return rv
         # non-standalone click returns the exit code of a typer.Exit, or the command's value
@@ -87,7 +100,26 @@ class OneLineErrorsGroup(TyperGroup):
         given = list(sys.argv[1:] if args is None else args)
         options = given[:given.index("--")] if "--" in given else given  # after "--" all are arguments
         if "--json" in options:
-            sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
+            try:
+                sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
+                sys.stdout.flush()
+            except (StdoutError, OSError):
+                _silence(sys.stdout)  # the error line is on stderr; nothing more can reach stdout
+
+
+def _silence(stdout: Any) -> None:
+    """Point the process's stdout at /dev/null, so that the interpreter's last flush of what
+    could not be written does not end in a traceback after the error line."""
+    try:
+        fd = stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test runner's buffer)
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def usage_message(exc: Any) -> str:

@@ -48,6 +48,38 @@ class UserError(ValueError):
     """A problem the user can fix; the message is printed as is, on one line."""
 
 
+class StdoutError(Exception):
+    """Standard output cannot be written (a full device, a closed pipe): the command's
+    result cannot reach its reader. Not an ``OSError``, so no handler mistakes it for a
+    problem with the command's own files."""
+
+    def __init__(self, cause: OSError) -> None:
+        self.cause = cause
+        super().__init__(f"cannot write to standard output ({cause.strerror or cause})")
+
+
+class GuardedStdout:
+    """``sys.stdout`` whose write errors raise :class:`StdoutError` (everything else passes through)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: Any) -> Any:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise StdoutError(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise StdoutError(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the user asked for something that cannot work".
 
@@ -85,7 +117,10 @@ def fail(message: str, *, as_json: bool = False, code: int = EXIT_USER_ERROR) ->
     """Print ``error: message`` (and, with ``as_json``, ``{"ok": false, ...}`` on stdout); return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
     if as_json:
-        typer.echo(json.dumps({"ok": False, "error": message}))
+        try:
+            typer.echo(json.dumps({"ok": False, "error": message}))
+        except StdoutError:
+            pass  # the error line is on stderr; nothing more can reach stdout
     return typer.Exit(code)
 
 
@@ -99,7 +134,7 @@ def handle_errors(*, debug: bool = False, as_json: bool = False) -> Iterator[Non
     """
     try:
         yield
-    except (typer.Exit, typer.Abort, SystemExit):
+    except (typer.Exit, typer.Abort, SystemExit, StdoutError):
         raise
     except KeyboardInterrupt:
         raise fail("interrupted; nothing was written for the file in progress", as_json=as_json,

@@ -93,10 +93,11 @@ def plugins_report() -> list[dict[str, Any]]:
     return out
 
 
-def doctor_report() -> dict[str, Any]:
-    """Everything ``uav doctor`` prints, as plain data; ``problems`` lists what stops an upscale."""
+def doctor_report(weights: Path | None = None) -> dict[str, Any]:
+    """Everything ``uav doctor`` prints, as plain data; ``problems`` lists what stops an upscale.
+    ``weights``: the folder ``--weights`` names (default: the search order of ``uav upscale``)."""
     import uav
-    from uav.cli.weights import search_report
+    from uav.cli.weights import describe_folder, search_report
 
     report: dict[str, Any] = {
         "uav": uav.__version__,
@@ -110,13 +111,23 @@ def doctor_report() -> dict[str, Any]:
         "weights": search_report(),
         "plugins": plugins_report(),
     }
+    if weights is not None:
+        entry = describe_folder(weights.expanduser())
+        report["weights"] = {**report["weights"], "search_order": [entry],
+                             "selected": entry["path"] if entry.get("usable") else None, "given": entry["path"]}
     problems, notes = [], []
-    if report["weights"]["selected"] is None:
-        problems.append("no Upscale-A-Video weights found: see docs/weights.md (or run `uav upscale INPUT "
-                        "--self-check` to test the installation)")
-    elif any(e.get("tiny_random") and e["path"] == report["weights"]["selected"]
-             for e in report["weights"]["search_order"]):
-        problems.append(f"{report['weights']['selected']} holds tiny RANDOM self-check networks, not the release")
+    selected = report["weights"]["selected"]
+    if any(e.get("tiny_random") and e["path"] == (selected or report["weights"].get("given"))
+           for e in report["weights"]["search_order"]):
+        where = selected or report["weights"]["given"]
+        problems.append(f"{where} is a tiny RANDOM self-check release, not the Upscale-A-Video weights: it proves "
+                        "the installation (its outputs are noise, named *_selfcheck_random.*) but cannot upscale; "
+                        "get the release (docs/weights.md)")
+    elif selected is None:
+        what = f"usable Upscale-A-Video weights in {report['weights']['given']}" if weights is not None \
+            else "Upscale-A-Video weights found"
+        problems.append(f"no {what}: see docs/weights.md (or run `uav upscale INPUT --self-check` to test the "
+                        "installation)")
     if not report["ffmpeg"]["encoders"]["h264"]:
         problems.append("this FFmpeg has no libx264: use --codec prores_hq, png or tiff")
     if not report["torch"]["cuda_available"] and not report["torch"]["mps_available"]:
@@ -182,6 +193,8 @@ def _print(report: dict[str, Any]) -> None:
         console.print(f"[yellow]problem:[/yellow] {escape(problem)}")
     if not report["problems"]:
         console.print("[green]ready to upscale[/green]")
+    else:
+        console.print(f"[red]not ready to upscale[/red]: {len(report['problems'])} problem(s) above")
 
 
 _MEMORY = "Memory model (--memory)"
@@ -223,7 +236,7 @@ def doctor_command(
             _print_memory(report)
         raise typer.Exit(0 if report["fits"] else EXIT_DOES_NOT_FIT)
     with handle_errors(debug=debug, as_json=as_json):
-        report = doctor_report()
+        report = doctor_report(weights)
     if as_json:
         print_json(report)
     else:

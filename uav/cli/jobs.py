@@ -26,6 +26,7 @@ __all__ = [
     "plan_jobs",
     "preflight_output",
     "probe_job",
+    "probe_jobs",
     "remove_empty",
 ]
 
@@ -51,9 +52,10 @@ class Job:
 
 # ---------------------------------------------------------------------------- planning
 def _is_pattern(text: str) -> bool:
+    """An image pattern (``frames/%05d.png``): a ``%d`` name that is not an existing file."""
     import re
 
-    return bool(re.search(r"%0?\d*d", Path(text).name))
+    return bool(re.search(r"%0?\d*d", Path(text).name)) and not Path(text).is_file()
 
 
 def input_kind(source: str) -> str:
@@ -69,7 +71,8 @@ def input_kind(source: str) -> str:
     path = Path(source)
     if not path.is_dir():
         return "video"
-    files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
+    # broken links and pipes count as what their names say: they are reported, not skipped
+    files = [f for f in path.iterdir() if not f.is_dir() and not f.name.startswith(".")]
     videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
     images = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS + (".exr",)]
     if videos and images:
@@ -117,7 +120,7 @@ def plan_jobs(source: str, output: str | None, codec: str, *, self_check: bool) 
             raise UserError(f"--output: {out_dir} is a file, but a folder of videos needs an output folder")
         if out_dir.suffix.lower() in VIDEO_EXTENSIONS:
             raise UserError(f"--output: INPUT {src} is a folder of videos, so OUTPUT must be a folder, got {out_dir}")
-        videos = sorted(f for f in src.iterdir() if f.is_file() and not f.name.startswith(".")
+        videos = sorted(f for f in src.iterdir() if not f.is_dir() and not f.name.startswith(".")
                         and f.suffix.lower() in VIDEO_EXTENSIONS)
         for video in videos:
             jobs.append(Job(str(video), out_dir / _default_name(video.stem, video.suffix, spec), video.name))
@@ -137,6 +140,8 @@ def plan_jobs(source: str, output: str | None, codec: str, *, self_check: bool) 
     if self_check:
         for job in jobs:
             job.output = mark_self_check(job.output)
+    from uav.io.paths import same_file
+
     seen: dict[Path, str] = {}
     for job in jobs:
         key = job.output.resolve()
@@ -144,11 +149,31 @@ def plan_jobs(source: str, output: str | None, codec: str, *, self_check: bool) 
             raise UserError(f"{seen[key]} and {job.label} would both be written to {job.output}; rename one of them "
                             "or choose a --codec that keeps their file types")
         seen[key] = job.label
-        if _is_pattern(job.source):
-            continue
-        if Path(job.source).exists() and key == Path(job.source).resolve():
+        if not _is_pattern(job.source) and same_file(job.source, job.output):
             raise UserError(f"--output {job.output} is the input itself; choose another name")
     return kind, jobs
+
+
+def probe_jobs(jobs: list[Job], *, start: int | str | None, end: int | str | None, fps: Fraction | None) -> None:
+    """Probe every input; one bad input of a batch refuses the whole batch before anything
+    renders, with one line naming every bad input (a broken link and a damaged file alike).
+
+    Raises:
+        UserError: the inputs that cannot be used, each with its reason.
+    """
+    if len(jobs) == 1:
+        probe_job(jobs[0], start=start, end=end, fps=fps)
+        return
+    bad = []
+    for job in jobs:
+        try:
+            probe_job(job, start=start, end=end, fps=fps)
+        except ValueError as exc:
+            text = str(exc)
+            bad.append(text if job.label in text else f"{job.label}: {text}")
+    if bad:
+        raise UserError(f"{len(bad)} of {len(jobs)} inputs cannot be used, so nothing was upscaled: "
+                        + " | ".join(bad) + " — fix or move them and run again")
 
 
 def probe_job(job: Job, *, start: int | str | None, end: int | str | None, fps: Fraction | None) -> None:
@@ -157,7 +182,15 @@ def probe_job(job: Job, *, start: int | str | None, end: int | str | None, fps: 
 
     info = reader.probe(job.source)
     # iter_frames checks the range (and variable frame rate) without decoding anything
-    reader.iter_frames(job.source, start=start, end=end)
+    try:
+        reader.iter_frames(job.source, start=start, end=end)
+    except reader.VideoInputError as exc:
+        if not info.variable_frame_rate:
+            raise
+        # the reader's hint names the API's vfr= argument; on the command line the fix is a re-encode
+        raise reader.VideoInputError(exc.path, exc.problem, f"uav upscale needs a constant frame rate: re-encode it "
+                                     f"first, e.g. ffmpeg -i {exc.path.name} -fps_mode cfr -r {info.fps} "
+                                     f"{exc.path.stem}_cfr.mp4") from None
     rate = fps or info.fps
     first = reader.parse_frame_position(start, info.fps, info.start_timecode) or 0
     stop = reader.parse_frame_position(end, info.fps, info.start_timecode)
@@ -177,10 +210,12 @@ def missing_dirs(path: Path) -> list[Path]:
 
 def preflight_output(job: Job, *, codec: str, pix_fmt: str | None, crf: int | None, scale: int = 4,
                      compression: str | None = None, start_number: int | str | None = None,
-                     start: int | str | None = None, fps: Fraction | None = None) -> None:
-    """Open (and abort) the real writer once: unknown codecs, bad pixel formats, wrong suffixes,
-    frames too small for the codec, a bad ``--compression`` or ``--start-number`` and
-    unwritable folders fail here, before any model is loaded."""
+                     start: int | str | None = None, fps: Fraction | None = None,
+                     size: tuple[int, int] | None = None) -> None:
+    """Open (and abort) the real writer and its encoder once: unknown codecs, bad pixel formats,
+    wrong suffixes, sizes the encoder refuses, a bad ``--compression`` or ``--start-number`` and
+    unwritable folders fail here, before any model is loaded. ``size`` is the output's
+    (default: the input's x ``scale``)."""
     from uav.io import reader
     from uav.io.metadata import resolve_start_number
     from uav.io.writer import VideoWriter
@@ -194,7 +229,8 @@ def preflight_output(job: Job, *, codec: str, pix_fmt: str | None, crf: int | No
             raise UserError(f"--start-number: {exc}") from None
         if codec_spec(codec).kind != "sequence":
             raise UserError(f"--start-number numbers image sequences; codec {codec} writes one file")
-    writer = VideoWriter(job.output, fps=job.fps, width=job.width * scale, height=job.height * scale, codec=codec,
+    width, height = size or (job.width * scale, job.height * scale)
+    writer = VideoWriter(job.output, fps=job.fps, width=width, height=height, codec=codec,
                          pix_fmt=pix_fmt, crf=crf, compression=compression)
     writer.abort()
 

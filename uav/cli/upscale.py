@@ -51,6 +51,7 @@ from uav.cli.jobs import (
     plan_jobs,
     preflight_output,
     probe_job,
+    probe_jobs,
     remove_empty,
 )
 from uav.cli.options import (
@@ -96,6 +97,13 @@ def _position(value: str | None) -> int | str | None:
         return None
     text = value.strip()
     return int(text) if text.isdigit() else text
+
+
+def output_size(width: int, height: int, settings: Any) -> tuple[int, int]:
+    """The upscaler's output size for a ``width`` x ``height`` input (imported late: torch)."""
+    from uav.upscaler import output_size as size
+
+    return size(width, height, settings)
 
 
 # ---------------------------------------------------------------------------- command
@@ -172,15 +180,16 @@ def upscale_command(
     quiet_libraries(debug)
     console = stderr_console(quiet=quiet)
     with handle_errors(debug=debug, as_json=as_json), contextlib.ExitStack() as stack:
+        # built in a dry run too: executor options are checked like every other option
+        run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
+                                debug=debug, always=temporal_split is not None)
         summary = _run(
             input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
             settings_options=setting_values, captioner_options=captioner_option, start=_position(start),
             end=_position(end), codec=codec,
             pix_fmt=pix_fmt, crf=crf, compression=compression, start_number=_position(start_number), fps=fps,
             weights=weights, vae=vae or "3d", device=device, dtype=dtype,
-            run_on=None if dry_run else build_executor(executor, ray_address=ray_address,
-                                                       gpus_per_worker=gpus_per_worker, workers=workers, debug=debug,
-                                                       always=temporal_split is not None),
+            run_on=None if dry_run else run_on,
             dry_run=dry_run, split=parse_split(temporal_split), scenes=scenes,
         )
         if as_json:
@@ -227,20 +236,16 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     kind, jobs = plan_jobs(source, output, codec, self_check=tiny)
     if not jobs:
         raise UserError(f"{source}: folder holds no videos")
-    for job in jobs:
-        probe_job(job, start=start, end=end, fps=rate)
+    probe_jobs(jobs, start=start, end=end, fps=rate)
     created: list[Path] = []
     for job in jobs:
         created += [d for d in missing_dirs(job.output) if d not in created]
     stack.callback(remove_empty, created)  # folders made for outputs that never came
     for job in jobs:
         preflight_output(job, codec=codec, pix_fmt=pix_fmt, crf=crf, compression=compression,
-                         start_number=start_number, start=start, fps=rate)
-    if settings.auto_prompt:
-        from uav.captioning import check_captioner
-
-        # a wrong captioner folder fails here, before the upscaler's weights load
-        check_captioner(settings.captioner, dict(settings.captioner_options))
+                         start_number=start_number, start=start, fps=rate,
+                         size=output_size(job.width, job.height, settings))
+    _check_model(settings, folder=folder, tiny=tiny, vae=vae)
     given = {name for name, value in settings_options.items() if value is not None}
     # the self-check renders a short cut of the clip: one clip, whatever --scenes says
     runs = plan_scenes(jobs, "none" if self_check else scenes, settings=settings, given=given, start=start, end=end,
@@ -388,26 +393,36 @@ def _scene_summary(jobs: list[Job], runs: dict[str, Any], *, run_on: Any, folder
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: Any, folder: Path | None, tiny: bool,
-                     vae: str, device: str, dtype: str, kind: str, started: float, split: Any = None,
-                     runs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``--dry-run``: the checks a run makes before loading a model, then what it would write.
-
-    Inputs were probed and outputs checked, and every component the settings name resolved
-    through the registry, by the caller (folders it made for outputs are removed again:
-    nothing stays written); here the weights folder is checked for completeness.
-    """
-    from rich.markup import escape
-
-    from uav import __version__
+def _check_model(settings: Any, *, folder: Path | None, tiny: bool, vae: str) -> None:
+    """The model-side checks every run makes before loading anything, dry or not (the
+    components the settings name were resolved when the options were parsed): the
+    captioner can be built, and the weights folder is complete."""
     from uav.weights import find_release
 
+    if settings.auto_prompt:
+        from uav.captioning import check_captioner
+
+        # a wrong captioner folder fails here, before the upscaler's weights load
+        check_captioner(settings.captioner, dict(settings.captioner_options))
     if folder is not None and not tiny:
         missing = find_release(folder).missing(vae=vae)  # type: ignore[arg-type]
         if missing:
             raise UserError(f"weights folder {folder} lacks {', '.join(missing)} (see docs/weights.md)")
+
+
+def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: Any, folder: Path | None, tiny: bool,
+                     vae: str, device: str, dtype: str, kind: str, started: float, split: Any = None,
+                     runs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``--dry-run``: what a run would write. Every check a run makes before loading a model
+    (inputs probed, outputs test-opened with their encoders, settings, plugins, weights
+    folder) has passed by the time this is called: dry run and run share that path, and
+    the folders made for outputs are removed again, so nothing stays written."""
+    from rich.markup import escape
+
+    from uav import __version__
+
     outputs = [{"input": job.source, "output": str(job.output), "frames": job.frames,
-                "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
+                "input_size": [job.width, job.height], "output_size": list(output_size(job.width, job.height, settings)),
                 "fps": str(job.fps), "audio": job.has_audio} for job in jobs]
     plans = _dry_run_plans(jobs, settings, folder=folder, tiny=tiny, vae=vae, device=device, dtype=dtype)
     for o, plan in zip(outputs, plans):

@@ -15,6 +15,12 @@ raise it again. Ctrl-C (``KeyboardInterrupt`` in the driver) asks the busy worke
 to stop, kills them after a grace period, and removes every temporary file of the
 jobs in flight.
 
+Every worker computes with the driver's number of CPU threads (torch's intra-op
+threads): Ray starts an actor that reserves one CPU with ``OMP_NUM_THREADS=1``, and
+PyTorch picks other CPU kernels single-threaded (1x1 convolutions of fewer than 16
+images skip oneDNN), whose last bits differ; a render would then not be the one a
+local run makes. With the driver's thread count the frames are identical.
+
 Ray is imported when a :class:`RayExecutor` is built, never on ``import uav``.
 """
 
@@ -53,6 +59,25 @@ __all__ = ["INSTALL_HINT", "RayExecutor", "import_ray"]
 INSTALL_HINT = "the ray executor needs Ray, which is not installed: pip install 'uav[ray]'"
 
 
+def driver_threads() -> int | None:
+    """This process's torch intra-op thread count (``None`` when torch is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.get_num_threads())
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """Make this process's torch use ``threads`` intra-op threads (``None``: leave it)."""
+    if threads is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def import_ray() -> Any:
     """The ``ray`` module, or :class:`ExecutorUnavailable` with the install hint."""
     try:
@@ -69,13 +94,14 @@ class RenderWorker:
     answer from the other while a job is in flight.
     """
 
-    def __init__(self, factory: RendererFactory, name: str, debug: bool = False) -> None:
+    def __init__(self, factory: RendererFactory, name: str, debug: bool = False, threads: int | None = None) -> None:
         self.name = name
         self.debug = debug
         self.renderer: Any = None
         #: why the renderer could not be built (reported by :meth:`identity`, one line)
         self.error: str | None = None
         try:
+            set_cpu_threads(threads)
             self.renderer = factory()
         except Exception as exc:  # a bad weights path, say: the driver reports it, the actor stays up
             self.error = traceback.format_exc() if debug else one_line(exc)
@@ -152,6 +178,8 @@ class RayExecutor:
             GPUs, else 0). Fractions share a GPU between actors.
         cpus_per_worker: CPUs reserved for each actor.
         max_retries: how many times a job whose worker died is started again.
+        threads: torch CPU threads of each worker (default: the driver's
+            ``torch.get_num_threads()``, so CPU results are those of a local run).
         num_cpus: CPUs of a local cluster this executor starts (default: all).
         grace_s: how long Ctrl-C waits for busy workers to stop cleanly before killing them.
         poll_s: how often per-worker progress is polled.
@@ -172,15 +200,18 @@ class RayExecutor:
         grace_s: float = 10.0,
         poll_s: float = 0.25,
         debug: bool = False,
+        threads: int | None = None,
     ) -> None:
         if workers is not None and workers < 1:
             raise ExecutorError(f"--workers must be >= 1, got {workers}")
-        if gpus_per_worker is not None and gpus_per_worker < 0:
-            raise ExecutorError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
-        if cpus_per_worker < 0:
+        if gpus_per_worker is not None and not 0 <= gpus_per_worker < float("inf"):
+            raise ExecutorError(f"--gpus-per-worker must be a number >= 0, got {gpus_per_worker}")
+        if not 0 <= cpus_per_worker < float("inf"):
             raise ExecutorError(f"cpus_per_worker must be >= 0, got {cpus_per_worker}")
         if max_retries < 0:
             raise ExecutorError(f"max_retries must be >= 0, got {max_retries}")
+        if threads is not None and threads < 1:
+            raise ExecutorError(f"threads must be >= 1, got {threads}")
         self.ray = import_ray()
         self.address = address
         self.workers = workers
@@ -191,6 +222,7 @@ class RayExecutor:
         self.grace_s = grace_s
         self.poll_s = poll_s
         self.debug = debug
+        self.threads = threads
 
     # ------------------------------------------------------------------ cluster
     def _connect(self) -> bool:
@@ -230,7 +262,8 @@ class RayExecutor:
     def _spawn(self, factory: RendererFactory, name: str, per_gpu: float) -> _Slot:
         actor_cls = self.ray.remote(RenderWorker).options(
             num_cpus=self.cpus_per_worker, num_gpus=per_gpu, max_concurrency=2, max_restarts=0, name=None)
-        return _Slot(name, actor_cls.remote(factory, name, self.debug))
+        threads = self.threads if self.threads is not None else driver_threads()
+        return _Slot(name, actor_cls.remote(factory, name, self.debug, threads))
 
     # ------------------------------------------------------------------ the run
     def run(

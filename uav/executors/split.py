@@ -153,9 +153,16 @@ class TemporalSplit:
                 options.setdefault("color", tags)
             if info.sample_aspect_ratio is not None and info.sample_aspect_ratio != 1:
                 options.setdefault("sample_aspect_ratio", info.sample_aspect_ratio)
-        with VideoWriter(parent.output, fps=Fraction(fps), width=width, height=height, **options) as writer:
+        from uav.io.alpha import alpha_planes, with_alpha
+        from uav.io.codecs import CODECS
+
+        spec = CODECS.get(options.get("codec", "h264"))
+        alpha = None if spec is None else alpha_planes(info, first, parent.frames, spec, options.get("pix_fmt"),
+                                                        width, height)
+        with VideoWriter(parent.output, fps=Fraction(fps), width=width, height=height, alpha=alpha is not None,
+                         **options) as writer:
             for frame in merge_frames(arrays, [p.payload.offset for p in parts], parent.frames):
-                writer.write(frame)
+                writer.write(with_alpha(frame, alpha))
         for p in parts:
             with contextlib.suppress(OSError):
                 Path(p.output).unlink()

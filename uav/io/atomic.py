@@ -59,15 +59,33 @@ def temporary_path(final: str | Path, *, folder: bool = False) -> Path:
     return final.with_name(f".{final.stem}{tag}{final.suffix}")
 
 
-def remove(path: Path) -> None:
-    """Delete a temporary file or folder; a missing one is fine."""
+def remove(path: Path) -> str | None:
+    """Delete a temporary file or folder; a missing one is fine.
+
+    Returns ``None`` when nothing is left, else why it could not be removed (e.g. "read-only
+    file system"), so that the error that follows can name the leftover for the user.
+    """
+    reasons: list[str] = []
+
+    def note(exc: BaseException) -> None:
+        if isinstance(exc, OSError):
+            reasons.append((exc.strerror or str(exc)).lower())
+
     try:
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, onexc=lambda *args: note(args[2])) if _RMTREE_ONEXC else \
+                shutil.rmtree(path, onerror=lambda *args: note(args[2][1]))
         else:
             path.unlink(missing_ok=True)
-    except OSError:
-        pass
+    except OSError as exc:
+        note(exc)
+    if not os.path.lexists(path):
+        return None
+    return reasons[0] if reasons else "it is still there"
+
+
+#: Python 3.12 renamed rmtree's error callback (``onerror`` is deprecated there)
+_RMTREE_ONEXC = "onexc" in shutil.rmtree.__code__.co_varnames if hasattr(shutil.rmtree, "__code__") else False
 
 
 def track(path: Path) -> None:

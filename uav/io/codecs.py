@@ -13,8 +13,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CodecSpec", "CODECS", "frame_pattern", "known_codecs", "output_path"]
+__all__ = ["ALPHA_PIX_FMTS", "CodecSpec", "CODECS", "alpha_pix_fmt", "frame_pattern", "known_codecs", "open_encoder",
+           "output_path"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,16 @@ class CodecSpec:
             if str(bits) in fmt.replace("48", "16").replace("64", "16"):
                 return bits
         return 8
+    #: the pixel format that keeps an alpha channel (``None``: the format has no alpha)
+    alpha_pix_fmt: str | None = None
+
+    def keeps_alpha(self, pix_fmt: str | None = None) -> bool:
+        """Whether this format, written with ``pix_fmt`` (default: its own), keeps alpha."""
+        return self.alpha_pix_fmt is not None and (pix_fmt is None or pix_fmt in ALPHA_PIX_FMTS)
+
+
+#: the pixel formats with an alpha channel the writer knows
+ALPHA_PIX_FMTS = ("yuva444p10le", "rgba", "rgba64")
 
 
 CODECS: dict[str, CodecSpec] = {
@@ -83,14 +95,15 @@ CODECS: dict[str, CodecSpec] = {
         "prores_4444", "Apple ProRes 4444 (prores_ks), 10-bit 4:4:4", "video", "prores_ks", "yuv444p10le",
         "yuv444p10le", ("yuv444p10le", "yuva444p10le"), (".mov", ".mkv"), {"profile": "4", "vendor": "apl0"},
         full_range_suffixes=(".mkv",),
+        alpha_pix_fmt="yuva444p10le",
     ),
     "png": CodecSpec(
         "png", "PNG image sequence folder, 8- or 16-bit", "sequence", ".png", "rgb24", "rgb48",
-        ("rgb24", "rgb48"), (".png",),
+        ("rgb24", "rgb48", "rgba", "rgba64"), (".png",), alpha_pix_fmt="rgba",
     ),
     "tiff": CodecSpec(
-        "tiff", "16-bit TIFF image sequence folder", "sequence", ".tif", "rgb48", "rgb48", ("rgb48",),
-        (".tif", ".tiff"),
+        "tiff", "16-bit TIFF image sequence folder", "sequence", ".tif", "rgb48", "rgb48", ("rgb48", "rgba64"),
+        (".tif", ".tiff"), alpha_pix_fmt="rgba64",
     ),
     "exr": CodecSpec(
         "exr", "OpenEXR image sequence folder, 16-bit half float RGB (--compression piz, zip, dwaa, none)",
@@ -158,3 +171,45 @@ def frame_pattern(folder_name: str, spec: CodecSpec) -> str:
     characters a render farm's tools stumble on become ``_``)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", folder_name).strip("._") or "frame"
     return spec.frame_name.format(stem=stem) + spec.encoder
+
+
+def alpha_pix_fmt(spec: CodecSpec, pix_fmt: str | None, bit_depth: int) -> str:
+    """The pixel format that writes RGBA frames with ``spec`` (``pix_fmt`` if it keeps alpha).
+
+    Raises:
+        ValueError: the codec, or the ``pix_fmt`` asked for, has no alpha channel.
+    """
+    if spec.alpha_pix_fmt is None:
+        raise ValueError(f"codec {spec.name!r} has no alpha channel; prores_4444, png and tiff keep alpha")
+    if pix_fmt is not None and not spec.keeps_alpha(pix_fmt):
+        raise ValueError(f"pix_fmt {pix_fmt!r} has no alpha channel; use {spec.alpha_pix_fmt!r}")
+    if pix_fmt is not None:
+        return pix_fmt
+    return "rgba64" if spec.kind == "sequence" and bit_depth == 16 else spec.alpha_pix_fmt
+
+
+def open_encoder(codec_context: Any, spec: CodecSpec, picture: str) -> None:
+    """Open ``codec_context`` (a PyAV encoder set up for ``spec``) now, so that a size or setting
+    the encoder refuses (libx264 takes at most 16384 pixels a side) fails with its reason.
+
+    Raises:
+        ValueError: ``{codec} ({encoder}) cannot encode {picture} frames: {the encoder's reason}``.
+    """
+    import av
+    import av.logging
+
+    previous, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # the second refusal of a run says why, too
+    logs: list[Any] = []
+    try:
+        with av.logging.Capture() as logs:
+            codec_context.open()
+    except av.FFmpegError as exc:
+        reasons = [str(entry[2]).strip() for entry in logs if str(entry[2]).strip()]
+        reason = "; ".join(dict.fromkeys(reasons)) or exc.strerror or str(exc)
+        raise ValueError(f"{spec.name} ({spec.encoder}) cannot encode {picture} frames: {reason}; choose another "
+                         "--codec (h265, prores_hq, png and tiff take larger pictures) or a smaller input") from None
+    finally:
+        av.logging.set_level(previous)
+        av.logging.set_skip_repeated(skip)

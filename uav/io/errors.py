@@ -34,10 +34,16 @@ class VideoOutputError(OSError):
     not the arguments.
     """
 
-    def __init__(self, path: str | Path, problem: str, errno_code: int | None = None) -> None:
+    def __init__(self, path: str | Path, problem: str, errno_code: int | None = None, *,
+                 leftover: str | Path | None = None, leftover_reason: str | None = None) -> None:
         self.path = Path(path)
         self.problem = problem
+        #: a temporary the writer could not remove (a folder made read-only mid-write)
+        self.leftover = None if leftover is None else Path(leftover)
         message = f"{path}: {problem}; nothing was saved"
+        if leftover is not None:
+            message += (f", but its temporary {leftover} could not be removed ({leftover_reason or 'unknown reason'}):"
+                        " delete it once the folder is writable again")
         super().__init__(message)
         if errno_code is not None:
             self.errno = errno_code

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import VideoInputError
 from .info import VideoInfo
+from .paths import refuse_unreadable
 from .metadata import COLOR_PRIMARIES_NAMES, COLOR_RANGE_NAMES, COLOR_SPACE_NAMES, COLOR_TRC_NAMES, tagged_timecode
 from .rates import cfr_map, select_rate
 from .sequence import IMAGE_EXTENSIONS, SequenceScan, is_pattern, scan_sequence
@@ -74,9 +75,11 @@ def scan(path: str | Path, fps: Fraction | int | str | None = None) -> VideoScan
         return scan_sequence(text, fps)
     p = Path(text)
     if not p.exists():
+        refuse_unreadable(p)  # a broken link says so
         if p.parent.is_dir() or not str(p.parent):
             raise VideoInputError(p, "no such file or folder", "check the path")
         raise VideoInputError(p, f"no such file or folder (folder {p.parent} does not exist either)", "check the path")
+    refuse_unreadable(p)
     if p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS or p.suffix.lower() == ".exr":
         return scan_sequence(text, fps)
     stat = p.stat()
@@ -225,6 +228,23 @@ def _sws_colorspace(space: int, width: int, height: int) -> str:
     return "ITU709" if height >= 720 or width >= 1280 else "ITU601"
 
 
+def _first_frame(path: Path, index: int) -> Any:
+    """The first decodable frame of stream ``index``, read from a fresh open of the file:
+    formats without an index (MPEG-TS, raw streams) cannot seek back to their start."""
+    import av
+
+    container = open_input(path)
+    try:
+        for frame in container.decode(container.streams[index]):
+            return frame
+    except av.FFmpegError as exc:
+        raise VideoInputError(path, f"its first video frame cannot be decoded ({exc.strerror or exc})",
+                              "the file is corrupt or uses an unsupported codec") from None
+    finally:
+        container.close()
+    raise VideoInputError(path, "contains no decodable video frames", "re-export the file")
+
+
 def _scan_video(path: Path) -> VideoScan:
     import av
 
@@ -287,17 +307,7 @@ def _scan_video(path: Path) -> VideoScan:
                         int(cc.color_primaries or 0), int(cc.color_trc or 0))
         codec_name = cc.name
         # Decode one frame: it proves the codec is usable and carries rotation/colour.
-        container.seek(pts[0], stream=stream, backward=True)
-        first = None
-        try:
-            for frame in container.decode(stream):
-                first = frame
-                break
-        except av.FFmpegError as exc:
-            raise VideoInputError(path, f"its first video frame cannot be decoded ({exc.strerror or exc})",
-                                  "the file is corrupt or uses an unsupported codec") from None
-        if first is None:
-            raise VideoInputError(path, "contains no decodable video frames", "re-export the file")
+        first = _first_frame(path, stream.index)
 
         rotation = (-int(round(first.rotation or 0))) % 360
         if rotation % 90:
@@ -341,6 +351,7 @@ def _scan_video(path: Path) -> VideoScan:
             audio_codec=audio.codec_context.name if audio is not None else None,
             audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             audio_channels=audio.codec_context.channels if audio is not None else None,
+            has_alpha=any(getattr(c, "is_alpha", False) for c in first.format.components),
         )
         return VideoScan(
             info=info,

@@ -22,7 +22,7 @@ from .info import VideoInfo
 from .metadata import color_tags
 from .probing import VideoScan, open_input, probe, scan
 from .rates import DEFAULT_SEQUENCE_FPS, cfr_map
-from .sequence import IMAGE_EXTENSIONS, SequenceScan, iter_sequence
+from .sequence import IMAGE_EXTENSIONS, SequenceScan, iter_sequence, iter_sequence_alpha
 from .timecode import is_timecode, parse_timecode, timecode_to_frames
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "VideoInfo",
     "probe",
     "iter_frames",
+    "iter_alpha",
     "read_frames",
     "parse_frame_position",
     "color_tags",
@@ -128,13 +129,32 @@ def iter_frames(
         8 bits, full 16-bit scale), rotated upright. Arguments and the input are
         checked before the iterator is returned, so bad input fails at the call.
     """
+    return _iter(path, start=start, end=end, vfr=vfr, fps=fps, alpha=False)
+
+
+def iter_alpha(
+    path: str | Path,
+    *,
+    start: int | str | None = None,
+    end: int | str | None = None,
+    vfr: str = "error",
+    fps: Fraction | int | str | None = None,
+) -> Iterator[np.ndarray]:
+    """The alpha planes ``(H, W)`` of the frames :func:`iter_frames` yields with the same
+    arguments (``uint8``, or ``uint16`` for sources over 8 bits), upright; fully opaque
+    planes for an input without alpha (:attr:`VideoInfo.has_alpha` says which)."""
+    return _iter(path, start=start, end=end, vfr=vfr, fps=fps, alpha=True)
+
+
+def _iter(path: str | Path, *, start: int | str | None, end: int | str | None, vfr: str,
+          fps: Fraction | int | str | None, alpha: bool) -> Iterator[np.ndarray]:
     if vfr not in VFR_MODES:
         raise ValueError(f"vfr must be one of {', '.join(map(repr, VFR_MODES))}, got {vfr!r}")
     found = scan(path, fps)
     info = found.info
     if isinstance(found, SequenceScan):
         first, stop = _resolve_range(info, start, end, len(found.files))
-        return iter_sequence(found, first, stop)
+        return (iter_sequence_alpha if alpha else iter_sequence)(found, first, stop)
     if info.variable_frame_rate and vfr == "error":
         times = np.asarray(found.pts, dtype=np.float64) * float(found.time_base)
         deltas = np.diff(times)
@@ -154,7 +174,7 @@ def iter_frames(
     else:
         first, stop = _resolve_range(info, start, end, info.num_frames)
         sources = list(range(first, stop))
-    return _iter_video(found, sources)
+    return _iter_video(found, sources, alpha)
 
 
 def read_frames(
@@ -169,18 +189,24 @@ def read_frames(
     return np.stack(list(iter_frames(path, start=start, end=end, vfr=vfr, fps=fps)))
 
 
-def _to_array(frame: Any, scan: VideoScan) -> np.ndarray:
+def _to_array(frame: Any, scan: VideoScan, alpha: bool = False) -> np.ndarray:
     info = scan.info
-    fmt = "rgb48le" if info.bit_depth == 16 else "rgb24"
+    if alpha:
+        fmt = "rgba64le" if info.bit_depth == 16 else "rgba"
+    else:
+        fmt = "rgb48le" if info.bit_depth == 16 else "rgb24"
     array = frame.to_ndarray(format=fmt, src_colorspace=scan.sws_colorspace, src_color_range=scan.sws_range)
+    if alpha:
+        array = array[:, :, 3]
     if info.rotation:
         # rotation is clockwise; np.rot90 turns counter-clockwise for positive k
         array = np.rot90(array, k=-(info.rotation // 90))
     return np.ascontiguousarray(array)
 
 
-def _iter_video(scan: VideoScan, sources: list[int]) -> Iterator[np.ndarray]:
-    """Decode the source frames ``sources`` (non-decreasing indices, repeats allowed)."""
+def _iter_video(scan: VideoScan, sources: list[int], alpha: bool = False) -> Iterator[np.ndarray]:
+    """Decode the source frames ``sources`` (non-decreasing indices, repeats allowed); with
+    ``alpha``, their alpha planes instead of their RGB."""
     import av
 
     info = scan.info
@@ -191,10 +217,10 @@ def _iter_video(scan: VideoScan, sources: list[int]) -> Iterator[np.ndarray]:
         repeats[i] = repeats.get(i, 0) + 1
 
     def decode_from(container: Any, stream: Any, seek_index: int) -> Iterator[tuple[int, Any]]:
+        # from the first frame: no seek, the container is fresh (formats without an index,
+        # such as MPEG-TS, cannot seek back to their start)
         if seek_index > 0:
             container.seek(scan.pts[seek_index], stream=stream, backward=True)
-        else:
-            container.seek(scan.pts[0], stream=stream, backward=True)
         previous = -1
         for frame in container.decode(stream):
             ts = frame.pts if frame.pts is not None else frame.dts
@@ -206,19 +232,24 @@ def _iter_video(scan: VideoScan, sources: list[int]) -> Iterator[np.ndarray]:
             yield idx, frame
 
     def generate() -> Iterator[np.ndarray]:
-        container = open_input(info.path)
+        container: Any = None
         try:
-            stream = container.streams[scan.stream_index]
-            stream.thread_type = "AUTO"
             # Seek, then check the first decoded frame is not past the target (open GOPs,
             # sparse indexes); back off further and finally decode from the start.
             attempts = [wanted_first, max(0, wanted_first - 32), max(0, wanted_first - 512), 0]
             frames: Iterator[tuple[int, Any]] | None = None
             pending: tuple[int, Any] | None = None
             for seek_index in dict.fromkeys(attempts):
+                if container is None or seek_index == 0:
+                    if container is not None:
+                        container.close()
+                    container = open_input(info.path)
+                    stream = container.streams[scan.stream_index]
+                    stream.thread_type = "AUTO"
                 frames = decode_from(container, stream, seek_index)
                 pending = next(frames, None)
-                if pending is None or pending[0] <= wanted_first:
+                # nothing after the seek (a stream without an index) or past the target: back off
+                if pending is not None and pending[0] <= wanted_first:
                     break
             assert frames is not None
             expected = wanted_first
@@ -233,7 +264,7 @@ def _iter_video(scan: VideoScan, sources: list[int]) -> Iterator[np.ndarray]:
                     if idx == expected:
                         count = repeats.get(idx, 0)
                         if count:
-                            array = _to_array(frame, scan)
+                            array = _to_array(frame, scan, alpha)
                             for _ in range(count):
                                 yield array if count == 1 else array.copy()
                         expected = idx + 1
@@ -245,6 +276,7 @@ def _iter_video(scan: VideoScan, sources: list[int]) -> Iterator[np.ndarray]:
             raise VideoInputError(info.path, f"decoding failed ({exc.strerror or exc})",
                                   "the file is damaged or uses an unsupported codec") from None
         finally:
-            container.close()
+            if container is not None:
+                container.close()
 
     return generate()

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import atomic
 from .audio import AudioCut
-from .codecs import CODECS, CodecSpec, known_codecs, output_path
+from .codecs import CODECS, CodecSpec, alpha_pix_fmt, known_codecs, open_encoder, output_path
 from .errors import VideoOutputError
 from . import frame_files as files
 from .metadata import SWS_MATRIX, color_code, output_color
@@ -104,6 +104,8 @@ class VideoWriter:
             mov/mp4/mkv, every EXR header, ``uav.json`` in a sequence, ``<file>.uav.json``
             beside an .mxf (its muxer takes no free tags).
         replace: replace an existing sequence folder (once the new one is complete).
+        alpha: frames are ``(height, width, 4)`` RGBA and the alpha is kept: ``prores_4444``
+            (``yuva444p10le``), ``png`` and ``tiff`` hold it; other codecs refuse.
 
     Raises:
         ValueError: unknown codec, unsuitable path or pixel format, an output folder
@@ -133,10 +135,14 @@ class VideoWriter:
         compression: str | None = None,
         provenance: dict[str, Any] | None = None,
         replace: bool = False,
+        alpha: bool = False,
     ) -> None:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; known codecs: {known_codecs()}")
         self.spec = spec = CODECS[codec]
+        self.alpha = bool(alpha)
+        if self.alpha:
+            pix_fmt = alpha_pix_fmt(spec, pix_fmt, bit_depth)
         self.fps = parse_fps(fps)
         self.width = _check_positive_int("width", width)
         self.height = _check_positive_int("height", height)
@@ -286,6 +292,8 @@ class VideoWriter:
         if spec.name == "h265" and self.path.suffix.lower() in (".mp4", ".mov"):
             cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC
         self._stream = stream
+        # opened now: a size or setting the encoder refuses fails before any frame is rendered
+        open_encoder(cc, spec, f"{self.width}x{self.height} {self.pix_fmt}")
 
     def _open_audio(self, source: Path, start_frame: int, end_frame: int | None) -> None:
         import av
@@ -330,10 +338,11 @@ class VideoWriter:
         if self._closed:
             raise ValueError(f"cannot write to {self.path}: the writer is already closed")
         array = np.asarray(frame)
-        expected = (self.height, self.width, 3)
+        expected = (self.height, self.width, 4 if self.alpha else 3)
         if array.shape != expected or array.dtype != self._dtype:
             self.abort()  # a render that feeds wrong frames is broken; do not leave its partial output
-            raise ValueError(f"frame {self.frames_written} must be {expected[0]}x{expected[1]}x3 {self._dtype}, got "
+            raise ValueError(f"frame {self.frames_written} must be {expected[0]}x{expected[1]}x{expected[2]} "
+                             f"{self._dtype}, got "
                              f"shape {array.shape} {array.dtype}"
                              + (" (pass bit_depth=16 to write uint16 frames)" if array.dtype == np.uint16 else ""))
         try:
@@ -346,12 +355,10 @@ class VideoWriter:
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.pump(Fraction(self.frames_written) / self.fps)
-        except VideoOutputError:
-            self.abort()
-            raise
+        except VideoOutputError as exc:
+            raise self._failed(exc) from None
         except OSError as exc:  # disk full, folder removed, I/O error: PyAV raises OSError subclasses
-            self.abort()
-            raise _write_failure(self.path, exc) from None
+            raise self._failed(_write_failure(self.path, exc)) from None
         except BaseException:
             self.abort()
             raise
@@ -359,7 +366,11 @@ class VideoWriter:
     def _encode(self, array: np.ndarray) -> None:
         import av
 
-        rgb = av.VideoFrame.from_ndarray(array, format="rgb48le" if array.dtype == np.uint16 else "rgb24")
+        if self.alpha:
+            fmt = "rgba64le" if array.dtype == np.uint16 else "rgba"
+        else:
+            fmt = "rgb48le" if array.dtype == np.uint16 else "rgb24"
+        rgb = av.VideoFrame.from_ndarray(array, format=fmt)
         yuv = rgb.reformat(
             format=self.pix_fmt,
             dst_colorspace=SWS_MATRIX[self.color["color_space"]],
@@ -401,7 +412,8 @@ class VideoWriter:
             array = array.astype(np.uint16) * 257  # TIFF output is always 16-bit
         name = self._pattern % (self.frames_written + self._start_number)
         target = self._temp / name
-        if not cv2.imwrite(str(target), np.ascontiguousarray(array[:, :, ::-1])):
+        bgr = array[:, :, [2, 1, 0, 3]] if self.alpha else array[:, :, ::-1]
+        if not cv2.imwrite(str(target), np.ascontiguousarray(bgr)):
             # OpenCV only says "no"; the folder exists (we made it), so the disk refused
             raise VideoOutputError(self.path, f"image {name} could not be written (disk full or not writable?)")
 
@@ -439,12 +451,10 @@ class VideoWriter:
                 os.replace(self._temp, self.path)
             else:
                 files.swap_in_folder(self._temp, self.path)
-        except VideoOutputError:
-            self.abort()
-            raise
+        except VideoOutputError as exc:
+            raise self._failed(exc) from None
         except OSError as exc:
-            self.abort()
-            raise _write_failure(self.path, exc) from None
+            raise self._failed(_write_failure(self.path, exc)) from None
         except BaseException:
             self.abort()
             raise
@@ -455,8 +465,22 @@ class VideoWriter:
             self._audio.close()
         return self.path
 
+    def _failed(self, exc: VideoOutputError) -> VideoOutputError:
+        """Abort, and ``exc`` naming the temporary when it could not be removed (a folder made
+        read-only mid-write): the user must know what is left behind."""
+        self._abort(report=False)
+        leftover = getattr(self, "_leftover", None)
+        if leftover is None:
+            return exc
+        return VideoOutputError(exc.path, exc.problem, getattr(exc, "errno", None), leftover=leftover[0],
+                                leftover_reason=leftover[1])
+
     def abort(self) -> None:
-        """Stop writing and delete the temporary output; the destination is left untouched."""
+        """Stop writing and delete the temporary output; the destination is left untouched.
+        A temporary that cannot be removed is logged as a warning naming it."""
+        self._abort(report=True)
+
+    def _abort(self, *, report: bool) -> None:
         if self._closed:
             return
         self._closed = True
@@ -473,7 +497,12 @@ class VideoWriter:
         if getattr(self, "_sidecar", None) is not None:
             _discard(self._sidecar)
         if hasattr(self, "_temp"):
-            _discard(self._temp)
+            reason = _discard(self._temp)
+            if reason is not None:
+                self._leftover = (self._temp, reason)
+            if reason is not None and report:
+                log.warning("%s: the temporary %s could not be removed (%s); delete it by hand", self.path,
+                            self._temp, reason)
         if hasattr(self, "_finalizer"):
             self._finalizer.detach()
 
@@ -505,6 +534,6 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -
     return writer.path
 
 
-def _discard(temp: Path) -> None:
+def _discard(temp: Path) -> str | None:
     atomic.untrack(temp)
-    atomic.remove(temp)
+    return atomic.remove(temp)

@@ -11,13 +11,15 @@ plugins it loaded is :class:`uav.registry.manager.Registry`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.metadata
 import logging
 import os
+import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -35,6 +37,7 @@ __all__ = [
     "build_plugin_manager",
     "error_text",
     "manual_record",
+    "plugin_code",
 ]
 
 log = logging.getLogger("uav.registry")
@@ -99,7 +102,17 @@ def manual_record(name: str, plugin: object) -> PluginRecord:
 
 def error_text(exc: BaseException) -> str:
     """``Type: message``: how a plugin's failure is recorded and shown."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r})"
     return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def plugin_code() -> Iterator[None]:
+    """Run a plugin's import or hook with its ``print`` output sent to stderr: stdout
+    belongs to the command (``uav plugins --json`` prints one JSON document there)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _parse_blocked(blocked: Iterable[str] | str | None) -> set[str]:
@@ -163,9 +176,10 @@ def _load_one(
     load: Callable[[], object],
 ) -> None:
     try:
-        plugin = load()
-        pm.register(plugin, name=name)
-    except Exception as exc:
+        with plugin_code():
+            plugin = load()
+            pm.register(plugin, name=name)
+    except (Exception, SystemExit) as exc:
         log.warning("uav plugin %r (%s) failed to load: %s", name, module, error_text(exc))
         log.debug("%s", traceback.format_exc())
         pm.records[name] = PluginRecord(name, module, dist, version, source, "failed", error_text(exc))

@@ -28,6 +28,7 @@ from uav.registry.discovery import (
     build_plugin_manager,
     error_text,
     manual_record,
+    plugin_code,
 )
 
 
@@ -38,6 +39,7 @@ __all__ = [
     "KINDS",
     "PluginRecord",
     "PluginInfo",
+    "PluginExitError",
     "ComponentInfo",
     "UavPluginManager",
     "UnknownKindError",
@@ -70,6 +72,10 @@ class UnknownKindError(KeyError, ValueError):
     def __str__(self) -> str:
         # KeyError would otherwise print the repr of its message (extra quotes).
         return str(self.args[0]) if self.args else ""
+
+
+class PluginExitError(ValueError):
+    """A component's factory called ``sys.exit``; the message names the plugin."""
 
 
 class UnknownComponentError(KeyError, ValueError):
@@ -193,8 +199,9 @@ class Registry:
 
         try:
             # pluggy lets an implementation take only some of the spec's arguments.
-            impl.function(**{arg: register for arg in impl.argnames})
-        except Exception as exc:
+            with plugin_code():
+                impl.function(**{arg: register for arg in impl.argnames})
+        except (Exception, SystemExit) as exc:
             log.warning("uav plugin %r failed in %s: %s", plugin, hook_name, error_text(exc))
             self._errors.setdefault(plugin, []).append(f"{hook_name}: {error_text(exc)}")
             return
@@ -260,6 +267,13 @@ class Registry:
         info, extra = self._lookup(kind, name)
         return functools.partial(info.factory, **extra) if extra else info.factory
 
+    def owner(self, kind: str, name: str) -> str | None:
+        """The name of the plugin that registered ``name`` (``None`` when none did)."""
+        try:
+            return self._lookup(kind, name)[0].plugin
+        except KeyError:
+            return None
+
     def get(self, kind: str, name: str, **options: Any) -> Any:
         """Build the component of ``kind`` registered as ``name``.
 
@@ -268,7 +282,13 @@ class Registry:
         (both ``KeyError`` and ``ValueError``) listing the valid choices.
         """
         info, extra = self._lookup(kind, name)
-        return info.factory(**extra, **options)
+        try:
+            with plugin_code():
+                return info.factory(**extra, **options)
+        except SystemExit as exc:
+            # a plugin must not end the command silently; its failure is one line naming it
+            raise PluginExitError(f"{KINDS[info.kind][1]} {info.name!r} (plugin {info.plugin!r}) called "
+                                  f"sys.exit({exc.code!r}) while being built; fix or remove that plugin") from None
 
     # -- reporting ------------------------------------------------------------------
 
