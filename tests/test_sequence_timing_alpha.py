@@ -137,7 +137,7 @@ def test_alpha_is_carried_to_outputs_that_hold_it(upscaler, rgba_sequence, tmp_p
             got = [f.to_ndarray(format="rgba")[:, :, 3] for f in container.decode(video=0)]
         tolerance = 2  # 10-bit alpha
     else:
-        files = sorted(written.iterdir())
+        files = sorted(f for f in written.iterdir() if f.name != "uav.json")  # the provenance record
         got = [np.asarray(Image.open(f)) if codec == "png" else cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
                for f in files]
         got = [g[:, :, 3] if g.dtype == np.uint8 else np.round(g[:, :, 3] / 257) for g in got]
@@ -166,5 +166,5 @@ def test_video_alpha_is_read_and_kept(upscaler, tmp_path):
     planes = list(iter_alpha(src))  # 10-bit ProRes reads back 16-bit
     assert planes[0].dtype == np.uint16 and [int(round(a.mean() / 257)) for a in planes] == [60, 160]
     out = upscaler.upscale(str(src), output=tmp_path / "up", steps=1, seed=0, writer_options={"codec": "png"})
-    got = [np.asarray(Image.open(f))[:, :, 3] for f in sorted(out.iterdir())]
+    got = [np.asarray(Image.open(f))[:, :, 3] for f in sorted(out.glob("*.png"))]
     assert [int(round(g.mean())) for g in got] == [60, 160]

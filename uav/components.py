@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from uav.plugin_results import describe_component
 from uav.settings import ComponentError, SettingsError, UpscaleSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -187,6 +186,8 @@ def resolve_components(s: UpscaleSettings, registry: Any, *, scheduler: Any, flo
         from uav.captioning import check_captioner
 
         check_captioner(s.captioner, dict(s.captioner_options), registry=registry)
+    from uav.plugin_results import describe_component  # torch: the planner and the CLI preflight never get here
+
     labels = {kind: describe_component(kind, name, registry) for kind, name in (
         ("scheduler", s.scheduler), ("segments", s.segments), ("tiling", s.tiling), ("color", s.color_fix),
         ("flow", _flow_name(s, flow, raft_weights)))}

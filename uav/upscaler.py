@@ -96,7 +96,9 @@ class VideoUpscaler:
         self._registry = registry
         if isinstance(flow, str):
             # a misspelt name fails here, not at the first clip that propagates
-            UpscaleSettings.check_component("flow", flow, self.registry)
+            from uav.components import check_component
+
+            check_component("flow", flow, self.registry)
         elif flow is not None and not callable(flow):
             raise InputError(f"flow: expected a registered flow estimator's name or a flow estimator, got "
                              f"{type(flow).__name__}")
