@@ -191,6 +191,16 @@ def test_corrupted_media_is_refused_or_read(clip, release, tmp_path_factory, dat
     _cli_contract(res, folder, before)
 
 
+def test_an_unknown_video_codec_tag_is_one_line(clip, release, tmp_path):
+    # a damaged sample description leaves PyAV a stream without a codec context (seen by the fuzzer)
+    src = tmp_path / "in.mp4"
+    src.write_bytes(clip.read_bytes().replace(b"avc1", b"zzzz"))
+    res = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "o.mp4"), "--weights", str(release),
+                                   "--dry-run"])
+    assert res.exit_code == 2, res.output
+    assert "video stream whose codec cannot be read" in res.output and "Traceback" not in res.output
+
+
 @few(8)
 @given(st.data())
 @pytest.mark.slow

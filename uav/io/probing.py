@@ -258,6 +258,9 @@ def _scan_video(path: Path) -> VideoScan:
         if not videos:
             raise VideoInputError(path, "contains no video frames (no video stream)", "pass a video file or an image folder")
         stream = videos[0]
+        if stream.codec_context is None:  # a damaged header names a codec FFmpeg does not know
+            raise VideoInputError(path, "has a video stream whose codec cannot be read",
+                                  "the file is corrupt or uses an unsupported codec; re-export or re-copy it")
         time_base = stream.time_base
         if not time_base:
             raise VideoInputError(path, "has a video stream without a time base", "remux it into .mov/.mp4/.mkv")
@@ -327,6 +330,9 @@ def _scan_video(path: Path) -> VideoScan:
             range_value = 2
         sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
         audio = container.streams.audio[0] if container.streams.audio else None
+        if audio is not None and audio.codec_context is None:
+            log.warning("%s: its audio stream's codec cannot be read; the output gets no audio", path)
+            audio = None
         info = VideoInfo(
             path=path,
             width=width,
