@@ -20,7 +20,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from uav.models.layers import Downsample3D, InflatedConv3d, ResnetBlock3D, Upsample3D
+from uav.models.layers import (LAYOUTS, Downsample3D, InflatedConv3d, ResnetBlock3D, Upsample3D, cat_channels,
+                               group_norm)
 from uav.models.temporal import ROPE_DIM, RotaryEmbedding, TemporalModule3D, install_rope_alias_hooks
 from uav.models.transformer import CrossAttentionSpec, transformer_stack
 from uav.settings import MAX_NOISE_LEVEL
@@ -106,7 +107,8 @@ class UpBlock3D(_Block):
         self, x: Tensor, skips: list[Tensor], temb: Tensor, context: Tensor, upsample_size: tuple[int, int, int] | None
     ) -> Tensor:
         for i, resnet in enumerate(self.resnets):
-            x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
+            # the skip is released once concatenated (the list held its last reference)
+            x = resnet(cat_channels([x, skips.pop()]), temb)
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
         if self.upsamplers is not None:
@@ -246,6 +248,21 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_out = InflatedConv3d(block_out_channels[0], out_channels, 3, padding=1)
         install_rope_alias_hooks(self)
+        #: the memory order activations keep through the network (see :data:`uav.models.layers.LAYOUTS`)
+        self.layout = "frames"
+
+    def set_layout(self, layout: str) -> "UNetVideoModel":
+        """Run the activations in ``layout``: ``"frames"`` (per-frame NCHW batches, the default, the
+        published convolutions) or ``"channels_last"`` (NHWC frames; the per-frame convolution
+        weights are stored to match). Same numbers; which is faster depends on the GPU."""
+        if layout not in ("frames", "channels_last", "ncdhw"):
+            raise ValueError(f"layout must be one of frames, channels_last, ncdhw; got {layout!r}")
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        for m in self.modules():
+            if isinstance(m, InflatedConv3d):
+                m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+        self.layout = layout
+        return self
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -258,18 +275,8 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         return_dict: bool = True,
     ) -> UNetVideoOutput | tuple[Tensor]:
         self._check_inputs(sample, low_res, encoder_hidden_states)
-        x = torch.cat([sample, low_res], dim=1)
-        b = x.shape[0]
-
-        timesteps = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=x.device)
-        if timesteps.ndim == 0:
-            timesteps = timesteps[None]
-        timesteps = timesteps.to(x.device).expand(b)
-        emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
-
-        labels = self._noise_level_labels(class_labels, x.device)
-        emb = emb + self.class_embedding(labels).to(self.dtype)
-
+        x = cat_channels([sample, low_res], self.layout if self.layout in LAYOUTS else None)
+        emb = self._embedding(timestep, class_labels, x.shape[0], x.device)
         context = encoder_hidden_states
         h = self.conv_in(x)
         skips: list[Tensor] = [h]
@@ -287,7 +294,7 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             upsample_size = tuple(skips[-1].shape[2:]) if skips else None
             h = temp(block(h, block_skips, emb, context, upsample_size), emb)
 
-        h = self.conv_out(F.silu(self.conv_norm_out(h)))
+        h = self.conv_out(group_norm(h, self.conv_norm_out, silu=True))
         if not return_dict:
             return (h,)
         return UNetVideoOutput(sample=h)
@@ -319,7 +326,20 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
                 f"encoder_hidden_states: batch {context.shape[0]} does not match sample batch {sample.shape[0]}"
             )
 
-    def _noise_level_labels(self, class_labels: Tensor | int | None, device: torch.device) -> Tensor:
+    def _embedding(self, timestep: Tensor | int | float, class_labels: Tensor | int | None, b: int,
+                   device: torch.device) -> Tensor:
+        """The time + noise-level embedding: one row when every batch item shares both (the
+        blocks then fold it into their convolutions' bias), else ``b`` rows."""
+        labels, uniform = self._noise_level_labels(class_labels, device)
+        timesteps = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=device)
+        rows = 1 if uniform and timesteps.numel() == 1 else b
+        timesteps = timesteps.reshape(-1).to(device).expand(rows)
+        labels = labels[:1] if rows == 1 else labels.expand(b)
+        emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
+        return emb + self.class_embedding(labels).to(self.dtype)
+
+    def _noise_level_labels(self, class_labels: Tensor | int | None, device: torch.device) -> tuple[Tensor, bool]:
+        """The labels on ``device`` and whether they are known to be one value (read on the host)."""
         if class_labels is None:
             raise ValueError("class_labels: the noise level is required (an int in [0, "
                              f"{self.config.max_noise_level}])")
@@ -328,9 +348,11 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         # the accelerator reads the values back, a device sync on every U-Net call (the
         # sampling loop hands them over on the host). Compiled graphs skip the check, and
         # so do fake tensors (the memory model), which carry no values.
-        if not torch.compiler.is_compiling() and not _is_fake(labels):
+        uniform = labels.numel() == 1
+        if not torch.compiler.is_compiling() and not _is_fake(labels) and labels.device.type == "cpu":
             self._check_levels(labels)
-        return labels.long().reshape(-1).to(device, non_blocking=True)
+            uniform = uniform or bool((labels == labels.reshape(-1)[0]).all())
+        return labels.long().reshape(-1).to(device, non_blocking=True), uniform
 
     def _check_levels(self, labels: Tensor) -> None:
         if labels.is_floating_point() and not torch.equal(labels, labels.round()):
