@@ -224,9 +224,12 @@ class _LiveBytes(TorchDispatchMode):
         self.live = 0
         self.peak = 0
         self._refs: dict[int, int] = {}
-        self._seen: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
+        # ids, not a WeakSet: an in-place op returns a tensor already seen, and a WeakSet would
+        # compare two live tensors with == (elementwise) to find it
+        self._seen: set[int] = set()
 
-    def _release(self, key: int, nbytes: int) -> None:
+    def _release(self, key: int, nbytes: int, tensor_id: int) -> None:
+        self._seen.discard(tensor_id)
         self._refs[key] -= 1
         if self._refs[key] == 0:
             del self._refs[key]
@@ -235,16 +238,16 @@ class _LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         for t in tree_iter(out):
-            if isinstance(t, torch.Tensor) and t.device == self.device and t not in self._seen:
+            if isinstance(t, torch.Tensor) and t.device == self.device and id(t) not in self._seen:
                 storage = t.untyped_storage()
                 key, nbytes = storage._cdata, storage.nbytes()
-                self._seen.add(t)
+                self._seen.add(id(t))
                 if key not in self._refs:
                     self._refs[key] = 0
                     self.live += nbytes
                     self.peak = max(self.peak, self.live)
                 self._refs[key] += 1
-                weakref.finalize(t, self._release, key, nbytes)
+                weakref.finalize(t, self._release, key, nbytes, id(t))
         return out
 
 
