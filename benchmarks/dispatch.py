@@ -72,9 +72,10 @@ class SyncCounter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         ins = _tensors((args, kwargs))
         on_device = any(t.device.type != "cpu" for t in ins)
-        if name in ("_local_scalar_dense", "item") and on_device:
-            self._count("item")
-            if _is_fake(ins[0]):
+        if name in ("_local_scalar_dense", "item"):
+            if on_device:
+                self._count("item")
+            if _is_fake(ins[0]):  # a fake tensor has no value to read: go on with a placeholder
                 return True if ins[0].dtype == torch.bool else 1
         if name in DATA_DEPENDENT and on_device:
             self._count(name)

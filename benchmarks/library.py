@@ -83,6 +83,10 @@ def _import_uav() -> dict[str, Any]:
     from uav.pipeline import state_device
     from uav.settings import UpscaleSettings
     from uav.upscaler import default_dtypes
+    from uav import compilation
+    from uav.memory import estimate_memory
+    from uav.sampling.stepcache import StepCache
+    from uav.sampling.transfer import Transfers
 
     return dict(diffusers=diffusers, baseline=baseline, UNetVideoModel=UNetVideoModel, Recovery=Recovery,
                 to_uint8=to_uint8, state_device=state_device, UpscaleSettings=UpscaleSettings,
@@ -90,4 +94,5 @@ def _import_uav() -> dict[str, Any]:
                 AutoencoderKLVideo=AutoencoderKLVideo, decode_chunks=decode_chunks, denoise=denoise,
                 propagate_latents=propagate_latents, OfficialDDIM=OfficialDDIM,
                 low_res_add_noise=low_res_add_noise, official_segment_plan=official_segment_plan,
-                uniform_segment_plan=uniform_segment_plan)
+                uniform_segment_plan=uniform_segment_plan, compilation=compilation, StepCache=StepCache,
+                Transfers=Transfers, estimate_memory=estimate_memory)

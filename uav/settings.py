@@ -127,6 +127,17 @@ class UpscaleSettings:
             does not grow with the clip length.
         downscale_large: apply the published 1/4 area downscale to inputs whose sides are both
             >= 1280 px; never done silently.
+        preset: ``"default"`` (the published method) or ``"fast"`` (about 9x fewer U-Net FLOPs,
+            different numbers); a preset fills the settings left at their defaults (:mod:`uav.presets`).
+        step_cache: ``"none"`` or ``"deepcache"``: between full U-Net calls every
+            ``step_cache_interval`` steps, only the finest skip branch runs on reused deep
+            features (:mod:`uav.sampling.stepcache`; different numbers).
+        step_cache_interval: a full U-Net call every this many steps (``step_cache="deepcache"``).
+        guidance_reuse_from: from this 0-based step on, only the conditional half of guidance
+            runs and the last computed guidance difference is reused (``None``: never).
+        compile: ``torch.compile`` the networks' repeated blocks: ``None`` = automatic (on a GPU,
+            when the clip is long enough to repay the compile time, see :mod:`uav.compilation`),
+            ``True``/``False`` to force. Same numbers (float rounding).
     """
 
     prompt: str = _field("", Knob(
@@ -190,6 +201,25 @@ class UpscaleSettings:
         "name", metavar="NAME",
         help="Captioner for --prompt auto: llava-local (as the paper), blip-local or a plugin's (see `uav plugins`)."))
     captioner_options: tuple[tuple[str, Any], ...] = _field((), Knob("options"))
+    preset: str = _field("default", Knob(
+        "name", choices=("default", "fast"), metavar="default|fast",
+        help="default (the published method) or fast (about 9x fewer U-Net FLOPs: DPM-Solver++ 10 steps, "
+             "guidance reused on late steps, step caching; different numbers). Fills the settings left at "
+             "their defaults."))
+    step_cache: str = _field("none", Knob(
+        "name", choices=("none", "deepcache"), metavar="none|deepcache",
+        help="Step caching: deepcache runs the whole U-Net every --step-cache-interval steps and only its "
+             "finest skip branch in between (different numbers)."))
+    step_cache_interval: int = _field(3, Knob("int", 2, 1000, metavar="N",
+                                              help="With --step-cache deepcache: a full U-Net call every N steps."))
+    guidance_reuse_from: int | None = _field(None, Knob(
+        "int", 0, 1 << 20, optional=True, metavar="STEP",
+        help="From this 0-based step on, only the conditional half of guidance runs; the last guidance "
+             "difference is reused (halves those steps; different numbers)."))
+    compile: bool | None = _field(None, Knob(
+        "tristate", metavar="auto|on|off",
+        help="torch.compile the networks' repeated blocks: auto (on a GPU when the clip is long enough to "
+             "repay the compile time), on or off."))
     caption_frame: str | int = _field("first", Knob(
         "frame", metavar="first|middle|N",
         help="Frame --prompt auto captions: first (as the paper), middle or an index N of the clip."))
@@ -203,7 +233,16 @@ class UpscaleSettings:
             object.__setattr__(self, "propagation_steps", tuple(self.propagation_steps or ()))
         if isinstance(self.color_fix, str):
             object.__setattr__(self, "color_fix", self.color_fix.strip().lower())
+        self._fill_preset()
         self.validate()
+
+    def _fill_preset(self) -> None:
+        from uav.presets import PRESETS, preset_values
+
+        name = self.preset.strip().lower() if isinstance(self.preset, str) else self.preset
+        if name in PRESETS:  # an unknown name is refused by validate()
+            for k, v in preset_values(name, self.__dict__, _field_defaults()).items():
+                object.__setattr__(self, k, v)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -368,6 +407,11 @@ def _defaults() -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
+def _field_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(UpscaleSettings)}
+
+
+@functools.lru_cache(maxsize=1)
 def _knobs() -> dict[str, Knob]:
     return {f.name: f.metadata["knob"] for f in dataclasses.fields(UpscaleSettings)}
 
@@ -388,6 +432,10 @@ def combination_errors(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             reason = f"must be step indices in [0, {steps}) for steps={steps}, got {bad}"
             errors.append((f"propagation_steps must be step indices in [0, {steps}) "
                            f"(num_inference_steps={steps}), got {list(prop)}", "propagation_steps", reason))
+    reuse = values.get("guidance_reuse_from")
+    if steps is not None and reuse is not None and reuse >= steps:
+        reason = f"must be a step index below num_inference_steps={steps}, got {reuse}"
+        errors.append((f"guidance_reuse_from {reason}", "guidance_reuse_from", reason))
     size, overlap = values.get("tile_size"), values.get("tile_overlap")
     if size is not None and overlap is not None and overlap >= size:
         reason = f"must be below tile_size={size}, got {overlap}"

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from uav.components import Components, merge_settings, resolve_components
 from uav.frames import InputError, frames_to_tensor, to_uint8
+from uav.overlap import Consumer, Deferred
 from uav.pipeline import generate
 from uav.settings import SettingsError, UpscaleSettings
 
@@ -234,10 +235,12 @@ class VideoUpscaler:
             start, end: frame range of a file input (``end`` exclusive; ints or timecodes).
         """
         comps = self.check_inputs(settings, **knobs)
+        # the input decodes on a worker thread while the prompt is captioned and encoded
+        loading = Deferred(lambda: self._load_video(video, start=start, end=end), name="uav-decode")
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         s = comps.settings
         text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
-        lr, info = self._load_video(video, start=start, end=end)
+        lr, info = loading.result()
         lr = self._maybe_downscale(lr, s)
         chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
                                 flows=flows, trace=trace)
@@ -392,11 +395,15 @@ class VideoUpscaler:
             # the output shows the same frames, so it carries the source's metadata over
             options = {**carry_over(info.video, info.start_frame, lr.shape[2]), **options}
         writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, **options)
+        # frames encode on a worker thread (two chunks queued at most) while the next chunk decodes
+        encoder: Consumer[Tensor] = Consumer(lambda chunk: [writer.write(f) for f in to_uint8(chunk)], maxsize=2,
+                                             name="uav-encode")
         try:
             for _, chunk in chunks:
-                for frame in to_uint8(chunk):
-                    writer.write(frame)
+                encoder.submit(chunk)
+            encoder.close()
         except BaseException:
+            encoder.abort()
             writer.abort()
             raise
         return writer.close()

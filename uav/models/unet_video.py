@@ -31,9 +31,11 @@ Tensor = torch.Tensor
 
 @dataclass
 class UNetVideoOutput(BaseOutput):
-    """``sample``: the network output (v-prediction), ``(B, 4, T, H, W)``."""
+    """``sample``: the network output (v-prediction), ``(B, 4, T, H, W)``; ``deep_feature``: with
+    ``keep_deep_feature``, the input of the last up block's last resnet (what step caching reuses)."""
 
     sample: Tensor
+    deep_feature: Tensor | None = None
 
 
 class _Block(nn.Module):
@@ -104,11 +106,16 @@ class UpBlock3D(_Block):
         self.upsamplers = nn.ModuleList([Upsample3D(out_channels)]) if add_upsample else None
 
     def forward(
-        self, x: Tensor, skips: list[Tensor], temb: Tensor, context: Tensor, upsample_size: tuple[int, int, int] | None
+        self, x: Tensor, skips: list[Tensor], temb: Tensor, context: Tensor, upsample_size: tuple[int, int, int] | None,
+        start: int = 0, keep: list[Tensor] | None = None,
     ) -> Tensor:
-        for i, resnet in enumerate(self.resnets):
+        """Run resnets ``start`` onwards (``skips`` holds theirs, last used first); ``keep`` receives
+        the input of the last resnet."""
+        for i in range(start, len(self.resnets)):
+            if keep is not None and i == len(self.resnets) - 1:
+                keep.append(x)
             # the skip is released once concatenated (the list held its last reference)
-            x = resnet(cat_channels([x, skips.pop()]), temb)
+            x = self.resnets[i](cat_channels([x, skips.pop()]), temb)
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
         if self.upsamplers is not None:
@@ -273,12 +280,32 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         encoder_hidden_states: Tensor | None = None,
         class_labels: Tensor | int | None = None,
         return_dict: bool = True,
-    ) -> UNetVideoOutput | tuple[Tensor]:
+        deep_feature: Tensor | None = None,
+        keep_deep_feature: bool = False,
+    ) -> UNetVideoOutput | tuple[Tensor, ...]:
+        """The v-prediction; with ``deep_feature`` (a ``keep_deep_feature`` output of an earlier
+        step, same batch), only the finest skip branch runs (DeepCache, arXiv 2312.00858): the
+        input convolution, the last up block's last resnet on ``deep_feature`` and the input's
+        features, the last temporal module and the output convolution."""
         self._check_inputs(sample, low_res, encoder_hidden_states)
         x = cat_channels([sample, low_res], self.layout if self.layout in LAYOUTS else None)
         emb = self._embedding(timestep, class_labels, x.shape[0], x.device)
         context = encoder_hidden_states
         h = self.conv_in(x)
+        kept: list[Tensor] = []
+        if deep_feature is not None:
+            last = self.up_blocks[-1]
+            h = last(deep_feature, [h], emb, context, None, start=len(last.resnets) - 1)
+            h = self.up_temp_blocks[-1](h, emb)
+        else:
+            h = self._full(h, emb, context, kept if keep_deep_feature else None)
+        h = self.conv_out(group_norm(h, self.conv_norm_out, silu=True))
+        feature = kept[0] if kept else None
+        if not return_dict:
+            return (h, feature) if keep_deep_feature else (h,)
+        return UNetVideoOutput(sample=h, deep_feature=feature)
+
+    def _full(self, h: Tensor, emb: Tensor, context: Tensor, keep: list[Tensor] | None) -> Tensor:
         skips: list[Tensor] = [h]
         for block, temp in zip(self.down_blocks, self.down_temp_blocks):
             h, block_skips = block(h, emb, context)
@@ -292,12 +319,9 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             block_skips, skips = skips[-n:], skips[:-n]
             # odd sizes: upsample to exactly the next skip's size instead of x2
             upsample_size = tuple(skips[-1].shape[2:]) if skips else None
-            h = temp(block(h, block_skips, emb, context, upsample_size), emb)
-
-        h = self.conv_out(group_norm(h, self.conv_norm_out, silu=True))
-        if not return_dict:
-            return (h,)
-        return UNetVideoOutput(sample=h)
+            last = i == len(self.up_blocks) - 1
+            h = temp(block(h, block_skips, emb, context, upsample_size, keep=keep if last else None), emb)
+        return h
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, sample: Tensor, low_res: Tensor, context: Tensor | None) -> None:
