@@ -171,8 +171,9 @@ def _call_flops(unet: Any, cfg: dict, dev: torch.device, wl: Workload, batch: in
     if cached:
         with torch.no_grad():
             deep = unet(x, t, lr, encoder_hidden_states=ctx, class_labels=120, keep_deep_feature=True).deep_feature
+    extra = {"deep_feature": deep} if deep is not None else {}
     with FlopCounterMode(display=False) as fc, torch.no_grad():
-        unet(x, t, lr, encoder_hidden_states=ctx, class_labels=120, deep_feature=deep)
+        unet(x, t, lr, encoder_hidden_states=ctx, class_labels=120, **extra)
     return int(fc.get_total_flops())
 
 
