@@ -26,7 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_iter
 
-__all__ = ["SyncCounter", "GlueBytes", "fake_networks", "fused_attention", "COMPUTE_OPS"]
+__all__ = ["SyncCounter", "GlueBytes", "fake_networks", "fused_attention", "flop_counter", "COMPUTE_OPS"]
 
 aten = torch.ops.aten
 
@@ -220,3 +220,17 @@ def count(mode_factory: Callable[[], TorchDispatchMode], call: Callable[[], Any]
     with mode, torch.no_grad():
         call()
     return mode
+
+
+def flop_counter() -> Any:
+    """``FlopCounterMode`` that also counts the in-place matmuls the library accumulates residuals with."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def addmm_(self_shape: Any, a: Any, b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+        return 2 * a[0] * a[1] * b[1]
+
+    def baddbmm_(self_shape: Any, a: Any, b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+        return 2 * a[0] * a[1] * a[2] * b[2]
+
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={aten.addmm_: addmm_, aten.baddbmm_: baddbmm_})

@@ -32,14 +32,14 @@ __all__ = [
 
 def count_window_flops(unet: torch.nn.Module, inputs: Inputs, window: int) -> int:
     """FLOPs of one CFG U-Net call on one ``window``-frame window (torch.utils.flop_counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from benchmarks.dispatch import flop_counter
 
     dtype = next(unet.parameters()).dtype
     w = min(window, inputs.x_t.shape[2])
     sample = torch.cat([inputs.x_t[:, :, :w]] * 2).to(dtype)
     lr = torch.cat([inputs.noisy_lr[:, :, :w]] * 2).to(dtype)
     labels = torch.full((2,), 120, dtype=torch.long, device=sample.device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         unet(sample, torch.tensor(500, device=sample.device), lr, encoder_hidden_states=inputs.text.to(dtype),
              class_labels=labels)
     return int(counter.get_total_flops())

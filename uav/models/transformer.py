@@ -161,7 +161,8 @@ class Transformer3DModel(nn.Module):
         b, c, t, h, w = x.shape
         residual = self.resblock_temporal(x)
         # GroupNorm per frame, as published, writing the tokens' (B, H, W, T, C) order itself
-        tokens = group_norm(residual, self.norm, layout="tokens", per_frame=True).permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)
+        normed = group_norm(residual, self.norm, layout="tokens", per_frame=True)
+        tokens = normed.permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)  # a view
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens, context, t)
