@@ -150,7 +150,8 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
             default_path=True, state_device=str(state),
             description=f"the library's defaults: uav.sampling.loop.denoise with window_batch="
                         f"{defaults.window_batch}, the Recovery policy (fp16 NaN/inf checks), clip state on "
-                        f"{state}, the default dtypes, decode_chunks then .cpu() and uav.frames.to_uint8",
+                        f"{state}, the default dtypes, compile=auto, decode_chunks then the non-blocking hand-over "
+                        f"and uav.frames.to_uint8",
             **mfu_fields(def_t, len(plan.windows)))
         if base_t is not None and base_t.latents is not None and def_t.latents is not None:
             # same inputs, same steps: how far the library's numbers are from the published loop's

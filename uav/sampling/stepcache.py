@@ -9,9 +9,9 @@ current input's features), the last temporal module and the output convolution: 
 7 % of the network's FLOPs at the release's sizes.
 
 The kept features are ``(B, C0, 8, h, w)`` per window group in the U-Net's dtype (C0 =
-256 for the release: 256 bytes per latent pixel and frame of a guided fp16 window, about
-92 MB per frame of a 192x352 clip); they live where the clip state lives (the host, with
-``offload``).
+256 for the release: 1 KiB per latent pixel and frame of a guided fp16 window; windows
+cover 4/3 of the frames: about 92 MB per frame of a 192x352 clip); they live where the
+clip state lives (the host, with ``offload``).
 
 **Guidance reuse**: from step ``guidance_reuse_from`` on, only the conditional half of
 the CFG batch runs, and the guidance difference ``v_cond - v_uncond`` of the last step
