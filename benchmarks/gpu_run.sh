@@ -60,6 +60,7 @@ rc=${PIPESTATUS[0]}
 echo "[gpu_run] main run exit $rc after $(( $(date +%s) - START )) s"
 
 # the pipeline correctness check (another script, tiny models) when present and time allows
+case " ${DEVICE_ARGS[*]} " in *" cuda "*) ;; *) BENCH_PIPELINE_CHECK=0;; esac  # a CUDA check
 if [ -f benchmarks/gpu_pipeline_check.py ] && [ "${BENCH_PIPELINE_CHECK:-1}" = 1 ] && [ "$(left)" -ge 40 ]; then
   l=$(limit); [ "$l" -gt 90 ] && l=90
   timeout --signal=INT --kill-after=10 "$l" \
