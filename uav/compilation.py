@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["regions", "CompileDecision", "decide", "compile_regions", "uncompile_regions", "cache_dir",
+__all__ = ["regions", "CompileDecision", "decide", "compile_regions", "uncompile_regions", "is_compiled", "cache_dir",
            "mark_compiled", "EXPECTED_SAVING", "COLD_COMPILE_S", "WARM_COMPILE_S", "EAGER_S_PER_PIXEL"]
 
 log = logging.getLogger("uav")
@@ -123,6 +123,7 @@ def uncompile_regions(model: torch.nn.Module) -> None:
 
 
 def is_compiled(model: torch.nn.Module) -> bool:
+    """Whether any of ``model``'s blocks runs compiled."""
     return any("forward" in b.__dict__ for b in _region_modules(model))
 
 
