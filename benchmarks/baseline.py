@@ -28,7 +28,8 @@ Tensor = torch.Tensor
 __all__ = ["eager_attention", "published_step", "published_to_uint8"]
 
 
-def _eager_cross_attention(self: Any, x: Tensor, context: Tensor | None = None) -> Tensor:
+def _eager_cross_attention(self: Any, x: Tensor, context: Tensor | None = None,
+                           residual: Tensor | None = None) -> Tensor:
     """``uav.models.transformer.Attention.forward`` with the score matrix materialised."""
     context = x if context is None else context
     b, n_q, c = x.shape
@@ -43,16 +44,27 @@ def _eager_cross_attention(self: Any, x: Tensor, context: Tensor | None = None) 
     scores = torch.baddbmm(torch.empty((b * n, n_q, n_k), dtype=q.dtype, device=q.device), q, k.transpose(1, 2),
                            beta=0, alpha=d**-0.5)
     out = torch.bmm(scores.softmax(dim=-1), v)
-    return self.to_out[0](out.view(b, n, n_q, d).transpose(1, 2).reshape(b, n_q, c))
+    out = self.to_out[0](out.view(b, n, n_q, d).transpose(1, 2).reshape(b, n_q, c))
+    return out if residual is None else residual + out
 
 
-def _eager_temporal_attention(self: Any, x: Tensor) -> Tensor:
-    """``uav.models.temporal.TemporalAttention.forward`` with the score matrix materialised."""
+def _eager_temporal_attention(self: Any, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    """``uav.models.temporal.TemporalAttention.forward`` with the score matrix materialised
+    (for the published module structure, which has ``project``, and for the library's)."""
     s, t, c = x.shape
-    q, k, v, bias = self.project(x)
-    scores = torch.matmul(q, k.transpose(-1, -2)) + bias
-    out = torch.matmul(scores.softmax(dim=-1), v)
-    return self.to_out[0](out.transpose(1, 2).reshape(s, t, c))
+    if hasattr(self, "project"):  # published: q scaled before RoPE
+        q, k, v, bias = self.project(x)
+        scale = 1.0
+    else:
+        n, d = self.heads, self.head_dim
+        q, k, v = (proj(x).view(s, t, n, d) for proj in (self.to_q, self.to_k, self.to_v))
+        if self.rotary_emb is not None:
+            q, k = self.rotary_emb.rotate(q), self.rotary_emb.rotate(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        bias, scale = self.time_rel_pos_bias(t, x.device).to(q.dtype), d**-0.5
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale + bias
+    out = self.to_out[0](torch.matmul(scores.softmax(dim=-1), v).transpose(1, 2).reshape(s, t, c))
+    return out if residual is None else residual + out
 
 
 @contextlib.contextmanager

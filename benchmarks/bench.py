@@ -9,18 +9,21 @@ One command measures, per workload and side by side on one card:
 * ``default``: what the library runs with its default settings (issue 11): the library's
   default dtypes (fp16 U-Net, fp32 VAE on CUDA), ``window_batch=1``, the clip state
   offloaded to the host, the out-of-memory / fp16 NaN policy, ``decode_chunks`` then
-  ``.cpu()`` and :func:`uav.frames.to_uint8`; ``speedup`` and ``peak_mem_ratio`` compare
-  this row with ``baseline``, and ``max_abs_diff_latents`` its latents after the same steps;
+  the non-blocking hand-over and :func:`uav.frames.to_uint8`, ``compile="auto"``;
+  ``speedup`` and ``peak_mem_ratio`` compare this row with ``baseline``, and
+  ``max_abs_diff`` its latents after the same steps;
 * ``bf16`` (a preset, partly benchmark-only, see :mod:`benchmarks.library`): bf16 U-Net on
   SDPA, all windows of a step in one batched call (``window_batch``), the faster of NCHW /
   channels-last / cuDNN autotuning measured on one window, bf16 VAE with SDPA kept off
   its O(n²) fallback, uint8 conversion on the GPU with the copy overlapped;
 * ``uniform``: ``bf16`` with the opt-in ``uniform`` window rule (2 windows per
   16 frames instead of 3; different numerics, so reported apart);
-* ``fast``: DPM-Solver++ (the ``uav_schedulers`` adapter), 10 steps, guidance on the
-  first 5 only, propagation at 7/8/9 (different numerics, reported as ``fast_speedup``);
+* ``fast``: the library's ``UpscaleSettings(preset="fast")`` (issue 21): DPM-Solver++ 10
+  steps, guidance reused from step 5, DeepCache every 3 steps, propagation at 7/8/9, the
+  default row's dtypes (different numerics, reported as ``fast_speedup``);
 * optionally (``--compile``, a separate process so a slow compile cannot lose the rest)
-  ``bf16`` with ``torch.compile``.
+  the ``default`` row with its blocks compiled (``uav.compilation``): ``compile_s`` and the
+  compiled step time.
 
 The networks are the real-size ones, built from the release configs with random
 weights. Denoising is timed on ``--steps-timed`` steps after one warm-up step and scaled

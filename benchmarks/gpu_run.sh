@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The one device script of issue 7 (see benchmarks/README.md). From the repository root:
+# The one device script of issues 7 and 21 (see benchmarks/README.md). From the repository root:
 #
-#     bash benchmarks/gpu_run.sh
+#     bash benchmarks/gpu_run.sh                      # on a GPU machine (CUDA)
+#     bash benchmarks/gpu_run.sh --device cpu --tiny  # the same code end to end on a CPU, tiny networks
+#
+# It measures, per workload, the published loop (`baseline`), what the library runs by
+# default (`default`: compiled where compile="auto" says so), the library's `fast` preset and
+# the `bf16` preset, with the issue's keys (device, speedup, peak_mem_ratio, fast_speedup,
+# default_path, max_abs_diff, compile_s, predicted_peak_gib, measured_peak_gib).
 #
 # Installs the carried wheels (.whl/: diffusers and what it needs that the device lacks),
 # runs the smoke step and every GPU measurement (benchmarks/bench.py --smoke), then, if
@@ -22,6 +28,11 @@ set -u -o pipefail
 
 START=$(date +%s)
 TOTAL=${BENCH_TOTAL_S:-210}
+# the device arguments of every stage: the command line's, else the GPU
+DEVICE_ARGS=("$@")
+[ ${#DEVICE_ARGS[@]} -eq 0 ] && DEVICE_ARGS=(--device cuda)
+SMOKE=--smoke
+case " ${DEVICE_ARGS[*]} " in *" --tiny "*) SMOKE="";; esac
 OUT=${OUT:-$PWD/benchmarks/results/local}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -38,21 +49,24 @@ else
   echo "[gpu_run] no .whl/ here: using the installed packages"
 fi
 export PYTHONPATH=/tmp/site:$PWD:$PWD/plugins${PYTHONPATH:+:$PYTHONPATH}
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 || echo "no GPU: ${DEVICE_ARGS[*]}"; } | tee "$OUT/gpu.txt"
 echo "[gpu_run] setup took $(( $(date +%s) - START )) s; $(left) s of $TOTAL s left"
 
 # shellcheck disable=SC2086  # BENCH_ARGS is a word list on purpose
 timeout --signal=INT --kill-after=10 "$(limit)" \
-  python3 benchmarks/bench.py --device cuda --smoke --budget-s "${BENCH_OPTIONAL_S:-140}" --out "$OUT" ${BENCH_ARGS:-} \
+  python3 benchmarks/bench.py "${DEVICE_ARGS[@]}" $SMOKE --budget-s "${BENCH_OPTIONAL_S:-140}" --out "$OUT" \
+  ${BENCH_ARGS:---skip uniform ablation} \
   2>&1 | tee "$OUT/bench.log"
 rc=${PIPESTATUS[0]}
 echo "[gpu_run] main run exit $rc after $(( $(date +%s) - START )) s"
 
 # the pipeline correctness check (another script, tiny models) when present and time allows
+case " ${DEVICE_ARGS[*]} " in *" cuda "*) ;; *) BENCH_PIPELINE_CHECK=0;; esac  # a CUDA check
 if [ -f benchmarks/gpu_pipeline_check.py ] && [ "${BENCH_PIPELINE_CHECK:-1}" = 1 ] && [ "$(left)" -ge 40 ]; then
   l=$(limit); [ "$l" -gt 90 ] && l=90
   timeout --signal=INT --kill-after=10 "$l" \
-    python3 benchmarks/gpu_pipeline_check.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/pipeline_check.log"
+    python3 benchmarks/gpu_pipeline_check.py "${DEVICE_ARGS[0]}" "${DEVICE_ARGS[1]:-cuda}" --out "$OUT" 2>&1 \
+    | tee "$OUT/pipeline_check.log"
   echo "[gpu_run] pipeline check exit ${PIPESTATUS[0]} after $(( $(date +%s) - START )) s"
 else
   echo "[gpu_run] pipeline check skipped ($(left) s left)"
@@ -71,7 +85,7 @@ fi
 
 if [ "$rc" -ne 2 ] && [ "${BENCH_COMPILE:-1}" = 1 ] && [ "$(left)" -ge "${BENCH_COMPILE_MIN_S:-80}" ]; then
   timeout --signal=INT --kill-after=10 "$(limit)" \
-    python3 benchmarks/bench.py --device cuda --compile --workloads lr192x352 --out "$OUT" \
+    python3 benchmarks/bench.py "${DEVICE_ARGS[@]}" --compile --workloads lr192x352 --out "$OUT" \
     2>&1 | tee "$OUT/compile.log"
   echo "[gpu_run] compile stage exit ${PIPESTATUS[0]} after $(( $(date +%s) - START )) s"
 else

@@ -5,23 +5,20 @@ machine whose transformers / peft / accelerate do not match diffusers can retry 
 them hidden (the models only need diffusers' own building blocks).
 
 Issue 11's rule is that a benchmark measures what the library runs: the ``default`` row
-does (the library's default dtypes, window batch, state offload, fp16 checks, decode and
-host conversion, all called from here). These code paths of the ``bf16`` / ``fast``
-preset rows are still benchmark-only (they live in
-:mod:`benchmarks.stages` and :mod:`benchmarks.measure`, and moving them into the
-library is issue 11's work):
+does (the library's default dtypes, window batch, state offload with pinned non-blocking
+copies, fp16 checks, ``compile="auto"``, decode and host hand-over, all called from here),
+and so does the ``fast`` row (``UpscaleSettings(preset="fast")``, issue 21). These code
+paths of the ``bf16`` preset row are still benchmark-only (in :mod:`benchmarks.stages`
+and :mod:`benchmarks.measure`):
 
 * decode: uint8 conversion on the GPU with pinned, side-stream copies overlapping the
-  next chunk (``stages._decode_pass``); the library hands frames to the writer with a
-  synchronous ``.cpu()``;
+  next chunk (``stages._decode_pass``);
 * decode: SDPA restricted to fused kernels (``stages.no_quadratic_attention``);
 * denoise: bf16 U-Net and bf16 VAE (``workloads.Dtypes``; the library defaults to an
   fp16 U-Net and an fp32 VAE) and all windows of a step in one call (the library
   defaults to ``window_batch=1``), halved on out-of-memory;
-* denoise: channels-last convolution weights and cuDNN autotuning, whichever one
-  window measures fastest (``stages.choose_layout``);
-* ``fast``: guidance on the first 5 of 10 DPM-Solver++ steps only (no such setting
-  in the library); ``--compile``: ``torch.compile`` of the U-Net.
+* denoise: the fastest activation layout of one window (``stages.choose_layout``, through
+  the library's ``UNetVideoModel.set_layout``) and cuDNN autotuning.
 """
 
 from __future__ import annotations
@@ -83,6 +80,10 @@ def _import_uav() -> dict[str, Any]:
     from uav.pipeline import state_device
     from uav.settings import UpscaleSettings
     from uav.upscaler import default_dtypes
+    from uav import compilation
+    from uav.memory import estimate_memory
+    from uav.sampling.stepcache import StepCache
+    from uav.sampling.transfer import Transfers
 
     return dict(diffusers=diffusers, baseline=baseline, UNetVideoModel=UNetVideoModel, Recovery=Recovery,
                 to_uint8=to_uint8, state_device=state_device, UpscaleSettings=UpscaleSettings,
@@ -90,4 +91,5 @@ def _import_uav() -> dict[str, Any]:
                 AutoencoderKLVideo=AutoencoderKLVideo, decode_chunks=decode_chunks, denoise=denoise,
                 propagate_latents=propagate_latents, OfficialDDIM=OfficialDDIM,
                 low_res_add_noise=low_res_add_noise, official_segment_plan=official_segment_plan,
-                uniform_segment_plan=uniform_segment_plan)
+                uniform_segment_plan=uniform_segment_plan, compilation=compilation, StepCache=StepCache,
+                Transfers=Transfers, estimate_memory=estimate_memory)

@@ -22,9 +22,8 @@ import torch
 from benchmarks.clocks import (GIB, Budget, StageErrors, device_name, module_bytes, sync)
 from benchmarks.library import load_uav
 from benchmarks.report import Report, summarise
-from benchmarks.stages import (DecodeTiming, DenoiseTiming, build_fast_scheduler, choose_layout, clip_stages,
-                               count_window_flops,
-                               set_conv_layout, time_baseline_denoise, time_decode, time_library_denoise,
+from benchmarks.stages import (DecodeTiming, DenoiseTiming, choose_layout, clip_stages, count_window_flops,
+                               time_baseline_denoise, time_decode, time_fast_denoise, time_library_denoise,
                                time_propagation)
 from benchmarks.workloads import (TINY_WORKLOADS, WORKLOADS, Dtypes, Inputs, Models, Settings, Workload, ddim_config,
                                   make_inputs, model_config)
@@ -118,11 +117,18 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
     state = uav["state_device"](defaults, device)
     unet_default, vae_default = models.unet_default or models.unet_base, models.vae_default.get(wl.vae)
     def_t: DenoiseTiming | None = None
+    compiled = _default_compile(uav, unet_default, vae_default, defaults, device, wl, plan, n_steps, entry)
     with errs.stage("default.denoise"):
         sched = uav["OfficialDDIM"](ddim_config())
         sched.set_timesteps(n_steps)
+        t0 = time.perf_counter()
         def_t = time_library_denoise(unet_default, sched, inputs, plan, settings, device, settings.steps_timed,
                                      window_batch=defaults.window_batch, state_device=state, recovery=True)
+        if compiled:  # the warm-up step compiled: its excess over a timed step is the compile time
+            warm = time.perf_counter() - t0 - def_t.step_s * settings.steps_timed
+            entry["compile_s"] = max(0.0, warm - def_t.step_s)
+    with errs.stage("default.host_syncs"):
+        entry["gpu_host_syncs_per_step"] = _count_gpu_syncs(uav, unet_default, inputs, plan, settings, device, state)
     def_d: DecodeTiming | None = None
     with errs.stage("default.decode"):
         def_d = time_decode(vae_default or models.vae_base[wl.vae], inputs, settings, device, published=False,
@@ -144,7 +150,8 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
             default_path=True, state_device=str(state),
             description=f"the library's defaults: uav.sampling.loop.denoise with window_batch="
                         f"{defaults.window_batch}, the Recovery policy (fp16 NaN/inf checks), clip state on "
-                        f"{state}, the default dtypes, decode_chunks then .cpu() and uav.frames.to_uint8",
+                        f"{state}, the default dtypes, compile=auto, decode_chunks then the non-blocking hand-over "
+                        f"and uav.frames.to_uint8",
             **mfu_fields(def_t, len(plan.windows)))
         if base_t is not None and base_t.latents is not None and def_t.latents is not None:
             # same inputs, same steps: how far the library's numbers are from the published loop's
@@ -197,31 +204,22 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
     _ratios(entry)
     save()
 
-    # ---------------------------------------------------------------- fast preset
-    # the fast preset is one of the issue's keys: it keeps running a little past the budget
-    if "fast" not in skip and not budget.exhausted(grace_s=30.0) and ours_d is not None:
+    # ---------------------------------------------------------------- fast preset (the library's)
+    # one of the issue's keys: it keeps running a little past the budget
+    if "fast" not in skip and not budget.exhausted(grace_s=30.0) and def_d is not None:
         with errs.stage("fast.denoise"):
-            sched, how = build_fast_scheduler(settings.fast_steps)
-            cfg_t = time_library_denoise(models.unet_ours, sched, inputs, plan, settings, device, 1, guided=True,
-                                         cudnn_bench=layout["cudnn_benchmark"], window_batch=ours_wb)
-            nocfg_t = time_library_denoise(models.unet_ours, sched, inputs, plan, settings, device, 1, guided=False,
-                                           cudnn_bench=layout["cudnn_benchmark"], window_batch=ours_wb)
-            n_cfg, n_all = settings.fast_cfg_steps, settings.fast_steps
-            n_plain = n_all - n_cfg
-            unet_total = cfg_t.unet_s * n_cfg + nocfg_t.unet_s * n_plain
-            step_total = cfg_t.step_s * n_cfg + nocfg_t.step_s * n_plain
-            peak = _max_opt(_max_opt(cfg_t.peak_delta, nocfg_t.peak_delta), ours_d.peak_delta)
+            fast_t, how = time_fast_denoise(unet_default, inputs, plan, settings, device, state)
+            n_all = uav["UpscaleSettings"](preset="fast").num_inference_steps
+            peak = _max_opt(fast_t.peak_delta, def_d.peak_delta)
+            resident = module_bytes(unet_default) + module_bytes(vae_default or models.vae_base[wl.vae])
             configs["fast"] = summarise(
-                T, {"flow": flow_s, "unet": unet_total, "loop_other": step_total - unet_total,
-                    "propagation": (prop_s or 0.0) * len(settings.fast_propagation_steps),
-                    "decode": ours_d.decode_s_per_frame * T, "io": ours_d.io_s_per_frame * T},
-                ours_resident, peak, unet_s_per_step=unet_total / n_all, step_s=step_total / n_all,
-                finite=cfg_t.finite and nocfg_t.finite, scheduler=how,
-                default_path=False,
-                description=f"bf16 + DPM-Solver++ {n_all} steps, guidance {settings.guidance} on the first {n_cfg} "
-                            f"steps and none after, propagation at {list(settings.fast_propagation_steps)}; "
-                            "different numerics (a preset, not a replay)",
-                guided_step_s=cfg_t.step_s, unguided_step_s=nocfg_t.step_s)
+                T, {"flow": flow_s, "unet": fast_t.unet_s * n_all, "loop_other": (fast_t.step_s - fast_t.unet_s) * n_all,
+                    "propagation": 0.0, "decode": def_d.decode_s_per_frame * T, "io": def_d.io_s_per_frame * T},
+                resident, peak, unet_s_per_step=fast_t.unet_s, step_s=fast_t.step_s, finite=fast_t.finite,
+                scheduler=how, default_path=False, dtypes={"unet": _name(next(unet_default.parameters()).dtype)},
+                description=f"{how}; the library's defaults otherwise (dtypes, window_batch, offload, decode); "
+                            f"propagation at {list(settings.fast_propagation_steps)} (inside loop_other); "
+                            "different numerics (a preset, not a replay)")
         _ratios(entry)
         save()
 
@@ -262,6 +260,51 @@ def run_workload(wl: Workload, models: Models, dtypes: Dtypes, settings: Setting
     return entry
 
 
+def _default_compile(uav: dict, unet: torch.nn.Module, vae: torch.nn.Module | None, defaults: Any,
+                     device: torch.device, wl: Workload, plan: Any, steps: int, entry: dict[str, Any]) -> bool:
+    """Compile the default row's networks where ``compile="auto"`` says so for this clip (as
+    :func:`uav.pipeline.generate` would); records the decision and the memory model's peak."""
+    comp = uav["compilation"]
+    decision = comp.decide(defaults.compile, unet, device, calls=steps * len(plan.windows),
+                           window=(min(defaults.window, wl.frames), wl.height, wl.width), guided=True)
+    entry["compile"] = decision.reason
+    for net in (unet, vae):
+        if net is not None:
+            comp.compile_regions(net) if decision.on else comp.uncompile_regions(net)
+    try:
+        est = uav["estimate_memory"](dict(unet.config), dict(vae.config) if vae is not None else {}, height=wl.height,
+                                     width=wl.width, frames=wl.frames, settings=defaults.replace(tile=False),
+                                     unet_dtype=next(unet.parameters()).dtype,
+                                     vae_dtype=next(vae.parameters()).dtype if vae is not None else torch.float32)
+        entry["predicted_peak_gib"] = est.peak_gib
+    except Exception as exc:  # noqa: BLE001 - a prediction must not cost the measurement
+        entry["predicted_peak_gib_error"] = f"{type(exc).__name__}: {exc}"
+    return decision.on
+
+
+def _count_gpu_syncs(uav: dict, unet: torch.nn.Module, inputs: Inputs, plan: Any, settings: Settings,
+                     device: torch.device, state: torch.device) -> int | None:
+    """Synchronising CUDA calls during one default step, as ``torch.cuda.set_sync_debug_mode`` reports
+    them (the GPU check of what ``benchmarks/static.py`` counts on fake tensors); ``None`` on a CPU."""
+    if device.type != "cuda":
+        return None
+    import warnings
+
+    sched = uav["OfficialDDIM"](ddim_config())
+    timesteps = [int(t) for t in sched.set_timesteps(settings.steps)]
+    lat, noisy = inputs.x_t.to(state, copy=True), inputs.noisy_lr.to(state)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            uav["denoise"](unet, sched, lat, noisy, inputs.text, noise_level=settings.noise_level,
+                           guidance_scale=settings.guidance, plan=plan, timesteps=timesteps[:1],
+                           recovery=uav["Recovery"]())
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -284,6 +327,10 @@ def _ratios(entry: dict[str, Any]) -> None:
     if not base:
         return
     entry["default_path"] = "default" in configs
+    if "max_abs_diff_latents" in entry:
+        entry["max_abs_diff"] = entry["max_abs_diff_latents"]
+    if configs.get("default", {}).get("peak_mem_gib") is not None:
+        entry["measured_peak_gib"] = configs["default"]["peak_mem_gib"]
     for cname, prefix in (("default", ""), ("bf16", "bf16_"), ("fast", "fast_"), ("uniform", "uniform_")):
         c = configs.get(cname)
         if not c:
@@ -327,17 +374,18 @@ def smoke_real_models(models: Models, device: torch.device, workloads: Sequence[
 
 
 def run_compile(args: argparse.Namespace, device: torch.device, settings: Settings) -> int:
-    """The ``bf16`` preset with ``torch.compile``: compile time, then the step time beside eager ``bf16``.
+    """The ``default`` row with its blocks compiled (``compile=True``, :mod:`uav.compilation`):
+    compile time, then the step time beside the eager one.
 
     Runs in its own process (``gpu_run.sh`` bounds it with ``timeout``) and merges its
-    result into ``bench.json`` in ``--out``, saving after each phase. The eager step time
-    is the main run's ``bf16`` row (same card, minutes earlier) when present, else measured here.
+    result into ``bench.json`` in ``--out``, saving after each phase: ``compile_s`` and the
+    compiled step are what ``compile="auto"``'s constants should be calibrated on.
     """
     report = Report.load(Path(args.out))
     name = args.workloads[0]
     wl = (TINY_WORKLOADS if args.tiny else WORKLOADS)[name]
-    comp: dict[str, Any] = {"workload": name, "mode": args.compile_mode, "status": "started",
-                            "device": device_name(device)}
+    comp: dict[str, Any] = {"workload": name, "mode": "regional (uav.compilation.compile_regions)",
+                            "status": "started", "device": device_name(device)}
     report.data.setdefault("device", comp["device"])
     report.data["compile"] = comp
     report.save()
@@ -346,60 +394,36 @@ def run_compile(args: argparse.Namespace, device: torch.device, settings: Settin
     torch.manual_seed(0)
     with torch.device(device):
         unet = uav["UNetVideoModel"].from_config(model_config("unet", args.tiny))
-    unet = unet.eval().requires_grad_(False).to(dtypes.unet_ours)
+    unet = unet.eval().requires_grad_(False).to(dtypes.unet_default)
     inputs = make_inputs(wl, device, unet.config.cross_attention_dim, settings)
     plan = uav["official_segment_plan"](wl.frames, settings.window)
+    state = uav["state_device"](uav["UpscaleSettings"](), device)
     done = report.data.get("workloads", {}).get(name, {})
-    layout = done.get("layout", {})
-    cl = bool(layout.get("channels_last", False))
-    bench_flag = bool(layout.get("cudnn_benchmark", device.type == "cuda"))
-    set_conv_layout(unet, cl)
-    comp["layout"] = layout.get("chosen", "nchw+cudnn_benchmark" if bench_flag else "nchw")
-    ours = done.get("configs", {}).get("bf16")
-    wb = len(plan.windows)
 
-    def scheduler() -> Any:
+    def step(warmup: int, timed: int) -> DenoiseTiming:
         sched = uav["OfficialDDIM"](ddim_config())
         sched.set_timesteps(settings.steps)
-        return sched
+        return time_library_denoise(unet, sched, inputs, plan, settings, device, timed, warmup=warmup,
+                                    window_batch=1, state_device=state, recovery=True)
 
-    if ours and ours.get("step_s"):
-        comp["eager_step_s"] = ours["step_s"]
-        comp["eager_source"] = "main run (bf16 preset)"
+    default = done.get("configs", {}).get("default")
+    if default and default.get("step_s") and not done.get("compile", "").startswith("auto: on"):
+        comp.update(eager_step_s=default["step_s"], eager_source="main run (default row, eager)")
     else:
-        eager = time_library_denoise(unet, scheduler(), inputs, plan, settings, device, args.steps_timed,
-                                     cudnn_bench=bench_flag, window_batch=wb)
-        comp["eager_step_s"] = eager.step_s
-        comp["eager_source"] = "measured in this process"
+        comp.update(eager_step_s=step(1, args.steps_timed).step_s, eager_source="measured in this process")
     report.save()
-    for knob in ("recompile_limit", "cache_size_limit"):  # the name changed across releases
-        if isinstance(getattr(torch._dynamo.config, knob, None), int):
-            setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 32))
-    compiled = torch.compile(unet, mode=args.compile_mode, dynamic=False)
-    sched = scheduler()
+    comp["blocks"] = uav["compilation"].compile_regions(unet)
     t0 = time.perf_counter()
-    first = time_library_denoise(compiled, sched, inputs, plan, settings, device, 1, cudnn_bench=bench_flag,
-                                 warmup=0, window_batch=wb)
+    step(0, 1)
     comp["first_step_s"] = time.perf_counter() - t0
-    comp["compile_s"] = max(0.0, first.step_s - comp["eager_step_s"])
+    comp["compile_s"] = max(0.0, comp["first_step_s"] - comp["eager_step_s"])
     comp["status"] = "compiled"
     report.save()
-    timed = time_library_denoise(compiled, sched, inputs, plan, settings, device, args.steps_timed,
-                                 cudnn_bench=bench_flag, warmup=1, window_batch=wb)
+    timed = step(1, args.steps_timed)
     comp.update(compiled_step_s=timed.step_s, compiled_unet_s=timed.unet_s,
                 step_speedup=comp["eager_step_s"] / timed.step_s, finite=timed.finite, status="done")
-    base = done.get("configs", {}).get("baseline")
-    if ours:
-        stages = dict(ours["stages_s"])
-        stages["unet"] = timed.unet_s * settings.steps
-        stages["loop_other"] = (timed.step_s - timed.unet_s) * settings.steps
-        total = sum(v for v in stages.values() if v is not None)
-        comp["s_per_frame"] = total / wl.frames
-        comp["stages_s"] = stages
-        if base:
-            comp["speedup"] = base["s_per_frame"] / comp["s_per_frame"]
-            if ours.get("peak_mem_gib") and base.get("peak_mem_gib"):
-                comp["note"] = "the bf16 preset with the compiled U-Net step; decode, flow, propagation as measured for it"
+    if done:
+        done["compile_s"] = comp["compile_s"]
     report.save()
     print(f"[bench] compile: {comp['compile_s']:.1f} s, step {timed.step_s:.3f} s vs eager "
           f"{comp['eager_step_s']:.3f} s", flush=True)

@@ -104,7 +104,12 @@ def markdown_table(data: dict[str, Any]) -> str:
                 f"peak_mem_ratio {_fmt(wl.get('peak_mem_ratio'))}",
                 f"max |Δ| latents {_fmt(wl.get('max_abs_diff_latents'), 4)}",
                 f"bf16_speedup {_fmt(wl.get('bf16_speedup'))}",
-                f"fast_speedup {_fmt(wl.get('fast_speedup'))}", f"uniform_speedup {_fmt(wl.get('uniform_speedup'))}"]
+                f"fast_speedup {_fmt(wl.get('fast_speedup'))}", f"uniform_speedup {_fmt(wl.get('uniform_speedup'))}",
+                f"predicted_peak_gib {_fmt(wl.get('predicted_peak_gib'))}",
+                f"measured_peak_gib {_fmt(wl.get('measured_peak_gib'))}", f"compile_s {_fmt(wl.get('compile_s'), 1)}",
+                f"GPU host syncs per default step {_fmt(wl.get('gpu_host_syncs_per_step'))}"]
+        if wl.get("compile"):
+            bits.append(f"compile {wl['compile']}")
         if wl.get("layout"):
             bits.append(f"layout {wl['layout'].get('chosen')}")
         if wl.get("unet_tflop_per_window") is not None:

@@ -18,6 +18,7 @@ import torch
 
 from benchmarks.clocks import GpuMemory, UNetClock, cudnn_benchmark, sync, timed_repeats
 from benchmarks.library import load_uav
+from uav.models.published import published_modules
 from benchmarks.workloads import Inputs, Settings, ddim_config
 
 Tensor = torch.Tensor
@@ -31,14 +32,14 @@ __all__ = [
 
 def count_window_flops(unet: torch.nn.Module, inputs: Inputs, window: int) -> int:
     """FLOPs of one CFG U-Net call on one ``window``-frame window (torch.utils.flop_counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from benchmarks.dispatch import flop_counter
 
     dtype = next(unet.parameters()).dtype
     w = min(window, inputs.x_t.shape[2])
     sample = torch.cat([inputs.x_t[:, :, :w]] * 2).to(dtype)
     lr = torch.cat([inputs.noisy_lr[:, :, :w]] * 2).to(dtype)
     labels = torch.full((2,), 120, dtype=torch.long, device=sample.device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         unet(sample, torch.tensor(500, device=sample.device), lr, encoder_hidden_states=inputs.text.to(dtype),
              class_labels=labels)
     return int(counter.get_total_flops())
@@ -62,24 +63,24 @@ def window_call(unet: torch.nn.Module, inputs: Inputs, window: int) -> Callable[
 
 
 def choose_layout(unet: torch.nn.Module, inputs: Inputs, device: torch.device, window: int) -> dict[str, Any]:
-    """Time one window in each memory layout / autotuning variant; apply and return the fastest.
-
-    Benchmark-only (issue 11): the library runs NCHW with cuDNN's default heuristics.
-    """
-    variants = [("nchw", False, False), ("nchw+cudnn_benchmark", False, True),
-                ("channels_last+cudnn_benchmark", True, True)]
-    if device.type != "cuda":
-        variants = [("nchw", False, False), ("channels_last", True, False)]
+    """Time one window in each activation layout the U-Net offers (``UNetVideoModel.set_layout``:
+    ``frames``, ``ncdhw``, ``channels_last``; on CUDA also ``frames`` with cuDNN autotuning);
+    apply the fastest and return the times. The library's default layout is ``frames``: this
+    measurement is what would change it."""
+    variants = [("frames", "frames", False), ("ncdhw", "ncdhw", False), ("channels_last", "channels_last", False)]
+    if device.type == "cuda":
+        variants.append(("frames+cudnn_benchmark", "frames", True))
     times: dict[str, float] = {}
     run = window_call(unet, inputs, window)
-    for name, cl, bench in variants:
-        set_conv_layout(unet, cl)
+    for name, layout, bench in variants:
+        unet.set_layout(layout)
         with cudnn_benchmark(bench):
             times[name], _ = timed_repeats(device, run, warmup=1, timed=1)
     chosen = min(times, key=times.__getitem__)
-    spec = {n: (cl, b) for n, cl, b in variants}[chosen]
-    set_conv_layout(unet, spec[0])
-    return {"window_s": times, "chosen": chosen, "channels_last": spec[0], "cudnn_benchmark": spec[1]}
+    spec = {n: (lay, b) for n, lay, b in variants}[chosen]
+    unet.set_layout(spec[0])
+    return {"window_s": times, "chosen": chosen, "layout": spec[0], "channels_last": spec[0] == "channels_last",
+            "cudnn_benchmark": spec[1]}
 
 
 def set_conv_layout(model: torch.nn.Module, channels_last: bool) -> None:
@@ -120,7 +121,8 @@ class DenoiseTiming:
 
 def time_baseline_denoise(unet: torch.nn.Module, inputs: Inputs, settings: Settings,
                           device: torch.device, steps_timed: int) -> DenoiseTiming:
-    """The published loop: fp16 latents, one call per window call, explicit attention."""
+    """The published loop: fp16 latents, one call per window call, the published module structure
+    (:mod:`uav.models.published`), explicit attention."""
     uav = load_uav()
     bl = uav["baseline"]
     dtype = next(unet.parameters()).dtype
@@ -142,7 +144,7 @@ def time_baseline_denoise(unet: torch.nn.Module, inputs: Inputs, settings: Setti
     mem = GpuMemory(device)
     mem.start()
     try:
-        with torch.no_grad(), bl.eager_attention(), cudnn_benchmark(False):
+        with torch.no_grad(), published_modules(), bl.eager_attention(), cudnn_benchmark(False):
             step_s, unet_s = timed_repeats(device, step, warmup=1, timed=steps_timed, clock=clock)
     finally:
         clock.remove()
@@ -235,6 +237,10 @@ def time_decode(vae: torch.nn.Module, inputs: Inputs, settings: Settings, device
     if library:
         return _decode_pass(vae, inputs, settings, device, published=True, frames_limit=frames_limit,
                             cudnn_bench=cudnn_bench, guarded=False, library=True)
+    if published:  # the published module structure, as the baseline's denoising
+        with published_modules():
+            return _decode_pass(vae, inputs, settings, device, published=True, frames_limit=frames_limit,
+                                cudnn_bench=cudnn_bench, guarded=False)
     try:
         return _decode_pass(vae, inputs, settings, device, published=published, frames_limit=frames_limit,
                             cudnn_bench=cudnn_bench, guarded=not published)
@@ -265,8 +271,8 @@ def _decode_pass(vae: torch.nn.Module, inputs: Inputs, settings: Settings, devic
     guard = no_quadratic_attention(device) if guarded else contextlib.nullcontext()
 
     def to_host(frames: Tensor) -> None:
-        if library:
-            uav["to_uint8"](frames.cpu())
+        if library:  # decode_chunks' output, handed over as uav.pipeline.generate does, then converted
+            uav["to_uint8"](uav["Transfers"](device).to_host(frames).wait()[0])
             return
         if published:
             uav["baseline"].published_to_uint8(frames)
@@ -382,3 +388,50 @@ def clip_stages(t: DenoiseTiming, d: DecodeTiming, *, frames: int, steps: int, f
     return {"flow": flow_s, "unet": t.unet_s * steps, "loop_other": (t.step_s - t.unet_s) * steps,
             "propagation": (prop_s or 0.0) * n_prop, "decode": d.decode_s_per_frame * frames,
             "io": d.io_s_per_frame * frames}
+
+
+def time_fast_denoise(unet: torch.nn.Module, inputs: Inputs, plan: Any, settings: Settings, device: torch.device,
+                      state_device: torch.device) -> tuple[DenoiseTiming, str]:
+    """The library's ``fast`` preset (``UpscaleSettings(preset="fast")``): its scheduler from the
+    registry, DeepCache step caching and guidance reuse, propagation at ``fast_propagation_steps``.
+
+    Its steps differ (full / cached, guided / not), so every step is timed: a whole run after a
+    two-step warm-up. ``step_s`` / ``unet_s`` are per step; propagation is inside ``step_s``.
+    """
+    uav = load_uav()
+    from uav.registry import default_registry
+
+    fast = uav["UpscaleSettings"](preset="fast")
+    noisy = inputs.noisy_lr.to(state_device)
+    flows = tuple(f.to(state_device) for f in inputs.flows)
+
+    def run(steps: int) -> Tensor:
+        sched = default_registry().get("scheduler", fast.scheduler, config=ddim_config())
+        timesteps = [int(t) for t in sched.set_timesteps(fast.num_inference_steps)]
+        return uav["denoise"](
+            unet, sched, inputs.x_t.to(state_device, copy=True), noisy, inputs.text, noise_level=settings.noise_level,
+            guidance_scale=settings.guidance, plan=plan, timesteps=timesteps[:steps],
+            propagation_steps=[p for p in settings.fast_propagation_steps if p < steps], flows=flows,
+            window_batch=fast.window_batch, recovery=uav["Recovery"](window_batch=fast.window_batch),
+            step_cache=uav["StepCache"](fast.step_cache_interval, state_device),
+            guidance_reuse_from=fast.guidance_reuse_from)
+
+    clock = UNetClock(unet, device)
+    mem = GpuMemory(device)
+    mem.start()
+    try:
+        with torch.no_grad():
+            run(2)
+            sync(device)
+            clock.reset()
+            t0 = time.perf_counter()
+            latents = run(fast.num_inference_steps)
+            sync(device)
+            total = time.perf_counter() - t0
+    finally:
+        clock.remove()
+    n = fast.num_inference_steps
+    how = (f"UpscaleSettings(preset='fast'): {fast.scheduler} {n} steps, guidance reused from step "
+           f"{fast.guidance_reuse_from}, DeepCache every {fast.step_cache_interval} steps")
+    return DenoiseTiming(total / n, (clock.total_s() or 0.0) / n, mem.peak_delta(), bool(torch.isfinite(latents).all()),
+                         len(plan.windows), latents.float().cpu()), how

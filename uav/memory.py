@@ -448,7 +448,8 @@ class _LiveBytes(TorchDispatchMode):
         # compare tensors with ``==`` to find it
         self._seen: dict[int, weakref.ref[torch.Tensor]] = {}
 
-    def _release(self, key: int, nbytes: int) -> None:
+    def _release(self, key: int, nbytes: int, tensor_id: int) -> None:
+        self._seen.discard(tensor_id)
         self._refs[key] -= 1
         if self._refs[key] == 0:
             del self._refs[key]
@@ -469,7 +470,7 @@ class _LiveBytes(TorchDispatchMode):
                     self.live += nbytes
                     self.peak = max(self.peak, self.live)
                 self._refs[key] += 1
-                weakref.finalize(t, self._release, key, nbytes)
+                weakref.finalize(t, self._release, key, nbytes, id(t))
         return out
 
 

@@ -14,8 +14,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from uav.compilation import compile_regions, decide, mark_compiled, uncompile_regions
 from uav.components import Components
 from uav.frames import InputError
+from uav.overlap import Deferred
 from uav.plugin_results import CheckedScheduler, check_clip, check_flows, check_segment_plan, check_tiles
 from uav.protocols import FlowEstimator, Tile, TilingStrategy
 from uav.sampling.decode import decode_chunks, piece_starts
@@ -23,7 +25,9 @@ from uav.sampling.loop import denoise
 from uav.sampling.recovery import Recovery
 from uav.sampling.schedulers import low_res_add_noise
 from uav.sampling.store import ClipStore, frame_chunks
+from uav.sampling.stepcache import StepCache
 from uav.sampling.tiling import blend_tiles
+from uav.sampling.transfer import Pending, Transfers
 from uav.settings import UpscaleSettings
 
 __all__ = ["generate", "spatial_tiles", "state_device"]
@@ -83,7 +87,9 @@ def generate(
                          _given("flows[1]", flows[1], (1, 2, num_frames - 1, h, w)))
         else:
             assert comps.flow is not None  # check_inputs builds it whenever propagation is asked for
-            flow_pair = _estimate_flows(lr, comps.flow(), callback, store, _label(comps, "flow"))
+            # on a worker thread: the first propagation step is late, the U-Net need not wait for it
+            estimator, who = comps.flow, _label(comps, "flow")
+            flow_pair = Deferred(lambda: _estimate_flows(lr, estimator(), callback, store, who), name="uav-flow")
 
     # plugins' results are checked where they arrive: one line naming the plugin, not a wrong file
     scheduler = CheckedScheduler(comps.scheduler, _label(comps, "scheduler"))
@@ -103,18 +109,22 @@ def generate(
     recovery = Recovery(window_batch=s.window_batch, decode_chunk=s.decode_chunk, decode_tile=s.decode_tile,
                         notify=callback)
     state = state_device(s, device)
+    xfer = Transfers(device)
+    compiled = _apply_compile(unet, vae, s, device, timesteps, tiles, latent_tiles, num_frames, text, comps, callback)
     for k, tile in enumerate(tiles):
         y0, y1, x0, x1 = tile.region
         crop = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
         lr_tile = lr[crop].to(state)
         noisy = _noised(lr_tile, noise[crop].to(state), s.noise_level, low_res_scheduler, store)
-        tile_flows = None if flow_pair is None else tuple(f[crop].to(state) for f in flow_pair)
+        tile_flows = None if flow_pair is None else _TileFlows(flow_pair, crop, state)
         plan = check_segment_plan(comps.segments.plan(num_frames, s.window), num_frames, _label(comps, "segments"))
         if k > 0:
             # every tile runs the whole schedule again
             scheduler.set_timesteps(s.num_inference_steps)
 
         def step_cb(info: dict[str, Any], k: int = k) -> None:
+            if isinstance(flow_pair, Deferred) and flow_pair.failed():
+                flow_pair.result()  # the flow worker's exception stops the run now, not at propagation
             if callback is not None:
                 callback({**info, "tile": k, "tiles": len(tiles)})
 
@@ -127,7 +137,9 @@ def generate(
                     propagation_steps=s.propagation_steps if tile_flows is not None else (),
                     flows=tile_flows, fuse_scale=s.fuse_scale, window_batch=s.window_batch,
                     spatial_tiles=spatial, callback=step_cb, trace=trace if len(tiles) == 1 else None,
-                    generator=generator, recovery=recovery, store=store,
+                    generator=generator, recovery=recovery, store=store, transfers=xfer,
+                    step_cache=StepCache(s.step_cache_interval, state) if s.step_cache == "deepcache" else None,
+                    guidance_reuse_from=s.guidance_reuse_from,
                 )
 
         # out of memory at window_batch=1: the tile restarts with smaller latent tiles
@@ -140,6 +152,8 @@ def generate(
             restart=lambda: scheduler.set_timesteps(s.num_inference_steps))
         # keep finished tiles off the accelerator while the others denoise
         tile_latents.append(out.cpu() if device.type != "cpu" and len(tiles) > 1 else out)
+        if compiled is not None and k == 0:
+            mark_compiled(unet, device, compiled)
 
     if stage is not None:
         stage("decode")
@@ -150,6 +164,8 @@ def generate(
                               overlap=s.decode_overlap)
                 for z, t in zip(tile_latents, tiles)]
     n_chunks = len(piece_starts(num_frames, s.decode_chunk, s.decode_overlap))
+    # each chunk's copy to the host is waited for only once the next chunk is queued
+    waiting: tuple[int, Pending] | None = None
     for c, parts in enumerate(zip(*decoders)):
         start = parts[0][0]
         outs = [p[1] for p in parts]
@@ -161,7 +177,29 @@ def generate(
             frames = fixed.permute(1, 0, 2, 3)[None].clamp(-1.0, 1.0)
         if callback is not None:
             callback({"stage": "decode", "index": c, "total": n_chunks, "frames": frames.shape[2]})
-        yield start, frames.cpu()
+        if waiting is not None:
+            yield waiting[0], waiting[1].wait()[0]
+        waiting = (start, xfer.to_host(frames))
+    if waiting is not None:
+        yield waiting[0], waiting[1].wait()[0]
+
+
+def _apply_compile(unet: torch.nn.Module, vae: torch.nn.Module, s: UpscaleSettings, device: torch.device,
+                   timesteps: list[int], tiles: list[Tile], latent_tiles: Any, num_frames: int, text: Tensor,
+                   comps: Components, callback: ProgressCallback | None) -> tuple[int, int, int] | None:
+    """Compile the networks' blocks or run them eagerly, as ``s.compile`` decides for this clip
+    (:mod:`uav.compilation`); returns the window shape compiled for, or ``None``."""
+    sizes = [(t.region[1] - t.region[0], t.region[3] - t.region[2]) for t in (latent_tiles or tiles)]
+    h, w = max(sizes, key=lambda hw: hw[0] * hw[1])
+    window = (min(s.window, num_frames), h, w)
+    calls = len(timesteps) * len(comps.segments.plan(num_frames, s.window).windows) * len(sizes)
+    decision = decide(s.compile, unet, device, calls=calls, window=window, guided=text.shape[0] == 2)
+    log.info("torch.compile %s", decision.reason)
+    if callback is not None:
+        callback({"stage": "compile", "index": 0, "total": 1, "on": decision.on, "reason": decision.reason})
+    for net in (unet, vae):
+        compile_regions(net) if decision.on else uncompile_regions(net)
+    return window if decision.on else None
 
 
 def state_device(s: UpscaleSettings, device: torch.device) -> torch.device:
@@ -195,6 +233,24 @@ class _CheckedTiling:
 
 def _label(comps: Components, kind: str) -> str:
     return comps.labels.get(kind) or f"the {kind} component"
+
+
+class _TileFlows:
+    """A tile's ``(forward, backward)`` flows, cropped and moved when first used (the whole-clip
+    flows may still be computing on their worker thread)."""
+
+    def __init__(self, source: Deferred | tuple[Tensor, Tensor], crop: tuple, device: torch.device) -> None:
+        self._source, self._crop, self._device = source, crop, device
+        self._pair: tuple[Tensor, ...] | None = None
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> Tensor:
+        if self._pair is None:
+            pair = self._source.result() if isinstance(self._source, Deferred) else self._source
+            self._pair = tuple(f[self._crop].to(self._device) for f in pair)
+        return self._pair[i]
 
 
 def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: ProgressCallback | None,

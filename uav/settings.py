@@ -120,6 +120,17 @@ class UpscaleSettings:
             values are kept wherever they fit.
         downscale_large: apply the published 1/4 area downscale to inputs whose sides are both
             >= 1280 px; never done silently.
+        preset: ``"default"`` (the published method) or ``"fast"`` (about 9x fewer U-Net FLOPs,
+            different numbers); a preset fills the settings left at their defaults (:mod:`uav.presets`).
+        step_cache: ``"none"`` or ``"deepcache"``: between full U-Net calls every
+            ``step_cache_interval`` steps, only the finest skip branch runs on reused deep
+            features (:mod:`uav.sampling.stepcache`; different numbers).
+        step_cache_interval: a full U-Net call every this many steps (``step_cache="deepcache"``).
+        guidance_reuse_from: from this 0-based step on, only the conditional half of guidance
+            runs and the last computed guidance difference is reused (``None``: never).
+        compile: ``torch.compile`` the networks' repeated blocks: ``None`` = automatic (on a GPU,
+            when the clip is long enough to repay the compile time, see :mod:`uav.compilation`),
+            ``True``/``False`` to force. Same numbers (float rounding).
     """
 
     prompt: str = setting("", help="What the video shows; guides the generated texture. auto: a captioner describes "
@@ -178,9 +189,30 @@ class UpscaleSettings:
     captioner_options: Options = setting(())
     caption_frame: Frame = setting("first", metavar="first|middle|N", help=(
         "Frame --prompt auto captions: first (as the paper), middle or an index N of the clip."))
+    preset: Literal["default", "fast"] = setting("default", lower=True, metavar="default|fast", help=(
+        "default (the published method) or fast (about 9x fewer U-Net FLOPs: DPM-Solver++ 10 steps, guidance "
+        "reused on late steps, step caching; different numbers). Fills the settings left at their defaults."))
+    step_cache: Literal["none", "deepcache"] = setting("none", lower=True, metavar="none|deepcache", help=(
+        "Step caching: deepcache runs the whole U-Net every --step-cache-interval steps and only its finest skip "
+        "branch in between (different numbers)."))
+    step_cache_interval: int = setting(3, lo=2, hi=1000, metavar="N", help=(
+        "With --step-cache deepcache: a full U-Net call every N steps."))
+    guidance_reuse_from: int | None = setting(None, lo=0, hi=1 << 20, metavar="STEP", help=(
+        "From this 0-based step on, only the conditional half of guidance runs; the last guidance difference is "
+        "reused (halves those steps; different numbers)."))
+    compile: bool | None = setting(None, metavar="auto|on|off", help=(
+        "torch.compile the networks' repeated blocks: auto (on a GPU when the clip is long enough to repay the "
+        "compile time), on or off."))
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def _fill_preset(self) -> None:
+        """Give the fields left at their defaults the values of :attr:`preset` (:mod:`uav.presets`)."""
+        from uav.presets import preset_values
+
+        for k, v in preset_values(self.preset, self.__dict__, _field_defaults()).items():
+            object.__setattr__(self, k, v)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -192,6 +224,7 @@ class UpscaleSettings:
         """
         for name, rule in _knobs().items():
             object.__setattr__(self, name, rule.check(name, getattr(self, name)))
+        self._fill_preset()  # the preset's values are checked by the rules below, like given ones
         for message, name, reason in combination_errors(self.to_dict()):
             raise SettingsError(message, field=name, reason=reason)
 
@@ -329,6 +362,11 @@ def is_auto_prompt(prompt: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
+def _field_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(UpscaleSettings)}
+
+
+@functools.lru_cache(maxsize=1)
 def _knobs() -> dict[str, Knob]:
     """Field -> its knob, typed by the field's annotation."""
     hints = typing.get_type_hints(UpscaleSettings, include_extras=True)
@@ -352,6 +390,10 @@ def combination_errors(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             reason = f"must be step indices in [0, {steps}) for steps={steps}, got {bad}"
             errors.append((f"propagation_steps must be step indices in [0, {steps}) "
                            f"(num_inference_steps={steps}), got {list(prop)}", "propagation_steps", reason))
+    reuse = values.get("guidance_reuse_from")
+    if steps is not None and reuse is not None and reuse >= steps:
+        reason = f"must be a step index below num_inference_steps={steps}, got {reuse}"
+        errors.append((f"guidance_reuse_from {reason}", "guidance_reuse_from", reason))
     size, overlap = values.get("tile_size"), values.get("tile_overlap")
     if size is not None and overlap is not None and overlap >= size:
         reason = f"must be below tile_size={size}, got {overlap}"

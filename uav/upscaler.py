@@ -32,6 +32,7 @@ from uav.arguments import (
 )
 from uav.components import Components, merge_settings, resolve_components
 from uav.frames import InputError, frames_to_tensor, to_float32, to_uint8
+from uav.overlap import Consumer, Deferred
 from uav.pipeline import generate
 from uav.settings import SettingsError, UpscaleSettings
 
@@ -270,10 +271,13 @@ class VideoUpscaler:
             refuse_output_onto_input(video, output)
             writer_options = _writer_options(writer_options)
         comps = self.check_inputs(settings, **knobs)
+        # the input decodes on a worker thread while the prompt is captioned and encoded
+        loading = Deferred(lambda: self._load_video(video, start=start, end=end, settings=comps.settings),
+                           name="uav-decode")
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         s = comps.settings
         text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
-        lr, info = self._load_video(video, start=start, end=end, settings=s)
+        lr, info = loading.result()
         lr = self._maybe_downscale(lr, s)
         comps = self._plan_memory(comps, lr)
         chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
@@ -504,11 +508,15 @@ class VideoUpscaler:
         convert = to_float32 if deep else to_uint8
         writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, alpha=alpha is not None, **options,
                              **({"bit_depth": 32} if deep else {}))
+        # frames encode on a worker thread (two chunks queued at most) while the next chunk decodes
+        encoder: Consumer[Tensor] = Consumer(lambda chunk: [writer.write(with_alpha(f, alpha)) for f in convert(chunk)],
+                                             maxsize=2, name="uav-encode")
         try:
             for _, chunk in chunks:
-                for frame in convert(chunk):
-                    writer.write(with_alpha(frame, alpha))
+                encoder.submit(chunk)
+            encoder.close()
         except BaseException:
+            encoder.abort()
             writer.abort()
             raise
         return writer.close()

@@ -85,6 +85,9 @@ _KEY_OF_FIELD = {name: key for key, name in (*PIPELINE_KEYS.items(), *AUTO_PROMP
 def _overrides(setting_values: Mapping[str, Any], vae: str | None) -> dict[str, Any]:
     """The per-shot overrides the options give (only those given), validated as a shot layer,
     and the component names resolved through the registry before anything is planned."""
+    unshot = [field for field, v in setting_values.items() if v is not None and field not in _KEY_OF_FIELD]
+    if unshot:  # pipeline settings with no per-shot key yet (issue 21's --preset, --compile, ...)
+        raise UserError(f"{SETTING_FLAGS[unshot[0]]}: not a timeline setting yet; use it with `uav upscale`")
     given = {_KEY_OF_FIELD[field]: v for field, v in setting_values.items() if v is not None}
     if vae is not None:
         given["vae"] = vae

@@ -59,12 +59,17 @@ SETTING_FLAGS: dict[str, str] = {
     "decode_tile": "--decode-tile",
     "decode_overlap": "--decode-overlap",
     "memory": "--vram",
+    "preset": "--preset",
+    "step_cache": "--step-cache",
+    "step_cache_interval": "--step-cache-interval",
+    "guidance_reuse_from": "--guidance-reuse-from",
+    "compile": "--compile",
 }
 _TILING_FIELDS = ("tile", "tiling", "tile_mode", "tile_size", "tile_overlap", "window_batch", "decode_chunk",
-                  "decode_tile", "decode_overlap", "memory")
+                  "decode_tile", "decode_overlap", "memory", "compile")
 #: what ``--help`` shows as the default where the field's own value would not read well
 _DEFAULT_TEXT = {"caption_frame": "first", "propagation_steps": "none", "color_fix": "none", "tile": "auto", "decode_tile": "whole frames",
-                 "seed": "random"}
+                 "seed": "random", "compile": "auto", "guidance_reuse_from": "never"}
 
 
 def param_name(field: str) -> str:

@@ -3,12 +3,25 @@
 Every video tensor here is ``(B, C, T, H, W)``. "Inflated" layers are 2-D layers
 applied frame by frame; GroupNorm is applied to the 5-D tensor on purpose, so its
 statistics span the whole clip, as the published code does (SPEC §2.3, surprise 4).
+
+The numbers are the published ones; the *glue* around the convolutions is not (issue
+21). A clip tensor may sit in memory in one of several :data:`LAYOUTS` (the logical
+shape is always ``(B, C, T, H, W)``), and every block keeps the layout it is given, so
+frames <-> batch reshapes are views and no activation is copied to change its order:
+
+* :func:`group_norm` is the one clip-wide GroupNorm(+SiLU) every block uses: fp32
+  statistics over a view of the activation, the normalisation written straight into
+  the layout the next operation wants;
+* without autograd (inference), activations and residual adds run in place on the
+  tensors a block just made, the time embedding is folded into the convolution's bias
+  when every batch row shares it, and 1x1 convolutions add their residual inside the
+  matmul.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,49 +30,234 @@ from torch import nn
 Tensor = torch.Tensor
 
 
-#: whether inference (autograd off) reuses memory in the residual blocks; see :func:`published_structure`
-_LEAN = [True]
-
-
 @contextlib.contextmanager
 def published_structure() -> Iterator[None]:
-    """Run the residual blocks out of place, as published (same numbers, one more tensor alive):
-    the structure the memory model's GPU calibration was measured with."""
-    _LEAN[0] = False
-    try:
+    """Run the blocks with the published forwards (out of place, copying glue; same numbers
+    up to float rounding): the structure the memory model's GPU calibration was measured with
+    (:mod:`uav.models.published`)."""
+    from uav.models.published import published_modules
+
+    with published_modules():
         yield
-    finally:
-        _LEAN[0] = True
+
+#: memory orders of a logical ``(B, C, T, H, W)`` tensor: the dimensions from outermost to innermost.
+#: ``frames`` is what per-frame 2-D convolutions produce (``(B*T, C, H, W)`` NCHW batches), and the
+#: U-Net's default; ``channels_last`` is NHWC frames; ``tokens`` is the transformers' ``(B, H, W, T, C)``.
+LAYOUTS: dict[str, tuple[int, ...]] = {
+    "ncdhw": (0, 1, 2, 3, 4),
+    "frames": (0, 2, 1, 3, 4),
+    "channels_last": (0, 2, 3, 4, 1),
+    "tokens": (0, 3, 4, 2, 1),
+}
 
 
-def _lean() -> bool:
-    return _LEAN[0] and not torch.is_grad_enabled()
+def layout_of(x: Tensor) -> str | None:
+    """The :data:`LAYOUTS` name ``x`` is dense in (``None``: none of them)."""
+    for name, order in LAYOUTS.items():
+        if x.permute(order).is_contiguous():
+            return name
+    return None
 
 
-def _residual(x: Tensor, h: Tensor, lean: bool) -> Tensor:
-    """``x + h``, into ``h``'s memory when that keeps the published sum's layout (the next
-    GroupNorm's reduction order follows the layout)."""
-    return h.add_(x) if lean and h.stride() == x.stride() else x + h
+def empty_clip(shape: Sequence[int], layout: str, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised ``(B, C, T, H, W)`` tensor stored in ``layout``."""
+    order = LAYOUTS[layout]
+    phys = torch.empty([shape[i] for i in order], dtype=dtype, device=device)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return phys.permute(inverse)
+
+
+def to_layout(x: Tensor, layout: str) -> Tensor:
+    """``x`` stored in ``layout`` (itself when it already is)."""
+    if x.permute(LAYOUTS[layout]).is_contiguous():
+        return x
+    out = empty_clip(x.shape, layout, dtype=x.dtype, device=x.device)
+    return out.copy_(x)
+
+
+def cat_channels(parts: Sequence[Tensor], layout: str | None = None) -> Tensor:
+    """``torch.cat(parts, dim=1)`` stored in ``layout`` (default: the first part's), so a
+    concatenation does not change the layout the blocks run in."""
+    first = parts[0]
+    layout = layout or layout_of(first) or "ncdhw"
+    shape = list(first.shape)
+    shape[1] = sum(p.shape[1] for p in parts)
+    out = empty_clip(shape, layout, dtype=first.dtype, device=first.device)
+    start = 0
+    for p in parts:
+        out[:, start:start + p.shape[1]].copy_(p)
+        start += p.shape[1]
+    return out
+
+
+def inference() -> bool:
+    """Whether autograd is off, so a block may overwrite the tensors it made itself."""
+    return not torch.is_grad_enabled()
+
+
+def _eager_inference() -> bool:
+    """Inference outside ``torch.compile``: the only place ``out=`` arguments with strides of
+    our choosing are used (a compiled graph picks its own layouts and fuses the writes)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+def group_norm(x: Tensor, norm: nn.GroupNorm, *, silu: bool = False, layout: str | None = None,
+               per_frame: bool = False) -> Tensor:
+    """``silu(norm(x))`` (or ``norm(x)``) of a clip ``x`` ``(B, C, T, H, W)``, written in ``layout``.
+
+    The statistics are those of ``nn.GroupNorm`` on the 5-D tensor (per batch item and
+    group, over channels, frames and pixels; SPEC §2.3) or, with ``per_frame``, on its
+    ``(B*T, C, H, W)`` frames. They are computed in fp32 over a view of ``x`` whatever its
+    layout, with no ``.contiguous()`` copy, and the output is written once, in ``layout``
+    (default: ``x``'s own), so a convolution or a transformer that wants another order gets
+    it without a second copy.
+    """
+    target = layout or layout_of(x) or "ncdhw"
+    if target == "ncdhw" and x.is_contiguous() and not per_frame:
+        y = F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)  # fp32 statistics inside
+    else:
+        scale, shift = _group_norm_affine(x, norm, per_frame)
+        if _eager_inference():
+            # x * scale + shift in fp32 per element, rounded once into y (as native GroupNorm does)
+            y = torch.addcmul(shift, x, scale, out=empty_clip(x.shape, target, dtype=x.dtype, device=x.device))
+        else:  # autograd and compiled graphs take no strided out=; the layout is only a speed matter
+            y = torch.addcmul(shift, x, scale).to(x.dtype)
+    if silu:
+        y = F.silu(y, inplace=True) if inference() else F.silu(y)
+    return y
+
+
+def _group_norm_affine(x: Tensor, norm: nn.GroupNorm, per_frame: bool) -> tuple[Tensor, Tensor]:
+    """fp32 ``scale`` and ``shift`` with ``norm(x) == x * scale + shift`` (the form native GroupNorm
+    kernels apply too), ``(B, C, 1, 1, 1)`` or, per frame, ``(B, C, T, 1, 1)``."""
+    b, c, t = x.shape[:3]
+    groups = norm.num_groups
+    xg = x.unflatten(1, (groups, c // groups))  # (B, G, C/G, T, H, W): a view in every layout
+    dims = (2, 4, 5) if per_frame else (2, 3, 4, 5)
+    if x.dtype in (torch.float32, torch.float64):
+        var, mean = torch.var_mean(xg, dim=dims, correction=0, keepdim=True)
+    else:
+        # half inputs: sums accumulated and returned in fp32, still without an fp32 copy of x
+        n = x.shape[1] // groups * x.shape[3] * x.shape[4] * (1 if per_frame else t)
+        mean = xg.sum(dim=dims, dtype=torch.float32, keepdim=True) / n
+        var = torch.linalg.vector_norm(xg, 2, dim=dims, dtype=torch.float32, keepdim=True).square() / n
+        var = (var - mean.square()).clamp_min(0)
+    shape = (1, groups, c // groups, 1, 1, 1)
+    scale = (var + norm.eps).rsqrt()
+    if norm.weight is not None:
+        scale = scale * norm.weight.float().view(shape)
+    shift = -mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.float().view(shape)
+    frames = t if per_frame else 1
+    return (scale.expand(b, groups, c // groups, frames, 1, 1).reshape(b, c, frames, 1, 1),
+            shift.expand(b, groups, c // groups, frames, 1, 1).reshape(b, c, frames, 1, 1))
 
 
 def frames_to_batch(x: Tensor) -> Tensor:
-    """``(B, C, T, H, W)`` -> ``(B*T, C, H, W)``."""
+    """``(B, C, T, H, W)`` -> ``(B*T, C, H, W)`` (a view in the ``frames`` / ``channels_last`` layouts)."""
     b, c, t, h, w = x.shape
     return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
 
 
 def batch_to_frames(x: Tensor, t: int) -> Tensor:
-    """``(B*T, C, H, W)`` -> ``(B, C, T, H, W)``."""
+    """``(B*T, C, H, W)`` -> ``(B, C, T, H, W)`` (always a view)."""
     bt, c, h, w = x.shape
     return x.reshape(bt // t, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def _frames_view(x: Tensor) -> Tensor | None:
+    """``x`` as ``(B*T, C, H, W)`` NCHW or NHWC frames without a copy, or ``None``."""
+    b, c, t, h, w = x.shape
+    if b > 1 and x.stride(0) != t * x.stride(2):
+        return None
+    frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+    if frames.is_contiguous() or frames.is_contiguous(memory_format=torch.channels_last):
+        return frames
+    return None
+
+
+def conv3d_layout(x: Tensor) -> str:
+    """The layout a 3-D convolution reads without copying, for a block running in ``x``'s."""
+    return "channels_last" if layout_of(x) == "channels_last" else "ncdhw"
 
 
 class InflatedConv3d(nn.Conv2d):
     """A 2-D convolution applied to every frame of a video (4-D weight in checkpoints)."""
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        t = x.shape[2]
-        return batch_to_frames(super().forward(frames_to_batch(x)), t)
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """Convolve every frame; ``bias`` replaces the layer's own (a time embedding folded in).
+
+        Frames stored frame-major (``frames``, ``channels_last``) are convolved as a view;
+        an ``ncdhw`` clip as a 3-D convolution with a depth-1 kernel, which reads it in place.
+        """
+        bias = self.bias if bias is None else bias
+        frames = _frames_view(x)
+        if frames is not None:
+            out = F.conv2d(frames, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            return batch_to_frames(out, x.shape[2])
+        if x.is_contiguous():
+            return F.conv3d(x, self.weight[:, :, None], bias, (1, *self.stride), (0, *self.padding),
+                            (1, *self.dilation), self.groups)
+        return batch_to_frames(F.conv2d(frames_to_batch(x), self.weight, bias, self.stride, self.padding,
+                                        self.dilation, self.groups), x.shape[2])
+
+
+def _frame_layouts_match(a: Tensor, b: Tensor) -> bool:
+    cl = torch.channels_last
+    return (a.is_contiguous() and b.is_contiguous()) or (
+        a.is_contiguous(memory_format=cl) and b.is_contiguous(memory_format=cl))
+
+
+def pointwise_conv(conv: InflatedConv3d, x: Tensor, residual: Tensor, *, bias: bool = True,
+                   inplace: bool = True) -> Tensor:
+    """``residual + conv(x)`` for a 1x1 per-frame convolution (``bias=False``: without its bias).
+
+    In inference on frame-major layouts the convolution is a matmul over the channels
+    that starts from ``residual`` (so the residual add costs no pass of its own), written
+    into ``residual`` when ``inplace`` (it must then be a tensor the caller made) or into a
+    new tensor in its layout; elsewhere it is the convolution and an add.
+    """
+    frames, res = _frames_view(x), _frames_view(residual)
+    w = conv.weight[:, :, 0, 0]
+    if inference() and x.is_contiguous() and residual.is_contiguous():  # ncdhw: one matmul per batch item
+        b, c = x.shape[:2]
+        acc, ws, xs = residual.view(b, w.shape[0], -1), w.expand(b, -1, -1), x.view(b, c, -1)
+        out = (acc.baddbmm_(ws, xs) if inplace else torch.baddbmm(acc, ws, xs)).view(residual.shape)
+    elif not (inference() and frames is not None and res is not None and _frame_layouts_match(frames, res)):
+        out = conv(x) if bias or conv.bias is None else conv(x, torch.zeros_like(conv.bias))
+        return residual + out
+    elif frames.is_contiguous():  # NCHW frames: one (C_out x C_in) @ (C_in x HW) per frame
+        bt, c, h, wd = frames.shape
+        acc, ws, xs = res.view(bt, -1, h * wd), w.expand(bt, -1, -1), frames.view(bt, c, h * wd)
+        out = acc.baddbmm_(ws, xs) if inplace else torch.baddbmm(acc, ws, xs)
+        out = batch_to_frames(out.view(bt, -1, h, wd), x.shape[2])
+    else:  # NHWC frames: one matmul over every pixel
+        cout, cin = w.shape
+        acc, xs = res.permute(0, 2, 3, 1).reshape(-1, cout), frames.permute(0, 2, 3, 1).reshape(-1, cin)
+        out = acc.addmm_(xs, w.t()) if inplace else torch.addmm(acc, xs, w.t())
+        bt, _, h, wd = frames.shape
+        out = batch_to_frames(out.view(bt, h, wd, cout).permute(0, 3, 1, 2), x.shape[2])
+    if bias and conv.bias is not None:
+        out.add_(conv.bias.view(1, -1, 1, 1, 1))
+    return out
+
+
+def add_(out: Tensor, other: Tensor) -> Tensor:
+    """``out + other``; in inference written into ``out`` (a tensor the caller just made)."""
+    return out.add_(other) if inference() else out + other
+
+
+def add_as(like: Tensor, fresh: Tensor, other: Tensor) -> Tensor:
+    """``fresh + other`` stored in ``like``'s layout (``fresh``, a tensor the caller made, may be
+    overwritten), so a block hands on the layout it was given."""
+    if not inference():
+        return fresh + other
+    if fresh.stride() == like.stride():
+        return fresh.add_(other)
+    if torch.compiler.is_compiling():
+        return fresh + other
+    return torch.add(fresh, other, out=torch.empty_like(like))
 
 
 class Upsample3D(nn.Module):
@@ -72,6 +270,12 @@ class Upsample3D(nn.Module):
     def forward(self, x: Tensor, output_size: tuple[int, int, int] | None = None) -> Tensor:
         # nearest is a pure copy, so no upcast is needed for bf16 (the published code upcasts,
         # with identical results and a full fp32 temporary)
+        frames = _frames_view(x)
+        if frames is not None:
+            # frame by frame: the same source pixels as the 3-D resize, in the layout x came in
+            size = None if output_size is None else tuple(output_size[1:])
+            up = F.interpolate(frames, size=size, scale_factor=None if size else 2.0, mode="nearest")
+            return self.conv(batch_to_frames(up, x.shape[2]))
         if output_size is None:
             x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
         else:
@@ -92,6 +296,17 @@ class Downsample3D(nn.Module):
         if self.padding == 0:
             x = F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0)
         return self.conv(x)
+
+
+def time_bias(conv: nn.Module, proj: nn.Module | None, temb: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """``(bias, temb_add)`` for ``conv(h) + proj(silu(temb))``: when every batch row shares the
+    embedding (one row), it is folded into the convolution's bias and nothing is left to add."""
+    if temb is None or proj is None:
+        return None, None
+    t = proj(F.silu(temb))
+    if t.shape[0] == 1 and conv.bias is not None:
+        return conv.bias + t[0], None
+    return None, t[:, :, None, None, None]
 
 
 class ResnetBlock3D(nn.Module):
@@ -120,18 +335,18 @@ class ResnetBlock3D(nn.Module):
         )
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
-        # without autograd, activations and the residual sum reuse their input's memory and
-        # each intermediate is dropped as soon as the next exists (the same numbers; the
-        # decoder's peak is in these blocks at full resolution)
-        lean = _lean()
-        h = self.conv1(F.silu(self.norm1(x), inplace=lean))
-        if temb is not None and self.time_emb_proj is not None:
-            h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
-        h = self.norm2(h)
-        h = self.conv2(F.silu(h, inplace=lean))
-        if self.conv_shortcut is not None:
-            x = self.conv_shortcut(x)
-        return _residual(x, h, lean)
+        bias, temb_add = time_bias(self.conv1, self.time_emb_proj, temb)
+        h = self.conv1(group_norm(x, self.norm1, silu=True), bias)
+        if temb_add is not None:
+            h = add_(h, temb_add)
+        h = group_norm(h, self.norm2, silu=True)
+        if self.conv_shortcut is None:
+            return add_(self.conv2(h), x)
+        if self.conv_shortcut.bias is not None and self.conv2.bias is not None:
+            # the 1x1 shortcut accumulates onto conv2's output, its bias folded into conv2's
+            out = self.conv2(h, self.conv2.bias + self.conv_shortcut.bias)
+            return pointwise_conv(self.conv_shortcut, x, out, bias=False)
+        return pointwise_conv(self.conv_shortcut, x, self.conv2(h))
 
 
 class ResnetBlock3DPlus(ResnetBlock3D):
@@ -155,9 +370,8 @@ class ResnetBlock3DPlus(ResnetBlock3D):
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
         x = super().forward(x, temb)
-        lean = _lean()
-        h = self.conv_3d(F.silu(self.norm_3d(x), inplace=lean))
-        return _residual(x, h, lean)
+        h = self.conv_3d(group_norm(x, self.norm_3d, silu=True, layout=conv3d_layout(x)))
+        return add_(x, h)
 
 
 class ResnetBlock3DCNN(nn.Module):
@@ -183,8 +397,11 @@ class ResnetBlock3DCNN(nn.Module):
         self.conv2 = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        if temb is not None and self.time_emb_proj is not None:
-            h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
-        return x + h
+        layout = conv3d_layout(x)
+        bias, temb_add = time_bias(self.conv1, self.time_emb_proj, temb)
+        h = self.conv1._conv_forward(group_norm(x, self.norm1, silu=True, layout=layout), self.conv1.weight,
+                                     self.conv1.bias if bias is None else bias)
+        if temb_add is not None:
+            h = add_(h, temb_add)
+        h = self.conv2(group_norm(h, self.norm2, silu=True, layout=layout))
+        return add_as(x, h, x)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uav.models.layers import InflatedConv3d, ResnetBlock3D, ResnetBlock3DCNN
+from uav.models.layers import InflatedConv3d, ResnetBlock3D, ResnetBlock3DCNN, inference, pointwise_conv
 
 Tensor = torch.Tensor
 
@@ -41,17 +41,21 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("freqs", rope_frequencies(dim), persistent=False)
 
     def rotate(self, x: Tensor) -> Tensor:
-        """Rotate the first ``dim`` channels of ``x`` ``(..., T, d)`` by frame position."""
-        t = x.shape[-2]
+        """Rotate the first ``dim`` channels of every head of ``x`` ``(S, T, heads, d)`` by frame
+        position; in inference ``x`` (a projection the caller just made) is rotated in place."""
+        t = x.shape[1]
         pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
         angles = pos[:, None] * self.freqs[None, :]  # (T, dim/2), float32 as published
-        angles = angles.repeat_interleave(2, dim=-1)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        rot, rest = x[..., : self.dim], x[..., self.dim :]
-        pairs = rot.unflatten(-1, (-1, 2))
-        # (u, v) -> (-v, u) per adjacent pair: the "rotate half" of interleaved RoPE
-        rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-        return torch.cat((rot * cos + rotated_half * sin, rest), dim=-1)
+        cos, sin = angles.cos().to(x.dtype)[:, None], angles.sin().to(x.dtype)[:, None]
+        # interleaved pairs (u, v) -> (u cos - v sin, v cos + u sin): the published "rotate half"
+        u, v = x[..., 0:self.dim:2], x[..., 1:self.dim:2]
+        if inference():
+            u_sin = u * sin
+            u.mul_(cos).addcmul_(v, sin, value=-1)
+            v.mul_(cos).add_(u_sin)
+            return x
+        rot = torch.stack((u * cos - v * sin, v * cos + u * sin), dim=-1).flatten(-2)
+        return torch.cat((rot, x[..., self.dim:]), dim=-1)
 
 
 def relative_position_bucket(
@@ -112,25 +116,26 @@ class TemporalAttention(nn.Module):
     def rotary_emb(self) -> RotaryEmbedding | None:
         return self._rotary[0]
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Scaled, rotated ``q``, rotated ``k`` and ``v`` ``(S, heads, T, head)`` of ``x``
-        ``(S, T, C)``, and the relative position bias ``(heads, T, T)``."""
-        s, t, _ = x.shape
-        n, d = self.heads, self.head_dim
-        q = self.to_q(x).view(s, t, n, d).transpose(1, 2) * (d**-0.5)
-        k = self.to_k(x).view(s, t, n, d).transpose(1, 2)
-        v = self.to_v(x).view(s, t, n, d).transpose(1, 2)
-        if self.rotary_emb is not None:
-            q = self.rotary_emb.rotate(q)
-            k = self.rotary_emb.rotate(k)
-        return q, k, v, self.time_rel_pos_bias(t, x.device).to(q.dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """Attention over the frames of ``x`` ``(S, T, C)``, plus ``residual`` (in inference
+        accumulated in place, see :func:`uav.models.transformer.linear_residual`)."""
         s, t, c = x.shape
-        q, k, v, bias = self.project(x)  # the bias broadcasts over S
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        n, d = self.heads, self.head_dim
+        q, k, v = (proj(x).view(s, t, n, d) for proj in (self.to_q, self.to_k, self.to_v))
+        if self.rotary_emb is not None:
+            q, k = self.rotary_emb.rotate(q), self.rotary_emb.rotate(k)
+        bias = self.time_rel_pos_bias(t, x.device).to(q.dtype)  # broadcasts over S
+        # the published 1/sqrt(d) scaling of q (before RoPE, which is linear) as SDPA's scale
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=bias, scale=d**-0.5)
         out = out.transpose(1, 2).reshape(s, t, c)
-        return self.to_out[0](out)
+        if residual is None:
+            return self.to_out[0](out)
+        if not inference():
+            return residual + self.to_out[0](out)
+        flat = residual.view(s * t, c).addmm_(out.reshape(s * t, c), self.to_out[0].weight.t())
+        flat.add_(self.to_out[0].bias)
+        return residual
 
 
 class TemporalModule3D(nn.Module):
@@ -155,7 +160,8 @@ class TemporalModule3D(nn.Module):
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         h = self.resblocks_3d_temporal(x, temb)
         h = self.resblocks_3d_spatial(h, temb)
-        return x + self.shift_conv(h)
+        # x is also a U-Net skip: the 1x1 conv's matmul starts from it and writes a new tensor
+        return pointwise_conv(self.shift_conv, h, x, inplace=False)
 
 
 # ---------------------------------------------------------------------------- checkpoint aliases

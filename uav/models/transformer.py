@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uav.models.layers import ResnetBlock3DCNN, batch_to_frames, frames_to_batch
+from uav.models.layers import ResnetBlock3DCNN, add_, group_norm, inference
 from uav.models.temporal import RotaryEmbedding, TemporalAttention
 
 Tensor = torch.Tensor
@@ -29,6 +29,23 @@ class CrossAttentionSpec:
     rotary: RotaryEmbedding
 
 
+def linear_residual(linear: nn.Linear, x: Tensor, residual: Tensor | None) -> Tensor:
+    """``residual + linear(x)`` (``linear(x)`` without a residual), shaped like ``residual``.
+
+    In inference the residual is accumulated inside the matmul (``residual`` is updated
+    in place: it must be a contiguous tensor the caller made), so the add costs no pass.
+    """
+    if residual is None:
+        return linear(x)
+    if not inference():
+        return residual + linear(x).view(residual.shape)
+    flat = residual.view(-1, residual.shape[-1])
+    flat.addmm_(x.reshape(-1, x.shape[-1]), linear.weight.t())
+    if linear.bias is not None:
+        flat.add_(linear.bias)
+    return residual
+
+
 class Attention(nn.Module):
     """Multi-head attention with the SD naming (``to_q``, ``to_k``, ``to_v``, ``to_out.0``)."""
 
@@ -40,7 +57,9 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or dim, dim, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+        """Attention of ``x`` ``(B, N, C)`` to ``context`` (itself when ``None``), plus ``residual``
+        (see :func:`linear_residual`)."""
         context = x if context is None else context
         b, n_q, c = x.shape
         n = self.heads
@@ -48,7 +67,7 @@ class Attention(nn.Module):
         k = self.to_k(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
         v = self.to_v(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out[0](out.transpose(1, 2).reshape(b, n_q, c))
+        return linear_residual(self.to_out[0], out.transpose(1, 2).reshape(b, n_q, c), residual)
 
 
 class GEGLU(nn.Module):
@@ -58,6 +77,9 @@ class GEGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         a, gate = self.proj(x).chunk(2, dim=-1)
+        if inference():
+            # both halves are views of the projection just made: gate and product in place
+            return a.mul_(torch.ops.aten.gelu_(gate))
         return a * F.gelu(gate)
 
 
@@ -66,10 +88,9 @@ class FeedForward(nn.Module):
         super().__init__()
         self.net = nn.ModuleList([GEGLU(dim, dim * 4), nn.Dropout(0.0), nn.Linear(dim * 4, dim)])
 
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.net:
-            x = layer(x)
-        return x
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``net(x)``, plus ``residual`` (see :func:`linear_residual`)."""
+        return linear_residual(self.net[2], self.net[1](self.net[0](x)), residual)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -89,23 +110,29 @@ class BasicTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:
-        # x: (B*T, HW, C); context: (B, L, Cx). The text is the same for every frame of a
-        # clip, so cross attention runs on (B, T*HW) query rows instead of repeating it T times.
-        bt, hw, c = x.shape
-        b = bt // num_frames
+    def forward(self, x: Tensor, context: Tensor, num_frames: int | None = None) -> Tensor:
+        """``x``: tokens ``(B, H*W, T, C)``, contiguous (overwritten in inference); ``context``:
+        ``(B, L, Cx)``.
 
-        def cross(attn: Attention, h: Tensor) -> Tensor:
-            return attn(h.reshape(b, num_frames * hw, c), context).reshape(bt, hw, c)
-
-        h = self.norm1(x)
-        x = x + (cross(self.attn1, h) if self.only_cross_attention else self.attn1(h))
-        x = x + cross(self.attn2, self.norm2(x))
-        # temporal attention: one sequence over the frames per (batch, position)
-        xt = x.reshape(b, num_frames, hw, c).transpose(1, 2).reshape(b * hw, num_frames, c)
-        xt = xt + self.attn_temporal(self.norm_temporal(xt))
-        x = xt.reshape(b, hw, num_frames, c).transpose(1, 2).reshape(bt, hw, c)
-        return x + self.ff(self.norm3(x))
+        Tokens are kept pixel-major with the frames innermost: the temporal attention's
+        sequences are then a view, and so are the cross attentions' (the text is the same
+        for every frame, so they attend from all ``H*W*T`` rows of a clip at once). Only the
+        spatial self attention (coarsest level) reads the tokens frame by frame.
+        """
+        b, hw, t, c = x.shape
+        flat = x.view(b, hw * t, c)
+        h = self.norm1(flat)
+        if self.only_cross_attention:
+            flat = self.attn1(h, context, residual=flat)
+        else:
+            frames = h.view(b, hw, t, c).transpose(1, 2).reshape(b * t, hw, c)
+            out = self.attn1(frames).view(b, t, hw, c).transpose(1, 2)
+            flat = add_(flat.view(b, hw, t, c), out).view(b, hw * t, c)
+        flat = self.attn2(self.norm2(flat), context, residual=flat)
+        seqs = flat.view(b * hw, t, c)
+        flat = self.attn_temporal(self.norm_temporal(seqs), residual=seqs).view(b, hw * t, c)
+        flat = self.ff(self.norm3(flat), residual=flat)
+        return flat.view(b, hw, t, c)
 
 
 class Transformer3DModel(nn.Module):
@@ -133,14 +160,14 @@ class Transformer3DModel(nn.Module):
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
         residual = self.resblock_temporal(x)
-        frames = frames_to_batch(residual)
-        tokens = self.norm(frames).permute(0, 2, 3, 1).reshape(b * t, h * w, c)
+        # GroupNorm per frame, as published, writing the tokens' (B, H, W, T, C) order itself
+        normed = group_norm(residual, self.norm, layout="tokens", per_frame=True)
+        tokens = normed.permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)  # a view
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens, context, t)
-        tokens = self.proj_out(tokens)
-        out = tokens.reshape(b * t, h, w, c).permute(0, 3, 1, 2) + frames
-        return batch_to_frames(out, t)
+        out = self.proj_out(tokens).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+        return add_(residual, out)  # the resblock's fresh output, in the layout x came in
 
 
 def transformer_stack(channels: int, num_layers: int, groups: int,

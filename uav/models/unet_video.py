@@ -20,7 +20,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from uav.models.layers import Downsample3D, InflatedConv3d, ResnetBlock3D, Upsample3D
+from uav.models.layers import (LAYOUTS, Downsample3D, InflatedConv3d, ResnetBlock3D, Upsample3D, cat_channels,
+                               group_norm)
 from uav.models.temporal import ROPE_DIM, RotaryEmbedding, TemporalModule3D, install_rope_alias_hooks
 from uav.models.transformer import CrossAttentionSpec, transformer_stack
 from uav.models import MAX_NOISE_LEVEL
@@ -30,9 +31,11 @@ Tensor = torch.Tensor
 
 @dataclass
 class UNetVideoOutput(BaseOutput):
-    """``sample``: the network output (v-prediction), ``(B, 4, T, H, W)``."""
+    """``sample``: the network output (v-prediction), ``(B, 4, T, H, W)``; ``deep_feature``: with
+    ``keep_deep_feature``, the input of the last up block's last resnet (what step caching reuses)."""
 
     sample: Tensor
+    deep_feature: Tensor | None = None
 
 
 class _Block(nn.Module):
@@ -103,10 +106,16 @@ class UpBlock3D(_Block):
         self.upsamplers = nn.ModuleList([Upsample3D(out_channels)]) if add_upsample else None
 
     def forward(
-        self, x: Tensor, skips: list[Tensor], temb: Tensor, context: Tensor, upsample_size: tuple[int, int, int] | None
+        self, x: Tensor, skips: list[Tensor], temb: Tensor, context: Tensor, upsample_size: tuple[int, int, int] | None,
+        start: int = 0, keep: list[Tensor] | None = None,
     ) -> Tensor:
-        for i, resnet in enumerate(self.resnets):
-            x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
+        """Run resnets ``start`` onwards (``skips`` holds theirs, last used first); ``keep`` receives
+        the input of the last resnet."""
+        for i in range(start, len(self.resnets)):
+            if keep is not None and i == len(self.resnets) - 1:
+                keep.append(x)
+            # the skip is released once concatenated (the list held its last reference)
+            x = self.resnets[i](cat_channels([x, skips.pop()]), temb)
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
         if self.upsamplers is not None:
@@ -246,6 +255,21 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_out = InflatedConv3d(block_out_channels[0], out_channels, 3, padding=1)
         install_rope_alias_hooks(self)
+        #: the memory order activations keep through the network (see :data:`uav.models.layers.LAYOUTS`)
+        self.layout = "frames"
+
+    def set_layout(self, layout: str) -> "UNetVideoModel":
+        """Run the activations in ``layout``: ``"frames"`` (per-frame NCHW batches, the default, the
+        published convolutions) or ``"channels_last"`` (NHWC frames; the per-frame convolution
+        weights are stored to match). Same numbers; which is faster depends on the GPU."""
+        if layout not in ("frames", "channels_last", "ncdhw"):
+            raise ValueError(f"layout must be one of frames, channels_last, ncdhw; got {layout!r}")
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        for m in self.modules():
+            if isinstance(m, InflatedConv3d):
+                m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+        self.layout = layout
+        return self
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -256,22 +280,32 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         encoder_hidden_states: Tensor | None = None,
         class_labels: Tensor | int | None = None,
         return_dict: bool = True,
-    ) -> UNetVideoOutput | tuple[Tensor]:
+        deep_feature: Tensor | None = None,
+        keep_deep_feature: bool = False,
+    ) -> UNetVideoOutput | tuple[Tensor, ...]:
+        """The v-prediction; with ``deep_feature`` (a ``keep_deep_feature`` output of an earlier
+        step, same batch), only the finest skip branch runs (DeepCache, arXiv 2312.00858): the
+        input convolution, the last up block's last resnet on ``deep_feature`` and the input's
+        features, the last temporal module and the output convolution."""
         self._check_inputs(sample, low_res, encoder_hidden_states)
-        x = torch.cat([sample, low_res], dim=1)
-        b = x.shape[0]
-
-        timesteps = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=x.device)
-        if timesteps.ndim == 0:
-            timesteps = timesteps[None]
-        timesteps = timesteps.to(x.device).expand(b)
-        emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
-
-        labels = self._noise_level_labels(class_labels, x.device)
-        emb = emb + self.class_embedding(labels).to(self.dtype)
-
+        x = cat_channels([sample, low_res], self.layout if self.layout in LAYOUTS else None)
+        emb = self._embedding(timestep, class_labels, x.shape[0], x.device)
         context = encoder_hidden_states
         h = self.conv_in(x)
+        kept: list[Tensor] = []
+        if deep_feature is not None:
+            last = self.up_blocks[-1]
+            h = last(deep_feature, [h], emb, context, None, start=len(last.resnets) - 1)
+            h = self.up_temp_blocks[-1](h, emb)
+        else:
+            h = self._full(h, emb, context, kept if keep_deep_feature else None)
+        h = self.conv_out(group_norm(h, self.conv_norm_out, silu=True))
+        feature = kept[0] if kept else None
+        if not return_dict:
+            return (h, feature) if keep_deep_feature else (h,)
+        return UNetVideoOutput(sample=h, deep_feature=feature)
+
+    def _full(self, h: Tensor, emb: Tensor, context: Tensor, keep: list[Tensor] | None) -> Tensor:
         skips: list[Tensor] = [h]
         for block, temp in zip(self.down_blocks, self.down_temp_blocks):
             h, block_skips = block(h, emb, context)
@@ -285,12 +319,9 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             block_skips, skips = skips[-n:], skips[:-n]
             # odd sizes: upsample to exactly the next skip's size instead of x2
             upsample_size = tuple(skips[-1].shape[2:]) if skips else None
-            h = temp(block(h, block_skips, emb, context, upsample_size), emb)
-
-        h = self.conv_out(F.silu(self.conv_norm_out(h)))
-        if not return_dict:
-            return (h,)
-        return UNetVideoOutput(sample=h)
+            last = i == len(self.up_blocks) - 1
+            h = temp(block(h, block_skips, emb, context, upsample_size, keep=keep if last else None), emb)
+        return h
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, sample: Tensor, low_res: Tensor, context: Tensor | None) -> None:
@@ -319,7 +350,20 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
                 f"encoder_hidden_states: batch {context.shape[0]} does not match sample batch {sample.shape[0]}"
             )
 
-    def _noise_level_labels(self, class_labels: Tensor | int | None, device: torch.device) -> Tensor:
+    def _embedding(self, timestep: Tensor | int | float, class_labels: Tensor | int | None, b: int,
+                   device: torch.device) -> Tensor:
+        """The time + noise-level embedding: one row when every batch item shares both (the
+        blocks then fold it into their convolutions' bias), else ``b`` rows."""
+        labels, uniform = self._noise_level_labels(class_labels, device)
+        timesteps = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=device)
+        rows = 1 if uniform and timesteps.numel() == 1 else b
+        timesteps = timesteps.reshape(-1).to(device).expand(rows)
+        labels = labels[:1] if rows == 1 else labels.expand(b)
+        emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
+        return emb + self.class_embedding(labels).to(self.dtype)
+
+    def _noise_level_labels(self, class_labels: Tensor | int | None, device: torch.device) -> tuple[Tensor, bool]:
+        """The labels on ``device`` and whether they are known to be one value (read on the host)."""
         if class_labels is None:
             raise ValueError("class_labels: the noise level is required (an int in [0, "
                              f"{self.config.max_noise_level}])")
@@ -328,9 +372,11 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         # the accelerator reads the values back, a device sync on every U-Net call (the
         # sampling loop hands them over on the host). Compiled graphs skip the check, and
         # so do fake tensors (the memory model), which carry no values.
-        if not torch.compiler.is_compiling() and not _is_fake(labels):
+        uniform = labels.numel() == 1
+        if not torch.compiler.is_compiling() and not _is_fake(labels) and labels.device.type == "cpu":
             self._check_levels(labels)
-        return labels.long().reshape(-1).to(device, non_blocking=True)
+            uniform = uniform or bool((labels == labels.reshape(-1)[0]).all())
+        return labels.long().reshape(-1).to(device, non_blocking=True), uniform
 
     def _check_levels(self, labels: Tensor) -> None:
         if labels.is_floating_point() and not torch.equal(labels, labels.round()):

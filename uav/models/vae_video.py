@@ -28,8 +28,12 @@ from uav.models.layers import (
     ResnetBlock3D,
     ResnetBlock3DPlus,
     Upsample3D,
+    add_as,
     batch_to_frames,
+    cat_channels,
     frames_to_batch,
+    group_norm,
+    to_layout,
 )
 
 Tensor = torch.Tensor
@@ -62,15 +66,16 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         t = x.shape[2]
-        frames = frames_to_batch(x)
+        # per-frame GroupNorm written as NHWC frames: the tokens below are a view of it
+        frames = frames_to_batch(group_norm(x, self.group_norm, layout="channels_last", per_frame=True))
         bt, c, h, w = frames.shape
-        tokens = self.group_norm(frames).reshape(bt, c, h * w).transpose(1, 2)
+        tokens = frames.reshape(bt, c, h * w).transpose(1, 2)
         q, k, v = self.query(tokens), self.key(tokens), self.value(tokens)
         del tokens
         out = chunked_attention(q, k, v)
         del q, k, v
         out = self.proj_attn(out).transpose(1, 2).reshape(bt, c, h, w)
-        return batch_to_frames(out + frames, t)
+        return add_as(x, batch_to_frames(out, t), x)
 
 
 #: score elements one attention chunk may hold (256 MiB of fp32) where no fused kernel runs
@@ -165,7 +170,7 @@ class Encoder(nn.Module):
         for block in self.down_blocks:
             x = block(x)
         x = self.mid_block(x)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
+        return self.conv_out(group_norm(x, self.conv_norm_out, silu=True))
 
 
 class SFTFusion(nn.Module):
@@ -183,8 +188,9 @@ class SFTFusion(nn.Module):
         self.shift = InflatedConv3d(channels, channels, 3, padding=1)
 
     def forward(self, cond: Tensor, x: Tensor, w: float | Tensor = 1.0) -> Tensor:
-        e = self.shared(torch.cat([cond, x], dim=1))
-        return x + w * (x * self.scale(e) + self.shift(e))
+        e = self.shared(cat_channels([cond, x]))
+        mod = torch.addcmul(self.shift(e), x, self.scale(e))  # x * scale(e) + shift(e) in one pass
+        return torch.add(x, mod, alpha=w) if isinstance(w, (int, float)) else x + w * mod
 
 
 class Decoder(nn.Module):
@@ -219,13 +225,14 @@ class Decoder(nn.Module):
         self.conv_out = InflatedConv3d(channels[0], out_channels, 3, padding=1)
 
     def forward(self, z: Tensor, img: Tensor | None = None, w_lr: float | Tensor = 1.0) -> Tensor:
-        x = self.conv_in(z)
+        # per-frame NCHW batches from here on (the inputs are small: 4 and 3 channels)
+        x = self.conv_in(to_layout(z, "frames"))
         if self.condition_img:
-            x = self.condition_fuse(self.condition_in(img), x, w_lr)
+            x = self.condition_fuse(self.condition_in(to_layout(img, "frames")), x, w_lr)
         x = self.mid_block(x)
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
+        return self.conv_out(group_norm(x, self.conv_norm_out, silu=True))
 
 
 class AutoencoderKLVideo(ModelMixin, ConfigMixin):

@@ -21,9 +21,11 @@ fit, :class:`GPUMemoryError` (a ``ValueError``: a user error, exit 2 in the CLI)
 one line with the memory model's advice.
 
 **Non-finite values**: in fp16 runs every U-Net group's output and every decode chunk is
-checked with one ``isfinite().all()`` reduction (one host sync per U-Net call / decode
-chunk, none per element); a non-finite one is recomputed by a bf16 copy of the network
-(fp32 where the device has no bf16), built once per run, and the user is told once.
+checked with one ``isfinite().all()`` reduction; a non-finite one is recomputed by a bf16
+copy of the network (fp32 where the device has no bf16), built once per run, and the user
+is told once. The U-Net's flag travels to the host with its prediction and is read when
+the loop merges it, a group later (:mod:`uav.sampling.loop`: no sync of its own); a decode
+chunk's (:meth:`Recovery.finite`, fp16 VAEs only, not the default) costs one host sync.
 """
 
 from __future__ import annotations

@@ -69,7 +69,10 @@ def _timestep_index(timestep: int | Tensor, num_train_timesteps: int) -> Tensor:
             raise ValueError(f"timestep must be a scalar or 1-D tensor, got shape {tuple(timestep.shape)}")
         t = timestep.detach().to("cpu", torch.long)
     elif isinstance(timestep, numbers.Integral) and not isinstance(timestep, bool):
-        t = torch.tensor(int(timestep), dtype=torch.long)
+        # the loop's case: checked as a Python int, no tensor value is read
+        if not 0 <= int(timestep) < num_train_timesteps:
+            raise ValueError(f"timestep must lie in [0, {num_train_timesteps}), got {int(timestep)}")
+        return torch.tensor(int(timestep), dtype=torch.long)
     else:
         raise TypeError(f"timestep must be an int or an integer tensor, got {type(timestep).__name__}")
     if t.numel() == 0:
