@@ -90,10 +90,11 @@ def test_residual_blocks_free_intermediates_with_the_same_numbers(parity_vae):
         lean = parity_vae.decode(io["dec0.z"], io["dec0.img"], io["dec0.w_lr"]).sample
         with published_structure():
             published = parity_vae.decode(io["dec0.z"], io["dec0.img"], io["dec0.w_lr"]).sample
-    assert torch.equal(lean, published)
+    # the library's blocks reorder float sums (issue 21's glue): the same numbers within fp32 rounding
+    torch.testing.assert_close(lean, published, rtol=0, atol=1e-5)
     with torch.enable_grad():  # training keeps the out-of-place blocks autograd needs
         grad = parity_vae.decode(io["dec0.z"], io["dec0.img"], io["dec0.w_lr"]).sample
-    assert torch.equal(grad, published)
+    torch.testing.assert_close(grad, lean, rtol=0, atol=1e-5)
     assert _decode_peak(published=False) <= 0.93 * _decode_peak(published=True)  # vae_3d: 8 % less
 
 

@@ -108,10 +108,10 @@ def test_a_big_card_keeps_the_published_numerics_and_batches_windows():
 
 def test_given_settings_are_never_changed():
     given = UpscaleSettings(decode_chunk=3, tile_size=256, window_batch=1)
-    plan = _plan(16, given)
+    plan = _plan(12, given)
     assert (plan.settings.decode_chunk, plan.settings.tile_size, plan.settings.tile_mode) == (3, 256, "pipeline")
     assert not plan.fits and any("given explicitly" in n for n in plan.notes)
-    free = _plan(16)
+    free = _plan(12)
     assert free.fits and free.settings.tile_mode == "latent"
 
 

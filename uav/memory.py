@@ -449,7 +449,7 @@ class _LiveBytes(TorchDispatchMode):
         self._seen: dict[int, weakref.ref[torch.Tensor]] = {}
 
     def _release(self, key: int, nbytes: int, tensor_id: int) -> None:
-        self._seen.discard(tensor_id)
+        self._seen.pop(tensor_id, None)
         self._refs[key] -= 1
         if self._refs[key] == 0:
             del self._refs[key]

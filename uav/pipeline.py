@@ -110,14 +110,15 @@ def generate(
                         notify=callback)
     state = state_device(s, device)
     xfer = Transfers(device)
-    compiled = _apply_compile(unet, vae, s, device, timesteps, tiles, latent_tiles, num_frames, text, comps, callback)
+    plan = check_segment_plan(comps.segments.plan(num_frames, s.window), num_frames, _label(comps, "segments"))
+    compiled = _apply_compile(unet, vae, s, device, timesteps, tiles, latent_tiles, num_frames, len(plan.windows), text,
+                              callback)
     for k, tile in enumerate(tiles):
         y0, y1, x0, x1 = tile.region
         crop = (slice(None), slice(None), slice(None), slice(y0, y1), slice(x0, x1))
         lr_tile = lr[crop].to(state)
         noisy = _noised(lr_tile, noise[crop].to(state), s.noise_level, low_res_scheduler, store)
         tile_flows = None if flow_pair is None else _TileFlows(flow_pair, crop, state)
-        plan = check_segment_plan(comps.segments.plan(num_frames, s.window), num_frames, _label(comps, "segments"))
         if k > 0:
             # every tile runs the whole schedule again
             scheduler.set_timesteps(s.num_inference_steps)
@@ -185,14 +186,14 @@ def generate(
 
 
 def _apply_compile(unet: torch.nn.Module, vae: torch.nn.Module, s: UpscaleSettings, device: torch.device,
-                   timesteps: list[int], tiles: list[Tile], latent_tiles: Any, num_frames: int, text: Tensor,
-                   comps: Components, callback: ProgressCallback | None) -> tuple[int, int, int] | None:
+                   timesteps: list[int], tiles: list[Tile], latent_tiles: Any, num_frames: int, windows: int,
+                   text: Tensor, callback: ProgressCallback | None) -> tuple[int, int, int] | None:
     """Compile the networks' blocks or run them eagerly, as ``s.compile`` decides for this clip
     (:mod:`uav.compilation`); returns the window shape compiled for, or ``None``."""
     sizes = [(t.region[1] - t.region[0], t.region[3] - t.region[2]) for t in (latent_tiles or tiles)]
     h, w = max(sizes, key=lambda hw: hw[0] * hw[1])
     window = (min(s.window, num_frames), h, w)
-    calls = len(timesteps) * len(comps.segments.plan(num_frames, s.window).windows) * len(sizes)
+    calls = len(timesteps) * windows * len(sizes)
     decision = decide(s.compile, unet, device, calls=calls, window=window, guided=text.shape[0] == 2)
     log.info("torch.compile %s", decision.reason)
     if callback is not None:
