@@ -196,7 +196,7 @@ def _apply_compile(unet: torch.nn.Module, vae: torch.nn.Module, s: UpscaleSettin
     calls = len(timesteps) * windows * len(sizes)
     decision = decide(s.compile, unet, device, calls=calls, window=window, guided=text.shape[0] == 2)
     log.info("torch.compile %s", decision.reason)
-    if callback is not None:
+    if callback is not None and decision.on:  # a stage of its own only when it takes time
         callback({"stage": "compile", "index": 0, "total": 1, "on": decision.on, "reason": decision.reason})
     for net in (unet, vae):
         compile_regions(net) if decision.on else uncompile_regions(net)
