@@ -147,19 +147,31 @@ def glue_bytes(wl: Workload, tiny: bool, layouts: Sequence[str] = ("frames", "nc
         def call() -> None:
             unet(x, t, lr, encoder_hidden_states=ctx, class_labels=120)
 
+        default = unet.layout
+        library = {}
         for layout in layouts:
             unet.set_layout(layout)
-            out["by_layout_gib"][layout] = count(GlueBytes, call).total / GIB
-        unet.set_layout("frames")
+            library[layout] = count(GlueBytes, call)
+            out["by_layout_gib"][layout] = library[layout].total / GIB
+        unet.set_layout(default)
         with published_modules():
             published = count(GlueBytes, call)
-        default = unet.layout
     out["published_gib"] = published.total / GIB
     out["library_gib"] = out["by_layout_gib"][default]
     out["library_layout"] = default
     out["ratio"] = out["library_gib"] / out["published_gib"]
-    out["published_by_op_gib"] = {k: v / GIB for k, v in published.by_op.most_common(8)}
+    out["published_by_op_gib"] = _gib(published.by_op, 8)
+    out["library_by_op_gib"] = _gib(library[default].by_op, 10)
+    out["published_by_block_gib"] = _gib(published.by_block, 10)
+    out["library_by_block_gib"] = _gib(library[default].by_block, 10)
+    out["library_by_block_op_gib"] = _gib(library[default].by_block_op, 16)
+    out["by_layout_by_op_gib"] = {name: _gib(mode.by_op, 8) for name, mode in library.items() if name != default}
     return out
+
+
+def _gib(counter: Any, n: int) -> dict[str, float]:
+    """The ``n`` largest entries of a byte counter, in GiB."""
+    return {k: v / GIB for k, v in counter.most_common(n)}
 
 
 # ---------------------------------------------------------------------------- FLOPs
