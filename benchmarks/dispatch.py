@@ -141,10 +141,15 @@ class GlueBytes(TorchDispatchMode):
     (a class defined in ``uav``: ``ResnetBlock3D``, ``BasicTransformerBlock`` ...; a
     ``torch.nn`` layer counts for the library block that called it, and what runs outside
     every block for ``-``), and ``by_block_op`` by ``"block/op"``: where the bytes go.
+    With ``regions`` (module classes), ``outside`` counts the bytes moved while no module of
+    those classes runs (what a regional compile leaves eager).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, regions: tuple[type, ...] = ()) -> None:
         super().__init__()
+        self.regions = regions
+        self.outside = 0
+        self._depth = 0
         self.by_op: Counter[str] = Counter()
         self.compute: Counter[str] = Counter()
         self.by_block: Counter[str] = Counter()
@@ -162,10 +167,12 @@ class GlueBytes(TorchDispatchMode):
         def enter(module: torch.nn.Module, args: Any) -> None:
             cls = type(module)
             self._blocks.append(cls.__name__ if cls.__module__.startswith("uav.") else "")
+            self._depth += isinstance(module, self.regions)
 
         def leave(module: torch.nn.Module, args: Any, output: Any) -> None:
             if self._blocks:
                 self._blocks.pop()
+            self._depth -= isinstance(module, self.regions)
 
         self._hooks = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave, always_call=True)]
         return super().__enter__()
@@ -204,6 +211,8 @@ class GlueBytes(TorchDispatchMode):
             block = self._block()
             self.by_block[block] += moved
             self.by_block_op[f"{block}/{name}"] += moved
+            if not self._depth:
+                self.outside += moved
         return out
 
 
