@@ -95,9 +95,10 @@ def inference() -> bool:
     return not torch.is_grad_enabled()
 
 
-def _eager_inference() -> bool:
+def eager_inference() -> bool:
     """Inference outside ``torch.compile``: the only place ``out=`` arguments with strides of
-    our choosing are used (a compiled graph picks its own layouts and fuses the writes)."""
+    our choosing and in-place updates of views are used (a compiled graph picks its own
+    layouts and fuses the writes; an in-place update of a view costs it a copy of the base)."""
     return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
@@ -117,7 +118,7 @@ def group_norm(x: Tensor, norm: nn.GroupNorm, *, silu: bool = False, layout: str
         y = F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)  # fp32 statistics inside
     else:
         scale, shift = _group_norm_affine(x, norm, per_frame)
-        if _eager_inference():
+        if eager_inference():
             # x * scale + shift in fp32 per element, rounded once into y (as native GroupNorm does)
             y = torch.addcmul(shift, x, scale, out=empty_clip(x.shape, target, dtype=x.dtype, device=x.device))
         else:  # autograd and compiled graphs take no strided out=; the layout is only a speed matter
@@ -168,17 +169,15 @@ def group_norm_cat(parts: Sequence[Tensor], norm: nn.GroupNorm, *, silu: bool = 
     scale, shift = _group_norm_affine_parts(parts, norm)
     target = layout or layout_of(parts[0]) or "ncdhw"
     bounds = _channel_bounds(parts)
-    if _eager_inference():
-        shape = (parts[0].shape[0], bounds[-1], *parts[0].shape[2:])
-        y = empty_clip(shape, target, dtype=parts[0].dtype, device=parts[0].device)
-        for p, a, b in zip(parts, bounds, bounds[1:]):
-            torch.addcmul(shift[:, a:b], p, scale[:, a:b], out=y[:, a:b])
-    else:  # a compiled graph fuses the concatenation into the normalisation's kernel
-        y = torch.cat([torch.addcmul(shift[:, a:b], p, scale[:, a:b]).to(p.dtype)
-                       for p, a, b in zip(parts, bounds, bounds[1:])], dim=1)
-    if silu:
-        y = F.silu(y, inplace=True) if inference() else F.silu(y)
-    return y
+    if not eager_inference():  # one fused kernel per part in a compiled graph, writing the output
+        normed = [torch.addcmul(shift[:, a:b], p, scale[:, a:b]).to(p.dtype)
+                  for p, a, b in zip(parts, bounds, bounds[1:])]
+        return torch.cat([F.silu(n) if silu else n for n in normed], dim=1)
+    shape = (parts[0].shape[0], bounds[-1], *parts[0].shape[2:])
+    y = empty_clip(shape, target, dtype=parts[0].dtype, device=parts[0].device)
+    for p, a, b in zip(parts, bounds, bounds[1:]):
+        torch.addcmul(shift[:, a:b], p, scale[:, a:b], out=y[:, a:b])
+    return F.silu(y, inplace=True) if silu else y
 
 
 def _channel_bounds(parts: Sequence[Tensor]) -> list[int]:
@@ -252,21 +251,24 @@ def conv3d_layout(x: Tensor) -> str:
 class InflatedConv3d(nn.Conv2d):
     """A 2-D convolution applied to every frame of a video (4-D weight in checkpoints)."""
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        """Convolve every frame; ``bias`` replaces the layer's own (a time embedding folded in).
+    def forward(self, x: Tensor, bias: Tensor | None = None,  # type: ignore[override]
+                weight: Tensor | None = None) -> Tensor:
+        """Convolve every frame; ``bias`` replaces the layer's own (a time embedding folded in),
+        and ``weight`` its weight (some of its input channels).
 
         Frames stored frame-major (``frames``, ``channels_last``) are convolved as a view;
         an ``ncdhw`` clip as a 3-D convolution with a depth-1 kernel, which reads it in place.
         """
         bias = self.bias if bias is None else bias
+        weight = self.weight if weight is None else weight
         frames = _frames_view(x)
         if frames is not None:
-            out = F.conv2d(frames, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            out = F.conv2d(frames, weight, bias, self.stride, self.padding, self.dilation, self.groups)
             return batch_to_frames(out, x.shape[2])
         if x.is_contiguous():
-            return F.conv3d(x, self.weight[:, :, None], bias, (1, *self.stride), (0, *self.padding),
+            return F.conv3d(x, weight[:, :, None], bias, (1, *self.stride), (0, *self.padding),
                             (1, *self.dilation), self.groups)
-        return batch_to_frames(F.conv2d(frames_to_batch(x), self.weight, bias, self.stride, self.padding,
+        return batch_to_frames(F.conv2d(frames_to_batch(x), weight, bias, self.stride, self.padding,
                                         self.dilation, self.groups), x.shape[2])
 
 
@@ -289,16 +291,30 @@ def pointwise_conv(conv: InflatedConv3d, x: Tensor | Sequence[Tensor], residual:
     """
     parts = [x] if isinstance(x, Tensor) else list(x)
     if not (inference() and all(_matmul_layout(p, residual) for p in parts)):
-        whole = parts[0] if len(parts) == 1 else cat_channels(parts)
-        out = conv(whole) if bias or conv.bias is None else conv(whole, torch.zeros_like(conv.bias))
-        return residual + out
+        return _pointwise_conv_add(conv, parts, residual, bias)
+    # a compiled graph takes the matmuls out of place (in place on views, it would copy their bases)
+    eager = eager_inference()
     out, start = residual, 0
     for i, part in enumerate(parts):
         w = conv.weight[:, start:start + part.shape[1], 0, 0]
         start += part.shape[1]
-        out = _accumulate_matmul(out, w, part, inplace=inplace or i > 0)
+        out = _accumulate_matmul(out, w, part, inplace=eager and (inplace or i > 0))
     if bias and conv.bias is not None:
-        out.add_(conv.bias.view(1, -1, 1, 1, 1))
+        b = conv.bias.view(1, -1, 1, 1, 1)
+        out = out.add_(b) if eager else out + b
+    return out
+
+
+def _pointwise_conv_add(conv: InflatedConv3d, parts: Sequence[Tensor], residual: Tensor, bias: bool) -> Tensor:
+    """``residual + conv(cat(parts))`` out of place (autograd; layouts a matmul cannot accumulate
+    into), one convolution per part with its input channels of the weight: no concatenation."""
+    out, start = residual, 0
+    for i, part in enumerate(parts):
+        weight = conv.weight[:, start:start + part.shape[1]]
+        start += part.shape[1]
+        # the layer's bias once (or never); a None bias would mean the layer's own
+        b = conv.bias if (i == 0 and bias) or conv.bias is None else torch.zeros_like(conv.bias)
+        out = out + conv(part, b, weight)
     return out
 
 
