@@ -137,16 +137,54 @@ class GlueBytes(TorchDispatchMode):
 
     ``total`` is the sum; ``by_op`` splits it per aten operation (``add``, ``native_group_norm``,
     ``clone`` ...) and ``compute`` holds what the excluded operations moved, for scale.
+    ``by_block`` splits the same bytes by the innermost running module of the library
+    (a class defined in ``uav``: ``ResnetBlock3D``, ``BasicTransformerBlock`` ...; a
+    ``torch.nn`` layer counts for the library block that called it, and what runs outside
+    every block for ``-``), and ``by_block_op`` by ``"block/op"``: where the bytes go.
+    With ``regions`` (module classes), ``outside`` counts the bytes moved while no module of
+    those classes runs (what a regional compile leaves eager).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, regions: tuple[type, ...] = ()) -> None:
         super().__init__()
+        self.regions = regions
+        self.outside = 0
+        self._depth = 0
         self.by_op: Counter[str] = Counter()
         self.compute: Counter[str] = Counter()
+        self.by_block: Counter[str] = Counter()
+        self.by_block_op: Counter[str] = Counter()
+        self._blocks: list[str] = []
+        self._hooks: list[Any] = []
 
     @property
     def total(self) -> int:
         return sum(self.by_op.values())
+
+    def __enter__(self) -> "GlueBytes":
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        def enter(module: torch.nn.Module, args: Any) -> None:
+            cls = type(module)
+            self._blocks.append(cls.__name__ if cls.__module__.startswith("uav.") else "")
+            self._depth += isinstance(module, self.regions)
+
+        def leave(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if self._blocks:
+                self._blocks.pop()
+            self._depth -= isinstance(module, self.regions)
+
+        self._hooks = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave, always_call=True)]
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        return super().__exit__(*exc)
+
+    def _block(self) -> str:
+        return next((b for b in reversed(self._blocks) if b), "-")
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -170,6 +208,11 @@ class GlueBytes(TorchDispatchMode):
             self.compute[name] += moved
         else:
             self.by_op[name] += moved
+            block = self._block()
+            self.by_block[block] += moved
+            self.by_block_op[f"{block}/{name}"] += moved
+            if not self._depth:
+                self.outside += moved
         return out
 
 

@@ -15,7 +15,12 @@
 * ``glue_bytes_ratio``: bytes moved by everything but convolutions, matmuls and
   attention in one CFG U-Net call at real size, the library's modules over the published
   structure (:mod:`uav.models.published`), fp16 as the default on CUDA;
-  ``glue_gib`` gives both, and ``glue_by_layout`` the other activation layouts;
+  ``glue_gib`` gives both, their tables by operation and by library block, and the other
+  activation layouts;
+* ``glue_bytes_ratio_compiled``: the same with the library's blocks compiled as
+  ``compile="auto"`` does on a long clip on a GPU (:mod:`benchmarks.compiled_glue`:
+  inductor's fused kernels counted on fake tensors, CPU schedule), over the same
+  published eager count; a separate number, never the eager one;
 * ``flops_per_frame``: U-Net FLOPs per output frame (``torch.utils.flop_counter`` on fake
   real-size networks) of the published loop (``baseline``: its window calls, duplicates
   included), the library's ``default`` and the ``fast`` preset (its call pattern recorded
@@ -133,8 +138,10 @@ def host_syncs(wl: Workload, tiny: bool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- glue bytes
-def glue_bytes(wl: Workload, tiny: bool, layouts: Sequence[str] = ("frames", "ncdhw", "channels_last")) -> dict:
-    """Glue bytes of one CFG U-Net call (8 frames, fp16), library layouts vs the published structure."""
+def glue_bytes(wl: Workload, tiny: bool, layouts: Sequence[str] = ("frames", "ncdhw", "channels_last"),
+               compiled: bool = True) -> dict:
+    """Glue bytes of one CFG U-Net call (8 frames, fp16), library layouts vs the published structure;
+    with ``compiled``, also with the library's regions compiled by inductor (``compiled_*`` keys)."""
     uav = load_uav()
     from uav.models.published import published_modules
 
@@ -147,19 +154,51 @@ def glue_bytes(wl: Workload, tiny: bool, layouts: Sequence[str] = ("frames", "nc
         def call() -> None:
             unet(x, t, lr, encoder_hidden_states=ctx, class_labels=120)
 
+        default = unet.layout
+        library = {}
         for layout in layouts:
             unet.set_layout(layout)
-            out["by_layout_gib"][layout] = count(GlueBytes, call).total / GIB
-        unet.set_layout("frames")
+            library[layout] = count(GlueBytes, call)
+            out["by_layout_gib"][layout] = library[layout].total / GIB
+        unet.set_layout(default)
         with published_modules():
             published = count(GlueBytes, call)
-        default = unet.layout
     out["published_gib"] = published.total / GIB
     out["library_gib"] = out["by_layout_gib"][default]
     out["library_layout"] = default
     out["ratio"] = out["library_gib"] / out["published_gib"]
-    out["published_by_op_gib"] = {k: v / GIB for k, v in published.by_op.most_common(8)}
+    out["published_by_op_gib"] = _gib(published.by_op, 8)
+    out["library_by_op_gib"] = _gib(library[default].by_op, 10)
+    out["published_by_block_gib"] = _gib(published.by_block, 10)
+    out["library_by_block_gib"] = _gib(library[default].by_block, 10)
+    out["library_by_block_op_gib"] = _gib(library[default].by_block_op, 16)
+    out["by_layout_by_op_gib"] = {name: _gib(mode.by_op, 8) for name, mode in library.items() if name != default}
+    if compiled:
+        out.update(_compiled_glue(cfg, wl, out["published_gib"]))
     return out
+
+
+def _compiled_glue(cfg: dict, wl: Workload, published_gib: float) -> dict[str, Any]:
+    """The same call with the regions compiled (:mod:`benchmarks.compiled_glue`: inductor's C++
+    schedule on fake CPU tensors), in the default layout."""
+    from benchmarks.compiled_glue import compiled_glue
+
+    uav = load_uav()
+    with fake_networks(torch.float16):
+        cpu = torch.device("cpu")  # inductor generates Triton only with a GPU: its C++ schedule is counted
+        unet = fake_model(uav["UNetVideoModel"], cfg, cpu)
+        x, t, lr, ctx = _unet_inputs(cfg, cpu, torch.float16, 2, min(8, wl.frames), wl.height, wl.width)
+        counted = compiled_glue(unet, lambda: unet(x, t, lr, encoder_hidden_states=ctx, class_labels=120))
+    gib = counted["total"] / GIB
+    return {"compiled_gib": gib, "compiled_ratio": gib / published_gib, "compiled_layout": unet.layout,
+            "compiled_outside_regions_gib": counted["outside"] / GIB, "compiled_graphs": counted["graphs"],
+            "compiled_by_class_gib": {k: v / GIB for k, v in sorted(counted["by_class"].items(),
+                                                                     key=lambda kv: -kv[1])}}
+
+
+def _gib(counter: Any, n: int) -> dict[str, float]:
+    """The ``n`` largest entries of a byte counter, in GiB."""
+    return {k: v / GIB for k, v in counter.most_common(n)}
 
 
 # ---------------------------------------------------------------------------- FLOPs
@@ -284,8 +323,9 @@ def run(names: Sequence[str], tiny: bool, log: Callable[[str], None] = print,
         syncs = host_syncs(wl, tiny)
         entry["host_syncs_per_step"] = syncs["per_step"]
         entry["host_syncs"] = syncs
-        glue = glue_bytes(wl, tiny)
+        glue = glue_bytes(wl, tiny, compiled="compiled" not in skip)
         entry["glue_bytes_ratio"] = glue["ratio"]
+        entry["glue_bytes_ratio_compiled"] = glue.get("compiled_ratio")
         entry["glue_gib"] = glue
         flops = flops_per_frame(wl, tiny)
         entry["flops_per_frame"] = {k: flops[k] for k in ("baseline", "default", "fast")}
@@ -299,7 +339,7 @@ def run(names: Sequence[str], tiny: bool, log: Callable[[str], None] = print,
         entry["seconds"] = time.perf_counter() - t0
         out["workloads"][name] = entry
         log(f"[static] {name}: graph breaks {entry['graph_breaks']}, host syncs/step {entry['host_syncs_per_step']}, "
-            f"glue ratio {entry['glue_bytes_ratio']:.3f}, fast FLOPs ratio {entry['fast_flops_ratio']:.2f}, "
+            f"glue ratio {entry['glue_bytes_ratio']:.3f} (compiled {entry['glue_bytes_ratio_compiled']}), fast FLOPs ratio {entry['fast_flops_ratio']:.2f}, "
             f"peak {entry['predicted_peak_gib']:.2f} GiB, compile parity {entry['compile_parity_max_abs']} "
             f"({entry['seconds']:.0f} s)")
     return out
@@ -310,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", required=True, help="where to write the results")
     p.add_argument("--tiny", action="store_true", help="tiny networks at tiny sizes (seconds)")
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
-    p.add_argument("--skip", nargs="*", default=[], choices=["graph_breaks", "compile"],
+    p.add_argument("--skip", nargs="*", default=[], choices=["graph_breaks", "compile", "compiled"],
                    help="leave out the slowest counts (reported as null)")
     args = p.parse_args(argv)
     torch.manual_seed(0)

@@ -193,7 +193,10 @@ def test_chosen_settings_give_the_frames_of_the_same_settings_by_hand(upscaler, 
     common = dict(prompt="a cat", num_inference_steps=1, seed=5)
     auto = upscaler.upscale(clip, memory=_tiny_budget(card, 48, 80, 6), output_type="pt", **common)
     plan = upscaler.last_memory_plan
-    assert plan is not None and plan.fits and plan.settings.tile_mode == "latent", plan.describe()
+    assert plan is not None and plan.fits, plan.describe()
+    # 24 GiB's tightness needs no tiles since the up path stopped copying its skips (issue 21: the
+    # tiny U-Net's call traces 18 % smaller); the tighter cards still take latent tiles
+    assert plan.settings.tile_mode == "latent" or card >= 24, plan.describe()
     by_hand = settings_by_hand(plan)
     manual = upscaler.upscale(clip, output_type="pt", **common, **by_hand)
     assert upscaler.last_memory_plan.budget.gib is None  # the CPU's auto: nothing chosen

@@ -95,9 +95,10 @@ def inference() -> bool:
     return not torch.is_grad_enabled()
 
 
-def _eager_inference() -> bool:
+def eager_inference() -> bool:
     """Inference outside ``torch.compile``: the only place ``out=`` arguments with strides of
-    our choosing are used (a compiled graph picks its own layouts and fuses the writes)."""
+    our choosing and in-place updates of views are used (a compiled graph picks its own
+    layouts and fuses the writes; an in-place update of a view costs it a copy of the base)."""
     return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
@@ -117,7 +118,7 @@ def group_norm(x: Tensor, norm: nn.GroupNorm, *, silu: bool = False, layout: str
         y = F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)  # fp32 statistics inside
     else:
         scale, shift = _group_norm_affine(x, norm, per_frame)
-        if _eager_inference():
+        if eager_inference():
             # x * scale + shift in fp32 per element, rounded once into y (as native GroupNorm does)
             y = torch.addcmul(shift, x, scale, out=empty_clip(x.shape, target, dtype=x.dtype, device=x.device))
         else:  # autograd and compiled graphs take no strided out=; the layout is only a speed matter
@@ -154,6 +155,71 @@ def _group_norm_affine(x: Tensor, norm: nn.GroupNorm, per_frame: bool) -> tuple[
             shift.expand(b, groups, c // groups, frames, 1, 1).reshape(b, c, frames, 1, 1))
 
 
+def group_norm_cat(parts: Sequence[Tensor], norm: nn.GroupNorm, *, silu: bool = False,
+                   layout: str | None = None) -> Tensor:
+    """``group_norm(torch.cat(parts, dim=1), norm, silu=silu)`` without the concatenation.
+
+    The U-Net's up path normalises a skip concatenation: the groups' statistics are combined
+    from each part's per-channel moments (a group may straddle two parts), and each part is
+    normalised straight into its channels of the output, written in ``layout`` (default: the
+    first part's), so the concatenated activation is never copied.
+    """
+    if len(parts) == 1:
+        return group_norm(parts[0], norm, silu=silu, layout=layout)
+    scale, shift = _group_norm_affine_parts(parts, norm)
+    target = layout or layout_of(parts[0]) or "ncdhw"
+    bounds = _channel_bounds(parts)
+    if not eager_inference():  # one fused kernel per part in a compiled graph, writing the output
+        normed = [torch.addcmul(shift[:, a:b], p, scale[:, a:b]).to(p.dtype)
+                  for p, a, b in zip(parts, bounds, bounds[1:])]
+        return torch.cat([F.silu(n) if silu else n for n in normed], dim=1)
+    shape = (parts[0].shape[0], bounds[-1], *parts[0].shape[2:])
+    y = empty_clip(shape, target, dtype=parts[0].dtype, device=parts[0].device)
+    for p, a, b in zip(parts, bounds, bounds[1:]):
+        torch.addcmul(shift[:, a:b], p, scale[:, a:b], out=y[:, a:b])
+    return F.silu(y, inplace=True) if silu else y
+
+
+def _channel_bounds(parts: Sequence[Tensor]) -> list[int]:
+    bounds = [0]
+    for p in parts:
+        bounds.append(bounds[-1] + p.shape[1])
+    return bounds
+
+
+def _channel_moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per batch item and channel: the mean and (biased) variance over frames and pixels, fp32
+    (fp64 for fp64 input), read from ``x`` in whatever layout it is."""
+    dims = (2, 3, 4)
+    if x.dtype in (torch.float32, torch.float64):
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        return mean, var
+    n = x.shape[2] * x.shape[3] * x.shape[4]
+    mean = x.sum(dim=dims, dtype=torch.float32) / n
+    var = torch.linalg.vector_norm(x, 2, dim=dims, dtype=torch.float32).square() / n
+    return mean, (var - mean.square()).clamp_min(0)
+
+
+def _group_norm_affine_parts(parts: Sequence[Tensor], norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
+    """fp32 ``scale`` and ``shift`` ``(B, C, 1, 1, 1)`` of ``norm`` on the channel concatenation of
+    ``parts``: the group moments combined from the channels' (Chan et al.'s parallel formula)."""
+    moments = [_channel_moments(p) for p in parts]
+    mean = torch.cat([m for m, _ in moments], dim=1)
+    var = torch.cat([v for _, v in moments], dim=1)
+    b, c = mean.shape
+    groups = norm.num_groups
+    mean_g, var_g = mean.view(b, groups, -1), var.view(b, groups, -1)
+    group_mean = mean_g.mean(dim=2, keepdim=True)
+    group_var = var_g.mean(dim=2, keepdim=True) + (mean_g - group_mean).square().mean(dim=2, keepdim=True)
+    scale = (group_var + norm.eps).rsqrt().expand(b, groups, c // groups).reshape(b, c)
+    if norm.weight is not None:
+        scale = scale * norm.weight.to(scale.dtype)
+    shift = -group_mean.expand(b, groups, c // groups).reshape(b, c) * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.to(shift.dtype)
+    return scale[:, :, None, None, None], shift[:, :, None, None, None]
+
+
 def frames_to_batch(x: Tensor) -> Tensor:
     """``(B, C, T, H, W)`` -> ``(B*T, C, H, W)`` (a view in the ``frames`` / ``channels_last`` layouts)."""
     b, c, t, h, w = x.shape
@@ -185,21 +251,24 @@ def conv3d_layout(x: Tensor) -> str:
 class InflatedConv3d(nn.Conv2d):
     """A 2-D convolution applied to every frame of a video (4-D weight in checkpoints)."""
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        """Convolve every frame; ``bias`` replaces the layer's own (a time embedding folded in).
+    def forward(self, x: Tensor, bias: Tensor | None = None,  # type: ignore[override]
+                weight: Tensor | None = None) -> Tensor:
+        """Convolve every frame; ``bias`` replaces the layer's own (a time embedding folded in),
+        and ``weight`` its weight (some of its input channels).
 
         Frames stored frame-major (``frames``, ``channels_last``) are convolved as a view;
         an ``ncdhw`` clip as a 3-D convolution with a depth-1 kernel, which reads it in place.
         """
         bias = self.bias if bias is None else bias
+        weight = self.weight if weight is None else weight
         frames = _frames_view(x)
         if frames is not None:
-            out = F.conv2d(frames, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            out = F.conv2d(frames, weight, bias, self.stride, self.padding, self.dilation, self.groups)
             return batch_to_frames(out, x.shape[2])
         if x.is_contiguous():
-            return F.conv3d(x, self.weight[:, :, None], bias, (1, *self.stride), (0, *self.padding),
+            return F.conv3d(x, weight[:, :, None], bias, (1, *self.stride), (0, *self.padding),
                             (1, *self.dilation), self.groups)
-        return batch_to_frames(F.conv2d(frames_to_batch(x), self.weight, bias, self.stride, self.padding,
+        return batch_to_frames(F.conv2d(frames_to_batch(x), weight, bias, self.stride, self.padding,
                                         self.dilation, self.groups), x.shape[2])
 
 
@@ -209,38 +278,76 @@ def _frame_layouts_match(a: Tensor, b: Tensor) -> bool:
         a.is_contiguous(memory_format=cl) and b.is_contiguous(memory_format=cl))
 
 
-def pointwise_conv(conv: InflatedConv3d, x: Tensor, residual: Tensor, *, bias: bool = True,
+def pointwise_conv(conv: InflatedConv3d, x: Tensor | Sequence[Tensor], residual: Tensor, *, bias: bool = True,
                    inplace: bool = True) -> Tensor:
-    """``residual + conv(x)`` for a 1x1 per-frame convolution (``bias=False``: without its bias).
+    """``residual + conv(x)`` for a 1x1 per-frame convolution (``bias=False``: without its bias);
+    ``x`` may be a list of parts, the convolution's input being their channel concatenation.
 
     In inference on frame-major layouts the convolution is a matmul over the channels
-    that starts from ``residual`` (so the residual add costs no pass of its own), written
-    into ``residual`` when ``inplace`` (it must then be a tensor the caller made) or into a
-    new tensor in its layout; elsewhere it is the convolution and an add.
+    that starts from ``residual`` (so the residual add costs no pass of its own), one
+    matmul per part with its columns of the weight (the concatenation is never made),
+    written into ``residual`` when ``inplace`` (it must then be a tensor the caller made) or
+    into a new tensor in its layout; elsewhere it is the convolution and an add.
     """
-    frames, res = _frames_view(x), _frames_view(residual)
-    w = conv.weight[:, :, 0, 0]
-    if inference() and x.is_contiguous() and residual.is_contiguous():  # ncdhw: one matmul per batch item
-        b, c = x.shape[:2]
-        acc, ws, xs = residual.view(b, w.shape[0], -1), w.expand(b, -1, -1), x.view(b, c, -1)
-        out = (acc.baddbmm_(ws, xs) if inplace else torch.baddbmm(acc, ws, xs)).view(residual.shape)
-    elif not (inference() and frames is not None and res is not None and _frame_layouts_match(frames, res)):
-        out = conv(x) if bias or conv.bias is None else conv(x, torch.zeros_like(conv.bias))
-        return residual + out
-    elif frames.is_contiguous():  # NCHW frames: one (C_out x C_in) @ (C_in x HW) per frame
-        bt, c, h, wd = frames.shape
-        acc, ws, xs = res.view(bt, -1, h * wd), w.expand(bt, -1, -1), frames.view(bt, c, h * wd)
-        out = acc.baddbmm_(ws, xs) if inplace else torch.baddbmm(acc, ws, xs)
-        out = batch_to_frames(out.view(bt, -1, h, wd), x.shape[2])
-    else:  # NHWC frames: one matmul over every pixel
-        cout, cin = w.shape
-        acc, xs = res.permute(0, 2, 3, 1).reshape(-1, cout), frames.permute(0, 2, 3, 1).reshape(-1, cin)
-        out = acc.addmm_(xs, w.t()) if inplace else torch.addmm(acc, xs, w.t())
-        bt, _, h, wd = frames.shape
-        out = batch_to_frames(out.view(bt, h, wd, cout).permute(0, 3, 1, 2), x.shape[2])
+    parts = [x] if isinstance(x, Tensor) else list(x)
+    if not (inference() and all(_matmul_layout(p, residual) for p in parts)):
+        return _pointwise_conv_add(conv, parts, residual, bias)
+    # a compiled graph takes the matmuls out of place (in place on views, it would copy their bases)
+    eager = eager_inference()
+    out, start = residual, 0
+    for i, part in enumerate(parts):
+        w = conv.weight[:, start:start + part.shape[1], 0, 0]
+        start += part.shape[1]
+        out = _accumulate_matmul(out, w, part, inplace=eager and (inplace or i > 0))
     if bias and conv.bias is not None:
-        out.add_(conv.bias.view(1, -1, 1, 1, 1))
+        b = conv.bias.view(1, -1, 1, 1, 1)
+        out = out.add_(b) if eager else out + b
     return out
+
+
+def _pointwise_conv_add(conv: InflatedConv3d, parts: Sequence[Tensor], residual: Tensor, bias: bool) -> Tensor:
+    """``residual + conv(cat(parts))`` out of place (autograd; layouts a matmul cannot accumulate
+    into), one convolution per part with its input channels of the weight: no concatenation."""
+    out, start = residual, 0
+    for i, part in enumerate(parts):
+        weight = conv.weight[:, start:start + part.shape[1]]
+        start += part.shape[1]
+        # the layer's bias once (or never); a None bias would mean the layer's own
+        b = conv.bias if (i == 0 and bias) or conv.bias is None else torch.zeros_like(conv.bias)
+        out = out + conv(part, b, weight)
+    return out
+
+
+def _matmul_layout(x: Tensor, residual: Tensor) -> str | None:
+    """How ``w @ x`` can accumulate into ``residual`` as one matmul: ``ncdhw`` (both contiguous),
+    ``frames`` / ``channels_last`` (both NCHW / NHWC frames), or ``None``."""
+    if x.is_contiguous() and residual.is_contiguous():
+        return "ncdhw"
+    frames, res = _frames_view(x), _frames_view(residual)
+    if frames is None or res is None or not _frame_layouts_match(frames, res):
+        return None
+    return "frames" if frames.is_contiguous() else "channels_last"
+
+
+def _accumulate_matmul(acc: Tensor, w: Tensor, x: Tensor, *, inplace: bool) -> Tensor:
+    """``acc + w @ x`` over the channels of ``(B, C, T, H, W)`` clips (``w``: ``(C_out, C_in)``), in
+    ``acc``'s layout; written into ``acc`` when ``inplace``."""
+    layout = _matmul_layout(x, acc)
+    if layout == "ncdhw":  # one matmul per batch item
+        b, c = x.shape[:2]
+        a, ws, xs = acc.view(b, w.shape[0], -1), w.expand(b, -1, -1), x.view(b, c, -1)
+        return (a.baddbmm_(ws, xs) if inplace else torch.baddbmm(a, ws, xs)).view(acc.shape)
+    frames, res = _frames_view(x), _frames_view(acc)
+    assert frames is not None and res is not None
+    bt, c, h, wd = frames.shape
+    if layout == "frames":  # one (C_out x C_in) @ (C_in x HW) per frame
+        a, ws, xs = res.view(bt, -1, h * wd), w.expand(bt, -1, -1), frames.view(bt, c, h * wd)
+        out = (a.baddbmm_(ws, xs) if inplace else torch.baddbmm(a, ws, xs)).view(bt, -1, h, wd)
+    else:  # NHWC frames: one matmul over every pixel
+        cout = w.shape[0]
+        a, xs = res.permute(0, 2, 3, 1).reshape(-1, cout), frames.permute(0, 2, 3, 1).reshape(-1, c)
+        out = (a.addmm_(xs, w.t()) if inplace else torch.addmm(a, xs, w.t())).view(bt, h, wd, cout).permute(0, 3, 1, 2)
+    return batch_to_frames(out, x.shape[2])
 
 
 def add_(out: Tensor, other: Tensor) -> Tensor:
@@ -334,19 +441,22 @@ class ResnetBlock3D(nn.Module):
             InflatedConv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
         )
 
-    def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, temb: Tensor | None = None, skip: Tensor | None = None) -> Tensor:
+        """The block on ``x`` or, with ``skip``, on ``torch.cat([x, skip], dim=1)`` (the U-Net's up
+        path), which is never made: the norm and the 1x1 shortcut read the two parts."""
+        parts = [x] if skip is None else [x, skip]
         bias, temb_add = time_bias(self.conv1, self.time_emb_proj, temb)
-        h = self.conv1(group_norm(x, self.norm1, silu=True), bias)
+        h = self.conv1(group_norm_cat(parts, self.norm1, silu=True), bias)
         if temb_add is not None:
             h = add_(h, temb_add)
         h = group_norm(h, self.norm2, silu=True)
         if self.conv_shortcut is None:
-            return add_(self.conv2(h), x)
+            return add_(self.conv2(h), x if skip is None else cat_channels(parts))
         if self.conv_shortcut.bias is not None and self.conv2.bias is not None:
             # the 1x1 shortcut accumulates onto conv2's output, its bias folded into conv2's
             out = self.conv2(h, self.conv2.bias + self.conv_shortcut.bias)
-            return pointwise_conv(self.conv_shortcut, x, out, bias=False)
-        return pointwise_conv(self.conv_shortcut, x, self.conv2(h))
+            return pointwise_conv(self.conv_shortcut, parts, out, bias=False)
+        return pointwise_conv(self.conv_shortcut, parts, self.conv2(h))
 
 
 class ResnetBlock3DPlus(ResnetBlock3D):

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uav.models.layers import InflatedConv3d, ResnetBlock3D, ResnetBlock3DCNN, inference, pointwise_conv
+from uav.models.layers import (InflatedConv3d, ResnetBlock3D, ResnetBlock3DCNN, eager_inference, inference,
+                               pointwise_conv)
 
 Tensor = torch.Tensor
 
@@ -42,20 +43,27 @@ class RotaryEmbedding(nn.Module):
 
     def rotate(self, x: Tensor) -> Tensor:
         """Rotate the first ``dim`` channels of every head of ``x`` ``(S, T, heads, d)`` by frame
-        position; in inference ``x`` (a projection the caller just made) is rotated in place."""
+        position; in eager inference ``x`` (a projection the caller just made) is rotated in place."""
         t = x.shape[1]
         pos = torch.arange(t, device=x.device, dtype=self.freqs.dtype)
         angles = pos[:, None] * self.freqs[None, :]  # (T, dim/2), float32 as published
         cos, sin = angles.cos().to(x.dtype)[:, None], angles.sin().to(x.dtype)[:, None]
         # interleaved pairs (u, v) -> (u cos - v sin, v cos + u sin): the published "rotate half"
         u, v = x[..., 0:self.dim:2], x[..., 1:self.dim:2]
-        if inference():
+        if eager_inference():  # compiled, the out-of-place form below is one fused kernel
             u_sin = u * sin
             u.mul_(cos).addcmul_(v, sin, value=-1)
             v.mul_(cos).add_(u_sin)
             return x
-        rot = torch.stack((u * cos - v * sin, v * cos + u * sin), dim=-1).flatten(-2)
-        return torch.cat((rot, x[..., self.dim:]), dim=-1)
+        # out of place (autograd, compiled graphs): one element-wise expression over the whole
+        # head, cos 1 and sin 0 past the first ``dim`` channels, so no concatenation is copied
+        d = x.shape[-1]
+        keep = angles.new_zeros(t, d - self.dim)
+        cos_full = torch.cat((angles.cos().repeat_interleave(2, dim=-1), keep + 1), dim=-1).to(x.dtype)[:, None]
+        sin_full = torch.cat((angles.sin().repeat_interleave(2, dim=-1), keep), dim=-1).to(x.dtype)[:, None]
+        sign = torch.tensor([-1.0, 1.0], device=x.device, dtype=x.dtype)
+        half = (x.unflatten(-1, (-1, 2)).flip(-1) * sign).flatten(-2)  # pairs (u, v) -> (-v, u)
+        return x * cos_full + half * sin_full
 
 
 def relative_position_bucket(

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uav.models.layers import ResnetBlock3DCNN, add_, group_norm, inference
+from uav.models.layers import ResnetBlock3DCNN, add_, eager_inference, group_norm, inference
 from uav.models.temporal import RotaryEmbedding, TemporalAttention
 
 Tensor = torch.Tensor
@@ -77,10 +77,10 @@ class GEGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         a, gate = self.proj(x).chunk(2, dim=-1)
-        if inference():
+        if eager_inference():
             # both halves are views of the projection just made: gate and product in place
             return a.mul_(torch.ops.aten.gelu_(gate))
-        return a * F.gelu(gate)
+        return a * F.gelu(gate)  # compiled: one fused kernel (in place, it would copy the projection)
 
 
 class FeedForward(nn.Module):

@@ -114,8 +114,9 @@ class UpBlock3D(_Block):
         for i in range(start, len(self.resnets)):
             if keep is not None and i == len(self.resnets) - 1:
                 keep.append(x)
-            # the skip is released once concatenated (the list held its last reference)
-            x = self.resnets[i](cat_channels([x, skips.pop()]), temb)
+            # the resnet reads x and the skip as one concatenation that is never made; the
+            # skip is released when it returns (the list held its last reference)
+            x = self.resnets[i](x, temb, skip=skips.pop())
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
         if self.upsamplers is not None:
