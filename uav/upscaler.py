@@ -62,6 +62,17 @@ class ClipInfo:
     store: Any = None
 
 
+@dataclass(frozen=True)
+class _Run:
+    """A prepared run (:meth:`VideoUpscaler._prepare`): the low-res clip, what is known of
+    it, the resolved components (settings after caption and memory plan) and the text embeddings."""
+
+    lr: Tensor
+    info: ClipInfo
+    comps: Components
+    text: Tensor
+
+
 class VideoUpscaler:
     """Temporally consistent diffusion video super-resolution (Upscale-A-Video), x4.
 
@@ -270,20 +281,12 @@ class VideoUpscaler:
 
             refuse_output_onto_input(video, output)
             writer_options = _writer_options(writer_options)
-        comps = self.check_inputs(settings, **knobs)
-        # the input decodes on a worker thread while the prompt is captioned and encoded
-        loading = Deferred(lambda: self._load_video(video, start=start, end=end, settings=comps.settings),
-                           name="uav-decode")
-        comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
-        s = comps.settings
-        text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
-        lr, info = loading.result()
-        lr = self._maybe_downscale(lr, s)
-        comps = self._plan_memory(comps, lr)
-        chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
-                                flows=flows, trace=trace, store=info.store)
+        run = self._prepare(video, settings, knobs, callback=callback, start=start, end=end,
+                            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
+        chunks = self._generate(run, callback=callback, latents=latents, low_res_noise=low_res_noise, flows=flows,
+                                trace=trace)
         if output is not None:
-            return self._write(chunks, Path(output), lr, info, writer_options or {}, s)
+            return self._write(chunks, Path(output), run.lr, run.info, writer_options or {}, run.comps.settings)
         if output_type == "pt":
             return torch.cat([c for _, c in chunks], dim=2)
         return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
@@ -292,16 +295,31 @@ class VideoUpscaler:
                      callback: ProgressCallback | None = None, start: int | str | None = None,
                      end: int | str | None = None, prompt_embeds: Tensor | None = None,
                      negative_prompt_embeds: Tensor | None = None, **kwargs: Any) -> Iterator[np.ndarray]:
-        """Stream the result: yields uint8 frames ``(t, 4H, 4W, 3)`` a decode chunk at a time."""
+        """Stream the result: yields uint8 frames ``(t, 4H, 4W, 3)`` a decode chunk at a time.
+
+        Takes :meth:`upscale`'s arguments but ``output``, ``output_type`` and ``writer_options``."""
         knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in UpscaleSettings.field_names() or k == "steps"}
+        run = self._prepare(video, settings, knobs, callback=callback, start=start, end=end,
+                            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
+        for _, chunk in self._generate(run, callback=callback, **kwargs):
+            yield to_uint8(chunk)
+
+    def _prepare(self, video: Any, settings: UpscaleSettings | None, knobs: Mapping[str, Any], *,
+                 callback: ProgressCallback | None, start: int | str | None, end: int | str | None,
+                 prompt_embeds: Tensor | None, negative_prompt_embeds: Tensor | None) -> _Run:
+        """Everything a run needs before its first denoising step, shared by :meth:`upscale`
+        and :meth:`upscale_iter`: settings and components checked, the caption of
+        ``prompt="auto"``, the text embeddings, the clip loaded (and downscaled) and the
+        memory plan."""
         comps = self.check_inputs(settings, **knobs)
+        # the input decodes on a worker thread while the prompt is captioned and encoded
+        loading = Deferred(lambda: self._load_video(video, start=start, end=end, settings=comps.settings),
+                           name="uav-decode")
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         text = self._text_embeddings(comps.settings, prompt_embeds, negative_prompt_embeds)
-        lr, info = self._load_video(video, start=start, end=end, settings=comps.settings)
+        lr, info = loading.result()
         lr = self._maybe_downscale(lr, comps.settings)
-        comps = self._plan_memory(comps, lr)
-        for _, chunk in self._generate(lr, comps, text, callback=callback, store=info.store, **kwargs):
-            yield to_uint8(chunk)
+        return _Run(lr, info, self._plan_memory(comps, lr), text)
 
     # ------------------------------------------------------------------ automatic prompts
     def caption(self, video: Any, settings: UpscaleSettings | None = None, *, start: int | str | None = None,
@@ -379,17 +397,18 @@ class VideoUpscaler:
         # the plan may name another tiling strategy: resolve the components again
         return dataclasses.replace(self.check_inputs(plan.settings), settings=plan.settings)
 
-    def _generate(self, lr: Tensor, comps: Components, text: Tensor, **options: Any) -> Iterator[tuple[int, Tensor]]:
-        """:func:`uav.pipeline.generate` on this upscaler's networks (``options``: its keywords),
-        with the networks placed as the last memory plan says."""
+    def _generate(self, run: _Run, **options: Any) -> Iterator[tuple[int, Tensor]]:
+        """:func:`uav.pipeline.generate` of a prepared run on this upscaler's networks
+        (``options``: its keywords), with the networks placed as the last memory plan says."""
         from uav.placement import placed
 
         plan = self.last_memory_plan
+        args = (self.unet, self.vae, self.low_res_scheduler, run.lr, run.comps, run.text)
         if plan is None or plan.budget.gib is None:
-            yield from generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, **options)
+            yield from generate(*args, store=run.info.store, **options)
             return
         with placed(self, plan) as stage:
-            yield from generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, stage=stage, **options)
+            yield from generate(*args, stage=stage, store=run.info.store, **options)
 
     # ------------------------------------------------------------------ prompts and input
     def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:
