@@ -16,6 +16,7 @@ import torch
 
 from uav.compilation import compile_regions, decide, mark_compiled, uncompile_regions
 from uav.components import Components
+from uav.events import Event, EventCallback
 from uav.frames import InputError
 from uav.overlap import Deferred
 from uav.plugin_results import CheckedScheduler, check_clip, check_flows, check_segment_plan, check_tiles
@@ -34,7 +35,7 @@ __all__ = ["generate", "spatial_tiles", "state_device"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
-ProgressCallback = Callable[[dict[str, Any]], None]
+ProgressCallback = EventCallback
 
 
 def generate(
@@ -123,11 +124,11 @@ def generate(
             # every tile runs the whole schedule again
             scheduler.set_timesteps(s.num_inference_steps)
 
-        def step_cb(info: dict[str, Any], k: int = k) -> None:
+        def step_cb(info: Event, k: int = k) -> None:
             if isinstance(flow_pair, Deferred) and flow_pair.failed():
                 flow_pair.result()  # the flow worker's exception stops the run now, not at propagation
             if callback is not None:
-                callback({**info, "tile": k, "tiles": len(tiles)})
+                callback(info.with_fields(tile=k, tiles=len(tiles)))
 
         def run(spatial: list[Tile] | None, crop: tuple = crop, noisy: Tensor = noisy, plan: Any = plan,
                 tile_flows: Any = tile_flows, step_cb: Any = step_cb) -> Tensor:
@@ -177,7 +178,7 @@ def generate(
             fixed = check_clip(corrector(given, ref), given, _label(comps, "color"))
             frames = fixed.permute(1, 0, 2, 3)[None].clamp(-1.0, 1.0)
         if callback is not None:
-            callback({"stage": "decode", "index": c, "total": n_chunks, "frames": frames.shape[2]})
+            callback(Event.of("decode", c, n_chunks, frames=frames.shape[2]))
         if waiting is not None:
             yield waiting[0], waiting[1].wait()[0]
         waiting = (start, xfer.to_host(frames))
@@ -197,7 +198,7 @@ def _apply_compile(unet: torch.nn.Module, vae: torch.nn.Module, s: UpscaleSettin
     decision = decide(s.compile, unet, device, calls=calls, window=window, guided=text.shape[0] == 2)
     log.info("torch.compile %s", decision.reason)
     if callback is not None:
-        callback({"stage": "compile", "index": 0, "total": 1, "on": decision.on, "reason": decision.reason})
+        callback(Event.of("compile", 0, 1, on=decision.on, reason=decision.reason))
     for net in (unet, vae):
         compile_regions(net) if decision.on else uncompile_regions(net)
     return window if decision.on else None
@@ -257,7 +258,7 @@ class _TileFlows:
 def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: ProgressCallback | None,
                     store: ClipStore, who: str = "the flow estimator") -> tuple[Tensor, Tensor]:
     if callback is not None:
-        callback({"stage": "flow", "index": 0, "total": 1})
+        callback(Event.of("flow", 0, 1))
     size = tuple(lr.shape[-2:])
     if not store.streamed:
         forward, backward = check_flows(estimator(lr[0].permute(1, 0, 2, 3), size=size),
@@ -272,7 +273,7 @@ def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: ProgressCall
                                             (1, 2, b - a) + size, who)
             out[0][:, :, a:b], out[1][:, :, a:b] = forward.float().cpu(), backward.float().cpu()
     if callback is not None:
-        callback({"stage": "flow", "index": 1, "total": 1})
+        callback(Event.of("flow", 1, 1))
     return out
 
 

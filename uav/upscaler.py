@@ -31,6 +31,7 @@ from uav.arguments import (
     writer_options as _writer_options,
 )
 from uav.components import Components, merge_settings, resolve_components
+from uav.events import Event, EventCallback
 from uav.frames import InputError, frames_to_tensor, to_float32, to_uint8
 from uav.overlap import Consumer, Deferred
 from uav.pipeline import generate
@@ -45,7 +46,7 @@ __all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "check_devic
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
-ProgressCallback = Callable[[dict[str, Any]], None]
+ProgressCallback = EventCallback
 
 
 
@@ -353,7 +354,7 @@ class VideoUpscaler:
         self.last_caption = caption
         log.info("prompt from %s (frame %d): %s", caption.captioner, caption.frame, caption.text)
         if callback is not None:
-            callback({"stage": "caption", "index": 1, "total": 1, **caption.to_dict()})
+            callback(Event.of("caption", 1, 1, **caption.to_dict()))
         return dataclasses.replace(comps, settings=s.replace(prompt=caption.text))
 
     # ------------------------------------------------------------------ validation

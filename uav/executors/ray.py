@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from uav.events import Event
 from uav.executors.base import (
     CANCELLED,
     DONE,
@@ -271,7 +272,7 @@ class RayExecutor:
         jobs: Sequence[Job],
         factory: RendererFactory,
         *,
-        on_event: Callable[[WorkerEvent], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> Iterator[JobResult]:
         """Render ``jobs`` on the cluster; see :meth:`uav.executors.base.Executor.run`.
 
@@ -301,13 +302,13 @@ class RayExecutor:
             if owned:
                 self.ray.shutdown()
 
-    def _emit(self, on_event: Callable[[WorkerEvent], None] | None, kind: str, slot: _Slot, job: Job | None = None,
+    def _emit(self, on_event: Callable[[Event], None] | None, kind: str, slot: _Slot, job: Job | None = None,
               done: int = 0, total: int = 0, error: str | None = None) -> None:
         if on_event is not None:
             on_event(WorkerEvent(kind, slot.name, job, done, total, error, slot.pid, slot.node))
 
     def _drive(self, jobs: list[Job], factory: RendererFactory, slots: list[_Slot], per_gpu: float,
-               on_event: Callable[[WorkerEvent], None] | None) -> Iterator[JobResult]:
+               on_event: Callable[[Event], None] | None) -> Iterator[JobResult]:
         ray = self.ray
         queue = deque(_Pending(j) for j in largest_first(jobs))
         in_flight: dict[Any, tuple[_Slot, _Pending]] = {}
@@ -392,7 +393,7 @@ class RayExecutor:
                 last_poll = time.perf_counter()
                 self._poll(in_flight, on_event)
 
-    def _poll(self, in_flight: dict[Any, tuple[_Slot, _Pending]], on_event: Callable[[WorkerEvent], None]) -> None:
+    def _poll(self, in_flight: dict[Any, tuple[_Slot, _Pending]], on_event: Callable[[Event], None]) -> None:
         refs = {slot.actor.status.remote(): slot for slot, _ in in_flight.values()}
         ready, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=self.poll_s)
         for ref in ready:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Collection, Iterator, Sequence
 
 import torch
 
+from uav.events import Event
 from uav.protocols import DenoisingScheduler, SegmentPlan, Tile
 from uav.sampling.propagation import propagate_latents
 from uav.sampling.recovery import OUT_OF_MEMORY, Recovery
@@ -28,7 +29,7 @@ from uav.sampling.streamed import finish_step
 from uav.sampling.transfer import Pending, Transfers
 
 Tensor = torch.Tensor
-StepCallback = Callable[[dict[str, Any]], None]
+StepCallback = Callable[[Event], None]
 
 
 def denoise(
@@ -135,8 +136,7 @@ def denoise(
                                       flows if i in prop else None, fuse_scale)
             del v
             if callback is not None:
-                callback({"stage": "denoise", "index": i, "total": total, "timestep": t_int, "latents": latents,
-                          "x0": x0})
+                callback(Event.of("denoise", i, total, timestep=t_int, latents=latents, x0=x0))
             continue
         v, delta = _guide(v, guided, cfg, guidance_scale, delta, keep=guidance_reuse_from is not None)
         v = v.to(latents.dtype)
@@ -154,8 +154,7 @@ def denoise(
         if trace is not None:
             trace[f"step{i}_latents_out"] = latents.detach().clone()
         if callback is not None:
-            callback({"stage": "denoise", "index": i, "total": total, "timestep": t_int, "latents": latents,
-                      "x0": x0})
+            callback(Event.of("denoise", i, total, timestep=t_int, latents=latents, x0=x0))
     return latents
 
 
