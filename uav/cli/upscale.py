@@ -20,27 +20,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from uav.cli.app import app
-from uav.cli.common import (
-    UserError,
-    handle_errors,
-    print_json,
-    quiet_libraries,
-    self_check_banner,
-    stderr_console,
-)
-from uav.cli.executor_options import (
-    EXIT_PARTIAL_FAILURE,
-    AddressOpt,
-    ExecutorOpt,
-    GpusOpt,
-    WorkersOpt,
-    SplitOpt,
-    build_executor,
-    failure_line,
-    parse_split,
-    render_batch,
-)
-from uav.cli.local_run import local_summary, run_record
+from uav.cli.common import UserError, handle_errors, print_json, quiet_libraries, self_check_banner, stderr_console
+from uav.cli.executor_options import EXIT_PARTIAL_FAILURE, AddressOpt, ExecutorOpt, GpusOpt, SplitOpt, WorkersOpt
+from uav.cli.executor_options import build_executor, failure_line, parse_split, render_batch
 from uav.cli.jobs import (
     OUTPUT_TAG,
     VIDEO_EXTENSIONS,
@@ -71,6 +53,7 @@ from uav.cli.options import (
     settings_from_options,
     with_setting_options,
 )
+from uav.cli.local_run import local_summary, run_record
 from uav.cli.preflight import build_tiny_release, check_vae, find_weights, parse_dtype, resolve_device
 
 # what this module offered before the jobs and the option checks got their own modules
