@@ -72,7 +72,8 @@ def test_run_progress_takes_result_events(tmp_path: Path) -> None:
     with RunProgress(None, jobs=1, frames=3) as view:
         for r in LocalExecutor().run(jobs, functools.partial(SimulatedRenderer, 0.0), on_event=view):
             view(result_event(r))
-    assert view.summary()["done"] == 1
+        view(Event.of("rendered", job=object()))  # a timeline job's state, as uav timeline's on_event sends it
+    assert view.summary()["done"] == 1 and view.workers == {"local": "idle"}
 
 
 def test_the_timeline_integration_reports_events(tmp_path: Path) -> None:

@@ -74,7 +74,9 @@ class RunProgress:
         if isinstance(event, JobResult) or event.stage == "result":
             self.add(event if isinstance(event, JobResult) else event["result"])
             return
-        name = event.worker
+        name = event.get("worker")
+        if name is None:  # not an executor's event (a timeline job's state): its result counts it
+            return
         if event.kind == "queued":
             if self._count_queued:
                 self.total_jobs += 1
