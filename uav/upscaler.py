@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from uav.arguments import (
     LARGE_INPUT_SIDE,
     is_large_input,
     check_device,
+    check_embeds,
     default_dtypes,
     output_size,
     torch_dtype,
@@ -32,8 +33,8 @@ from uav.arguments import (
 )
 from uav.components import Components, merge_settings, resolve_components
 from uav.events import Event, EventCallback
-from uav.frames import InputError, frames_to_tensor, to_float32, to_uint8
-from uav.overlap import Consumer, Deferred
+from uav.frames import InputError, frames_to_tensor, to_uint8
+from uav.overlap import Deferred
 from uav.pipeline import generate
 from uav.settings import SettingsError, UpscaleSettings
 
@@ -287,7 +288,10 @@ class VideoUpscaler:
         chunks = self._generate(run, callback=callback, latents=latents, low_res_noise=low_res_noise, flows=flows,
                                 trace=trace)
         if output is not None:
-            return self._write(chunks, Path(output), run.lr, run.info, writer_options or {}, run.comps.settings)
+            from uav.writing import write_output
+
+            return write_output(self, chunks, Path(output), run.lr, run.info, writer_options or {},
+                                run.comps.settings)
         if output_type == "pt":
             return torch.cat([c for _, c in chunks], dim=2)
         return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
@@ -415,7 +419,7 @@ class VideoUpscaler:
     def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:
         if cond is None:
             cond = self.encode_prompt(s.full_prompt)
-        cond = _embeds("prompt_embeds", cond)
+        cond = check_embeds("prompt_embeds", cond)
         if not s.do_classifier_free_guidance:
             return cond
         if uncond is None:
@@ -425,7 +429,7 @@ class VideoUpscaler:
                     "(or a text encoder to encode negative_prompt)"
                 )
             uncond = self.encode_prompt(s.negative_prompt)
-        uncond = _embeds("negative_prompt_embeds", uncond)
+        uncond = check_embeds("negative_prompt_embeds", uncond)
         if uncond.shape != cond.shape:
             raise InputError(f"negative_prompt_embeds shape {tuple(uncond.shape)} differs from prompt_embeds "
                              f"{tuple(cond.shape)}")
@@ -501,76 +505,9 @@ class VideoUpscaler:
                        "timecode": getattr(info.video, "start_timecode", None)},
         }
 
-    def _write(self, chunks: Iterable[tuple[int, Tensor]], path: Path, lr: Tensor, info: ClipInfo,
-               options: Mapping[str, Any], settings: UpscaleSettings) -> Path:
-        from fractions import Fraction
-
-        from uav.io.alpha import alpha_planes, with_alpha
-        from uav.io.codecs import CODECS
-        from uav.io.metadata import carry_over, resolve_start_number
-        from uav.io.writer import VideoWriter
-
-        options = dict(options)
-        fps = options.pop("fps", None)
-        fps = info.fps or Fraction(24) if fps is None else fps
-        scale = self.upscale_factor
-        height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
-        if info.video is not None:
-            # the output shows the same frames, so it carries the source's metadata over
-            options = {**carry_over(info.video, info.start_frame, lr.shape[2]), **options}
-        options["start_number"] = resolve_start_number(options.get("start_number"), info.video, info.start_frame)
-        record = self.provenance(settings, info, lr.shape[2], fps)
-        options["provenance"] = {**record, **(options.get("provenance") or {})}
-        spec = CODECS.get(options.get("codec", "h264"))
-        alpha = None if spec is None else alpha_planes(info.video, info.start_frame, lr.shape[2], spec,
-                                                        options.get("pix_fmt"), width, height)
-        deep = _deep_output(options, alpha=alpha is not None)
-        convert = to_float32 if deep else to_uint8
-        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, alpha=alpha is not None, **options,
-                             **({"bit_depth": 32} if deep else {}))
-        # frames encode on a worker thread (two chunks queued at most) while the next chunk decodes
-        encoder: Consumer[Tensor] = Consumer(lambda chunk: [writer.write(with_alpha(f, alpha)) for f in convert(chunk)],
-                                             maxsize=2, name="uav-encode")
-        try:
-            for _, chunk in chunks:
-                encoder.submit(chunk)
-            encoder.close()
-        except BaseException:
-            encoder.abort()
-            writer.abort()
-            raise
-        return writer.close()
-
 
 # ---------------------------------------------------------------------------- helpers
-def _deep_output(options: dict[str, Any], *, alpha: bool = False) -> bool:
-    """Whether the output holds more than 8 bits (then it gets float frames, and its pixel
-    format is pinned: the writer's default for deep frames could be another one; with
-    ``alpha``, the codec's format that keeps it)."""
-    from uav.io.codecs import CODECS
-
-    spec = CODECS.get(options.get("codec", "h264"))
-    if spec is None or "bit_depth" in options:
-        return False  # the writer names the unknown codec; an explicit depth is the caller's
-    fmt = options.get("pix_fmt") or ((spec.alpha_pix_fmt if alpha else None) or spec.pix_fmt_8bit)
-    if spec.bits(fmt) <= 8:
-        return False
-    options["pix_fmt"] = fmt
-    return True
-
-
 def _chunks(frames: int) -> list[tuple[int, int]]:
     from uav.sampling.store import frame_chunks
 
     return list(frame_chunks(frames, 64))
-
-
-def _embeds(name: str, t: Any) -> Tensor:
-    if torch.is_tensor(t) and t.is_meta:
-        raise InputError(f"{name}: a meta tensor has a shape but no data; pass real embeddings")
-    if not torch.is_tensor(t) or t.ndim != 3 or t.shape[0] != 1:
-        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-        raise InputError(f"{name}: expected a (1, L, D) tensor, got {got}")
-    if not torch.isfinite(t).all():
-        raise InputError(f"{name}: contains NaN or infinite values")
-    return t
