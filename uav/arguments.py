@@ -15,7 +15,7 @@ import torch
 from uav.frames import InputError
 from uav.settings import SettingsError, UpscaleSettings
 
-__all__ = ["LARGE_INPUT_SIDE", "check_device", "default_dtypes", "is_large_input", "output_size", "torch_dtype",
+__all__ = ["LARGE_INPUT_SIDE", "check_device", "check_embeds", "default_dtypes", "is_large_input", "output_size", "torch_dtype",
            "writer_options"]
 
 #: the published code downscales inputs whose sides are both >= this (SPEC §7.2)
@@ -102,3 +102,15 @@ def writer_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         except TypeError as exc:
             raise InputError(str(exc)) from None
     return options
+
+
+def check_embeds(name: str, t: Any) -> torch.Tensor:
+    """Text embeddings given to the API: a finite ``(1, L, D)`` tensor with data."""
+    if torch.is_tensor(t) and t.is_meta:
+        raise InputError(f"{name}: a meta tensor has a shape but no data; pass real embeddings")
+    if not torch.is_tensor(t) or t.ndim != 3 or t.shape[0] != 1:
+        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+        raise InputError(f"{name}: expected a (1, L, D) tensor, got {got}")
+    if not torch.isfinite(t).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+    return t

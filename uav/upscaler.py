@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
 
 import numpy as np
 import torch
@@ -25,14 +25,16 @@ from uav.arguments import (
     LARGE_INPUT_SIDE,
     is_large_input,
     check_device,
+    check_embeds,
     default_dtypes,
     output_size,
     torch_dtype,
     writer_options as _writer_options,
 )
 from uav.components import Components, merge_settings, resolve_components
-from uav.frames import InputError, frames_to_tensor, to_float32, to_uint8
-from uav.overlap import Consumer, Deferred
+from uav.events import Event, EventCallback
+from uav.frames import InputError, frames_to_tensor, to_uint8
+from uav.overlap import Deferred
 from uav.pipeline import generate
 from uav.settings import SettingsError, UpscaleSettings
 
@@ -45,7 +47,7 @@ __all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "check_devic
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
-ProgressCallback = Callable[[dict[str, Any]], None]
+ProgressCallback = EventCallback
 
 
 
@@ -60,6 +62,17 @@ class ClipInfo:
     video: Any = None
     #: where the run's clip-length tensors live (:class:`~uav.sampling.store.ClipStore`)
     store: Any = None
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A prepared run (:meth:`VideoUpscaler._prepare`): the low-res clip, what is known of
+    it, the resolved components (settings after caption and memory plan) and the text embeddings."""
+
+    lr: Tensor
+    info: ClipInfo
+    comps: Components
+    text: Tensor
 
 
 class VideoUpscaler:
@@ -270,20 +283,15 @@ class VideoUpscaler:
 
             refuse_output_onto_input(video, output)
             writer_options = _writer_options(writer_options)
-        comps = self.check_inputs(settings, **knobs)
-        # the input decodes on a worker thread while the prompt is captioned and encoded
-        loading = Deferred(lambda: self._load_video(video, start=start, end=end, settings=comps.settings),
-                           name="uav-decode")
-        comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
-        s = comps.settings
-        text = self._text_embeddings(s, prompt_embeds, negative_prompt_embeds)
-        lr, info = loading.result()
-        lr = self._maybe_downscale(lr, s)
-        comps = self._plan_memory(comps, lr)
-        chunks = self._generate(lr, comps, text, callback=callback, latents=latents, low_res_noise=low_res_noise,
-                                flows=flows, trace=trace, store=info.store)
+        run = self._prepare(video, settings, knobs, callback=callback, start=start, end=end,
+                            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
+        chunks = self._generate(run, callback=callback, latents=latents, low_res_noise=low_res_noise, flows=flows,
+                                trace=trace)
         if output is not None:
-            return self._write(chunks, Path(output), lr, info, writer_options or {}, s)
+            from uav.writing import write_output
+
+            return write_output(self, chunks, Path(output), run.lr, run.info, writer_options or {},
+                                run.comps.settings)
         if output_type == "pt":
             return torch.cat([c for _, c in chunks], dim=2)
         return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
@@ -292,16 +300,31 @@ class VideoUpscaler:
                      callback: ProgressCallback | None = None, start: int | str | None = None,
                      end: int | str | None = None, prompt_embeds: Tensor | None = None,
                      negative_prompt_embeds: Tensor | None = None, **kwargs: Any) -> Iterator[np.ndarray]:
-        """Stream the result: yields uint8 frames ``(t, 4H, 4W, 3)`` a decode chunk at a time."""
+        """Stream the result: yields uint8 frames ``(t, 4H, 4W, 3)`` a decode chunk at a time.
+
+        Takes :meth:`upscale`'s arguments but ``output``, ``output_type`` and ``writer_options``."""
         knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in UpscaleSettings.field_names() or k == "steps"}
+        run = self._prepare(video, settings, knobs, callback=callback, start=start, end=end,
+                            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
+        for _, chunk in self._generate(run, callback=callback, **kwargs):
+            yield to_uint8(chunk)
+
+    def _prepare(self, video: Any, settings: UpscaleSettings | None, knobs: Mapping[str, Any], *,
+                 callback: ProgressCallback | None, start: int | str | None, end: int | str | None,
+                 prompt_embeds: Tensor | None, negative_prompt_embeds: Tensor | None) -> _Run:
+        """Everything a run needs before its first denoising step, shared by :meth:`upscale`
+        and :meth:`upscale_iter`: settings and components checked, the caption of
+        ``prompt="auto"``, the text embeddings, the clip loaded (and downscaled) and the
+        memory plan."""
         comps = self.check_inputs(settings, **knobs)
+        # the input decodes on a worker thread while the prompt is captioned and encoded
+        loading = Deferred(lambda: self._load_video(video, start=start, end=end, settings=comps.settings),
+                           name="uav-decode")
         comps = self._with_caption(comps, video, prompt_embeds, callback, start=start, end=end)
         text = self._text_embeddings(comps.settings, prompt_embeds, negative_prompt_embeds)
-        lr, info = self._load_video(video, start=start, end=end, settings=comps.settings)
+        lr, info = loading.result()
         lr = self._maybe_downscale(lr, comps.settings)
-        comps = self._plan_memory(comps, lr)
-        for _, chunk in self._generate(lr, comps, text, callback=callback, store=info.store, **kwargs):
-            yield to_uint8(chunk)
+        return _Run(lr, info, self._plan_memory(comps, lr), text)
 
     # ------------------------------------------------------------------ automatic prompts
     def caption(self, video: Any, settings: UpscaleSettings | None = None, *, start: int | str | None = None,
@@ -335,7 +358,7 @@ class VideoUpscaler:
         self.last_caption = caption
         log.info("prompt from %s (frame %d): %s", caption.captioner, caption.frame, caption.text)
         if callback is not None:
-            callback({"stage": "caption", "index": 1, "total": 1, **caption.to_dict()})
+            callback(Event.of("caption", 1, 1, **caption.to_dict()))
         return dataclasses.replace(comps, settings=s.replace(prompt=caption.text))
 
     # ------------------------------------------------------------------ validation
@@ -379,23 +402,24 @@ class VideoUpscaler:
         # the plan may name another tiling strategy: resolve the components again
         return dataclasses.replace(self.check_inputs(plan.settings), settings=plan.settings)
 
-    def _generate(self, lr: Tensor, comps: Components, text: Tensor, **options: Any) -> Iterator[tuple[int, Tensor]]:
-        """:func:`uav.pipeline.generate` on this upscaler's networks (``options``: its keywords),
-        with the networks placed as the last memory plan says."""
+    def _generate(self, run: _Run, **options: Any) -> Iterator[tuple[int, Tensor]]:
+        """:func:`uav.pipeline.generate` of a prepared run on this upscaler's networks
+        (``options``: its keywords), with the networks placed as the last memory plan says."""
         from uav.placement import placed
 
         plan = self.last_memory_plan
+        args = (self.unet, self.vae, self.low_res_scheduler, run.lr, run.comps, run.text)
         if plan is None or plan.budget.gib is None:
-            yield from generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, **options)
+            yield from generate(*args, store=run.info.store, **options)
             return
         with placed(self, plan) as stage:
-            yield from generate(self.unet, self.vae, self.low_res_scheduler, lr, comps, text, stage=stage, **options)
+            yield from generate(*args, stage=stage, store=run.info.store, **options)
 
     # ------------------------------------------------------------------ prompts and input
     def _text_embeddings(self, s: UpscaleSettings, cond: Tensor | None, uncond: Tensor | None) -> Tensor:
         if cond is None:
             cond = self.encode_prompt(s.full_prompt)
-        cond = _embeds("prompt_embeds", cond)
+        cond = check_embeds("prompt_embeds", cond)
         if not s.do_classifier_free_guidance:
             return cond
         if uncond is None:
@@ -405,7 +429,7 @@ class VideoUpscaler:
                     "(or a text encoder to encode negative_prompt)"
                 )
             uncond = self.encode_prompt(s.negative_prompt)
-        uncond = _embeds("negative_prompt_embeds", uncond)
+        uncond = check_embeds("negative_prompt_embeds", uncond)
         if uncond.shape != cond.shape:
             raise InputError(f"negative_prompt_embeds shape {tuple(uncond.shape)} differs from prompt_embeds "
                              f"{tuple(cond.shape)}")
@@ -481,76 +505,9 @@ class VideoUpscaler:
                        "timecode": getattr(info.video, "start_timecode", None)},
         }
 
-    def _write(self, chunks: Iterable[tuple[int, Tensor]], path: Path, lr: Tensor, info: ClipInfo,
-               options: Mapping[str, Any], settings: UpscaleSettings) -> Path:
-        from fractions import Fraction
-
-        from uav.io.alpha import alpha_planes, with_alpha
-        from uav.io.codecs import CODECS
-        from uav.io.metadata import carry_over, resolve_start_number
-        from uav.io.writer import VideoWriter
-
-        options = dict(options)
-        fps = options.pop("fps", None)
-        fps = info.fps or Fraction(24) if fps is None else fps
-        scale = self.upscale_factor
-        height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
-        if info.video is not None:
-            # the output shows the same frames, so it carries the source's metadata over
-            options = {**carry_over(info.video, info.start_frame, lr.shape[2]), **options}
-        options["start_number"] = resolve_start_number(options.get("start_number"), info.video, info.start_frame)
-        record = self.provenance(settings, info, lr.shape[2], fps)
-        options["provenance"] = {**record, **(options.get("provenance") or {})}
-        spec = CODECS.get(options.get("codec", "h264"))
-        alpha = None if spec is None else alpha_planes(info.video, info.start_frame, lr.shape[2], spec,
-                                                        options.get("pix_fmt"), width, height)
-        deep = _deep_output(options, alpha=alpha is not None)
-        convert = to_float32 if deep else to_uint8
-        writer = VideoWriter(path, fps=Fraction(fps), width=width, height=height, alpha=alpha is not None, **options,
-                             **({"bit_depth": 32} if deep else {}))
-        # frames encode on a worker thread (two chunks queued at most) while the next chunk decodes
-        encoder: Consumer[Tensor] = Consumer(lambda chunk: [writer.write(with_alpha(f, alpha)) for f in convert(chunk)],
-                                             maxsize=2, name="uav-encode")
-        try:
-            for _, chunk in chunks:
-                encoder.submit(chunk)
-            encoder.close()
-        except BaseException:
-            encoder.abort()
-            writer.abort()
-            raise
-        return writer.close()
-
 
 # ---------------------------------------------------------------------------- helpers
-def _deep_output(options: dict[str, Any], *, alpha: bool = False) -> bool:
-    """Whether the output holds more than 8 bits (then it gets float frames, and its pixel
-    format is pinned: the writer's default for deep frames could be another one; with
-    ``alpha``, the codec's format that keeps it)."""
-    from uav.io.codecs import CODECS
-
-    spec = CODECS.get(options.get("codec", "h264"))
-    if spec is None or "bit_depth" in options:
-        return False  # the writer names the unknown codec; an explicit depth is the caller's
-    fmt = options.get("pix_fmt") or ((spec.alpha_pix_fmt if alpha else None) or spec.pix_fmt_8bit)
-    if spec.bits(fmt) <= 8:
-        return False
-    options["pix_fmt"] = fmt
-    return True
-
-
 def _chunks(frames: int) -> list[tuple[int, int]]:
     from uav.sampling.store import frame_chunks
 
     return list(frame_chunks(frames, 64))
-
-
-def _embeds(name: str, t: Any) -> Tensor:
-    if torch.is_tensor(t) and t.is_meta:
-        raise InputError(f"{name}: a meta tensor has a shape but no data; pass real embeddings")
-    if not torch.is_tensor(t) or t.ndim != 3 or t.shape[0] != 1:
-        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-        raise InputError(f"{name}: expected a (1, L, D) tensor, got {got}")
-    if not torch.isfinite(t).all():
-        raise InputError(f"{name}: contains NaN or infinite values")
-    return t

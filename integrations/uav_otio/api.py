@@ -18,9 +18,10 @@ import opentimelineio as otio
 
 from .jobs import DEFAULT_HANDLES, Plan, RenderJob
 from .manifest import Manifest
+from .params import Planning, Reading, Rendering, group
 from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
-from .render import RenderReport, Renderer, jobs_to_render, render_hash, render_plan
+from .render import Listeners, RenderReport, Renderer, jobs_to_render, render_hash, render_plan
 from .shot_list import ShotList, load_shot_list
 from .timeline_files import (  # noqa: F401  (re-exported: published here first)
     ADAPTER_PACKAGES,
@@ -41,6 +42,9 @@ from .validation import check_plan
 
 __all__ = [
     "ADAPTER_PACKAGES",
+    "Planning",
+    "Reading",
+    "Rendering",
     "Preview",
     "preview_timeline",
     "LoadedTimeline",
@@ -78,6 +82,8 @@ def plan_file(
     rate: float | str | Fraction | None = None,
     adapter_options: Mapping[str, Any] | None = None,
     search_paths: Sequence[str | Path] | None = None,
+    reading: Reading | None = None,
+    planning: Planning | None = None,
 ) -> tuple[LoadedTimeline, Plan]:
     """Read a timeline file and plan it (see :func:`uav_otio.plan.plan_timeline`;
     ``search_paths`` relink offline media, :mod:`uav_otio.conform`). ``path`` may also be
@@ -85,28 +91,30 @@ def plan_file(
 
     ``output``, the timeline :func:`upscale_timeline` would write, makes the plan name
     outputs exactly as that render will (its own earlier renders may be replaced).
-    ``adapter_name``, ``rate`` and ``adapter_options`` go to :func:`read_timeline`."""
-    if isinstance(path, LoadedTimeline):
-        loaded = path
-    else:
-        loaded = read_timeline(path, timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
-                               adapter_options=adapter_options)
+    ``adapter_name``, ``rate`` and ``adapter_options`` go to :func:`read_timeline`.
+    ``reading`` and ``planning`` (:mod:`uav_otio.params`) may stand for their keywords."""
+    read = group(Reading, reading, "reading", timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
+                 adapter_options=adapter_options)
+    what = group(Planning, planning, "planning", handles=handles, shots=shots, overrides=overrides, name_by=name_by,
+                 ext=ext, search_paths=search_paths)
+    loaded = path if isinstance(path, LoadedTimeline) else _read(path, read)
+    return loaded, _plan(loaded, what, media_dir, output)
+
+
+def _read(path: str | Path, read: Reading, extract_dir: Path | None = None) -> LoadedTimeline:
+    return read_timeline(path, timeline_name=read.timeline_name, extract_dir=extract_dir,
+                         adapter_name=read.adapter_name, rate=read.rate, adapter_options=read.adapter_options)
+
+
+def _plan(loaded: LoadedTimeline, what: Planning, media_dir: str | Path | None, output: str | Path | None) -> Plan:
     plan = plan_timeline(
-        loaded.timeline,
-        handles=handles,
-        media_dir=media_dir,
-        shot_list=_load_shots(shots),
-        overrides=overrides,
-        base_dir=loaded.base_dir,
-        name_by=name_by,
-        ext=ext,
-        owner=timeline_owner(output, loaded.path) if output is not None else None,
-        search_paths=search_paths,
+        loaded.timeline, handles=what.handles, media_dir=media_dir, shot_list=_load_shots(what.shots),
+        overrides=what.overrides, base_dir=loaded.base_dir, name_by=what.name_by, ext=what.ext,
+        owner=timeline_owner(output, loaded.path) if output is not None else None, search_paths=what.search_paths,
     )
     plan.warnings[:0] = loaded.notes  # what reading the file assumed (an EDL's motion effects, keys)
     check_plan(plan)  # what the render would refuse: plan, --dry-run and the run refuse alike
-    return loaded, plan
-
+    return plan
 
 
 @dataclass
@@ -151,6 +159,9 @@ def upscale_timeline(
     on_event: Callable[[Any], None] | None = None,
     captioner_options: Mapping[str, Any] | None = None,
     on_caption: Callable[[RenderJob, dict[str, Any], bool], None] | None = None,
+    reading: Reading | None = None,
+    planning: Planning | None = None,
+    rendering: Rendering | None = None,
 ) -> UpscaleResult:
     """Upscale every clip an edit uses and write the relinked timeline.
 
@@ -183,6 +194,9 @@ def upscale_timeline(
             (``{"model": "/models/llava"}``); their captions are kept in the manifest and
             in the relinked references' ``metadata["uav"]["caption"]``.
         on_caption: ``on_caption(job, caption, cached)`` as each such caption is known.
+        reading, planning, rendering: :mod:`uav_otio.params` objects that stand for
+            their keywords (``timeline_name``... ; ``handles``, ``shots``...; ``renderer``,
+            ``weights``...); an object and its keywords together are a ``TypeError``.
 
     Returns:
         An :class:`UpscaleResult`. Rerunning with the same arguments renders nothing
@@ -194,15 +208,16 @@ def upscale_timeline(
     while not probe_dir.exists() and probe_dir != probe_dir.parent:
         made.append(probe_dir)
         probe_dir = probe_dir.parent
+    read = group(Reading, reading, "reading", timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
+                 adapter_options=adapter_options)
+    what = group(Planning, planning, "planning", handles=handles, shots=shots, overrides=overrides, name_by=name_by,
+                 ext=ext, search_paths=search_paths)
+    how = group(Rendering, rendering, "rendering", renderer=renderer, weights=weights, device=device, dtype=dtype,
+                codec=codec, model=model, force=force, executor=executor, captioner_options=captioner_options,
+                on_caption=on_caption)
     try:
-        return _upscale_timeline(timeline, output, mdir, renderer=renderer, weights=weights, device=device,
-                                 dtype=dtype, codec=codec, model=model, handles=handles, shots=shots,
-                                 overrides=overrides, name_by=name_by, ext=ext, base_dir=base_dir,
-                                 timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
-                                 adapter_options=adapter_options, search_paths=search_paths,
-                                 downgrade=downgrade, force=force, progress=progress, on_job=on_job,
-                                 executor=executor, on_event=on_event, captioner_options=captioner_options,
-                                 on_caption=on_caption)
+        return _upscale_timeline(timeline, output, mdir, read, what, how, Listeners(progress, on_job, on_event),
+                                 base_dir=base_dir, downgrade=downgrade)
     except BaseException:
         for folder in made:  # deepest first
             with contextlib.suppress(OSError):
@@ -211,58 +226,27 @@ def upscale_timeline(
         raise
 
 
-def _upscale_timeline(
-    timeline: str | Path | otio.schema.Timeline,
-    output: str | Path,
-    mdir: Path,
-    *,
-    renderer: Renderer | None,
-    weights: str | Path | None,
-    device: str | None,
-    dtype: str | None,
-    codec: str,
-    model: Mapping[str, Any] | None,
-    handles: int,
-    shots: str | Path | ShotList | None,
-    overrides: Mapping[str, Any] | None,
-    name_by: str,
-    ext: str,
-    base_dir: str | Path | None,
-    timeline_name: str | None,
-    adapter_name: str | None,
-    rate: float | str | Fraction | None,
-    adapter_options: Mapping[str, Any] | None,
-    search_paths: Sequence[str | Path] | None,
-    downgrade: bool,
-    force: bool,
-    progress: Callable[[RenderJob, int, int], None] | None,
-    on_job: Callable[[RenderJob, str], None] | None,
-    executor: Any = None,
-    on_event: Callable[[Any], None] | None = None,
-    captioner_options: Mapping[str, Any] | None = None,
-    on_caption: Callable[[RenderJob, dict[str, Any], bool], None] | None = None,
-) -> UpscaleResult:
+def _upscale_timeline(timeline: str | Path | otio.schema.Timeline, output: str | Path, mdir: Path, read: Reading,
+                      what: Planning, how: Rendering, tell: Listeners, *, base_dir: str | Path | None,
+                      downgrade: bool) -> UpscaleResult:
     if isinstance(timeline, otio.schema.Timeline):
         loaded = LoadedTimeline(timeline, None, Path(base_dir) if base_dir is not None else None)
     else:
         input_path = Path(timeline)
         extract = mdir / f".{input_path.stem}.otioz-source" if input_path.suffix.lower() == ".otioz" else None
         refuse_overwriting_input(output, input_path)
-        loaded = read_timeline(input_path, timeline_name=timeline_name, extract_dir=extract,
-                               adapter_name=adapter_name, rate=rate, adapter_options=adapter_options)
+        loaded = _read(input_path, read, extract)
         if base_dir is not None:
             loaded.base_dir = Path(base_dir)
-    _, plan = plan_file(loaded, handles=handles, media_dir=mdir, shots=shots, overrides=overrides, name_by=name_by,
-                        ext=ext, output=output, search_paths=search_paths)
+    plan = _plan(loaded, what, mdir, output)
     tl, bdir, input_path = loaded.timeline, loaded.base_dir, loaded.path
-    owner = timeline_owner(output, input_path)
+    renderer = how.renderer
     if renderer is None:
-        renderer = UpscalerRenderer(weights=weights, device=device, dtype=dtype, codec=codec)
-    if model is None:
-        model = getattr(renderer, "model", None) or {}
-    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=force, progress=progress, on_job=on_job,
-                         owner=owner, executor=executor, on_event=on_event, captioner_options=captioner_options,
-                         on_caption=on_caption)
+        renderer = UpscalerRenderer(weights=how.weights, device=how.device, dtype=how.dtype, codec=how.codec)
+    model = how.model if how.model is not None else (getattr(renderer, "model", None) or {})
+    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=how.force, progress=tell.progress,
+                         on_job=tell.on_job, owner=timeline_owner(output, input_path), executor=how.executor,
+                         on_event=tell.on_event, captioner_options=how.captioner_options, on_caption=how.on_caption)
     relinked = relink_plan(tl, plan, report)
     if bdir is not None and Path(output).resolve().parent != bdir.resolve():
         # Relative links to the original media would break next to the new file.
@@ -314,6 +298,8 @@ def preview_timeline(
     adapter_options: Mapping[str, Any] | None = None,
     search_paths: Sequence[str | Path] | None = None,
     force: bool = False,
+    reading: Reading | None = None,
+    planning: Planning | None = None,
 ) -> Preview:
     """Everything :func:`upscale_timeline` checks before its first render, and what it
     would render, with nothing written (``--dry-run``).
@@ -335,10 +321,11 @@ def preview_timeline(
     owner = timeline_owner(output, input_path)
     # planned exactly as plan_file plans it for this output: an .otioz unpacks into a
     # temporary folder removed at exit, never into the media folder
-    _, plan = plan_file(input_path, handles=handles, media_dir=mdir, shots=shots, overrides=overrides,
-                        name_by=name_by, ext=ext, timeline_name=timeline_name, output=output,
-                        adapter_name=adapter_name, rate=rate, adapter_options=adapter_options,
-                        search_paths=search_paths)
+    read = group(Reading, reading, "reading", timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
+                 adapter_options=adapter_options)
+    what = group(Planning, planning, "planning", handles=handles, shots=shots, overrides=overrides, name_by=name_by,
+                 ext=ext, search_paths=search_paths)
+    plan = _plan(_read(input_path, read), what, mdir, output)
     preview = Preview(plan, written=list(targets))
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
     hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}

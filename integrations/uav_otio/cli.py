@@ -166,16 +166,6 @@ def _check_codec(codec: str, ext: str, pix_fmt: str | None, crf: int | None, com
                     crf=crf, compression=compression).abort()
 
 
-def _planning_kwargs(planning: PlanningOptions, codec: str) -> dict[str, Any]:
-    """The planner's keywords; an image-sequence codec names folders (no extension)."""
-    kwargs = planning.api_kwargs()
-    from uav.io.codecs import CODECS
-
-    if codec in CODECS and CODECS[codec].kind == "sequence":
-        kwargs["ext"] = ""
-    return kwargs
-
-
 @app.command("plan")
 @with_setting_options(sampling=_SHOT, tiling=_SHOT, default_text=_DEFAULT_TEXT)
 @with_planning_options
@@ -201,8 +191,8 @@ def plan_command(
     with handle_errors(debug=debug, as_json=as_json), show_adapter_output(debug):
         overrides = _overrides(setting_values, vae)
         _check_ext(planning.ext)
-        _, plan = plan_file(timeline, media_dir=media_dir, overrides=overrides, output=output,
-                            **planning.api_kwargs())
+        _, plan = plan_file(timeline, media_dir=media_dir, output=output, reading=planning.reading(),
+                            planning=planning.planning(overrides))
     if as_json:
         typer.echo(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -278,52 +268,64 @@ def upscale_command(
             return
         run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
                                 debug=debug)
-        if renderer is not None:
-            render_fn, model = _load_renderer(renderer), None
-            if run_on is not None:
-                render_fn = renderer  # the spec travels; each worker imports it
-        else:
-            render_fn = default_renderer()
-            model = render_fn.model
-            if run_on is None:
-                render_fn = _with_progress(render_fn, console)
         from uav.executors.progress import RunProgress
 
+        from .params import Rendering
+
+        render_fn, model = _renderer_for(renderer, default_renderer, run_on, console)
         run_view = RunProgress(console if run_on is not None else None)
-
-        def on_job(job: Any, status: str) -> None:
-            from rich.markup import escape
-
-            if run_on is not None:
-                if status == "cached":
-                    run_view.skip()
-                return
-            if status == "rendering":
-                at = job.timecode or f"{job.start_seconds:.3f} s"
-                console.print(escape(f"rendering {job.output_name}: {job.frames} frames from {job.media.display} "
-                                     f"@ {at}"))
-            elif status == "cached":
-                console.print(escape(f"up to date {job.output_name}"))
-
-        def on_caption(job: Any, caption: Mapping[str, Any], cached: bool) -> None:
-            from rich.markup import escape
-
-            how = "prompt (kept)" if cached else f"prompt from {caption['captioner']}"
-            console.print(escape(f"{how} for {job.output_name}: {caption['caption']}"))
-
+        how = Rendering(renderer=render_fn, model=model, force=force, executor=run_on,
+                        captioner_options=captioner_options, on_caption=functools.partial(_print_caption, console))
         from .api import upscale_timeline
 
         try:
             with run_view:
                 result = upscale_timeline(
-                    timeline, output, media_dir, renderer=render_fn, model=model, overrides=overrides,
-                    downgrade=downgrade, force=force, on_job=on_job, executor=run_on,
-                    on_event=run_view if run_on is not None else None, captioner_options=captioner_options,
-                    on_caption=on_caption, **_planning_kwargs(planning, codec),
+                    timeline, output, media_dir, downgrade=downgrade, reading=planning.reading(),
+                    planning=planning.planning(overrides, codec), rendering=how,
+                    on_job=functools.partial(_print_job, console, run_on, run_view),
+                    on_event=run_view if run_on is not None else None,
                 )
         except KeyboardInterrupt:
             raise fail("interrupted: finished outputs are kept; rerun the same command to finish",
                        as_json=as_json, code=130) from None
+    _report(result, run_on=run_on, executor=executor, as_json=as_json, quiet=quiet)
+
+
+def _renderer_for(renderer: str | None, default_renderer: Callable[[], Any], run_on: Any,
+                  console: Any) -> tuple[Any, Any]:
+    """``(what renders, the model record)``: a ``--renderer`` spec (which travels to
+    executor workers as text) or the default renderer (with a progress bar in process)."""
+    if renderer is not None:
+        return (renderer if run_on is not None else _load_renderer(renderer)), None
+    render_fn = default_renderer()
+    model = render_fn.model
+    return (_with_progress(render_fn, console) if run_on is None else render_fn), model
+
+
+def _print_job(console: Any, run_on: Any, run_view: Any, job: Any, status: str) -> None:
+    from rich.markup import escape
+
+    if run_on is not None:
+        if status == "cached":
+            run_view.skip()
+        return
+    if status == "rendering":
+        at = job.timecode or f"{job.start_seconds:.3f} s"
+        console.print(escape(f"rendering {job.output_name}: {job.frames} frames from {job.media.display} @ {at}"))
+    elif status == "cached":
+        console.print(escape(f"up to date {job.output_name}"))
+
+
+def _print_caption(console: Any, job: Any, caption: Mapping[str, Any], cached: bool) -> None:
+    from rich.markup import escape
+
+    how = "prompt (kept)" if cached else f"prompt from {caption['captioner']}"
+    console.print(escape(f"{how} for {job.output_name}: {caption['caption']}"))
+
+
+def _report(result: Any, *, run_on: Any, executor: str, as_json: bool, quiet: bool) -> None:
+    """Warnings, relinks and the summary of a finished ``timeline upscale`` (exit 3 when jobs failed)."""
     # plan warnings point at the edit (media shorter than the cut, unmatched shot entries): never silenced
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
@@ -373,8 +375,8 @@ def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_
         model = None
     else:  # finds and checks the weights folder, device and codec; loads nothing
         model = default_renderer().model
-    preview = preview_timeline(timeline, output, media_dir, model=model, overrides=overrides, force=force,
-                               **_planning_kwargs(planning, codec))
+    preview = preview_timeline(timeline, output, media_dir, model=model, force=force, reading=planning.reading(),
+                               planning=planning.planning(overrides, codec))
     if as_json:
         print_json(preview.to_dict())
         return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Optional
 
 import typer
@@ -13,6 +14,7 @@ import typer
 from uav.cli.options import with_option_group
 
 from .jobs import DEFAULT_HANDLES
+from .params import Planning, Reading
 from .timeline_files import parse_adapter_options
 
 __all__ = ["InputArg", "PlanningOptions", "with_option_group", "with_planning_options"]
@@ -81,6 +83,20 @@ class PlanningOptions:
         return {"handles": self.handles, "shots": self.shots, "name_by": self.name_by, "ext": self.ext,
                 "timeline_name": self.timeline_name, "adapter_name": self.adapter, "rate": self.rate,
                 "adapter_options": parse_adapter_options(self.adapter_option), "search_paths": self.search_path}
+
+    def reading(self) -> Reading:
+        """How these options read the timeline file (raises ``ValueError`` for a malformed
+        ``--adapter-option``)."""
+        return Reading(timeline_name=self.timeline_name, adapter_name=self.adapter, rate=self.rate,
+                       adapter_options=parse_adapter_options(self.adapter_option))
+
+    def planning(self, overrides: Mapping[str, Any] | None, codec: str | None = None) -> Planning:
+        """What these options plan; an image-sequence ``codec`` names folders (no extension)."""
+        from uav.io.codecs import CODECS
+
+        ext = "" if codec in CODECS and CODECS[codec].kind == "sequence" else self.ext
+        return Planning(handles=self.handles, shots=self.shots, overrides=overrides, name_by=self.name_by, ext=ext,
+                        search_paths=self.search_path)
 
 
 #: gives a command every :class:`PlanningOptions` option, as one ``planning`` argument

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -247,101 +248,22 @@ def plan_timeline(
     """
     if not isinstance(timeline, otio.schema.Timeline):
         raise TypeError(f"timeline must be an opentimelineio Timeline, got {type(timeline).__name__}")
-    if isinstance(handles, bool) or not isinstance(handles, int) or handles < 0:
-        raise ValueError(f"handles must be an integer number of frames >= 0, got {handles!r}")
-    if name_by not in ("media", "clip"):
-        raise ValueError(f"name_by must be 'media' or 'clip', got {name_by!r}")
-    if not isinstance(ext, str) or not re.fullmatch(r"(\.?[A-Za-z0-9]+)?", ext):
-        raise ValueError(f"ext must be a file extension such as '.mov' (or '' for image-sequence folders), "
-                         f"got {ext!r}")
-    ext = ext if ext.startswith(".") or not ext else "." + ext
+    ext = _checked_naming(handles, name_by, ext)
     mdir = Path(media_dir) if media_dir is not None else None
-    bdir = Path(base_dir) if base_dir is not None else None
-
     check_times(timeline)
-    search = MediaSearch.from_paths(search_paths)
     plan = Plan(handles=handles, media_dir=mdir)
     ranges = _Ranges()
+    walk = _Walk(timeline, ranges, MediaSearch.from_paths(search_paths),
+                 Path(base_dir) if base_dir is not None else None, probe, shot_list, overrides)
     clips = list(timeline.find_clips())
     places = _places(timeline, clips, ranges)
     for clip in clips:
-        label, where = places[id(clip)]
-        reason = _disabled_by(clip, ranges)
-        kind = _track_kind(clip)
-        if reason is None and kind is not None and kind != otio.schema.TrackKind.Video:
-            reason = f"{kind.lower()} track, not video"
-        ref = source_reference(clip)
-        media_txt = _ref_display(ref)
-        if reason is not None:
-            plan.skipped.append(SkippedItem(label, reason, media_txt, where))
-            continue
-        if probe:
-            ref = search.resolve(clip, ref, label, bdir)
-        try:
-            media = ranges.media(ref, bdir, probe)
-        except _Skip as skip:
-            item = SkippedItem(label, search.offline_reason(clip, str(skip)), media_txt, where)
-            plan.skipped.append(item)
-            if isinstance(ref, (otio.schema.ExternalReference, otio.schema.MissingReference)):
-                plan.offline.append(item)
-            continue
-        try:
-            start, end = _used_media_frames(clip, media.rate, ranges)
-        except _Skip as skip:
-            plan.skipped.append(SkippedItem(label, str(skip), media_txt, where))
-            continue
-        settings, origin = resolve_clip_settings(
-            clip,
-            timeline=timeline,
-            shot_list=shot_list,
-            overrides=overrides,
-            media_path=str(media.path / media.display) if media.kind == "image_sequence" else str(media.path),
-            clip_label=label,
-        )
-        if settings["skip"]:
-            plan.skipped.append(SkippedItem(label, f"skip = true (from {origin['skip']})", media.display, where))
-            continue
-        if media.declared_end is not None and end > media.available_end:
-            raise short_media_error(label, media, start, end)
-        if start < media.available_start or end > media.available_end:
-            plan.warnings.append(
-                f"{label}: the cut uses media frames [{start}, {end}) beyond the media's available range "
-                f"[{media.available_start}, {media.available_end}); rendering the part that exists"
-            )
-            start, end = max(start, media.available_start), min(end, media.available_end)
-            if end <= start:
-                plan.skipped.append(SkippedItem(label, "the used range lies outside the media", media.display, where))
-                continue
-        plan.uses.append(ClipUse(clip, label, media, start, end, settings, origin, where=where))
-
-    plan.relinked = list(search.relinked)
+        _plan_clip(plan, clip, *places[id(clip)], walk)
+    plan.relinked = list(walk.search.relinked)
     if shot_list is not None:
         for entry in shot_list.unused():
             plan.warnings.append(f"{shot_list.source}: {entry.describe()} matched no clip")
-
-    # Merge the uses of one media with one set of settings whose handled ranges meet.
-    groups: dict[tuple[str, str], list[ClipUse]] = {}
-    for use in plan.uses:
-        key = (use.media.identity, compute_settings_hash({"settings": use.settings}))
-        groups.setdefault(key, []).append(use)
-    for (_, _), uses in sorted(groups.items()):
-        uses.sort(key=lambda u: (u.used_start, u.used_end))
-        current: list[ClipUse] = []
-        lo = hi = 0
-        for use in uses:
-            m = use.media
-            a = max(m.available_start, use.used_start - handles)
-            b = min(m.available_end, use.used_end + handles)
-            if current and a <= hi:
-                current.append(use)
-                hi = max(hi, b)
-                continue
-            if current:
-                plan.jobs.append(_make_job(current, lo, hi))
-            current, lo, hi = [use], a, b
-        if current:
-            plan.jobs.append(_make_job(current, lo, hi))
-    plan.jobs.sort(key=lambda j: (j.media.identity, j.start, j.settings_hash))
+    plan.jobs = _merged_jobs(plan.uses, handles)
     _assign_outputs(plan.jobs, mdir, name_by, ext, owner_id(owner))
     no_tc: dict[str, float] = {}
     for job in plan.jobs:
@@ -353,6 +275,107 @@ def plan_timeline(
             "start is recorded as a time (start_seconds) in the plan, the manifest and the clip metadata"
         )
     return plan
+
+
+def _checked_naming(handles: Any, name_by: str, ext: Any) -> str:
+    """``ext`` with its dot, once ``handles``, ``name_by`` and ``ext`` are checked."""
+    if isinstance(handles, bool) or not isinstance(handles, int) or handles < 0:
+        raise ValueError(f"handles must be an integer number of frames >= 0, got {handles!r}")
+    if name_by not in ("media", "clip"):
+        raise ValueError(f"name_by must be 'media' or 'clip', got {name_by!r}")
+    if not isinstance(ext, str) or not re.fullmatch(r"(\.?[A-Za-z0-9]+)?", ext):
+        raise ValueError(f"ext must be a file extension such as '.mov' (or '' for image-sequence folders), "
+                         f"got {ext!r}")
+    return ext if ext.startswith(".") or not ext else "." + ext
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """What planning each clip of one timeline shares."""
+
+    timeline: otio.schema.Timeline
+    ranges: _Ranges
+    search: MediaSearch
+    base_dir: Path | None
+    probe: bool
+    shot_list: ShotList | None
+    overrides: Mapping[str, Any] | None
+
+
+def _plan_clip(plan: Plan, clip: Any, label: str, where: Any, walk: _Walk) -> None:
+    """Add ``clip``'s use of its media to ``plan.uses``, or say in ``plan.skipped`` why not."""
+    reason = _disabled_by(clip, walk.ranges)
+    kind = _track_kind(clip)
+    if reason is None and kind is not None and kind != otio.schema.TrackKind.Video:
+        reason = f"{kind.lower()} track, not video"
+    ref = source_reference(clip)
+    media_txt = _ref_display(ref)
+    if reason is not None:
+        plan.skipped.append(SkippedItem(label, reason, media_txt, where))
+        return
+    if walk.probe:
+        ref = walk.search.resolve(clip, ref, label, walk.base_dir)
+    try:
+        media = walk.ranges.media(ref, walk.base_dir, walk.probe)
+    except _Skip as skip:
+        item = SkippedItem(label, walk.search.offline_reason(clip, str(skip)), media_txt, where)
+        plan.skipped.append(item)
+        if isinstance(ref, (otio.schema.ExternalReference, otio.schema.MissingReference)):
+            plan.offline.append(item)
+        return
+    try:
+        start, end = _used_media_frames(clip, media.rate, walk.ranges)
+    except _Skip as skip:
+        plan.skipped.append(SkippedItem(label, str(skip), media_txt, where))
+        return
+    settings, origin = resolve_clip_settings(
+        clip, timeline=walk.timeline, shot_list=walk.shot_list, overrides=walk.overrides,
+        media_path=str(media.path / media.display) if media.kind == "image_sequence" else str(media.path),
+        clip_label=label,
+    )
+    if settings["skip"]:
+        plan.skipped.append(SkippedItem(label, f"skip = true (from {origin['skip']})", media.display, where))
+        return
+    if media.declared_end is not None and end > media.available_end:
+        raise short_media_error(label, media, start, end)
+    if start < media.available_start or end > media.available_end:
+        plan.warnings.append(
+            f"{label}: the cut uses media frames [{start}, {end}) beyond the media's available range "
+            f"[{media.available_start}, {media.available_end}); rendering the part that exists"
+        )
+        start, end = max(start, media.available_start), min(end, media.available_end)
+        if end <= start:
+            plan.skipped.append(SkippedItem(label, "the used range lies outside the media", media.display, where))
+            return
+    plan.uses.append(ClipUse(clip, label, media, start, end, settings, origin, where=where))
+
+
+def _merged_jobs(uses: list[ClipUse], handles: int) -> list[RenderJob]:
+    """One job per run of uses of one media with one set of settings whose handled ranges meet."""
+    groups: dict[tuple[str, str], list[ClipUse]] = {}
+    for use in uses:
+        key = (use.media.identity, compute_settings_hash({"settings": use.settings}))
+        groups.setdefault(key, []).append(use)
+    jobs = []
+    for (_, _), group in sorted(groups.items()):
+        group.sort(key=lambda u: (u.used_start, u.used_end))
+        current: list[ClipUse] = []
+        lo = hi = 0
+        for use in group:
+            m = use.media
+            a = max(m.available_start, use.used_start - handles)
+            b = min(m.available_end, use.used_end + handles)
+            if current and a <= hi:
+                current.append(use)
+                hi = max(hi, b)
+                continue
+            if current:
+                jobs.append(_make_job(current, lo, hi))
+            current, lo, hi = [use], a, b
+        if current:
+            jobs.append(_make_job(current, lo, hi))
+    jobs.sort(key=lambda j: (j.media.identity, j.start, j.settings_hash))
+    return jobs
 
 
 def _make_job(uses: list[ClipUse], start: int, end: int) -> RenderJob:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from uav.events import Event
+from uav.executors.base import result_event
 from uav.io.atomic import atomic_output
 
 from .captions import caption_jobs, with_caption
@@ -125,6 +127,43 @@ def jobs_to_render(plan: Plan, manifest: Manifest, hashes: Mapping[int, str], ow
     return todo
 
 
+#: the job states ``on_job`` is told of
+JOB_STATES = ("cached", "rendering", "rendered", "failed")
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """Who hears of a render: ``progress(job, done, total)``, ``on_job(job, state)`` and
+    ``on_event(event)``; calling it with an :class:`~uav.events.Event` tells each its part."""
+
+    progress: Callable[[RenderJob, int, int], None] | None = None
+    on_job: Callable[[RenderJob, str], None] | None = None
+    on_event: Callable[[Event], None] | None = None
+
+    @property
+    def listening(self) -> bool:
+        return self.progress is not None or self.on_event is not None
+
+    def __call__(self, event: Event) -> None:
+        if event.stage in JOB_STATES:
+            self.job_state(event.job, event.stage)
+        elif event.stage == "progress":
+            self.frames(event.job, event.index, event.total)
+        self.event(event)
+
+    def job_state(self, job: RenderJob, state: str) -> None:
+        if self.on_job is not None:
+            self.on_job(job, state)
+
+    def frames(self, job: RenderJob, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(job, done, total)
+
+    def event(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
 def render_plan(
     plan: Plan,
     renderer: Renderer,
@@ -151,8 +190,8 @@ def render_plan(
             and recorded in the manifest.
         force: render even jobs the manifest says are done.
         progress: ``progress(job, frames_done, frames_total)``.
-        on_job: ``on_job(job, status)`` with status ``"cached"``, ``"rendering"`` or
-            ``"rendered"``.
+        on_job: ``on_job(job, status)`` with status ``"cached"``, ``"rendering"``,
+            ``"rendered"`` or (with an executor) ``"failed"``.
         owner: the output timeline that will point at the rendered files (recorded in
             the manifest; ``None``: unknown). Outputs another timeline relies on are
             never replaced with other content, and ``owner`` stops relying on the
@@ -162,8 +201,12 @@ def render_plan(
             executor, ``renderer`` (or a ``"module:callable"`` spec) travels to each
             worker, a job that fails is reported in :attr:`RenderReport.failed` while
             the others finish, and this process alone writes the manifest.
-        on_event: the executor's progress events (:class:`uav.executors.WorkerEvent`)
-            and, as each job finishes, its :class:`uav.executors.JobResult`.
+        on_event: every event of the render as a :class:`uav.events.Event`: each job's
+            state (``cached``, ``rendering``, ``rendered``, ``failed``; ``job`` is the
+            ``RenderJob``) and frames (``progress``), and with an executor its events
+            (``queued``, ``worker``, ``start``, ``progress``, ``retry``: ``job`` is the
+            executor's :class:`uav.executors.Job`) and, as each job finishes, a ``result``
+            event (its :class:`uav.executors.JobResult` as ``event["result"]``).
         captioner_options: options of the captioner that writes the prompt of
             ``prompt=auto`` jobs (``{"model": "/models/llava"}``); those captions are
             made (or found in the manifest) before the first render, and the renderer
@@ -199,9 +242,9 @@ def render_plan(
     # upscaling, and its model is freed before the upscaler needs the memory
     captions = caption_jobs(plan, [job for job, _ in todo], manifest, options=captioner_options,
                             on_caption=on_caption)
+    tell = Listeners(progress, on_job, on_event)
     if executor is not None:
-        _render_with_executor(plan, todo, renderer, executor, manifest, report, model_rec, who,
-                              progress=progress, on_job=on_job, on_event=on_event, captions=captions)
+        _render_with_executor(plan, todo, renderer, executor, manifest, report, model_rec, who, tell, captions)
         manifest.release(who, keep={job.output_name for job in plan.jobs})
         return report
     pending = {id(job) for job, _ in todo}
@@ -211,13 +254,11 @@ def render_plan(
         if id(job) not in pending:
             manifest.adopt(job.output_name, who)
             report.results.append(JobResult(job, "cached", rh, model_rec, _recorded_caption(manifest, job)))
-            if on_job:
-                on_job(job, "cached")
+            tell(Event.of("cached", job=job))
             continue
         manifest.claim(job.output_name, render_hash=rh, settings_hash=job.settings_hash, owner=who)
-        if on_job:
-            on_job(job, "rendering")
-        cb = (lambda done, total, _job=job: progress(_job, done, total)) if progress else None
+        tell(Event.of("rendering", job=job))
+        cb = (lambda done, total, _job=job: tell(Event.of("progress", done, total, _job))) if tell.listening else None
         caption = captions.get(id(job))
         try:
             renderer(job, with_caption(job.settings, caption), out, progress=cb)
@@ -230,8 +271,7 @@ def render_plan(
             raise RuntimeError(f"the renderer returned without writing {str(out)!r}")
         _record(manifest, job, rh, model_rec, out, who, caption)
         report.results.append(JobResult(job, "rendered", rh, model_rec, caption))
-        if on_job:
-            on_job(job, "rendered")
+        tell(Event.of("rendered", job=job))
     manifest.release(who, keep={job.output_name for job in plan.jobs})
     return report
 
@@ -294,11 +334,8 @@ class PlanRendererFactory:
 
 
 def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], renderer: Renderer | str, executor: Any,
-                          manifest: Manifest, report: RenderReport, model_rec: dict[str, Any], who: Any, *,
-                          progress: Callable[[RenderJob, int, int], None] | None,
-                          on_job: Callable[[RenderJob, str], None] | None,
-                          on_event: Callable[[Any], None] | None,
-                          captions: Mapping[int, dict[str, Any]] | None = None) -> None:
+                          manifest: Manifest, report: RenderReport, model_rec: dict[str, Any], who: Any,
+                          tell: Listeners, captions: Mapping[int, dict[str, Any]] | None = None) -> None:
     from uav.executors import Job
 
     hashes = {id(job): rh for job, rh in todo}
@@ -307,8 +344,7 @@ def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], rendere
             manifest.adopt(job.output_name, who)
             report.results.append(JobResult(job, "cached", render_hash(job, model_rec), model_rec,
                                             _recorded_caption(manifest, job)))
-            if on_job:
-                on_job(job, "cached")
+            tell(Event.of("cached", job=job))
     jobs = []
     for job, rh in todo:
         manifest.claim(job.output_name, render_hash=rh, settings_hash=job.settings_hash, owner=who)
@@ -317,29 +353,26 @@ def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], rendere
                         settings=with_caption(job.settings, (captions or {}).get(id(job))),
                         payload=job))
 
-    def events(event: Any) -> None:
+    def events(event: Event) -> None:
+        # the executor's events name its Job; the timeline's callbacks get the RenderJob it carries
         job = event.job.payload if event.job is not None else None
-        if job is not None and event.kind == "start" and on_job:
-            on_job(job, "rendering")
-        elif job is not None and event.kind == "progress" and progress:
-            progress(job, event.done, event.total)
-        if on_event:
-            on_event(event)
+        if job is not None and event.stage == "start":
+            tell.job_state(job, "rendering")
+        elif job is not None and event.stage == "progress":
+            tell.frames(job, event.index, event.total)
+        tell.event(event)
 
     # the driver: results come back here, and only here is the manifest written
     for result in executor.run(jobs, PlanRendererFactory(renderer), on_event=events):
         job = result.job.payload
         report.runs.append(result)
-        if on_event:
-            on_event(result)
+        tell.event(result_event(result))
         if not result.ok:
             manifest.unclaim(job.output_name)
-            if on_job:
-                on_job(job, "failed")
+            tell(Event.of("failed", job=job))
             continue
         rh = hashes[id(job)]
         caption = (captions or {}).get(id(job))
         _record(manifest, job, rh, model_rec, Path(job.output_path), who, caption)
         report.results.append(JobResult(job, "rendered", rh, model_rec, caption))
-        if on_job:
-            on_job(job, "rendered")
+        tell(Event.of("rendered", job=job))

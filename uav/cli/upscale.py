@@ -13,34 +13,16 @@ import contextlib
 import random
 import time
 from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from uav.cli.app import app
-from uav.cli.common import (
-    SELF_CHECK_BANNER,
-    ProgressReporter,
-    UserError,
-    handle_errors,
-    print_json,
-    quiet_libraries,
-    self_check_banner,
-    stderr_console,
-)
-from uav.cli.executor_options import (
-    EXIT_PARTIAL_FAILURE,
-    AddressOpt,
-    ExecutorOpt,
-    GpusOpt,
-    WorkersOpt,
-    SplitOpt,
-    build_executor,
-    failure_line,
-    parse_split,
-    render_batch,
-)
+from uav.cli.common import UserError, handle_errors, print_json, quiet_libraries, self_check_banner, stderr_console
+from uav.cli.executor_options import EXIT_PARTIAL_FAILURE, AddressOpt, ExecutorOpt, GpusOpt, SplitOpt, WorkersOpt
+from uav.cli.executor_options import build_executor, failure_line, parse_split, render_batch
 from uav.cli.jobs import (
     OUTPUT_TAG,
     VIDEO_EXTENSIONS,
@@ -71,7 +53,8 @@ from uav.cli.options import (
     settings_from_options,
     with_setting_options,
 )
-from uav.cli.preflight import build_tiny_release, check_vae, delivery_report, find_weights, parse_dtype, resolve_device
+from uav.cli.local_run import local_summary, run_record
+from uav.cli.preflight import build_tiny_release, check_vae, find_weights, parse_dtype, resolve_device
 
 # what this module offered before the jobs and the option checks got their own modules
 __all__ = [
@@ -206,10 +189,58 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
          compression: str | None = None, start_number: int | str | None = None,
          device: str, dtype: str, run_on: Any = None, dry_run: bool = False, split: Any = None,
          scenes: str = "none") -> dict[str, Any]:
-    from uav import __version__
-    from uav.cli.scene_runs import check_scene_mode, plan_scenes
-
     started = time.perf_counter()
+    prep = _prepare(source, output, stack=stack, console=console, self_check=self_check,
+                    settings_options=settings_options, captioner_options=captioner_options, start=start, end=end,
+                    codec=codec, pix_fmt=pix_fmt, crf=crf, compression=compression, start_number=start_number,
+                    fps=fps, weights=weights, vae=vae, device=device, dtype=dtype, run_on=run_on, scenes=scenes)
+    settings, folder, tiny, kind, jobs = prep.settings, prep.folder, prep.tiny, prep.kind, prep.jobs
+    if dry_run:
+        return _dry_run_summary(jobs, console=console, quiet=quiet, settings=settings, folder=folder, tiny=tiny,
+                                vae=vae, device=device, dtype=dtype, kind=kind, started=started, split=split,
+                                runs=prep.runs)
+    if tiny:
+        self_check_banner(console)
+    built = folder is None
+    if folder is None:
+        with console.status("building a tiny random release for the self-check ..."):
+            folder = build_tiny_release(stack)
+    writer_options = _writer_options(codec, pix_fmt=pix_fmt, crf=crf, compression=compression,
+                                     start_number=start_number, rate=prep.rate if kind == "sequence" else None)
+    common = dict(folder=folder, built=built, tiny=tiny, device=device, device_name=prep.device_name, dtype=dtype,
+                  dtype_name=prep.dtype_name, vae=vae, kind=kind, settings=settings, writer_options=writer_options,
+                  start=start, end=end, console=console, quiet=quiet, split=split, started=started,
+                  created=prep.created)
+    if prep.runs or run_on is not None:
+        return _executor_summary(jobs, prep.runs, run_on=run_on, **common)
+    return local_summary(jobs, rate=prep.rate, self_check=self_check, **common)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A run checked before any model loads: settings, jobs (probed, outputs checked), weights."""
+
+    settings: Any
+    rate: Fraction | None
+    device_name: Any
+    dtype_name: Any
+    folder: Path | None
+    tiny: bool
+    kind: str
+    jobs: list[Job]
+    created: list[Path]
+    runs: dict[str, Any]
+
+
+def _prepare(source: str, output: str | None, *, stack: contextlib.ExitStack, console: Any, self_check: bool,
+             settings_options: dict[str, Any], captioner_options: list[str] | None, start: Any, end: Any,
+             codec: str, pix_fmt: str | None, crf: int | None, compression: str | None, start_number: Any,
+             fps: str | None, weights: Path | None, vae: str, device: str, dtype: str, run_on: Any,
+             scenes: str) -> _Prepared:
+    """Every check of the command line, the inputs and the outputs, before any model loads."""
+    from uav.cli.scene_runs import check_scene_mode, plan_scenes
+    from uav.weights import is_tiny_random
+
     check_vae(vae)
     scenes = check_scene_mode(scenes)
     dtype_name = parse_dtype(dtype)
@@ -217,19 +248,9 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     if settings.seed is None:
         # draw it here so the summary can say how to reproduce the run
         settings = settings.replace(seed=random.randrange(2**31))
-    rate: Fraction | None = None
-    if fps is not None:
-        from uav.io.rates import parse_fps
-
-        try:
-            rate = parse_fps(fps, name="--fps")
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+    rate = _rate(fps)
     # the workers' devices are theirs to check: the driver may have no GPU
     device_name = resolve_device(device) if run_on is None else (None if device == "auto" else device)
-
-    from uav.weights import is_tiny_random, self_check_announced, self_check_clip
-
     folder = find_weights(weights, self_check=self_check)
     tiny = folder is None or is_tiny_random(folder)
     # random networks never produce a file that could pass for an upscale: *_selfcheck_random.*
@@ -250,147 +271,52 @@ def _run(source: str, output: str | None, *, console: Any, stack: contextlib.Exi
     # the self-check renders a short cut of the clip: one clip, whatever --scenes says
     runs = plan_scenes(jobs, "none" if self_check else scenes, settings=settings, given=given, start=start, end=end,
                        fps=rate, vae=vae, codec=codec, console=console)
-
-    from rich.markup import escape
-
-    if dry_run:
-        return _dry_run_summary(jobs, console=console, quiet=quiet, settings=settings, folder=folder, tiny=tiny,
-                                vae=vae, device=device, dtype=dtype, kind=kind, started=started, split=split,
-                                runs=runs)
-
-    from uav import VideoUpscaler
-
-    if tiny:
-        self_check_banner(console)
-    built = folder is None
-    if folder is None:
-        with console.status("building a tiny random release for the self-check ..."):
-            folder = build_tiny_release(stack)
-    writer_options: dict[str, Any] = {"codec": codec}
-    if pix_fmt:
-        writer_options["pix_fmt"] = pix_fmt
-    if crf is not None:
-        writer_options["crf"] = crf
-    if compression is not None:
-        writer_options["compression"] = compression
-    if start_number is not None:
-        writer_options["start_number"] = start_number
-    if rate is not None and kind == "sequence":
-        writer_options["fps"] = rate
-    if runs:
-        return _scene_summary(jobs, runs, run_on=run_on, folder=folder, built=built, tiny=tiny, device=device,
-                              device_name=device_name, dtype=dtype, dtype_name=dtype_name, vae=vae, kind=kind,
-                              settings=settings, writer_options=writer_options, start=start, end=end,
-                              console=console, quiet=quiet, split=split, started=started, created=created)
-    if run_on is not None:
-        records, failed, run = render_batch(jobs, executor=run_on, weights=folder, device=device_name,
-                                            dtype=dtype_name, vae=vae, settings=settings,
-                                            writer_options=writer_options, start=start, end=end, console=console,
-                                            quiet=quiet, split=split)
-        if records:
-            created.clear()  # keep the folders that hold outputs
-        return {"ok": not failed, "uav_version": __version__, "self_check": tiny,
-                "notice": SELF_CHECK_BANNER if tiny else None,
-                "weights": "(temporary tiny random release)" if built else str(folder), "device": device,
-                "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(), "outputs": records,
-                "executor": run_on.name, "jobs": run["jobs"], "failed": [r.to_dict() for r in failed],
-                "temporal_split": None if split is None else {"part_frames": split.part_frames,
-                                                              "overlap": split.overlap},
-                "failed_line": failure_line(failed) if failed else None,
-                "seconds": round(time.perf_counter() - started, 3)}
-    with console.status(f"loading weights from {escape(str(folder))} ..."), self_check_announced():
-        upscaler = VideoUpscaler.from_pretrained(folder, device=device_name, dtype=dtype_name,
-                                                 vae=vae)  # type: ignore[arg-type]
-    if upscaler.device.type == "cpu" and dtype == "fp16":
-        console.print("[yellow]note:[/yellow] fp16 on the CPU is slow and not always supported; fp32 or bf16 "
-                      "is the better choice there")
-    results = []
-    for n, job in enumerate(jobs, 1):
-        label = job.label if len(jobs) == 1 else f"[{n}/{len(jobs)}] {job.label}"
-        t0 = time.perf_counter()
-        video, job_start, job_end, job_options = job.source, start, end, writer_options
-        cut = self_check_clip(job.source, start=start, end=end, fps=rate) if self_check else None
-        if cut is not None:  # random networks prove the install as well on a small clip, in about a minute
-            if not quiet:
-                console.print(escape(cut.note))
-            video, job_start, job_end, job_options = cut.frames, None, None, {**writer_options, **cut.writer_options}
-            job.frames, job.height, job.width = cut.frames.shape[:3]
-        if not quiet:
-            _announce_plan(console, upscaler, job, settings)
-        with ProgressReporter(console, label=label, frames=job.frames, steps=settings.num_inference_steps,
-                              flow=bool(settings.propagation_steps) and job.frames > 1) as progress:
-            try:
-                written = upscaler.upscale(video, output=job.output, settings=settings, callback=progress,
-                                           writer_options=job_options, start=job_start, end=job_end)
-            except ValueError as exc:
-                message = str(exc)
-                raise UserError(message if job.label in message or len(jobs) == 1 else f"{job.label}: {message}") \
-                    from exc
-        seconds = time.perf_counter() - t0
-        scale = upscaler.upscale_factor
-        caption = upscaler.last_caption
-        plan = upscaler.last_memory_plan
-        if caption is not None and not quiet:
-            console.print(f"prompt (from {escape(caption.captioner)}, frame {caption.frame}): "
-                          f"{escape(caption.text)}")
-        results.append({
-            "input": job.source, "output": str(written), "frames": job.frames,
-            "input_size": [job.width, job.height], "output_size": [job.width * scale, job.height * scale],
-            "fps": str(job.fps), "audio": job.has_audio, "seconds": round(seconds, 3),
-            "frames_per_second": round(job.frames / seconds, 3) if seconds > 0 else None,
-            "stage_seconds": progress.stage_seconds,
-            # what --prompt auto made of the clip: pass it back as --prompt to reuse or edit it
-            "caption": None if caption is None else caption.text,
-            "captioner": None if caption is None else caption.captioner,
-            "caption_frame": None if caption is None else caption.frame,
-            **delivery_report(written, job),
-            # what --vram (auto: the device's free memory) chose, and the predicted peak
-            "memory": None if plan is None else plan.to_dict(),
-        })
-        if not quiet:
-            console.print(f"[green]wrote[/green] {escape(str(written))}  ({job.frames} frames, {job.width * scale}x"
-                          f"{job.height * scale}, {seconds:.1f} s, {job.frames / max(seconds, 1e-9):.2f} frames/s)"
-                          + ("  [bold red]SELF-CHECK output: NOT an upscale[/bold red]" if tiny else ""))
-    created.clear()  # everything was written: keep the folders
-    return {
-        "ok": True,
-        "uav_version": __version__,
-        "self_check": tiny,
-        "notice": SELF_CHECK_BANNER if tiny else None,
-        "weights": "(temporary tiny random release)" if built else str(folder),
-        "device": str(upscaler.device),
-        "dtype": str(next(upscaler.unet.parameters()).dtype).replace("torch.", ""),
-        "vae": vae,
-        "input_kind": kind,
-        "settings": settings.to_dict(),
-        "outputs": results,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    return _Prepared(settings, rate, device_name, dtype_name, folder, tiny, kind, jobs, created, runs)
 
 
-def _scene_summary(jobs: list[Job], runs: dict[str, Any], *, run_on: Any, folder: Path, built: bool, tiny: bool,
-                   device: str, device_name: Any, dtype: str, dtype_name: Any, vae: str, kind: str, settings: Any,
-                   writer_options: dict[str, Any], start: Any, end: Any, console: Any, quiet: bool, split: Any,
-                   started: float, created: list[Path]) -> dict[str, Any]:
-    """Render with scenes as jobs (:mod:`uav.cli.scene_runs`) and build the run's summary."""
-    from uav import __version__
+def _rate(fps: str | None) -> Fraction | None:
+    if fps is None:
+        return None
+    from uav.io.rates import parse_fps
+
+    try:
+        return parse_fps(fps, name="--fps")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _writer_options(codec: str, *, pix_fmt: str | None, crf: int | None, compression: str | None,
+                    start_number: Any, rate: Fraction | None) -> dict[str, Any]:
+    """The writer keywords the options give (only those given; ``rate`` for image sequences)."""
+    given = {"pix_fmt": pix_fmt or None, "crf": crf, "compression": compression, "start_number": start_number,
+             "fps": rate}
+    return {"codec": codec, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _executor_summary(jobs: list[Job], runs: dict[str, Any], *, run_on: Any, folder: Path, built: bool,
+                      tiny: bool, device: str, device_name: Any, dtype: str, dtype_name: Any, vae: str, kind: str,
+                      settings: Any, writer_options: dict[str, Any], start: Any, end: Any, console: Any, quiet: bool,
+                      split: Any, started: float, created: list[Path]) -> dict[str, Any]:
+    """Render on an executor (with ``runs``: scenes as jobs, :mod:`uav.cli.scene_runs`) and
+    build the run's summary."""
     from uav.cli.scene_runs import render_with_scenes
 
-    records, failed, run = render_with_scenes(jobs, runs, executor=run_on, weights=folder, device=device_name,
-                                              dtype=dtype_name, vae=vae, settings=settings,
-                                              writer_options=writer_options, start=start, end=end, console=console,
-                                              quiet=quiet, split=split, model={"dtype": dtype_name})
+    common = dict(weights=folder, device=device_name, dtype=dtype_name, vae=vae, settings=settings,
+                  writer_options=writer_options, start=start, end=end, console=console, quiet=quiet, split=split)
+    if runs:
+        records, failed, run = render_with_scenes(jobs, runs, executor=run_on, model={"dtype": dtype_name}, **common)
+    else:
+        records, failed, run = render_batch(jobs, executor=run_on, **common)
     if records:
         created.clear()  # keep the folders that hold outputs
-    return {"ok": not failed, "uav_version": __version__, "self_check": tiny,
-            "notice": SELF_CHECK_BANNER if tiny else None,
-            "weights": "(temporary tiny random release)" if built else str(folder), "device": device,
-            "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(), "outputs": records,
+    record = run_record(tiny=tiny, built=built, folder=folder, device=device, dtype=dtype, vae=vae, kind=kind,
+                        settings=settings, started=started)
+    return {"ok": not failed, **record, "outputs": records,
             "executor": "local" if run_on is None else run_on.name, "jobs": run["jobs"],
-            "failed": [r.to_dict() for r in failed], "failed_line": failure_line(failed) if failed else None,
+            "failed": [r.to_dict() for r in failed],
             "temporal_split": None if split is None else {"part_frames": split.part_frames,
                                                           "overlap": split.overlap},
-            "seconds": round(time.perf_counter() - started, 3)}
+            "failed_line": failure_line(failed) if failed else None, "seconds": record.pop("seconds")}
 
 
 def _check_model(settings: Any, *, folder: Path | None, tiny: bool, vae: str) -> None:
@@ -449,15 +375,6 @@ def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: An
             "device": device, "dtype": dtype, "vae": vae, "input_kind": kind, "settings": settings.to_dict(),
             "outputs": outputs, "seconds": round(time.perf_counter() - started, 3),
             "temporal_split": None if split is None else {"part_frames": split.part_frames, "overlap": split.overlap}}
-
-
-def _announce_plan(console: Any, upscaler: Any, job: Job, settings: Any) -> None:
-    """Print what the memory plan chooses for ``job`` (one line; nothing without a GPU budget)."""
-    from rich.markup import escape
-
-    plan = upscaler.plan_memory((1, 3, job.frames, job.height, job.width), settings)
-    if plan.budget.gib is not None:
-        console.print(escape(plan.describe()))
 
 
 def _dry_run_plans(jobs: list[Job], settings: Any, *, folder: Path | None, tiny: bool, vae: str, device: str,

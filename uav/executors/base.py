@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from uav.events import Event
+
 __all__ = [
     "CANCELLED",
     "DONE",
@@ -37,6 +39,7 @@ __all__ = [
     "largest_first",
     "remove_partials",
     "render_job",
+    "result_event",
 ]
 
 #: :attr:`JobResult.status` values
@@ -148,26 +151,25 @@ class JobResult:
         }
 
 
-@dataclass(frozen=True)
-class WorkerEvent:
-    """A progress event from an executor, for progress views.
+def WorkerEvent(kind: str, worker: str, job: Job | None = None, done: int = 0, total: int = 0,  # noqa: N802
+                error: str | None = None, pid: int | None = None, node: str | None = None) -> Event:
+    """An executor's progress :class:`~uav.events.Event` (its stage is ``kind``, its index ``done``).
 
     ``kind`` is ``"queued"`` (``job`` is part of the run; sent for every job first),
     ``"start"`` (``job`` began on ``worker``), ``"progress"`` (``done`` of
     ``total`` frames of ``job``), ``"retry"`` (``worker`` died while rendering ``job``;
     ``error`` says how) or ``"worker"`` (``worker`` is ready; ``error`` set when it
-    could not start).
+    could not start). ``pid`` and ``node`` say where a remote worker runs (to watch it).
     """
+    return Event(kind, done, total, job, {"worker": worker, "error": error, "pid": pid, "node": node})
 
-    kind: str
-    worker: str
-    job: Job | None = None
-    done: int = 0
-    total: int = 0
-    error: str | None = None
-    #: the worker's process id and host (remote executors), e.g. to watch it
-    pid: int | None = None
-    node: str | None = None
+
+def result_event(result: JobResult) -> Event:
+    """A finished job as an ``on_event`` :class:`~uav.events.Event`: stage ``"result"``,
+    ``result``, ``status`` and ``worker`` as fields."""
+    frames = result.job.frames
+    return Event.of("result", frames if result.ok else 0, frames, result.job, result=result, status=result.status,
+                    worker=result.worker, error=result.error)
 
 
 @runtime_checkable
@@ -181,7 +183,7 @@ class Executor(Protocol):
         jobs: Sequence[Job],
         factory: RendererFactory,
         *,
-        on_event: Callable[[WorkerEvent], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> Iterator[JobResult]:
         """Render ``jobs``; yield each one's :class:`JobResult` as it finishes.
 

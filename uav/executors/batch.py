@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from uav.executors.base import DONE, FAILED, Executor, Job, JobResult, RendererFactory, WorkerEvent
+from uav.events import Event
+from uav.executors.base import DONE, FAILED, Executor, Job, JobResult, RendererFactory
 from uav.executors.local import LocalExecutor, one_line
 from uav.executors.split import Part, TemporalSplit
 
@@ -25,7 +26,7 @@ def render_jobs(
     executor: Executor | None = None,
     split: TemporalSplit | None = None,
     writer_options: Mapping[str, Any] | None = None,
-    on_event: Callable[[WorkerEvent], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> Iterator[JobResult]:
     """Render ``jobs``; yield each one's result as it is final.
 
@@ -35,7 +36,7 @@ def render_jobs(
         executor: default :class:`LocalExecutor`.
         split: a :class:`TemporalSplit` to share long jobs between workers (opt-in);
             split jobs are merged here, on the driver, with ``writer_options``.
-        on_event: progress events (see :class:`WorkerEvent`).
+        on_event: progress events (:class:`~uav.events.Event`, see :func:`~uav.executors.base.WorkerEvent`).
     """
     executor = executor or LocalExecutor()
     if split is None:

@@ -6,6 +6,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 
+from uav.events import Event
 from uav.executors.base import (
     DONE,
     FAILED,
@@ -49,7 +50,7 @@ class LocalExecutor:
         jobs: Sequence[Job],
         factory: RendererFactory,
         *,
-        on_event: Callable[[WorkerEvent], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> Iterator[JobResult]:
         """Render ``jobs`` in the given order; see :meth:`uav.executors.base.Executor.run`.
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from uav.executors.base import DONE, FAILED, JobResult, WorkerEvent
+from uav.events import Event
+from uav.executors.base import DONE, FAILED, JobResult
 
 __all__ = ["RunProgress"]
 
@@ -67,12 +68,15 @@ class RunProgress:
             self.total_jobs += count
         self._refresh()
 
-    def __call__(self, event: WorkerEvent | JobResult) -> None:
-        """The executor's ``on_event``; a :class:`JobResult` is passed on to :meth:`add`."""
-        if isinstance(event, JobResult):
-            self.add(event)
+    def __call__(self, event: Event | JobResult) -> None:
+        """The executor's ``on_event``; a ``"result"`` event (or a bare :class:`JobResult`)
+        is passed on to :meth:`add`."""
+        if isinstance(event, JobResult) or event.stage == "result":
+            self.add(event if isinstance(event, JobResult) else event["result"])
             return
-        name = event.worker
+        name = event.get("worker")
+        if name is None:  # not an executor's event (a timeline job's state): its result counts it
+            return
         if event.kind == "queued":
             if self._count_queued:
                 self.total_jobs += 1

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from uav.events import Event
 from uav.executors.base import (
     CANCELLED,
     DONE,
@@ -271,7 +272,7 @@ class RayExecutor:
         jobs: Sequence[Job],
         factory: RendererFactory,
         *,
-        on_event: Callable[[WorkerEvent], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> Iterator[JobResult]:
         """Render ``jobs`` on the cluster; see :meth:`uav.executors.base.Executor.run`.
 
@@ -301,98 +302,102 @@ class RayExecutor:
             if owned:
                 self.ray.shutdown()
 
-    def _emit(self, on_event: Callable[[WorkerEvent], None] | None, kind: str, slot: _Slot, job: Job | None = None,
+    def _emit(self, on_event: Callable[[Event], None] | None, kind: str, slot: _Slot, job: Job | None = None,
               done: int = 0, total: int = 0, error: str | None = None) -> None:
         if on_event is not None:
             on_event(WorkerEvent(kind, slot.name, job, done, total, error, slot.pid, slot.node))
 
     def _drive(self, jobs: list[Job], factory: RendererFactory, slots: list[_Slot], per_gpu: float,
-               on_event: Callable[[WorkerEvent], None] | None) -> Iterator[JobResult]:
-        ray = self.ray
-        queue = deque(_Pending(j) for j in largest_first(jobs))
-        in_flight: dict[Any, tuple[_Slot, _Pending]] = {}
-        starting = {slot.actor.identity.remote(): slot for slot in slots}
-        idle: list[_Slot] = []
-        spawned = len(slots)
-        # a bound on replacement actors, so a renderer that kills its process on every
-        # job cannot keep the run alive for ever
-        max_spawn = len(slots) * (self.max_retries + 2)
-        first_error: str | None = None
-        ever_ready = False
-        last_poll = 0.0
-
-        while queue or in_flight:
-            # workers that finished starting
-            if starting:
-                ready, _ = ray.wait(list(starting), num_returns=len(starting), timeout=0)
-                for ref in ready:
-                    slot = starting.pop(ref)
-                    try:
-                        slot.pid, slot.node, error = ray.get(ref)
-                    except Exception as exc:  # the actor process could not start
-                        error = _actor_error(exc)
-                    if error is not None:
-                        reason = error
-                        first_error = first_error or reason
-                        self._emit(on_event, "worker", slot, error=reason)
-                        slots.remove(slot)
-                        self._kill(slot)
-                        continue
-                    self._emit(on_event, "worker", slot)
-                    ever_ready = True
-                    idle.append(slot)
-            if not starting and not idle and not in_flight:
-                if not ever_ready:
-                    raise ExecutorError(f"no Ray worker could start: {first_error}")
-                for p in queue:
+               on_event: Callable[[Event], None] | None) -> Iterator[JobResult]:
+        run = _Drive(queue=deque(_Pending(j) for j in largest_first(jobs)),
+                     starting={slot.actor.identity.remote(): slot for slot in slots}, spawned=len(slots),
+                     # a bound on replacement actors, so a renderer that kills its process on
+                     # every job cannot keep the run alive for ever
+                     max_spawn=len(slots) * (self.max_retries + 2))
+        while run.queue or run.in_flight:
+            self._take_started(run, slots, on_event)
+            if not run.starting and not run.idle and not run.in_flight:
+                if not run.ever_ready:
+                    raise ExecutorError(f"no Ray worker could start: {run.first_error}")
+                for p in run.queue:
                     yield JobResult(p.job, FAILED, "-", 0.0, p.attempts,
-                                    "no Ray worker left: " + (p.errors[-1] if p.errors else str(first_error)))
+                                    "no Ray worker left: " + (p.errors[-1] if p.errors else str(run.first_error)))
                 return
-            # hand out work, largest first
-            while idle and queue:
-                slot, pending = idle.pop(0), queue.popleft()
-                pending.attempts += 1
-                slot.job, slot.started = pending.job, time.perf_counter()
-                slot.ref = slot.actor.render.remote(pending.job)
-                in_flight[slot.ref] = (slot, pending)
-                self._emit(on_event, "start", slot, pending.job, 0, pending.job.frames)
-            if not in_flight:
-                if starting:
-                    ray.wait(list(starting), num_returns=1, timeout=self.poll_s)
+            self._hand_out(run, on_event)
+            if not run.in_flight:
+                if run.starting:
+                    self.ray.wait(list(run.starting), num_returns=1, timeout=self.poll_s)
                 continue
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.poll_s)
+            done, _ = self.ray.wait(list(run.in_flight), num_returns=1, timeout=self.poll_s)
             for ref in done:
-                slot, pending = in_flight.pop(ref)
-                job = pending.job
-                try:
-                    status, seconds, error = ray.get(ref)
-                except Exception as exc:  # the worker process died with the job
-                    reason = _actor_error(exc)
-                    pending.errors.append(reason)
-                    remove_partials(job.output)
-                    self._emit(on_event, "retry", slot, job, error=reason)
-                    slots.remove(slot)
-                    self._kill(slot)
-                    if pending.attempts <= self.max_retries:
-                        queue.appendleft(pending)  # it was among the largest left
-                    else:
-                        yield JobResult(job, FAILED, slot.name, time.perf_counter() - slot.started, pending.attempts,
-                                        f"worker died {pending.attempts} time(s): {reason}")
-                    first_error = reason
-                    if spawned < max_spawn and queue:
-                        spawned += 1
-                        new = self._spawn(factory, f"w{spawned}", per_gpu)
-                        slots.append(new)
-                        starting[new.actor.identity.remote()] = new
-                    continue
-                slot.job = slot.ref = None
-                idle.append(slot)
-                yield JobResult(job, status, slot.name, seconds, pending.attempts, error)
-            if on_event is not None and in_flight and time.perf_counter() - last_poll >= self.poll_s:
-                last_poll = time.perf_counter()
-                self._poll(in_flight, on_event)
+                yield from self._finished(run, ref, factory, slots, per_gpu, on_event)
+            if on_event is not None and run.in_flight and time.perf_counter() - run.last_poll >= self.poll_s:
+                run.last_poll = time.perf_counter()
+                self._poll(run.in_flight, on_event)
 
-    def _poll(self, in_flight: dict[Any, tuple[_Slot, _Pending]], on_event: Callable[[WorkerEvent], None]) -> None:
+    def _take_started(self, run: _Drive, slots: list[_Slot], on_event: Callable[[Event], None] | None) -> None:
+        """Workers that finished starting become idle (or are dropped, with the reason)."""
+        if not run.starting:
+            return
+        ready, _ = self.ray.wait(list(run.starting), num_returns=len(run.starting), timeout=0)
+        for ref in ready:
+            slot = run.starting.pop(ref)
+            try:
+                slot.pid, slot.node, error = self.ray.get(ref)
+            except Exception as exc:  # the actor process could not start
+                error = _actor_error(exc)
+            if error is not None:
+                run.first_error = run.first_error or error
+                self._emit(on_event, "worker", slot, error=error)
+                slots.remove(slot)
+                self._kill(slot)
+                continue
+            self._emit(on_event, "worker", slot)
+            run.ever_ready = True
+            run.idle.append(slot)
+
+    def _hand_out(self, run: _Drive, on_event: Callable[[Event], None] | None) -> None:
+        """Idle workers take the largest jobs left."""
+        while run.idle and run.queue:
+            slot, pending = run.idle.pop(0), run.queue.popleft()
+            pending.attempts += 1
+            slot.job, slot.started = pending.job, time.perf_counter()
+            slot.ref = slot.actor.render.remote(pending.job)
+            run.in_flight[slot.ref] = (slot, pending)
+            self._emit(on_event, "start", slot, pending.job, 0, pending.job.frames)
+
+    def _finished(self, run: _Drive, ref: Any, factory: RendererFactory, slots: list[_Slot], per_gpu: float,
+                  on_event: Callable[[Event], None] | None) -> Iterator[JobResult]:
+        """The result of a job whose call returned; a dead worker's job is queued again
+        (or failed after ``max_retries``) and a replacement worker started."""
+        slot, pending = run.in_flight.pop(ref)
+        job = pending.job
+        try:
+            status, seconds, error = self.ray.get(ref)
+        except Exception as exc:  # the worker process died with the job
+            reason = _actor_error(exc)
+            pending.errors.append(reason)
+            remove_partials(job.output)
+            self._emit(on_event, "retry", slot, job, error=reason)
+            slots.remove(slot)
+            self._kill(slot)
+            if pending.attempts <= self.max_retries:
+                run.queue.appendleft(pending)  # it was among the largest left
+            else:
+                yield JobResult(job, FAILED, slot.name, time.perf_counter() - slot.started, pending.attempts,
+                                f"worker died {pending.attempts} time(s): {reason}")
+            run.first_error = reason
+            if run.spawned < run.max_spawn and run.queue:
+                run.spawned += 1
+                new = self._spawn(factory, f"w{run.spawned}", per_gpu)
+                slots.append(new)
+                run.starting[new.actor.identity.remote()] = new
+            return
+        slot.job = slot.ref = None
+        run.idle.append(slot)
+        yield JobResult(job, status, slot.name, seconds, pending.attempts, error)
+
+    def _poll(self, in_flight: dict[Any, tuple[_Slot, _Pending]], on_event: Callable[[Event], None]) -> None:
         refs = {slot.actor.status.remote(): slot for slot, _ in in_flight.values()}
         ready, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=self.poll_s)
         for ref in ready:
@@ -451,3 +456,18 @@ def _actor_error(exc: BaseException) -> str:
         return f"{kind}: the worker process died ({detail})"
     first = text.strip().splitlines()[0] if text.strip() else kind
     return f"{kind}: {first}"
+
+
+@dataclass
+class _Drive:
+    """The driver's state over one run: jobs queued, workers starting, idle and busy."""
+
+    queue: deque[_Pending]
+    starting: dict[Any, _Slot]
+    spawned: int
+    max_spawn: int
+    in_flight: dict[Any, tuple[_Slot, _Pending]] = field(default_factory=dict)
+    idle: list[_Slot] = field(default_factory=list)
+    first_error: str | None = None
+    ever_ready: bool = False
+    last_poll: float = 0.0

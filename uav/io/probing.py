@@ -246,54 +246,15 @@ def _first_frame(path: Path, index: int) -> Any:
 
 
 def _scan_video(path: Path) -> VideoScan:
-    import av
-
     truncated = container_truncation(path)
     if truncated is not None:
         raise VideoInputError(path, truncated, "the copy is incomplete or the export was interrupted; "
                                                "re-export or re-copy the file")
     container = open_input(path)
     try:
-        videos = list(container.streams.video)
-        if not videos:
-            raise VideoInputError(path, "contains no video frames (no video stream)", "pass a video file or an image folder")
-        stream = videos[0]
-        if stream.codec_context is None:  # a damaged header names a codec FFmpeg does not know
-            raise VideoInputError(path, "has a video stream whose codec cannot be read",
-                                  "the file is corrupt or uses an unsupported codec; re-export or re-copy it")
+        stream = _video_stream(container, path)
         time_base = stream.time_base
-        if not time_base:
-            raise VideoInputError(path, "has a video stream without a time base", "remux it into .mov/.mp4/.mkv")
-        pts: list[int] = []
-        durations: dict[int, int] = {}
-        corrupt = False
-        discarded = 0
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                if packet.is_discard:
-                    # edit lists hide these samples; they still count in the header's total
-                    discarded += 1
-                    continue
-                if packet.is_corrupt:
-                    corrupt = True
-                    break
-                ts = packet.pts if packet.pts is not None else packet.dts
-                if ts is None:
-                    continue
-                pts.append(ts)
-                durations[ts] = packet.duration or 0
-        except av.FFmpegError as exc:
-            raise VideoInputError(path, f"is damaged after {len(pts)} video packets ({exc.strerror or exc})",
-                                  "the file is truncated or corrupt; re-export or re-copy it") from None
-        declared_frames = stream.frames or 0
-        if corrupt or (declared_frames and len(pts) + discarded < declared_frames):
-            raise VideoInputError(path, f"is truncated: its index lists {declared_frames} frames but only "
-                                        f"{len(pts)} are complete", "re-export or re-copy the file")
-        if not pts:
-            raise VideoInputError(path, "contains no video frames", "pass a video with at least one frame")
-        pts.sort()
+        pts, durations = _packet_times(container, stream, path)
         times = (np.asarray(pts, dtype=np.float64) - pts[0]) * float(time_base)
         declared = [r for r in (stream.average_rate, stream.guessed_rate) if r]
         fps, variable = select_rate(times, float(time_base), declared)
@@ -301,8 +262,6 @@ def _scan_video(path: Path) -> VideoScan:
         if last_ticks <= 0:
             last_ticks = int(round(1 / (fps * time_base))) or 1
         last_duration = float(last_ticks * time_base)
-        num_cfr = len(cfr_map(times, last_duration, fps)) if variable else len(pts)
-
         # Read the stream's tags before decoding: some decoders overwrite the context
         # with what the bitstream says, which may be "unspecified".
         cc = stream.codec_context
@@ -311,62 +270,114 @@ def _scan_video(path: Path) -> VideoScan:
         codec_name = cc.name
         # Decode one frame: it proves the codec is usable and carries rotation/colour.
         first = _first_frame(path, stream.index)
-
-        rotation = (-int(round(first.rotation or 0))) % 360
-        if rotation % 90:
-            log.warning("%s: rotation of %d degrees is not a multiple of 90; ignoring it", path, rotation)
-            rotation = 0
-        width, height = first.width, first.height
-        if rotation in (90, 270):
-            width, height = height, width
-
-        def tag(stream_value: int, frame_value: int, names: dict[int, str]) -> str | None:
-            return names.get(int(stream_value or 0)) or names.get(int(frame_value or 0))
-
-        space_value = stream_color[1] if stream_color[1] in COLOR_SPACE_NAMES else int(first.colorspace or 2)
-        range_value = stream_color[0] or int(first.color_range or 0)
-        pix_fmt = first.format.name
-        if pix_fmt.startswith("yuvj"):
-            range_value = 2
-        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-        audio = container.streams.audio[0] if container.streams.audio else None
-        if audio is not None and audio.codec_context is None:
-            log.warning("%s: its audio stream's codec cannot be read; the output gets no audio", path)
-            audio = None
+        space_value, range_value, colors = _frame_colors(stream_color, first)
         info = VideoInfo(
-            path=path,
-            width=width,
-            height=height,
-            num_frames=len(pts),
-            fps=fps,
-            variable_frame_rate=variable,
-            start_timecode=tagged_timecode(container, stream),
-            has_audio=audio is not None,
-            rotation=rotation,
-            color_range=COLOR_RANGE_NAMES.get(range_value),
-            color_space=COLOR_SPACE_NAMES.get(space_value),
-            color_primaries=tag(stream_color[2], first.color_primaries, COLOR_PRIMARIES_NAMES),
-            color_trc=tag(stream_color[3], first.color_trc, COLOR_TRC_NAMES),
-            sample_aspect_ratio=Fraction(sar) if sar and sar > 0 else None,
-            bit_depth=_bit_depth(first.format),
-            is_image_sequence=False,
-            num_frames_cfr=num_cfr,
-            codec=codec_name,
-            pix_fmt=pix_fmt,
-            duration=float(times[-1]) + last_duration,
-            audio_codec=audio.codec_context.name if audio is not None else None,
-            audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
-            audio_channels=audio.codec_context.channels if audio is not None else None,
+            path=path, **_oriented_size(first, path), num_frames=len(pts), fps=fps, variable_frame_rate=variable,
+            start_timecode=tagged_timecode(container, stream), **colors,
+            sample_aspect_ratio=_aspect(stream), bit_depth=_bit_depth(first.format), is_image_sequence=False,
+            num_frames_cfr=len(cfr_map(times, last_duration, fps)) if variable else len(pts), codec=codec_name,
+            pix_fmt=first.format.name, duration=float(times[-1]) + last_duration, **_audio_facts(container, path),
             has_alpha=any(getattr(c, "is_alpha", False) for c in first.format.components),
         )
-        return VideoScan(
-            info=info,
-            stream_index=stream.index,
-            time_base=Fraction(time_base),
-            pts=tuple(pts),
-            last_duration=last_ticks,
-            sws_colorspace=_sws_colorspace(space_value, first.width, first.height),
-            sws_range="JPEG" if range_value == 2 else "MPEG",
-        )
+        return VideoScan(info=info, stream_index=stream.index, time_base=Fraction(time_base), pts=tuple(pts),
+                         last_duration=last_ticks, sws_colorspace=_sws_colorspace(space_value, first.width,
+                                                                                  first.height),
+                         sws_range="JPEG" if range_value == 2 else "MPEG")
     finally:
         container.close()
+
+
+def _video_stream(container: Any, path: Path) -> Any:
+    """The first video stream, refused in one line when it cannot be read."""
+    videos = list(container.streams.video)
+    if not videos:
+        raise VideoInputError(path, "contains no video frames (no video stream)", "pass a video file or an image folder")
+    stream = videos[0]
+    if stream.codec_context is None:  # a damaged header names a codec FFmpeg does not know
+        raise VideoInputError(path, "has a video stream whose codec cannot be read",
+                              "the file is corrupt or uses an unsupported codec; re-export or re-copy it")
+    if not stream.time_base:
+        raise VideoInputError(path, "has a video stream without a time base", "remux it into .mov/.mp4/.mkv")
+    return stream
+
+
+def _packet_times(container: Any, stream: Any, path: Path) -> tuple[list[int], dict[int, int]]:
+    """The sorted presentation times of the stream's complete packets and each one's
+    duration (ticks); a truncated or corrupt stream is one error."""
+    import av
+
+    pts: list[int] = []
+    durations: dict[int, int] = {}
+    corrupt = False
+    discarded = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.is_discard:
+                # edit lists hide these samples; they still count in the header's total
+                discarded += 1
+                continue
+            if packet.is_corrupt:
+                corrupt = True
+                break
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is None:
+                continue
+            pts.append(ts)
+            durations[ts] = packet.duration or 0
+    except av.FFmpegError as exc:
+        raise VideoInputError(path, f"is damaged after {len(pts)} video packets ({exc.strerror or exc})",
+                              "the file is truncated or corrupt; re-export or re-copy it") from None
+    declared_frames = stream.frames or 0
+    if corrupt or (declared_frames and len(pts) + discarded < declared_frames):
+        raise VideoInputError(path, f"is truncated: its index lists {declared_frames} frames but only "
+                                    f"{len(pts)} are complete", "re-export or re-copy the file")
+    if not pts:
+        raise VideoInputError(path, "contains no video frames", "pass a video with at least one frame")
+    pts.sort()
+    return pts, durations
+
+
+def _oriented_size(first: Any, path: Path) -> dict[str, int]:
+    """``width``, ``height`` (as displayed) and ``rotation`` of the first decoded frame."""
+    rotation = (-int(round(first.rotation or 0))) % 360
+    if rotation % 90:
+        log.warning("%s: rotation of %d degrees is not a multiple of 90; ignoring it", path, rotation)
+        rotation = 0
+    width, height = first.width, first.height
+    if rotation in (90, 270):
+        width, height = height, width
+    return {"width": width, "height": height, "rotation": rotation}
+
+
+def _frame_colors(stream_color: tuple[int, int, int, int], first: Any) -> tuple[int, int, dict[str, Any]]:
+    """``(colour space value, range value, the info's colour tags)``: the stream's tags, else the frame's."""
+
+    def tag(stream_value: int, frame_value: int, names: dict[int, str]) -> str | None:
+        return names.get(int(stream_value or 0)) or names.get(int(frame_value or 0))
+
+    space_value = stream_color[1] if stream_color[1] in COLOR_SPACE_NAMES else int(first.colorspace or 2)
+    range_value = stream_color[0] or int(first.color_range or 0)
+    if first.format.name.startswith("yuvj"):
+        range_value = 2
+    return space_value, range_value, {
+        "color_range": COLOR_RANGE_NAMES.get(range_value), "color_space": COLOR_SPACE_NAMES.get(space_value),
+        "color_primaries": tag(stream_color[2], first.color_primaries, COLOR_PRIMARIES_NAMES),
+        "color_trc": tag(stream_color[3], first.color_trc, COLOR_TRC_NAMES)}
+
+
+def _aspect(stream: Any) -> Fraction | None:
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return Fraction(sar) if sar and sar > 0 else None
+
+
+def _audio_facts(container: Any, path: Path) -> dict[str, Any]:
+    """The info's audio fields; an audio stream whose codec cannot be read is dropped (a warning)."""
+    audio = container.streams.audio[0] if container.streams.audio else None
+    if audio is not None and audio.codec_context is None:
+        log.warning("%s: its audio stream's codec cannot be read; the output gets no audio", path)
+        audio = None
+    cc = audio.codec_context if audio is not None else None
+    return {"has_audio": audio is not None, "audio_codec": cc.name if cc is not None else None,
+            "audio_sample_rate": None if cc is None else cc.sample_rate, "audio_channels": None if cc is None else cc.channels}

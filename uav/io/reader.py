@@ -210,55 +210,22 @@ def _iter_video(scan: VideoScan, sources: list[int], alpha: bool = False) -> Ite
     import av
 
     info = scan.info
-    index_of = {ts: i for i, ts in enumerate(scan.pts)}
     wanted_first, wanted_last = sources[0], sources[-1]
     repeats: dict[int, int] = {}
     for i in sources:
         repeats[i] = repeats.get(i, 0) + 1
 
-    def decode_from(container: Any, stream: Any, seek_index: int) -> Iterator[tuple[int, Any]]:
-        # from the first frame: no seek, the container is fresh (formats without an index,
-        # such as MPEG-TS, cannot seek back to their start)
-        if seek_index > 0:
-            container.seek(scan.pts[seek_index], stream=stream, backward=True)
-        previous = -1
-        for frame in container.decode(stream):
-            ts = frame.pts if frame.pts is not None else frame.dts
-            idx = index_of.get(ts) if ts is not None else None
-            if idx is None:
-                # a timestamp the probe did not see: place it after the previous frame
-                idx = previous + 1 if previous >= 0 else bisect_left(scan.pts, ts if ts is not None else 0)
-            previous = idx
-            yield idx, frame
-
     def generate() -> Iterator[np.ndarray]:
-        container: Any = None
+        opened: list[Any] = []
         try:
-            # Seek, then check the first decoded frame is not past the target (open GOPs,
-            # sparse indexes); back off further and finally decode from the start.
-            attempts = [wanted_first, max(0, wanted_first - 32), max(0, wanted_first - 512), 0]
-            frames: Iterator[tuple[int, Any]] | None = None
-            pending: tuple[int, Any] | None = None
-            for seek_index in dict.fromkeys(attempts):
-                if container is None or seek_index == 0:
-                    if container is not None:
-                        container.close()
-                    container = open_input(info.path)
-                    stream = container.streams[scan.stream_index]
-                    stream.thread_type = "AUTO"
-                frames = decode_from(container, stream, seek_index)
-                pending = next(frames, None)
-                # nothing after the seek (a stream without an index) or past the target: back off
-                if pending is not None and pending[0] <= wanted_first:
-                    break
-            assert frames is not None
+            frames, pending = _seek(scan, wanted_first, opened)
             expected = wanted_first
             while pending is not None:
                 idx, frame = pending
                 if idx > wanted_last:
                     break
                 if idx >= wanted_first:
-                    if idx != expected and idx > expected:
+                    if idx > expected:
                         raise VideoInputError(info.path, f"frame {expected} cannot be decoded (the decoder went from "
                                                          f"frame {expected - 1} to {idx})", "the file is damaged")
                     if idx == expected:
@@ -276,7 +243,52 @@ def _iter_video(scan: VideoScan, sources: list[int], alpha: bool = False) -> Ite
             raise VideoInputError(info.path, f"decoding failed ({exc.strerror or exc})",
                                   "the file is damaged or uses an unsupported codec") from None
         finally:
-            if container is not None:
+            for container in opened:
                 container.close()
 
     return generate()
+
+
+def _seek(scan: VideoScan, wanted_first: int, opened: list[Any]) -> tuple[Iterator[tuple[int, Any]],
+                                                                          tuple[int, Any] | None]:
+    """``(decoded (index, frame) pairs, the first of them)`` from at most ``wanted_first``.
+
+    Seek, then check the first decoded frame is not past the target (open GOPs, sparse
+    indexes); back off further and finally decode from the start. Containers opened are
+    appended to ``opened`` (the caller closes them)."""
+    index_of = {ts: i for i, ts in enumerate(scan.pts)}
+    attempts = [wanted_first, max(0, wanted_first - 32), max(0, wanted_first - 512), 0]
+    frames: Iterator[tuple[int, Any]] | None = None
+    pending: tuple[int, Any] | None = None
+    for seek_index in dict.fromkeys(attempts):
+        if not opened or seek_index == 0:
+            if opened:
+                opened.pop().close()
+            opened.append(open_input(scan.info.path))
+            stream = opened[-1].streams[scan.stream_index]
+            stream.thread_type = "AUTO"
+        frames = _decode_from(scan, index_of, opened[-1], stream, seek_index)
+        pending = next(frames, None)
+        # nothing after the seek (a stream without an index) or past the target: back off
+        if pending is not None and pending[0] <= wanted_first:
+            break
+    assert frames is not None
+    return frames, pending
+
+
+def _decode_from(scan: VideoScan, index_of: dict[int, int], container: Any, stream: Any,
+                 seek_index: int) -> Iterator[tuple[int, Any]]:
+    """``(source index, frame)`` pairs decoded from ``seek_index`` (a seek back to its keyframe)."""
+    # from the first frame: no seek, the container is fresh (formats without an index,
+    # such as MPEG-TS, cannot seek back to their start)
+    if seek_index > 0:
+        container.seek(scan.pts[seek_index], stream=stream, backward=True)
+    previous = -1
+    for frame in container.decode(stream):
+        ts = frame.pts if frame.pts is not None else frame.dts
+        idx = index_of.get(ts) if ts is not None else None
+        if idx is None:
+            # a timestamp the probe did not see: place it after the previous frame
+            idx = previous + 1 if previous >= 0 else bisect_left(scan.pts, ts if ts is not None else 0)
+        previous = idx
+        yield idx, frame

@@ -141,70 +141,35 @@ class VideoWriter:
             raise ValueError(f"unknown codec {codec!r}; known codecs: {known_codecs()}")
         self.spec = spec = CODECS[codec]
         self.alpha = bool(alpha)
-        if self.alpha:
-            pix_fmt = alpha_pix_fmt(spec, pix_fmt, bit_depth)
         self.fps = parse_fps(fps)
         self.width = _check_positive_int("width", width)
         self.height = _check_positive_int("height", height)
-        if bit_depth not in files.FRAME_DTYPES:
-            raise ValueError(f"bit_depth must be 8 (uint8 frames), 16 (uint16 frames) or 32 (float32 frames), "
-                             f"got {bit_depth!r}")
-        self.bit_depth = bit_depth
+        self.bit_depth, self.pix_fmt = bit_depth, _pixel_format(spec, codec, pix_fmt, bit_depth, self.alpha)
         self._dtype = files.FRAME_DTYPES[bit_depth]
-        self.pix_fmt = pix_fmt or (spec.pix_fmt_16bit if bit_depth >= 16 else spec.pix_fmt_8bit)
-        if self.pix_fmt not in spec.pix_fmts:
-            raise ValueError(f"pix_fmt {self.pix_fmt!r} is not available for codec {codec!r}; "
-                             f"choose one of {', '.join(spec.pix_fmts)}")
-        if crf is not None:
-            if spec.default_crf is None:
-                raise ValueError(f"crf only applies to h264/h265, not codec {codec!r}")
-            if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
-                raise ValueError(f"crf must be an int from 0 (lossless) to 51, got {crf!r}")
+        _check_encoder_options(spec, codec, crf, preset)
         self.crf = crf
         self.compression = files.check_format_options(spec, self.width, self.height, compression)
         self.provenance = provenance
-        if timecode is not None:
-            parse_timecode(timecode)  # a malformed string is the caller's error
-            if timecode_rate_supported(self.fps):
-                timecode_to_frames(timecode, self.fps)  # validates the label at this rate
-            else:
-                # timecode is carried, never required: a rate SMPTE timecode does not
-                # define gets an output without it, not a failed render
-                log.warning("%s: SMPTE timecode is not defined at %s fps; writing it without the timecode %s",
-                            path, self.fps, timecode)
-                timecode = None
-        self.timecode = timecode
-        if not isinstance(audio_start_frame, (int, np.integer)) or audio_start_frame < 0:
-            raise ValueError(f"audio_start_frame must be an int >= 0, got {audio_start_frame!r}")
-        if audio_end_frame is not None and (not isinstance(audio_end_frame, (int, np.integer))
-                                            or audio_end_frame <= audio_start_frame):
-            raise ValueError(f"audio_end_frame must be an int > audio_start_frame ({audio_start_frame}), "
-                             f"got {audio_end_frame!r}")
+        self.timecode = _usable_timecode(timecode, self.fps, path)
+        _check_audio_range(audio_start_frame, audio_end_frame)
         self.color = output_color(color)
         if sample_aspect_ratio is not None:
             sample_aspect_ratio = Fraction(sample_aspect_ratio)
             if sample_aspect_ratio <= 0:
                 raise ValueError(f"sample_aspect_ratio must be > 0, got {sample_aspect_ratio}")
         self.sample_aspect_ratio = sample_aspect_ratio
-        if preset is not None and spec.default_crf is None:
-            raise ValueError(f"preset only applies to h264/h265, not codec {codec!r}")
         if isinstance(start_number, bool) or not isinstance(start_number, (int, np.integer)) or start_number < 0:
             raise ValueError(f"start_number must be an int >= 0, got {start_number!r}")
         self._start_number = int(start_number)
-        if "420" in self.pix_fmt and (self.width % 2 or self.height % 2):
-            raise ValueError(f"{codec} with pix_fmt {self.pix_fmt} needs an even width and height, got "
-                             f"{self.width}x{self.height}; crop/pad by one pixel or use a 4:4:4 pix_fmt")
-        if "422" in self.pix_fmt and self.width % 2:
-            raise ValueError(f"{codec} with pix_fmt {self.pix_fmt} needs an even width, got {self.width}")
-
+        _check_chroma_size(codec, self.pix_fmt, self.width, self.height)
         self.path, self._pattern = output_path(path, spec)
         if self.color["color_range"] == "pc" and not spec.says_full_range(self.path.suffix):
             # a full-range picture read as limited would look washed out: convert it instead
             log.warning("%s: %s in %s cannot say 'full range'; writing limited range", self.path, codec,
                         self.path.suffix)
             self.color["color_range"] = "tv"
-        if timecode is not None and spec.kind == "sequence" and spec.name not in ("exr", "dpx"):
-            log.info("%s: image sequences carry no timecode; %s is not stored", self.path, timecode)
+        if self.timecode is not None and spec.kind == "sequence" and spec.name not in ("exr", "dpx"):
+            log.info("%s: image sequences carry no timecode; %s is not stored", self.path, self.timecode)
         self.frames_written = 0
         self._closed = False
         self._container: Any = None
@@ -537,3 +502,58 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -
 def _discard(temp: Path) -> str | None:
     atomic.untrack(temp)
     return atomic.remove(temp)
+
+
+def _pixel_format(spec: Any, codec: str, pix_fmt: str | None, bit_depth: int, alpha: bool) -> str:
+    """The encoder's pixel format: the one asked for (with alpha: one that keeps it) or the
+    codec's default for ``bit_depth``."""
+    if alpha:
+        pix_fmt = alpha_pix_fmt(spec, pix_fmt, bit_depth)
+    if bit_depth not in files.FRAME_DTYPES:
+        raise ValueError(f"bit_depth must be 8 (uint8 frames), 16 (uint16 frames) or 32 (float32 frames), "
+                         f"got {bit_depth!r}")
+    fmt = pix_fmt or (spec.pix_fmt_16bit if bit_depth >= 16 else spec.pix_fmt_8bit)
+    if fmt not in spec.pix_fmts:
+        raise ValueError(f"pix_fmt {fmt!r} is not available for codec {codec!r}; "
+                         f"choose one of {', '.join(spec.pix_fmts)}")
+    return fmt
+
+
+def _check_encoder_options(spec: Any, codec: str, crf: Any, preset: str | None) -> None:
+    if crf is not None:
+        if spec.default_crf is None:
+            raise ValueError(f"crf only applies to h264/h265, not codec {codec!r}")
+        if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
+            raise ValueError(f"crf must be an int from 0 (lossless) to 51, got {crf!r}")
+    if preset is not None and spec.default_crf is None:
+        raise ValueError(f"preset only applies to h264/h265, not codec {codec!r}")
+
+
+def _usable_timecode(timecode: str | None, fps: Fraction, path: Any) -> str | None:
+    """``timecode`` checked at ``fps``; ``None`` (a warning) at a rate SMPTE timecode does not define."""
+    if timecode is None:
+        return None
+    parse_timecode(timecode)  # a malformed string is the caller's error
+    if timecode_rate_supported(fps):
+        timecode_to_frames(timecode, fps)  # validates the label at this rate
+        return timecode
+    # timecode is carried, never required: a rate SMPTE timecode does not define gets an
+    # output without it, not a failed render
+    log.warning("%s: SMPTE timecode is not defined at %s fps; writing it without the timecode %s", path, fps,
+                timecode)
+    return None
+
+
+def _check_audio_range(start: Any, end: Any) -> None:
+    if not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"audio_start_frame must be an int >= 0, got {start!r}")
+    if end is not None and (not isinstance(end, (int, np.integer)) or end <= start):
+        raise ValueError(f"audio_end_frame must be an int > audio_start_frame ({start}), got {end!r}")
+
+
+def _check_chroma_size(codec: str, pix_fmt: str, width: int, height: int) -> None:
+    if "420" in pix_fmt and (width % 2 or height % 2):
+        raise ValueError(f"{codec} with pix_fmt {pix_fmt} needs an even width and height, got "
+                         f"{width}x{height}; crop/pad by one pixel or use a 4:4:4 pix_fmt")
+    if "422" in pix_fmt and width % 2:
+        raise ValueError(f"{codec} with pix_fmt {pix_fmt} needs an even width, got {width}")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Collection, Iterator, Sequence
 
 import torch
 
+from uav.events import Event
 from uav.protocols import DenoisingScheduler, SegmentPlan, Tile
 from uav.sampling.propagation import propagate_latents
 from uav.sampling.recovery import OUT_OF_MEMORY, Recovery
@@ -28,7 +29,7 @@ from uav.sampling.streamed import finish_step
 from uav.sampling.transfer import Pending, Transfers
 
 Tensor = torch.Tensor
-StepCallback = Callable[[dict[str, Any]], None]
+StepCallback = Callable[[Event], None]
 
 
 def denoise(
@@ -107,56 +108,86 @@ def denoise(
     # per window (a long clip's plan keeps its weights in a band, not a dense matrix)
     weights = [plan.window_weights(k).to(device=state_device, dtype=torch.float32).reshape(1, 1, -1, 1, 1)
                for k in range(len(plan.windows))]
-    xfer = transfers or Transfers(param.device)
     cache = None if spatial_tiles else step_cache
-    total = len(timesteps)
     prop = set(int(s) for s in propagation_steps)
     if prop and flows is None:
         raise ValueError("propagation_steps were given but no flows: pass flows or a flow estimator")
-    delta: Tensor | None = None  # the last guidance difference (guidance reuse)
     streamed = store is not None and store.streamed and trace is None and state_device.type == "cpu" \
         and getattr(scheduler, "elementwise", False) and guidance_reuse_from is None
-
+    model = _MergedModel(unet, low_res, text, noise_level, plan.windows, weights, spatial_tiles, recovery,
+                         transfers or Transfers(param.device), cache, window_batch, store if streamed else None)
+    delta: Tensor | None = None  # the last guidance difference (guidance reuse)
     for i, t in enumerate(timesteps):
         t_int = int(t)
-        if trace is not None:
-            trace[f"step{i}_latents_in"] = latents.detach().clone()
+        _record(trace, i, latents_in=latents)
         guided = cfg and (guidance_reuse_from is None or i < guidance_reuse_from or delta is None)
-        calls = _WindowCalls(unet, latents, low_res, text if guided else text[-1:], t=t_int, noise_level=noise_level,
-                             guided=guided, windows=plan.windows, tiles=spatial_tiles, recovery=recovery, xfer=xfer,
-                             cache=cache, full=cache is None or cache.full_step(i))
-        shape = (2 if guided else 1,) + tuple(latents.shape[1:])
-        v = store.zeros(shape) if streamed and store is not None else \
-            torch.zeros(shape, dtype=torch.float32, device=state_device)
-        for k, (s, e), pred in calls.predictions(window_batch):
-            v[:, :, s:e].add_(pred.to(device=state_device, dtype=torch.float32) * weights[k])
-        if streamed and store is not None:
-            latents, x0 = finish_step(store, scheduler, v, t_int, latents, guidance_scale if cfg else None,
-                                      flows if i in prop else None, fuse_scale)
-            del v
-            if callback is not None:
-                callback({"stage": "denoise", "index": i, "total": total, "timestep": t_int, "latents": latents,
-                          "x0": x0})
-            continue
-        v, delta = _guide(v, guided, cfg, guidance_scale, delta, keep=guidance_reuse_from is not None)
-        v = v.to(latents.dtype)
-        x0 = scheduler.predict_x0(v, t_int, latents)
-        if trace is not None:
-            trace[f"step{i}_timestep"] = torch.tensor([t_int])
-            trace[f"step{i}_noise_pred_guided"] = v.detach().clone()
-            trace[f"step{i}_x0"] = x0.detach().clone()
-        if i in prop:
-            x0 = propagate_latents(x0, flows[0].to(x0), flows[1].to(x0), fuse_scale=fuse_scale)
-        if trace is not None:
-            trace[f"step{i}_x0_used"] = x0.detach().clone()
-        latents = _step(scheduler, v, t_int, latents, x0, generator)
+        v = model(latents, t_int, guided=guided, full=cache is None or cache.full_step(i))
+        step_flows = flows if i in prop else None
+        if model.store is not None:  # a chunk of frames at a time, the same numbers
+            latents, x0 = finish_step(model.store, scheduler, v, t_int, latents, guidance_scale if cfg else None,
+                                      step_flows, fuse_scale)
+        else:
+            v, delta = _guide(v, guided, cfg, guidance_scale, delta, keep=guidance_reuse_from is not None)
+            latents, x0 = sample_step(scheduler, v.to(latents.dtype), t_int, latents, step_flows, fuse_scale,
+                                      generator, trace, i)
         del v
-        if trace is not None:
-            trace[f"step{i}_latents_out"] = latents.detach().clone()
         if callback is not None:
-            callback({"stage": "denoise", "index": i, "total": total, "timestep": t_int, "latents": latents,
-                      "x0": x0})
+            callback(Event.of("denoise", i, len(timesteps), timestep=t_int, latents=latents, x0=x0))
     return latents
+
+
+def sample_step(scheduler: DenoisingScheduler, v: Tensor, t: int, latents: Tensor, flows: Any, fuse_scale: float,
+                generator: torch.Generator | None, trace: dict[str, Tensor] | None = None,
+                i: int = 0) -> tuple[Tensor, Tensor]:
+    """One step of the published sampler from the guided prediction ``v``: x0, propagated
+    along ``flows`` when given (paper §3.3), then the scheduler's step from x0.
+    Returns ``(latents, x0 used)``."""
+    x0 = scheduler.predict_x0(v, t, latents)
+    _record(trace, i, timestep=torch.tensor([t]), noise_pred_guided=v, x0=x0)
+    if flows is not None:
+        x0 = propagate_latents(x0, flows[0].to(x0), flows[1].to(x0), fuse_scale=fuse_scale)
+    _record(trace, i, x0_used=x0)
+    latents = _step(scheduler, v, t, latents, x0, generator)
+    _record(trace, i, latents_out=latents)
+    return latents, x0
+
+
+def _record(trace: dict[str, Tensor] | None, i: int, **tensors: Tensor) -> None:
+    """Copies of step ``i``'s tensors into ``trace``, named as in the parity fixture."""
+    if trace is not None:
+        for name, tensor in tensors.items():
+            trace[f"step{i}_{name}"] = tensor.detach().clone()
+
+
+@dataclass(frozen=True)
+class _MergedModel:
+    """The model call of a step, wrapped: every window through the U-Net (groups pipelined
+    one deep, out-of-memory and non-finite recovery, latent tiles, DeepCache) and merged
+    with the segment plan's weights on the state device (in ``store`` when streamed)."""
+
+    unet: torch.nn.Module
+    low_res: Tensor
+    text: Tensor
+    noise_level: int
+    windows: Sequence[tuple[int, int]]
+    weights: list[Tensor]
+    tiles: Sequence[Tile] | None
+    recovery: Recovery | None
+    xfer: Transfers
+    cache: StepCache | None
+    window_batch: int
+    store: ClipStore | None
+
+    def __call__(self, latents: Tensor, t: int, *, guided: bool, full: bool) -> Tensor:
+        calls = _WindowCalls(self.unet, latents, self.low_res, self.text if guided else self.text[-1:], t=t,
+                             noise_level=self.noise_level, guided=guided, windows=self.windows, tiles=self.tiles,
+                             recovery=self.recovery, xfer=self.xfer, cache=self.cache, full=full)
+        shape = (2 if guided else 1,) + tuple(latents.shape[1:])
+        v = self.store.zeros(shape) if self.store is not None else \
+            torch.zeros(shape, dtype=torch.float32, device=latents.device)
+        for k, (s, e), pred in calls.predictions(self.window_batch):
+            v[:, :, s:e].add_(pred.to(device=latents.device, dtype=torch.float32) * self.weights[k])
+        return v
 
 
 def _guide(v: Tensor, guided: bool, cfg: bool, scale: float, delta: Tensor | None,

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from uav.events import Event
 from uav.protocols import Tile
 
 __all__ = ["Recovery", "GPUMemoryError", "NonFiniteError", "is_out_of_memory", "OUT_OF_MEMORY",
@@ -101,7 +102,7 @@ class Recovery:
     """
 
     def __init__(self, *, window_batch: int = 1, decode_chunk: int = 3, decode_tile: int | None = None,
-                 notify: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 notify: Callable[[Event], None] | None = None) -> None:
         self.window_batch = window_batch
         self.decode_chunk = decode_chunk
         self.decode_tile = decode_tile
@@ -113,7 +114,7 @@ class Recovery:
     # -------------------------------------------------------------- telling the user
     def _event(self, event: str, **info: Any) -> None:
         if self.notify is not None:
-            self.notify({"stage": "recovery", "event": event, **info})
+            self.notify(Event.of("recovery", event=event, **info))
 
     def tell_once(self, kind: str, message: str) -> None:
         """Warn (logging) once per run and kind."""

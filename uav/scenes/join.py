@@ -36,17 +36,9 @@ def join_segments(segments: Sequence[Path], output: str | Path, *, fps: Fraction
     from uav.io import atomic
 
     out = Path(output)
-    tmp = atomic.temporary_path(out)
-    atomic.track(tmp)
-    try:
+    with atomic.atomic_output(out) as tmp:
         _remux(segments, tmp, fps=Fraction(fps), frames=frames, audio_source=audio_source, audio_start=audio_start,
                timecode=timecode, suffix=out.suffix.lower())
-        os.replace(tmp, out)
-    except BaseException:
-        atomic.untrack(tmp)
-        atomic.remove(tmp)
-        raise
-    atomic.untrack(tmp)
     return out
 
 

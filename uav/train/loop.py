@@ -188,10 +188,66 @@ def train(stage_name: str, config: TrainConfig, *, on_step: Callable[[dict[str, 
 
     config, dataset, start = prepare_run(stage_name, config)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu")
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(config.seed)  # initial global state; no loss draw depends on it
+    run = _set_up(stage_name, config, start, accelerator)
+    validator = None
+    if run.main:
+        from uav.train.validation import Validator
 
+        validator = Validator(run.stage, dataset, config)
+        if run.step == 0:
+            _validate(validator, run.stage, run.module, run.ema, run.named, run.log, 0,
+                      video=config.validate_every > 0)
+    loader = make_loader(dataset, start=run.position, batch_size=config.batch_size, num_workers=config.num_workers,
+                         rank=accelerator.process_index, world=run.world)
+    batches = iter(loader)
+    progress = _Progress(run.main and config.progress, config.steps, run.step, f"train {stage_name}")
+    losses: list[float] = []
+    try:
+        while run.step < config.steps:
+            record = _optimizer_step(run, batches, config)
+            losses.append(record["loss"])
+            progress.update(run.step, f"loss {record['loss']:.4f}")
+            if on_step is not None and run.main:
+                on_step(record)
+            _after_step(run, stage_name, config, validator)
+    finally:
+        progress.close()
+        del batches  # stop the data workers before anything else happens
+    release_path = _release(run, stage_name, config, start)
+    return TrainResult(release_path, run.step, run.resumed_from, losses, config.output / LOG_FILE)
+
+
+@dataclass
+class _Run:
+    """One training run's parts and where it stands (``step``, ``position`` in samples)."""
+
+    accelerator: Any
+    stage: TrainingStage
+    named: list[tuple[str, torch.nn.Parameter]]
+    module: torch.nn.Module
+    prepared: Any
+    optimizer: Any
+    scheduler: Any
+    ema: ckpts.EMA | None
+    log: JsonLog
+    ckpt_root: Path
+    step: int
+    position: int
+    resumed_from: int
+
+    @property
+    def main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    @property
+    def world(self) -> int:
+        return int(self.accelerator.num_processes)
+
+
+def _set_up(stage_name: str, config: TrainConfig, start: Any, accelerator: Any) -> _Run:
+    """The stage, optimizer, schedule and EMA, restored from the last checkpoint when resuming."""
+    main = accelerator.is_main_process
     stage = make_stage(stage_name, start, config)
     stage.to(accelerator.device)
     named = stage.trainable_parameters()
@@ -203,110 +259,104 @@ def train(stage_name: str, config: TrainConfig, *, on_step: Callable[[dict[str, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup=config.warmup_steps, total=config.steps, schedule=config.lr_schedule))
     ema = ckpts.EMA(named, config.ema_decay) if config.ema_decay > 0 else None
-
     ckpt_root = config.output / CHECKPOINT_DIR
-    step, position, resumed_from = 0, 0, 0
+    step, position = 0, 0
     found = ckpts.latest_checkpoint(ckpt_root) if config.resume else None
     if found is not None:
         step, position = _restore(found, stage_name, named, optimizer, scheduler, ema, config)
-        resumed_from = step
     elif main and ckpt_root.is_dir() and not config.resume:
         import shutil
 
         shutil.rmtree(ckpt_root)
     accelerator.wait_for_everyone()
-
     prepared, optimizer = accelerator.prepare(module, optimizer)
     log = JsonLog(config.output / LOG_FILE, enabled=main, keep_through=step if found is not None else None)
     if found is not None:
         log.write(event="resume", step=step, samples=position, checkpoint=found.path.name)
     else:
-        log.write(event="start", step=0, stage=stage_name, world_size=world, trained_parameters=len(named),
-                  trained_numel=sum(p.numel() for _, p in named), config=config.to_dict())
+        log.write(event="start", step=0, stage=stage_name, world_size=accelerator.num_processes,
+                  trained_parameters=len(named), trained_numel=sum(p.numel() for _, p in named),
+                  config=config.to_dict())
+    return _Run(accelerator, stage, named, module, prepared, optimizer, scheduler, ema, log, ckpt_root, step,
+                position, step)
 
-    validator = None
-    if main:
-        from uav.train.validation import Validator
 
-        validator = Validator(stage, dataset, config)
-        if step == 0:
-            _validate(validator, stage, module, ema, named, log, step, video=config.validate_every > 0)
+def _optimizer_step(run: _Run, batches: Any, config: TrainConfig) -> dict[str, Any]:
+    """One optimizer step over ``grad_accum`` micro-batches; its logged record."""
+    accelerator, world = run.accelerator, run.world
+    t0 = time.perf_counter()
+    micro_losses = []
+    for micro in range(config.grad_accum):
+        batch = next(batches)
+        generator = torch.Generator().manual_seed(step_seed(config.seed, run.step, micro,
+                                                            accelerator.process_index))
+        last = micro == config.grad_accum - 1
+        sync = contextlib.nullcontext() if last or world == 1 else accelerator.no_sync(run.prepared)
+        with sync:
+            loss = run.stage.loss(run.prepared, batch, generator)
+            accelerator.backward(loss / config.grad_accum)
+        micro_losses.append(loss.detach().float())
+    grad_norm = float(accelerator.clip_grad_norm_([p for _, p in run.named], config.max_grad_norm or math.inf))
+    # a non-finite gradient (fp16 overflow, or a half-precision kernel's NaN) must not reach
+    # the weights: the step is counted, its update dropped
+    skipped = not math.isfinite(grad_norm)
+    if not skipped:
+        run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    run.position += config.grad_accum * config.batch_size * world
+    mean_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"step {run.step}: the loss is {mean_loss}; lower --lr or use --mixed-precision "
+                                 "no (the weights were not updated by non-finite gradients, so the cause is "
+                                 "the forward pass)")
+    record = {"event": "step", "step": run.step, "loss": mean_loss, "lr": run.scheduler.get_last_lr()[0],
+              "seconds": round(time.perf_counter() - t0, 4), "samples": run.position}
+    record["grad_norm"] = grad_norm if not skipped else None
+    if skipped:
+        record["skipped"] = True
+    if torch.cuda.is_available() and accelerator.device.type == "cuda":
+        record["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(accelerator.device) / 2**30, 3)
+    run.log.write(**record)
+    return record
 
-    loader = make_loader(dataset, start=position, batch_size=config.batch_size, num_workers=config.num_workers,
-                         rank=rank, world=world)
-    batches = iter(loader)
-    progress = _Progress(main and config.progress, config.steps, step, f"train {stage_name}")
-    losses: list[float] = []
-    params = [p for _, p in named]
-    try:
-        while step < config.steps:
-            t0 = time.perf_counter()
-            micro_losses = []
-            for micro in range(config.grad_accum):
-                batch = next(batches)
-                generator = torch.Generator().manual_seed(step_seed(config.seed, step, micro, rank))
-                last = micro == config.grad_accum - 1
-                sync = contextlib.nullcontext() if last or world == 1 else accelerator.no_sync(prepared)
-                with sync:
-                    loss = stage.loss(prepared, batch, generator)
-                    accelerator.backward(loss / config.grad_accum)
-                micro_losses.append(loss.detach().float())
-            grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm or math.inf))
-            # a non-finite gradient (fp16 overflow, or a half-precision kernel's NaN) must not reach
-            # the weights: the step is counted, its update dropped
-            skipped = not math.isfinite(grad_norm)
-            if not skipped:
-                optimizer.step()
-                if ema is not None:
-                    ema.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            position += config.grad_accum * config.batch_size * world
-            mean_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"step {step}: the loss is {mean_loss}; lower --lr or use --mixed-precision "
-                                         "no (the weights were not updated by non-finite gradients, so the cause is "
-                                         "the forward pass)")
-            losses.append(mean_loss)
-            record = {"event": "step", "step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                      "seconds": round(time.perf_counter() - t0, 4), "samples": position}
-            record["grad_norm"] = grad_norm if not skipped else None
-            if skipped:
-                record["skipped"] = True
-            if torch.cuda.is_available() and accelerator.device.type == "cuda":
-                record["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(accelerator.device) / 2**30, 3)
-            log.write(**record)
-            progress.update(step, f"loss {mean_loss:.4f}")
-            if on_step is not None and main:
-                on_step(record)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                accelerator.wait_for_everyone()
-                if main:
-                    path = _save(ckpt_root, step, position, stage_name, named, optimizer, scheduler, ema, config)
-                    log.write(event="checkpoint", step=step, path=str(path))
-            if validator is not None and (step == config.steps or (config.validate_every
-                                                                    and step % config.validate_every == 0)):
-                _validate(validator, stage, module, ema, named, log, step, video=config.validate_every > 0)
-    finally:
-        progress.close()
-        del batches  # stop the data workers before anything else happens
 
+def _after_step(run: _Run, stage_name: str, config: TrainConfig, validator: Any) -> None:
+    """A checkpoint and a validation when their intervals (or the last step) come."""
+    step = run.step
+    if step % config.checkpoint_every == 0 or step == config.steps:
+        run.accelerator.wait_for_everyone()
+        if run.main:
+            path = _save(run.ckpt_root, step, run.position, stage_name, run.named, run.optimizer, run.scheduler,
+                         run.ema, config)
+            run.log.write(event="checkpoint", step=step, path=str(path))
+    if validator is not None and (step == config.steps or (config.validate_every
+                                                            and step % config.validate_every == 0)):
+        _validate(validator, run.stage, run.module, run.ema, run.named, run.log, step,
+                  video=config.validate_every > 0)
+
+
+def _release(run: _Run, stage_name: str, config: TrainConfig, start: Any) -> Path | None:
+    """Write the release folder (EMA weights when kept) on the main process; its path."""
     release_path = None
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    if main:
-        trained = accelerator.unwrap_model(prepared)
-        if ema is not None:
-            ema.copy_to(named)  # the release carries the averaged weights
-        unet, vaes = stage.release_models(trained)
+    if run.main:
+        trained = accelerator.unwrap_model(run.prepared)
+        if run.ema is not None:
+            run.ema.copy_to(run.named)  # the release carries the averaged weights
+        unet, vaes = run.stage.release_models(trained)
         release_path = write_release(config.output / RELEASE_DIR, start, unet=unet, vaes=vaes, provenance={
-            "stage": stage_name, "steps": step, "init": str(config.init), "ema": ema is not None,
+            "stage": stage_name, "steps": run.step, "init": str(config.init), "ema": run.ema is not None,
             "config": config.to_dict(),
         })
-        log.write(event="release", step=step, path=str(release_path))
+        run.log.write(event="release", step=run.step, path=str(release_path))
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(release_path, step, resumed_from, losses, config.output / LOG_FILE)
+    return release_path
 
 
 def _validate(validator: Any, stage: TrainingStage, module: torch.nn.Module, ema: ckpts.EMA | None,
