@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 60
 #: over the budget while another engineer owns the file (uav/models: the U-Net's
 #: published constructor); the test fails once one of these fits, so the list only shrinks
-PENDING = {"uav/models/unet_video.py::UNetVideoModel.__init__"}
+PENDING: set[str] = set()
 
 
 def body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:

@@ -147,6 +147,56 @@ class _Identity(nn.Module):
         return x
 
 
+@dataclass(frozen=True)
+class _PathSpec:
+    """What every block of the U-Net's down and up paths shares."""
+
+    temb: int
+    groups: int
+    eps: float
+    layers: int
+    cross_dim: int
+    rotary: nn.Module
+    temporal_types: tuple[str, ...]
+
+    def attention(self, heads: int, cross_only: bool) -> CrossAttentionSpec:
+        return CrossAttentionSpec(heads, self.cross_dim, cross_only, self.rotary)
+
+    def temporal(self, channels: int, present: bool) -> nn.Module:
+        return TemporalModule3D(channels, self.temb, self.temporal_types) if present else _Identity()
+
+    def down_path(self, kinds: Sequence[str], channels: Sequence[int], heads: Sequence[int],
+                  cross_only: Sequence[bool], temporal_idx: Sequence[int]) -> tuple[nn.ModuleList, nn.ModuleList]:
+        blocks, temporal = nn.ModuleList(), nn.ModuleList()
+        out_ch = channels[0]
+        for i, kind in enumerate(kinds):
+            in_ch, out_ch = out_ch, channels[i]
+            blocks.append(DownBlock3D(
+                in_ch, out_ch, temb_channels=self.temb, num_layers=self.layers, groups=self.groups, eps=self.eps,
+                add_downsample=i < len(channels) - 1,
+                attention=self.attention(heads[i], cross_only[i]) if kind == "CrossAttnDownBlock3D" else None,
+            ))
+            temporal.append(self.temporal(out_ch, i in temporal_idx))
+        return blocks, temporal
+
+    def up_path(self, kinds: Sequence[str], channels: Sequence[int], heads: Sequence[int],
+                cross_only: Sequence[bool], temporal_idx: Sequence[int]) -> tuple[nn.ModuleList, nn.ModuleList]:
+        blocks, temporal = nn.ModuleList(), nn.ModuleList()
+        rev_ch, rev_heads, rev_cross = list(reversed(channels)), list(reversed(heads)), list(reversed(cross_only))
+        n_blocks = len(channels)
+        out_ch = rev_ch[0]
+        for i, kind in enumerate(kinds):
+            prev_ch, out_ch = out_ch, rev_ch[i]
+            in_ch = rev_ch[min(i + 1, n_blocks - 1)]
+            blocks.append(UpBlock3D(
+                in_ch, prev_ch, out_ch, temb_channels=self.temb, num_layers=self.layers + 1, groups=self.groups,
+                eps=self.eps, add_upsample=i < n_blocks - 1,
+                attention=self.attention(rev_heads[i], rev_cross[i]) if kind == "CrossAttnUpBlock3D" else None,
+            ))
+            temporal.append(self.temporal(out_ch, i in temporal_idx))
+        return blocks, temporal
+
+
 class UNetVideoModel(ModelMixin, ConfigMixin):
     """The Upscale-A-Video U-Net.
 
@@ -209,49 +259,19 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         self.time_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
         self.class_embedding = nn.Embedding(num_class_embeds, time_embed_dim)
         self.temporal_rotary_emb = RotaryEmbedding(ROPE_DIM)
-        rotary = self.temporal_rotary_emb
-
-        def attention(heads: int, cross_only: bool) -> CrossAttentionSpec:
-            return CrossAttentionSpec(heads, cross_attention_dim, cross_only, rotary)
-
-        def temp_block(channels: int, present: bool) -> nn.Module:
-            return TemporalModule3D(channels, time_embed_dim, attention_types) if present else _Identity()
-
-        self.down_blocks = nn.ModuleList()
-        self.down_temp_blocks = nn.ModuleList()
-        out_ch = block_out_channels[0]
-        for i, kind in enumerate(down_block_types):
-            in_ch, out_ch = out_ch, block_out_channels[i]
-            cross = kind == "CrossAttnDownBlock3D"
-            self.down_blocks.append(DownBlock3D(
-                in_ch, out_ch, temb_channels=time_embed_dim, num_layers=layers_per_block, groups=norm_num_groups,
-                eps=norm_eps, add_downsample=i < n_blocks - 1,
-                attention=attention(attention_head_dim[i], only_cross_attention[i]) if cross else None,
-            ))
-            self.down_temp_blocks.append(temp_block(out_ch, i in down_temporal_idx))
-
+        spec = _PathSpec(time_embed_dim, norm_num_groups, norm_eps, layers_per_block, cross_attention_dim,
+                         self.temporal_rotary_emb, attention_types)
+        # built in this order (down, mid, up): a seeded random init stays the same
+        self.down_blocks, self.down_temp_blocks = spec.down_path(down_block_types, block_out_channels,
+                                                                 attention_head_dim, only_cross_attention,
+                                                                 down_temporal_idx)
         self.mid_block = UNetMidBlock3DCrossAttn(
             block_out_channels[-1], temb_channels=time_embed_dim, groups=norm_num_groups, eps=norm_eps,
-            attention=attention(attention_head_dim[-1], False),
+            attention=spec.attention(attention_head_dim[-1], False),
         )
-        self.mid_temp_block = temp_block(block_out_channels[-1], bool(mid_temporal))
-
-        self.up_blocks = nn.ModuleList()
-        self.up_temp_blocks = nn.ModuleList()
-        rev_ch = list(reversed(block_out_channels))
-        rev_heads = list(reversed(attention_head_dim))
-        rev_cross_only = list(reversed(only_cross_attention))
-        out_ch = rev_ch[0]
-        for i, kind in enumerate(up_block_types):
-            prev_ch, out_ch = out_ch, rev_ch[i]
-            in_ch = rev_ch[min(i + 1, n_blocks - 1)]
-            cross = kind == "CrossAttnUpBlock3D"
-            self.up_blocks.append(UpBlock3D(
-                in_ch, prev_ch, out_ch, temb_channels=time_embed_dim, num_layers=layers_per_block + 1,
-                groups=norm_num_groups, eps=norm_eps, add_upsample=i < n_blocks - 1,
-                attention=attention(rev_heads[i], rev_cross_only[i]) if cross else None,
-            ))
-            self.up_temp_blocks.append(temp_block(out_ch, i in up_temporal_idx))
+        self.mid_temp_block = spec.temporal(block_out_channels[-1], bool(mid_temporal))
+        self.up_blocks, self.up_temp_blocks = spec.up_path(up_block_types, block_out_channels, attention_head_dim,
+                                                           only_cross_attention, up_temporal_idx)
 
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_out = InflatedConv3d(block_out_channels[0], out_channels, 3, padding=1)
