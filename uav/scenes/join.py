@@ -47,7 +47,6 @@ def _remux(segments: Sequence[Path], tmp: Path, *, fps: Fraction, frames: Sequen
     import av
 
     from uav.io.audio import AudioCut
-
     from uav.io.provenance import PROVENANCE_KEY, provenance_json
 
     total = sum(frames)
@@ -131,7 +130,6 @@ def link_sequence(segments: Sequence[Path], output: str | Path, *, pattern: str,
     """Join image-sequence segments (folders) into ``output``: each image linked (or copied) under its
     final number, plus the audio as ``audio.wav``; the folder appears atomically."""
     from uav.io import atomic
-
     from uav.io.provenance import SEQUENCE_SIDECAR, provenance_json
 
     out = Path(output)
