@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,16 @@ from uav.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
-TOP = {p.name for p in ROOT.iterdir() if p.name not in {".git", ".venv", ".hypothesis"}}
+# what a clone holds at its top (git's own list): outputs a demo or a run left behind
+# (out/, build/) are not the repository's, and the docs' example outputs live there
+def _top() -> set[str]:
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0 and listed.stdout:
+        return {line.split("/")[0] for line in listed.stdout.splitlines()}
+    return {p.name for p in ROOT.iterdir() if p.name not in {".git", ".venv", ".hypothesis", "out"}}  # not a clone
+
+
+TOP = _top()
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 
 
