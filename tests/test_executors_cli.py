@@ -246,6 +246,7 @@ def test_folder_on_ray_matches_local(ray_cluster, weights, media, tmp_path, seve
         assert a.shape[0] == 2 and np.array_equal(a, b), name
 
 
+@pytest.mark.slow
 def test_natural_clips_on_ray_match_local_exactly(ray_cluster, weights, natural, tmp_path, several_threads):
     """The issue's case: real-looking clips, H.264 out (which turns a last-bit difference into
     visible blocks on random networks' noise), two Ray workers against the local loop."""
@@ -262,6 +263,7 @@ def test_natural_clips_on_ray_match_local_exactly(ray_cluster, weights, natural,
         assert a.shape == (8, 192, 256, 3) and np.array_equal(a, b), name
 
 
+@pytest.mark.slow
 def test_natural_timeline_on_ray_matches_local_exactly(ray_cluster, weights, natural, tmp_path, several_threads):
     tl = otio.schema.Timeline("natural")
     track = otio.schema.Track("V1")

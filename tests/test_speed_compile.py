@@ -19,6 +19,7 @@ from uav.settings import SettingsError, UpscaleSettings  # noqa: E402
 from uav.weights.tiny import tiny_unet  # noqa: E402
 
 
+@pytest.mark.slow
 def test_every_network_traces_in_one_graph():
     assert graph_breaks(WORKLOADS["lr270x480"]) == {"unet": 0, "vae_3d": 0, "vae_video": 0, "propagation": 0}
 

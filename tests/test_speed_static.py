@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import static  # noqa: E402
@@ -14,6 +16,7 @@ KEYS = {"graph_breaks", "host_syncs_per_step", "glue_bytes_ratio", "flops_per_fr
         "predicted_peak_gib", "compile_parity_max_abs"}
 
 
+@pytest.mark.slow
 def test_static_tiny_writes_the_issues_keys(tmp_path):
     out = tmp_path / "static.json"
     # graph breaks and the inductor compile have tests of their own (tests/test_speed_compile.py)

@@ -94,6 +94,7 @@ def test_fast_upscale_runs_through_the_library(tmp_path):
     assert not np.array_equal(fast, default)  # step caching and guidance reuse change the numbers
 
 
+@pytest.mark.slow
 def test_fast_needs_8x_fewer_unet_flops_per_frame():
     flops = flops_per_frame(WORKLOADS["lr192x352"], tiny=False)
     assert flops["default"] == pytest.approx(flops["baseline"], rel=0.01)  # same work, restructured
