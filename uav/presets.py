@@ -35,7 +35,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_values(name: str, values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields preset ``name`` changes: its values for the fields of ``values`` that equal ``defaults``."""
+    """The fields preset ``name`` changes: its values for the fields of ``values`` that equal ``defaults``.
+    With fewer steps given than the preset's guidance reuse starts at, reuse starts half way."""
     filled = {k: v for k, v in PRESETS[name].items() if values[k] == defaults[k]}
     steps = filled.get("num_inference_steps", values["num_inference_steps"])
     if filled.get("guidance_reuse_from") is not None and filled["guidance_reuse_from"] >= steps:
