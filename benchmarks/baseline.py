@@ -29,8 +29,9 @@ __all__ = ["eager_attention", "published_step", "published_to_uint8"]
 
 
 def _eager_cross_attention(self: Any, x: Tensor, context: Tensor | None = None,
-                           residual: Tensor | None = None) -> Tensor:
-    """``uav.models.transformer.Attention.forward`` with the score matrix materialised."""
+                           residual: Tensor | None = None, pending: list[Tensor] | None = None) -> Tensor:
+    """``uav.models.transformer.Attention.forward`` with the score matrix materialised (its bias
+    always added here, so nothing is owed to ``pending``)."""
     context = x if context is None else context
     b, n_q, c = x.shape
     n = self.heads
@@ -48,7 +49,8 @@ def _eager_cross_attention(self: Any, x: Tensor, context: Tensor | None = None,
     return out if residual is None else residual + out
 
 
-def _eager_temporal_attention(self: Any, x: Tensor, residual: Tensor | None = None) -> Tensor:
+def _eager_temporal_attention(self: Any, x: Tensor, residual: Tensor | None = None,
+                              pending: list[Tensor] | None = None) -> Tensor:
     """``uav.models.temporal.TemporalAttention.forward`` with the score matrix materialised
     (for the published module structure, which has ``project``, and for the library's)."""
     s, t, c = x.shape

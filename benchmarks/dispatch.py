@@ -189,15 +189,20 @@ class GlueBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        schema = func._schema.arguments
         outs = _tensors(out)
+        if not outs:  # an operator that returns nothing (a fused kernel) writes what it mutates
+            outs = [v for a, v in _bound(schema, args, kwargs)
+                    if isinstance(v, torch.Tensor) and a.alias_info is not None and a.alias_info.is_write]
         if not outs:
             return out
         name = func.overloadpacket.__name__
         if name in ALLOCATIONS:
             return out
-        schema = func._schema.arguments
-        # an out= argument is only written; an in-place target is read and written
-        written_only = {id(v) for a, v in _bound(schema, args, kwargs) if a.is_out}
+        # an out= argument is only written (so is a mutated one named ``out``: custom operators
+        # cannot take keyword-only tensors); an in-place target is read and written
+        written_only = {id(v) for a, v in _bound(schema, args, kwargs)
+                        if a.is_out or (a.name == "out" and a.alias_info is not None and a.alias_info.is_write)}
         ins = [t for t in _tensors((args, kwargs)) if id(t) not in written_only]
         storages = {t.untyped_storage()._cdata for t in ins}
         mutates = any(a.alias_info is not None and a.alias_info.is_write for a in schema)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uav.models import fused
+
 Tensor = torch.Tensor
 
 
@@ -114,6 +116,10 @@ def group_norm(x: Tensor, norm: nn.GroupNorm, *, silu: bool = False, layout: str
     it without a second copy.
     """
     target = layout or layout_of(x) or "ncdhw"
+    if fused.usable(x):
+        y = _fused_group_norm([x], norm, silu, target, per_frame)
+        if y is not None:
+            return y
     if target == "ncdhw" and x.is_contiguous() and not per_frame:
         y = F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)  # fp32 statistics inside
     else:
@@ -166,8 +172,12 @@ def group_norm_cat(parts: Sequence[Tensor], norm: nn.GroupNorm, *, silu: bool = 
     """
     if len(parts) == 1:
         return group_norm(parts[0], norm, silu=silu, layout=layout)
-    scale, shift = _group_norm_affine_parts(parts, norm)
     target = layout or layout_of(parts[0]) or "ncdhw"
+    if fused.usable(*parts):
+        y = _fused_group_norm(parts, norm, silu, target, False)
+        if y is not None:
+            return y
+    scale, shift = _group_norm_affine_parts(parts, norm)
     bounds = _channel_bounds(parts)
     if not eager_inference():  # one fused kernel per part in a compiled graph, writing the output
         normed = [torch.addcmul(shift[:, a:b], p, scale[:, a:b]).to(p.dtype)
@@ -178,6 +188,42 @@ def group_norm_cat(parts: Sequence[Tensor], norm: nn.GroupNorm, *, silu: bool = 
     for p, a, b in zip(parts, bounds, bounds[1:]):
         torch.addcmul(shift[:, a:b], p, scale[:, a:b], out=y[:, a:b])
     return F.silu(y, inplace=True) if silu else y
+
+
+def _fused_group_norm(parts: Sequence[Tensor], norm: nn.GroupNorm, silu: bool, layout: str,
+                      per_frame: bool) -> Tensor | None:
+    """:func:`group_norm_cat` in two fused passes (:mod:`uav.models.fused`): one read of each part
+    for its moments, one read and one write to normalise it into its channels of the output
+    (``None`` if the kernels cannot run)."""
+    first = parts[0]
+    bounds = _channel_bounds(parts)
+    y = empty_clip((first.shape[0], bounds[-1], *first.shape[2:]), layout, dtype=first.dtype, device=first.device)
+    if not fused.usable(y):
+        return None
+
+    def run() -> Tensor:
+        moments = [fused.moments(p, per_frame=per_frame) for p in parts]
+        scale, shift = _group_affine(*(torch.cat(m, dim=1) for m in zip(*moments)), norm)
+        for p, a, b in zip(parts, bounds, bounds[1:]):
+            fused.norm_act(p, scale[:, a:b], shift[:, a:b], silu, y[:, a:b])
+        return y
+
+    return fused.guarded(run)
+
+
+def _group_affine(mean: Tensor, m2: Tensor, n: Tensor, norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
+    """fp32 ``scale``, ``shift`` ``(B, C, F)`` of ``norm`` from per-channel moments ``(B, C, F)``."""
+    b, c, f = mean.shape
+    groups = norm.num_groups
+    split = (b, groups, c // groups, f)
+    mean, m2, n = fused.merge(mean.view(split), m2.view(split), n.view(split), dim=2)
+    scale = (m2 / n + norm.eps).rsqrt().expand(split).reshape(b, c, f)
+    if norm.weight is not None:
+        scale = scale * norm.weight.float()[:, None]
+    shift = -mean.expand(split).reshape(b, c, f) * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.float()[:, None]
+    return scale, shift
 
 
 def _channel_bounds(parts: Sequence[Tensor]) -> list[int]:
@@ -348,6 +394,29 @@ def _accumulate_matmul(acc: Tensor, w: Tensor, x: Tensor, *, inplace: bool) -> T
         a, xs = res.permute(0, 2, 3, 1).reshape(-1, cout), frames.permute(0, 2, 3, 1).reshape(-1, c)
         out = (a.addmm_(xs, w.t()) if inplace else torch.addmm(a, xs, w.t())).view(bt, h, wd, cout).permute(0, 3, 1, 2)
     return batch_to_frames(out, x.shape[2])
+
+
+def linear_residual(linear: nn.Linear, x: Tensor, residual: Tensor | None,
+                    pending: list[Tensor] | None = None) -> Tensor:
+    """``residual + linear(x)`` (``linear(x)`` without a residual), shaped like ``residual``.
+
+    In inference the residual is accumulated inside the matmul (``residual`` is updated
+    in place: it must be a contiguous tensor the caller made), so the add costs no pass.
+    With ``pending`` (a list) the layer's bias is not added but appended to it: the caller
+    adds it later where that costs no pass of its own (:mod:`uav.models.fused`).
+    """
+    if residual is None:
+        return linear(x)
+    if not inference():
+        return residual + linear(x).view(residual.shape)
+    flat = residual.view(-1, residual.shape[-1])
+    flat.addmm_(x.reshape(-1, x.shape[-1]), linear.weight.t())
+    if linear.bias is not None:
+        if pending is None:
+            flat.add_(linear.bias)
+        else:
+            pending.append(linear.bias)
+    return residual
 
 
 def add_(out: Tensor, other: Tensor) -> Tensor:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uav.models.layers import (InflatedConv3d, ResnetBlock3D, ResnetBlock3DCNN, eager_inference, inference,
+from uav.models import fused
+from uav.models.layers import (InflatedConv3d, ResnetBlock3D, ResnetBlock3DCNN, eager_inference, linear_residual,
                                pointwise_conv)
 
 Tensor = torch.Tensor
@@ -49,6 +50,8 @@ class RotaryEmbedding(nn.Module):
         angles = pos[:, None] * self.freqs[None, :]  # (T, dim/2), float32 as published
         cos, sin = angles.cos().to(x.dtype)[:, None], angles.sin().to(x.dtype)[:, None]
         # interleaved pairs (u, v) -> (u cos - v sin, v cos + u sin): the published "rotate half"
+        if x.is_contiguous() and fused.usable(x) and fused.guarded(fused.rope_, x, angles.cos(), angles.sin()) is not None:
+            return x
         u, v = x[..., 0:self.dim:2], x[..., 1:self.dim:2]
         if eager_inference():  # compiled, the out-of-place form below is one fused kernel
             u_sin = u * sin
@@ -124,9 +127,9 @@ class TemporalAttention(nn.Module):
     def rotary_emb(self) -> RotaryEmbedding | None:
         return self._rotary[0]
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None, pending: list[Tensor] | None = None) -> Tensor:
         """Attention over the frames of ``x`` ``(S, T, C)``, plus ``residual`` (in inference
-        accumulated in place, see :func:`uav.models.transformer.linear_residual`)."""
+        accumulated in place, see :func:`uav.models.layers.linear_residual`)."""
         s, t, c = x.shape
         n, d = self.heads, self.head_dim
         q, k, v = (proj(x).view(s, t, n, d) for proj in (self.to_q, self.to_k, self.to_v))
@@ -137,13 +140,7 @@ class TemporalAttention(nn.Module):
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              attn_mask=bias, scale=d**-0.5)
         out = out.transpose(1, 2).reshape(s, t, c)
-        if residual is None:
-            return self.to_out[0](out)
-        if not inference():
-            return residual + self.to_out[0](out)
-        flat = residual.view(s * t, c).addmm_(out.reshape(s * t, c), self.to_out[0].weight.t())
-        flat.add_(self.to_out[0].bias)
-        return residual
+        return linear_residual(self.to_out[0], out, residual, pending)
 
 
 class TemporalModule3D(nn.Module):

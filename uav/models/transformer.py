@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uav.models.layers import ResnetBlock3DCNN, add_, eager_inference, group_norm, inference
+from uav.models import fused
+from uav.models.layers import ResnetBlock3DCNN, add_, eager_inference, group_norm, linear_residual
 from uav.models.temporal import RotaryEmbedding, TemporalAttention
 
 Tensor = torch.Tensor
@@ -29,23 +30,6 @@ class CrossAttentionSpec:
     rotary: RotaryEmbedding
 
 
-def linear_residual(linear: nn.Linear, x: Tensor, residual: Tensor | None) -> Tensor:
-    """``residual + linear(x)`` (``linear(x)`` without a residual), shaped like ``residual``.
-
-    In inference the residual is accumulated inside the matmul (``residual`` is updated
-    in place: it must be a contiguous tensor the caller made), so the add costs no pass.
-    """
-    if residual is None:
-        return linear(x)
-    if not inference():
-        return residual + linear(x).view(residual.shape)
-    flat = residual.view(-1, residual.shape[-1])
-    flat.addmm_(x.reshape(-1, x.shape[-1]), linear.weight.t())
-    if linear.bias is not None:
-        flat.add_(linear.bias)
-    return residual
-
-
 class Attention(nn.Module):
     """Multi-head attention with the SD naming (``to_q``, ``to_k``, ``to_v``, ``to_out.0``)."""
 
@@ -57,9 +41,10 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or dim, dim, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
 
-    def forward(self, x: Tensor, context: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, residual: Tensor | None = None,
+                pending: list[Tensor] | None = None) -> Tensor:
         """Attention of ``x`` ``(B, N, C)`` to ``context`` (itself when ``None``), plus ``residual``
-        (see :func:`linear_residual`)."""
+        (see :func:`~uav.models.layers.linear_residual`, which also says what ``pending`` is)."""
         context = x if context is None else context
         b, n_q, c = x.shape
         n = self.heads
@@ -67,7 +52,7 @@ class Attention(nn.Module):
         k = self.to_k(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
         v = self.to_v(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
-        return linear_residual(self.to_out[0], out.transpose(1, 2).reshape(b, n_q, c), residual)
+        return linear_residual(self.to_out[0], out.transpose(1, 2).reshape(b, n_q, c), residual, pending)
 
 
 class GEGLU(nn.Module):
@@ -77,6 +62,8 @@ class GEGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         a, gate = self.proj(x).chunk(2, dim=-1)
+        if fused.usable(a, gate) and fused.guarded(fused.geglu_, a, gate) is not None:
+            return a  # one kernel: a * gelu(gate) written into a
         if eager_inference():
             # both halves are views of the projection just made: gate and product in place
             return a.mul_(torch.ops.aten.gelu_(gate))
@@ -88,9 +75,9 @@ class FeedForward(nn.Module):
         super().__init__()
         self.net = nn.ModuleList([GEGLU(dim, dim * 4), nn.Dropout(0.0), nn.Linear(dim * 4, dim)])
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        """``net(x)``, plus ``residual`` (see :func:`linear_residual`)."""
-        return linear_residual(self.net[2], self.net[1](self.net[0](x)), residual)
+    def forward(self, x: Tensor, residual: Tensor | None = None, pending: list[Tensor] | None = None) -> Tensor:
+        """``net(x)``, plus ``residual`` (see :func:`~uav.models.layers.linear_residual`)."""
+        return linear_residual(self.net[2], self.net[1](self.net[0](x)), residual, pending)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -110,7 +97,8 @@ class BasicTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, context: Tensor, num_frames: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, num_frames: int | None = None,
+                pending: list[Tensor] | None = None) -> Tensor:
         """``x``: tokens ``(B, H*W, T, C)``, contiguous (overwritten in inference); ``context``:
         ``(B, L, Cx)``.
 
@@ -118,21 +106,40 @@ class BasicTransformerBlock(nn.Module):
         sequences are then a view, and so are the cross attentions' (the text is the same
         for every frame, so they attend from all ``H*W*T`` rows of a clip at once). Only the
         spatial self attention (coarsest level) reads the tokens frame by frame.
+
+        With ``pending`` (a list; the fused path, :mod:`uav.models.fused`) the output
+        projections' biases are not added to the tokens but appended to it: each LayerNorm
+        adds them on the fly, and the caller owes them to the tokens it is handed back.
         """
         b, hw, t, c = x.shape
         flat = x.view(b, hw * t, c)
-        h = self.norm1(flat)
+        h = _layer_norm(self.norm1, flat, pending)
         if self.only_cross_attention:
-            flat = self.attn1(h, context, residual=flat)
+            flat = self.attn1(h, context, residual=flat, pending=pending)
         else:
             frames = h.view(b, hw, t, c).transpose(1, 2).reshape(b * t, hw, c)
             out = self.attn1(frames).view(b, t, hw, c).transpose(1, 2)
             flat = add_(flat.view(b, hw, t, c), out).view(b, hw * t, c)
-        flat = self.attn2(self.norm2(flat), context, residual=flat)
+        flat = self.attn2(_layer_norm(self.norm2, flat, pending), context, residual=flat, pending=pending)
         seqs = flat.view(b * hw, t, c)
-        flat = self.attn_temporal(self.norm_temporal(seqs), residual=seqs).view(b, hw * t, c)
-        flat = self.ff(self.norm3(flat), residual=flat)
+        flat = self.attn_temporal(_layer_norm(self.norm_temporal, seqs, pending), residual=seqs,
+                                  pending=pending).view(b, hw * t, c)
+        flat = self.ff(_layer_norm(self.norm3, flat, pending), residual=flat, pending=pending)
         return flat.view(b, hw, t, c)
+
+
+def _layer_norm(norm: nn.LayerNorm, x: Tensor, pending: list[Tensor] | None) -> Tensor:
+    """``norm(x + sum(pending))``: the biases still owed to ``x`` added inside the fused kernel,
+    or, if it cannot run, to ``x`` itself (in place; ``pending`` is then emptied)."""
+    if not pending:
+        return norm(x)
+    shift = torch.stack(pending).sum(0, dtype=torch.float32) if len(pending) > 1 else pending[0]
+    y = fused.guarded(fused.layer_norm, x, shift, norm)
+    if y is None:
+        x.add_(shift.to(x.dtype))
+        pending.clear()
+        return norm(x)
+    return y
 
 
 class Transformer3DModel(nn.Module):
@@ -164,10 +171,21 @@ class Transformer3DModel(nn.Module):
         normed = group_norm(residual, self.norm, layout="tokens", per_frame=True)
         tokens = normed.permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)  # a view
         tokens = self.proj_in(tokens)
+        # the fused path defers the blocks' output biases to proj_out's (see BasicTransformerBlock)
+        pending: list[Tensor] | None = [] if fused.usable(tokens) and tokens.is_contiguous() else None
         for block in self.transformer_blocks:
-            tokens = block(tokens, context, t)
-        out = self.proj_out(tokens).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+            tokens = block(tokens, context, t, pending)
+        out = _linear_owed(self.proj_out, tokens, pending).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
         return add_(residual, out)  # the resblock's fresh output, in the layout x came in
+
+
+def _linear_owed(linear: nn.Linear, x: Tensor, pending: list[Tensor] | None) -> Tensor:
+    """``linear(x + sum(pending))``, the owed biases folded into the layer's bias (W @ sum + b)."""
+    if not pending:
+        return linear(x)
+    owed = torch.stack(pending).sum(0, dtype=torch.float32)
+    bias = torch.addmv(linear.bias.float(), linear.weight.float(), owed)
+    return F.linear(x, linear.weight, bias.to(x.dtype))
 
 
 def transformer_stack(channels: int, num_layers: int, groups: int,
