@@ -20,12 +20,10 @@ torch.set_num_threads(2)
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run the block with ``count`` intra-op threads, then give the old count back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
+    with contextlib.ExitStack() as restore:
+        restore.callback(torch.set_num_threads, torch.get_num_threads())
+        torch.set_num_threads(count)
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture
