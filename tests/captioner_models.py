@@ -9,6 +9,7 @@ captioners load it exactly as they load a real checkpoint folder.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,11 +47,7 @@ def make_tiny_blip(root: Path) -> Path:
                            image_size=32, patch_size=8),
         projection_dim=32,
     )
-    torch.manual_seed(0)
-    folder = root / "model"
-    BlipForConditionalGeneration(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _save(root / "model", BlipForConditionalGeneration, config, processor)
 
 
 def make_tiny_llava(root: Path) -> Path:
@@ -87,9 +84,14 @@ def make_tiny_llava(root: Path) -> Path:
         image_token_index=LLAVA_VOCAB.index("<image>"), vision_feature_layer=-2,
         vision_feature_select_strategy="default", projector_hidden_act="gelu",
     )
+    return _save(root / "model", LlavaForConditionalGeneration, config, processor)
+
+
+def _save(folder: Path, model_class: Any, config: Any, processor: Any) -> Path:
+    """A ``model_class`` from ``config`` (seed 0: the same random weights each time) and its
+    ``processor`` saved in ``folder``, as a checkpoint folder is laid out."""
     torch.manual_seed(0)
-    folder = root / "model"
-    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    model_class(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 

@@ -103,6 +103,15 @@ def clip(name: str, ref: Any, start: int, dur: int, **kw: Any) -> otio.schema.Cl
     return otio.schema.Clip(name=name, media_reference=ref, source_range=TR(RT(start, FPS), RT(dur, FPS)), **kw)
 
 
+def one_track(name: str, items: list[Any]) -> otio.schema.Timeline:
+    """A timeline ``name`` whose one video track, V1, holds ``items``."""
+    tl = otio.schema.Timeline(name)
+    v1 = otio.schema.Track("V1")
+    v1.extend(items)
+    tl.tracks.append(v1)
+    return tl
+
+
 # --------------------------------------------------------------------------- #
 # golden timelines (media made on the fly in ``root``)
 # --------------------------------------------------------------------------- #
@@ -136,48 +145,32 @@ def simple_cut(m: dict[str, Path]) -> otio.schema.Timeline:
 
 def cross_dissolve(m: dict[str, Path]) -> otio.schema.Timeline:
     """A [20, 40) -> 4+6 frame dissolve -> B [30, 50)."""
-    tl = otio.schema.Timeline("dissolve")
-    v1 = otio.schema.Track("V1")
-    v1.extend(
-        [
-            clip("out", ext_ref(m["a"], 60, TC_START), TC_START + 20, 20),
-            otio.schema.Transition(name="dissolve", in_offset=RT(4, FPS), out_offset=RT(6, FPS)),
-            clip("in", ext_ref(m["b"]), 30, 20),
-        ]
-    )
-    tl.tracks.append(v1)
-    return tl
+    return one_track("dissolve", [
+        clip("out", ext_ref(m["a"], 60, TC_START), TC_START + 20, 20),
+        otio.schema.Transition(name="dissolve", in_offset=RT(4, FPS), out_offset=RT(6, FPS)),
+        clip("in", ext_ref(m["b"]), 30, 20),
+    ])
 
 
 def nested_stack(m: dict[str, Path]) -> otio.schema.Timeline:
     """V1: gap 5, then a nested stack trimmed to its frames [5, 15) holding C [0, 30)."""
-    tl = otio.schema.Timeline("nested")
     inner = otio.schema.Track("inner V1")
     inner.append(clip("nested C", ext_ref(m["c"], 40), 0, 30))
     stack = otio.schema.Stack(name="compound", source_range=TR(RT(5, FPS), RT(10, FPS)))
     stack.append(inner)
-    v1 = otio.schema.Track("V1")
-    v1.extend([otio.schema.Gap(source_range=TR(RT(0, FPS), RT(5, FPS))), stack])
-    tl.tracks.append(v1)
-    return tl
+    return one_track("nested", [otio.schema.Gap(source_range=TR(RT(0, FPS), RT(5, FPS))), stack])
 
 
 def speed_change(m: dict[str, Path]) -> otio.schema.Timeline:
     """Double speed over 10 frames from 10, and a freeze frame at 40."""
-    tl = otio.schema.Timeline("speed")
     fast = clip("fast", ext_ref(m["e"], 120), 10, 10)
     fast.effects.append(otio.schema.LinearTimeWarp(time_scalar=2.0))
     freeze = clip("freeze", ext_ref(m["e"], 120), 100, 8)
     freeze.effects.append(otio.schema.FreezeFrame())
-    v1 = otio.schema.Track("V1")
-    v1.extend([fast, freeze])
-    tl.tracks.append(v1)
-    return tl
+    return one_track("speed", [fast, freeze])
 
 
 def markers_with_settings(m: dict[str, Path]) -> otio.schema.Timeline:
-    tl = otio.schema.Timeline("markers")
-    tl.metadata["uav"] = {"noise_level": 80, "steps": 20}
     sh = clip("hero", ext_ref(m["b"]), 10, 10)
     sh.markers.append(
         otio.schema.Marker(
@@ -187,30 +180,21 @@ def markers_with_settings(m: dict[str, Path]) -> otio.schema.Timeline:
         )
     )
     sh.metadata["uav"] = {"noise_level": 70, "guidance_scale": 4}
-    plain = clip("plain", ext_ref(m["c"], 40), 0, 10)
-    v1 = otio.schema.Track("V1")
-    v1.extend([sh, plain])
-    tl.tracks.append(v1)
+    tl = one_track("markers", [sh, clip("plain", ext_ref(m["c"], 40), 0, 10)])
+    tl.metadata["uav"] = {"noise_level": 80, "steps": 20}
     return tl
 
 
 def missing_media(m: dict[str, Path]) -> otio.schema.Timeline:
-    tl = otio.schema.Timeline("missing")
-    v1 = otio.schema.Track("V1")
-    v1.extend(
-        [
-            clip("offline", otio.schema.MissingReference(), 0, 10),
-            clip("gone", otio.schema.ExternalReference(target_url=(m["a"].parent / "nope.mov").as_uri()), 0, 10),
-            clip("bars", otio.schema.GeneratorReference(generator_kind="SMPTEBars"), 0, 10),
-            clip("ok", ext_ref(m["b"]), 0, 10),
-        ]
-    )
-    tl.tracks.append(v1)
-    return tl
+    return one_track("missing", [
+        clip("offline", otio.schema.MissingReference(), 0, 10),
+        clip("gone", otio.schema.ExternalReference(target_url=(m["a"].parent / "nope.mov").as_uri()), 0, 10),
+        clip("bars", otio.schema.GeneratorReference(generator_kind="SMPTEBars"), 0, 10),
+        clip("ok", ext_ref(m["b"]), 0, 10),
+    ])
 
 
 def image_sequence(m: dict[str, Path]) -> otio.schema.Timeline:
-    tl = otio.schema.Timeline("sequence")
     ref = otio.schema.ImageSequenceReference(
         target_url_base=m["seq"].resolve().as_uri() + "/",
         name_prefix="plate.",
@@ -221,26 +205,17 @@ def image_sequence(m: dict[str, Path]) -> otio.schema.Timeline:
         frame_zero_padding=4,
         available_range=TR(RT(0, FPS), RT(20, FPS)),
     )
-    v1 = otio.schema.Track("V1")
-    v1.append(clip("plate", ref, 8, 6))
-    tl.tracks.append(v1)
-    return tl
+    return one_track("sequence", [clip("plate", ref, 8, 6)])
 
 
 def shared_source(m: dict[str, Path]) -> otio.schema.Timeline:
     """E used three times: [0,10) and [15,25) merge with handles; [90,100) stays apart."""
-    tl = otio.schema.Timeline("shared")
-    v1 = otio.schema.Track("V1")
-    v1.extend(
-        [
-            clip("E first", ext_ref(m["e"], 120), 0, 10),
-            clip("B", ext_ref(m["b"]), 0, 5),
-            clip("E second", ext_ref(m["e"], 120), 15, 10),
-            clip("E far", ext_ref(m["e"], 120), 90, 10),
-        ]
-    )
-    tl.tracks.append(v1)
-    return tl
+    return one_track("shared", [
+        clip("E first", ext_ref(m["e"], 120), 0, 10),
+        clip("B", ext_ref(m["b"]), 0, 5),
+        clip("E second", ext_ref(m["e"], 120), 15, 10),
+        clip("E far", ext_ref(m["e"], 120), 90, 10),
+    ])
 
 
 GOLDEN = {

@@ -21,7 +21,6 @@ from uav import VideoUpscaler
 from uav.captioning import CaptionError, caption_clip
 from uav.cli.app import app
 from uav.settings import SettingsError, UpscaleSettings
-from uav.weights import make_tiny_release
 
 uav.cli._load_commands()
 runner = CliRunner()
@@ -31,11 +30,6 @@ ADDED = UpscaleSettings().added_prompt
 @pytest.fixture(scope="module")
 def blip(tmp_path_factory) -> Path:
     return make_tiny_blip(tmp_path_factory.mktemp("captioner") / "blip")
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory) -> Path:
-    return make_tiny_release(tmp_path_factory.mktemp("weights") / "upscale_a_video")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import baseline, bench, memory  # noqa: E402
+from conftest import torch_threads  # noqa: E402
 
 FORBIDDEN = ("av", "opentimelineio")
 
@@ -44,10 +45,8 @@ def _without_video_io():
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny ops: extra threads only add contention (and spin-waits) on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import uav.cli
 from uav.cli import app
 from uav.io import probe, write_video
 from uav.io.provenance import settings_hash, weights_identity
-from uav.weights import make_tiny_release
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from io_helpers import index_frame, make_clip  # noqa: E402
@@ -25,11 +24,6 @@ from io_helpers import index_frame, make_clip  # noqa: E402
 uav.cli._load_commands()
 runner = CliRunner()
 FAST = ["--steps", "1", "--guidance-scale", "1", "--negative-prompt", "", "--seed", "11"]
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory) -> Path:
-    return make_tiny_release(tmp_path_factory.mktemp("weights") / "upscale_a_video")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from uav import VideoUpscaler
 from uav.cli.app import app
 from uav.cli.common import SELF_CHECK_BANNER
 from uav.io import probe, read_frames
-from uav.weights import make_tiny_release
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,11 +33,6 @@ from make_sample_clip import make_sample_clip  # noqa: E402
 uav.cli._load_commands()  # the whole `uav` app, as the console script builds it
 runner = CliRunner()
 STEPS = ["--steps", "2", "--propagation-steps", "1", "--color-fix", "wavelet", "--seed", "7"]
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory) -> Path:
-    return make_tiny_release(tmp_path_factory.mktemp("weights") / "upscale_a_video")
 
 
 @pytest.fixture(scope="module")

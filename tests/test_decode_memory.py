@@ -24,14 +24,7 @@ from uav.weights.tiny import tiny_vae
 RELEASE = Path(__file__).resolve().parents[1] / "uav" / "weights" / "release_configs"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # results compared with each other (or with fixtures at 1e-5): one thread is as exact and
-    # much faster than two spinning OpenMP threads on a shared machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

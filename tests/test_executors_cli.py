@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 import otio_fixtures as F  # noqa: E402
+from conftest import torch_threads  # noqa: E402
 from natural_clips import write_natural_clips  # noqa: E402
 
 import uav.cli  # noqa: E402
@@ -106,21 +107,11 @@ def run(*args: Any) -> Any:
 
 
 @pytest.fixture()
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture()
 def several_threads():
     # what a user's machine runs locally; a Ray worker reserving one CPU starts with one thread,
     # and PyTorch's single-threaded CPU kernels round differently
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(2, before))
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(max(2, torch.get_num_threads())):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from uav.weights import make_tiny_release, moving_pattern
 TWO_MINUTES, TWO_HOURS = 24 * 120, 24 * 7200
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # runs compared with each other: one thread is as exact, and fast on a shared machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -159,16 +159,6 @@ def upscaler(tmp_path_factory):
                                          vae="video", device="cpu")
 
 
-@pytest.fixture
-def one_thread():
-    # two runs compared with each other, not with a fixture: one thread is as exact and, on a
-    # shared machine, an order of magnitude faster than two spinning OpenMP threads
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _resident_and_working(e) -> tuple[float, float]:
     working = max(e.denoise_gib, e.decode_gib)
     return e.peak_gib - working, working

@@ -25,79 +25,10 @@ needs_cmx = pytest.mark.skipif(
     reason="the cmx_3600 adapter is not installed (pip install 'uav[otio]' / opentimelineio-plugins)",
 )
 
-_RATE = "<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate>"
-
-# A Premiere/FCP7-style export: two video clips, the first with a 01:00:00:00 source
-# timecode, and the first clip's audio on an audio track.
-FCP7_XML = """<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE xmeml>
-<xmeml version="4">
-  <sequence id="seq-1">
-    <name>Edit 1</name>
-    <duration>30</duration>
-    {rate}
-    <media>
-      <video>
-        <track>
-          <clipitem id="clipitem-1">
-            <name>SH010</name>
-            <duration>60</duration>
-            {rate}
-            <start>0</start><end>20</end><in>10</in><out>30</out>
-            <file id="file-1">
-              <name>A001.mov</name>
-              <pathurl>{a}</pathurl>
-              {rate}
-              <duration>60</duration>
-              <timecode>{rate}<string>01:00:00:00</string><frame>86400</frame>
-                <displayformat>NDF</displayformat></timecode>
-              <media><video><samplecharacteristics><width>32</width><height>24</height>
-                </samplecharacteristics></video></media>
-            </file>
-          </clipitem>
-          <clipitem id="clipitem-2">
-            <name>SH020</name>
-            <duration>60</duration>
-            {rate}
-            <start>20</start><end>30</end><in>40</in><out>50</out>
-            <file id="file-2">
-              <name>B002.mov</name>
-              <pathurl>{b}</pathurl>
-              {rate}
-              <duration>60</duration>
-              <media><video/></media>
-            </file>
-          </clipitem>
-        </track>
-      </video>
-      <audio>
-        <track>
-          <clipitem id="clipitem-3">
-            <name>SH010 audio</name>
-            <duration>60</duration>
-            {rate}
-            <start>0</start><end>20</end><in>10</in><out>30</out>
-            <file id="file-1"/>
-          </clipitem>
-        </track>
-      </audio>
-    </media>
-  </sequence>
-</xmeml>
-"""
-
-# Record timecodes start at 01:00:00:00; sources carry no length, so media is probed.
-EDL = """TITLE: Edit 1
-FCM: NON-DROP FRAME
-
-001  A001     V     C        01:00:00:10 01:00:00:20 01:00:00:00 01:00:00:10
-* FROM CLIP NAME:  SH010
-* FROM CLIP: {a}
-
-002  B002     V     C        00:00:01:16 00:00:02:02 01:00:00:10 01:00:00:20
-* FROM CLIP NAME:  SH020
-* FROM CLIP: {b}
-"""
+#: an FCP7 XML export in Premiere's form (two video clips, the first with a 01:00:00:00 source
+#: timecode, its audio on an audio track) and a CMX 3600 EDL of the same cut; ``{a}`` and ``{b}``
+#: stand for the media (see tests/data/README.md)
+TEMPLATES = Path(__file__).parent / "data" / "otio_templates"
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +43,7 @@ def _ranges(plan):
 @needs_fcp
 def test_read_fcp7_xml_plan_and_write_it_back(media, tmp_path):
     src = tmp_path / "edit.xml"
-    src.write_text(FCP7_XML.format(rate=_RATE, a=media["a"].as_uri(), b=media["b"].as_uri()))
+    src.write_text((TEMPLATES / "edit1_fcp7.xml").read_text().format(a=media["a"].as_uri(), b=media["b"].as_uri()))
     _, plan = plan_file(src)
     assert _ranges(plan) == {
         "SH010": (F.TC_START + 10, F.TC_START + 30, F.TC_START, F.TC_START + 42),
@@ -136,7 +67,7 @@ def test_read_fcp7_xml_plan_and_write_it_back(media, tmp_path):
 @needs_cmx
 def test_read_cmx3600_edl_probes_media_and_writes_edl(media, tmp_path):
     src = tmp_path / "edit.edl"
-    src.write_text(EDL.format(a=media["a"], b=media["b"]))
+    src.write_text((TEMPLATES / "edit1.edl").read_text().format(a=media["a"], b=media["b"]))
     loaded, plan = plan_file(src)
     assert loaded.timeline.tracks[0].source_range.start_time.value == -F.TC_START  # the adapter's record offset
     # A001's header timecode (01:00:00:00) places the source timecodes in the file

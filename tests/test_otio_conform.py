@@ -68,6 +68,11 @@ def _xml(*clipitems: str) -> str:
 """
 
 
+def _editor_ref(url: str) -> otio.schema.ExternalReference:
+    """A file on the editor's machine, as the timeline names it: 60 frames from 01:00:00:00."""
+    return otio.schema.ExternalReference(target_url=url, available_range=F.TR(F.RT(F.TC_START, 24), F.RT(60, 24)))
+
+
 # --------------------------------------------------------------------------- #
 # paths from other machines
 # --------------------------------------------------------------------------- #
@@ -95,9 +100,7 @@ def test_a_drive_path_never_resolves_next_to_the_timeline(tmp_path):
     # a folder literally named "C:" beside the timeline must not be taken for drive C:
     (tmp_path / "C:" / "Users" / "ed").mkdir(parents=True)
     F.make_movie(tmp_path / "C:" / "Users" / "ed" / "A001.mov", 30)
-    tl = otio.schema.Timeline("t")
-    tl.tracks.append(otio.schema.Track("V1"))
-    tl.tracks[0].append(F.clip("SH010", otio.schema.ExternalReference(target_url="C:/Users/ed/A001.mov"), 0, 10))
+    tl = F.one_track("t", [F.clip("SH010", otio.schema.ExternalReference(target_url="C:/Users/ed/A001.mov"), 0, 10)])
     plan = plan_timeline(tl, base_dir=tmp_path)
     assert plan.jobs == []
     reason = plan.skipped[0].reason
@@ -152,10 +155,8 @@ def test_several_files_with_the_name_prefer_the_original_folders(tmp_path):
     for day in ("Day1", "Day2"):
         (lib / day).mkdir(parents=True)
         F.make_movie(lib / day / "A001.mov", 30)
-    tl = otio.schema.Timeline("t")
-    tl.tracks.append(otio.schema.Track("V1"))
     ref = otio.schema.ExternalReference(target_url="C:\\Users\\ed\\Day2\\A001.mov")
-    tl.tracks[0].append(F.clip("SH010", ref, 0, 10))
+    tl = F.one_track("t", [F.clip("SH010", ref, 0, 10)])
     plan = plan_timeline(tl, search_paths=[lib])
     (r,) = plan.relinked
     assert r.target == (lib / "Day2" / "A001.mov").resolve()
@@ -172,11 +173,11 @@ def test_same_name_told_apart_by_timecode_or_left_offline(tmp_path):
     (lib / "cardB").mkdir()
     F.make_movie(lib / "cardA" / "C001.mov", 30, "01:00:00:00")
     F.make_movie(lib / "cardB" / "C001.mov", 30, "02:00:00:00")
-    tl = otio.schema.Timeline("t")
-    tl.tracks.append(otio.schema.Track("V1"))
     two_h = 2 * F.TC_START
-    tl.tracks[0].append(F.clip("late", otio.schema.ExternalReference(target_url="/Volumes/X/C001.mov"), two_h + 3, 10))
-    tl.tracks[0].append(F.clip("nowhere", otio.schema.ExternalReference(target_url="/Volumes/X/C001.mov"), 500, 10))
+    tl = F.one_track("t", [
+        F.clip("late", otio.schema.ExternalReference(target_url="/Volumes/X/C001.mov"), two_h + 3, 10),
+        F.clip("nowhere", otio.schema.ExternalReference(target_url="/Volumes/X/C001.mov"), 500, 10),
+    ])
     plan = plan_timeline(tl, search_paths=[lib])
     assert [(r.how, r.target.parent.name) for r in plan.relinked] == [("file name and timecode", "cardB")]
     assert "late" in plan.relinked[0].clip
@@ -187,9 +188,7 @@ def test_same_name_told_apart_by_timecode_or_left_offline(tmp_path):
 
 def test_existing_media_is_never_relinked(tmp_path, library):
     here = F.make_movie(tmp_path / "A001.mov", 30)
-    tl = otio.schema.Timeline("t")
-    tl.tracks.append(otio.schema.Track("V1"))
-    tl.tracks[0].append(F.clip("SH010", otio.schema.ExternalReference(target_url="A001.mov"), 0, 10))
+    tl = F.one_track("t", [F.clip("SH010", otio.schema.ExternalReference(target_url="A001.mov"), 0, 10)])
     plan = plan_timeline(tl, base_dir=tmp_path, search_paths=[library])
     assert plan.relinked == []
     assert plan.jobs[0].media.path == here.resolve()
@@ -307,13 +306,9 @@ def test_cli_bad_search_path_is_one_line(tmp_path):
 
 
 def test_upscale_relinks_offline_media_in_the_written_timeline(tmp_path, library):
-    tl = otio.schema.Timeline("t")
-    tl.tracks.append(otio.schema.Track("V1"))
-    ref = otio.schema.ExternalReference(target_url="file:///C:/Users/ed/A001.mov",
-                                        available_range=F.TR(F.RT(F.TC_START, 24), F.RT(60, 24)))
-    tl.tracks[0].append(F.clip("SH010", ref, F.TC_START + 20, 10))
+    ref = _editor_ref("file:///C:/Users/ed/A001.mov")
     src = tmp_path / "cut.otio"
-    otio.adapters.write_to_file(tl, str(src))
+    otio.adapters.write_to_file(F.one_track("t", [F.clip("SH010", ref, F.TC_START + 20, 10)]), str(src))
     spy = F.SpyRenderer()
     result = upscale_timeline(src, tmp_path / "out" / "cut_uav.otio", tmp_path / "media", renderer=spy,
                               search_paths=[library], handles=2)
@@ -329,11 +324,8 @@ def test_upscale_relinks_offline_media_in_the_written_timeline(tmp_path, library
 @pytest.mark.skipif("AAF" not in _ADAPTERS, reason="the AAF adapter is not installed")
 def test_aaf_from_a_windows_machine_relinks_by_file_name(library, tmp_path):
     # an AAF as an Avid on Windows leaves it: the locator is the editor's C: drive
-    tl = otio.schema.Timeline("aaf cut")
-    tl.tracks.append(otio.schema.Track("V1"))
-    ref = otio.schema.ExternalReference(target_url="file:///C:/Users/ed/Day1/A001.mov",
-                                        available_range=F.TR(F.RT(F.TC_START, 24), F.RT(60, 24)))
-    tl.tracks[0].append(F.clip("SH010", ref, F.TC_START + 10, 20))
+    ref = _editor_ref("file:///C:/Users/ed/Day1/A001.mov")
+    tl = F.one_track("aaf cut", [F.clip("SH010", ref, F.TC_START + 10, 20)])
     src = tmp_path / "cut.aaf"
     otio.adapters.write_to_file(tl, str(src), use_empty_mob_ids=True)
     _, offline = plan_file(src)
@@ -346,17 +338,14 @@ def test_aaf_from_a_windows_machine_relinks_by_file_name(library, tmp_path):
 
 
 def test_renders_in_a_searched_media_folder_are_not_source_media(library, tmp_path):
-    tl = otio.schema.Timeline("t")
-    tl.tracks.append(otio.schema.Track("V1"))
-    tl.tracks[0].append(F.clip("SH010", F.ext_ref(library / "Day1" / "A001.mov", 60, F.TC_START), F.TC_START + 5, 20))
+    ref = F.ext_ref(library / "Day1" / "A001.mov", 60, F.TC_START)
+    tl = F.one_track("t", [F.clip("SH010", ref, F.TC_START + 5, 20)])
     upscale_timeline(tl, tmp_path / "first.otio", library / "renders", renderer=F.SpyRenderer(), handles=0)
     assert (library / "renders" / "A001_uav.mov").is_file()  # reel A001, timecode 01:00:00:05: it would match
 
-    edl_like = otio.schema.Timeline("t")
-    edl_like.tracks.append(otio.schema.Track("V1"))
     offline = F.clip("SH010", otio.schema.MissingReference(), F.TC_START + 8, 10)
     offline.metadata["cmx_3600"] = {"reel": "A001"}
-    edl_like.tracks[0].append(offline)
+    edl_like = F.one_track("t", [offline])
     plan = plan_timeline(edl_like, search_paths=[library])
     found = (library / "Day1" / "A001.mov").resolve()
     assert [(r.how, r.target) for r in plan.relinked] == [("reel and timecode", found)]

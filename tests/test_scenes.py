@@ -19,7 +19,6 @@ import av
 import numpy as np
 import opentimelineio as otio
 import pytest
-import torch
 from typer.testing import CliRunner
 
 TESTS = Path(__file__).parent
@@ -56,15 +55,6 @@ def small(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     return make_tiny_release(tmp_path_factory.mktemp("weights") / "tiny")
-
-
-@pytest.fixture()
-def one_thread():
-    # CPU kernels' results depend on the thread count; a Ray worker with one CPU runs one thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def scene_list(path: Path, bounds: list[tuple[int, int]], extra: dict[int, str] | None = None) -> Path:

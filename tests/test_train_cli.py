@@ -12,15 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from train_fixtures import SUBPROCESS_ENV, events, fast_degradations, make_clips, tiny_args
+from train_fixtures import SUBPROCESS_ENV, events, make_clips, tiny_args, training_setup
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from uav.weights.tiny import make_tiny_release
-
-    root = tmp_path_factory.mktemp("train_cli")
-    return root, make_tiny_release(root / "init"), make_clips(root / "data"), fast_degradations(root)
+    return training_setup(tmp_path_factory.mktemp("train_cli"))
 
 
 def _uav(*args: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from train_fixtures import fast_degradations, make_clips, one_thread
+from conftest import torch_threads
+from train_fixtures import fast_degradations, make_clips
 from uav.train.config import TrainConfigError, degradation_config_from_dict, load_degradation_config
 
 
@@ -154,7 +155,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     x, lr = torch.randn(1, 4, 3, 8, 8, generator=g), torch.randn(1, 3, 3, 8, 8, generator=g)
     text = torch.randn(1, 4, 32, generator=g)
     grads = []
-    with one_thread():
+    with torch_threads(1):
         for checkpointing in (False, True):
             unet = tiny_unet().train()
             for name, p in unet.named_parameters():
@@ -211,7 +212,7 @@ def test_training_starts_from_the_image_sd_x4_upscaler(tmp_path, data):
     from uav import VideoUpscaler
     from uav.train import train_unet
 
-    with one_thread():
+    with torch_threads(1):
         result = train_unet(data=data, output=tmp_path / "out", init=sd, frames=4, stride=4, crop=8, steps=2,
                             warmup_steps=0, num_workers=0, eval_samples=0, progress=False, device="cpu",
                             degradations=fast_degradations(tmp_path), cache_latents=True)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from train_fixtures import SUBPROCESS_ENV, events, fast_degradations, make_clips, state_of, tiny_args
+from train_fixtures import SUBPROCESS_ENV, events, state_of, tiny_args, training_setup
 
 ARGS = dict(steps=6, checkpoint_every=2, grad_accum=2, ema_decay=0.9, num_workers=1, warmup_steps=2,
             lr_schedule="cosine")
@@ -21,10 +21,7 @@ ARGS = dict(steps=6, checkpoint_every=2, grad_accum=2, ema_decay=0.9, num_worker
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from uav.weights.tiny import make_tiny_release
-
-    root = tmp_path_factory.mktemp("train_resume")
-    return root, make_tiny_release(root / "init"), make_clips(root / "data"), fast_degradations(root)
+    return training_setup(tmp_path_factory.mktemp("train_resume"))
 
 
 def _command(setup, output):

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from train_fixtures import events, one_thread, fast_degradations, make_clips, state_of, tiny_args
+from train_fixtures import assert_carried_over, events, state_of, train_in_process
 from uav.weights.checkpoint import ROPE_KEY, is_temporal_key
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from uav.cli.train import train_app
-    from uav.weights.tiny import make_tiny_release
-
-    root = tmp_path_factory.mktemp("train_unet")
-    init = make_tiny_release(root / "init")
-    data = make_clips(root / "data")
-    out = root / "out"
-    args = ["unet", *tiny_args(data, out, init, fast_degradations(root), steps=30, checkpoint_every=10,
-                                prompt_dropout=0.0, eval_samples=3)]
-    with one_thread():
-        result = CliRunner().invoke(train_app, args)
-    assert result.exit_code == 0, result.output
-    return init, out
+    return train_in_process("unet", tmp_path_factory.mktemp("train_unet"), steps=30, checkpoint_every=10,
+                            prompt_dropout=0.0, eval_samples=3)
 
 
 @pytest.mark.slow
@@ -53,9 +41,7 @@ def test_only_temporal_parameters_change(run):
     changed = [k for k in temporal if not np.array_equal(old[k], new[k])]
     assert len(changed) == len(temporal), sorted(set(temporal) - set(changed))[:5]
     # the VAEs and the text model are carried over unchanged
-    for name in ("vae_3d", "vae_video"):
-        a, b = state_of(init / "vae" / f"{name}.safetensors"), state_of(out / "release" / "vae" / f"{name}.safetensors")
-        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert_carried_over(init, out, ["vae/vae_3d.safetensors", "vae/vae_video.safetensors"])
     assert (out / "release" / "text_encoder").is_dir() and (out / "release" / "tokenizer").is_dir()
 
 

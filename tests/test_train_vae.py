@@ -6,27 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from train_fixtures import events, one_thread, fast_degradations, make_clips, state_of, tiny_args
+from train_fixtures import assert_carried_over, events, state_of, train_in_process
 from uav.train.vae_stage import is_decoder_temporal_or_sft
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from uav.cli.train import train_app
-    from uav.weights.tiny import make_tiny_release
-
-    root = tmp_path_factory.mktemp("train_vae")
-    init = make_tiny_release(root / "init")
-    data = make_clips(root / "data")
-    out = root / "out"
-    args = ["vae", *tiny_args(data, out, init, fast_degradations(root), steps=30, checkpoint_every=15,
-                               eval_samples=3, validate_every=15, validation_inference_steps=2)]
-    with one_thread():
-        result = CliRunner().invoke(train_app, args)
-    assert result.exit_code == 0, result.output
-    return init, out
+    return train_in_process("vae", tmp_path_factory.mktemp("train_vae"), steps=30, checkpoint_every=15,
+                            eval_samples=3, validate_every=15, validation_inference_steps=2)
 
 
 @pytest.mark.slow
@@ -60,9 +48,7 @@ def test_only_decoder_temporal_and_sft_parameters_change(run):
     changed = [k for k in trained if not np.array_equal(old[k], new[k])]
     assert len(changed) == len(trained), sorted(set(trained) - set(changed))[:5]
     # the U-Net and vae_3d are carried over bit for bit
-    for sub, name in (("unet", "unet_video"), ("vae", "vae_3d")):
-        a, b = state_of(init / sub / f"{name}.safetensors"), state_of(out / "release" / sub / f"{name}.safetensors")
-        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert_carried_over(init, out, ["unet/unet_video.safetensors", "vae/vae_3d.safetensors"])
 
 
 @pytest.mark.slow

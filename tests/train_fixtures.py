@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from conftest import torch_threads
 
 #: a first-order recipe without the video codec: keeps the tests' data loading fast
 FAST_DEGRADATIONS = """\
@@ -67,24 +68,34 @@ def state_of(path: Path) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in load_state_dict_file(path).items()}
 
 
-def one_thread():
-    """Use one intra-op thread while training: the test machine's cores are shared, and spinning
-    OpenMP threads on an oversubscribed CPU slow a tiny model down by an order of magnitude."""
-    import contextlib
+def training_setup(root: Path) -> tuple[Path, Path, Path, Path]:
+    """``(root, init, data, degradations)``: a tiny release, two clips and the fast recipe under ``root``."""
+    from uav.weights.tiny import make_tiny_release
 
-    import torch
-
-    @contextlib.contextmanager
-    def scope():
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return scope()
+    return root, make_tiny_release(root / "init"), make_clips(root / "data"), fast_degradations(root)
 
 
-#: environment of the training subprocesses (same reason as :func:`one_thread`)
+def train_in_process(stage: str, root: Path, **extra: Any) -> tuple[Path, Path]:
+    """``uav train <stage>`` on :func:`training_setup` under ``root``, in this process on one
+    thread (the machine's cores are shared); returns ``(init, output)`` once it exited 0."""
+    from typer.testing import CliRunner
+
+    from uav.cli.train import train_app
+
+    _, init, data, degradations = training_setup(root)
+    out = root / "out"
+    with torch_threads(1):
+        result = CliRunner().invoke(train_app, [stage, *tiny_args(data, out, init, degradations, **extra)])
+    assert result.exit_code == 0, result.output
+    return init, out
+
+
+def assert_carried_over(init: Path, output: Path, files: list[str]) -> None:
+    """The release's ``files`` (relative to it) hold the starting point's weights bit for bit."""
+    for name in files:
+        a, b = state_of(init / name), state_of(output / "release" / name)
+        assert all(np.array_equal(a[k], b[k]) for k in a), name
+
+
+#: environment of the training subprocesses (one thread each: see conftest's ``one_thread``)
 SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
