@@ -43,10 +43,11 @@ def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
     return (torch.float16 if device.type == "cuda" else torch.float32), torch.float32
 
 
-def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+def check_device(device: str | torch.device, name: str = "device", use_cpu: str = "device='cpu'") -> torch.device:
     """``device`` as a :class:`torch.device` that exists here, or one :class:`InputError` line
     (an unknown name, CUDA without a GPU, ``cuda:3`` on a one-GPU machine, an XLA/TPU
-    device torch was not built for) instead of torch's error at the first tensor moved."""
+    device torch was not built for) instead of torch's error at the first tensor moved.
+    ``name`` and ``use_cpu`` word the message for the caller (``--device``, ``--device cpu``)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -55,7 +56,7 @@ def check_device(device: str | torch.device, name: str = "device") -> torch.devi
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"{name} {str(device)!r}: CUDA is not available here (no usable NVIDIA GPU; torch "
-                             f"{torch.__version__} built for CUDA {torch.version.cuda or 'none'}); use device='cpu'")
+                             f"{torch.__version__} built for CUDA {torch.version.cuda or 'none'}); use {use_cpu}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"{name} {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) here")
         return dev
