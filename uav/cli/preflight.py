@@ -79,7 +79,7 @@ def resolve_device(device: str) -> str | None:
     except RuntimeError:
         raise UserError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
     try:
-        check_device(device, name="--device", use_cpu="--device cpu")
+        check_device(device, subject=f"--device {device}", use_cpu="--device cpu")
     except InputError as exc:
         raise UserError(str(exc)) from None
     return device
