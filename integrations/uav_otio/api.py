@@ -21,7 +21,7 @@ from .params import Planning, Reading, Rendering, group
 from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
 from .render import Listeners, RenderReport, Renderer, jobs_to_render, render_hash, render_plan
-from .shot_list import ShotList, load_shot_list
+from uav.shots.shot_list import ShotList, load_shot_list
 from .timeline_files import (LoadedTimeline, TimelineReadError, read_timeline, refuse_overwriting_input,
                              timeline_owner, write_timeline)
 from .upscaler_renderer import UpscalerRenderer

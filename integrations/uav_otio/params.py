@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .jobs import DEFAULT_HANDLES
-from .shot_list import ShotList
+from uav.shots.shot_list import ShotList
 
 __all__ = ["Planning", "Reading", "Rendering", "group"]
 
