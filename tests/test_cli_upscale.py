@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import uav.cli
-import uav.cli.upscale as cli_upscale
+import uav.cli.jobs as cli_jobs
 from uav import VideoUpscaler
 from uav.cli.app import app
 from uav.cli.common import SELF_CHECK_BANNER
@@ -361,16 +361,16 @@ def test_progress_bars_follow_the_stages() -> None:
 def test_output_naming(tmp_path: Path) -> None:
     video = tmp_path / "shot.mov"
     video.write_bytes(b"")
-    kind, [job] = cli_upscale.plan_jobs(str(video), None, "h264", self_check=False)
+    kind, [job] = cli_jobs.plan_jobs(str(video), None, "h264", self_check=False)
     assert kind == "video" and job.output == tmp_path / "shot_uav.mov"  # h264 can stay in .mov
-    _, [job] = cli_upscale.plan_jobs(str(video), None, "png", self_check=True)
+    _, [job] = cli_jobs.plan_jobs(str(video), None, "png", self_check=True)
     assert job.output == tmp_path / "shot_uav_selfcheck_random"  # a PNG folder
     (tmp_path / "results").mkdir()
-    _, [job] = cli_upscale.plan_jobs(str(video), str(tmp_path / "results"), "h265", self_check=False)
+    _, [job] = cli_jobs.plan_jobs(str(video), str(tmp_path / "results"), "h265", self_check=False)
     assert job.output == tmp_path / "results" / "shot_uav.mov"  # an existing folder receives the file
-    _, [job] = cli_upscale.plan_jobs(str(tmp_path / "seq" / "%04d.png"), None, "h264", self_check=True)
+    _, [job] = cli_jobs.plan_jobs(str(tmp_path / "seq" / "%04d.png"), None, "h264", self_check=True)
     assert job.output == tmp_path / "seq_uav_selfcheck_random.mp4"
-    assert cli_upscale.mark_self_check(Path("o/x_selfcheck_random.mp4")) == Path("o/x_selfcheck_random.mp4")
-    assert cli_upscale.mark_self_check(Path("o/f/%06d.png")) == Path("o/f_selfcheck_random/%06d.png")
+    assert cli_jobs.mark_self_check(Path("o/x_selfcheck_random.mp4")) == Path("o/x_selfcheck_random.mp4")
+    assert cli_jobs.mark_self_check(Path("o/f/%06d.png")) == Path("o/f_selfcheck_random/%06d.png")
     with pytest.raises(ValueError, match="is the input itself"):
-        cli_upscale.plan_jobs(str(video), str(video), "h264", self_check=False)
+        cli_jobs.plan_jobs(str(video), str(video), "h264", self_check=False)

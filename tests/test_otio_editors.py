@@ -20,7 +20,7 @@ import otio_fixtures as F  # noqa: E402
 import uav.cli.timeline  # noqa: E402,F401  (attaches the sub-app)
 from uav.cli.app import app  # noqa: E402
 from uav_otio import UPSCALED_KEY, plan_timeline, upscale_timeline  # noqa: E402
-from uav_otio.api import TimelineReadError, parse_adapter_options, read_timeline  # noqa: E402
+from uav_otio.timeline_files import TimelineReadError, parse_adapter_options, read_timeline  # noqa: E402
 
 RT, TR = otio.opentime.RationalTime, otio.opentime.TimeRange
 

@@ -37,17 +37,18 @@ def test_both_commands_take_every_planning_option_with_its_default(name):
     assert options["--adapter-option"].multiple and options["--search-path"].multiple
 
 
-def test_planning_options_become_the_api_keywords():
-    kwargs = PlanningOptions(handles=3, adapter="cmx_3600", rate=25.0, search_path=[Path("a")],
-                             adapter_option=["rate=25", "ignore_timecode_mismatch=true", "name=x"]).api_kwargs()
-    assert kwargs["handles"] == 3 and kwargs["adapter_name"] == "cmx_3600" and kwargs["rate"] == 25.0
-    assert kwargs["search_paths"] == [Path("a")] and kwargs["ext"] == "mov"
-    assert kwargs["adapter_options"] == {"rate": 25, "ignore_timecode_mismatch": True, "name": "x"}
+def test_planning_options_become_the_api_parameter_objects():
+    options = PlanningOptions(handles=3, adapter="cmx_3600", rate=25.0, search_path=[Path("a")],
+                              adapter_option=["rate=25", "ignore_timecode_mismatch=true", "name=x"])
+    reading, planning = options.reading(), options.planning(None)
+    assert planning.handles == 3 and reading.adapter_name == "cmx_3600" and reading.rate == 25.0
+    assert planning.search_paths == [Path("a")] and planning.ext == "mov"
+    assert reading.adapter_options == {"rate": 25, "ignore_timecode_mismatch": True, "name": "x"}
 
 
 def test_a_malformed_adapter_option_is_refused():
     with pytest.raises(ValueError, match="--adapter-option: expected KEY=VALUE"):
-        PlanningOptions(adapter_option=["no equals sign"]).api_kwargs()
+        PlanningOptions(adapter_option=["no equals sign"]).reading()
 
 
 def test_process_alive_tells_a_finished_process_from_a_running_one():

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from uav import VideoUpscaler
 from uav.io import VideoInputError, probe, read_frames, write_video
-from uav.io.reader import iter_alpha
+from uav.io.reader import iter_frames
 from uav.weights import make_tiny_release, moving_pattern
 
 W, H = 16, 12
@@ -163,7 +163,7 @@ def test_video_alpha_is_read_and_kept(upscaler, tmp_path):
     src = write_video(tmp_path / "a.mov", frames, fps=24, codec="prores_4444", alpha=True)
     assert probe(src).has_alpha and not probe(write_video(tmp_path / "b.mp4", [f[:, :, :3] for f in frames],
                                                           fps=24)).has_alpha
-    planes = list(iter_alpha(src))  # 10-bit ProRes reads back 16-bit
+    planes = list(iter_frames(src, alpha=True))  # 10-bit ProRes reads back 16-bit
     assert planes[0].dtype == np.uint16 and [int(round(a.mean() / 257)) for a in planes] == [60, 160]
     out = upscaler.upscale(str(src), output=tmp_path / "up", steps=1, seed=0, writer_options={"codec": "png"})
     got = [np.asarray(Image.open(f))[:, :, 3] for f in sorted(out.glob("*.png"))]

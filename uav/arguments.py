@@ -43,28 +43,32 @@ def default_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
     return (torch.float16 if device.type == "cuda" else torch.float32), torch.float32
 
 
-def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+def check_device(device: str | torch.device, name: str = "device", *, subject: str | None = None,
+                 use_cpu: str = "device='cpu'") -> torch.device:
     """``device`` as a :class:`torch.device` that exists here, or one :class:`InputError` line
     (an unknown name, CUDA without a GPU, ``cuda:3`` on a one-GPU machine, an XLA/TPU
-    device torch was not built for) instead of torch's error at the first tensor moved."""
+    device torch was not built for) instead of torch's error at the first tensor moved.
+    ``subject`` (default ``name 'device'``) and ``use_cpu`` word it for a caller with
+    other spellings (the command line's ``--device cuda:7``, ``--device cpu``)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise InputError(f"{name}: {device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:N' or "
                          "'mps'") from None
+    subject = subject or f"{name} {str(device)!r}"
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(f"{name} {str(device)!r}: CUDA is not available here (no usable NVIDIA GPU; torch "
-                             f"{torch.__version__} built for CUDA {torch.version.cuda or 'none'}); use device='cpu'")
+            raise InputError(f"{subject}: CUDA is not available here (no usable NVIDIA GPU; torch "
+                             f"{torch.__version__} built for CUDA {torch.version.cuda or 'none'}); use {use_cpu}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"{name} {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise InputError(f"{subject}: only {torch.cuda.device_count()} CUDA device(s) here")
         return dev
     try:
         torch.empty(0, device=dev)
     except (RuntimeError, NotImplementedError, AssertionError) as exc:
         lines = str(exc).strip().splitlines()
         reason = lines[0].split(". ")[0].rstrip(".") if lines else type(exc).__name__
-        raise InputError(f"{name} {str(device)!r} is not available here ({reason}); use 'cpu' or 'cuda'") from None
+        raise InputError(f"{subject} is not available here ({reason}); use 'cpu' or 'cuda'") from None
     return dev
 
 

@@ -14,15 +14,8 @@ The command line is ``uav timeline plan`` / ``uav timeline upscale``.
 
 from __future__ import annotations
 
-from .api import (
-    LoadedTimeline,
-    UpscaleResult,
-    output_paths,
-    plan_file,
-    read_timeline,
-    upscale_timeline,
-    write_timeline,
-)
+from .api import UpscaleResult, plan_file, upscale_timeline
+from .timeline_files import LoadedTimeline, output_paths, read_timeline, write_timeline
 from .plan import (
     DEFAULT_HANDLES,
     UPSCALED_KEY,

@@ -1,7 +1,6 @@
 """The Python API: plan a timeline file, upscale an edit, or preview what that would do.
 
-Reading and writing the timeline files themselves is :mod:`uav_otio.timeline_files`
-(its names are re-exported here, where they were first published).
+Reading and writing the timeline files themselves is :mod:`uav_otio.timeline_files`.
 """
 
 from __future__ import annotations
@@ -22,43 +21,14 @@ from .params import Planning, Reading, Rendering, group
 from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
 from .render import Listeners, RenderReport, Renderer, jobs_to_render, render_hash, render_plan
-from .shot_list import ShotList, load_shot_list
-from .timeline_files import (  # noqa: F401  (re-exported: published here first)
-    ADAPTER_PACKAGES,
-    MAX_JSON_DEPTH,
-    LoadedTimeline,
-    TimelineReadError,
-    adapter_can_write,
-    adapter_output_to_stderr,
-    output_paths,
-    parse_adapter_options,
-    read_timeline,
-    refuse_overwriting_input,
-    timeline_owner,
-    write_timeline,
-)
+from uav.shots.shot_list import ShotList, load_shot_list
+from .timeline_files import (LoadedTimeline, TimelineReadError, read_timeline, refuse_overwriting_input,
+                             timeline_owner, write_timeline)
 from .upscaler_renderer import UpscalerRenderer
 from .validation import check_plan
 
-__all__ = [
-    "ADAPTER_PACKAGES",
-    "Planning",
-    "Reading",
-    "Rendering",
-    "Preview",
-    "preview_timeline",
-    "LoadedTimeline",
-    "TimelineReadError",
-    "UpscaleResult",
-    "adapter_can_write",
-    "output_paths",
-    "parse_adapter_options",
-    "plan_file",
-    "read_timeline",
-    "timeline_owner",
-    "upscale_timeline",
-    "write_timeline",
-]
+__all__ = ["LoadedTimeline", "Planning", "Preview", "Reading", "Rendering", "TimelineReadError", "UpscaleResult",
+           "plan_file", "preview_timeline", "read_timeline", "upscale_timeline", "write_timeline"]
 
 
 def _load_shots(shots: str | Path | ShotList | None) -> ShotList | None:
@@ -287,22 +257,13 @@ def preview_timeline(
     media_dir: str | Path,
     *,
     model: Mapping[str, Any] | None = None,
-    handles: int = DEFAULT_HANDLES,
-    shots: str | Path | ShotList | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    name_by: str = "media",
-    ext: str = ".mov",
-    timeline_name: str | None = None,
-    adapter_name: str | None = None,
-    rate: float | str | Fraction | None = None,
-    adapter_options: Mapping[str, Any] | None = None,
-    search_paths: Sequence[str | Path] | None = None,
     force: bool = False,
     reading: Reading | None = None,
     planning: Planning | None = None,
 ) -> Preview:
     """Everything :func:`upscale_timeline` checks before its first render, and what it
-    would render, with nothing written (``--dry-run``).
+    would render, with nothing written (``--dry-run``); ``reading`` and ``planning`` as
+    :func:`upscale_timeline` takes them.
 
     The timeline is read and planned (media probed, offline media searched), every
     shot's settings are validated and every component they name is resolved through
@@ -321,11 +282,7 @@ def preview_timeline(
     owner = timeline_owner(output, input_path)
     # planned exactly as plan_file plans it for this output: an .otioz unpacks into a
     # temporary folder removed at exit, never into the media folder
-    read = group(Reading, reading, "reading", timeline_name=timeline_name, adapter_name=adapter_name, rate=rate,
-                 adapter_options=adapter_options)
-    what = group(Planning, planning, "planning", handles=handles, shots=shots, overrides=overrides, name_by=name_by,
-                 ext=ext, search_paths=search_paths)
-    plan = _plan(_read(input_path, read), what, mdir, output)
+    plan = _plan(_read(input_path, reading or Reading()), planning or Planning(), mdir, output)
     preview = Preview(plan, written=list(targets))
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
     hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}

@@ -64,7 +64,7 @@ from uav.settings import SettingsError
 
 from .jobs import Plan
 from .options import MODEL, InputArg, PlanningOptions, with_planning_options
-from .shot_settings import AUTO_PROMPT_KEYS, DEFAULT_SEED, PIPELINE_KEYS, validate_settings
+from uav.shots.settings import AUTO_PROMPT_KEYS, DEFAULT_SEED, PIPELINE_KEYS, validate_settings
 from .timeline_files import show_adapter_output
 
 app = command_group(

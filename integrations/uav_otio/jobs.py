@@ -16,7 +16,7 @@ import opentimelineio as otio
 
 from .conform import Relink
 from .media import MediaSource
-from .shot_settings import DEFAULT_SETTINGS
+from uav.shots.settings import DEFAULT_SETTINGS
 
 __all__ = [
     "DEFAULT_HANDLES",

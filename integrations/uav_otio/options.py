@@ -17,7 +17,7 @@ from .jobs import DEFAULT_HANDLES
 from .params import Planning, Reading
 from .timeline_files import parse_adapter_options
 
-__all__ = ["InputArg", "PlanningOptions", "with_option_group", "with_planning_options"]
+__all__ = ["InputArg", "PlanningOptions", "with_planning_options"]
 
 MODEL = "Model and output"
 PLAN = "Planning"
@@ -72,17 +72,6 @@ class PlanningOptions:
     rate: RateOpt = None
     adapter_option: AdapterOptionOpt = None
     search_path: SearchPathOpt = None
-
-    def api_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments :func:`uav_otio.api.plan_file`, ``upscale_timeline`` and
-        ``preview_timeline`` take for these options.
-
-        Raises:
-            ValueError: a malformed ``--adapter-option``.
-        """
-        return {"handles": self.handles, "shots": self.shots, "name_by": self.name_by, "ext": self.ext,
-                "timeline_name": self.timeline_name, "adapter_name": self.adapter, "rate": self.rate,
-                "adapter_options": parse_adapter_options(self.adapter_option), "search_paths": self.search_path}
 
     def reading(self) -> Reading:
         """How these options read the timeline file (raises ``ValueError`` for a malformed

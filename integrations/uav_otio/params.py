@@ -3,7 +3,7 @@ and how the renders run.
 
 :func:`uav_otio.api.plan_file`, :func:`~uav_otio.api.upscale_timeline` and
 :func:`~uav_otio.api.preview_timeline` take these objects (``reading=``, ``planning=``,
-``rendering=``) or, as first published, their fields as keywords; the objects travel
+``rendering=``); the first two, as first published, their fields as keywords too; the objects travel
 through the integration instead of two dozen forwarded keywords. Who hears of a
 render (``progress``, ``on_job``, ``on_event``) is :class:`uav_otio.render.Listeners`.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .jobs import DEFAULT_HANDLES
-from .shot_list import ShotList
+from uav.shots.shot_list import ShotList
 
 __all__ = ["Planning", "Reading", "Rendering", "group"]
 

@@ -58,7 +58,7 @@ from .media import (  # noqa: F401  (re-exported: the plan's public names)
     url_to_path,
 )
 from .ranges import _disabled_by, _Ranges, _track_kind, _used_media_frames, enclosing_track  # noqa: F401
-from .shot_list import ShotList
+from uav.shots.shot_list import ShotList
 from .shots import resolve_clip_settings
 from .validation import check_times, short_media_error
 

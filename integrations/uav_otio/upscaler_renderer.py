@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .shot_settings import to_upscale_settings
+from uav.shots.settings import to_upscale_settings
 
 if TYPE_CHECKING:  # the types are for annotations only
     from .jobs import RenderJob

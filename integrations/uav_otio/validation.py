@@ -25,7 +25,7 @@ from uav.components import check_component, check_components
 from uav.settings import SettingsError, UpscaleSettings
 
 from .ranges import clip_label, enclosing_track
-from .shot_settings import FIELD_TO_KEY, ShotSettingsError, to_upscale_settings
+from uav.shots.settings import FIELD_TO_KEY, ShotSettingsError, to_upscale_settings
 
 if TYPE_CHECKING:  # the types are for annotations only
     from .jobs import Plan, RenderJob

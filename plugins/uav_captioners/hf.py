@@ -163,6 +163,19 @@ class _LocalCaptioner:
     processor: Any
     model: Any
 
+    def _open(self, path: Path, device: str | torch.device, dtype: torch.dtype | str, expected: str) -> None:
+        """Take the image-text model in ``path`` (``expected`` words which kind) on ``device``
+        in ``dtype``, its processor loaded; the model loads on first use."""
+        self.device = _device_option(device)
+        self.dtype = _dtype_option(dtype, self.device)
+        self.model_type = _model_type(self.name, path)
+        if self.model_type not in _image_text_model_types():
+            raise ValueError(f"captioner {self.name!r}: {path} holds a {self.model_type!r} model, which is not an "
+                             f"{expected}")
+        self.path = path
+        self.processor = self._load_processor(path, self.model_type)
+        self.model = None
+
     def _load_processor(self, path: Path, model_type: str) -> Any:
         import transformers
 
@@ -237,21 +250,12 @@ class LocalImageCaptioner(_LocalCaptioner):
         self.max_new_tokens = _int_option("max_new_tokens", max_new_tokens, 1)
         if prompt is not None and not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
-        self.device = _device_option(device)
-        self.dtype = _dtype_option(dtype, self.device)
-        model_type = _model_type(self.name, path)
-        if model_type not in _image_text_model_types():
-            raise ValueError(f"captioner {self.name!r}: {path} holds a {model_type!r} model, which is not an "
-                             "image-to-text model (expected e.g. blip, git)")
-        self.path = path
         self.prompt = prompt or None
-        self.model_type = model_type
-        self.processor = self._load_processor(path, model_type)
+        self._open(path, device, dtype, "image-to-text model (expected e.g. blip, git)")
         if getattr(self.processor, "chat_template", None):
             # chat models want an instruction in their template, which this captioner does not write
-            raise ValueError(f"captioner {self.name!r}: the {model_type!r} model in {path} is a chat model; "
+            raise ValueError(f"captioner {self.name!r}: the {self.model_type!r} model in {path} is a chat model; "
                              "use the llava-local captioner for it")
-        self.model = None
 
     @torch.inference_mode()
     def __call__(self, frames: Tensor) -> str:
@@ -322,17 +326,9 @@ class LocalChatCaptioner(_LocalCaptioner):
         self.top_p = _float_option("top_p", top_p, 0.0, 1.0)
         self.seed = _int_option("seed", seed, 0)
         self.short_side = _int_option("short_side", short_side, 0)
-        self.device = _device_option(device)
-        self.dtype = _dtype_option(dtype, self.device)
-        model_type = _model_type(self.name, path)
-        if model_type not in _image_text_model_types():
-            raise ValueError(f"captioner {self.name!r}: {path} holds a {model_type!r} model, which is not an "
-                             "image-text-to-text model (expected a LLaVA-style chat model such as llava)")
-        self.path = path
-        self.model_type = model_type
-        self.processor = self._load_processor(path, model_type)
+        self._open(path, device, dtype, "image-text-to-text model (expected a LLaVA-style chat model such as llava)")
         if not getattr(self.processor, "chat_template", None):
-            raise ValueError(f"captioner {self.name!r}: the {model_type!r} model in {path} has no chat template, "
+            raise ValueError(f"captioner {self.name!r}: the {self.model_type!r} model in {path} has no chat template, "
                              "so it cannot be asked an instruction; use a LLaVA-style chat model "
                              "(or the blip-local captioner for BLIP/GIT)")
         #: the chat-templated text the model is prompted with (the image stands in as its token)
@@ -340,7 +336,6 @@ class LocalChatCaptioner(_LocalCaptioner):
             [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.instruction}]}],
             add_generation_prompt=True, tokenize=False,
         )
-        self.model = None
 
     def _image(self, frames: Tensor) -> Any:
         from PIL import Image

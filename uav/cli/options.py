@@ -34,37 +34,15 @@ TILING = "Tiling and memory"
 MODEL = "Model and output"
 REPORTING = "Reporting"
 
-#: settings field -> command-line flag, in the order ``--help`` lists them
+#: settings field -> command-line flag, in the order ``--help`` lists them: the field's name
+#: with dashes, but for two flags that read better short
 SETTING_FLAGS: dict[str, str] = {
-    "prompt": "--prompt",
-    "captioner": "--captioner",
-    "caption_frame": "--caption-frame",
-    "negative_prompt": "--negative-prompt",
-    "added_prompt": "--added-prompt",
-    "noise_level": "--noise-level",
-    "guidance_scale": "--guidance-scale",
-    "num_inference_steps": "--steps",
-    "propagation_steps": "--propagation-steps",
-    "color_fix": "--color-fix",
-    "flow": "--flow",
-    "seed": "--seed",
-    "scheduler": "--scheduler",
-    "tile": "--tile",
-    "tiling": "--tiling",
-    "tile_mode": "--tile-mode",
-    "tile_size": "--tile-size",
-    "tile_overlap": "--tile-overlap",
-    "window_batch": "--window-batch",
-    "decode_chunk": "--decode-chunk",
-    "decode_tile": "--decode-tile",
-    "decode_overlap": "--decode-overlap",
-    "memory": "--vram",
-    "preset": "--preset",
-    "step_cache": "--step-cache",
-    "step_cache_interval": "--step-cache-interval",
-    "guidance_reuse_from": "--guidance-reuse-from",
-    "compile": "--compile",
-}
+    field: {"num_inference_steps": "--steps", "memory": "--vram"}.get(field, "--" + field.replace("_", "-"))
+    for field in ("prompt", "captioner", "caption_frame", "negative_prompt", "added_prompt", "noise_level",
+                  "guidance_scale", "num_inference_steps", "propagation_steps", "color_fix", "flow", "seed",
+                  "scheduler", "tile", "tiling", "tile_mode", "tile_size", "tile_overlap", "window_batch",
+                  "decode_chunk", "decode_tile", "decode_overlap", "memory", "preset", "step_cache",
+                  "step_cache_interval", "guidance_reuse_from", "compile")}
 _TILING_FIELDS = ("tile", "tiling", "tile_mode", "tile_size", "tile_overlap", "window_batch", "decode_chunk",
                   "decode_tile", "decode_overlap", "memory", "compile")
 #: what ``--help`` shows as the default where the field's own value would not read well

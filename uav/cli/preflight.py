@@ -65,23 +65,23 @@ def codec_spec(codec: str) -> CodecSpec:
 
 
 def resolve_device(device: str) -> str | None:
-    """``auto`` -> ``None`` (the upscaler picks CUDA when present); otherwise check the device exists."""
+    """``auto`` -> ``None`` (the upscaler picks CUDA when present); otherwise ``device``, once
+    :func:`uav.arguments.check_device` has found it here (its refusal named ``--device``)."""
     import torch
+
+    from uav.arguments import check_device
+    from uav.frames import InputError
 
     if device == "auto":
         return None
     try:
-        dev = torch.device(device)
+        torch.device(device)
     except RuntimeError:
         raise UserError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
-                            f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"--device {device}: Apple MPS is not available here; use --device cpu")
+    try:
+        check_device(device, subject=f"--device {device}", use_cpu="--device cpu")
+    except InputError as exc:
+        raise UserError(str(exc)) from None
     return device
 
 

@@ -24,15 +24,11 @@ from uav.cli.common import UserError, handle_errors, print_json, quiet_libraries
 from uav.cli.executor_options import EXIT_PARTIAL_FAILURE, AddressOpt, ExecutorOpt, GpusOpt, SplitOpt, WorkersOpt
 from uav.cli.executor_options import build_executor, failure_line, parse_split, render_batch
 from uav.cli.jobs import (
-    OUTPUT_TAG,
-    VIDEO_EXTENSIONS,
     Job,
     input_kind,
-    mark_self_check,
     missing_dirs,
     plan_jobs,
     preflight_output,
-    probe_job,
     probe_jobs,
     remove_empty,
 )
@@ -56,21 +52,7 @@ from uav.cli.options import (
 from uav.cli.local_run import local_summary, run_record
 from uav.cli.preflight import build_tiny_release, check_vae, find_weights, parse_dtype, resolve_device
 
-# what this module offered before the jobs and the option checks got their own modules
-__all__ = [
-    "OUTPUT_TAG",
-    "VIDEO_EXTENSIONS",
-    "Job",
-    "build_tiny_release",
-    "find_weights",
-    "input_kind",
-    "mark_self_check",
-    "plan_jobs",
-    "preflight_output",
-    "probe_job",
-    "resolve_device",
-    "upscale_command",
-]
+__all__ = ["output_size", "upscale_command"]
 
 _IO = "Input and output"
 

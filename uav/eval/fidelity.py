@@ -92,13 +92,8 @@ def _ssim_of_frame(a: np.ndarray, b: np.ndarray) -> float:
 def ssim_frames(
     output: np.ndarray, reference: np.ndarray, *, crop_border: int = 0, y_channel: bool = False
 ) -> np.ndarray:
-    """Per-frame SSIM (float64 array of length T). Frames must be at least 11x11 after cropping.
-
-    Args:
-        output, reference: frames of identical shape ``(T, H, W, 3)`` or ``(H, W, 3)``.
-        crop_border: pixels removed from every side before scoring.
-        y_channel: score the BT.601 Y channel instead of the mean over R, G and B.
-    """
+    """Per-frame SSIM (float64 array of length T), arguments as :func:`psnr_frames` takes them
+    (with ``y_channel`` false: the mean over R, G and B). Frames must be at least 11x11 after cropping."""
     return per_frame(output, reference, _ssim_of_frame, crop_border=crop_border, y_channel=y_channel)
 
 

@@ -23,7 +23,6 @@ import base64
 import html
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 
 from uav.eval.frames import to_uint8
 from uav.eval.video import VideoMetrics
+from uav.io.atomic import atomic_output
 from uav.protocols import int_arg
 
 __all__ = [
@@ -263,18 +263,10 @@ def crop_figure(
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write under a temporary name in the same folder, then rename into place."""
     if path.is_dir():
-        # os.replace would fail only after the temporary file exists, with a confusing message
+        # the rename would fail only after the temporary file exists, with a confusing message
         raise ValueError(f"{str(path)!r} is a folder; give a file name inside it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") rather than mkstemp so the file gets the usual umask permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _png_bytes(image: np.ndarray) -> bytes:

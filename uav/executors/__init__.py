@@ -11,43 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from uav.executors.base import (
-    CANCELLED,
-    DONE,
-    FAILED,
-    Executor,
-    ExecutorError,
-    ExecutorUnavailable,
-    Job,
-    JobCancelled,
-    JobResult,
-    Renderer,
-    RendererFactory,
-    WorkerEvent,
-    largest_first,
-    remove_partials,
-)
+from uav.executors import base
+from uav.executors.base import *  # noqa: F403  (the seam's names are the package's)
+from uav.executors.base import Executor, ExecutorError
 from uav.executors.local import LocalExecutor
 
-__all__ = [
-    "CANCELLED",
-    "DONE",
-    "EXECUTORS",
-    "FAILED",
-    "Executor",
-    "ExecutorError",
-    "ExecutorUnavailable",
-    "Job",
-    "JobCancelled",
-    "JobResult",
-    "LocalExecutor",
-    "Renderer",
-    "RendererFactory",
-    "WorkerEvent",
-    "largest_first",
-    "make_executor",
-    "remove_partials",
-]
+__all__ = [*base.__all__, "EXECUTORS", "LocalExecutor", "make_executor"]
 
 #: the names ``--executor`` accepts
 EXECUTORS = ("local", "ray")

@@ -172,26 +172,34 @@ def result_event(result: JobResult) -> Event:
                     worker=result.worker, error=result.error)
 
 
-@runtime_checkable
-class Executor(Protocol):
-    """Runs jobs; the default is :class:`uav.executors.local.LocalExecutor`."""
+class Executor:
+    """Runs jobs; the default is :class:`uav.executors.local.LocalExecutor`. A subclass
+    renders in :meth:`_render`; :meth:`run` checks the jobs and announces them first."""
 
     name: str
+    #: the ``worker`` of the ``"queued"`` events :meth:`run` sends
+    driver = "local"
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        factory: RendererFactory,
-        *,
-        on_event: Callable[[Event], None] | None = None,
-    ) -> Iterator[JobResult]:
+    def run(self, jobs: Sequence[Job], factory: RendererFactory, *,
+            on_event: Callable[[Event], None] | None = None) -> Iterator[JobResult]:
         """Render ``jobs``; yield each one's :class:`JobResult` as it finishes.
 
         A job that raises is yielded as :data:`FAILED` and the others go on. On
         ``KeyboardInterrupt`` the executor stops every job in flight, removes their
         temporary files and re-raises; jobs not yet yielded are not done.
         """
-        ...
+        jobs = list(jobs)
+        check_unique(jobs)
+        if not jobs:
+            return
+        if on_event is not None:
+            for job in jobs:
+                on_event(WorkerEvent("queued", self.driver, job, 0, job.frames))
+        yield from self._render(jobs, factory, on_event)
+
+    def _render(self, jobs: list[Job], factory: RendererFactory,
+                on_event: Callable[[Event], None] | None) -> Iterator[JobResult]:
+        raise NotImplementedError
 
 
 def render_job(renderer: Renderer, job: Job, progress: Progress | None = None) -> None:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 from uav.events import Event
 from uav.executors.base import (
     DONE,
     FAILED,
+    Executor,
     Job,
     JobResult,
     Renderer,
     RendererFactory,
     WorkerEvent,
-    check_unique,
     remove_partials,
     render_job,
 )
@@ -29,7 +29,7 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Render jobs in order in the calling process with one renderer.
 
     Args:
@@ -45,23 +45,10 @@ class LocalExecutor:
         self.debug = debug
         self._renderer: Renderer | None = None
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        factory: RendererFactory,
-        *,
-        on_event: Callable[[Event], None] | None = None,
-    ) -> Iterator[JobResult]:
-        """Render ``jobs`` in the given order; see :meth:`uav.executors.base.Executor.run`.
-
-        The renderer is built on the first job (a run whose jobs are all cached loads
-        nothing) and kept for the next runs of this executor.
-        """
-        jobs = list(jobs)
-        check_unique(jobs)
-        if on_event:
-            for job in jobs:
-                on_event(WorkerEvent("queued", "local", job, 0, job.frames))
+    def _render(self, jobs: list[Job], factory: RendererFactory,
+                on_event: Callable[[Event], None] | None) -> Iterator[JobResult]:
+        """Render ``jobs`` in the given order. The renderer is built on the first job (a run
+        whose jobs are all cached loads nothing) and kept for the next runs of this executor."""
         for job in jobs:
             if self._renderer is None:
                 self._renderer = factory()

@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from uav.executors.base import (
     CANCELLED,
     DONE,
     FAILED,
+    Executor,
     ExecutorError,
     ExecutorUnavailable,
     Job,
@@ -48,7 +49,6 @@ from uav.executors.base import (
     JobResult,
     RendererFactory,
     WorkerEvent,
-    check_unique,
     largest_first,
     remove_partials,
     render_job,
@@ -165,7 +165,8 @@ class _Pending:
     errors: list[str] = field(default_factory=list)
 
 
-class RayExecutor:
+@dataclass(kw_only=True, eq=False)
+class RayExecutor(Executor):
     """Render jobs on Ray actors.
 
     Args:
@@ -189,41 +190,33 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(
-        self,
-        *,
-        address: str | None = None,
-        workers: int | None = None,
-        gpus_per_worker: float | None = None,
-        cpus_per_worker: float = 1.0,
-        max_retries: int = 2,
-        num_cpus: int | None = None,
-        grace_s: float = 10.0,
-        poll_s: float = 0.25,
-        debug: bool = False,
-        threads: int | None = None,
-    ) -> None:
+    driver = "driver"
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float | None = None
+    cpus_per_worker: float = 1.0
+    max_retries: int = 2
+    num_cpus: int | None = None
+    grace_s: float = 10.0
+    poll_s: float = 0.25
+    debug: bool = False
+    threads: int | None = None
+    ray: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        workers, gpus_per_worker, cpus_per_worker = self.workers, self.gpus_per_worker, self.cpus_per_worker
         if workers is not None and workers < 1:
             raise ExecutorError(f"--workers must be >= 1, got {workers}")
         if gpus_per_worker is not None and not 0 <= gpus_per_worker < float("inf"):
             raise ExecutorError(f"--gpus-per-worker must be a number >= 0, got {gpus_per_worker}")
         if not 0 <= cpus_per_worker < float("inf"):
             raise ExecutorError(f"cpus_per_worker must be >= 0, got {cpus_per_worker}")
-        if max_retries < 0:
-            raise ExecutorError(f"max_retries must be >= 0, got {max_retries}")
-        if threads is not None and threads < 1:
-            raise ExecutorError(f"threads must be >= 1, got {threads}")
+        if self.max_retries < 0:
+            raise ExecutorError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.threads is not None and self.threads < 1:
+            raise ExecutorError(f"threads must be >= 1, got {self.threads}")
         self.ray = import_ray()
-        self.address = address
-        self.workers = workers
-        self.gpus_per_worker = gpus_per_worker
-        self.cpus_per_worker = cpus_per_worker
-        self.max_retries = max_retries
-        self.num_cpus = num_cpus
-        self.grace_s = grace_s
-        self.poll_s = poll_s
-        self.debug = debug
-        self.threads = threads
 
     # ------------------------------------------------------------------ cluster
     def _connect(self) -> bool:
@@ -267,25 +260,10 @@ class RayExecutor:
         return _Slot(name, actor_cls.remote(factory, name, self.debug, threads))
 
     # ------------------------------------------------------------------ the run
-    def run(
-        self,
-        jobs: Sequence[Job],
-        factory: RendererFactory,
-        *,
-        on_event: Callable[[Event], None] | None = None,
-    ) -> Iterator[JobResult]:
-        """Render ``jobs`` on the cluster; see :meth:`uav.executors.base.Executor.run`.
-
-        Results are yielded in completion order. Raises :class:`ExecutorError` when no
-        worker could build its renderer (the reason of the first failure).
-        """
-        jobs = list(jobs)
-        check_unique(jobs)
-        if not jobs:
-            return
-        if on_event is not None:
-            for job in jobs:
-                on_event(WorkerEvent("queued", "driver", job, 0, job.frames))
+    def _render(self, jobs: list[Job], factory: RendererFactory,
+                on_event: Callable[[Event], None] | None) -> Iterator[JobResult]:
+        """Results are yielded in completion order. Raises :class:`ExecutorError` when no
+        worker could build its renderer (the reason of the first failure)."""
         owned = self._connect()
         slots: list[_Slot] = []
         try:

@@ -44,9 +44,9 @@ def alpha_planes(video: Any, start: int, frames: int, spec: CodecSpec, pix_fmt: 
         log.warning("%s has an alpha channel; %s output cannot hold it, so it is dropped (--codec prores_4444, png "
                     "or tiff keep it)", video.path, spec.name if pix_fmt is None else f"{spec.name} {pix_fmt}")
         return None
-    from .reader import iter_alpha
+    from .reader import iter_frames
 
-    planes = iter_alpha(video.path, start=start, end=start + frames)
+    planes = iter_frames(video.path, start=start, end=start + frames, alpha=True)
     return (resize_alpha(p, width, height) for p in planes)
 
 

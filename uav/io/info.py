@@ -52,5 +52,5 @@ class VideoInfo:
     audio_channels: int | None = None
     #: an image sequence's first frame number, from its first file's name (``shot.1001.exr`` -> 1001)
     first_frame_number: int | None = None
-    #: whether the frames carry an alpha channel (:func:`uav.io.reader.iter_alpha` reads it)
+    #: whether the frames carry an alpha channel (:func:`uav.io.reader.iter_frames` reads it with ``alpha=True``)
     has_alpha: bool = False

@@ -30,7 +30,6 @@ __all__ = [
     "VideoInfo",
     "probe",
     "iter_frames",
-    "iter_alpha",
     "read_frames",
     "parse_frame_position",
     "color_tags",
@@ -110,6 +109,7 @@ def iter_frames(
     end: int | str | None = None,
     vfr: str = "error",
     fps: Fraction | int | str | None = None,
+    alpha: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield the frames ``[start, end)`` of a video or image sequence, exactly.
 
@@ -123,31 +123,14 @@ def iter_frames(
             then refer to the constant-rate clip of ``num_frames_cfr`` frames);
             ``"passthrough"`` returns every stored frame once, ignoring timing.
         fps: frame rate of an image sequence (default 24), which timecode positions use.
+        alpha: yield the frames' alpha planes ``(H, W)`` instead (fully opaque for an input
+            without alpha; :attr:`VideoInfo.has_alpha` says which).
 
     Returns:
         An iterator of ``(H, W, 3)`` RGB arrays, ``uint8`` or ``uint16`` (sources over
         8 bits, full 16-bit scale), rotated upright. Arguments and the input are
         checked before the iterator is returned, so bad input fails at the call.
     """
-    return _iter(path, start=start, end=end, vfr=vfr, fps=fps, alpha=False)
-
-
-def iter_alpha(
-    path: str | Path,
-    *,
-    start: int | str | None = None,
-    end: int | str | None = None,
-    vfr: str = "error",
-    fps: Fraction | int | str | None = None,
-) -> Iterator[np.ndarray]:
-    """The alpha planes ``(H, W)`` of the frames :func:`iter_frames` yields with the same
-    arguments (``uint8``, or ``uint16`` for sources over 8 bits), upright; fully opaque
-    planes for an input without alpha (:attr:`VideoInfo.has_alpha` says which)."""
-    return _iter(path, start=start, end=end, vfr=vfr, fps=fps, alpha=True)
-
-
-def _iter(path: str | Path, *, start: int | str | None, end: int | str | None, vfr: str,
-          fps: Fraction | int | str | None, alpha: bool) -> Iterator[np.ndarray]:
     if vfr not in VFR_MODES:
         raise ValueError(f"vfr must be one of {', '.join(map(repr, VFR_MODES))}, got {vfr!r}")
     found = scan(path, fps)

@@ -16,24 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from uav.registry import discovery, manager
+from uav.registry.discovery import *  # noqa: F403  (how plugins are found)
 from uav.registry.hookspecs import PROJECT_NAME, hookimpl, hookspec
-from uav.registry.manager import (
-    BLOCK_ENV_VAR,
-    BUILTIN_PLUGINS,
-    ENTRYPOINT_GROUP,
-    KINDS,
-    ComponentInfo,
-    PluginExitError,
-    PluginInfo,
-    PluginRecord,
-    Registry,
-    UavPluginManager,
-    UnknownComponentError,
-    UnknownKindError,
-    build_plugin_manager,
-    default_registry,
-    reset_default_registry,
-)
+from uav.registry.manager import *  # noqa: F403  (the registry over them)
+from uav.registry.manager import PluginInfo, default_registry
 
 
 def list_plugins() -> list[PluginInfo]:
@@ -46,25 +33,5 @@ def get_component(kind: str, name: str, **options: Any) -> Any:
     return default_registry().get(kind, name, **options)
 
 
-__all__ = [
-    "PROJECT_NAME",
-    "ENTRYPOINT_GROUP",
-    "BLOCK_ENV_VAR",
-    "BUILTIN_PLUGINS",
-    "KINDS",
-    "hookimpl",
-    "hookspec",
-    "ComponentInfo",
-    "PluginExitError",
-    "PluginInfo",
-    "PluginRecord",
-    "Registry",
-    "UavPluginManager",
-    "UnknownComponentError",
-    "UnknownKindError",
-    "build_plugin_manager",
-    "default_registry",
-    "reset_default_registry",
-    "list_plugins",
-    "get_component",
-]
+__all__ = ["PROJECT_NAME", "get_component", "hookimpl", "hookspec", "list_plugins", *discovery.__all__,
+           *manager.__all__]

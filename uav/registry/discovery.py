@@ -47,18 +47,11 @@ ENTRYPOINT_GROUP = PROJECT_NAME
 #: comma-separated plugin names to block, e.g. ``UAV_BLOCK_PLUGINS=flow,my-plugin``
 BLOCK_ENV_VAR = "UAV_BLOCK_PLUGINS"
 
-#: the built-in plugins: entry-point name -> import package. They normally arrive
-#: through the ``uav`` distribution's entry points like any third-party plugin; this
+#: the built-in plugins: entry-point name -> import package (``uav_<name>``). They normally
+#: arrive through the ``uav`` distribution's entry points like any third-party plugin; this
 #: table is only the fallback for when those entry points are not visible.
-BUILTIN_PLUGINS: dict[str, str] = {
-    "flow": "uav_flow",
-    "color": "uav_color",
-    "schedulers": "uav_schedulers",
-    "tiling": "uav_tiling",
-    "segments": "uav_segments",
-    "captioners": "uav_captioners",
-    "scenes": "uav_scenes",
-}
+BUILTIN_PLUGINS: dict[str, str] = {name: f"uav_{name}" for name in (
+    "flow", "color", "schedulers", "tiling", "segments", "captioners", "scenes")}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 :class:`Registry` calls the registry-style hooks of :mod:`uav.registry.hookspecs`
 once per plugin and keeps the named factories, so components are built by name:
 ``Registry().get("flow", "dis")``. How the plugins are found and loaded is
-:mod:`uav.registry.discovery` (its names are re-exported here).
+:mod:`uav.registry.discovery`.
 
 There is no hidden global state: every :class:`Registry` owns its manager.
 :func:`default_registry` is only a cache for callers that want one shared instance.
@@ -19,36 +19,12 @@ from typing import Any
 
 import pluggy
 
-from uav.registry.discovery import (
-    BLOCK_ENV_VAR,
-    BUILTIN_PLUGINS,
-    ENTRYPOINT_GROUP,
-    PluginRecord,
-    UavPluginManager,
-    build_plugin_manager,
-    error_text,
-    manual_record,
-    plugin_code,
-)
+from uav.registry.discovery import (PluginRecord, UavPluginManager, build_plugin_manager, error_text, manual_record,
+                                   plugin_code)
 
 
-__all__ = [
-    "ENTRYPOINT_GROUP",
-    "BLOCK_ENV_VAR",
-    "BUILTIN_PLUGINS",
-    "KINDS",
-    "PluginRecord",
-    "PluginInfo",
-    "PluginExitError",
-    "ComponentInfo",
-    "UavPluginManager",
-    "UnknownKindError",
-    "UnknownComponentError",
-    "build_plugin_manager",
-    "Registry",
-    "default_registry",
-    "reset_default_registry",
-]
+__all__ = ["KINDS", "ComponentInfo", "PluginExitError", "PluginInfo", "Registry", "UnknownComponentError",
+           "UnknownKindError", "default_registry", "reset_default_registry"]
 
 log = logging.getLogger("uav.registry")
 
