@@ -31,6 +31,7 @@ from uav.models import temporal as _temporal
 from uav.models import transformer as _transformer
 from uav.models import unet_video as _unet
 from uav.models import vae_video as _vae
+from uav.models.layers import batch_to_frames, frames_to_batch  # the same reshapes (copies in this layout)
 
 Tensor = torch.Tensor
 
@@ -38,16 +39,6 @@ __all__ = ["published_modules"]
 
 
 # ---------------------------------------------------------------------------- layers.py
-def frames_to_batch(x: Tensor) -> Tensor:
-    b, c, t, h, w = x.shape
-    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-
-
-def batch_to_frames(x: Tensor, t: int) -> Tensor:
-    bt, c, h, w = x.shape
-    return x.reshape(bt // t, t, c, h, w).permute(0, 2, 1, 3, 4)
-
-
 def _inflated_conv(self: Any, x: Tensor) -> Tensor:
     t = x.shape[2]
     return batch_to_frames(torch.nn.Conv2d.forward(self, frames_to_batch(x)), t)
@@ -92,14 +83,7 @@ def _resnet_cnn(self: Any, x: Tensor, temb: Tensor | None = None) -> Tensor:
 
 # ---------------------------------------------------------------------------- transformer.py
 def _attention(self: Any, x: Tensor, context: Tensor | None = None) -> Tensor:
-    context = x if context is None else context
-    b, n_q, c = x.shape
-    n = self.heads
-    q = self.to_q(x).view(b, n_q, n, c // n).transpose(1, 2)
-    k = self.to_k(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
-    v = self.to_v(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v)
-    return self.to_out[0](out.transpose(1, 2).reshape(b, n_q, c))
+    return self.to_out[0](self.attend(x, context))  # the residual added by the caller
 
 
 def _geglu(self: Any, x: Tensor) -> Tensor:
@@ -182,19 +166,6 @@ def _temporal_module(self: Any, x: Tensor, temb: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- unet_video.py
-def _down_block(self: Any, x: Tensor, temb: Tensor, context: Tensor) -> tuple[Tensor, list[Tensor]]:
-    skips = []
-    for i, resnet in enumerate(self.resnets):
-        x = resnet(x, temb)
-        if self.attentions is not None:
-            x = self.attentions[i](x, context)
-        skips.append(x)
-    if self.downsamplers is not None:
-        x = self.downsamplers[0](x)
-        skips.append(x)
-    return x, skips
-
-
 def _up_block(self: Any, x: Tensor, skips: list[Tensor], temb: Tensor, context: Tensor,
               upsample_size: tuple[int, int, int] | None) -> Tensor:
     for i, resnet in enumerate(self.resnets):
@@ -296,7 +267,6 @@ _PUBLISHED: tuple[tuple[type, str, Any], ...] = (
     (_temporal.TemporalAttention, "project", _project),
     (_temporal.TemporalAttention, "forward", _temporal_attention),
     (_temporal.TemporalModule3D, "forward", _temporal_module),
-    (_unet.DownBlock3D, "forward", _down_block),
     (_unet.UpBlock3D, "forward", _up_block),
     (_unet.UNetMidBlock3DCrossAttn, "forward", _mid_block),
     (_unet.UNetVideoModel, "forward", _unet_forward),

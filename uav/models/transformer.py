@@ -45,14 +45,17 @@ class Attention(nn.Module):
                 pending: list[Tensor] | None = None) -> Tensor:
         """Attention of ``x`` ``(B, N, C)`` to ``context`` (itself when ``None``), plus ``residual``
         (see :func:`~uav.models.layers.linear_residual`, which also says what ``pending`` is)."""
+        return linear_residual(self.to_out[0], self.attend(x, context), residual, pending)
+
+    def attend(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The heads' attention output ``(B, N, C)``, before the output projection."""
         context = x if context is None else context
         b, n_q, c = x.shape
         n = self.heads
         q = self.to_q(x).view(b, n_q, n, c // n).transpose(1, 2)
         k = self.to_k(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
         v = self.to_v(context).view(b, context.shape[1], n, c // n).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return linear_residual(self.to_out[0], out.transpose(1, 2).reshape(b, n_q, c), residual, pending)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n_q, c)
 
 
 class GEGLU(nn.Module):

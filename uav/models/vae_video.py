@@ -116,7 +116,20 @@ class MidBlock(nn.Module):
         return self.resnets[1](x)
 
 
-class DownEncoderBlock3D(nn.Module):
+class _ResnetStack(nn.Module):
+    """Residual blocks, then the block's resampler if it has one (``downsamplers`` / ``upsamplers``,
+    the checkpoint's names)."""
+
+    resampler = "downsamplers"
+
+    def forward(self, x: Tensor) -> Tensor:
+        for resnet in self.resnets:
+            x = resnet(x)
+        samplers = getattr(self, self.resampler)
+        return x if samplers is None else samplers[0](x)
+
+
+class DownEncoderBlock3D(_ResnetStack):
     def __init__(self, in_channels: int, out_channels: int, num_layers: int, groups: int, add_downsample: bool) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(
@@ -125,15 +138,10 @@ class DownEncoderBlock3D(nn.Module):
         )
         self.downsamplers = nn.ModuleList([Downsample3D(out_channels, padding=0)]) if add_downsample else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.downsamplers is not None:
-            x = self.downsamplers[0](x)
-        return x
 
+class UpDecoderBlock3D(_ResnetStack):
+    resampler = "upsamplers"
 
-class UpDecoderBlock3D(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, num_layers: int, groups: int, add_upsample: bool, plus: bool
     ) -> None:
@@ -143,13 +151,6 @@ class UpDecoderBlock3D(nn.Module):
             resnet(in_channels if i == 0 else out_channels, out_channels, groups=groups) for i in range(num_layers)
         )
         self.upsamplers = nn.ModuleList([Upsample3D(out_channels)]) if add_upsample else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x)
-        return x
 
 
 class Encoder(nn.Module):
