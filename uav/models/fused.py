@@ -99,12 +99,12 @@ def _broken(err: Exception) -> None:
 @_jit
 def _moments_kernel(x_ptr, mean_ptr, m2_ptr, C, T, HW, span, sxb, sxc, sxt, sxp,
                     BC: constexpr, BP: constexpr):
-    bt = tl.program_id(0)
+    bt = tl.program_id(0).to(tl.int64)  # 64-bit offsets: a batch of windows passes 2**31 elements
     cb = tl.program_id(1)
     s = tl.program_id(2)
     b = bt // T
     t = bt % T
-    c = cb * BC + tl.arange(0, BC)
+    c = (cb * BC + tl.arange(0, BC)).to(tl.int64)
     cm = c < C
     base = x_ptr + b * sxb + t * sxt + c[:, None] * sxc
     start = s * span
@@ -112,7 +112,7 @@ def _moments_kernel(x_ptr, mean_ptr, m2_ptr, C, T, HW, span, sxb, sxc, sxt, sxp,
     mean = tl.zeros([BC], dtype=tl.float32)
     m2 = tl.zeros([BC], dtype=tl.float32)
     for off in range(0, span, BP):
-        p = start + off + tl.arange(0, BP)
+        p = (start + off + tl.arange(0, BP)).to(tl.int64)
         pm = (p < HW) & (p < start + span)
         mask = cm[:, None] & pm[None, :]
         v = tl.load(base + p[None, :] * sxp, mask=mask, other=0.0).to(tl.float32)
@@ -136,11 +136,12 @@ def _moments_kernel(x_ptr, mean_ptr, m2_ptr, C, T, HW, span, sxb, sxc, sxt, sxp,
 def _norm_act_kernel(x_ptr, scale_ptr, shift_ptr, y_ptr, C, T, HW, sxb, sxc, sxt, sxp, syb, syc, syt, syp,
                      PER_FRAME: constexpr, SILU: constexpr, BC: constexpr,
                      BP: constexpr):
-    bt = tl.program_id(0)
+    # pixel tiles on the grid's first axis, the only one not limited to 65535 programs
+    p = (tl.program_id(0) * BP + tl.arange(0, BP)).to(tl.int64)
+    c = (tl.program_id(1) * BC + tl.arange(0, BC)).to(tl.int64)
+    bt = tl.program_id(2).to(tl.int64)
     b = bt // T
     t = bt % T
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    p = tl.program_id(2) * BP + tl.arange(0, BP)
     cm = c < C
     mask = cm[:, None] & (p < HW)[None, :]
     v = tl.load(x_ptr + b * sxb + t * sxt + c[:, None] * sxc + p[None, :] * sxp, mask=mask, other=0.0)
@@ -159,7 +160,7 @@ def _norm_act_kernel(x_ptr, scale_ptr, shift_ptr, y_ptr, C, T, HW, sxb, sxc, sxt
 
 @_jit
 def _geglu_kernel(a_ptr, g_ptr, D, sa, sg, BD: constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     d = tl.program_id(1) * BD + tl.arange(0, BD)
     m = d < D
     a = tl.load(a_ptr + row * sa + d, mask=m, other=0.0)
@@ -183,7 +184,7 @@ def _clip_strides(x: Tensor) -> tuple[int, int, int, int]:
 @_jit
 def _rope_kernel(x_ptr, cos_ptr, sin_ptr, rows, T, sr, D, HALF: constexpr, HEADS: constexpr, BR: constexpr,
                  BJ: constexpr):
-    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
     j = tl.arange(0, BJ)  # (head, pair) of the rotated channels
     jm = j < HEADS * HALF
     k = j % HALF
@@ -205,7 +206,7 @@ def _rope_kernel(x_ptr, cos_ptr, sin_ptr, rows, T, sr, D, HALF: constexpr, HEADS
 
 @_jit
 def _layer_norm_kernel(x_ptr, shift_ptr, w_ptr, b_ptr, y_ptr, rows, C, eps, BR: constexpr, BC: constexpr):
-    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
     c = tl.arange(0, BC)
     cm = c < C
     mask = (r < rows)[:, None] & cm[None, :]
@@ -244,7 +245,7 @@ def _(x: Tensor, splits: int) -> tuple[Tensor, Tensor]:
 def _norm_act(x: Tensor, scale: Tensor, shift: Tensor, silu: bool, out: Tensor) -> None:
     b, c, t, h, w = x.shape
     bc, bp = _tiles(out)
-    grid = (b * t, -(-c // bc), -(-(h * w) // bp))
+    grid = (-(-(h * w) // bp), -(-c // bc), b * t)
     per_frame = scale.shape[2] > 1
     _norm_act_kernel[grid](x, scale, shift, out, c, t, h * w, *_clip_strides(x),
                                               *_clip_strides(out), PER_FRAME=per_frame, SILU=silu, BC=bc, BP=bp)
