@@ -27,73 +27,71 @@ _DATA = "Data"
 _OPT = "Optimisation"
 _RUN = "Checkpoints, validation, logging"
 
+
+def _panel(panel: str, **options: Any) -> dict[str, Any]:
+    """``options`` (parameter name -> typer option) listed under ``panel`` in ``--help``."""
+    for info in options.values():
+        info.rich_help_panel = panel
+    return options
+
+
 #: the options both stages take, in ``--help`` order: those before a stage's own (data and
 #: optimisation), then those after them (checkpoints, validation, logging). Each is a
-#: :class:`~uav.train.TrainConfig` field whose type and default the option takes, except
-#: ``--cpu`` (``device="cpu"``) and ``--debug``.
+#: :class:`~uav.train.TrainConfig` field whose name, type and default the option takes,
+#: except ``--cpu`` (``device="cpu"``) and ``--debug``.
 _BEFORE: dict[str, Any] = {
     "data": typer.Argument(help="Folder of HQ clips: video files (.mp4, .mov ...) or folders of images.",
                            show_default=False),
     "output": typer.Option("--output", "-o", help="Run folder: checkpoints/, log.jsonl and, at the end, release/ "
                            "(official layout).", show_default=False),
-    "init": typer.Option("--init", help="Start from a release folder (official layout) or the image SD x4 upscaler "
-                         "folder (diffusers layout; its U-Net is inflated to video).", show_default=False),
-    "captions": typer.Option("--captions", help="Captions in one JSON ({\"clip\": \"text\"}) or CSV (clip,caption) "
-                             "file. Default: a sidecar <clip>.txt where present, else the empty prompt.",
-                             rich_help_panel=_DATA),
-    "degradations": typer.Option("--degradations", help="TOML degradation recipe (tables mirror "
-                                 "uav.eval.degrade.DegradationConfig). Default: the documented RealBasicVSR-style "
-                                 "recipe.", rich_help_panel=_DATA),
-    "frames": typer.Option("--frames", min=1, help="Frames per training window.", rich_help_panel=_DATA),
-    "stride": typer.Option("--stride", min=1, help="Frames between the starts of two windows of a clip.",
-                           rich_help_panel=_DATA),
-    "crop": typer.Option("--crop", min=8, help="Low-res crop side in pixels (multiple of 8); the HQ crop is 4x this.",
-                         rich_help_panel=_DATA),
-    "num_workers": typer.Option("--num-workers", min=0, help="Data-loading worker processes (PyAV decode + "
-                                "degradation).", rich_help_panel=_DATA),
-    "cache_latents": typer.Option("--cache-latents/--no-cache-latents", help="Cache the frozen VAE's HQ latents on "
-                                  "disk (output/latent_cache).", rich_help_panel=_DATA),
-    "steps": typer.Option("--steps", min=1, help="Optimizer steps in total.", rich_help_panel=_OPT),
-    "batch_size": typer.Option("--batch-size", min=1, help="Clips per process and micro-step.", rich_help_panel=_OPT),
-    "grad_accum": typer.Option("--grad-accum", min=1, help="Micro-steps per optimizer step (gradient accumulation).",
-                               rich_help_panel=_OPT),
-    "lr": typer.Option("--lr", help="Peak learning rate (AdamW).", rich_help_panel=_OPT),
-    "warmup_steps": typer.Option("--warmup-steps", min=0, help="Linear learning-rate warm-up steps.",
-                                 rich_help_panel=_OPT),
-    "lr_schedule": typer.Option("--lr-schedule", help="After warm-up: constant or cosine (to 0 at --steps).",
-                                rich_help_panel=_OPT),
-    "weight_decay": typer.Option("--weight-decay", min=0.0, help="AdamW weight decay.", rich_help_panel=_OPT),
-    "max_grad_norm": typer.Option("--max-grad-norm", min=0.0, help="Gradient clipping norm (0 = off).",
-                                  rich_help_panel=_OPT),
-    "mixed_precision": typer.Option("--mixed-precision", help="no, fp16 or bf16 (autocast; trained weights stay "
-                                    "fp32).", rich_help_panel=_OPT),
-    "gradient_checkpointing": typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute "
-                                           "block activations in the backward pass (less memory, ~30% slower).",
-                                           rich_help_panel=_OPT),
-    "ema_decay": typer.Option("--ema-decay", help="EMA decay of the trained weights, in [0, 1) (0 = off); the release "
-                              "holds the EMA weights.", rich_help_panel=_OPT),
-    "seed": typer.Option("--seed", min=0, help="Seed of data order, crops, degradations, timesteps and noise.",
-                         rich_help_panel=_OPT),
-    "cpu": typer.Option("--cpu", help="Train on the CPU even when a GPU is present.", rich_help_panel=_OPT),
+    "init": typer.Option(help="Start from a release folder (official layout) or the image SD x4 upscaler folder "
+                         "(diffusers layout; its U-Net is inflated to video).", show_default=False),
+    **_panel(
+        _DATA,
+        captions=typer.Option(help="Captions in one JSON ({\"clip\": \"text\"}) or CSV (clip,caption) file. "
+                              "Default: a sidecar <clip>.txt where present, else the empty prompt."),
+        degradations=typer.Option(help="TOML degradation recipe (tables mirror uav.eval.degrade.DegradationConfig). "
+                                  "Default: the documented RealBasicVSR-style recipe."),
+        frames=typer.Option(min=1, help="Frames per training window."),
+        stride=typer.Option(min=1, help="Frames between the starts of two windows of a clip."),
+        crop=typer.Option(min=8, help="Low-res crop side in pixels (multiple of 8); the HQ crop is 4x this."),
+        num_workers=typer.Option(min=0, help="Data-loading worker processes (PyAV decode + degradation)."),
+        cache_latents=typer.Option(help="Cache the frozen VAE's HQ latents on disk (output/latent_cache)."),
+    ),
+    **_panel(
+        _OPT,
+        steps=typer.Option(min=1, help="Optimizer steps in total."),
+        batch_size=typer.Option(min=1, help="Clips per process and micro-step."),
+        grad_accum=typer.Option(min=1, help="Micro-steps per optimizer step (gradient accumulation)."),
+        lr=typer.Option(help="Peak learning rate (AdamW)."),
+        warmup_steps=typer.Option(min=0, help="Linear learning-rate warm-up steps."),
+        lr_schedule=typer.Option(help="After warm-up: constant or cosine (to 0 at --steps)."),
+        weight_decay=typer.Option(min=0.0, help="AdamW weight decay."),
+        max_grad_norm=typer.Option(min=0.0, help="Gradient clipping norm (0 = off)."),
+        mixed_precision=typer.Option(help="no, fp16 or bf16 (autocast; trained weights stay fp32)."),
+        gradient_checkpointing=typer.Option(help="Recompute block activations in the backward pass (less memory, "
+                                            "~30% slower)."),
+        ema_decay=typer.Option(help="EMA decay of the trained weights, in [0, 1) (0 = off); the release holds the "
+                               "EMA weights."),
+        seed=typer.Option(min=0, help="Seed of data order, crops, degradations, timesteps and noise."),
+        cpu=typer.Option("--cpu", help="Train on the CPU even when a GPU is present."),
+    ),
 }
-_AFTER: dict[str, Any] = {
-    "checkpoint_every": typer.Option("--checkpoint-every", min=1, help="Optimizer steps between checkpoints.",
-                                     rich_help_panel=_RUN),
-    "keep_checkpoints": typer.Option("--keep-checkpoints", min=1, help="Newest checkpoints kept.", rich_help_panel=_RUN),
-    "resume": typer.Option("--resume/--no-resume", help="Continue from the newest checkpoint in --output (--no-resume "
-                           "deletes them and starts over).", rich_help_panel=_RUN),
-    "validate_every": typer.Option("--validate-every", min=0, help="Steps between validations that upscale the "
-                                   "held-out clip (PSNR/SSIM/E*warp); 0 = only the evaluation loss, at the start and "
-                                   "end.", rich_help_panel=_RUN),
-    "validation_clip": typer.Option("--validation-clip", help="Held-out HQ clip for validation (default: the first "
-                                    "data clip).", rich_help_panel=_RUN),
-    "validation_inference_steps": typer.Option("--validation-inference-steps", min=1, help="DDIM steps of the "
-                                               "validation upscale.", rich_help_panel=_RUN),
-    "eval_samples": typer.Option("--eval-samples", min=0, help="Windows in the fixed evaluation set whose loss is "
-                                 "logged at each validation.", rich_help_panel=_RUN),
-    "progress": typer.Option("--progress/--no-progress", help="Rich progress bar on stderr.", rich_help_panel=_RUN),
-    "debug": typer.Option("--debug", help="Show tracebacks and library logs.", rich_help_panel=_RUN),
-}
+_AFTER: dict[str, Any] = _panel(
+    _RUN,
+    checkpoint_every=typer.Option(min=1, help="Optimizer steps between checkpoints."),
+    keep_checkpoints=typer.Option(min=1, help="Newest checkpoints kept."),
+    resume=typer.Option(help="Continue from the newest checkpoint in --output (--no-resume deletes them and starts "
+                        "over)."),
+    validate_every=typer.Option(min=0, help="Steps between validations that upscale the held-out clip "
+                                "(PSNR/SSIM/E*warp); 0 = only the evaluation loss, at the start and end."),
+    validation_clip=typer.Option(help="Held-out HQ clip for validation (default: the first data clip)."),
+    validation_inference_steps=typer.Option(min=1, help="DDIM steps of the validation upscale."),
+    eval_samples=typer.Option(min=0, help="Windows in the fixed evaluation set whose loss is logged at each "
+                              "validation."),
+    progress=typer.Option(help="Rich progress bar on stderr."),
+    debug=typer.Option("--debug", help="Show tracebacks and library logs."),
+)
 
 
 def _parameters(options: dict[str, Any]) -> list[inspect.Parameter]:
@@ -144,21 +142,23 @@ def _run(stage: str, fields: dict[str, Any], debug: bool) -> None:
 
 
 @train_app.command("unet")
-@stage_command("unet", {
-    "prompt_dropout": typer.Option("--prompt-dropout", help="Probability of training on the empty prompt (keeps "
-                                   "classifier-free guidance working).", rich_help_panel=_OPT),
-    "max_noise_level": typer.Option("--max-noise-level", help="Noise-level augmentation of the low-res input draws "
-                                    "levels in [0, this] (<= 350).", rich_help_panel=_OPT),
-})
+@stage_command("unet", _panel(
+    _OPT,
+    prompt_dropout=typer.Option(help="Probability of training on the empty prompt (keeps classifier-free guidance "
+                                "working)."),
+    max_noise_level=typer.Option(help="Noise-level augmentation of the low-res input draws levels in [0, this] "
+                                 "(<= 350)."),
+))
 def unet() -> None:
     """Stage 1: train the U-Net's temporal layers (spatial layers frozen), v-prediction loss."""
 
 
 @train_app.command("vae")
-@stage_command("vae", {
-    "perceptual_weight": typer.Option("--perceptual-weight", min=0.0, help="Weight of the perceptual term (LPIPS "
-                                      "when installed, else the structure loss).", rich_help_panel=_OPT),
-})
+@stage_command("vae", _panel(
+    _OPT,
+    perceptual_weight=typer.Option(min=0.0, help="Weight of the perceptual term (LPIPS when installed, else the "
+                                   "structure loss)."),
+))
 def vae() -> None:
     """Stage 2: fine-tune the video VAE decoder's temporal and SFT parts (encoder and the rest frozen)."""
 
