@@ -10,7 +10,9 @@ and diffusers until a model is needed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from uav.protocols import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -30,11 +32,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from uav.upscaler import InputError, VideoUpscaler
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'uav' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, get_args
 
+from uav.components import registry_or_default
 from uav.knobs import Frame
 from uav.settings import DEFAULT_CAPTIONER, SettingsError, UpscaleSettings
 
@@ -123,14 +124,6 @@ def parse_captioner_options(items: Iterable[str] | None) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------ captioner
-def _registry(registry: Any) -> Any:
-    if registry is not None:
-        return registry
-    from uav.registry import default_registry
-
-    return default_registry()
-
-
 def _build(name: str, options: Mapping[str, Any], registry: Any) -> Any:
     """Build the captioner; every failure the user can fix becomes one :class:`CaptionError` line."""
     from uav.registry import UnknownComponentError
@@ -138,7 +131,7 @@ def _build(name: str, options: Mapping[str, Any], registry: Any) -> Any:
     if not isinstance(name, str) or not name.strip():
         raise CaptionError(f"captioner must be a registered name, got {name!r}")
     try:
-        return _registry(registry).get("captioner", name, **dict(options))
+        return registry_or_default(registry).get("captioner", name, **dict(options))
     except UnknownComponentError as exc:
         raise CaptionError(_line(exc.args[0] if exc.args else exc)) from None
     except (ValueError, TypeError, OSError, ImportError) as exc:
@@ -268,7 +261,7 @@ class ClipCaptioner:
     def __init__(self, captioner: str = DEFAULT_CAPTIONER, options: Mapping[str, Any] | None = None, *,
                  registry: Any = None) -> None:
         self.name = captioner
-        self._registry = _registry(registry)
+        self._registry = registry_or_default(registry)
         self._captioner: Any = _build(captioner, options or {}, registry)
 
     def caption(self, video: Any, *, frame: Any = "first", start: int | str | None = None,

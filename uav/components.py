@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from uav.protocols import ColorCorrector, DenoisingScheduler, FlowEstimator, SegmentStrategy, TilingStrategy
 
 __all__ = ["COMPONENT_FIELDS", "Components", "build", "check_component", "check_components", "lookup", "merge_settings",
-           "resolve_components"]
+           "registry_or_default", "resolve_components"]
 
 #: settings field -> the registry kind of the component it names
 COMPONENT_FIELDS: dict[str, str] = {
@@ -69,7 +69,7 @@ def lookup(field: str, name: str, registry: Any = None) -> Callable[..., Any]:
     Raises:
         ComponentError: a name the registry does not offer (the message lists the installed ones).
     """
-    return _factory(_registry(registry), field, name)
+    return _factory(registry_or_default(registry), field, name)
 
 
 @functools.lru_cache(maxsize=64)
@@ -124,7 +124,7 @@ def check_components(settings: UpscaleSettings, registry: Any = None, *, changed
 def check_component(field: str, name: str, registry: Any = None, *, steps: int | None = None) -> None:
     """Resolve one component name of ``field`` (see :func:`check_components`); ``steps``: also
     ask a scheduler for a schedule of that many steps."""
-    _check(_registry(registry), field, name, steps)
+    _check(registry_or_default(registry), field, name, steps)
 
 
 @functools.lru_cache(maxsize=256)
@@ -138,7 +138,8 @@ def _check(registry: Any, field: str, name: str, steps: int | None) -> None:
         _set_steps(component, steps)
 
 
-def _registry(registry: Any) -> Any:
+def registry_or_default(registry: Any) -> Any:
+    """``registry``, or the default registry (loaded on first use) when it is ``None``."""
     if registry is not None:
         return registry
     from uav.registry import default_registry

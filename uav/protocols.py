@@ -17,11 +17,14 @@ import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol, runtime_checkable
+import importlib
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-
-Tensor = torch.Tensor
+if TYPE_CHECKING:  # pragma: no cover - annotations only: importing this module costs no torch
+    import torch
+    from torch import Tensor
 
 __all__ = [
     "FlowEstimator",
@@ -34,6 +37,7 @@ __all__ = [
     "Captioner",
     "ArgumentTypeError",
     "int_arg",
+    "lazy_attributes",
 ]
 
 
@@ -200,3 +204,18 @@ def int_arg(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def lazy_attributes(module: str, names: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports ``names[name]`` (a module path) on
+    first use of ``name`` and keeps it in ``module``, so that importing a package does not
+    pay for torch until one of those names is needed."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(names[name]), name)
+        setattr(sys.modules[module], name, value)
+        return value
+
+    return __getattr__

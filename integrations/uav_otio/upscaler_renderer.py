@@ -93,9 +93,9 @@ class UpscalerRenderer:
         self.device = device
         self.dtype = dtype
         self.codec = codec
-        self.pix_fmt = pix_fmt
-        self.crf = crf
-        self.compression = compression
+        #: the encoder options given (``pix_fmt``, ``crf``, ``compression``), for the writer and the model record
+        self.encoding = {k: v for k, v in {"pix_fmt": pix_fmt, "crf": crf, "compression": compression}.items()
+                         if v is not None}
         self.load_options = {k: v for k, v in load_options.items() if v is not None}
         self._upscaler: Any = upscaler
         self._vae: str | None = None if upscaler is None else "given"
@@ -110,12 +110,7 @@ class UpscalerRenderer:
         }
         # the file's encoding is part of what a cached output is; left out when unset so
         # that outputs rendered before these options existed stay current
-        if self.pix_fmt is not None:
-            rec["pix_fmt"] = self.pix_fmt
-        if self.crf is not None:
-            rec["crf"] = self.crf
-        if self.compression is not None:
-            rec["compression"] = self.compression
+        rec.update(self.encoding)
         rec.update({k: str(v) for k, v in self.load_options.items()})
         if self.scenes != "none":  # another picture at the cuts; absent otherwise, so older outputs stay current
             rec["scenes"] = self.scenes
@@ -162,10 +157,7 @@ class UpscalerRenderer:
                 progress(min(done["frames"], job.frames), job.frames)
 
         options: dict[str, Any] = {"codec": self.codec, "timecode": job.timecode,
-                                   "provenance": {"source": _source_record(job)}}
-        for key in ("pix_fmt", "crf", "compression"):
-            if getattr(self, key) is not None:
-                options[key] = getattr(self, key)
+                                   "provenance": {"source": _source_record(job)}, **self.encoding}
         from uav.io.codecs import CODECS
 
         if self.codec in CODECS and CODECS[self.codec].kind == "sequence":

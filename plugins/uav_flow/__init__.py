@@ -6,35 +6,36 @@ third-party plugin. The factories import OpenCV / torchvision only when called.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from typing import Any
 
 from uav.registry import hookimpl
 
-
-def build_raft(**options: Any) -> Any:
-    """RAFT-large (torchvision) with the release's raft-things.pth; options: weights, device, iters, batch_size, dtype."""
-    from .raft import RaftFlow
-
-    return RaftFlow(**options)
-
-
-def build_dis(**options: Any) -> Any:
-    """OpenCV DIS flow, no weights needed; options: preset ('ultrafast'|'fast'|'medium')."""
-    from .opencv import DISFlow
-
-    return DISFlow(**options)
+#: name -> (module of this package, estimator class, the factory's docstring, which ``uav plugins`` lists)
+ESTIMATORS: dict[str, tuple[str, str, str]] = {
+    "raft": (".raft", "RaftFlow", "RAFT-large (torchvision) with the release's raft-things.pth; options: weights, "
+             "device, iters, batch_size, dtype."),
+    "dis": (".opencv", "DISFlow", "OpenCV DIS flow, no weights needed; options: preset ('ultrafast'|'fast'|'medium')."),
+    "farneback": (".opencv", "FarnebackFlow", "OpenCV Farneback flow, no weights needed; options: the "
+                  "cv2.calcOpticalFlowFarneback parameters."),
+}
 
 
-def build_farneback(**options: Any) -> Any:
-    """OpenCV Farneback flow, no weights needed; options: the cv2.calcOpticalFlowFarneback parameters."""
-    from .opencv import FarnebackFlow
+def factory(name: str) -> Callable[..., Any]:
+    """The factory of estimator ``name``: its class built with the options, imported on first call."""
+    module, cls, doc = ESTIMATORS[name]
 
-    return FarnebackFlow(**options)
+    def build(**options: Any) -> Any:
+        return getattr(importlib.import_module(module, __name__), cls)(**options)
+
+    build.__doc__ = doc
+    build.__qualname__ = build.__name__ = f"build_{name}"
+    return build
 
 
 @hookimpl
 def register_flow_estimators(register: Any) -> None:
     """Register ``raft``, ``dis`` and ``farneback``."""
-    register("raft", build_raft)
-    register("dis", build_dis)
-    register("farneback", build_farneback)
+    for name in ESTIMATORS:
+        register(name, factory(name))

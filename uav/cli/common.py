@@ -198,6 +198,14 @@ def stderr_console(quiet: bool = False) -> Any:
     return Console(stderr=True, quiet=quiet, highlight=False)
 
 
+def frame_position(value: str | None) -> int | str | None:
+    """A ``--start``/``--end`` as typed: a frame index (digits) or a timecode left as text."""
+    if value is None:
+        return None
+    text = value.strip()
+    return int(text) if text.isdigit() else text
+
+
 def print_json(doc: Mapping[str, Any]) -> None:
     """Print one JSON document on stdout."""
     typer.echo(json.dumps(doc, indent=2, default=str, allow_nan=False))

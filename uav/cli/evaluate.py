@@ -18,7 +18,7 @@ import numpy as np
 import typer
 
 from uav.cli.app import app
-from uav.cli.common import fail, handle_errors, one_line
+from uav.cli.common import fail, frame_position, handle_errors, one_line
 from uav.cli.options import with_option_group
 
 _METRICS = "Metrics"
@@ -105,17 +105,10 @@ class EvalOptions:
 _with_eval_options = with_option_group(EvalOptions, "options")
 
 
-def _position(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    text = value.strip()
-    return int(text) if text.isdigit() else text
-
-
 def _read(path: Path, options: EvalOptions) -> np.ndarray:
     from uav.io.reader import read_frames  # noqa: PLC0415 - heavy import only when a command runs
 
-    return read_frames(path, start=_position(options.start), end=_position(options.end), vfr=options.vfr)
+    return read_frames(path, start=frame_position(options.start), end=frame_position(options.end), vfr=options.vfr)
 
 
 def _labels(paths: list[Path]) -> list[str]:

@@ -15,14 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from uav.cli.app import app
-from uav.cli.common import UserError, handle_errors, print_json, quiet_libraries, stderr_console
-
-
-def _position(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    text = value.strip()
-    return int(text) if text.isdigit() else text
+from uav.cli.common import UserError, frame_position, handle_errors, print_json, quiet_libraries, stderr_console
 
 
 @app.command("scenes")
@@ -64,7 +57,7 @@ def scenes_command(
     console = stderr_console(quiet=quiet)
     with handle_errors(debug=debug, as_json=as_json):
         summary = run_scenes(input, output, detector=detector, threshold=threshold, min_scene=min_scene,
-                             start=_position(start), end=_position(end), fps=fps)
+                             start=frame_position(start), end=frame_position(end), fps=fps)
         if as_json:
             print_json(summary)
         elif not quiet:

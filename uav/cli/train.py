@@ -8,15 +8,17 @@ and exits with code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import typing
 from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from uav.cli.common import command_group, handle_errors, quiet_libraries
+from uav.train.config import TrainConfig
 
 train_app = command_group(
     "train", "Fine-tune on your own footage: stage 1 (U-Net temporal layers) and stage 2 (video VAE decoder).")
@@ -25,126 +27,95 @@ _DATA = "Data"
 _OPT = "Optimisation"
 _RUN = "Checkpoints, validation, logging"
 
-DataArg = Annotated[Path, typer.Argument(help="Folder of HQ clips: video files (.mp4, .mov ...) or folders of images.",
-                                         show_default=False)]
-OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Run folder: checkpoints/, log.jsonl and, at the end, "
-                                         "release/ (official layout).", show_default=False)]
-InitOpt = Annotated[Path, typer.Option("--init", help="Start from a release folder (official layout) or the image SD "
-                                       "x4 upscaler folder (diffusers layout; its U-Net is inflated to video).",
-                                       show_default=False)]
-CaptionsOpt = Annotated[Optional[Path], typer.Option(
-    "--captions", help="Captions in one JSON ({\"clip\": \"text\"}) or CSV (clip,caption) file. Default: a sidecar "
-    "<clip>.txt where present, else the empty prompt.", rich_help_panel=_DATA)]
-DegradationsOpt = Annotated[Optional[Path], typer.Option(
-    "--degradations", help="TOML degradation recipe (tables mirror uav.eval.degrade.DegradationConfig). Default: the "
-    "documented RealBasicVSR-style recipe.", rich_help_panel=_DATA)]
-FramesOpt = Annotated[int, typer.Option("--frames", min=1, help="Frames per training window.", rich_help_panel=_DATA)]
-StrideOpt = Annotated[int, typer.Option("--stride", min=1, help="Frames between the starts of two windows of a clip.",
-                                        rich_help_panel=_DATA)]
-CropOpt = Annotated[int, typer.Option("--crop", min=8, help="Low-res crop side in pixels (multiple of 8); the HQ crop "
-                                      "is 4x this.", rich_help_panel=_DATA)]
-WorkersOpt = Annotated[int, typer.Option("--num-workers", min=0, help="Data-loading worker processes (PyAV decode + "
-                                         "degradation).", rich_help_panel=_DATA)]
-CacheOpt = Annotated[bool, typer.Option("--cache-latents/--no-cache-latents", help="Cache the frozen VAE's HQ "
-                                        "latents on disk (output/latent_cache).", rich_help_panel=_DATA)]
-StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps in total.", rich_help_panel=_OPT)]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Clips per process and micro-step.",
-                                       rich_help_panel=_OPT)]
-AccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-steps per optimizer step (gradient "
-                                       "accumulation).", rich_help_panel=_OPT)]
-LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", rich_help_panel=_OPT)]
-WarmupOpt = Annotated[int, typer.Option("--warmup-steps", min=0, help="Linear learning-rate warm-up steps.",
-                                        rich_help_panel=_OPT)]
-ScheduleOpt = Annotated[str, typer.Option("--lr-schedule", help="After warm-up: constant or cosine (to 0 at --steps).",
-                                          rich_help_panel=_OPT)]
-WdOpt = Annotated[float, typer.Option("--weight-decay", min=0.0, help="AdamW weight decay.", rich_help_panel=_OPT)]
-ClipOpt = Annotated[float, typer.Option("--max-grad-norm", min=0.0, help="Gradient clipping norm (0 = off).",
-                                        rich_help_panel=_OPT)]
-PrecisionOpt = Annotated[str, typer.Option("--mixed-precision", help="no, fp16 or bf16 (autocast; trained weights "
-                                           "stay fp32).", rich_help_panel=_OPT)]
-GcOpt = Annotated[bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute block "
-                                     "activations in the backward pass (less memory, ~30% slower).",
-                                     rich_help_panel=_OPT)]
-EmaOpt = Annotated[float, typer.Option("--ema-decay", help="EMA decay of the trained weights, in [0, 1) (0 = off); "
-                                       "the release holds the EMA weights.", rich_help_panel=_OPT)]
-SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of data order, crops, degradations, timesteps and "
-                                      "noise.", rich_help_panel=_OPT)]
-CpuOpt = Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is present.",
-                                      rich_help_panel=_OPT)]
-CkptOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Optimizer steps between checkpoints.",
-                                      rich_help_panel=_RUN)]
-KeepOpt = Annotated[int, typer.Option("--keep-checkpoints", min=1, help="Newest checkpoints kept.", rich_help_panel=_RUN)]
-ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the newest checkpoint in "
-                                         "--output (--no-resume deletes them and starts over).", rich_help_panel=_RUN)]
-ValEveryOpt = Annotated[int, typer.Option("--validate-every", min=0, help="Steps between validations that upscale the "
-                                          "held-out clip (PSNR/SSIM/E*warp); 0 = only the evaluation loss, at the "
-                                          "start and end.", rich_help_panel=_RUN)]
-ValClipOpt = Annotated[Optional[Path], typer.Option("--validation-clip", help="Held-out HQ clip for validation "
-                                                    "(default: the first data clip).", rich_help_panel=_RUN)]
-ValStepsOpt = Annotated[int, typer.Option("--validation-inference-steps", min=1, help="DDIM steps of the validation "
-                                          "upscale.", rich_help_panel=_RUN)]
-EvalOpt = Annotated[int, typer.Option("--eval-samples", min=0, help="Windows in the fixed evaluation set whose loss "
-                                      "is logged at each validation.", rich_help_panel=_RUN)]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Rich progress bar on stderr.",
-                                           rich_help_panel=_RUN)]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.", rich_help_panel=_RUN)]
+
+def _panel(panel: str, **options: Any) -> dict[str, Any]:
+    """``options`` (parameter name -> typer option) listed under ``panel`` in ``--help``."""
+    for info in options.values():
+        info.rich_help_panel = panel
+    return options
 
 
-def _shared_before(
-    data: DataArg,
-    output: OutputOpt,
-    init: InitOpt,
-    captions: CaptionsOpt = None,
-    degradations: DegradationsOpt = None,
-    frames: FramesOpt = 8,
-    stride: StrideOpt = 4,
-    crop: CropOpt = 64,
-    num_workers: WorkersOpt = 2,
-    cache_latents: CacheOpt = False,
-    steps: StepsOpt = 1000,
-    batch_size: BatchOpt = 1,
-    grad_accum: AccumOpt = 1,
-    lr: LrOpt = 5e-5,
-    warmup_steps: WarmupOpt = 100,
-    lr_schedule: ScheduleOpt = "constant",
-    weight_decay: WdOpt = 0.0,
-    max_grad_norm: ClipOpt = 1.0,
-    mixed_precision: PrecisionOpt = "no",
-    gradient_checkpointing: GcOpt = False,
-    ema_decay: EmaOpt = 0.999,
-    seed: SeedOpt = 0,
-    cpu: CpuOpt = False,
-) -> None:
-    """The options both stages take before their own (data and optimisation); never called."""
+#: the options both stages take, in ``--help`` order: those before a stage's own (data and
+#: optimisation), then those after them (checkpoints, validation, logging). Each is a
+#: :class:`~uav.train.TrainConfig` field whose name, type and default the option takes,
+#: except ``--cpu`` (``device="cpu"``) and ``--debug``.
+_BEFORE: dict[str, Any] = {
+    "data": typer.Argument(help="Folder of HQ clips: video files (.mp4, .mov ...) or folders of images.",
+                           show_default=False),
+    "output": typer.Option("--output", "-o", help="Run folder: checkpoints/, log.jsonl and, at the end, release/ "
+                           "(official layout).", show_default=False),
+    "init": typer.Option(help="Start from a release folder (official layout) or the image SD x4 upscaler folder "
+                         "(diffusers layout; its U-Net is inflated to video).", show_default=False),
+    **_panel(
+        _DATA,
+        captions=typer.Option(help="Captions in one JSON ({\"clip\": \"text\"}) or CSV (clip,caption) file. "
+                              "Default: a sidecar <clip>.txt where present, else the empty prompt."),
+        degradations=typer.Option(help="TOML degradation recipe (tables mirror uav.eval.degrade.DegradationConfig). "
+                                  "Default: the documented RealBasicVSR-style recipe."),
+        frames=typer.Option(min=1, help="Frames per training window."),
+        stride=typer.Option(min=1, help="Frames between the starts of two windows of a clip."),
+        crop=typer.Option(min=8, help="Low-res crop side in pixels (multiple of 8); the HQ crop is 4x this."),
+        num_workers=typer.Option(min=0, help="Data-loading worker processes (PyAV decode + degradation)."),
+        cache_latents=typer.Option(help="Cache the frozen VAE's HQ latents on disk (output/latent_cache)."),
+    ),
+    **_panel(
+        _OPT,
+        steps=typer.Option(min=1, help="Optimizer steps in total."),
+        batch_size=typer.Option(min=1, help="Clips per process and micro-step."),
+        grad_accum=typer.Option(min=1, help="Micro-steps per optimizer step (gradient accumulation)."),
+        lr=typer.Option(help="Peak learning rate (AdamW)."),
+        warmup_steps=typer.Option(min=0, help="Linear learning-rate warm-up steps."),
+        lr_schedule=typer.Option(help="After warm-up: constant or cosine (to 0 at --steps)."),
+        weight_decay=typer.Option(min=0.0, help="AdamW weight decay."),
+        max_grad_norm=typer.Option(min=0.0, help="Gradient clipping norm (0 = off)."),
+        mixed_precision=typer.Option(help="no, fp16 or bf16 (autocast; trained weights stay fp32)."),
+        gradient_checkpointing=typer.Option(help="Recompute block activations in the backward pass (less memory, "
+                                            "~30% slower)."),
+        ema_decay=typer.Option(help="EMA decay of the trained weights, in [0, 1) (0 = off); the release holds the "
+                               "EMA weights."),
+        seed=typer.Option(min=0, help="Seed of data order, crops, degradations, timesteps and noise."),
+        cpu=typer.Option("--cpu", help="Train on the CPU even when a GPU is present."),
+    ),
+}
+_AFTER: dict[str, Any] = _panel(
+    _RUN,
+    checkpoint_every=typer.Option(min=1, help="Optimizer steps between checkpoints."),
+    keep_checkpoints=typer.Option(min=1, help="Newest checkpoints kept."),
+    resume=typer.Option(help="Continue from the newest checkpoint in --output (--no-resume deletes them and starts "
+                        "over)."),
+    validate_every=typer.Option(min=0, help="Steps between validations that upscale the held-out clip "
+                                "(PSNR/SSIM/E*warp); 0 = only the evaluation loss, at the start and end."),
+    validation_clip=typer.Option(help="Held-out HQ clip for validation (default: the first data clip)."),
+    validation_inference_steps=typer.Option(min=1, help="DDIM steps of the validation upscale."),
+    eval_samples=typer.Option(min=0, help="Windows in the fixed evaluation set whose loss is logged at each "
+                              "validation."),
+    progress=typer.Option(help="Rich progress bar on stderr."),
+    debug=typer.Option("--debug", help="Show tracebacks and library logs."),
+)
 
 
-def _shared_after(
-    checkpoint_every: CkptOpt = 500,
-    keep_checkpoints: KeepOpt = 2,
-    resume: ResumeOpt = True,
-    validate_every: ValEveryOpt = 0,
-    validation_clip: ValClipOpt = None,
-    validation_inference_steps: ValStepsOpt = 20,
-    eval_samples: EvalOpt = 4,
-    progress: ProgressOpt = True,
-    debug: DebugOpt = False,
-) -> None:
-    """The options both stages take after their own (checkpoints, validation, logging); never called."""
+def _parameters(options: dict[str, Any]) -> list[inspect.Parameter]:
+    """The command parameters of ``options``: each takes its :class:`TrainConfig` field's type
+    and default (``--cpu`` and ``--debug`` are flags, off by default)."""
+    types = typing.get_type_hints(TrainConfig) | {"cpu": bool, "debug": bool}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | {"cpu": False, "debug": False}
+    return [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[types[name], info],
+                              default=inspect.Parameter.empty if defaults[name] is dataclasses.MISSING
+                              else defaults[name])
+            for name, info in options.items()]
 
 
-def stage_command(stage: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Make a function that declares only a stage's own options into that stage's command.
+def stage_command(stage: str, own: dict[str, Any]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Make a function (whose docstring is the help) into the command that trains ``stage``.
 
-    The command's signature, which typer reads, is the shared options of
-    :func:`_shared_before`, the stage's own, then those of :func:`_shared_after`, so
-    ``--help`` lists them in that order in every stage. The command trains ``stage``
-    with every option as a :class:`~uav.train.TrainConfig` field (``--cpu`` becomes
-    ``device="cpu"``); the decorated function's body is not run.
+    The command's options, which typer reads from its signature, are :data:`_BEFORE`, the
+    stage's ``own`` (declared like them), then :data:`_AFTER`, so ``--help`` lists them in
+    that order in every stage. It trains with every option as a :class:`~uav.train.TrainConfig`
+    field (``--cpu`` becomes ``device="cpu"``); the decorated function's body is not run.
     """
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
-        params = [p for f in (_shared_before, fn, _shared_after)
-                  for p in inspect.signature(f, eval_str=True).parameters.values()]
+        params = _parameters(_BEFORE | own | _AFTER)
 
         @functools.wraps(fn)
         def command(**fields: Any) -> None:
@@ -162,7 +133,7 @@ def stage_command(stage: str) -> Callable[[Callable[..., None]], Callable[..., N
 def _run(stage: str, fields: dict[str, Any], debug: bool) -> None:
     with handle_errors(debug=debug):
         quiet_libraries(debug)
-        from uav.train import TrainConfig, train
+        from uav.train import train
 
         config = TrainConfig(**fields)
         result = train(stage, config)
@@ -171,25 +142,24 @@ def _run(stage: str, fields: dict[str, Any], debug: bool) -> None:
 
 
 @train_app.command("unet")
-@stage_command("unet")
-def unet(
-    prompt_dropout: Annotated[float, typer.Option("--prompt-dropout", help="Probability of training on the empty "
-                                                  "prompt (keeps classifier-free guidance working).",
-                                                  rich_help_panel=_OPT)] = 0.1,
-    max_noise_level: Annotated[int, typer.Option("--max-noise-level", help="Noise-level augmentation of the low-res "
-                                                 "input draws levels in [0, this] (<= 350).",
-                                                 rich_help_panel=_OPT)] = 350,
-) -> None:
+@stage_command("unet", _panel(
+    _OPT,
+    prompt_dropout=typer.Option(help="Probability of training on the empty prompt (keeps classifier-free guidance "
+                                "working)."),
+    max_noise_level=typer.Option(help="Noise-level augmentation of the low-res input draws levels in [0, this] "
+                                 "(<= 350)."),
+))
+def unet() -> None:
     """Stage 1: train the U-Net's temporal layers (spatial layers frozen), v-prediction loss."""
 
 
 @train_app.command("vae")
-@stage_command("vae")
-def vae(
-    perceptual_weight: Annotated[float, typer.Option("--perceptual-weight", min=0.0, help="Weight of the perceptual "
-                                                     "term (LPIPS when installed, else the structure loss).",
-                                                     rich_help_panel=_OPT)] = 0.1,
-) -> None:
+@stage_command("vae", _panel(
+    _OPT,
+    perceptual_weight=typer.Option(min=0.0, help="Weight of the perceptual term (LPIPS when installed, else the "
+                                   "structure loss)."),
+))
+def vae() -> None:
     """Stage 2: fine-tune the video VAE decoder's temporal and SFT parts (encoder and the rest frozen)."""
 
 

@@ -20,7 +20,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from uav.cli.app import app
-from uav.cli.common import UserError, handle_errors, print_json, quiet_libraries, self_check_banner, stderr_console
+from uav.cli.common import (UserError, frame_position, handle_errors, print_json, quiet_libraries, self_check_banner,
+                            stderr_console)
 from uav.cli.executor_options import EXIT_PARTIAL_FAILURE, AddressOpt, ExecutorOpt, GpusOpt, SplitOpt, WorkersOpt
 from uav.cli.executor_options import build_executor, failure_line, parse_split, render_batch
 from uav.cli.jobs import (
@@ -55,13 +56,6 @@ from uav.cli.preflight import build_tiny_release, check_vae, find_weights, parse
 __all__ = ["output_size", "upscale_command"]
 
 _IO = "Input and output"
-
-
-def _position(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    text = value.strip()
-    return int(text) if text.isdigit() else text
 
 
 def output_size(width: int, height: int, settings: Any) -> tuple[int, int]:
@@ -150,9 +144,9 @@ def upscale_command(
                                 debug=debug, always=temporal_split is not None)
         summary = _run(
             input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
-            settings_options=setting_values, captioner_options=captioner_option, start=_position(start),
-            end=_position(end), codec=codec,
-            pix_fmt=pix_fmt, crf=crf, compression=compression, start_number=_position(start_number), fps=fps,
+            settings_options=setting_values, captioner_options=captioner_option, start=frame_position(start),
+            end=frame_position(end), codec=codec,
+            pix_fmt=pix_fmt, crf=crf, compression=compression, start_number=frame_position(start_number), fps=fps,
             weights=weights, vae=vae or "3d", device=device, dtype=dtype,
             run_on=None if dry_run else run_on,
             dry_run=dry_run, split=parse_split(temporal_split), scenes=scenes,

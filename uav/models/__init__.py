@@ -1,12 +1,14 @@
 """The Upscale-A-Video networks: the video U-Net and the video VAE.
 
 The networks load lazily (``from uav.models import UNetVideoModel`` imports torch), so
-that :data:`MAX_NOISE_LEVEL` can be read by the settings without it.
+that :data:`MAX_NOISE_LEVEL` can be read without it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from uav.protocols import lazy_attributes
 
 #: the U-Net refuses noise levels above this: its class embedding covers ``0..max_noise_level``
 #: (``max_noise_level`` of the release's ``unet/config.json``)
@@ -28,11 +30,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from uav.models.vae_video import AutoencoderKLVideo, DecoderOutput, EncoderOutput
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'uav.models' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -117,16 +117,13 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`TrainConfigError` naming the first invalid field; return ``self``."""
-        positive = ("frames", "stride", "crop", "steps", "batch_size", "grad_accum", "checkpoint_every",
-                    "keep_checkpoints", "validation_inference_steps")
-        for name in positive:
+        least = {**dict.fromkeys(("frames", "stride", "crop", "steps", "batch_size", "grad_accum", "checkpoint_every",
+                                  "keep_checkpoints", "validation_inference_steps"), 1),
+                 **dict.fromkeys(("warmup_steps", "validate_every", "eval_samples", "seed", "num_workers"), 0)}
+        for name, low in least.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TrainConfigError(f"{name}: expected an integer >= 1, got {value!r}")
-        for name in ("warmup_steps", "validate_every", "eval_samples", "seed", "num_workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise TrainConfigError(f"{name}: expected an integer >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TrainConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
         if self.crop % 8:
             raise TrainConfigError(f"crop: the low-res crop must be a multiple of 8 (U-Net downsampling), "
                                    f"got {self.crop}")
