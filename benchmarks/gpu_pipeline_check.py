@@ -71,58 +71,54 @@ def parity_on(device: str) -> dict:
     return out
 
 
-def dtypes_on(device: str) -> dict:
+def _timed_upscales(device: str, runs: list[tuple[str, dict, dict]]) -> dict:
+    """``{key: (output, seconds)}`` of the tiny release upscaling one clip per run
+    ``(key, from_pretrained options, environment)``, in order."""
+    import os
+
     from uav import VideoUpscaler
     from uav.weights import make_tiny_release, moving_pattern
 
-    results: dict = {}
+    out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = make_tiny_release(Path(tmp) / "rel")
         clip = moving_pattern(frames=16, height=32, width=48)
-        ref = None
-        for dtype, vae_dtype in (("fp32", "fp32"), ("fp16", "fp32"), ("bf16", "bf16")):
-            up = VideoUpscaler.from_pretrained(root, device=device, dtype=dtype, vae="video", vae_dtype=vae_dtype)
+        for key, options, env in runs:
+            up = VideoUpscaler.from_pretrained(root, device=device, vae="video", **options)
+            os.environ.update(env)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = up.upscale(clip, prompt="a test", num_inference_steps=4, propagation_steps=(2, 3),
+            got = up.upscale(clip, prompt="a test", num_inference_steps=4, propagation_steps=(2, 3),
                              color_fix="wavelet", seed=0, output_type="pt")
             torch.cuda.synchronize()
-            key = f"unet_{dtype}_vae_{vae_dtype}"
-            results[key] = {"shape": list(out.shape), "finite": bool(torch.isfinite(out).all()),
-                            "seconds": round(time.perf_counter() - t0, 3)}
-            if ref is None:
-                ref = out
-            else:
-                results[key]["max_abs_diff_vs_fp32"] = (out - ref).abs().max().item()
+            out[key] = (got, round(time.perf_counter() - t0, 3))
+            for name in env:
+                os.environ.pop(name)
+    return out
+
+
+def dtypes_on(device: str) -> dict:
+    runs = [(f"unet_{d}_vae_{v}", {"dtype": d, "vae_dtype": v}, {})
+            for d, v in (("fp32", "fp32"), ("fp16", "fp32"), ("bf16", "bf16"))]
+    outs = _timed_upscales(device, runs)
+    ref = outs["unet_fp32_vae_fp32"][0]
+    results: dict = {}
+    for key, (out, secs) in outs.items():
+        results[key] = {"shape": list(out.shape), "finite": bool(torch.isfinite(out).all()), "seconds": secs}
+        if out is not ref:
+            results[key]["max_abs_diff_vs_fp32"] = (out - ref).abs().max().item()
     return results
 
 
 def fused_on(device: str) -> dict:
-    import os
-
-    from uav import VideoUpscaler
+    """The fused kernels (first run: their build included) against the aten path they replace."""
     from uav.models import fused
-    from uav.weights import make_tiny_release, moving_pattern
 
-    results: dict = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = make_tiny_release(Path(tmp) / "rel")
-        clip = moving_pattern(frames=16, height=32, width=48)
-        for dtype in ("fp32", "fp16"):
-            up = VideoUpscaler.from_pretrained(root, device=device, dtype=dtype, vae="video")
-            outs, secs = {}, {}
-            for mode in ("1", "0"):
-                os.environ["UAV_FUSED_KERNELS"] = mode
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                outs[mode] = up.upscale(clip, prompt="a test", num_inference_steps=4, propagation_steps=(2, 3),
-                                        seed=0, output_type="pt")
-                torch.cuda.synchronize()
-                secs[mode] = round(time.perf_counter() - t0, 3)
-            os.environ.pop("UAV_FUSED_KERNELS", None)
-            results[dtype] = {"fused_vs_aten_max_abs": (outs["1"] - outs["0"]).abs().max().item(),
-                              "fused_kernels_ran": not fused._STATE["broken"], "seconds_fused_aten": secs}
-    return results
+    runs = [(f"{d}/{mode}", {"dtype": d}, {"UAV_FUSED_KERNELS": mode}) for d in ("fp32", "fp16") for mode in "10"]
+    outs = _timed_upscales(device, runs)
+    return {d: {"fused_vs_aten_max_abs": (outs[f"{d}/1"][0] - outs[f"{d}/0"][0]).abs().max().item(),
+                "fused_kernels_ran": not fused._STATE["broken"],
+                "seconds_fused_aten": [outs[f"{d}/1"][1], outs[f"{d}/0"][1]]} for d in ("fp32", "fp16")}
 
 
 def main() -> None:
