@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uav.models.batching import active as saving_memory, item_chunks
 from uav.models.layers import ResnetBlock3DCNN, add_, eager_inference, group_norm, inference
 from uav.models.temporal import RotaryEmbedding, TemporalAttention
 
@@ -118,21 +119,41 @@ class BasicTransformerBlock(nn.Module):
         sequences are then a view, and so are the cross attentions' (the text is the same
         for every frame, so they attend from all ``H*W*T`` rows of a clip at once). Only the
         spatial self attention (coarsest level) reads the tokens frame by frame.
+
+        Everything after it works per pixel (a pixel's frames are one temporal sequence;
+        the rest is per token), so in eager inference it runs on one item's pixels at a
+        time, in :data:`~uav.models.batching.FF_CHUNKS` pieces written back into ``x``: the
+        attention and feed-forward intermediates (the GEGLU projection is 8C wide) exist
+        for one piece only.
         """
         b, hw, t, c = x.shape
+        if not self.only_cross_attention:
+            x = self._spatial(x)
+        if not saving_memory():
+            return self._per_pixel(x, context)
+        for i, rows in item_chunks(b, hw, t):
+            self._per_pixel(x[i:i + 1, rows], context[i:i + 1])
+        return x
+
+    def _spatial(self, x: Tensor) -> Tensor:
+        b, hw, t, c = x.shape
         flat = x.view(b, hw * t, c)
-        h = self.norm1(flat)
+        frames = self.norm1(flat).view(b, hw, t, c).transpose(1, 2).reshape(b * t, hw, c)
+        out = self.attn1(frames).view(b, t, hw, c).transpose(1, 2)
+        return add_(x, out)
+
+    def _per_pixel(self, x: Tensor, context: Tensor) -> Tensor:
+        """The cross attentions, the temporal attention and the feed-forward of the pixels of
+        ``x`` ``(B, P, T, C)`` (contiguous; written into in inference)."""
+        b, p, t, c = x.shape
+        flat = x.view(b, p * t, c)
         if self.only_cross_attention:
-            flat = self.attn1(h, context, residual=flat)
-        else:
-            frames = h.view(b, hw, t, c).transpose(1, 2).reshape(b * t, hw, c)
-            out = self.attn1(frames).view(b, t, hw, c).transpose(1, 2)
-            flat = add_(flat.view(b, hw, t, c), out).view(b, hw * t, c)
+            flat = self.attn1(self.norm1(flat), context, residual=flat)
         flat = self.attn2(self.norm2(flat), context, residual=flat)
-        seqs = flat.view(b * hw, t, c)
-        flat = self.attn_temporal(self.norm_temporal(seqs), residual=seqs).view(b, hw * t, c)
+        seqs = flat.view(b * p, t, c)
+        flat = self.attn_temporal(self.norm_temporal(seqs), residual=seqs).view(b, p * t, c)
         flat = self.ff(self.norm3(flat), residual=flat)
-        return flat.view(b, hw, t, c)
+        return flat.view(b, p, t, c)
 
 
 class Transformer3DModel(nn.Module):
@@ -157,13 +178,17 @@ class Transformer3DModel(nn.Module):
         )
         self.proj_out = nn.Linear(channels, channels)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, inplace: bool = False) -> Tensor:
+        """The transformer on ``x`` ``(B, C, T, H, W)``; with ``inplace`` (``x`` is a tensor the caller
+        made and does not read again, as a residual block's output in the U-Net) the temporal
+        block writes its sum into ``x`` in eager inference instead of into a new tensor."""
         b, c, t, h, w = x.shape
-        residual = self.resblock_temporal(x)
-        # GroupNorm per frame, as published, writing the tokens' (B, H, W, T, C) order itself
-        normed = group_norm(residual, self.norm, layout="tokens", per_frame=True)
-        tokens = normed.permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)  # a view
-        tokens = self.proj_in(tokens)
+        residual = self.resblock_temporal(x, inplace=inplace)
+        del x
+        # GroupNorm per frame, as published, writing the tokens' (B, H, W, T, C) order itself;
+        # the tokens' permutation is a view, released once projected
+        tokens = self.proj_in(group_norm(residual, self.norm, layout="tokens", per_frame=True)
+                              .permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c))
         for block in self.transformer_blocks:
             tokens = block(tokens, context, t)
         out = self.proj_out(tokens).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
