@@ -35,16 +35,20 @@ from uav.models.layers import eager_inference, empty_clip, layout_of
 
 Tensor = torch.Tensor
 
-__all__ = ["FF_CHUNKS", "ALIGN_ROWS", "MIN_ROWS", "active", "allocation_class", "in_item", "item_chunks", "memory_saving", "per_item", "row_chunks"]
+__all__ = ["ALIGN_ROWS", "FF_CHUNKS", "MIN_ROWS", "active", "allocation_class", "in_item", "item_chunks",
+           "memory_saving", "per_item", "row_chunks"]
 
-#: pieces the feed-forward's token rows are cut into: its transient is 13C per token (the
-#: LayerNorm's C, the GEGLU projection's 8C, the product's 4C view of it), an eighth at a time
-FF_CHUNKS = 8
+#: pieces an item's pixels are cut into for the transformers' per-pixel work: the feed-forward
+#: keeps 9C per token (its LayerNorm's C and the GEGLU projection's 8C; the product is written
+#: into the projection), a quarter of an item at a time. More pieces save nothing at the peak
+#: (the residual blocks' is larger) and cost trace time
+FF_CHUNKS = 4
 
-#: pieces of token rows start on multiples of this, and hold at least MIN_ROWS rows: the blocks a
-#: kernel cuts rows into then fall where they fall for the whole (CPU flash attention: query blocks
-#: of 256 rows from 768 on; a BLAS multiplies a handful of rows with other kernels), so every row
-#: is computed as in the whole
+#: pieces of token rows start on multiples of this, and hold at least MIN_ROWS rows, so the blocks
+#: a kernel cuts rows into fall where they fall for the whole (CPU flash attention: query blocks of
+#: 256 rows from 768 on; a BLAS multiplies a handful of rows with other kernels). On the CPU the
+#: pieces then give the whole's numbers bitwise; where an item's rows are not a multiple of a
+#: BLAS block, its last rows can round differently (within 1e-6 relative, tests/test_memory_saving.py)
 ALIGN_ROWS = 256
 MIN_ROWS = 768
 
