@@ -93,6 +93,9 @@ class MemoryEstimate:
     #: weights on the device during each stage (all of them unless a :class:`Placement` moves some)
     resident_gib: dict[str, float] = field(default_factory=dict)
     placement: dict[str, str] = field(default_factory=lambda: Placement().to_dict())
+    #: one U-Net call of one window (both halves of guidance): what ``--window-batch 1`` leaves
+    #: (two windows cost less than twice one: an item's transients are not batched)
+    window_gib: float = 0.0
 
     def fits(self, card_gib: float) -> bool:
         """Whether the predicted peak fits a card with ``card_gib`` GiB."""
@@ -129,10 +132,10 @@ class MemoryEstimate:
             return []
         out = []
         b, _, _, h, w = self.shapes["unet"]
-        per_px = self.denoise_gib / (h * w)
-        if b > 2:  # one window per call (both halves of guidance)
-            per_px = per_px * 2 / b
-            out.append(f"--window-batch 1 (one U-Net call: about {per_px * h * w:.1f} GiB)")
+        window = self.window_gib or self.denoise_gib
+        per_px = window / (h * w)
+        if window < self.denoise_gib:  # one window per call (both halves of guidance)
+            out.append(f"--window-batch 1 (one U-Net call: about {window:.1f} GiB)")
         side = _largest_side(per_px, budget, max(h, w)) if per_px * h * w > budget else None
         if side:
             out.append(f"--tile-mode latent --tile-size {side} (one U-Net call: about {per_px * side * side:.1f} GiB)")
@@ -334,7 +337,8 @@ def estimate_memory(
     _, _, c, dh, dw = decode_shape
     return assemble_estimate(costs, te_bytes, placement or Placement(), clip_state,
                              costs.unet_activations(b, t, th, tw) / GIB, costs.decode_activations(c, dh, dw) / GIB,
-                             {"unet": unet_shape, "decode": decode_shape})
+                             {"unet": unet_shape, "decode": decode_shape},
+                             window_gib=costs.unet_activations(b // s.window_batch, t, th, tw) / GIB)
 
 
 def run_shapes(height: int, width: int, frames: int, s: UpscaleSettings,
@@ -373,8 +377,10 @@ def _plan_regions(registry: Any, tiling: str, height: int, width: int, size: int
 
 
 def assemble_estimate(costs: NetworkCosts, te_bytes: float, placement: Placement, clip_state_gib: float,
-                      denoise_gib: float, decode_gib: float, shapes: dict[str, list[int]]) -> MemoryEstimate:
-    """A :class:`MemoryEstimate` from the stages' working sets and where the weights wait."""
+                      denoise_gib: float, decode_gib: float, shapes: dict[str, list[int]],
+                      window_gib: float = 0.0) -> MemoryEstimate:
+    """A :class:`MemoryEstimate` from the stages' working sets and where the weights wait
+    (``window_gib``: one U-Net call of one window)."""
     weights = {"unet": costs.unet_bytes / GIB, "vae": costs.vae_bytes / GIB}
     if te_bytes:
         weights["text_encoder"] = te_bytes / GIB
@@ -387,7 +393,7 @@ def assemble_estimate(costs: NetworkCosts, te_bytes: float, placement: Placement
     return MemoryEstimate(weights_gib=weights, denoise_gib=denoise_gib, decode_gib=decode_gib,
                           clip_state_gib=clip_state_gib, peak_gib=clip_state_gib + max(den, dec),
                           peak_stage="denoise" if den >= dec else "decode", shapes=shapes, resident_gib=resident,
-                          placement=placement.to_dict())
+                          placement=placement.to_dict(), window_gib=window_gib)
 
 
 def blocks_resident(costs: NetworkCosts) -> float:
