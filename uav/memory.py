@@ -10,18 +10,23 @@ output is all they keep), which a machine without a GPU cannot select for itself
 What the trace does not see — the CUDA libraries' workspaces, the caching allocator's
 rounding, the loop's own copies around each call — was measured once on an H200
 (``benchmarks/results/bench_h200.json``, torch 2.11): the measured working sets over the
-traced ones are the calibration factors below, from three U-Net and four decoder cases.
-Activations grow linearly with batch x frames x area (the traces at 192x352 and 270x480
-scale exactly), so the advice for smaller tiles scales the traced numbers.
+traced ones are the calibration factors below, from three U-Net and four decoder cases
+(measured with the batched, published block structure; ``benchmarks/memory_check.py``
+re-measures them on a lent GPU). Activations grow linearly with frames x area (the traces
+at 192x352 and 270x480 scale exactly), so the advice for smaller tiles scales the traced
+numbers.
 
 With ``offload`` (the default on CUDA) the clip-length state lives on the host and the
 GPU holds the weights plus one U-Net call or one decode piece at a time, so the peak
 does not depend on the clip's length.
 
 Each network is traced once per config and dtype (:func:`network_costs`, cached): the
-traced working set is the same number of bytes per batch item x frame x latent pixel to
-0.1 % from 64x64 to 320x384 latents (fused attention keeps it linear), so every shape the
-planner (:mod:`uav.memory_plan`) considers is a multiplication, not another trace.
+traced working set is the same number of bytes per frame x latent pixel to 0.1 % from
+64x64 to 320x384 latents (fused attention keeps it linear), so every shape the planner
+(:mod:`uav.memory_plan`) considers is a multiplication, not another trace. In batch size
+it is affine by parts: the U-Net's up path runs one batch item at a time
+(:mod:`uav.models.batching`), and the tracker counts one item's tensors apart from those
+that carry the batch (:class:`NetworkCosts`).
 """
 
 from __future__ import annotations
