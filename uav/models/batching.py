@@ -70,7 +70,8 @@ def memory_saving(enabled: bool) -> Iterator[None]:
 
 def active() -> bool:
     """Whether the memory-saving forms run: eager inference with :func:`memory_saving` on."""
-    return _ENABLED.get() and eager_inference()
+    # the compiler's check first: a graph being traced never reads the context variable
+    return eager_inference() and _ENABLED.get()
 
 
 def in_item() -> bool:
