@@ -176,8 +176,8 @@ class NetworkCosts:
     pixels keeps ``t * h * w * max(a * b + c for a, c in unet_act)`` bytes: ``a`` is what
     carries the batch from block to block, ``c`` what a block makes for the one item it
     works on (:mod:`uav.models.batching`), at the moments either could be the peak; a
-    decode piece of ``t`` frames keeps ``vae_act_per_px * t * h * w``. The decoder's work has a quadratic part: its mid-block
-    attention spans a whole frame (or tile).
+    decode piece of ``t`` frames keeps ``vae_act_per_px * t * h * w``. The decoder's work
+    has a quadratic part: its mid-block attention spans a whole frame (or tile).
     """
 
     unet_bytes: int
@@ -469,8 +469,9 @@ class _LiveBytes(TorchDispatchMode):
     of them is gone (the same bookkeeping as ``torch.distributed._tools.mem_tracker``,
     without its per-module hooks, which made a trace 10x slower).
 
-    Storages made while a block works on one batch item (:func:`uav.models.batching.allocation_class`)
-    are counted apart (``item``): they do not grow with the batch. ``points`` holds
+    Storages made while a block works on one batch item
+    (:func:`uav.models.batching.allocation_class`) are counted apart (``item``): they do not
+    grow with the batch. ``points`` holds
     ``(batch bytes, item bytes)`` after every allocation; an item's storage that outlives
     its item would break that split, and raises.
     """

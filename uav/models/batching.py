@@ -36,7 +36,7 @@ from uav.models.layers import eager_inference, empty_clip, layout_of
 Tensor = torch.Tensor
 
 __all__ = ["ALIGN_ROWS", "FF_CHUNKS", "MIN_ROWS", "active", "allocation_class", "in_item", "item_chunks",
-           "memory_saving", "per_item", "row_chunks"]
+           "memory_saving", "per_item", "row_chunks", "write_back"]
 
 #: pieces an item's pixels are cut into for the transformers' per-pixel work: the feed-forward
 #: keeps 9C per token (its LayerNorm's C and the GEGLU projection's 8C; the product is written
@@ -59,8 +59,9 @@ _CARRIER: ContextVar[bool] = ContextVar("uav_item_carrier", default=False)
 
 @contextlib.contextmanager
 def memory_saving(enabled: bool) -> Iterator[None]:
-    """Run the blocks per item and the feed-forward in chunks (``True``, the default) or on
-    the whole batch at once (``False``: the reference the same-numbers tests compare with)."""
+    """Run the blocks per item and the transformers' per-pixel work in pieces (``True``, the
+    default) or on the whole batch at once (``False``: the reference the same-numbers tests
+    compare with)."""
     token = _ENABLED.set(enabled)
     try:
         yield
@@ -103,9 +104,10 @@ def per_item(fn: Callable[..., Tensor], inputs: Sequence[Tensor], temb: Tensor, 
     tensor in the layout the first item's result has when ``None``).
 
     ``inputs`` are ``(B, ...)`` clips (or batch-first tensors such as the text embeddings),
-    ``temb`` the time embedding: one row, shared (with ``B`` rows the batch runs at once). ``fn`` may write its result into its first input's item (its return value
-    is then that view, and nothing is copied). Everything ``fn`` makes for an item is gone
-    before the next starts, which :func:`in_item` lets the memory model check.
+    ``temb`` the time embedding: one row, shared (with ``B`` rows the batch runs at once).
+    ``fn`` may write its result into its first input's item (its return value is then that
+    view, and nothing is copied). Everything ``fn`` makes for an item is gone before the
+    next starts, which the memory model checks (:func:`allocation_class`).
     """
     batch = inputs[0].shape[0]
     if temb.shape[0] > 1:
@@ -119,10 +121,8 @@ def per_item(fn: Callable[..., Tensor], inputs: Sequence[Tensor], temb: Tensor, 
             y = fn(*(t[i:i + 1] for t in inputs), temb)
             if out is None:
                 out = _batch_like(y, batch)
-            target = out[i:i + 1]
-            if not _same_memory(y, target):
-                target.copy_(y)
-            del y, target
+            write_back(out[i:i + 1], y)
+            del y
     assert out is not None
     return out
 
@@ -137,10 +137,16 @@ def _batch_like(y: Tensor, batch: int) -> Tensor:
         _CARRIER.reset(token)
 
 
-def _same_memory(a: Tensor, b: Tensor) -> bool:
-    # a block that wrote into its input's item hands back that very view
-    return a.untyped_storage()._cdata == b.untyped_storage()._cdata and a.storage_offset() == b.storage_offset() \
-        and a.stride() == b.stride()
+def write_back(target: Tensor, result: Tensor) -> None:
+    """``target[...] = result``, unless ``result`` is already ``target`` (a block that wrote into
+    its input hands back that very view)."""
+    # the strides of size-1 dimensions are arbitrary: a view may carry others
+    strides = [(n, st) for n, st in zip(target.shape, target.stride()) if n > 1]
+    same = result.untyped_storage()._cdata == target.untyped_storage()._cdata and \
+        result.storage_offset() == target.storage_offset() and result.shape == target.shape and \
+        [(n, st) for n, st in zip(result.shape, result.stride()) if n > 1] == strides
+    if not same:
+        target.copy_(result)
 
 
 def row_chunks(rows: int, chunks: int = FF_CHUNKS, unit: int = 1, min_rows: int = 1) -> list[slice]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uav.models.batching import active as saving_memory, item_chunks
+from uav.models.batching import active as saving_memory, item_chunks, write_back
 from uav.models.layers import ResnetBlock3DCNN, add_, eager_inference, group_norm, inference
 from uav.models.temporal import RotaryEmbedding, TemporalAttention
 
@@ -132,7 +132,9 @@ class BasicTransformerBlock(nn.Module):
         if not saving_memory():
             return self._per_pixel(x, context)
         for i, rows in item_chunks(b, hw, t):
-            self._per_pixel(x[i:i + 1, rows], context[i:i + 1])
+            piece = x[i:i + 1, rows]
+            write_back(piece, self._per_pixel(piece, context[i:i + 1]))
+            del piece
         return x
 
     def _spatial(self, x: Tensor) -> Tensor:
