@@ -6,7 +6,9 @@ real-size networks are built with random weights in the default path's dtypes (f
 U-Net, fp32 VAE on CUDA), and the two things :mod:`uav.memory` predicts are run once each:
 one U-Net call of the default path (both halves of guidance, 8 frames, one window) and one
 decode piece (3 frames). ``measured_peak_gib`` is ``torch.cuda.max_memory_allocated`` over
-both, weights included; ``error`` is predicted / measured - 1.
+both, weights included; ``error`` is predicted / measured - 1. ``two_windows`` does the same
+for a call of two windows (what the 24 GiB plans choose), and ``saving_vs_batched`` compares
+the default call's output with :mod:`uav.models.batching`'s forms on and off.
 
 Then a smaller card is simulated (``torch.cuda.set_per_process_memory_fraction``): the
 settings :mod:`uav.memory_plan` chooses for it are applied (placement and block offload
@@ -113,14 +115,48 @@ def check_default(name: str, h: int, w: int, vae_kind: str, device: torch.device
     vae = _build(AutoencoderKLVideo, vae_cfg, device, vae_dtype)
     denoise = _peak(device, _unet_call(unet, e.shapes["unet"], device))
     decode = _peak(device, _decode_piece(vae, e.shapes["decode"], s.decode_tile))
-    del unet, vae
+    del vae
+    two = _two_windows(unet, unet_cfg, vae_cfg, h, w, device, unet_dtype, vae_dtype)
+    same = _saving_vs_batched(unet, e.shapes["unet"], device)
+    del unet
     measured = None if denoise is None or decode is None else max(denoise, decode)
     return {"workload": name, "size": [h, w], "vae": vae_kind, "predicted_peak_gib": round(e.peak_gib, 3),
             "measured_peak_gib": None if measured is None else round(measured, 3),
             "error": None if measured is None else round(e.peak_gib / measured - 1, 4),
             "predicted": {"denoise_gib": round(e.denoise_gib + e.resident_gib["denoise"], 3),
                           "decode_gib": round(e.decode_gib + e.resident_gib["decode"], 3)},
-            "measured": {"denoise_gib": denoise, "decode_gib": decode}, "shapes": e.shapes}
+            "measured": {"denoise_gib": denoise, "decode_gib": decode}, "shapes": e.shapes,
+            "two_windows": two, "saving_vs_batched": same}
+
+
+def _two_windows(unet: torch.nn.Module, unet_cfg: dict[str, Any], vae_cfg: dict[str, Any], h: int, w: int,
+                 device: torch.device, unet_dtype: torch.dtype, vae_dtype: torch.dtype) -> dict[str, Any]:
+    """Predicted vs measured U-Net call of two windows per call (4 items; the up path runs one item
+    at a time, so it is less than twice one window): what the 24 GiB plans rely on."""
+    from uav.memory import estimate_memory
+    from uav.settings import UpscaleSettings
+
+    e = estimate_memory(unet_cfg, vae_cfg, height=h, width=w, frames=16, settings=UpscaleSettings(window_batch=2),
+                        unet_dtype=unet_dtype, vae_dtype=vae_dtype)
+    predicted = e.denoise_gib + e.resident_gib["denoise"]
+    measured = _peak(device, _unet_call(unet, e.shapes["unet"], device))
+    return {"shape": e.shapes["unet"], "predicted_denoise_gib": round(predicted, 3),
+            "measured_denoise_gib": None if measured is None else round(measured, 3),
+            "error": None if measured is None else round(predicted / measured - 1, 4)}
+
+
+def _saving_vs_batched(unet: torch.nn.Module, shape: Sequence[int], device: torch.device) -> dict[str, Any]:
+    """The default call's output with the memory-saving forms (uav.models.batching) vs the batched
+    forms: bitwise on the CPU; a GPU's libraries may pick other kernels for one item's shapes."""
+    from uav.models.batching import memory_saving
+
+    run = _unet_call(unet, shape, device)
+    saving = run().float()
+    with memory_saving(False):
+        batched = run().float()
+    diff = (saving - batched).abs().max().item()
+    return {"max_abs": diff, "rel": diff / max(batched.abs().max().item(), 1e-30),
+            "bitwise": bool(torch.equal(saving, batched))}
 
 
 def check_card(card_gib: float, h: int, w: int, vae_kind: str, device: torch.device, tiny: bool) -> dict[str, Any]:
@@ -207,6 +243,13 @@ def _markdown(report: dict[str, Any]) -> str:
              "| workload | predicted peak GiB | measured peak GiB | error |", "|---|---:|---:|---:|"]
     for name, r in report["workloads"].items():
         lines.append(f"| {name} | {r['predicted_peak_gib']} | {r['measured_peak_gib']} | {r['error']} |")
+    lines += ["", "| workload | two windows: predicted U-Net GiB | measured | error | saving vs batched forms |",
+              "|---|---:|---:|---:|---|"]
+    for name, r in report["workloads"].items():
+        two, same = r["two_windows"], r["saving_vs_batched"]
+        verdict = "bitwise" if same["bitwise"] else f"max abs diff {same['max_abs']:.3g} (rel {same['rel']:.3g})"
+        lines.append(f"| {name} | {two['predicted_denoise_gib']} | {two['measured_denoise_gib']} | {two['error']} | "
+                     f"{verdict} |")
     sim = report["simulated"]
     lines += ["", f"Simulated {sim['card_gib']:g} GiB card ({sim['size'][0]}x{sim['size'][1]}): {sim['plan']}; "
                   f"fits: {sim['fits']}, measured {sim.get('measured_peak_gib')} GiB", ""]

@@ -21,6 +21,8 @@ def test_the_memory_check_runs_on_the_cpu_with_the_tiny_networks(tmp_path):
     for r in report["workloads"].values():
         assert r["predicted_peak_gib"] > 0 and r["measured_peak_gib"] is None  # nothing to measure on a CPU
         assert r["shapes"]["unet"][0] == 2 and r["shapes"]["decode"][2] == 3  # the default path
+        assert r["two_windows"]["shape"][0] == 4 and r["two_windows"]["predicted_denoise_gib"] > 0
+        assert r["saving_vs_batched"]["bitwise"] is True  # the CPU: uav.models.batching's forms, same numbers
     sim = report["simulated"]
     assert sim["fits"] is True and sim["predicted_peak_gib"] <= 0.9 * sim["card_gib"] and sim["changed"]
     assert "Memory model check" in (tmp_path / "memory_check.md").read_text()

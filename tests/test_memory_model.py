@@ -66,7 +66,8 @@ def test_working_sets_follow_the_settings():
     size = dict(height=48, width=64, frames=16)
     one = estimate_memory(unet_cfg, vae_cfg, **size, settings=UpscaleSettings(window_batch=1))
     two = estimate_memory(unet_cfg, vae_cfg, **size, settings=UpscaleSettings(window_batch=2))
-    assert two.shapes["unet"][0] == 4 and two.denoise_gib == pytest.approx(2 * one.denoise_gib, rel=0.05)
+    # two windows: the tensors that carry the batch double, one item's transients do not (uav.models.batching)
+    assert two.shapes["unet"][0] == 4 and one.denoise_gib < two.denoise_gib < 1.9 * one.denoise_gib
     chunk1 = estimate_memory(unet_cfg, vae_cfg, **size, settings=UpscaleSettings(decode_chunk=1))
     assert chunk1.decode_gib == pytest.approx(one.decode_gib / 3, rel=0.1)
     tiled = estimate_memory(unet_cfg, vae_cfg, **size, settings=UpscaleSettings(decode_tile=32))

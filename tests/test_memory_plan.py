@@ -108,10 +108,10 @@ def test_a_big_card_keeps_the_published_numerics_and_batches_windows():
 
 def test_given_settings_are_never_changed():
     given = UpscaleSettings(decode_chunk=3, tile_size=256, window_batch=1)
-    plan = _plan(12, given)
+    plan = _plan(8, given)
     assert (plan.settings.decode_chunk, plan.settings.tile_size, plan.settings.tile_mode) == (3, 256, "pipeline")
     assert not plan.fits and any("given explicitly" in n for n in plan.notes)
-    free = _plan(12)
+    free = _plan(8)
     assert free.fits and free.settings.tile_mode == "latent"
 
 
@@ -143,12 +143,19 @@ def test_the_per_pixel_model_is_the_trace_of_the_chosen_shape():
 
 
 def test_24_gib_costs_only_the_window_batching():
-    """The throughput model (uav.memory_cost): vs unlimited memory the 24 GiB plan loses the
-    per-call savings of batching windows (one 320x384 window per call fits, two do not);
-    against the same one window per call the chosen settings cost nothing."""
-    plan = _plan(24)
-    assert plan.throughput_cost == pytest.approx(0.21, abs=0.02)
-    same_batch = _plan(24, UpscaleSettings(window_batch=1))
+    """The throughput model (uav.memory_cost): vs unlimited memory (8 windows per call) the 24 GiB
+    plan gives up only part of the per-call savings of batching windows. Issue 22's target is
+    <= 15 %: one U-Net call of one window of the published 320x384 tile took 13.0 GiB (17.8 before
+    issue 21), so two did not fit in 0.9 x 24 GiB (+21 %); since the up path runs one batch item at
+    a time (uav.models.batching) two windows take 15.8 GiB, and each window pays half the per-call
+    cost (0.27 / 2 of a window vs 0.27 / 8): about +10 % on the U-Net, +9 % with the decode.
+    Against the same two windows per call the chosen settings cost nothing."""
+    for height, width in ((480, 854), (270, 480)):
+        plan = _plan(24, height=height, width=width)
+        assert plan.settings.window_batch == 2 and plan.settings.tile_mode == "pipeline", plan.describe()
+        assert plan.fits and plan.estimate.peak_gib <= 0.9 * 24
+        assert 0.05 < plan.throughput_cost <= 0.15, plan.describe()
+    same_batch = _plan(24, UpscaleSettings(window_batch=2))
     assert abs(same_batch.throughput_cost) < 0.01
 
 

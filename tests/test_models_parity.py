@@ -29,8 +29,9 @@ def test_unet_intermediates_match(tiny_unet):
     p = "case1."
     names = [k[len(p + "intermediate."):] for k in io if k.startswith(p + "intermediate.")]
     got = {}
+    # copies: in inference a block's temporal module writes its result into the block's output
     hooks = [tiny_unet.get_submodule(n).register_forward_hook(
-        lambda m, a, o, n=n: got.__setitem__(n, o[0] if isinstance(o, tuple) else o)) for n in names]
+        lambda m, a, o, n=n: got.__setitem__(n, (o[0] if isinstance(o, tuple) else o).clone())) for n in names]
     try:
         with torch.no_grad():
             tiny_unet(io[p + "sample"], io[p + "timestep"], io[p + "low_res"],

@@ -10,18 +10,23 @@ output is all they keep), which a machine without a GPU cannot select for itself
 What the trace does not see — the CUDA libraries' workspaces, the caching allocator's
 rounding, the loop's own copies around each call — was measured once on an H200
 (``benchmarks/results/bench_h200.json``, torch 2.11): the measured working sets over the
-traced ones are the calibration factors below, from three U-Net and four decoder cases.
-Activations grow linearly with batch x frames x area (the traces at 192x352 and 270x480
-scale exactly), so the advice for smaller tiles scales the traced numbers.
+traced ones are the calibration factors below, from three U-Net and four decoder cases
+(measured with the batched, published block structure; ``benchmarks/memory_check.py``
+re-measures them on a lent GPU). Activations grow linearly with frames x area (the traces
+at 192x352 and 270x480 scale exactly), so the advice for smaller tiles scales the traced
+numbers.
 
 With ``offload`` (the default on CUDA) the clip-length state lives on the host and the
 GPU holds the weights plus one U-Net call or one decode piece at a time, so the peak
 does not depend on the clip's length.
 
 Each network is traced once per config and dtype (:func:`network_costs`, cached): the
-traced working set is the same number of bytes per batch item x frame x latent pixel to
-0.1 % from 64x64 to 320x384 latents (fused attention keeps it linear), so every shape the
-planner (:mod:`uav.memory_plan`) considers is a multiplication, not another trace.
+traced working set is the same number of bytes per frame x latent pixel to 0.1 % from
+64x64 to 320x384 latents (fused attention keeps it linear), so every shape the planner
+(:mod:`uav.memory_plan`) considers is a multiplication, not another trace. In batch size
+it is affine by parts: the U-Net's up path runs one batch item at a time
+(:mod:`uav.models.batching`), and the tracker counts one item's tensors apart from those
+that carry the batch (:class:`NetworkCosts`).
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ class MemoryEstimate:
     #: weights on the device during each stage (all of them unless a :class:`Placement` moves some)
     resident_gib: dict[str, float] = field(default_factory=dict)
     placement: dict[str, str] = field(default_factory=lambda: Placement().to_dict())
+    #: one U-Net call of one window (both halves of guidance): what ``--window-batch 1`` leaves
+    #: (two windows cost less than twice one: an item's transients are not batched)
+    window_gib: float = 0.0
 
     def fits(self, card_gib: float) -> bool:
         """Whether the predicted peak fits a card with ``card_gib`` GiB."""
@@ -129,10 +137,10 @@ class MemoryEstimate:
             return []
         out = []
         b, _, _, h, w = self.shapes["unet"]
-        per_px = self.denoise_gib / (h * w)
-        if b > 2:  # one window per call (both halves of guidance)
-            per_px = per_px * 2 / b
-            out.append(f"--window-batch 1 (one U-Net call: about {per_px * h * w:.1f} GiB)")
+        window = self.window_gib or self.denoise_gib
+        per_px = window / (h * w)
+        if window < self.denoise_gib:  # one window per call (both halves of guidance)
+            out.append(f"--window-batch 1 (one U-Net call: about {window:.1f} GiB)")
         side = _largest_side(per_px, budget, max(h, w)) if per_px * h * w > budget else None
         if side:
             out.append(f"--tile-mode latent --tile-size {side} (one U-Net call: about {per_px * side * side:.1f} GiB)")
@@ -165,16 +173,19 @@ class NetworkCosts:
 
     Working sets are *traced* bytes (multiply by the calibration factors for the GPU's);
     work is FLOPs. A U-Net call of ``b`` batch items, ``t`` frames and ``h`` x ``w`` latent
-    pixels keeps ``unet_act_per_px * b * t * h * w`` bytes; a decode piece of ``t`` frames
-    ``vae_act_per_px * t * h * w``. The decoder's work has a quadratic part: its mid-block
-    attention spans a whole frame (or tile).
+    pixels keeps ``t * h * w * max(a * b + c for a, c in unet_act)`` bytes: ``a`` is what
+    carries the batch from block to block, ``c`` what a block makes for the one item it
+    works on (:mod:`uav.models.batching`), at the moments either could be the peak; a
+    decode piece of ``t`` frames keeps ``vae_act_per_px * t * h * w``. The decoder's work
+    has a quadratic part: its mid-block attention spans a whole frame (or tile).
     """
 
     unet_bytes: int
     vae_bytes: int
     #: parameter bytes of each U-Net part block offload moves (in call order)
     unet_block_bytes: tuple[int, ...]
-    unet_act_per_px: float
+    #: ``(bytes per item x frame x pixel, bytes per frame x pixel)`` pairs (see above)
+    unet_act: tuple[tuple[float, float], ...]
     vae_act_per_px: float
     unet_flops_per_px: float
     vae_flops_per_px: float
@@ -183,7 +194,7 @@ class NetworkCosts:
 
     def unet_activations(self, batch: int, frames: int, h: int, w: int) -> float:
         """Calibrated bytes of one U-Net call."""
-        return self.unet_act_per_px * batch * frames * h * w * UNET_CALIBRATION
+        return max(a * batch + c for a, c in self.unet_act) * frames * h * w * UNET_CALIBRATION
 
     def decode_activations(self, frames: int, h: int, w: int) -> float:
         """Calibrated bytes of one decode piece."""
@@ -219,7 +230,7 @@ def _network_costs(unet_key: str, vae_key: str, unet_dtype: str, vae_dtype: str,
     unet = _unet_costs(unet_key, unet_dtype, published)
     vae = _vae_costs(vae_key, vae_dtype, published)
     return NetworkCosts(unet_bytes=unet.params, vae_bytes=vae.params, unet_block_bytes=unet.blocks,
-                        unet_act_per_px=unet.act_per_px, vae_act_per_px=vae.act_per_px,
+                        unet_act=unet.act_points, vae_act_per_px=vae.act_per_px,
                         unet_flops_per_px=unet.flops_per_px, vae_flops_per_px=vae.flops_per_px,
                         vae_flops_per_px2=vae.flops_per_px2)
 
@@ -231,6 +242,7 @@ class _PerPixel:
     flops_per_px: float
     flops_per_px2: float = 0.0
     blocks: tuple[int, ...] = ()
+    act_points: tuple[tuple[float, float], ...] = ()
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -242,10 +254,23 @@ def _unet_costs(key: str, dtype: str, published: bool) -> _PerPixel:
     from uav.models import UNetVideoModel
 
     h, w = _REF
-    traced = _trace(UNetVideoModel, json.loads(key), _dtype(dtype), [_unet_call(2, 8, h, w, _dtype(dtype))],
+    b, t = 2, 8
+    traced = _trace(UNetVideoModel, json.loads(key), _dtype(dtype), [_unet_call(b, t, h, w, _dtype(dtype))],
                     blocks=True, published=published)
     (flops, peak), = traced.calls
-    return _PerPixel(traced.params, peak / (2 * 8 * h * w), flops / (2 * 8 * h * w), blocks=traced.blocks)
+    px = t * h * w
+    points = tuple((batch / (b * px), item / px) for batch, item in _frontier(traced.points[0]))
+    return _PerPixel(traced.params, peak / (b * px), flops / (b * px), blocks=traced.blocks, act_points=points)
+
+
+def _frontier(points: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ``(batch bytes, item bytes)`` moments that are the peak for some batch size: those no
+    other moment exceeds in both."""
+    out: list[tuple[int, int]] = []
+    for batch, item in sorted(set(points), key=lambda p: (-p[0], -p[1])):
+        if not out or item > out[-1][1]:
+            out.append((batch, item))
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -268,7 +293,7 @@ def _unet_call(batch: int, frames: int, h: int, w: int, dtype: torch.dtype,
         torch.zeros(batch, 4, frames, h, w, device=dev, dtype=dtype), 500,
         torch.zeros(batch, 3, frames, h, w, device=dev, dtype=dtype),
         encoder_hidden_states=torch.zeros(batch, 77, m.config.cross_attention_dim, device=dev, dtype=dtype),
-        class_labels=torch.full((batch,), noise_level))
+        class_labels=noise_level)
 
 
 def _decode_call(frames: int, h: int, w: int, dtype: torch.dtype, w_lr: float = 1.0) -> Callable[[Any, torch.device], Any]:
@@ -317,7 +342,8 @@ def estimate_memory(
     _, _, c, dh, dw = decode_shape
     return assemble_estimate(costs, te_bytes, placement or Placement(), clip_state,
                              costs.unet_activations(b, t, th, tw) / GIB, costs.decode_activations(c, dh, dw) / GIB,
-                             {"unet": unet_shape, "decode": decode_shape})
+                             {"unet": unet_shape, "decode": decode_shape},
+                             window_gib=costs.unet_activations(b // s.window_batch, t, th, tw) / GIB)
 
 
 def run_shapes(height: int, width: int, frames: int, s: UpscaleSettings,
@@ -356,8 +382,10 @@ def _plan_regions(registry: Any, tiling: str, height: int, width: int, size: int
 
 
 def assemble_estimate(costs: NetworkCosts, te_bytes: float, placement: Placement, clip_state_gib: float,
-                      denoise_gib: float, decode_gib: float, shapes: dict[str, list[int]]) -> MemoryEstimate:
-    """A :class:`MemoryEstimate` from the stages' working sets and where the weights wait."""
+                      denoise_gib: float, decode_gib: float, shapes: dict[str, list[int]],
+                      window_gib: float = 0.0) -> MemoryEstimate:
+    """A :class:`MemoryEstimate` from the stages' working sets and where the weights wait
+    (``window_gib``: one U-Net call of one window)."""
     weights = {"unet": costs.unet_bytes / GIB, "vae": costs.vae_bytes / GIB}
     if te_bytes:
         weights["text_encoder"] = te_bytes / GIB
@@ -370,7 +398,7 @@ def assemble_estimate(costs: NetworkCosts, te_bytes: float, placement: Placement
     return MemoryEstimate(weights_gib=weights, denoise_gib=denoise_gib, decode_gib=decode_gib,
                           clip_state_gib=clip_state_gib, peak_gib=clip_state_gib + max(den, dec),
                           peak_stage="denoise" if den >= dec else "decode", shapes=shapes, resident_gib=resident,
-                          placement=placement.to_dict())
+                          placement=placement.to_dict(), window_gib=window_gib)
 
 
 def blocks_resident(costs: NetworkCosts) -> float:
@@ -386,6 +414,8 @@ class _Traced:
     #: ``(FLOPs, peak bytes)`` of each call
     calls: list[tuple[float, int]]
     blocks: tuple[int, ...] = ()
+    #: each call's ``(batch bytes, item bytes)`` after every allocation (:class:`_LiveBytes`)
+    points: list[list[tuple[int, int]]] = field(default_factory=list)
 
 
 def _trace(cls: Any, config: Mapping[str, Any], dtype: torch.dtype,
@@ -399,6 +429,7 @@ def _trace(cls: Any, config: Mapping[str, Any], dtype: torch.dtype,
 
     device = torch.device("cuda", 0)
     results = []
+    points = []
     attention_flops = [0.0]
     structure = published_structure() if published else contextlib.nullcontext()
     with FakeTensorMode(allow_non_fake_inputs=True), _fused_attention(attention_flops), _default_dtype(dtype), \
@@ -413,13 +444,14 @@ def _trace(cls: Any, config: Mapping[str, Any], dtype: torch.dtype,
             with FlopCounterMode(display=False) as counter, tracker, torch.no_grad():
                 call(model, device)
             results.append((float(counter.get_total_flops()) + attention_flops[0], tracker.peak))
+            points.append(tracker.points)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     parts: tuple[int, ...] = ()
     if blocks:
         from uav.offload import offload_blocks
 
         parts = tuple(sum(p.numel() * p.element_size() for p in b.parameters()) for b in offload_blocks(model))
-    return _Traced(params, results, parts)
+    return _Traced(params, results, parts, points)
 
 
 def traced_working_set(cls: Any, config: Mapping[str, Any], dtype: torch.dtype,
@@ -436,14 +468,26 @@ class _LiveBytes(TorchDispatchMode):
     A storage counts once however many tensors view it, and stops counting when the last
     of them is gone (the same bookkeeping as ``torch.distributed._tools.mem_tracker``,
     without its per-module hooks, which made a trace 10x slower).
+
+    Storages made while a block works on one batch item
+    (:func:`uav.models.batching.allocation_class`) are counted apart (``item``): they do not
+    grow with the batch. ``points`` holds
+    ``(batch bytes, item bytes)`` after every allocation; an item's storage that outlives
+    its item would break that split, and raises.
     """
 
     def __init__(self, device: torch.device) -> None:
+        from uav.models.batching import allocation_class
+
         super().__init__()
         self.device = device
         self.live = 0
         self.peak = 0
+        self.item = 0
+        self.points: list[tuple[int, int]] = []
+        self._class = allocation_class
         self._refs: dict[int, int] = {}
+        self._item_keys: set[int] = set()
         # by id: an in-place op hands back a tensor already counted, and a WeakSet would
         # compare tensors with ``==`` to find it
         self._seen: dict[int, weakref.ref[torch.Tensor]] = {}
@@ -454,6 +498,21 @@ class _LiveBytes(TorchDispatchMode):
         if self._refs[key] == 0:
             del self._refs[key]
             self.live -= nbytes
+            if key in self._item_keys:
+                self._item_keys.discard(key)
+                self.item -= nbytes
+
+    def _allocated(self, key: int, nbytes: int) -> None:
+        self._refs[key] = 0
+        self.live += nbytes
+        kind = self._class()
+        if kind == "item":
+            self._item_keys.add(key)
+            self.item += nbytes
+        elif kind == "batch" and self.item:
+            raise RuntimeError(f"memory trace: {self.item} bytes made for one batch item outlived it")
+        self.peak = max(self.peak, self.live)
+        self.points.append((self.live - self.item, self.item))
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
@@ -466,9 +525,7 @@ class _LiveBytes(TorchDispatchMode):
                 key, nbytes = storage._cdata, storage.nbytes()
                 self._seen[id(t)] = weakref.ref(t)
                 if key not in self._refs:
-                    self._refs[key] = 0
-                    self.live += nbytes
-                    self.peak = max(self.peak, self.live)
+                    self._allocated(key, nbytes)
                 self._refs[key] += 1
                 weakref.finalize(t, self._release, key, nbytes, id(t))
         return out

@@ -244,7 +244,8 @@ def _estimate(p: _Problem, s: UpscaleSettings, placement: Placement) -> MemoryEs
     # the clip-length state stays on the host unless the user keeps it on the device
     clip = p.frames * p.height * p.width * CLIP_STATE_BYTES / GIB if s.offload is False else 0.0
     return assemble_estimate(p.costs, p.te_bytes, placement, clip, p.costs.unet_activations(b, t, th, tw) / GIB,
-                             p.costs.decode_activations(c, dh, dw) / GIB, {"unet": unet_shape, "decode": decode_shape})
+                             p.costs.decode_activations(c, dh, dw) / GIB, {"unet": unet_shape, "decode": decode_shape},
+                             window_gib=p.costs.unet_activations(b // s.window_batch, t, th, tw) / GIB)
 
 
 def _resident(p: _Problem, placement: Placement, stage: str) -> float:

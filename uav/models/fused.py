@@ -360,6 +360,8 @@ def geglu_(a: Tensor, gate: Tensor) -> Tensor:
 
 def guarded(fn: Any, *args: Any) -> Any:
     """``fn(*args)``, or ``None`` (and the fused path off from now on) if a kernel fails to build."""
+    if _STATE["broken"]:
+        return None
     try:
         return fn(*args)
     except Exception as err:  # noqa: BLE001 - a compiler or driver failure of Triton: fall back once

@@ -575,12 +575,19 @@ class ResnetBlock3DCNN(nn.Module):
         self.norm2 = nn.GroupNorm(groups, channels, eps=eps)
         self.conv2 = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
 
-    def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, temb: Tensor | None = None, inplace: bool = False) -> Tensor:
+        """The block on ``x``; with ``inplace`` (``x`` is a tensor the caller made and does not
+        read again) the sum is written into ``x`` in eager inference."""
         layout = conv3d_layout(x)
         bias, temb_add = time_bias(self.conv1, self.time_emb_proj, temb)
         h = self.conv1._conv_forward(group_norm(x, self.norm1, silu=True, layout=layout), self.conv1.weight,
                                      self.conv1.bias if bias is None else bias)
         if temb_add is not None:
             h = add_(h, temb_add)
-        h = self.conv2(group_norm(h, self.norm2, silu=True, layout=layout))
+        normed = group_norm(h, self.norm2, silu=True, layout=layout)
+        del h  # released before conv2 makes its output
+        h = self.conv2(normed)
+        del normed
+        if inplace and eager_inference():
+            return torch.add(h, x, out=x)  # conv2's output + x, as add_as sums them
         return add_as(x, h, x)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uav.models import fused
+from uav.models.batching import active as saving_memory, per_item
 from uav.models.layers import (InflatedConv3d, ResnetBlock3D, ResnetBlock3DCNN, eager_inference, linear_residual,
                                pointwise_conv)
 
@@ -162,11 +163,23 @@ class TemporalModule3D(nn.Module):
         nn.init.zeros_(self.shift_conv.weight)
         nn.init.zeros_(self.shift_conv.bias)
 
-    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, temb: Tensor, inplace: bool = False) -> Tensor:
+        """The module on ``x``; with ``inplace`` (``x`` is a tensor the caller made and does not read
+        again) the result is written into ``x`` in eager inference.
+
+        In eager inference it runs one batch item at a time (:func:`~uav.models.batching.per_item`):
+        its residual blocks' intermediates are then one item's, while ``x`` carries the batch.
+        """
+        if x.shape[0] > 1 and saving_memory():
+            return per_item(lambda x_i, temb_i: self._forward(x_i, temb_i, inplace), [x], temb,
+                            into=x if inplace else None)
+        return self._forward(x, temb, inplace)
+
+    def _forward(self, x: Tensor, temb: Tensor, inplace: bool) -> Tensor:
         h = self.resblocks_3d_temporal(x, temb)
         h = self.resblocks_3d_spatial(h, temb)
-        # x is also a U-Net skip: the 1x1 conv's matmul starts from it and writes a new tensor
-        return pointwise_conv(self.shift_conv, h, x, inplace=False)
+        # the 1x1 conv's matmul starts from x (the residual): a new tensor where x is also a U-Net skip
+        return pointwise_conv(self.shift_conv, h, x, inplace=inplace)
 
 
 # ---------------------------------------------------------------------------- checkpoint aliases

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uav.models import fused
+from uav.models.batching import active as saving_memory, item_chunks, write_back
 from uav.models.layers import ResnetBlock3DCNN, add_, eager_inference, group_norm, linear_residual
 from uav.models.temporal import RotaryEmbedding, TemporalAttention
 
@@ -110,25 +111,53 @@ class BasicTransformerBlock(nn.Module):
         for every frame, so they attend from all ``H*W*T`` rows of a clip at once). Only the
         spatial self attention (coarsest level) reads the tokens frame by frame.
 
+        Everything after it works per pixel (a pixel's frames are one temporal sequence;
+        the rest is per token), so in eager inference it runs on one item's pixels at a
+        time, in :data:`~uav.models.batching.FF_CHUNKS` pieces written back into ``x``: the
+        attention and feed-forward intermediates (the GEGLU projection is 8C wide) exist
+        for one piece only.
+
         With ``pending`` (a list; the fused path, :mod:`uav.models.fused`) the output
         projections' biases are not added to the tokens but appended to it: each LayerNorm
         adds them on the fly, and the caller owes them to the tokens it is handed back.
         """
         b, hw, t, c = x.shape
+        if not self.only_cross_attention:
+            x = self._spatial(x, pending)
+        if not saving_memory():
+            return self._per_pixel(x, context, pending)
+        owed = None if pending is None else list(pending)
+        piece_pending = owed
+        for i, rows in item_chunks(b, hw, t):
+            piece = x[i:i + 1, rows]
+            # every piece starts owing what the tokens owe and defers the same biases
+            piece_pending = None if owed is None else list(owed)
+            write_back(piece, self._per_pixel(piece, context[i:i + 1], piece_pending))
+            del piece
+        if pending is not None and piece_pending is not None:
+            pending[:] = piece_pending  # the same biases for every piece (or none, after a fallback)
+        return x
+
+    def _spatial(self, x: Tensor, pending: list[Tensor] | None) -> Tensor:
+        b, hw, t, c = x.shape
         flat = x.view(b, hw * t, c)
-        h = _layer_norm(self.norm1, flat, pending)
+        frames = _layer_norm(self.norm1, flat, pending).view(b, hw, t, c).transpose(1, 2).reshape(b * t, hw, c)
+        out = self.attn1(frames).view(b, t, hw, c).transpose(1, 2)
+        return add_(x, out)
+
+    def _per_pixel(self, x: Tensor, context: Tensor, pending: list[Tensor] | None) -> Tensor:
+        """The cross attentions, the temporal attention and the feed-forward of the pixels of
+        ``x`` ``(B, P, T, C)`` (contiguous; written into in inference)."""
+        b, p, t, c = x.shape
+        flat = x.view(b, p * t, c)
         if self.only_cross_attention:
-            flat = self.attn1(h, context, residual=flat, pending=pending)
-        else:
-            frames = h.view(b, hw, t, c).transpose(1, 2).reshape(b * t, hw, c)
-            out = self.attn1(frames).view(b, t, hw, c).transpose(1, 2)
-            flat = add_(flat.view(b, hw, t, c), out).view(b, hw * t, c)
+            flat = self.attn1(_layer_norm(self.norm1, flat, pending), context, residual=flat, pending=pending)
         flat = self.attn2(_layer_norm(self.norm2, flat, pending), context, residual=flat, pending=pending)
-        seqs = flat.view(b * hw, t, c)
+        seqs = flat.view(b * p, t, c)
         flat = self.attn_temporal(_layer_norm(self.norm_temporal, seqs, pending), residual=seqs,
-                                  pending=pending).view(b, hw * t, c)
+                                  pending=pending).view(b, p * t, c)
         flat = self.ff(_layer_norm(self.norm3, flat, pending), residual=flat, pending=pending)
-        return flat.view(b, hw, t, c)
+        return flat.view(b, p, t, c)
 
 
 def _layer_norm(norm: nn.LayerNorm, x: Tensor, pending: list[Tensor] | None) -> Tensor:
@@ -167,13 +196,17 @@ class Transformer3DModel(nn.Module):
         )
         self.proj_out = nn.Linear(channels, channels)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, inplace: bool = False) -> Tensor:
+        """The transformer on ``x`` ``(B, C, T, H, W)``; with ``inplace`` (``x`` is a tensor the caller
+        made and does not read again, as a residual block's output in the U-Net) the temporal
+        block writes its sum into ``x`` in eager inference instead of into a new tensor."""
         b, c, t, h, w = x.shape
-        residual = self.resblock_temporal(x)
-        # GroupNorm per frame, as published, writing the tokens' (B, H, W, T, C) order itself
-        normed = group_norm(residual, self.norm, layout="tokens", per_frame=True)
-        tokens = normed.permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)  # a view
-        tokens = self.proj_in(tokens)
+        residual = self.resblock_temporal(x, inplace=inplace)
+        del x
+        # GroupNorm per frame, as published, writing the tokens' (B, H, W, T, C) order itself;
+        # the tokens' permutation is a view, released once projected
+        tokens = self.proj_in(group_norm(residual, self.norm, layout="tokens", per_frame=True)
+                              .permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c))
         # the fused path defers the blocks' output biases to proj_out's (see BasicTransformerBlock)
         pending: list[Tensor] | None = [] if fused.usable(tokens) and tokens.is_contiguous() else None
         for block in self.transformer_blocks:

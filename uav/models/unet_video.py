@@ -20,6 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from uav.models.batching import active as saving_memory, per_item
 from uav.models.layers import (LAYOUTS, Downsample3D, InflatedConv3d, ResnetBlock3D, Upsample3D, cat_channels,
                                group_norm)
 from uav.models.temporal import ROPE_DIM, RotaryEmbedding, TemporalModule3D, install_rope_alias_hooks
@@ -72,7 +73,7 @@ class DownBlock3D(_Block):
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if self.attentions is not None:
-                x = self.attentions[i](x, context)
+                x = self.attentions[i](x, context, inplace=True)  # the resnet's fresh output
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -110,7 +111,31 @@ class UpBlock3D(_Block):
         start: int = 0, keep: list[Tensor] | None = None,
     ) -> Tensor:
         """Run resnets ``start`` onwards (``skips`` holds theirs, last used first); ``keep`` receives
-        the input of the last resnet."""
+        the input of the last resnet.
+
+        In eager inference the block runs one batch item at a time (:func:`~uav.models.batching.per_item`):
+        its transients, at the finest level the largest of a call, are then one item's.
+        """
+        if keep is None and x.shape[0] > 1 and saving_memory():
+            # this block's skips, taken from the list as the batched form takes them
+            mine = [skips.pop() for _ in range(start, len(self.resnets))][::-1]
+
+            def one(x_i: Tensor, *rest: Tensor) -> Tensor:
+                *item_skips, context_i, temb_i = rest
+                return self._resnets(x_i, list(item_skips), temb_i, context_i, start, None)
+
+            x = per_item(one, [x, *mine, context], temb)
+            del mine  # the skips go before the upsampler's full-size output comes
+            if self.upsamplers is None:
+                return x
+            return per_item(lambda x_i, temb_i: self.upsamplers[0](x_i, upsample_size), [x], temb)
+        x = self._resnets(x, skips, temb, context, start, keep)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, upsample_size)
+        return x
+
+    def _resnets(self, x: Tensor, skips: list[Tensor], temb: Tensor, context: Tensor, start: int,
+                 keep: list[Tensor] | None) -> Tensor:
         for i in range(start, len(self.resnets)):
             if keep is not None and i == len(self.resnets) - 1:
                 keep.append(x)
@@ -118,9 +143,7 @@ class UpBlock3D(_Block):
             # skip is released when it returns (the list held its last reference)
             x = self.resnets[i](x, temb, skip=skips.pop())
             if self.attentions is not None:
-                x = self.attentions[i](x, context)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x, upsample_size)
+                x = self.attentions[i](x, context, inplace=True)  # the resnet's fresh output
         return x
 
 
@@ -136,14 +159,14 @@ class UNetMidBlock3DCrossAttn(_Block):
 
     def forward(self, x: Tensor, temb: Tensor, context: Tensor) -> Tensor:
         x = self.resnets[0](x, temb)
-        x = self.attentions[0](x, context)
+        x = self.attentions[0](x, context, inplace=True)
         return self.resnets[1](x, temb)
 
 
 class _Identity(nn.Module):
     """Stands in for a temporal module at an index the config leaves out."""
 
-    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, temb: Tensor, inplace: bool = False) -> Tensor:
         return x
 
 
@@ -313,6 +336,7 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         emb = self._embedding(timestep, class_labels, x.shape[0], x.device)
         context = encoder_hidden_states
         h = self.conv_in(x)
+        del x  # the 7-channel input is not read again
         kept: list[Tensor] = []
         if deep_feature is not None:
             last = self.up_blocks[-1]
@@ -333,7 +357,10 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             skips.extend(block_skips)
             h = temp(h, emb)  # the skips keep the values from before the temporal module
 
-        h = self.mid_temp_block(self.mid_block(h, emb, context), emb)
+        # each block's output is released as soon as the next block has made its own; a block's
+        # fresh output (not a skip) is the temporal module's to write into
+        h = self.mid_block(h, emb, context)
+        h = self.mid_temp_block(h, emb, inplace=True)
 
         for i, (block, temp) in enumerate(zip(self.up_blocks, self.up_temp_blocks)):
             n = len(block.resnets)
@@ -341,7 +368,8 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             # odd sizes: upsample to exactly the next skip's size instead of x2
             upsample_size = tuple(skips[-1].shape[2:]) if skips else None
             last = i == len(self.up_blocks) - 1
-            h = temp(block(h, block_skips, emb, context, upsample_size, keep=keep if last else None), emb)
+            h = block(h, block_skips, emb, context, upsample_size, keep=keep if last else None)
+            h = temp(h, emb, inplace=True)
         return h
 
     # ------------------------------------------------------------------ checks
