@@ -113,7 +113,8 @@ def _basic_block(self: Any, x: Tensor, context: Tensor, num_frames: int) -> Tens
     return x + self.ff(self.norm3(x))
 
 
-def _transformer3d(self: Any, x: Tensor, context: Tensor) -> Tensor:
+def _transformer3d(self: Any, x: Tensor, context: Tensor, inplace: bool = False) -> Tensor:
+    # inplace: the library's callers ask for it; the published structure always writes a new tensor
     b, c, t, h, w = x.shape
     residual = self.resblock_temporal(x)
     frames = frames_to_batch(residual)
