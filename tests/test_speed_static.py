@@ -31,7 +31,9 @@ def test_static_tiny_writes_the_issues_keys(tmp_path):
     glue = wl["glue_gib"]
     # the library's bytes by operation and by block add up to its total
     assert abs(sum(glue["library_by_block_gib"].values()) - glue["library_gib"]) < 0.02 * glue["library_gib"]
-    assert "UpBlock3D" not in glue["library_by_block_gib"]  # no skip concatenation is copied
+    # no skip concatenation is copied: the up blocks' only glue is writing each batch item's
+    # result into the batch (issue 22's per-item up path)
+    assert [k for k in glue["library_by_block_op_gib"] if k.startswith("UpBlock3D/")] in ([], ["UpBlock3D/copy_"])
     assert set(wl["flops_per_frame"]) == {"baseline", "default", "fast"}
     assert wl["fast_flops_ratio"] == wl["flops_per_frame"]["baseline"] / wl["flops_per_frame"]["fast"] > 2
     assert wl["predicted_peak_gib"] > 0
@@ -47,9 +49,11 @@ def test_the_committed_cpu_results_meet_the_issue():
         assert wl["host_syncs_per_step"] == 0
         assert wl["fast_flops_ratio"] >= 8
         assert wl["compile_parity_max_abs"] is not None and wl["compile_parity_max_abs"] <= 1e-4
-        assert wl["glue_bytes_ratio"] < 0.8  # the 0.5 target is not met by eager ops (docs/performance.md)
-        # compiled regions (compile="auto" on a long clip on a GPU): a separate, lower count
-        assert wl["glue_bytes_ratio_compiled"] < wl["glue_bytes_ratio"]
+        assert wl["glue_bytes_ratio"] <= 0.5  # with the fused kernels (docs/performance.md)
+        # counted on the path a GPU runs: the fused operators are among the largest movers
+        assert {"norm_act", "frame_moments", "geglu_"} <= set(wl["glue_gib"]["library_by_op_gib"])
+        # compiled regions (compile="auto" on a long clip on a GPU): a separate count, recorded
+        assert 0 < wl["glue_bytes_ratio_compiled"] < 1
 
 
 def test_compiled_glue_counts_inductors_fused_kernels():

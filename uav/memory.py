@@ -135,30 +135,30 @@ class MemoryEstimate:
     def _denoise_advice(self, budget: float) -> list[str]:
         if self.denoise_gib <= budget:
             return []
-        out = []
-        b, _, _, h, w = self.shapes["unet"]
+        _, _, _, h, w = self.shapes["unet"]
         window = self.window_gib or self.denoise_gib
-        per_px = window / (h * w)
-        if window < self.denoise_gib:  # one window per call (both halves of guidance)
-            out.append(f"--window-batch 1 (one U-Net call: about {window:.1f} GiB)")
-        side = _largest_side(per_px, budget, max(h, w)) if per_px * h * w > budget else None
-        if side:
-            out.append(f"--tile-mode latent --tile-size {side} (one U-Net call: about {per_px * side * side:.1f} GiB)")
-        return out
+        # one window per call (both halves of guidance) first, then latent tiles
+        first = ("--window-batch 1", window) if window < self.denoise_gib else None
+        return _advice(budget, window / (h * w), (h, w), first, "--tile-mode latent --tile-size", "one U-Net call")
 
     def _decode_advice(self, budget: float) -> list[str]:
         if self.decode_gib <= budget:
             return []
-        out = []
         _, _, t, dh, dw = self.shapes["decode"]
         per_px = self.decode_gib / (t * dh * dw)
-        if t > 1:
-            out.append(f"--decode-chunk 1 (one decode piece: about {per_px * dh * dw:.1f} GiB)")
-        side = _largest_side(per_px, budget, max(dh, dw)) if per_px * dh * dw > budget else None
-        if side:
-            out.append(f"--decode-chunk 1 --decode-tile {side} (one decode piece: about "
-                       f"{per_px * side * side:.1f} GiB)")
-        return out
+        first = ("--decode-chunk 1", per_px * dh * dw) if t > 1 else None
+        return _advice(budget, per_px, (dh, dw), first, "--decode-chunk 1 --decode-tile", "one decode piece")
+
+
+def _advice(budget: float, per_px: float, size: tuple[int, int], first: tuple[str, float] | None, tile_flags: str,
+            what: str) -> list[str]:
+    """Advice lines for one stage: ``first`` (flags, GiB) when given, then the largest tile that
+    fits ``budget`` when the stage's working set over ``size`` (h, w) does not."""
+    out = [] if first is None else [f"{first[0]} ({what}: about {first[1]:.1f} GiB)"]
+    tile = _largest_side(per_px, budget, max(size)) if per_px * size[0] * size[1] > budget else None
+    if tile:
+        out.append(f"{tile_flags} {tile} ({what}: about {per_px * tile * tile:.1f} GiB)")
+    return out
 
 
 def _largest_side(per_px: float, budget: float, current: int) -> int | None:
