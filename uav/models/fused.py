@@ -176,6 +176,11 @@ def _tiles(x: Tensor) -> tuple[int, int]:
     return 4, 256
 
 
+def _on(x: Tensor) -> Any:
+    """The device a kernel launches on is the current one: make it ``x``'s (``cuda:1`` ...)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def _clip_strides(x: Tensor) -> tuple[int, int, int, int]:
     """Strides of a clip's batch, channel, frame and flattened-pixel axes."""
     return x.stride(0), x.stride(1), x.stride(2), x.stride(4)
@@ -230,7 +235,8 @@ def frame_moments(x: Tensor, splits: int) -> tuple[Tensor, Tensor]:
     bc, bp = _tiles(x)
     span = -(-(h * w) // splits)
     grid = (b * t, -(-c // bc), splits)
-    _moments_kernel[grid](x, mean, m2, c, t, h * w, span, *_clip_strides(x), BC=bc, BP=bp)
+    with _on(x):
+        _moments_kernel[grid](x, mean, m2, c, t, h * w, span, *_clip_strides(x), BC=bc, BP=bp)
     return mean, m2
 
 
@@ -247,8 +253,9 @@ def _norm_act(x: Tensor, scale: Tensor, shift: Tensor, silu: bool, out: Tensor) 
     bc, bp = _tiles(out)
     grid = (-(-(h * w) // bp), -(-c // bc), b * t)
     per_frame = scale.shape[2] > 1
-    _norm_act_kernel[grid](x, scale, shift, out, c, t, h * w, *_clip_strides(x),
-                                              *_clip_strides(out), PER_FRAME=per_frame, SILU=silu, BC=bc, BP=bp)
+    with _on(x):
+        _norm_act_kernel[grid](x, scale, shift, out, c, t, h * w, *_clip_strides(x), *_clip_strides(out),
+                               PER_FRAME=per_frame, SILU=silu, BC=bc, BP=bp)
 
 
 @_norm_act.register_fake
@@ -260,7 +267,8 @@ def _(x: Tensor, scale: Tensor, shift: Tensor, silu: bool, out: Tensor) -> None:
 def _geglu(a: Tensor, gate: Tensor) -> None:
     d = a.shape[-1]
     rows = a.numel() // d
-    _geglu_kernel[(rows, -(-d // 1024))](a, gate, d, a.stride(-2), gate.stride(-2), BD=1024)
+    with _on(a):
+        _geglu_kernel[(rows, -(-d // 1024))](a, gate, d, a.stride(-2), gate.stride(-2), BD=1024)
 
 
 @_geglu.register_fake
@@ -275,8 +283,9 @@ def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> None:
     rows = s * t
     bj = triton.next_power_of_2(heads * half)
     br = max(1, 4096 // bj)
-    _rope_kernel[(-(-rows // br),)](x, cos, sin, rows, t, x.stride(1), x.stride(2), HALF=half, HEADS=heads, BR=br,
-                                    BJ=bj)
+    with _on(x):
+        _rope_kernel[(-(-rows // br),)](x, cos, sin, rows, t, x.stride(1), x.stride(2), HALF=half, HEADS=heads,
+                                        BR=br, BJ=bj)
 
 
 @_rope.register_fake
@@ -292,7 +301,8 @@ def layer_norm_shift(x: Tensor, shift: Tensor, weight: Tensor, bias: Tensor, eps
     y = torch.empty_like(x)
     bc = triton.next_power_of_2(c)
     br = max(1, 4096 // bc)
-    _layer_norm_kernel[(-(-rows // br),)](x, shift, weight, bias, y, rows, c, eps, BR=br, BC=bc)
+    with _on(x):
+        _layer_norm_kernel[(-(-rows // br),)](x, shift, weight, bias, y, rows, c, eps, BR=br, BC=bc)
     return y
 
 

@@ -166,7 +166,7 @@ def _layer_norm(norm: nn.LayerNorm, x: Tensor, pending: list[Tensor] | None) -> 
     if not pending:
         return norm(x)
     shift = torch.stack(pending).sum(0, dtype=torch.float32) if len(pending) > 1 else pending[0]
-    y = fused.guarded(fused.layer_norm, x, shift, norm)
+    y = fused.guarded(fused.layer_norm, x, shift, norm) if x.is_contiguous() else None
     if y is None:
         x.add_(shift.to(x.dtype))
         pending.clear()
