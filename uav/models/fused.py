@@ -1,9 +1,11 @@
-"""Fused glue kernels for the eager GPU path (issue 21, item 3): GroupNorm(+SiLU) and GEGLU.
+"""Fused glue kernels for the eager GPU path (issue 21, item 3): GroupNorm(+SiLU), GEGLU,
+RoPE, and LayerNorm with owed biases.
 
 Between its convolutions and matmuls the U-Net spends most of its memory traffic on
-GroupNorm + SiLU and on GEGLU's gate. In eager PyTorch each is several passes over the
-activation (statistics, scale-and-shift, SiLU; GELU, product); here each is the fewest
-passes the maths allows, as Triton kernels behind ``torch.library`` custom operators:
+GroupNorm + SiLU, GEGLU's gate, RoPE and the transformer's bias adds. In eager PyTorch
+each is several passes over the activation (statistics, scale-and-shift, SiLU; GELU,
+product); here each is the fewest passes the maths allows, as Triton kernels behind
+``torch.library`` custom operators:
 
 * ``uav::frame_moments``: one read of a clip ``(B, C, T, H, W)`` in any of the library's
   layouts gives per batch item, channel and frame the fp32 mean and sum of squared
@@ -12,7 +14,11 @@ passes the maths allows, as Triton kernels behind ``torch.library`` custom opera
   tensors;
 * ``uav::norm_act``: one read and one write apply ``x * scale + shift`` (+ SiLU) into an
   output of any layout (the transformers' token order included);
-* ``uav::geglu_``: ``a * gelu(gate)`` in place of ``a``, one read of each half.
+* ``uav::geglu_``: ``a * gelu(gate)`` in place of ``a``, one read of each half;
+* ``uav::rope_``: the interleaved rotary embedding of the rotated channels, in place, one pass;
+* ``uav::layer_norm_shift``: LayerNorm of ``x + shift``, the biases the transformer's output
+  projections still owe its tokens added as they are read (never stored; see
+  :class:`~uav.models.transformer.BasicTransformerBlock`).
 
 Rounding follows the aten path the blocks otherwise run: the normalised value is rounded
 to the activation's dtype before SiLU, GELU's output before the product, so only the
@@ -53,6 +59,7 @@ except Exception:  # noqa: BLE001 - any import failure means no fused path
 def _jit(fn: Any) -> Any:
     """``triton.jit(fn)`` (an interpreted kernel under ``TRITON_INTERPRET=1``), or ``fn`` without Triton."""
     return fn if triton is None else triton.jit(fn)
+
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 _STATE = {"forced": False, "broken": False}
