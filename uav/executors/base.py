@@ -12,6 +12,7 @@ Nothing here imports Ray; :mod:`uav.executors.ray` does, when it is used.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -172,7 +173,7 @@ def result_event(result: JobResult) -> Event:
                     worker=result.worker, error=result.error)
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs jobs; the default is :class:`uav.executors.local.LocalExecutor`. A subclass
     renders in :meth:`_render`; :meth:`run` checks the jobs and announces them first."""
 
@@ -197,9 +198,10 @@ class Executor:
                 on_event(WorkerEvent("queued", self.driver, job, 0, job.frames))
         yield from self._render(jobs, factory, on_event)
 
+    @abc.abstractmethod
     def _render(self, jobs: list[Job], factory: RendererFactory,
                 on_event: Callable[[Event], None] | None) -> Iterator[JobResult]:
-        raise NotImplementedError
+        """Render the checked, announced ``jobs`` (what :meth:`run` promises, subclass by subclass)."""
 
 
 def render_job(renderer: Renderer, job: Job, progress: Progress | None = None) -> None:

@@ -212,17 +212,18 @@ def _fused_group_norm(parts: Sequence[Tensor], norm: nn.GroupNorm, silu: bool, l
 
 
 def _group_affine(mean: Tensor, m2: Tensor, n: Tensor, norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
-    """fp32 ``scale``, ``shift`` ``(B, C, F)`` of ``norm`` from per-channel moments ``(B, C, F)``."""
+    """``scale``, ``shift`` ``(B, C, F)`` of ``norm`` from per-channel moments ``(B, C, F)``: means,
+    sums of squared deviations and counts, merged per group (Chan et al.), in their dtype."""
     b, c, f = mean.shape
     groups = norm.num_groups
     split = (b, groups, c // groups, f)
     mean, m2, n = fused.merge(mean.view(split), m2.view(split), n.view(split), dim=2)
     scale = (m2 / n + norm.eps).rsqrt().expand(split).reshape(b, c, f)
     if norm.weight is not None:
-        scale = scale * norm.weight.float()[:, None]
+        scale = scale * norm.weight.to(scale.dtype)[:, None]
     shift = -mean.expand(split).reshape(b, c, f) * scale
     if norm.bias is not None:
-        shift = shift + norm.bias.float()[:, None]
+        shift = shift + norm.bias.to(shift.dtype)[:, None]
     return scale, shift
 
 
@@ -248,22 +249,13 @@ def _channel_moments(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def _group_norm_affine_parts(parts: Sequence[Tensor], norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
     """fp32 ``scale`` and ``shift`` ``(B, C, 1, 1, 1)`` of ``norm`` on the channel concatenation of
-    ``parts``: the group moments combined from the channels' (Chan et al.'s parallel formula)."""
+    ``parts``: the group moments combined from the channels' (every channel counts once: each
+    covers the same frames and pixels)."""
     moments = [_channel_moments(p) for p in parts]
-    mean = torch.cat([m for m, _ in moments], dim=1)
-    var = torch.cat([v for _, v in moments], dim=1)
-    b, c = mean.shape
-    groups = norm.num_groups
-    mean_g, var_g = mean.view(b, groups, -1), var.view(b, groups, -1)
-    group_mean = mean_g.mean(dim=2, keepdim=True)
-    group_var = var_g.mean(dim=2, keepdim=True) + (mean_g - group_mean).square().mean(dim=2, keepdim=True)
-    scale = (group_var + norm.eps).rsqrt().expand(b, groups, c // groups).reshape(b, c)
-    if norm.weight is not None:
-        scale = scale * norm.weight.to(scale.dtype)
-    shift = -group_mean.expand(b, groups, c // groups).reshape(b, c) * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.to(shift.dtype)
-    return scale[:, :, None, None, None], shift[:, :, None, None, None]
+    mean = torch.cat([m for m, _ in moments], dim=1)[..., None]
+    var = torch.cat([v for _, v in moments], dim=1)[..., None]
+    scale, shift = _group_affine(mean, var, torch.ones_like(mean), norm)
+    return scale[..., None, None], shift[..., None, None]
 
 
 def frames_to_batch(x: Tensor) -> Tensor:
