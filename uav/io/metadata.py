@@ -25,7 +25,7 @@ __all__ = [
     "carry_timecode",
     "carry_over",
     "output_color",
-    "color_code",
+    "tag_color",
     "SWS_MATRIX",
     "resolve_start_number",
 ]
@@ -194,9 +194,11 @@ def output_color(color: dict[str, str | None] | None) -> dict[str, str]:
     return resolved
 
 
-def color_code(key: str, name: str) -> int:
-    """FFmpeg's enum value of colour tag ``key`` (``"color_range"``...) named ``name``."""
-    for code, value in _COLOR_KEYS[key].items():
-        if value == name:
-            return code
-    raise ValueError(f"unknown colour tag {name!r}")
+def tag_color(target: Any, color: dict[str, str]) -> None:
+    """Set the colour tags ``color`` (FFmpeg names, keyed as in :data:`_COLOR_KEYS`) on a PyAV codec
+    context or frame, which names the colour space ``colorspace``."""
+    for key, name in color.items():
+        code = next((code for code, value in _COLOR_KEYS[key].items() if value == name), None)
+        if code is None:
+            raise ValueError(f"unknown colour tag {name!r}")
+        setattr(target, "colorspace" if key == "color_space" else key, code)
