@@ -432,27 +432,25 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
-        for name in ("_container", "_audio_container"):
-            container = getattr(self, name, None)
+        # every attribute exists: __init__ sets them all before anything can abort
+        for container in (self._container, self._audio_container):
             if container is not None:
                 try:
                     container.close()
                 except Exception:  # the partial file is deleted next; its errors do not matter
                     pass
-                setattr(self, name, None)
-        if getattr(self, "_audio", None) is not None:
+        self._container = self._audio_container = None
+        if self._audio is not None:
             self._audio.close()
-        if getattr(self, "_sidecar", None) is not None:
+        if self._sidecar is not None:
             _discard(self._sidecar)
-        if hasattr(self, "_temp"):
-            reason = _discard(self._temp)
-            if reason is not None:
-                self._leftover = (self._temp, reason)
-            if reason is not None and report:
+        reason = _discard(self._temp)
+        if reason is not None:
+            self._leftover = (self._temp, reason)
+            if report:
                 log.warning("%s: the temporary %s could not be removed (%s); delete it by hand", self.path,
                             self._temp, reason)
-        if hasattr(self, "_finalizer"):
-            self._finalizer.detach()
+        self._finalizer.detach()
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -> Path:
