@@ -51,13 +51,7 @@ COLOR_TRC_NAMES = {
 
 def color_tags(info: VideoInfo) -> dict[str, str]:
     """The colour tags of ``info`` that are set, as the writer's ``color`` argument wants them."""
-    tags = {
-        "color_range": info.color_range,
-        "color_space": info.color_space,
-        "color_primaries": info.color_primaries,
-        "color_trc": info.color_trc,
-    }
-    return {k: v for k, v in tags.items() if v is not None}
+    return {key: getattr(info, key) for key in _COLOR_KEYS if getattr(info, key) is not None}
 
 
 def tagged_timecode(container: Any, video_stream: Any) -> str | None:
