@@ -166,10 +166,6 @@ def check_captioner(captioner: str = DEFAULT_CAPTIONER, options: Mapping[str, An
 
 
 # ------------------------------------------------------------------------------ frames
-def _is_path(video: Any) -> bool:
-    return isinstance(video, (str, os.PathLike))
-
-
 def _as_frame(frames: Any, name: str) -> Any:
     """One frame in any layout the upscaler accepts -> ``(1, 3, H, W)`` float in ``[-1, 1]``, as captioners take it."""
     # the upscaler's own conversion, so a caption sees exactly the pixels the upscale does
@@ -235,7 +231,7 @@ def select_frame(video: Any, frame: Any = "first", *, start: int | str | None = 
     Arguments as :meth:`ClipCaptioner.caption`; only the chosen frame is read and converted.
     """
     parse_caption_frame(frame)
-    if _is_path(video):
+    if isinstance(video, (str, os.PathLike)):
         return _read_path_frame(video, frame, start=start, end=end, fps=fps, vfr=vfr)
     return _memory_frame(video, frame, start=start, end=end)
 

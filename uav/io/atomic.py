@@ -133,9 +133,7 @@ def _install_handlers() -> None:
             continue
         try:
             current = signal.getsignal(signum)
-            if current is _on_signal:
-                continue
-            if current is None:  # set from C; leave it alone
+            if current is _on_signal or current is None:  # ours already, or set from C: leave it alone
                 continue
             _previous[signum] = current
             signal.signal(signum, _on_signal)
@@ -150,9 +148,7 @@ def _owner_gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False  # alive, another user's
-    except OSError:
+    except OSError:  # PermissionError: alive, another user's; any other answer counts as alive
         return False
     return False
 
@@ -205,13 +201,14 @@ def clean_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
+def atomic_output(path: str | Path, *, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     For code that writes an output file uav will use (e.g. a custom timeline renderer).
     On any exception (``KeyboardInterrupt`` included) the temporary file is removed
     and ``path`` is left as it was; on SIGTERM it is removed too. Stale temporaries
-    of killed runs in the same folder are removed first.
+    of killed runs in the same folder are removed first. With ``folder`` the temporary
+    is an empty folder, made here, which may replace an empty folder at ``path``.
 
     Raises:
         RuntimeError: the block finished without writing the temporary file.
@@ -219,7 +216,9 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(final.parent)
-    tmp = temporary_path(final)
+    tmp = temporary_path(final, folder=folder)
+    if folder:
+        tmp.mkdir()
     track(tmp)
     try:
         yield tmp

@@ -236,17 +236,11 @@ class AudioCut:
 
     def pump(self, until: Fraction) -> None:
         """Mux the audio that plays before output time ``until`` (seconds)."""
-        if self._copy:
-            self._copy_until(until, final=False)
-        else:
-            self._encode_until(until, final=False)
+        (self._copy_until if self._copy else self._encode_until)(until, final=False)
 
     def finish(self, video_duration: Fraction) -> None:
         """Mux the rest of the cut: to ``t1``, or to ``video_duration`` when open-ended."""
-        if self._copy:
-            self._copy_until(video_duration, final=True)
-        else:
-            self._encode_until(video_duration, final=True)
+        (self._copy_until if self._copy else self._encode_until)(video_duration, final=True)
 
     def close(self) -> None:
         """Close the source (the output container belongs to the writer)."""
@@ -266,11 +260,8 @@ def _rebuild(frame: Any, data: np.ndarray) -> Any:
 
 def _drop_head(frame: Any, count: int) -> Any:
     """``frame`` without its first ``count`` samples."""
-    data = frame.to_ndarray()
-    if frame.format.is_planar:
-        return _rebuild(frame, data[:, count:])
-    channels = len(frame.layout.channels)
-    return _rebuild(frame, data[:, count * channels:])
+    channels = 1 if frame.format.is_planar else len(frame.layout.channels)  # packed: samples interleaved
+    return _rebuild(frame, frame.to_ndarray()[:, count * channels:])
 
 
 def _silence_like(frame: Any, count: int) -> Any:

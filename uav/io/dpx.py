@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import VideoInputError
-from .metadata import COLOR_PRIMARIES_NAMES, COLOR_TRC_NAMES, color_code
+from .metadata import COLOR_PRIMARIES_NAMES, COLOR_TRC_NAMES, tag_color
 
 __all__ = ["DPX_PIX_FMTS", "add_industry_header", "dpx_header", "dpx_size", "encode_dpx", "read_dpx"]
 
@@ -58,10 +58,8 @@ def encode_dpx(rgb: np.ndarray, pix_fmt: str, color: Mapping[str, str] | None = 
     cc = av.CodecContext.create("dpx", "w")
     cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
     cc.time_base = Fraction(1, 24)
-    for key in ("color_primaries", "color_trc"):
-        value = (color or {}).get(key)
-        if value:
-            setattr(cc, key, color_code(key, value))
+    tag_color(cc, {key: value for key, value in (color or {}).items()
+                   if key in ("color_primaries", "color_trc") and value})
     if sample_aspect_ratio is not None:
         cc.sample_aspect_ratio = sample_aspect_ratio
     frame.pts = 0
@@ -154,13 +152,9 @@ def dpx_header(path: Path) -> dict[str, Any]:
     frame = _decode(path)
     with open(path, "rb") as fh:
         head = fh.read(806)
-    color = {}
-    primaries = COLOR_PRIMARIES_NAMES.get(int(frame.color_primaries or 0))
-    trc = COLOR_TRC_NAMES.get(int(frame.color_trc or 0))
-    if primaries:
-        color["color_primaries"] = primaries
-    if trc:
-        color["color_trc"] = trc
+    names = {"color_primaries": COLOR_PRIMARIES_NAMES.get(int(frame.color_primaries or 0)),
+             "color_trc": COLOR_TRC_NAMES.get(int(frame.color_trc or 0))}
+    color = {key: name for key, name in names.items() if name}
     tags = dict(frame.metadata)
     return {"bits": head[803] if len(head) > 803 else None, "color": color, "creator": tags.get("Creator"),
             "timecode": tags.get("timecode"), "fps": _rate(path)}

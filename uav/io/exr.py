@@ -58,14 +58,9 @@ PRIMARIES_CHROMATICITIES: dict[str, tuple[float, ...]] = {
 }
 
 
-def _openexr() -> Any:
-    import OpenEXR
-
-    return OpenEXR
-
-
 def _timecode(label: str) -> Any:
-    exr = _openexr()
+    import OpenEXR as exr
+
     drop = ";" in label
     h, m, s, f = (int(p) for p in label.replace(";", ":").split(":"))
     return exr.TimeCode(h, m, s, f, int(drop), *([0] * 13))
@@ -87,7 +82,8 @@ def write_exr(path: Path, rgb: np.ndarray, *, compression: str = DEFAULT_COMPRES
     Raises:
         OSError: the file could not be written.
     """
-    exr = _openexr()
+    import OpenEXR as exr
+
     header: dict[str, Any] = {"compression": getattr(exr, COMPRESSIONS[compression]), "type": exr.scanlineimage}
     for key, value in (color or {}).items():
         if key in COLOR_ATTRIBUTES and value:
@@ -110,7 +106,8 @@ def write_exr(path: Path, rgb: np.ndarray, *, compression: str = DEFAULT_COMPRES
 
 
 def _open(path: Path, header_only: bool) -> Any:
-    exr = _openexr()
+    import OpenEXR as exr
+
     try:
         return exr.File(str(path), separate_channels=True, header_only=header_only)
     except Exception as exc:  # the bindings raise RuntimeError / ValueError for damaged files

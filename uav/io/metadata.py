@@ -25,7 +25,7 @@ __all__ = [
     "carry_timecode",
     "carry_over",
     "output_color",
-    "color_code",
+    "tag_color",
     "SWS_MATRIX",
     "resolve_start_number",
 ]
@@ -51,13 +51,7 @@ COLOR_TRC_NAMES = {
 
 def color_tags(info: VideoInfo) -> dict[str, str]:
     """The colour tags of ``info`` that are set, as the writer's ``color`` argument wants them."""
-    tags = {
-        "color_range": info.color_range,
-        "color_space": info.color_space,
-        "color_primaries": info.color_primaries,
-        "color_trc": info.color_trc,
-    }
-    return {k: v for k, v in tags.items() if v is not None}
+    return {key: getattr(info, key) for key in _COLOR_KEYS if getattr(info, key) is not None}
 
 
 def tagged_timecode(container: Any, video_stream: Any) -> str | None:
@@ -194,9 +188,11 @@ def output_color(color: dict[str, str | None] | None) -> dict[str, str]:
     return resolved
 
 
-def color_code(key: str, name: str) -> int:
-    """FFmpeg's enum value of colour tag ``key`` (``"color_range"``...) named ``name``."""
-    for code, value in _COLOR_KEYS[key].items():
-        if value == name:
-            return code
-    raise ValueError(f"unknown colour tag {name!r}")
+def tag_color(target: Any, color: dict[str, str]) -> None:
+    """Set the colour tags ``color`` (FFmpeg names, keyed as in :data:`_COLOR_KEYS`) on a PyAV codec
+    context or frame, which names the colour space ``colorspace``."""
+    for key, name in color.items():
+        code = next((code for code, value in _COLOR_KEYS[key].items() if value == name), None)
+        if code is None:
+            raise ValueError(f"unknown colour tag {name!r}")
+        setattr(target, "colorspace" if key == "color_space" else key, code)

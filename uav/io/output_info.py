@@ -14,19 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .metadata import output_color
+from .metadata import color_tags, output_color
 from .provenance import read_provenance
 
 __all__ = ["RGB_REASONS", "color_report", "describe_output"]
 
-COLOR_KEYS = ("color_range", "color_space", "color_primaries", "color_trc")
 #: why an RGB output does not carry a tag
 RGB_REASONS = {"color_space": "RGB output: no YUV matrix (the pixels are already RGB)",
                "color_range": "RGB output: always full range (the reader expanded limited-range YUV)"}
-
-
-def _read_tags(info: Any) -> dict[str, str]:
-    return {key: getattr(info, key) for key in COLOR_KEYS if getattr(info, key, None)}
 
 
 def color_report(path: str | os.PathLike[str], wanted: Mapping[str, str | None] | None) -> dict[str, Any]:
@@ -37,18 +32,18 @@ def color_report(path: str | os.PathLike[str], wanted: Mapping[str, str | None] 
 
     asked = output_color(dict(wanted or {}))
     info = probe(path)
-    found = _read_tags(info)
+    found = color_tags(info)
     carried: dict[str, str] = {}
     missing: dict[str, str] = {}
-    for key in COLOR_KEYS:
+    for key, value in asked.items():
         if info.is_image_sequence and key in RGB_REASONS:
             missing[key] = RGB_REASONS[key]
-        elif found.get(key) == asked[key]:
-            carried[key] = asked[key]
+        elif found.get(key) == value:
+            carried[key] = value
         else:
             fmt = info.codec or Path(path).suffix.lstrip(".")
             where = f" (reads back as {found[key]})" if key in found else ""
-            missing[key] = f"{fmt} cannot carry {key}={asked[key]}{where}"
+            missing[key] = f"{fmt} cannot carry {key}={value}{where}"
     return {"carried": carried, "not_carried": missing}
 
 
@@ -72,7 +67,7 @@ def describe_output(path: str | os.PathLike[str]) -> dict[str, Any]:
         "frames": info.num_frames,
         "fps": str(info.fps),
         "timecode": info.start_timecode,
-        "color": _read_tags(info),
+        "color": color_tags(info),
         "audio": info.has_audio,
     }
     if info.is_image_sequence:

@@ -10,11 +10,10 @@ bytes) is refused even when every frame still decodes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +24,8 @@ import numpy as np
 from .errors import VideoInputError
 from .info import VideoInfo
 from .paths import refuse_unreadable
-from .metadata import COLOR_PRIMARIES_NAMES, COLOR_RANGE_NAMES, COLOR_SPACE_NAMES, COLOR_TRC_NAMES, tagged_timecode
+from .metadata import (COLOR_PRIMARIES_NAMES, COLOR_RANGE_NAMES, COLOR_SPACE_NAMES, COLOR_TRC_NAMES, SWS_MATRIX,
+                       tagged_timecode)
 from .rates import cfr_map, select_rate
 from .sequence import IMAGE_EXTENSIONS, SequenceScan, is_pattern, scan_sequence
 
@@ -45,11 +45,6 @@ class VideoScan:
     last_duration: int  # duration of the last frame, in time_base ticks
     sws_colorspace: str
     sws_range: str
-
-
-_CACHE_SIZE = 32
-_cache: OrderedDict[tuple[Any, ...], VideoScan | SequenceScan] = OrderedDict()
-_cache_lock = threading.Lock()
 
 
 def probe(path: str | Path, *, fps: Fraction | int | str | None = None) -> VideoInfo:
@@ -83,18 +78,13 @@ def scan(path: str | Path, fps: Fraction | int | str | None = None) -> VideoScan
     if p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS or p.suffix.lower() == ".exr":
         return scan_sequence(text, fps)
     stat = p.stat()
-    key = ("video", str(p.resolve()), stat.st_size, stat.st_mtime_ns)
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
-    result = _scan_video(p)
-    with _cache_lock:
-        _cache[key] = result
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return result
+    return _cached_scan(p, str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_scan(path: Path, resolved: str, size: int, mtime_ns: int) -> VideoScan:
+    """:func:`_scan_video`, remembered while the file (``resolved``, ``size``, ``mtime_ns``) is unchanged."""
+    return _scan_video(path)
 
 
 def open_input(path: Path) -> Any:
@@ -222,10 +212,7 @@ def _bit_depth(pix_fmt: Any) -> int:
 def _sws_colorspace(space: int, width: int, height: int) -> str:
     # swscale only knows a handful of YUV matrices; untagged video follows the common
     # player convention (BT.709 for HD, BT.601 below).
-    mapping = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
-    if space in mapping:
-        return mapping[space]
-    return "ITU709" if height >= 720 or width >= 1280 else "ITU601"
+    return SWS_MATRIX.get(COLOR_SPACE_NAMES.get(space, ""), "ITU709" if height >= 720 or width >= 1280 else "ITU601")
 
 
 def _first_frame(path: Path, index: int) -> Any:

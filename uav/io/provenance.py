@@ -17,10 +17,10 @@ cached per process by ``(path, size, mtime)`` of every file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,6 @@ SEQUENCE_SIDECAR = "uav.json"
 #: how :func:`weights_identity` hashes a folder (recorded beside the hash)
 WEIGHTS_HASH_METHOD = "sha256(name, size, first and last MiB of every file)"
 _SAMPLE = 1 << 20
-_weights_cache: dict[tuple[Any, ...], str] = {}
-_cache_lock = threading.Lock()
 
 
 def provenance_json(record: Mapping[str, Any], indent: int | None = None) -> str:
@@ -90,19 +88,19 @@ def weights_identity(folder: str | os.PathLike[str] | None) -> dict[str, Any] | 
         return None
     files = sorted(p for p in root.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    stats = [(p, p.stat()) for p in files]
-    key = (str(root.resolve()), tuple((str(p), st.st_size, st.st_mtime_ns) for p, st in stats))
-    with _cache_lock:
-        cached = _weights_cache.get(key)
-    if cached is None:
-        digest = hashlib.sha256()
-        for p, st in stats:
-            digest.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0".encode())
-            digest.update(_file_digest(p, st.st_size))
-        cached = digest.hexdigest()[:16]
-        with _cache_lock:
-            _weights_cache[key] = cached
-    return {"path": str(root.resolve()), "hash": cached, "files": len(stats), "method": WEIGHTS_HASH_METHOD}
+    stats = [(p.relative_to(root).as_posix(), p.stat()) for p in files]
+    digest = _folder_hash(root.resolve(), tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats))
+    return {"path": str(root.resolve()), "hash": digest, "files": len(stats), "method": WEIGHTS_HASH_METHOD}
+
+
+@functools.lru_cache(maxsize=None)
+def _folder_hash(root: Path, files: tuple[tuple[str, int, int], ...]) -> str:
+    """The hash of ``files`` (relative name, size, mtime) in ``root``; a changed file changes the key."""
+    digest = hashlib.sha256()
+    for name, size, _ in files:
+        digest.update(f"{name}\0{size}\0".encode())
+        digest.update(_file_digest(root / name, size))
+    return digest.hexdigest()[:16]
 
 
 def _from_container(path: Path) -> dict[str, Any] | None:
@@ -113,8 +111,7 @@ def _from_container(path: Path) -> dict[str, Any] | None:
             tags = {k.lower(): v for k, v in dict(container.metadata).items()}
     except (av.FFmpegError, OSError):
         return None
-    text = tags.get(PROVENANCE_KEY)
-    return _parse(text)
+    return _parse(tags.get(PROVENANCE_KEY))
 
 
 def _parse(text: Any) -> dict[str, Any] | None:

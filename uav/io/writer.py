@@ -27,7 +27,7 @@ from .audio import AudioCut
 from .codecs import CODECS, CodecSpec, alpha_pix_fmt, known_codecs, open_encoder, output_path
 from .errors import VideoOutputError
 from . import frame_files as files
-from .metadata import SWS_MATRIX, color_code, output_color
+from .metadata import SWS_MATRIX, output_color, tag_color
 from .provenance import PROVENANCE_KEY, provenance_json, sidecar_path
 from .rates import parse_fps
 from .timecode import parse_timecode, timecode_rate_supported, timecode_to_frames
@@ -48,11 +48,6 @@ def _check_positive_int(name: str, value: Any) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return int(value)
-
-
-def _write_failure(path: Path, exc: OSError) -> VideoOutputError:
-    reason = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
-    return VideoOutputError(path, f"cannot be written ({reason[0].lower() + reason[1:]})", exc.errno)
 
 
 class VideoWriter:
@@ -203,24 +198,20 @@ class VideoWriter:
         if not parent.is_dir():
             raise ValueError(f"output folder {parent} is not a folder; choose a writable location")
         atomic.clean_stale_temporaries(parent)
-        if self.spec.kind == "video":
-            self._temp = atomic.temporary_path(self.path)
-            try:
+        video = self.spec.kind == "video"
+        if not video and self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())) and not (
+                self._replace and self.path.is_dir()):
+            raise ValueError(f"output {self.path} already exists and is not an empty folder; remove it or "
+                             "choose another name (a sequence is written into its own folder)")
+        self._temp = atomic.temporary_path(self.path, folder=not video)
+        try:
+            if video:
                 self._temp.open("xb").close()
-            except OSError as exc:
-                raise ValueError(f"output folder {parent} is not writable ({exc.strerror or exc}); "
-                                 "choose a writable location") from None
-        else:
-            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())) and not (
-                    self._replace and self.path.is_dir()):
-                raise ValueError(f"output {self.path} already exists and is not an empty folder; remove it or "
-                                 "choose another name (a sequence is written into its own folder)")
-            self._temp = atomic.temporary_path(self.path, folder=True)
-            try:
+            else:
                 self._temp.mkdir()
-            except OSError as exc:
-                raise ValueError(f"output folder {parent} is not writable ({exc.strerror or exc}); "
-                                 "choose a writable location") from None
+        except OSError as exc:
+            raise ValueError(f"output folder {parent} is not writable ({exc.strerror or exc}); "
+                             "choose a writable location") from None
         atomic.track(self._temp)
 
     def _open_video(self, preset: str | None) -> None:
@@ -248,10 +239,7 @@ class VideoWriter:
         stream.codec_context.time_base = tick
         stream.time_base = tick
         cc = stream.codec_context
-        cc.color_range = color_code("color_range", self.color["color_range"])
-        cc.colorspace = color_code("color_space", self.color["color_space"])
-        cc.color_primaries = color_code("color_primaries", self.color["color_primaries"])
-        cc.color_trc = color_code("color_trc", self.color["color_trc"])
+        tag_color(cc, self.color)
         if self.sample_aspect_ratio is not None:
             cc.sample_aspect_ratio = self.sample_aspect_ratio
         if spec.name == "h265" and self.path.suffix.lower() in (".mp4", ".mov"):
@@ -320,10 +308,8 @@ class VideoWriter:
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.pump(Fraction(self.frames_written) / self.fps)
-        except VideoOutputError as exc:
-            raise self._failed(exc) from None
         except OSError as exc:  # disk full, folder removed, I/O error: PyAV raises OSError subclasses
-            raise self._failed(_write_failure(self.path, exc)) from None
+            raise self._failed(exc) from None
         except BaseException:
             self.abort()
             raise
@@ -341,10 +327,7 @@ class VideoWriter:
             dst_colorspace=SWS_MATRIX[self.color["color_space"]],
             dst_color_range="JPEG" if self.color["color_range"] == "pc" else "MPEG",
         )
-        yuv.color_range = color_code("color_range", self.color["color_range"])
-        yuv.colorspace = color_code("color_space", self.color["color_space"])
-        yuv.color_primaries = color_code("color_primaries", self.color["color_primaries"])
-        yuv.color_trc = color_code("color_trc", self.color["color_trc"])
+        tag_color(yuv, self.color)
         yuv.pts = self.frames_written
         yuv.time_base = 1 / self.fps
         for packet in self._stream.encode(yuv):
@@ -416,10 +399,8 @@ class VideoWriter:
                 os.replace(self._temp, self.path)
             else:
                 files.swap_in_folder(self._temp, self.path)
-        except VideoOutputError as exc:
-            raise self._failed(exc) from None
         except OSError as exc:
-            raise self._failed(_write_failure(self.path, exc)) from None
+            raise self._failed(exc) from None
         except BaseException:
             self.abort()
             raise
@@ -430,15 +411,17 @@ class VideoWriter:
             self._audio.close()
         return self.path
 
-    def _failed(self, exc: VideoOutputError) -> VideoOutputError:
-        """Abort, and ``exc`` naming the temporary when it could not be removed (a folder made
-        read-only mid-write): the user must know what is left behind."""
+    def _failed(self, exc: OSError) -> VideoOutputError:
+        """Abort, and ``exc`` as one :class:`VideoOutputError`, naming the temporary when it could not
+        be removed (a folder made read-only mid-write): the user must know what is left behind."""
         self._abort(report=False)
+        if not isinstance(exc, VideoOutputError):
+            reason = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
+            exc = VideoOutputError(self.path, f"cannot be written ({reason[0].lower() + reason[1:]})", exc.errno)
         leftover = getattr(self, "_leftover", None)
         if leftover is None:
             return exc
-        return VideoOutputError(exc.path, exc.problem, getattr(exc, "errno", None), leftover=leftover[0],
-                                leftover_reason=leftover[1])
+        return VideoOutputError(exc.path, exc.problem, exc.errno, leftover=leftover[0], leftover_reason=leftover[1])
 
     def abort(self) -> None:
         """Stop writing and delete the temporary output; the destination is left untouched.
@@ -449,27 +432,25 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
-        for name in ("_container", "_audio_container"):
-            container = getattr(self, name, None)
+        # every attribute exists: __init__ sets them all before anything can abort
+        for container in (self._container, self._audio_container):
             if container is not None:
                 try:
                     container.close()
                 except Exception:  # the partial file is deleted next; its errors do not matter
                     pass
-                setattr(self, name, None)
-        if getattr(self, "_audio", None) is not None:
+        self._container = self._audio_container = None
+        if self._audio is not None:
             self._audio.close()
-        if getattr(self, "_sidecar", None) is not None:
+        if self._sidecar is not None:
             _discard(self._sidecar)
-        if hasattr(self, "_temp"):
-            reason = _discard(self._temp)
-            if reason is not None:
-                self._leftover = (self._temp, reason)
-            if reason is not None and report:
+        reason = _discard(self._temp)
+        if reason is not None:
+            self._leftover = (self._temp, reason)
+            if report:
                 log.warning("%s: the temporary %s could not be removed (%s); delete it by hand", self.path,
                             self._temp, reason)
-        if hasattr(self, "_finalizer"):
-            self._finalizer.detach()
+        self._finalizer.detach()
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], **kwargs: Any) -> Path:

@@ -20,7 +20,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 import pluggy
@@ -159,25 +159,19 @@ def _entry_point_dist(ep: importlib.metadata.EntryPoint) -> tuple[str | None, st
         return None, None
 
 
-def _load_one(
-    pm: UavPluginManager,
-    name: str,
-    module: str | None,
-    dist: str | None,
-    version: str | None,
-    source: str,
-    load: Callable[[], object],
-) -> None:
+def _load_one(pm: UavPluginManager, record: PluginRecord, load: Callable[[], object]) -> None:
+    """Load and register one plugin, or leave ``record`` as blocked or failed; ``pm.records`` keeps it."""
+    if pm.is_blocked(record.name):
+        pm.records.setdefault(record.name, replace(record, status="blocked"))
+        return
     try:
         with plugin_code():
-            plugin = load()
-            pm.register(plugin, name=name)
+            pm.register(load(), name=record.name)
     except (Exception, SystemExit) as exc:
-        log.warning("uav plugin %r (%s) failed to load: %s", name, module, error_text(exc))
+        log.warning("uav plugin %r (%s) failed to load: %s", record.name, record.module, error_text(exc))
         log.debug("%s", traceback.format_exc())
-        pm.records[name] = PluginRecord(name, module, dist, version, source, "failed", error_text(exc))
-        return
-    pm.records[name] = PluginRecord(name, module, dist, version, source)
+        record = replace(record, status="failed", error=error_text(exc))
+    pm.records[record.name] = record
 
 
 def build_plugin_manager(
@@ -206,13 +200,6 @@ def build_plugin_manager(
     blocked_names = _parse_blocked(blocked)
     for name in sorted(blocked_names):
         pm.set_blocked(name)
-
-    def skip_blocked(name: str, module: str | None, dist: str | None, version: str | None, source: str) -> bool:
-        if pm.is_blocked(name):
-            pm.records.setdefault(name, PluginRecord(name, module, dist, version, source, "blocked"))
-            return True
-        return False
-
     if load_entrypoints:
         eps = list(importlib.metadata.entry_points(group=ENTRYPOINT_GROUP))
         builtin_modules = set(BUILTIN_PLUGINS.values())
@@ -222,28 +209,23 @@ def build_plugin_manager(
             dist, version = _entry_point_dist(ep)
             if not include_builtins and ep.value in builtin_modules:
                 continue
-            if skip_blocked(ep.name, ep.value, dist, version, "entry-point"):
-                continue
+            record = PluginRecord(ep.name, ep.value, dist, version, "entry-point")
             previous = pm.records.get(ep.name)
-            if previous is not None:
+            if previous is not None and not pm.is_blocked(ep.name):
                 # The same distribution reachable twice on sys.path is harmless.
                 if previous.module != ep.value:
                     log.warning("uav plugin name %r is used by both %s and %s", ep.name, previous.module, ep.value)
-                    pm.records[f"{ep.name} ({dist or ep.value})"] = PluginRecord(
-                        ep.name, ep.value, dist, version, "entry-point", "failed",
-                        f"plugin name {ep.name!r} is already taken by {previous.module!r}",
-                    )
+                    taken = f"plugin name {ep.name!r} is already taken by {previous.module!r}"
+                    pm.records[f"{ep.name} ({dist or ep.value})"] = replace(record, status="failed", error=taken)
                 continue
-            _load_one(pm, ep.name, ep.value, dist, version, "entry-point", ep.load)
+            _load_one(pm, record, ep.load)
 
     if include_builtins:
         loaded_modules = {rec.module for rec in pm.records.values()}
         for name, module_name in BUILTIN_PLUGINS.items():
             if name in pm.records or module_name in loaded_modules:
                 continue
-            if skip_blocked(name, module_name, "uav", _uav_version(), "builtin"):
-                continue
-            _load_one(pm, name, module_name, "uav", _uav_version(), "builtin",
+            _load_one(pm, PluginRecord(name, module_name, "uav", _uav_version(), "builtin"),
                       functools.partial(_import_builtin, module_name))
     return pm
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pluggy
@@ -96,16 +96,8 @@ class PluginInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view."""
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "module": self.module,
-            "source": self.source,
-            "status": self.status,
-            "errors": list(self.errors),
-            "components": {k: list(v) for k, v in self.components.items()},
-        }
+        return {**asdict(self), "errors": list(self.errors),
+                "components": {k: list(v) for k, v in self.components.items()}}
 
 
 def _known_kind(kind: str) -> str:

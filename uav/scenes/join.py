@@ -134,10 +134,7 @@ def link_sequence(segments: Sequence[Path], output: str | Path, *, pattern: str,
 
     out = Path(output)
     suffix = Path(pattern).suffix  # a segment folder also holds its audio and its provenance record
-    tmp = atomic.temporary_path(out, folder=True)
-    tmp.mkdir()
-    atomic.track(tmp)
-    try:
+    with atomic.atomic_output(out, folder=True) as tmp:
         number = start_number
         for segment, count in zip(segments, frames):
             images = sorted(p for p in Path(segment).iterdir() if p.is_file() and p.suffix == suffix)
@@ -151,14 +148,6 @@ def link_sequence(segments: Sequence[Path], output: str | Path, *, pattern: str,
             (tmp / SEQUENCE_SIDECAR).write_text(provenance_json(record, indent=2), encoding="utf-8")
         if audio_source is not None and fps is not None:
             _write_wav(tmp, Path(audio_source), audio_start, audio_start + sum(frames), fps)
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        atomic.untrack(tmp)
-        atomic.remove(tmp)
-        raise
-    atomic.untrack(tmp)
     return out
 
 

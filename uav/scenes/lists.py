@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ def write_scene_list(path: str | Path, scenes: Sequence[Scene], *, info: Any, no
 
     timeline = scene_timeline(scenes, info=info)
     adapter = _adapter_name(out, write=True)
-    with atomic_output(out) as tmp, _adapters_print_to_stderr():
+    # some adapters print banners: stdout carries only uav's own output (--json)
+    with atomic_output(out) as tmp, contextlib.redirect_stdout(sys.stderr):
         try:
             otio.adapters.write_to_file(timeline, str(tmp), adapter_name=adapter)
         except Exception as exc:  # adapters raise anything; one line naming the file
@@ -208,11 +209,10 @@ def _from_timeline(path: Path, info: Any) -> list[Scene]:
     from uav.shots.settings import ShotSettingsError
 
     kwargs = {"rate": float(info.fps)} if path.suffix.lower() == ".edl" else {}
+    adapter = _adapter_name(path)
     try:
-        with _adapters_print_to_stderr():
-            timeline = otio.adapters.read_from_file(str(path), adapter_name=_adapter_name(path), **kwargs)
-    except SceneError:
-        raise
+        with contextlib.redirect_stdout(sys.stderr):  # as in write_scene_list
+            timeline = otio.adapters.read_from_file(str(path), adapter_name=adapter, **kwargs)
     except Exception as exc:  # adapters raise anything: one line naming the file
         raise SceneError(f"--scenes {path}: cannot be read ({type(exc).__name__}: {exc})") from None
     if not isinstance(timeline, otio.schema.Timeline):
@@ -267,10 +267,3 @@ def _adapter_name(path: Path, *, write: bool = False) -> str:
         verb = "writes" if write else "reads"
         raise SceneError(f"{path}: no installed OpenTimelineIO adapter {verb} {path.suffix or 'this file'}; use "
                          ".toml or .otio (EDL and XML need uav's 'otio' extra: pip install 'uav[otio]')") from None
-
-
-@contextlib.contextmanager
-def _adapters_print_to_stderr() -> Iterator[None]:
-    # some adapters print banners: stdout carries only uav's own output (--json)
-    with contextlib.redirect_stdout(sys.stderr):
-        yield

@@ -14,6 +14,7 @@ command reuses every segment whose name still matches and renders only the rest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -112,8 +113,7 @@ class SceneRun:
         """``(jobs to render, jobs whose segment an earlier run finished)``; stale segments are removed."""
         jobs = self.jobs()
         self.folder.mkdir(parents=True, exist_ok=True)
-        state = self._read_state()
-        finished = {row["segment"] for row in state.get("scenes", []) if row.get("status") == "done"}
+        finished = self._finished()
         keep = {Path(j.output).name for j in jobs} | {STATE_NAME}
         keep |= {f"{Path(j.output).name}.caption.json" for j in jobs}
         for entry in self.folder.iterdir():
@@ -127,15 +127,15 @@ class SceneRun:
     def record(self, result: JobResult) -> None:
         """Note a finished scene in ``state.json`` (the driver alone writes it)."""
         if result.ok:
-            state = self._read_state()
-            done = {row["segment"] for row in state.get("scenes", []) if row.get("status") == "done"}
-            self._write_state(done | {Path(result.job.output).name})
+            self._write_state(self._finished() | {Path(result.job.output).name})
 
-    def _read_state(self) -> dict[str, Any]:
+    def _finished(self) -> set[str]:
+        """The segments ``state.json`` records as done (none when it is missing or unreadable)."""
         try:
-            return json.loads((self.folder / STATE_NAME).read_text(encoding="utf-8"))
+            state = json.loads((self.folder / STATE_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return {}
+            return set()
+        return {row["segment"] for row in state.get("scenes", []) if row.get("status") == "done"}
 
     def _write_state(self, done: set[str]) -> None:
         rows = []
@@ -293,16 +293,8 @@ def upscale_scenes(upscaler: Any, source: str | Path, output: str | Path, *, set
                    settings=[settings.to_dict()] * len(scenes), info=probe(source), codec=options.get("codec", "h264"),
                    model={"source": getattr(upscaler, "source", None)}, writer_options=options,
                    timecode=options.get("timecode"))
-    factory = _GivenFactory(upscaler, options, callback)
+    factory = functools.partial(_GivenUpscaler, upscaler, options, callback)
     for kind, item in run_scene_jobs([run], [], factory, executor=LocalExecutor(stop_on_error=True)):
         if kind == "join-failed":
             raise SceneError(f"{output}: joining its scenes: {item[1]}")
     return scenes
-
-
-class _GivenFactory:
-    def __init__(self, upscaler: Any, writer_options: Mapping[str, Any], events: Any) -> None:
-        self.args = (upscaler, writer_options, events)
-
-    def __call__(self) -> _GivenUpscaler:
-        return _GivenUpscaler(*self.args)

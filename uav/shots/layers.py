@@ -82,14 +82,10 @@ __all__ = [
 
 def _metadata_layer(metadata: Any) -> Mapping[str, Any]:
     """``metadata["uav"]`` as a plain dict (OTIO hands back AnyDictionary)."""
-    if metadata is None:
-        return {}
-    value = metadata.get("uav") if hasattr(metadata, "get") else None
-    if value is None:
-        return {}
+    value = metadata.get("uav") if hasattr(metadata, "get") else None  # also when there is no metadata
     if hasattr(value, "items"):
-        return {k: _plain(v) for k, v in value.items()}
-    return value  # not a mapping: check_layer reports it
+        return _plain(value)
+    return {} if value is None else value  # not a mapping: check_layer reports it
 
 
 def _plain(value: Any) -> Any:

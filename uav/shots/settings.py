@@ -45,34 +45,14 @@ __all__ = [
 #: parsed and checked by that field's rule; only the spelling of a few values differs
 #: (``steps``; ``tile`` as auto/on/off; ``propagation_steps`` as a sorted list). Adding
 #: a key here changes the settings hash of every shot, so every output renders again.
-PIPELINE_KEYS: dict[str, str] = {
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "added_prompt": "added_prompt",
-    "noise_level": "noise_level",
-    "guidance_scale": "guidance_scale",
-    "steps": "num_inference_steps",
-    "propagation_steps": "propagation_steps",
-    "color_fix": "color_fix",
-    "seed": "seed",
-    "flow": "flow",
-    "tiling": "tiling",
-    "scheduler": "scheduler",
-    "tile": "tile",
-    "tile_mode": "tile_mode",
-    "tile_size": "tile_size",
-    "tile_overlap": "tile_overlap",
-    "window_batch": "window_batch",
-    "decode_chunk": "decode_chunk",
-    "decode_tile": "decode_tile",
-}
+PIPELINE_KEYS: dict[str, str] = {key: "num_inference_steps" if key == "steps" else key for key in (
+    "prompt", "negative_prompt", "added_prompt", "noise_level", "guidance_scale", "steps", "propagation_steps",
+    "color_fix", "seed", "flow", "tiling", "scheduler", "tile", "tile_mode", "tile_size", "tile_overlap",
+    "window_batch", "decode_chunk", "decode_tile")}
 #: keys that matter only to a shot whose prompt is ``auto`` (the caption is made from them):
 #: they join its settings, hence its hash, then and only then, so that the hash of every
 #: other shot stays what it was before automatic prompts existed
-AUTO_PROMPT_KEYS: dict[str, str] = {
-    "captioner": "captioner",
-    "caption_frame": "caption_frame",
-}
+AUTO_PROMPT_KEYS: dict[str, str] = {key: key for key in ("captioner", "caption_frame")}
 #: per-shot keys that are not pipeline knobs: the renderer or the planner reads them
 _BOOL = Knob(bool)
 #: values accepted for ``vae`` (the decoder the renderer loads)

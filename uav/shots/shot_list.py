@@ -76,9 +76,7 @@ def parse_marker_settings(text: str) -> dict[str, str] | None:
     Raises:
         ValueError: the text is a uav marker but a pair is malformed.
     """
-    if not text:
-        return None
-    m = _MARKER_PREFIX.match(text)
+    m = _MARKER_PREFIX.match(text or "")
     if not m:
         return None
     body = text[m.end():]

@@ -96,10 +96,7 @@ def load_official_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor],
 
 def _first(keys: Iterable[str], n: int = 5) -> str:
     keys = list(keys)
-    if not keys:
-        return "[]"
-    shown = ", ".join(keys[:n])
-    return f"[{shown}{', ...' if len(keys) > n else ''}]"
+    return f"[{', '.join(keys[:n])}{', ...' if len(keys) > n else ''}]"
 
 
 # ---------------------------------------------------------------------------- image -> video
@@ -128,10 +125,7 @@ def init_temporal_as_new(unet: nn.Module) -> None:
 def _inside_temporal_module(root: nn.Module, target: nn.Module) -> bool:
     from uav.models.temporal import TemporalModule3D
 
-    for m in root.modules():
-        if isinstance(m, TemporalModule3D) and any(sub is target for sub in m.modules()):
-            return True
-    return False
+    return any(isinstance(m, TemporalModule3D) and any(sub is target for sub in m.modules()) for m in root.modules())
 
 
 def is_temporal_key(key: str) -> bool:

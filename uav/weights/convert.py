@@ -30,9 +30,7 @@ class Conversion:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``uav weights convert --json``."""
-        return {"written": [str(p) for p in self.written],
-                "already_converted": [str(p) for p in self.already_converted],
-                "removed": [str(p) for p in self.removed]}
+        return {key: [str(p) for p in paths] for key, paths in vars(self).items()}
 
 
 def _same(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> bool:

@@ -35,11 +35,7 @@ class ReleaseError(ValueError):
 
 def find_weights_file(folder: Path, stem: str) -> Path | None:
     """``folder/stem.<suffix>`` for the first suffix of :data:`WEIGHT_SUFFIXES` that exists."""
-    for suffix in WEIGHT_SUFFIXES:
-        p = folder / f"{stem}{suffix}"
-        if p.is_file():
-            return p
-    return None
+    return next(iter(weights_files(folder, stem)), None)
 
 
 def weights_files(folder: Path, stem: str) -> list[Path]:
@@ -100,10 +96,9 @@ def load_state_dict_file(path: str | os.PathLike[str], *, check: bool = True) ->
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return _checked(load_file(str(path)), path, check)
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except ReleaseError:
-        raise
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt / truncated / pickled code: say which file
         if is_refused_pickle(exc):
             raise ReleaseError(f"cannot read weights file {path}: {REFUSED} (it holds pickled objects besides "
@@ -113,13 +108,9 @@ def load_state_dict_file(path: str | os.PathLike[str], *, check: bool = True) ->
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
         raise ReleaseError(f"weights file {path} does not hold a state dict of tensors")
-    return _checked(dict(obj), path, check)
-
-
-def _checked(state: dict[str, Tensor], path: Path, check: bool) -> dict[str, Tensor]:
     if check:
-        check_tensors(state, path)
-    return state
+        check_tensors(obj, path)
+    return dict(obj)
 
 
 def save_state_dict(state: Mapping[str, Tensor], path: str | os.PathLike[str]) -> Path:

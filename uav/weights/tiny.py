@@ -81,15 +81,8 @@ def tiny_vae(variant: Literal["3d", "video"] = "video", seed: int = 1) -> Autoen
 def _byte_alphabet() -> list[str]:
     """The 256 printable stand-ins byte-level BPE uses for bytes (printable Latin-1 maps to itself)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    extra = 0
-    out = []
-    for b in range(256):
-        if b in keep:
-            out.append(chr(b))
-        else:
-            out.append(chr(256 + extra))
-            extra += 1
-    return out
+    stand_ins = iter(range(256, 512))  # the bytes left out, in order, get the next free code points
+    return [chr(b) if b in keep else chr(next(stand_ins)) for b in range(256)]
 
 
 def _write_tiny_text(root: Path, seed: int) -> None:
