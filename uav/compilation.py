@@ -77,12 +77,6 @@ def cache_dir() -> Path:
     return base / "uav" / "inductor"
 
 
-def _use_cache_dir() -> None:
-    path = cache_dir()
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path))
-
-
 def _region_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The outermost blocks of :data:`REGIONS` classes in ``model`` (never one inside another)."""
     classes = regions()
@@ -102,7 +96,8 @@ def _region_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 def compile_regions(model: torch.nn.Module) -> int:
     """Compile ``model``'s blocks in place, one compiled function per block class (idempotent);
     returns how many blocks run compiled. Undo with :func:`uncompile_regions`."""
-    _use_cache_dir()
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))
     # every block class compiles once per distinct shape: more than dynamo's default 8 per function
     for knob in ("recompile_limit", "cache_size_limit"):
         if isinstance(getattr(torch._dynamo.config, knob, None), int):
@@ -137,19 +132,20 @@ class CompileDecision:
     compile_s: float = 0.0
 
 
-def _signature(unet: torch.nn.Module, device: torch.device, window: tuple[int, ...]) -> str:
+def _marker(unet: torch.nn.Module, device: torch.device, window: tuple[int, ...]) -> Path:
+    """The file in :func:`cache_dir` that says this network, card and window shape compiled once."""
     param = next(unet.parameters())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" and torch.cuda.is_available() else device.type
     blob = json.dumps([dict(getattr(unet, "config", {})), str(param.dtype), name, list(window), torch.__version__],
                       sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return cache_dir() / f"uav-compiled-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
 def mark_compiled(unet: torch.nn.Module, device: torch.device, window: tuple[int, ...]) -> None:
     """Record that a compile of this network and window shape finished in :func:`cache_dir`."""
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
-        (cache_dir() / f"uav-compiled-{_signature(unet, device, window)}").touch()
+        _marker(unet, device, window).touch()
     except OSError:
         pass  # a read-only cache only makes the next estimate cold
 
@@ -164,7 +160,7 @@ def decide(setting: bool | None, unet: torch.nn.Module, device: torch.device, *,
         return CompileDecision(False, f"auto: off on {device.type} (compile time is not repaid there)")
     _, h, w = window
     eager = calls * h * w * EAGER_S_PER_PIXEL * (1.0 if guided else 0.5)
-    warm = (cache_dir() / f"uav-compiled-{_signature(unet, device, window)}").exists()
+    warm = _marker(unet, device, window).exists()
     cost = WARM_COMPILE_S if warm else COLD_COMPILE_S
     saving = EXPECTED_SAVING * eager
     on = saving > cost

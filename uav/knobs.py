@@ -317,9 +317,8 @@ class Knob:
 
 def setting(default: Any, **rule: Any) -> Any:
     """A settings field: its default and its :class:`Knob` (``lo``, ``hi``, ``help`` ...); the
-    field's annotation becomes the knob's ``type`` when the schema is built."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("mutable defaults are not allowed")
+    field's annotation becomes the knob's ``type`` when the schema is built (a mutable
+    default is refused by :func:`dataclasses.dataclass` itself)."""
     return field(default=default, metadata={"knob": Knob(**rule)})
 
 

@@ -21,6 +21,7 @@ import functools
 import math
 from typing import Any
 
+from uav.components import build, registry_or_default
 from uav.memory import NetworkCosts, Placement, tile_regions
 from uav.sampling.decode import piece_starts
 from uav.settings import UpscaleSettings
@@ -44,7 +45,7 @@ PCIE_BYTES_PER_S = 25e9
 def predicted_seconds(costs: NetworkCosts, s: UpscaleSettings, placement: Placement, *, height: int, width: int,
                       frames: int, te_bytes: int = 0, registry: Any = None) -> float:
     """Seconds of U-Net calls, decoding and weight moves of the whole run (a model: compare, do not quote)."""
-    registry = _registry(registry)
+    registry = registry_or_default(registry)
     swaps = 2 * (te_bytes if placement.text_encoder == "host" else 0)
     if placement.vae == "host":
         swaps += 2 * (costs.unet_bytes + costs.vae_bytes)
@@ -56,7 +57,7 @@ def predicted_seconds(costs: NetworkCosts, s: UpscaleSettings, placement: Placem
 def unet_seconds(costs: NetworkCosts, s: UpscaleSettings, placement: Placement, *, height: int, width: int,
                  frames: int, registry: Any = None) -> float:
     """Seconds of every U-Net call of the run (with block offload: plus the copies compute does not cover)."""
-    registry = _registry(registry)
+    registry = registry_or_default(registry)
     unet_regions, _ = tile_regions(height, width, s, registry)
     windows = window_count(registry, s.segments, frames, s.window)
     groups = {s.window_batch: windows // s.window_batch, windows % s.window_batch: 1}
@@ -76,7 +77,7 @@ def unet_seconds(costs: NetworkCosts, s: UpscaleSettings, placement: Placement, 
 def decode_seconds(costs: NetworkCosts, s: UpscaleSettings, *, height: int, width: int, frames: int,
                    registry: Any = None) -> float:
     """Seconds of decoding the run's frames (spatial decode tiles: their overlaps decoded twice)."""
-    _, decode_regions = tile_regions(height, width, s, _registry(registry))
+    _, decode_regions = tile_regions(height, width, s, registry_or_default(registry))
     flops = 0.0
     for h, w in decode_regions:
         if s.decode_tile and (h > s.decode_tile or w > s.decode_tile):
@@ -101,16 +102,6 @@ def _decode_tiles(h: int, w: int, tile: int) -> list[tuple[int, int]]:
 def window_count(registry: Any, segments: str, frames: int, window: int) -> int:
     """Windows per step of a ``frames``-long clip by the ``segments`` strategy (the plan's
     weights are windows x frames: a long clip is sampled and scaled)."""
-    from uav.components import build
-
     sample = min(frames, 480)
     plan = build("segments", segments, registry).plan(sample, window)
     return max(1, math.ceil(len(plan.windows) * frames / sample))
-
-
-def _registry(registry: Any) -> Any:
-    if registry is None:
-        from uav.registry import default_registry
-
-        registry = default_registry()
-    return registry

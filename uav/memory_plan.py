@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from uav.components import registry_or_default
 from uav.memory import (CLIP_STATE_BYTES, GIB, MemoryEstimate, NetworkCosts, Placement, assemble_estimate,
                         network_costs, run_shapes)
 from uav.memory_cost import predicted_seconds, unet_seconds, window_count
@@ -183,11 +184,7 @@ def plan_memory(costs: NetworkCosts, *, height: int, width: int, frames: int, se
                 budget: Budget, text_encoder_bytes: int = 0, registry: Any = None) -> MemoryPlan:
     """Choose the memory-shaping settings of upscaling a ``frames``-long ``width`` x ``height``
     clip within ``budget`` (see the module docstring for the order of preference)."""
-    if registry is None:
-        from uav.registry import default_registry
-
-        registry = default_registry()
-    p = _Problem(costs, height, width, frames, settings, text_encoder_bytes, registry)
+    p = _Problem(costs, height, width, frames, settings, text_encoder_bytes, registry_or_default(registry))
     if budget.gib is None:
         return MemoryPlan(settings=settings, budget=budget)
     limit = budget.limit_gib or 0.0

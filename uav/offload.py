@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,7 +99,7 @@ class BlockOffload:
             for t, host in zip(part.tensors, part.host):
                 t.data = host
             self._hooks.append(part.module.register_forward_pre_hook(lambda m, a, i=i: self._before(i)))
-            self._hooks.append(part.module.register_forward_hook(lambda m, a, o, i=i: self._after(i)))
+            self._hooks.append(part.module.register_forward_hook(lambda m, a, o, i=i: self._drop(i)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -158,12 +158,12 @@ class BlockOffload:
         if nxt != i and self.parts[nxt].device_copies is None:
             self._copy(nxt, "prefetch")
 
-    def _after(self, i: int) -> None:
-        self._drop(i)
-
     def _copy(self, i: int, event: str) -> None:
         part = self.parts[i]
-        with self._on_side():
+        if self._side is not None:
+            # the copy may start only once the main stream is done with what it overwrites
+            self._side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._side) if self._side is not None else contextlib.nullcontext():
             part.device_copies = [h.to(self.device, non_blocking=True, copy=True) for h in part.host]
             if self._cuda:
                 part.ready = torch.cuda.Event()
@@ -182,13 +182,3 @@ class BlockOffload:
         self.resident_bytes -= part.nbytes
         if log:
             self.log.append(("drop", i))
-
-    @contextlib.contextmanager
-    def _on_side(self) -> Iterator[None]:
-        if self._side is None:
-            yield
-            return
-        # the copy may start only once the main stream is done with what it overwrites
-        self._side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self._side):
-            yield

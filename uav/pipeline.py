@@ -36,7 +36,6 @@ __all__ = ["generate", "spatial_tiles", "state_device"]
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
-ProgressCallback = EventCallback
 
 
 def generate(
@@ -47,7 +46,7 @@ def generate(
     comps: Components,
     text: Tensor,
     *,
-    callback: ProgressCallback | None = None,
+    callback: EventCallback | None = None,
     latents: Tensor | None = None,
     low_res_noise: Tensor | None = None,
     flows: tuple[Tensor, Tensor] | None = None,
@@ -110,7 +109,7 @@ class _Run:
     text: Tensor
     store: ClipStore
     generator: torch.Generator
-    callback: ProgressCallback | None
+    callback: EventCallback | None
     trace: dict[str, Tensor] | None
     recovery: Recovery
     state: torch.device
@@ -133,7 +132,7 @@ def _draws(lr: Tensor, store: ClipStore, generator: torch.Generator, low_res_noi
     return noise, x_t
 
 
-def _flow_pair(lr: Tensor, comps: Components, flows: Any, callback: ProgressCallback | None,
+def _flow_pair(lr: Tensor, comps: Components, flows: Any, callback: EventCallback | None,
                store: ClipStore) -> Deferred | tuple[Tensor, Tensor] | None:
     """The caller's ``(forward, backward)`` flows, or the estimate on a worker thread; ``None``
     without propagation."""
@@ -243,7 +242,7 @@ def _color_fixed(run: _Run, frames: Tensor, start: int) -> Tensor:
 
 def _apply_compile(unet: torch.nn.Module, vae: torch.nn.Module, s: UpscaleSettings, device: torch.device,
                    timesteps: list[int], tiles: list[Tile], latent_tiles: Any, num_frames: int, windows: int,
-                   text: Tensor, callback: ProgressCallback | None) -> tuple[int, int, int] | None:
+                   text: Tensor, callback: EventCallback | None) -> tuple[int, int, int] | None:
     """Compile the networks' blocks or run them eagerly, as ``s.compile`` decides for this clip
     (:mod:`uav.compilation`); returns the window shape compiled for, or ``None``."""
     sizes = [(t.region[1] - t.region[0], t.region[3] - t.region[2]) for t in (latent_tiles or tiles)]
@@ -310,23 +309,17 @@ class _TileFlows:
         return self._pair[i]
 
 
-def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: ProgressCallback | None,
+def _estimate_flows(lr: Tensor, estimator: FlowEstimator, callback: EventCallback | None,
                     store: ClipStore, who: str = "the flow estimator") -> tuple[Tensor, Tensor]:
     if callback is not None:
         callback(Event.of("flow", 0, 1))
-    size = tuple(lr.shape[-2:])
-    if not store.streamed:
-        forward, backward = check_flows(estimator(lr[0].permute(1, 0, 2, 3), size=size),
-                                        (1, 2, lr.shape[2] - 1) + size, who)
-        out = forward.float().cpu(), backward.float().cpu()
-    else:
-        # pair by pair: a chunk of frames (and the next one) at a time, into the store
-        pairs = lr.shape[2] - 1
-        out = store.empty((1, 2, pairs) + size), store.empty((1, 2, pairs) + size)
-        for a, b in frame_chunks(pairs):
-            forward, backward = check_flows(estimator(lr[0, :, a:b + 1].permute(1, 0, 2, 3), size=size),
-                                            (1, 2, b - a) + size, who)
-            out[0][:, :, a:b], out[1][:, :, a:b] = forward.float().cpu(), backward.float().cpu()
+    size, pairs = tuple(lr.shape[-2:]), lr.shape[2] - 1
+    out = store.empty((1, 2, pairs) + size), store.empty((1, 2, pairs) + size)
+    # streamed: a chunk of frames (and the next one) at a time, into the store; else the whole clip at once
+    for a, b in frame_chunks(pairs) if store.streamed else [(0, pairs)]:
+        forward, backward = check_flows(estimator(lr[0, :, a:b + 1].permute(1, 0, 2, 3), size=size),
+                                        (1, 2, b - a) + size, who)
+        out[0][:, :, a:b], out[1][:, :, a:b] = forward.float().cpu(), backward.float().cpu()
     if callback is not None:
         callback(Event.of("flow", 1, 1))
     return out

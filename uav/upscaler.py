@@ -31,11 +31,12 @@ from uav.arguments import (
     torch_dtype,
     writer_options as _writer_options,
 )
-from uav.components import Components, merge_settings, resolve_components
+from uav.components import Components, merge_settings, registry_or_default, resolve_components
 from uav.events import Event, EventCallback
 from uav.frames import InputError, frames_to_tensor, to_uint8
 from uav.overlap import Deferred
 from uav.pipeline import generate
+from uav.sampling.store import frame_chunks
 from uav.settings import SettingsError, UpscaleSettings
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ __all__ = ["VideoUpscaler", "Components", "ClipInfo", "InputError", "check_devic
 
 Tensor = torch.Tensor
 log = logging.getLogger("uav")
-ProgressCallback = EventCallback
 
 
 
@@ -196,10 +196,7 @@ class VideoUpscaler:
 
     @property
     def registry(self) -> Any:
-        if self._registry is None:
-            from uav.registry import default_registry
-
-            self._registry = default_registry()
+        self._registry = registry_or_default(self._registry)
         return self._registry
 
     @property
@@ -235,7 +232,7 @@ class VideoUpscaler:
         output: str | os.PathLike[str] | None = None,
         output_type: Literal["np", "pt"] = "np",
         settings: UpscaleSettings | None = None,
-        callback: ProgressCallback | None = None,
+        callback: EventCallback | None = None,
         prompt_embeds: Tensor | None = None,
         negative_prompt_embeds: Tensor | None = None,
         latents: Tensor | None = None,
@@ -297,7 +294,7 @@ class VideoUpscaler:
         return np.concatenate([to_uint8(c) for _, c in chunks], axis=0)
 
     def upscale_iter(self, video: Any, *, settings: UpscaleSettings | None = None,
-                     callback: ProgressCallback | None = None, start: int | str | None = None,
+                     callback: EventCallback | None = None, start: int | str | None = None,
                      end: int | str | None = None, prompt_embeds: Tensor | None = None,
                      negative_prompt_embeds: Tensor | None = None, **kwargs: Any) -> Iterator[np.ndarray]:
         """Stream the result: yields uint8 frames ``(t, 4H, 4W, 3)`` a decode chunk at a time.
@@ -310,7 +307,7 @@ class VideoUpscaler:
             yield to_uint8(chunk)
 
     def _prepare(self, video: Any, settings: UpscaleSettings | None, knobs: Mapping[str, Any], *,
-                 callback: ProgressCallback | None, start: int | str | None, end: int | str | None,
+                 callback: EventCallback | None, start: int | str | None, end: int | str | None,
                  prompt_embeds: Tensor | None, negative_prompt_embeds: Tensor | None) -> _Run:
         """Everything a run needs before its first denoising step, shared by :meth:`upscale`
         and :meth:`upscale_iter`: settings and components checked, the caption of
@@ -346,7 +343,7 @@ class VideoUpscaler:
                             end=end, registry=self.registry)
 
     def _with_caption(self, comps: Components, video: Any, prompt_embeds: Tensor | None,
-                      callback: ProgressCallback | None, *, start: int | str | None,
+                      callback: EventCallback | None, *, start: int | str | None,
                       end: int | str | None) -> Components:
         """``comps`` with ``prompt="auto"`` replaced by the clip's caption (reported as a
         ``caption`` event and kept in :attr:`last_caption`)."""
@@ -442,7 +439,7 @@ class VideoUpscaler:
                 log.warning("input %dx%d: downscaling by 1/4 (area) before upscaling x4 (downscale_large=True)", w, h)
                 # frame by frame (area): a chunk at a time gives the same frames
                 parts = [F.interpolate(lr[0, :, a:b].permute(1, 0, 2, 3), size=(h // 4, w // 4), mode="area")
-                         .permute(1, 0, 2, 3)[None] for a, b in _chunks(lr.shape[2])]
+                         .permute(1, 0, 2, 3)[None] for a, b in frame_chunks(lr.shape[2], 64)]
                 return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
             log.warning("input %dx%d is large: the output will be %dx%d. The published code would have downscaled "
                         "it by 1/4 first; pass downscale_large=True for that.", w, h, 4 * w, 4 * h)
@@ -504,10 +501,3 @@ class VideoUpscaler:
                        "fps": None if fps is None else str(fps),
                        "timecode": getattr(info.video, "start_timecode", None)},
         }
-
-
-# ---------------------------------------------------------------------------- helpers
-def _chunks(frames: int) -> list[tuple[int, int]]:
-    from uav.sampling.store import frame_chunks
-
-    return list(frame_chunks(frames, 64))

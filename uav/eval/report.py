@@ -47,7 +47,7 @@ __all__ = [
 
 #: height in pixels of the caption bar drawn above each labelled panel
 LABEL_HEIGHT = 18
-_BACKGROUND = (255, 255, 255)
+_BACKGROUND = 255  # white, in every channel
 
 
 # --------------------------------------------------------------------------- helpers
@@ -88,28 +88,18 @@ def _label(panel: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([bar, panel], axis=0)
 
 
-def _hconcat(panels: Sequence[np.ndarray], gap: int) -> np.ndarray:
-    height = max(p.shape[0] for p in panels)
-    parts: list[np.ndarray] = []
+def _concat(panels: Sequence[np.ndarray], gap: int, axis: int) -> np.ndarray:
+    """``panels`` side by side (``axis=1``) or stacked (``axis=0``), ``gap`` white pixels apart,
+    the shorter ones padded with white to the longest."""
+    across = 1 - axis
+    extent = max(p.shape[across] for p in panels)
+    parts = []
     for i, p in enumerate(panels):
-        if p.shape[0] < height:
-            p = np.concatenate([p, np.full((height - p.shape[0], p.shape[1], 3), _BACKGROUND, np.uint8)])
-        if i and gap:
-            parts.append(np.full((height, gap, 3), _BACKGROUND, np.uint8))
-        parts.append(p)
-    return np.concatenate(parts, axis=1)
-
-
-def _vconcat(panels: Sequence[np.ndarray], gap: int) -> np.ndarray:
-    width = max(p.shape[1] for p in panels)
-    parts: list[np.ndarray] = []
-    for i, p in enumerate(panels):
-        if p.shape[1] < width:
-            p = np.concatenate([p, np.full((p.shape[0], width - p.shape[1], 3), _BACKGROUND, np.uint8)], axis=1)
-        if i and gap:
-            parts.append(np.full((gap, width, 3), _BACKGROUND, np.uint8))
-        parts.append(p)
-    return np.concatenate(parts, axis=0)
+        pad = [(0, 0)] * 3
+        pad[across] = (0, extent - p.shape[across])
+        pad[axis] = (gap if i else 0, 0)
+        parts.append(np.pad(p, pad, constant_values=_BACKGROUND))
+    return np.concatenate(parts, axis=axis)
 
 
 # --------------------------------------------------------------------------- temporal profiles
@@ -172,7 +162,7 @@ def profile_figure(
         prof = temporal_profile(clip, row=row, column=column)
         prof = np.repeat(prof, time_scale, axis=0 if row is not None else 1)
         panels.append(_label(prof, name) if labels else prof)
-    return _hconcat(panels, gap)
+    return _concat(panels, gap, axis=1)
 
 
 # --------------------------------------------------------------------------- strips and crops
@@ -212,9 +202,9 @@ def frame_strip(
         raise ValueError(f"frames: expected indices in [0, {T - 1}]; got {frames!r}")
     rows = []
     for name, clip in zip(names, clips):
-        row = _hconcat([clip[f] for f in frames], gap)
+        row = _concat([clip[f] for f in frames], gap, axis=1)
         rows.append(_label(row, f"{name}  frames {', '.join(map(str, frames))}") if labels else row)
-    return _vconcat(rows, gap)
+    return _concat(rows, gap, axis=0)
 
 
 def crop_figure(
@@ -254,7 +244,7 @@ def crop_figure(
             raise ValueError(f"frame: {frame} is outside {name!r}, which has {clip.shape[0]} frames")
         crop = np.repeat(np.repeat(clip[frame, y0:y1, x0:x1], zoom, axis=0), zoom, axis=1)
         panels.append(_label(crop, name) if labels else crop)
-    return _hconcat(panels, gap)
+    return _concat(panels, gap, axis=1)
 
 
 # --------------------------------------------------------------------------- writing
@@ -331,10 +321,7 @@ def _table(metrics: Mapping[str, dict[str, Any]]) -> str:
 
 def _chart(metrics: Mapping[str, dict[str, Any]], key: str = "psnr", width: int = 640, height: int = 200) -> str:
     """An inline SVG line chart of one per-frame metric (empty when there is nothing to draw)."""
-    series = {
-        name: [v for v in (m.get("per_frame") or {}).get(key, [])]
-        for name, m in metrics.items()
-    }
+    series = {name: list((m.get("per_frame") or {}).get(key, [])) for name, m in metrics.items()}
     finite = [float(v) for vals in series.values() for v in vals if v is not None and math.isfinite(float(v))]
     longest = max((len(v) for v in series.values()), default=0)
     if not finite or longest < 2:
@@ -416,25 +403,21 @@ def write_report(
         if not (isinstance(item, tuple) and len(item) == 2):
             raise ValueError(f"images[{i}]: expected a (caption, picture) pair; got {item!r:.80}")
         caption, picture = item
-        if isinstance(picture, np.ndarray):
-            data = _png_bytes(picture)
-            if embed:
-                src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-            else:
-                png = path.with_name(f"{path.stem}_{i:02d}.png")
-                _atomic_write(png, data)
-                src = png.name
+        file = None if isinstance(picture, np.ndarray) else Path(picture)
+        if file is not None and not file.is_file():
+            raise FileNotFoundError(f"images[{i}]: no such picture {str(file)!r}")
+        if embed:
+            data = _png_bytes(picture) if file is None else file.read_bytes()
+            src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        elif file is None:
+            png = path.with_name(f"{path.stem}_{i:02d}.png")
+            _atomic_write(png, _png_bytes(picture))
+            src = png.name
         else:
-            file = Path(picture)
-            if not file.is_file():
-                raise FileNotFoundError(f"images[{i}]: no such picture {str(file)!r}")
-            if embed:
-                src = "data:image/png;base64," + base64.b64encode(file.read_bytes()).decode("ascii")
-            else:
-                try:
-                    src = os.path.relpath(file.resolve(), path.parent.resolve())
-                except ValueError:  # another drive on Windows
-                    src = file.resolve().as_uri()
+            try:
+                src = os.path.relpath(file.resolve(), path.parent.resolve())
+            except ValueError:  # another drive on Windows
+                src = file.resolve().as_uri()
         figures.append(
             f'<figure><img src="{html.escape(src, quote=True)}" alt="{html.escape(str(caption), quote=True)}">'
             f"<figcaption>{html.escape(str(caption))}</figcaption></figure>"

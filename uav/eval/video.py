@@ -50,15 +50,10 @@ class VideoMetrics:
         """A JSON-ready dict with keys ``psnr, psnr_y, ssim, ssim_y, ewarp, per_frame``
         (plus ``lpips`` when it was computed, or when ``include_lpips`` is True).
         Non-finite numbers (the PSNR of identical frames) become ``None``."""
-        d: dict[str, Any] = {
-            "psnr": _finite_or_none(self.psnr),
-            "psnr_y": _finite_or_none(self.psnr_y),
-            "ssim": _finite_or_none(self.ssim),
-            "ssim_y": _finite_or_none(self.ssim_y),
-            "ewarp": _finite_or_none(self.ewarp),
-        }
+        keys = ["psnr", "psnr_y", "ssim", "ssim_y", "ewarp"]
         if include_lpips or (include_lpips is None and self.lpips is not None):
-            d["lpips"] = _finite_or_none(self.lpips)
+            keys.append("lpips")
+        d: dict[str, Any] = {k: _finite_or_none(getattr(self, k)) for k in keys}
         d["per_frame"] = {k: [_finite_or_none(x) for x in v] for k, v in self.per_frame.items()}
         return d
 

@@ -26,6 +26,7 @@ Ray is imported when a :class:`RayExecutor` is built, never on ``import uav``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -392,15 +393,11 @@ class RayExecutor(Executor):
         """Cancel the jobs in flight: ask, wait ``grace_s``, kill; then remove their temporaries."""
         busy = [s for s in slots if s.ref is not None]
         for slot in busy:
-            try:
+            with contextlib.suppress(Exception):
                 slot.actor.cancel.remote()
-            except Exception:
-                pass
         if busy:
-            try:
+            with contextlib.suppress(BaseException):  # a second Ctrl-C: kill now
                 self.ray.wait([s.ref for s in busy], num_returns=len(busy), timeout=self.grace_s)
-            except BaseException:  # a second Ctrl-C: kill now
-                pass
         for slot in slots:
             self._kill(slot)
         for slot in busy:
@@ -408,10 +405,8 @@ class RayExecutor(Executor):
                 remove_partials(slot.job.output)
 
     def _kill(self, slot: _Slot) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.ray.kill(slot.actor, no_restart=True)
-        except Exception:
-            pass
 
 
 def _actor_error(exc: BaseException) -> str:

@@ -131,8 +131,8 @@ class TemporalSplit:
         The source's frame rate, timecode, colour tags and audio (for the rendered
         range) carry over as in an unsplit render. The parts are removed afterwards.
         """
-        from uav.io.reader import color_tags, probe
-        from uav.io.timecode import offset_timecode
+        from uav.io.metadata import carry_over
+        from uav.io.reader import probe
         from uav.io.writer import VideoWriter
 
         arrays = [np.load(p.output, mmap_mode="r") for p in parts]
@@ -141,18 +141,8 @@ class TemporalSplit:
         info = probe(parent.source)
         fps = options.pop("fps", None) or info.fps or Fraction(24)
         first = parent.start or 0
-        if not info.is_image_sequence:
-            if info.has_audio:
-                options.setdefault("audio_source", parent.source)
-                options.setdefault("audio_start_frame", first)
-                options.setdefault("audio_end_frame", first + parent.frames)
-            if info.start_timecode:
-                options.setdefault("timecode", offset_timecode(info.start_timecode, first, info.fps))
-            tags = color_tags(info)
-            if tags:
-                options.setdefault("color", tags)
-            if info.sample_aspect_ratio is not None and info.sample_aspect_ratio != 1:
-                options.setdefault("sample_aspect_ratio", info.sample_aspect_ratio)
+        # the metadata an unsplit render of the range carries; the caller's options win
+        options = {**carry_over(info, first, parent.frames), **options}
         from uav.io.alpha import alpha_planes, with_alpha
         from uav.io.codecs import CODECS
 

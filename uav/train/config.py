@@ -158,11 +158,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (paths as strings)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else value
-        return out
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed."""
@@ -178,49 +174,32 @@ def degradation_config_from_dict(doc: Mapping[str, Any], *, source: str = "degra
     ``[first.noise]`` sub-tables and ``jpeg_quality``; ``second = false`` drops the second
     round. Keys left out keep their defaults; unknown keys are errors.
     """
-    from uav.eval.degrade import BlurConfig, DegradationConfig, NoiseConfig, ResizeConfig, StageConfig
+    from uav.eval.degrade import DegradationConfig
 
-    def build(cls: type, table: Any, where: str, base: Any = None) -> Any:
+    def build(base: Any, table: Any, where: str) -> Any:
+        """``base`` with the fields ``table`` gives; a field holding a recipe table recurses
+        (``where``: the table's TOML path, empty at the top level)."""
         if not isinstance(table, Mapping):
             raise TrainConfigError(f"{source}: [{where}] must be a table, got {type(table).__name__}")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(table) - set(known))
+        known = {f.name for f in dataclasses.fields(base)}
+        unknown = sorted(set(table) - known)
         if unknown:
-            raise TrainConfigError(f"{source}: unknown key(s) {unknown} in [{where}]; known: {sorted(known)}")
+            place = f"in [{where}]" if where else "at the top level"
+            raise TrainConfigError(f"{source}: unknown key(s) {unknown} {place}; known: {sorted(known)}")
         values = {}
         for name, value in table.items():
-            if cls is StageConfig and name in ("blur", "resize", "noise"):
-                sub = {"blur": BlurConfig, "resize": ResizeConfig, "noise": NoiseConfig}[name]
-                values[name] = build(sub, value, f"{where}.{name}", getattr(base, name) if base else None)
-            elif isinstance(value, list):
-                values[name] = tuple(value)
+            if name == "second" and value is False and not where:
+                values[name] = None  # a first-order recipe
+            elif dataclasses.is_dataclass(getattr(base, name)):
+                values[name] = build(getattr(base, name), value, f"{where}.{name}" if where else name)
             else:
-                values[name] = value
+                values[name] = tuple(value) if isinstance(value, list) else value
         try:
-            return dataclasses.replace(base, **values) if base is not None else cls(**values)
+            return dataclasses.replace(base, **values)
         except (TypeError, ValueError) as exc:
-            raise TrainConfigError(f"{source}: [{where}]: {exc}") from None
+            raise TrainConfigError(f"{source}: [{where}]: {exc}" if where else f"{source}: {exc}") from None
 
-    doc = dict(doc)
-    defaults = DegradationConfig()
-    stages: dict[str, Any] = {}
-    for name in ("first", "second"):
-        if name not in doc:
-            continue
-        table = doc.pop(name)
-        if table is False and name == "second":
-            stages[name] = None
-        else:
-            stages[name] = build(StageConfig, table, name, getattr(defaults, name) or StageConfig())
-    known = {f.name for f in dataclasses.fields(DegradationConfig)}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise TrainConfigError(f"{source}: unknown key(s) {unknown} at the top level; known: {sorted(known)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
-    try:
-        return DegradationConfig(**values, **stages)
-    except (TypeError, ValueError) as exc:
-        raise TrainConfigError(f"{source}: {exc}") from None
+    return build(DegradationConfig(), doc, "")
 
 
 def load_degradation_config(path: str | Path | None) -> Any:

@@ -196,8 +196,7 @@ def train(stage_name: str, config: TrainConfig, *, on_step: Callable[[dict[str, 
 
         validator = Validator(run.stage, dataset, config)
         if run.step == 0:
-            _validate(validator, run.stage, run.module, run.ema, run.named, run.log, 0,
-                      video=config.validate_every > 0)
+            _validate(validator, run, video=config.validate_every > 0)
     loader = make_loader(dataset, start=run.position, batch_size=config.batch_size, num_workers=config.num_workers,
                          rank=accelerator.process_index, world=run.world)
     batches = iter(loader)
@@ -330,13 +329,11 @@ def _after_step(run: _Run, stage_name: str, config: TrainConfig, validator: Any)
     if step % config.checkpoint_every == 0 or step == config.steps:
         run.accelerator.wait_for_everyone()
         if run.main:
-            path = _save(run.ckpt_root, step, run.position, stage_name, run.named, run.optimizer, run.scheduler,
-                         run.ema, config)
+            path = _save(run, stage_name, config)
             run.log.write(event="checkpoint", step=step, path=str(path))
     if validator is not None and (step == config.steps or (config.validate_every
                                                             and step % config.validate_every == 0)):
-        _validate(validator, run.stage, run.module, run.ema, run.named, run.log, step,
-                  video=config.validate_every > 0)
+        _validate(validator, run, video=config.validate_every > 0)
 
 
 def _release(run: _Run, stage_name: str, config: TrainConfig, start: Any) -> Path | None:
@@ -359,31 +356,31 @@ def _release(run: _Run, stage_name: str, config: TrainConfig, start: Any) -> Pat
     return release_path
 
 
-def _validate(validator: Any, stage: TrainingStage, module: torch.nn.Module, ema: ckpts.EMA | None,
-              named: list[tuple[str, torch.nn.Parameter]], log: JsonLog, step: int, *, video: bool) -> None:
+def _validate(validator: Any, run: _Run, *, video: bool) -> None:
     """Validate with the EMA weights when there are any (the weights the release will hold)."""
+    stage, ema, named = run.stage, run.ema, run.named
     saved = None
     if ema is not None and ema.updates:
         saved = [p.detach().clone() for _, p in named]
         ema.copy_to(named)
     try:
-        unet, vaes = stage.release_models(module)
+        unet, vaes = stage.release_models(run.module)
         vae = vaes.get("video") if stage.name == "vae" else (vaes.get("3d") or vaes.get("video"))
-        result = validator.run(module, unet, vae, video=video)
+        result = validator.run(run.module, unet, vae, video=video)
     finally:
         if saved is not None:
             with torch.no_grad():
                 for (_, p), value in zip(named, saved):
                     p.copy_(value)
-    log.write(event="validation", step=step, ema=saved is not None, **result)
+    run.log.write(event="validation", step=run.step, ema=saved is not None, **result)
 
 
-def _save(root: Path, step: int, position: int, stage_name: str, named: list[tuple[str, torch.nn.Parameter]],
-          optimizer: Any, scheduler: Any, ema: ckpts.EMA | None, config: TrainConfig) -> Path:
-    state = {"stage": stage_name, "samples": position, "seed": config.seed, "batch_size": config.batch_size,
-             "grad_accum": config.grad_accum, "trained": [n for n, _ in named], "init": str(config.init)}
-    return ckpts.save_checkpoint(root, step, trained={n: p for n, p in named}, ema=ema, optimizer=optimizer,
-                                 scheduler=scheduler, state=state, keep=config.keep_checkpoints)
+def _save(run: _Run, stage_name: str, config: TrainConfig) -> Path:
+    state = {"stage": stage_name, "samples": run.position, "seed": config.seed, "batch_size": config.batch_size,
+             "grad_accum": config.grad_accum, "trained": [n for n, _ in run.named], "init": str(config.init)}
+    return ckpts.save_checkpoint(run.ckpt_root, run.step, trained=dict(run.named), ema=run.ema,
+                                 optimizer=run.optimizer, scheduler=run.scheduler, state=state,
+                                 keep=config.keep_checkpoints)
 
 
 def _restore(found: ckpts.Checkpoint, stage_name: str, named: list[tuple[str, torch.nn.Parameter]], optimizer: Any,
