@@ -97,9 +97,7 @@ def render_batch(jobs: list[Any], *, executor: Any, weights: Any, device: str | 
                 continue
             seconds = result.seconds
             records.append({
-                "input": job.source, "output": str(job.output), "frames": job.frames,
-                "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
-                "fps": str(job.fps), "audio": job.has_audio, "seconds": round(seconds, 3),
+                **job.record((job.width * 4, job.height * 4)), "seconds": round(seconds, 3),
                 "frames_per_second": round(job.frames / seconds, 3) if seconds > 0 else None,
                 "worker": result.worker, "attempts": result.attempts, "status": result.status,
             })

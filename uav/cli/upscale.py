@@ -241,21 +241,17 @@ def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: An
 
     from uav import __version__
     from uav.arguments import output_size
-
-    outputs = [{"input": job.source, "output": str(job.output), "frames": job.frames,
-                "input_size": [job.width, job.height], "output_size": list(output_size(job.width, job.height, settings)),
-                "fps": str(job.fps), "audio": job.has_audio} for job in jobs]
-    plans = _dry_run_plans(jobs, settings, folder=folder, tiny=tiny, vae=vae, device=device, dtype=dtype)
-    for o, plan in zip(outputs, plans):
-        o["memory"] = plan.to_dict()
-    if split is not None:
-        for o in outputs:
-            o["parts"] = [list(r) for r in split.ranges(o["frames"])]
     from uav.cli.scene_runs import scene_rows
 
-    for job, o in zip(jobs, outputs):
+    plans = _dry_run_plans(jobs, settings, folder=folder, tiny=tiny, vae=vae, device=device, dtype=dtype)
+    outputs = []
+    for job, plan in zip(jobs, plans):
+        o = {**job.record(output_size(job.width, job.height, settings)), "memory": plan.to_dict()}
+        if split is not None:
+            o["parts"] = [list(r) for r in split.ranges(job.frames)]
         if runs and job.label in runs:
             o["scenes"] = scene_rows(runs[job.label])
+        outputs.append(o)
     if not quiet:
         for o in outputs:
             parts = f", in {len(o['parts'])} parts" if len(o.get("parts", ())) > 1 else ""
