@@ -85,12 +85,9 @@ def plugins_report() -> list[dict[str, Any]]:
     """Each plugin's name, status and component counts (``uav plugins`` has the details)."""
     from uav.registry import default_registry
 
-    out = []
-    for info in default_registry().list_plugins():
-        out.append({"name": info.name, "status": info.status, "version": info.version,
-                    "components": {kind: list(names) for kind, names in info.components.items()},
-                    "errors": list(info.errors)})
-    return out
+    return [{"name": info.name, "status": info.status, "version": info.version,
+             "components": {kind: list(names) for kind, names in info.components.items()},
+             "errors": list(info.errors)} for info in default_registry().list_plugins()]
 
 
 def doctor_report(weights: Path | None = None) -> dict[str, Any]:
