@@ -273,15 +273,14 @@ class ProgressReporter:
         if self._progress is not None:
             self._progress.stop()
 
+    # a stage has a task only while bars are drawn (and only if it was shown: flow)
     def _update(self, stage: str, **fields: Any) -> None:
-        task = self._tasks.get(stage)
-        if self._progress is not None and task is not None:
-            self._progress.update(task, **fields)
+        if stage in self._tasks:
+            self._progress.update(self._tasks[stage], **fields)
 
     def _start(self, stage: str) -> None:
-        task = self._tasks.get(stage)
-        if self._progress is not None and task is not None:
-            self._progress.start_task(task)
+        if stage in self._tasks:
+            self._progress.start_task(self._tasks[stage])
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         stage = str(event.get("stage", "?"))

@@ -77,13 +77,10 @@ def render_batch(jobs: list[Any], *, executor: Any, weights: Any, device: str | 
     from uav.executors.progress import RunProgress
     from uav.executors.renderers import UpscaleJobRenderer
 
-    by_name = {}
-    work = []
-    for job in jobs:
-        by_name[job.label] = job
-        # only what was given: each worker chooses the memory-shaping rest for its own card
-        work.append(Job(name=job.label, source=str(job.source), output=job.output, start=start, end=end,
-                        frames=job.frames, settings=settings.to_dict(given_only=True)))
+    by_name = {job.label: job for job in jobs}
+    # only what was given: each worker chooses the memory-shaping rest for its own card
+    work = [Job(name=job.label, source=str(job.source), output=job.output, start=start, end=end, frames=job.frames,
+                settings=settings.to_dict(given_only=True)) for job in jobs]
     factory = functools.partial(UpscaleJobRenderer, weights, device=device, dtype=dtype, vae=vae,
                                 writer_options=writer_options)
     records, failed = [], []
