@@ -34,9 +34,21 @@ from uav.cli.common import (
     self_check_banner,
     stderr_console,
 )
-from uav.cli.executor_options import EXIT_PARTIAL_FAILURE, failure_line
-from uav.cli.options import (DebugOpt, DeviceOpt, DtypeOpt, RunOptions, SETTING_FLAGS, VaeOpt, WeightsOpt,
-                             with_run_options, with_setting_options)
+from uav.cli.executor_options import (
+    EXIT_PARTIAL_FAILURE,
+    failure_line,
+)
+from uav.cli.options import (
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    RunOptions,
+    VaeOpt,
+    WeightsOpt,
+    SETTING_FLAGS,
+    with_run_options,
+    with_setting_options,
+)
 from uav.cli.preflight import codec_spec, find_weights, parse_dtype, resolve_device
 from uav.components import COMPONENT_FIELDS, check_component
 from uav.settings import SettingsError

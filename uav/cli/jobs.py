@@ -233,8 +233,9 @@ def preflight_output(job: Job, *, codec: str, pix_fmt: str | None, crf: int | No
             raise UserError(f"--start-number: {exc}") from None
         if codec_spec(codec).kind != "sequence":
             raise UserError(f"--start-number numbers image sequences; codec {codec} writes one file")
-    VideoWriter(job.output, fps=job.fps, width=size[0], height=size[1], codec=codec, pix_fmt=pix_fmt, crf=crf,
-                compression=compression).abort()
+    writer = VideoWriter(job.output, fps=job.fps, width=size[0], height=size[1], codec=codec,
+                         pix_fmt=pix_fmt, crf=crf, compression=compression)
+    writer.abort()
 
 
 def remove_empty(folders: list[Path]) -> None:

@@ -22,9 +22,25 @@ from uav.cli.app import app
 from uav.cli.common import (UserError, frame_position, handle_errors, print_json, quiet_libraries, self_check_banner,
                             stderr_console)
 from uav.cli.executor_options import EXIT_PARTIAL_FAILURE, SplitOpt, failure_line, parse_split, render_batch
-from uav.cli.jobs import Job, missing_dirs, plan_jobs, preflight_output, probe_jobs, remove_empty
-from uav.cli.options import (MODEL, DeviceOpt, DtypeOpt, RunOptions, VaeOpt, WeightsOpt, settings_from_options,
-                             with_run_options, with_setting_options)
+from uav.cli.jobs import (
+    Job,
+    missing_dirs,
+    plan_jobs,
+    preflight_output,
+    probe_jobs,
+    remove_empty,
+)
+from uav.cli.options import (
+    MODEL,
+    DeviceOpt,
+    DtypeOpt,
+    RunOptions,
+    VaeOpt,
+    WeightsOpt,
+    settings_from_options,
+    with_run_options,
+    with_setting_options,
+)
 from uav.cli.local_run import local_summary, run_record
 from uav.cli.preflight import build_tiny_release, check_vae, find_weights, parse_dtype, resolve_device
 

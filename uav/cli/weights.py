@@ -126,7 +126,8 @@ def verify_folder(path: Path, *, text: bool = True) -> dict[str, Any]:
             entry["tensors"] = len(state)
             entry["parameters"] = int(sum(v.numel() for v in state.values()))
             entry["bytes"] = int(sum(v.numel() * v.element_size() for v in state.values()))
-            entry["dtypes"] = sorted({str(v.dtype).replace("torch.", "") for v in state.values()})
+            dtypes = sorted({str(v.dtype).replace("torch.", "") for v in state.values()})
+            entry["dtypes"] = dtypes
         parts[name] = entry
 
     record("unet", rel.unet_weights, lambda: weights.load_unet(rel, warn_random=False))
