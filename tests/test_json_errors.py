@@ -41,3 +41,20 @@ def test_json_errors_are_one_document_on_stdout(case, tmp_path):
     assert doc["ok"] is False and errors == [f"error: {doc['error']}"]
     for words in ("Traceback", "not enough values to unpack", "cannot convert float NaN"):
         assert words not in res.output
+
+
+def test_uav_user_errors_exit_2_with_their_message():
+    """handle_errors reports uav's own error types as user errors (one line, exit 2)."""
+    import typer
+
+    from uav.cli.common import UserError, handle_errors
+    from uav.frames import InputError
+    from uav.io.errors import VideoInputError
+    from uav.settings import ComponentError, SettingsError
+    from uav.weights import ReleaseError
+
+    for error in (UserError("u"), SettingsError("s"), ComponentError("c"), ReleaseError("r"), InputError("i"),
+                  VideoInputError("v.mp4", "unreadable")):
+        with pytest.raises(typer.Exit) as exit_info, handle_errors():
+            raise error
+        assert exit_info.value.exit_code == 2, type(error).__name__

@@ -62,3 +62,19 @@ def test_process_alive_tells_a_finished_process_from_a_running_one():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+RUN_FLAGS = {"--pix-fmt", "--crf", "--compression", "--quiet", "--json", "--debug", "--executor", "--ray-address",
+             "--gpus-per-worker", "--workers", "--captioner-option"}
+
+
+def test_both_upscale_commands_take_every_run_option_with_its_default():
+    import uav.cli
+
+    uav.cli._load_commands()
+    root = typer.main.get_command(uav.cli.app)
+    for command in (root.commands["upscale"], root.commands["timeline"].commands["upscale"]):
+        options = {opt: p for p in command.params for opt in p.opts}
+        assert RUN_FLAGS <= set(options), command.name
+        assert options["--executor"].default == "local" and options["--crf"].default is None
+        assert options["--captioner-option"].multiple and options["--quiet"].is_flag

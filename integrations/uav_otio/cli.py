@@ -36,26 +36,17 @@ from uav.cli.common import (
 )
 from uav.cli.executor_options import (
     EXIT_PARTIAL_FAILURE,
-    AddressOpt,
-    ExecutorOpt,
-    GpusOpt,
-    WorkersOpt,
-    build_executor,
     failure_line,
 )
 from uav.cli.options import (
-    CaptionerOptionOpt,
-    CompressionOpt,
-    CrfOpt,
     DebugOpt,
     DeviceOpt,
     DtypeOpt,
-    JsonOpt,
-    PixFmtOpt,
-    QuietOpt,
+    RunOptions,
     VaeOpt,
     WeightsOpt,
     SETTING_FLAGS,
+    with_run_options,
     with_setting_options,
 )
 from uav.cli.preflight import codec_spec, find_weights, parse_dtype, resolve_device
@@ -202,6 +193,7 @@ def plan_command(
 @app.command("upscale")
 @with_setting_options(sampling=_SHOT, tiling=_SHOT, default_text=_DEFAULT_TEXT)
 @with_planning_options
+@with_run_options
 def upscale_command(
     timeline: InputArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output timeline (.otio is always written).")],
@@ -223,51 +215,42 @@ def upscale_command(
         "--codec", help="prores_hq (ProRes 422 HQ, for editing), prores_4444, dnxhr_hq, dnxhr_hqx (= dnxhr), "
                         "dnxhr_444, h264, h265, or an image-sequence folder per job, relinked as an image sequence: "
                         "exr, dpx, png, tiff.", metavar="CODEC", rich_help_panel=MODEL)] = "prores_hq",
-    pix_fmt: PixFmtOpt = None,
-    crf: CrfOpt = None,
-    compression: CompressionOpt = None,
     renderer: Annotated[
         Optional[str],
         typer.Option("--renderer", hidden=True, help="module:callable to render with instead of VideoUpscaler."),
     ] = None,
     vae: VaeOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    debug: DebugOpt = False,
-    executor: ExecutorOpt = "local",
-    ray_address: AddressOpt = None,
-    gpus_per_worker: GpusOpt = None,
-    workers: WorkersOpt = None,
-    captioner_option: CaptionerOptionOpt = None,
     scenes: Annotated[str, typer.Option(
         "--scenes", metavar="auto|none", help="auto: a clip whose media itself holds hard cuts (a pre-edited "
         "source) is upscaled scene by scene, as uav upscale --scenes auto does (docs/scenes.md); none (default): "
         "each render is one clip.", rich_help_panel=MODEL)] = "none",
     *,
+    options: RunOptions,
     planning: PlanningOptions,
     setting_values: dict[str, Optional[str]],
 ) -> None:
     """Render every planned range and write the timeline relinked to the new media.
 
     Rerunning the same command renders only what changed."""
+    quiet, as_json, debug = options.quiet, options.as_json, options.debug
     quiet_libraries(debug)
     console = stderr_console(quiet=quiet)
     with handle_errors(debug=debug, as_json=as_json), show_adapter_output(debug):
         overrides = _overrides(setting_values, vae)
         from uav.captioning import parse_captioner_options
 
-        captioner_options = parse_captioner_options(captioner_option)
+        captioner_options = parse_captioner_options(options.captioner_option)
         # checks every model option before anything loads; a dry run stops there
         default_renderer = functools.partial(_default_renderer, console, weights=weights, device=device, dtype=dtype,
-                                             vae_dtype=vae_dtype, codec=codec, pix_fmt=pix_fmt, crf=crf,
-                                             ext=planning.ext, compression=compression, scenes=scenes)
+                                             vae_dtype=vae_dtype, codec=codec, pix_fmt=options.pix_fmt,
+                                             crf=options.crf, ext=planning.ext, compression=options.compression,
+                                             scenes=scenes)
         if dry_run:
             _dry_run(timeline, output, media_dir, console=console, as_json=as_json, quiet=quiet, renderer=renderer,
                      default_renderer=default_renderer, overrides=overrides, planning=planning, force=force,
                      codec=codec)
             return
-        run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
-                                debug=debug)
+        run_on = options.build_executor()
         from uav.executors.progress import RunProgress
 
         from .params import Rendering
@@ -289,7 +272,7 @@ def upscale_command(
         except KeyboardInterrupt:
             raise fail("interrupted: finished outputs are kept; rerun the same command to finish",
                        as_json=as_json, code=130) from None
-    _report(result, run_on=run_on, executor=executor, as_json=as_json, quiet=quiet)
+    _report(result, run_on=run_on, executor=options.executor, as_json=as_json, quiet=quiet)
 
 
 def _renderer_for(renderer: str | None, default_renderer: Callable[[], Any], run_on: Any,

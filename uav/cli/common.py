@@ -80,18 +80,10 @@ class GuardedStdout:
         return getattr(self._stream, name)
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "the user asked for something that cannot work".
-
-    Imported lazily: ``uav --help`` should not pay for torch.
-    """
-    from uav.io.errors import VideoInputError
-    from uav.weights import ReleaseError
-    from uav.settings import SettingsError
-    from uav.upscaler import InputError
-
-    # TypeError is left out on purpose: inside uav it means a bug, reported as an internal error
-    return (UserError, VideoInputError, ReleaseError, SettingsError, InputError, ValueError, KeyError, OSError)
+#: exceptions that mean "the user asked for something that cannot work": uav's own (UserError,
+#: SettingsError, ReleaseError, VideoInputError, InputError) are all ValueErrors. TypeError is left
+#: out on purpose: inside uav it means a bug, reported as an internal error
+USER_ERRORS = (ValueError, KeyError, OSError)
 
 
 def one_line(exc: BaseException) -> str:
@@ -139,7 +131,7 @@ def handle_errors(*, debug: bool = False, as_json: bool = False) -> Iterator[Non
     except KeyboardInterrupt:
         raise fail("interrupted; nothing was written for the file in progress", as_json=as_json,
                    code=EXIT_INTERRUPTED) from None
-    except user_error_types() as exc:
+    except USER_ERRORS as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)
         raise fail(one_line(exc) + _hint_for(exc), as_json=as_json) from None
@@ -281,15 +273,14 @@ class ProgressReporter:
         if self._progress is not None:
             self._progress.stop()
 
+    # a stage has a task only while bars are drawn (and only if it was shown: flow)
     def _update(self, stage: str, **fields: Any) -> None:
-        task = self._tasks.get(stage)
-        if self._progress is not None and task is not None:
-            self._progress.update(task, **fields)
+        if stage in self._tasks:
+            self._progress.update(self._tasks[stage], **fields)
 
     def _start(self, stage: str) -> None:
-        task = self._tasks.get(stage)
-        if self._progress is not None and task is not None:
-            self._progress.start_task(task)
+        if stage in self._tasks:
+            self._progress.start_task(self._tasks[stage])
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         stage = str(event.get("stage", "?"))

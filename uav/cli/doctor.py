@@ -85,12 +85,9 @@ def plugins_report() -> list[dict[str, Any]]:
     """Each plugin's name, status and component counts (``uav plugins`` has the details)."""
     from uav.registry import default_registry
 
-    out = []
-    for info in default_registry().list_plugins():
-        out.append({"name": info.name, "status": info.status, "version": info.version,
-                    "components": {kind: list(names) for kind, names in info.components.items()},
-                    "errors": list(info.errors)})
-    return out
+    return [{"name": info.name, "status": info.status, "version": info.version,
+             "components": {kind: list(names) for kind, names in info.components.items()},
+             "errors": list(info.errors)} for info in default_registry().list_plugins()]
 
 
 def doctor_report(weights: Path | None = None) -> dict[str, Any]:
@@ -226,21 +223,17 @@ def doctor_command(
     peak GPU memory and host RAM instead (exit 0 when they fit, 4 when they do not).
     """
     quiet_libraries(debug)
-    if memory is not None:
-        with handle_errors(debug=debug, as_json=as_json):
-            report = memory_report(memory, setting_values=setting_values, card_gib=card_gib, weights=weights,
-                                   vae=vae or "3d", dtype=dtype)
-        if as_json:
-            print_json(report)
-        else:
-            _print_memory(report)
-        raise typer.Exit(0 if report["fits"] else EXIT_DOES_NOT_FIT)
     with handle_errors(debug=debug, as_json=as_json):
-        report = doctor_report(weights)
+        report = doctor_report(weights) if memory is None else memory_report(
+            memory, setting_values=setting_values, card_gib=card_gib, weights=weights, vae=vae or "3d", dtype=dtype)
     if as_json:
         print_json(report)
-    else:
+    elif memory is None:
         _print(report)
+    else:
+        _print_memory(report)
+    if memory is not None:
+        raise typer.Exit(0 if report["fits"] else EXIT_DOES_NOT_FIT)
 
 
 #: ``uav doctor --memory``: the clip does not fit the card at these settings
@@ -254,7 +247,7 @@ def memory_report(source: Path, *, setting_values: dict[str, Optional[str]], car
     import torch
 
     from uav.io import probe
-    from uav.memory_plan import Budget, plan_for_configs
+    from uav.memory_plan import plan_for_configs
     from uav.upscaler import default_dtypes, torch_dtype
 
     check_vae(vae)

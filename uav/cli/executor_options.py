@@ -1,7 +1,7 @@
-"""``--executor``, ``--ray-address``, ``--gpus-per-worker``, ``--workers`` (and
-``--temporal-split``): declared once, shared by ``uav upscale`` and ``uav timeline upscale``.
+"""``--temporal-split`` and the executor side of ``uav upscale`` and ``uav timeline upscale``
+(their ``--executor`` options are fields of :class:`uav.cli.options.RunOptions`).
 
-Nothing here imports Ray: :func:`build_executor` does, through
+Nothing here imports Ray: :meth:`uav.cli.options.RunOptions.build_executor` does, through
 :func:`uav.executors.make_executor`, only for ``--executor ray``.
 """
 
@@ -12,15 +12,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from uav.cli.common import UserError
+from uav.cli.options import EXECUTOR
 
 __all__ = [
     "EXIT_PARTIAL_FAILURE",
-    "AddressOpt",
-    "ExecutorOpt",
-    "GpusOpt",
     "SplitOpt",
-    "WorkersOpt",
-    "build_executor",
     "failure_line",
     "parse_split",
 ]
@@ -28,26 +24,11 @@ __all__ = [
 #: exit code of a run in which some jobs failed and the others finished
 EXIT_PARTIAL_FAILURE = 3
 
-_PANEL = "Executor"
-
-ExecutorOpt = Annotated[str, typer.Option(
-    "--executor", help="Who renders the jobs: local (this process, one after another) or ray (Ray actors on this "
-                       "machine or a cluster; pip install 'uav\\[ray]').", rich_help_panel=_PANEL)]
-AddressOpt = Annotated[Optional[str], typer.Option(
-    "--ray-address", help="Ray cluster to join: auto (the one this machine belongs to) or HOST:PORT / "
-                          "ray://HOST:10001. Default: start a local cluster for the run.", rich_help_panel=_PANEL)]
-GpusOpt = Annotated[Optional[float], typer.Option(
-    "--gpus-per-worker", help="GPUs each Ray worker reserves (default 1 when the cluster has GPUs, else 0).",
-    rich_help_panel=_PANEL)]
-WorkersOpt = Annotated[Optional[int], typer.Option(
-    "--workers", help="Ray workers, each loading the model once (default: one per --gpus-per-worker GPUs, or 1).",
-    rich_help_panel=_PANEL)]
-
 SplitOpt = Annotated[Optional[str], typer.Option(
     "--temporal-split", metavar="FRAMES[:OVERLAP]",
     help="Opt-in: cut clips longer than FRAMES into parts of FRAMES frames that overlap by OVERLAP (default 8, "
          "at most FRAMES/2) and share them between workers; the parts are blended at the seams. Changes the "
-         "result near the seams (docs/scaling.md).", rich_help_panel=_PANEL)]
+         "result near the seams (docs/scaling.md).", rich_help_panel=EXECUTOR)]
 
 
 def parse_split(text: str | None) -> Any:
@@ -70,29 +51,6 @@ def parse_split(text: str | None) -> Any:
         return TemporalSplit(part_frames=part, overlap=lap, min_frames=part)
     except ValueError as exc:
         raise UserError(f"--temporal-split: {exc}") from None
-
-
-def build_executor(executor: str, *, ray_address: str | None, gpus_per_worker: float | None, workers: int | None,
-                   debug: bool = False, always: bool = False) -> Any:
-    """The executor the options ask for; ``None`` for ``local`` (the command's own loop)
-    unless ``always`` (a run that needs the executor path, e.g. a temporal split).
-
-    Raises:
-        UserError: an unknown executor, cluster options without ``ray``, bad numbers,
-            or Ray not installed (one line naming ``uav[ray]``).
-    """
-    from uav.executors import ExecutorError, make_executor
-
-    address = None if ray_address in (None, "", "local") else ray_address
-    try:
-        if executor == "local":
-            local = make_executor("local", address=address, workers=workers, gpus_per_worker=gpus_per_worker,
-                                  debug=debug)
-            return local if always else None
-        return make_executor(executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
-                             debug=debug)
-    except ExecutorError as exc:
-        raise UserError(str(exc)) from None
 
 
 def failure_line(failed: list[Any]) -> str:
@@ -119,13 +77,10 @@ def render_batch(jobs: list[Any], *, executor: Any, weights: Any, device: str | 
     from uav.executors.progress import RunProgress
     from uav.executors.renderers import UpscaleJobRenderer
 
-    by_name = {}
-    work = []
-    for job in jobs:
-        by_name[job.label] = job
-        # only what was given: each worker chooses the memory-shaping rest for its own card
-        work.append(Job(name=job.label, source=str(job.source), output=job.output, start=start, end=end,
-                        frames=job.frames, settings=settings.to_dict(given_only=True)))
+    by_name = {job.label: job for job in jobs}
+    # only what was given: each worker chooses the memory-shaping rest for its own card
+    work = [Job(name=job.label, source=str(job.source), output=job.output, start=start, end=end, frames=job.frames,
+                settings=settings.to_dict(given_only=True)) for job in jobs]
     factory = functools.partial(UpscaleJobRenderer, weights, device=device, dtype=dtype, vae=vae,
                                 writer_options=writer_options)
     records, failed = [], []
@@ -139,9 +94,7 @@ def render_batch(jobs: list[Any], *, executor: Any, weights: Any, device: str | 
                 continue
             seconds = result.seconds
             records.append({
-                "input": job.source, "output": str(job.output), "frames": job.frames,
-                "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
-                "fps": str(job.fps), "audio": job.has_audio, "seconds": round(seconds, 3),
+                **job.record((job.width * 4, job.height * 4)), "seconds": round(seconds, 3),
                 "frames_per_second": round(job.frames / seconds, 3) if seconds > 0 else None,
                 "worker": result.worker, "attempts": result.attempts, "status": result.status,
             })

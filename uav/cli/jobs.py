@@ -49,6 +49,12 @@ class Job:
     fps: Fraction = Fraction(24)
     has_audio: bool = False
 
+    def record(self, output_size: tuple[int, int], written: Path | None = None) -> dict[str, Any]:
+        """What a run's summary says of this job's output (``written``, default :attr:`output`)."""
+        return {"input": self.source, "output": str(written or self.output), "frames": self.frames,
+                "input_size": [self.width, self.height], "output_size": list(output_size), "fps": str(self.fps),
+                "audio": self.has_audio}
+
 
 # ---------------------------------------------------------------------------- planning
 def _is_pattern(text: str) -> bool:
@@ -208,14 +214,12 @@ def missing_dirs(path: Path) -> list[Path]:
     return list(reversed(missing))
 
 
-def preflight_output(job: Job, *, codec: str, pix_fmt: str | None, crf: int | None, scale: int = 4,
-                     compression: str | None = None, start_number: int | str | None = None,
-                     start: int | str | None = None, fps: Fraction | None = None,
-                     size: tuple[int, int] | None = None) -> None:
-    """Open (and abort) the real writer and its encoder once: unknown codecs, bad pixel formats,
-    wrong suffixes, sizes the encoder refuses, a bad ``--compression`` or ``--start-number`` and
-    unwritable folders fail here, before any model is loaded. ``size`` is the output's
-    (default: the input's x ``scale``)."""
+def preflight_output(job: Job, *, codec: str, pix_fmt: str | None, crf: int | None, compression: str | None,
+                     start_number: int | str | None, start: int | str | None, fps: Fraction | None,
+                     size: tuple[int, int]) -> None:
+    """Open (and abort) the real writer and its encoder once at the output's ``size``: unknown
+    codecs, bad pixel formats, wrong suffixes, sizes the encoder refuses, a bad ``--compression``
+    or ``--start-number`` and unwritable folders fail here, before any model is loaded."""
     from uav.io import reader
     from uav.io.metadata import resolve_start_number
     from uav.io.writer import VideoWriter
@@ -229,8 +233,7 @@ def preflight_output(job: Job, *, codec: str, pix_fmt: str | None, crf: int | No
             raise UserError(f"--start-number: {exc}") from None
         if codec_spec(codec).kind != "sequence":
             raise UserError(f"--start-number numbers image sequences; codec {codec} writes one file")
-    width, height = size or (job.width * scale, job.height * scale)
-    writer = VideoWriter(job.output, fps=job.fps, width=width, height=height, codec=codec,
+    writer = VideoWriter(job.output, fps=job.fps, width=size[0], height=size[1], codec=codec,
                          pix_fmt=pix_fmt, crf=crf, compression=compression)
     writer.abort()
 

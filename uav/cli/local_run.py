@@ -101,9 +101,7 @@ def _output_record(upscaler: Any, job: Job, written: Path, seconds: float, stage
     if caption is not None and not quiet:
         console.print(f"prompt (from {escape(caption.captioner)}, frame {caption.frame}): {escape(caption.text)}")
     return {
-        "input": job.source, "output": str(written), "frames": job.frames,
-        "input_size": [job.width, job.height], "output_size": [job.width * scale, job.height * scale],
-        "fps": str(job.fps), "audio": job.has_audio, "seconds": round(seconds, 3),
+        **job.record((job.width * scale, job.height * scale), written), "seconds": round(seconds, 3),
         "frames_per_second": round(job.frames / seconds, 3) if seconds > 0 else None,
         "stage_seconds": stage_seconds,
         # what --prompt auto made of the clip: pass it back as --prompt to reuse or edit it

@@ -9,8 +9,8 @@ in every command and names its option (``--noise-level must be an integer in [0,
 got '1.5'``); :func:`settings_from_options` then resolves the component names through
 :mod:`uav.components` before anything loads.
 
-The model, encoding and reporting options are ``Annotated`` aliases used verbatim by
-each command.
+The model, encoding and reporting options are ``Annotated`` aliases; those ``uav
+upscale`` and ``uav timeline upscale`` both take are the fields of :class:`RunOptions`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
+from uav.cli.common import UserError
 from uav.settings import ComponentError, SettingsError, UpscaleSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,6 +34,7 @@ SAMPLING = "Sampling"
 TILING = "Tiling and memory"
 MODEL = "Model and output"
 REPORTING = "Reporting"
+EXECUTOR = "Executor"
 
 #: settings field -> command-line flag, in the order ``--help`` lists them: the field's name
 #: with dashes, but for two flags that read better short
@@ -103,14 +105,15 @@ def with_setting_options(*, sampling: str = SAMPLING, tiling: str = TILING,
     return decorate
 
 
-def with_option_group(group: type, keyword: str) -> Callable[[F], F]:
+def with_option_group(group: type, keyword: str, *, after: str | None = None) -> Callable[[F], F]:
     """Add an option for every field of the dataclass ``group`` (each field's annotation
     declares its option) to a typer command, which takes them as one ``keyword``
     argument holding a ``group`` instead.
 
-    The options go right after the command's required parameters: typer reads options
-    from the signature and the help shows its panels in the order their first option
-    comes, so a command keeps the help it had when it listed them there itself.
+    The options go right after the command's parameter ``after`` (default: after its
+    required parameters): typer reads options from the signature and the help shows its
+    panels in the order their first option comes, so a command keeps the help it had
+    when it listed them there itself.
     """
     hints = typing.get_type_hints(group, include_extras=True)
     fields = dataclasses.fields(group)
@@ -118,8 +121,9 @@ def with_option_group(group: type, keyword: str) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         signature = inspect.signature(fn, eval_str=True)
         own = [p for p in signature.parameters.values() if p.name != keyword]
-        required = next((i for i, p in enumerate(own) if p.default is not inspect.Parameter.empty
-                         or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD), len(own))
+        at = [p.name for p in own].index(after) + 1 if after else next(
+            (i for i, p in enumerate(own) if p.default is not inspect.Parameter.empty
+             or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD), len(own))
         added = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=hints[f.name],
                                    default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
                  for f in fields]
@@ -129,7 +133,7 @@ def with_option_group(group: type, keyword: str) -> Callable[[F], F]:
             values = group(**{f.name: kwargs.pop(f.name) for f in fields})
             return fn(**kwargs, **{keyword: values})
 
-        params = own[:required] + added + own[required:]
+        params = own[:at] + added + own[at:]
         command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command  # type: ignore[return-value]
@@ -186,27 +190,70 @@ DeviceOpt = Annotated[str, typer.Option(
 DtypeOpt = Annotated[str, typer.Option(
     "--dtype", help="U-Net/text-encoder precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.",
     metavar="DTYPE", rich_help_panel=MODEL)]
-PixFmtOpt = Annotated[Optional[str], typer.Option(
-    "--pix-fmt", help="Encoder pixel format, e.g. yuv420p10le (default depends on the codec).", metavar="FMT",
-    rich_help_panel=MODEL)]
-CrfOpt = Annotated[Optional[int], typer.Option(
-    "--crf", help="h264/h265 quality, 0 (lossless) to 51 (default 18 / 20).", metavar="0-51",
-    rich_help_panel=MODEL)]
-CompressionOpt = Annotated[Optional[str], typer.Option(
-    "--compression", help="EXR compression: piz (default), zip, dwaa or none.", metavar="NAME",
-    rich_help_panel=MODEL)]
-StartNumberOpt = Annotated[Optional[str], typer.Option(
-    "--start-number", help="Number of a sequence output's first image: N, 'source' (the source's frame number) or "
-                           "'timecode' (the start timecode in frames). Default 0.", metavar="N|source|timecode",
-    rich_help_panel=MODEL)]
-CaptionerOptionOpt = Annotated[Optional[list[str]], typer.Option(
-    "--captioner-option", metavar="KEY=VALUE",
-    help="An option of the --prompt auto captioner, repeatable: model=DIR (its local folder), device=..., "
-         "dtype=..., instruction=TEXT, max_new_tokens=N.", rich_help_panel=SAMPLING)]
 # flags take no value: an empty metavar keeps --help free of a type tag for them
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary; errors only.",
-                                        metavar="", rich_help_panel=REPORTING)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (progress stays on stderr).",
-                                       metavar="", rich_help_panel=REPORTING)]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.", metavar="",
                                         rich_help_panel=REPORTING)]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The options ``uav upscale`` and ``uav timeline upscale`` share, declared once: the
+    encoder's, the reporting flags, the executor's and ``--captioner-option``. Each
+    field's annotation is its option; :data:`with_run_options` adds them to a command."""
+
+    pix_fmt: Annotated[Optional[str], typer.Option(
+        "--pix-fmt", help="Encoder pixel format, e.g. yuv420p10le (default depends on the codec).", metavar="FMT",
+        rich_help_panel=MODEL)] = None
+    crf: Annotated[Optional[int], typer.Option(
+        "--crf", help="h264/h265 quality, 0 (lossless) to 51 (default 18 / 20).", metavar="0-51",
+        rich_help_panel=MODEL)] = None
+    compression: Annotated[Optional[str], typer.Option(
+        "--compression", help="EXR compression: piz (default), zip, dwaa or none.", metavar="NAME",
+        rich_help_panel=MODEL)] = None
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary; errors only.",
+                                        metavar="", rich_help_panel=REPORTING)] = False
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print a JSON summary on stdout (progress stays on stderr).", metavar="",
+        rich_help_panel=REPORTING)] = False
+    debug: DebugOpt = False
+    executor: Annotated[str, typer.Option(
+        "--executor", help="Who renders the jobs: local (this process, one after another) or ray (Ray actors on this "
+                           "machine or a cluster; pip install 'uav\\[ray]').", rich_help_panel=EXECUTOR)] = "local"
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="Ray cluster to join: auto (the one this machine belongs to) or HOST:PORT / "
+                              "ray://HOST:10001. Default: start a local cluster for the run.",
+        rich_help_panel=EXECUTOR)] = None
+    gpus_per_worker: Annotated[Optional[float], typer.Option(
+        "--gpus-per-worker", help="GPUs each Ray worker reserves (default 1 when the cluster has GPUs, else 0).",
+        rich_help_panel=EXECUTOR)] = None
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", help="Ray workers, each loading the model once (default: one per --gpus-per-worker GPUs, or 1).",
+        rich_help_panel=EXECUTOR)] = None
+    captioner_option: Annotated[Optional[list[str]], typer.Option(
+        "--captioner-option", metavar="KEY=VALUE",
+        help="An option of the --prompt auto captioner, repeatable: model=DIR (its local folder), device=..., "
+             "dtype=..., instruction=TEXT, max_new_tokens=N.", rich_help_panel=SAMPLING)] = None
+
+    def build_executor(self, *, always: bool = False) -> Any:
+        """The executor the options ask for; ``None`` for ``local`` (the command's own loop)
+        unless ``always`` (a run that needs the executor path, e.g. a temporal split).
+        Nothing imports Ray before :func:`uav.executors.make_executor` does, for ``ray``.
+
+        Raises:
+            UserError: an unknown executor, cluster options without ``ray``, bad numbers,
+                or Ray not installed (one line naming ``uav[ray]``).
+        """
+        from uav.executors import ExecutorError, make_executor
+
+        address = None if self.ray_address in (None, "", "local") else self.ray_address
+        try:
+            made = make_executor(self.executor, address=address, workers=self.workers,
+                                 gpus_per_worker=self.gpus_per_worker, debug=self.debug)
+        except ExecutorError as exc:
+            raise UserError(str(exc)) from None
+        return None if self.executor == "local" and not always else made
+
+
+#: gives ``uav upscale`` and ``uav timeline upscale`` every :class:`RunOptions` option, as one
+#: ``options`` argument, after their ``--codec`` (where each listed them itself before)
+with_run_options = with_option_group(RunOptions, "options", after="codec")

@@ -46,16 +46,9 @@ def _render_table(plugins: list[PluginInfo]) -> Any:
     # Names wrap only between names, never inside one: each is the exact selector.
     table.add_column("Registers (kind: names)", min_width=28, overflow="fold")
     for info in plugins:
-        lines = Text()
-        for kind, names in info.components.items():
-            if lines:
-                lines.append("\n")
-            lines.append(f"{kind}: ", style="bold")
-            lines.append(", ".join(names))
-        for error in info.errors:
-            if lines:
-                lines.append("\n")
-            lines.append(f"error: {error}", style="red")
+        lines = Text("\n").join([Text.assemble((f"{kind}: ", "bold"), ", ".join(names))
+                                  for kind, names in info.components.items()]
+                                 + [Text(f"error: {error}", style="red") for error in info.errors])
         if info.status == "blocked":
             lines.append("blocked by UAV_BLOCK_PLUGINS / blocked=", style="dim")
         table.add_row(

@@ -70,7 +70,6 @@ def resolve_device(device: str) -> str | None:
     import torch
 
     from uav.arguments import check_device
-    from uav.frames import InputError
 
     if device == "auto":
         return None
@@ -78,10 +77,8 @@ def resolve_device(device: str) -> str | None:
         torch.device(device)
     except RuntimeError:
         raise UserError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
-    try:
-        check_device(device, subject=f"--device {device}", use_cpu="--device cpu")
-    except InputError as exc:
-        raise UserError(str(exc)) from None
+    # its InputError (a ValueError) is a user error to every command's handle_errors
+    check_device(device, subject=f"--device {device}", use_cpu="--device cpu")
     return device
 
 

@@ -134,9 +134,7 @@ def render_with_scenes(jobs: list[Any], runs: Mapping[str, Any], *, executor: An
 
 
 def _record(job: Any, worker: str, seconds: float) -> dict[str, Any]:
-    return {"input": job.source, "output": str(job.output), "frames": job.frames,
-            "input_size": [job.width, job.height], "output_size": [job.width * 4, job.height * 4],
-            "fps": str(job.fps), "audio": job.has_audio, "seconds": round(seconds, 3), "worker": worker}
+    return {**job.record((job.width * 4, job.height * 4)), "seconds": round(seconds, 3), "worker": worker}
 
 
 def _scene_record(run: Any, job: Any, status: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import contextlib
 import random
 import time
 from fractions import Fraction
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -22,11 +21,9 @@ import typer
 from uav.cli.app import app
 from uav.cli.common import (UserError, frame_position, handle_errors, print_json, quiet_libraries, self_check_banner,
                             stderr_console)
-from uav.cli.executor_options import EXIT_PARTIAL_FAILURE, AddressOpt, ExecutorOpt, GpusOpt, SplitOpt, WorkersOpt
-from uav.cli.executor_options import build_executor, failure_line, parse_split, render_batch
+from uav.cli.executor_options import EXIT_PARTIAL_FAILURE, SplitOpt, failure_line, parse_split, render_batch
 from uav.cli.jobs import (
     Job,
-    input_kind,
     missing_dirs,
     plan_jobs,
     preflight_output,
@@ -35,39 +32,27 @@ from uav.cli.jobs import (
 )
 from uav.cli.options import (
     MODEL,
-    CaptionerOptionOpt,
-    CompressionOpt,
-    CrfOpt,
-    DebugOpt,
     DeviceOpt,
     DtypeOpt,
-    JsonOpt,
-    PixFmtOpt,
-    QuietOpt,
-    StartNumberOpt,
+    RunOptions,
     VaeOpt,
     WeightsOpt,
     settings_from_options,
+    with_run_options,
     with_setting_options,
 )
 from uav.cli.local_run import local_summary, run_record
 from uav.cli.preflight import build_tiny_release, check_vae, find_weights, parse_dtype, resolve_device
 
-__all__ = ["output_size", "upscale_command"]
+__all__ = ["upscale_command"]
 
 _IO = "Input and output"
-
-
-def output_size(width: int, height: int, settings: Any) -> tuple[int, int]:
-    """The upscaler's output size for a ``width`` x ``height`` input (imported late: torch)."""
-    from uav.upscaler import output_size as size
-
-    return size(width, height, settings)
 
 
 # ---------------------------------------------------------------------------- command
 @app.command("upscale")
 @with_setting_options()
+@with_run_options
 def upscale_command(
     input: Annotated[str, typer.Argument(
         metavar="INPUT", help="A video file, an image-sequence folder or pattern (frames/%05d.png), or a folder of videos "
@@ -84,10 +69,10 @@ def upscale_command(
     codec: Annotated[str, typer.Option(
         help="h264, h265, prores_hq, prores_4444, dnxhr_hq, dnxhr_hqx (= dnxhr), dnxhr_444, or an image folder: "
              "png, tiff, exr, dpx.", metavar="CODEC", rich_help_panel=_IO)] = "h264",
-    pix_fmt: PixFmtOpt = None,
-    crf: CrfOpt = None,
-    compression: CompressionOpt = None,
-    start_number: StartNumberOpt = None,
+    start_number: Annotated[Optional[str], typer.Option(
+        "--start-number", help="Number of a sequence output's first image: N, 'source' (the source's frame number) or "
+                               "'timecode' (the start timecode in frames). Default 0.", metavar="N|source|timecode",
+        rich_help_panel=MODEL)] = None,
     fps: Annotated[Optional[str], typer.Option(
         help="Frame rate of an image-sequence input, e.g. 24 or 24000/1001 (default 24).", metavar="RATE",
         rich_help_panel=_IO)] = None,
@@ -99,18 +84,10 @@ def upscale_command(
         "--self-check", help="Run every stage with tiny RANDOM networks (no weights needed) to test the "
                              "installation. The output is NOT an upscale and is named *_selfcheck_random.*.",
         metavar="", rich_help_panel=MODEL)] = False,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    debug: DebugOpt = False,
-    executor: ExecutorOpt = "local",
-    ray_address: AddressOpt = None,
-    gpus_per_worker: GpusOpt = None,
-    workers: WorkersOpt = None,
     temporal_split: SplitOpt = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check everything (settings, plugins, inputs, weights folder, outputs) and show what would "
                           "run; write nothing and load no model.", rich_help_panel=_IO)] = False,
-    captioner_option: CaptionerOptionOpt = None,
     scenes: Annotated[str, typer.Option(
         "--scenes", metavar="auto|none|FILE",
         help="auto: find the hard cuts and upscale each scene as its own clip (windows and propagation never "
@@ -118,6 +95,7 @@ def upscale_command(
              "scenes and per-scene settings of a scene list (uav scenes IN -o FILE: .toml, .otio, .edl). See "
              "docs/scenes.md.", rich_help_panel=_IO)] = "auto",
     *,
+    options: RunOptions,
     setting_values: dict[str, Optional[str]],
 ) -> None:
     """Upscale INPUT x4 with Upscale-A-Video.
@@ -136,95 +114,45 @@ def upscale_command(
 
     Without weights, --self-check runs tiny random networks through every stage (not an upscale).
     """
-    quiet_libraries(debug)
-    console = stderr_console(quiet=quiet)
-    with handle_errors(debug=debug, as_json=as_json), contextlib.ExitStack() as stack:
+    quiet_libraries(options.debug)
+    console = stderr_console(quiet=options.quiet)
+    with handle_errors(debug=options.debug, as_json=options.as_json), contextlib.ExitStack() as stack:
         # built in a dry run too: executor options are checked like every other option
-        run_on = build_executor(executor, ray_address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers,
-                                debug=debug, always=temporal_split is not None)
+        run_on = options.build_executor(always=temporal_split is not None)
         summary = _run(
-            input, output, console=console, stack=stack, quiet=quiet, self_check=self_check,
-            settings_options=setting_values, captioner_options=captioner_option, start=frame_position(start),
-            end=frame_position(end), codec=codec,
-            pix_fmt=pix_fmt, crf=crf, compression=compression, start_number=frame_position(start_number), fps=fps,
-            weights=weights, vae=vae or "3d", device=device, dtype=dtype,
-            run_on=None if dry_run else run_on,
-            dry_run=dry_run, split=parse_split(temporal_split), scenes=scenes,
+            input, output, options, console=console, stack=stack, self_check=self_check, setting_values=setting_values,
+            start=frame_position(start), end=frame_position(end), codec=codec,
+            start_number=frame_position(start_number), fps=fps, weights=weights, vae=vae or "3d", device=device,
+            dtype=dtype, run_on=None if dry_run else run_on, dry_run=dry_run, split=parse_split(temporal_split),
+            scenes=scenes,
         )
-        if as_json:
+        if options.as_json:
             print_json(summary)
     if summary.get("failed"):
         typer.echo(f"error: {summary['failed_line']}", err=True)
         raise typer.Exit(EXIT_PARTIAL_FAILURE)
 
 
-def _run(source: str, output: str | None, *, console: Any, stack: contextlib.ExitStack, quiet: bool,
-         self_check: bool, settings_options: dict[str, Any], start: int | str | None, end: int | str | None,
-         captioner_options: list[str] | None = None,
-         codec: str, pix_fmt: str | None, crf: int | None, fps: str | None, weights: Path | None, vae: str,
-         compression: str | None = None, start_number: int | str | None = None,
-         device: str, dtype: str, run_on: Any = None, dry_run: bool = False, split: Any = None,
-         scenes: str = "none") -> dict[str, Any]:
-    started = time.perf_counter()
-    prep = _prepare(source, output, stack=stack, console=console, self_check=self_check,
-                    settings_options=settings_options, captioner_options=captioner_options, start=start, end=end,
-                    codec=codec, pix_fmt=pix_fmt, crf=crf, compression=compression, start_number=start_number,
-                    fps=fps, weights=weights, vae=vae, device=device, dtype=dtype, run_on=run_on, scenes=scenes)
-    settings, folder, tiny, kind, jobs = prep.settings, prep.folder, prep.tiny, prep.kind, prep.jobs
-    if dry_run:
-        return _dry_run_summary(jobs, console=console, quiet=quiet, settings=settings, folder=folder, tiny=tiny,
-                                vae=vae, device=device, dtype=dtype, kind=kind, started=started, split=split,
-                                runs=prep.runs)
-    if tiny:
-        self_check_banner(console)
-    built = folder is None
-    if folder is None:
-        with console.status("building a tiny random release for the self-check ..."):
-            folder = build_tiny_release(stack)
-    writer_options = _writer_options(codec, pix_fmt=pix_fmt, crf=crf, compression=compression,
-                                     start_number=start_number, rate=prep.rate if kind == "sequence" else None)
-    common = dict(folder=folder, built=built, tiny=tiny, device=device, device_name=prep.device_name, dtype=dtype,
-                  dtype_name=prep.dtype_name, vae=vae, kind=kind, settings=settings, writer_options=writer_options,
-                  start=start, end=end, console=console, quiet=quiet, split=split, started=started,
-                  created=prep.created)
-    if prep.runs or run_on is not None:
-        return _executor_summary(jobs, prep.runs, run_on=run_on, **common)
-    return local_summary(jobs, rate=prep.rate, self_check=self_check, **common)
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A run checked before any model loads: settings, jobs (probed, outputs checked), weights."""
-
-    settings: Any
-    rate: Fraction | None
-    device_name: Any
-    dtype_name: Any
-    folder: Path | None
-    tiny: bool
-    kind: str
-    jobs: list[Job]
-    created: list[Path]
-    runs: dict[str, Any]
-
-
-def _prepare(source: str, output: str | None, *, stack: contextlib.ExitStack, console: Any, self_check: bool,
-             settings_options: dict[str, Any], captioner_options: list[str] | None, start: Any, end: Any,
-             codec: str, pix_fmt: str | None, crf: int | None, compression: str | None, start_number: Any,
-             fps: str | None, weights: Path | None, vae: str, device: str, dtype: str, run_on: Any,
-             scenes: str) -> _Prepared:
-    """Every check of the command line, the inputs and the outputs, before any model loads."""
+def _run(source: str, output: str | None, options: RunOptions, *, console: Any, stack: contextlib.ExitStack,
+         self_check: bool, setting_values: dict[str, Any], start: int | str | None, end: int | str | None,
+         codec: str, start_number: int | str | None, fps: str | None, weights: Path | None, vae: str, device: str,
+         dtype: str, run_on: Any, dry_run: bool, split: Any, scenes: str) -> dict[str, Any]:
+    """Every check of the command line, the inputs and the outputs, before any model loads;
+    then the dry run's summary, or the run (here or on ``run_on``) and its summary."""
+    from uav.arguments import output_size
     from uav.cli.scene_runs import check_scene_mode, plan_scenes
+    from uav.io.rates import parse_fps
     from uav.weights import is_tiny_random
 
+    started = time.perf_counter()
     check_vae(vae)
     scenes = check_scene_mode(scenes)
     dtype_name = parse_dtype(dtype)
-    settings = settings_from_options(settings_options, captioner_options)
+    settings = settings_from_options(setting_values, options.captioner_option)
     if settings.seed is None:
         # draw it here so the summary can say how to reproduce the run
         settings = settings.replace(seed=random.randrange(2**31))
-    rate = _rate(fps)
+    rate = None if fps is None else parse_fps(fps, name="--fps")
     # the workers' devices are theirs to check: the driver may have no GPU
     device_name = resolve_device(device) if run_on is None else (None if device == "auto" else device)
     folder = find_weights(weights, self_check=self_check)
@@ -239,33 +167,39 @@ def _prepare(source: str, output: str | None, *, stack: contextlib.ExitStack, co
         created += [d for d in missing_dirs(job.output) if d not in created]
     stack.callback(remove_empty, created)  # folders made for outputs that never came
     for job in jobs:
-        preflight_output(job, codec=codec, pix_fmt=pix_fmt, crf=crf, compression=compression,
+        preflight_output(job, codec=codec, pix_fmt=options.pix_fmt, crf=options.crf, compression=options.compression,
                          start_number=start_number, start=start, fps=rate,
                          size=output_size(job.width, job.height, settings))
     _check_model(settings, folder=folder, tiny=tiny, vae=vae)
-    given = {name for name, value in settings_options.items() if value is not None}
+    given = {name for name, value in setting_values.items() if value is not None}
     # the self-check renders a short cut of the clip: one clip, whatever --scenes says
     runs = plan_scenes(jobs, "none" if self_check else scenes, settings=settings, given=given, start=start, end=end,
                        fps=rate, vae=vae, codec=codec, console=console)
-    return _Prepared(settings, rate, device_name, dtype_name, folder, tiny, kind, jobs, created, runs)
+    if dry_run:
+        return _dry_run_summary(jobs, console=console, quiet=options.quiet, settings=settings, folder=folder,
+                                tiny=tiny, vae=vae, device=device, dtype=dtype, kind=kind, started=started,
+                                split=split, runs=runs)
+    if tiny:
+        self_check_banner(console)
+    built = folder is None
+    if folder is None:
+        with console.status("building a tiny random release for the self-check ..."):
+            folder = build_tiny_release(stack)
+    writer_options = _writer_options(codec, options, start_number=start_number,
+                                     rate=rate if kind == "sequence" else None)
+    common = dict(folder=folder, built=built, tiny=tiny, device=device, device_name=device_name, dtype=dtype,
+                  dtype_name=dtype_name, vae=vae, kind=kind, settings=settings, writer_options=writer_options,
+                  start=start, end=end, console=console, quiet=options.quiet, split=split, started=started,
+                  created=created)
+    if runs or run_on is not None:
+        return _executor_summary(jobs, runs, run_on=run_on, **common)
+    return local_summary(jobs, rate=rate, self_check=self_check, **common)
 
 
-def _rate(fps: str | None) -> Fraction | None:
-    if fps is None:
-        return None
-    from uav.io.rates import parse_fps
-
-    try:
-        return parse_fps(fps, name="--fps")
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-
-def _writer_options(codec: str, *, pix_fmt: str | None, crf: int | None, compression: str | None,
-                    start_number: Any, rate: Fraction | None) -> dict[str, Any]:
+def _writer_options(codec: str, options: RunOptions, *, start_number: Any, rate: Fraction | None) -> dict[str, Any]:
     """The writer keywords the options give (only those given; ``rate`` for image sequences)."""
-    given = {"pix_fmt": pix_fmt or None, "crf": crf, "compression": compression, "start_number": start_number,
-             "fps": rate}
+    given = {"pix_fmt": options.pix_fmt or None, "crf": options.crf, "compression": options.compression,
+             "start_number": start_number, "fps": rate}
     return {"codec": codec, **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -322,21 +256,18 @@ def _dry_run_summary(jobs: list[Job], *, console: Any, quiet: bool, settings: An
     from rich.markup import escape
 
     from uav import __version__
-
-    outputs = [{"input": job.source, "output": str(job.output), "frames": job.frames,
-                "input_size": [job.width, job.height], "output_size": list(output_size(job.width, job.height, settings)),
-                "fps": str(job.fps), "audio": job.has_audio} for job in jobs]
-    plans = _dry_run_plans(jobs, settings, folder=folder, tiny=tiny, vae=vae, device=device, dtype=dtype)
-    for o, plan in zip(outputs, plans):
-        o["memory"] = plan.to_dict()
-    if split is not None:
-        for o in outputs:
-            o["parts"] = [list(r) for r in split.ranges(o["frames"])]
+    from uav.arguments import output_size
     from uav.cli.scene_runs import scene_rows
 
-    for job, o in zip(jobs, outputs):
+    plans = _dry_run_plans(jobs, settings, folder=folder, tiny=tiny, vae=vae, device=device, dtype=dtype)
+    outputs = []
+    for job, plan in zip(jobs, plans):
+        o = {**job.record(output_size(job.width, job.height, settings)), "memory": plan.to_dict()}
+        if split is not None:
+            o["parts"] = [list(r) for r in split.ranges(job.frames)]
         if runs and job.label in runs:
             o["scenes"] = scene_rows(runs[job.label])
+        outputs.append(o)
     if not quiet:
         for o in outputs:
             parts = f", in {len(o['parts'])} parts" if len(o.get("parts", ())) > 1 else ""

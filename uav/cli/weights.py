@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from uav.cli.app import app
-from uav.cli.common import UserError, handle_errors, print_json, quiet_libraries, stderr_console
+from uav.cli.common import UserError, handle_errors, one_line, print_json, quiet_libraries, stderr_console
 
 weights_app = typer.Typer(
     name="weights",
@@ -70,11 +70,12 @@ def weights_main(ctx: typer.Context, as_json: JsonOpt = False, debug: DebugOpt =
     if as_json:
         print_json(report)
         return
+    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     console = stderr_console()
-    out = _stdout_console()
+    out = Console(highlight=False)
     out.print(f"Weights are looked for in this order (set [bold]{report['env_var']}[/bold] or pass --weights DIR):")
     for n, entry in enumerate(report["search_order"], 1):
         if not entry["exists"]:
@@ -98,12 +99,6 @@ def weights_main(ctx: typer.Context, as_json: JsonOpt = False, debug: DebugOpt =
                       "`uav upscale INPUT --self-check`.")
 
 
-def _stdout_console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
 def verify_folder(path: Path, *, text: bool = True) -> dict[str, Any]:
     """Load every network of a release strictly; one entry per part with its status.
 
@@ -123,8 +118,6 @@ def verify_folder(path: Path, *, text: bool = True) -> dict[str, Any]:
         try:
             obj = load()
         except Exception as exc:  # report every part, then decide; the message names the file
-            from uav.cli.common import one_line
-
             parts[name] = {"status": "error", "file": str(source), "error": one_line(exc)}
             return
         entry: dict[str, Any] = {"status": "ok", "file": str(source)}
@@ -143,11 +136,8 @@ def verify_folder(path: Path, *, text: bool = True) -> dict[str, Any]:
     record("raft", rel.raft_weights, lambda: weights.load_state_dict_file(rel.raft_weights))  # type: ignore[arg-type]
     if text:
         record("text_encoder", rel.text_encoder, lambda: weights.load_text_encoder(rel)[1])
-
-    def schedulers() -> None:
-        weights.load_schedulers(rel)
-
-    record("schedulers", rel.scheduler_config or rel.low_res_scheduler_config or rel.root, schedulers)
+    record("schedulers", rel.scheduler_config or rel.low_res_scheduler_config or rel.root,
+           lambda: weights.load_schedulers(rel))
     if rel.scheduler_config is None and rel.low_res_scheduler_config is None:
         parts["schedulers"]["note"] = "no scheduler/ or low_res_scheduler/: the SD x4 upscaler defaults are used"
     required = ["unet", "vae_3d"] + (["text_encoder"] if text else [])
@@ -184,10 +174,11 @@ def verify_command(
     if as_json:
         print_json(report)
     else:
+        from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
 
-        out = _stdout_console()
+        out = Console(highlight=False)
         table = Table(title=escape(f"uav weights verify {report['path']}"))
         for col in ("part", "status", "tensors", "parameters", "size", "dtype", "file / problem"):
             table.add_column(col, overflow="fold")
