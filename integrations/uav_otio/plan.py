@@ -253,7 +253,7 @@ def plan_timeline(
     check_times(timeline)
     plan = Plan(handles=handles, media_dir=mdir)
     ranges = _Ranges()
-    walk = _Walk(timeline, ranges, MediaSearch.from_paths(search_paths),
+    walk = _Walk(timeline, ranges, MediaSearch(search_paths),
                  Path(base_dir) if base_dir is not None else None, probe, shot_list, overrides)
     clips = list(timeline.find_clips())
     places = _places(timeline, clips, ranges)
