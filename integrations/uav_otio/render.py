@@ -144,22 +144,16 @@ class Listeners:
     def listening(self) -> bool:
         return self.progress is not None or self.on_event is not None
 
-    def __call__(self, event: Event) -> None:
-        if event.stage in JOB_STATES:
-            self.job_state(event.job, event.stage)
-        elif event.stage == "progress":
-            self.frames(event.job, event.index, event.total)
-        self.event(event)
-
-    def job_state(self, job: RenderJob, state: str) -> None:
-        if self.on_job is not None:
+    def __call__(self, event: Event, job: Any = None) -> None:
+        """Tell each listener its part of ``event``, about ``job`` (default ``event.job``; an
+        executor's events name its Job, the listeners get the ``RenderJob`` it carries):
+        its state (an executor's ``start`` is ``rendering``), its frames, the event itself."""
+        job = event.job if job is None else job
+        state = "rendering" if event.stage == "start" else event.stage
+        if job is not None and state in JOB_STATES and self.on_job is not None:
             self.on_job(job, state)
-
-    def frames(self, job: RenderJob, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(job, done, total)
-
-    def event(self, event: Event) -> None:
+        elif job is not None and event.stage == "progress" and self.progress is not None:
+            self.progress(job, event.index, event.total)
         if self.on_event is not None:
             self.on_event(event)
 
@@ -356,19 +350,13 @@ def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], rendere
     tell = books.tell
 
     def events(event: Event) -> None:
-        # the executor's events name its Job; the timeline's callbacks get the RenderJob it carries
-        job = event.job.payload if event.job is not None else None
-        if job is not None and event.stage == "start":
-            tell.job_state(job, "rendering")
-        elif job is not None and event.stage == "progress":
-            tell.frames(job, event.index, event.total)
-        tell.event(event)
+        tell(event, event.job.payload if event.job is not None else None)
 
     # the driver: results come back here, and only here is the manifest written
     for result in executor.run(jobs, PlanRendererFactory(renderer), on_event=events):
         job = result.job.payload
         books.report.runs.append(result)
-        tell.event(result_event(result))
+        tell(result_event(result))
         if not result.ok:
             books.manifest.unclaim(job.output_name)
             tell(Event.of("failed", job=job))
