@@ -23,6 +23,7 @@ builds a plan and the naming of its outputs.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,14 +90,11 @@ def _places(timeline: otio.schema.Timeline, clips: list[otio.schema.Clip],
     points at one clip."""
     rate = None
     for clip in clips:
-        try:
+        with contextlib.suppress(Exception):  # a clip without a range; try the next one
             rate = clip.trimmed_range().duration.rate
             break
-        except Exception:  # a clip without a range; try the next one
-            continue
-    origin = timeline.global_start_time.to_seconds() if timeline.global_start_time is not None else 0.0
-    if timeline.global_start_time is not None:
-        rate = timeline.global_start_time.rate
+    start = timeline.global_start_time  # places count from it, at its rate
+    origin, rate = (start.to_seconds(), start.rate) if start is not None else (0.0, rate)
     out: dict[int, tuple[str, ClipPlace]] = {}
     counts: dict[str, int] = {}
     for clip in clips:

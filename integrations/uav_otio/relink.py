@@ -47,14 +47,10 @@ __all__ = [
 ]
 
 
-def _downgrade_map() -> dict[str, int]:
-    # OTIO 0.14 is the last release whose Clip (schema 1) has one media reference.
-    return dict(otio.versioning.fetch_map("OTIO_CORE", "0.14.0"))
-
-
 #: schema versions to pass as ``target_schema_versions`` when writing ``.otio`` for
-#: readers that know one media reference per clip (they get the active one)
-DOWNGRADE_SCHEMA_VERSIONS: dict[str, int] = _downgrade_map()
+#: readers that know one media reference per clip (they get the active one): OTIO 0.14
+#: is the last release whose Clip (schema 1) has one media reference
+DOWNGRADE_SCHEMA_VERSIONS: dict[str, int] = dict(otio.versioning.fetch_map("OTIO_CORE", "0.14.0"))
 
 
 def _sequence_reference(folder: Path, job: RenderJob) -> otio.schema.ImageSequenceReference:
