@@ -20,7 +20,7 @@ from .manifest import Manifest
 from .params import Planning, Reading, Rendering, group
 from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
-from .render import Listeners, RenderReport, Renderer, jobs_to_render, render_plan
+from .render import RenderReport, Renderer, jobs_to_render, render_plan
 from uav.shots.shot_list import ShotList, load_shot_list
 from .timeline_files import (LoadedTimeline, TimelineReadError, read_timeline, refuse_overwriting_input,
                              timeline_owner, write_timeline)
@@ -177,43 +177,36 @@ def upscale_timeline(
                 codec=codec, model=model, force=force, executor=executor, captioner_options=captioner_options,
                 on_caption=on_caption)
     try:
-        return _upscale_timeline(timeline, output, mdir, read, what, how, Listeners(progress, on_job, on_event),
-                                 base_dir=base_dir, downgrade=downgrade)
+        if isinstance(timeline, otio.schema.Timeline):
+            loaded = LoadedTimeline(timeline, None, Path(base_dir) if base_dir is not None else None)
+        else:
+            input_path = Path(timeline)
+            extract = mdir / f".{input_path.stem}.otioz-source" if input_path.suffix.lower() == ".otioz" else None
+            refuse_overwriting_input(output, input_path)
+            loaded = read_timeline(input_path, extract_dir=extract, **vars(read))
+            if base_dir is not None:
+                loaded.base_dir = Path(base_dir)
+        plan = _plan(loaded, what, mdir, output)
+        tl, bdir, input_path = loaded.timeline, loaded.base_dir, loaded.path
+        renderer = how.renderer
+        if renderer is None:
+            renderer = UpscalerRenderer(weights=how.weights, device=how.device, dtype=how.dtype, codec=how.codec)
+        model = how.model if how.model is not None else (getattr(renderer, "model", None) or {})
+        report = render_plan(plan, renderer, media_dir=mdir, model=model, force=how.force, progress=progress,
+                             on_job=on_job, owner=timeline_owner(output, input_path), executor=how.executor,
+                             on_event=on_event, captioner_options=how.captioner_options, on_caption=how.on_caption)
+        relinked = relink_plan(tl, plan, report)
+        if bdir is not None and Path(output).resolve().parent != bdir.resolve():
+            # Relative links to the original media would break next to the new file.
+            absolutize_media_urls(tl, bdir)
+        written, problems = write_timeline(tl, output, input_path=input_path, downgrade=downgrade)
+        return UpscaleResult(tl, plan, report, written, list(plan.warnings) + problems, relinked)
     except BaseException:
         for folder in made:  # deepest first
             with contextlib.suppress(OSError):
                 if folder.is_dir() and Manifest(folder).discard_if_empty():
                     folder.rmdir()  # only when empty: finished renders are kept
         raise
-
-
-def _upscale_timeline(timeline: str | Path | otio.schema.Timeline, output: str | Path, mdir: Path, read: Reading,
-                      what: Planning, how: Rendering, tell: Listeners, *, base_dir: str | Path | None,
-                      downgrade: bool) -> UpscaleResult:
-    if isinstance(timeline, otio.schema.Timeline):
-        loaded = LoadedTimeline(timeline, None, Path(base_dir) if base_dir is not None else None)
-    else:
-        input_path = Path(timeline)
-        extract = mdir / f".{input_path.stem}.otioz-source" if input_path.suffix.lower() == ".otioz" else None
-        refuse_overwriting_input(output, input_path)
-        loaded = read_timeline(input_path, extract_dir=extract, **vars(read))
-        if base_dir is not None:
-            loaded.base_dir = Path(base_dir)
-    plan = _plan(loaded, what, mdir, output)
-    tl, bdir, input_path = loaded.timeline, loaded.base_dir, loaded.path
-    renderer = how.renderer
-    if renderer is None:
-        renderer = UpscalerRenderer(weights=how.weights, device=how.device, dtype=how.dtype, codec=how.codec)
-    model = how.model if how.model is not None else (getattr(renderer, "model", None) or {})
-    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=how.force, progress=tell.progress,
-                         on_job=tell.on_job, owner=timeline_owner(output, input_path), executor=how.executor,
-                         on_event=tell.on_event, captioner_options=how.captioner_options, on_caption=how.on_caption)
-    relinked = relink_plan(tl, plan, report)
-    if bdir is not None and Path(output).resolve().parent != bdir.resolve():
-        # Relative links to the original media would break next to the new file.
-        absolutize_media_urls(tl, bdir)
-    written, problems = write_timeline(tl, output, input_path=input_path, downgrade=downgrade)
-    return UpscaleResult(tl, plan, report, written, list(plan.warnings) + problems, relinked)
 
 
 @dataclass
