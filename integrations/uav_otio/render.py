@@ -19,6 +19,7 @@ never replaced with other content (:class:`OutputOwnershipError`).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,10 +93,7 @@ class RenderReport:
         return [r for r in self.results if r.status == "cached"]
 
     def for_job(self, job: RenderJob) -> JobResult | None:
-        for r in self.results:
-            if r.job is job:
-                return r
-        return None
+        return next((r for r in self.results if r.job is job), None)
 
 
 def render_hash(job: RenderJob, model: Mapping[str, Any] | None) -> str:
@@ -307,30 +305,26 @@ class _Books:
         self.tell(Event.of("rendered", job=job))
 
 
-class PlanRendererFactory:
-    """Builds, in each executor worker, a renderer of generic jobs from a timeline renderer.
+def _worker_renderer(renderer: Renderer | str) -> Callable[..., None]:
+    """A renderer of the executor's generic jobs, built in each worker (the executor gets
+    ``functools.partial(_worker_renderer, renderer)`` as its factory) from a timeline renderer.
 
     ``renderer`` is a timeline renderer (``renderer(job, settings, output_path,
     progress=None)``) that pickles (e.g. a :class:`UpscalerRenderer` before its first
     use: its model loads in the worker), or a ``"module:callable"`` spec imported there.
     """
+    render = renderer
+    if isinstance(render, str):
+        import importlib
 
-    def __init__(self, renderer: Renderer | str) -> None:
-        self.renderer = renderer
+        module, _, attr = render.partition(":")
+        render = getattr(importlib.import_module(module), attr)
+        render = render() if isinstance(render, type) else render
 
-    def __call__(self) -> Callable[..., None]:
-        render = self.renderer
-        if isinstance(render, str):
-            import importlib
+    def run(job: Any, progress: Callable[[int, int], None] | None = None) -> None:
+        render(job.payload, dict(job.settings), job.output, progress=progress)
 
-            module, _, attr = render.partition(":")
-            render = getattr(importlib.import_module(module), attr)
-            render = render() if isinstance(render, type) else render
-
-        def run(job: Any, progress: Callable[[int, int], None] | None = None) -> None:
-            render(job.payload, dict(job.settings), job.output, progress=progress)
-
-        return run
+    return run
 
 
 def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], renderer: Renderer | str, executor: Any,
@@ -353,7 +347,7 @@ def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], rendere
         tell(event, event.job.payload if event.job is not None else None)
 
     # the driver: results come back here, and only here is the manifest written
-    for result in executor.run(jobs, PlanRendererFactory(renderer), on_event=events):
+    for result in executor.run(jobs, functools.partial(_worker_renderer, renderer), on_event=events):
         job = result.job.payload
         books.report.runs.append(result)
         tell(result_event(result))
