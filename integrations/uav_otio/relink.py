@@ -134,11 +134,10 @@ def relink_plan(timeline: otio.schema.Timeline, plan: Plan, report: RenderReport
     """
     relinked: set[int] = set()
     for use in plan.uses:
-        job = use.job
+        job, clip = use.job, use.clip
         result = report.for_job(job) if job is not None else None
-        if job is None or result is None:
+        if result is None:
             continue
-        clip = use.clip
         refs = dict(clip.media_references())
         original_key = otio.schema.Clip.DEFAULT_MEDIA_KEY
         if original_key not in refs and clip.active_media_reference_key != UPSCALED_KEY:
