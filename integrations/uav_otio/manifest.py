@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from uav.io.atomic import TEMP_MARK, clean_stale_temporaries, process_alive, temporary_path
+from uav.io.provenance import settings_hash as compute_settings_hash
 
-from .hashing import compute_settings_hash
 
 try:  # POSIX; on Windows the lock is a no-op and one process per folder is assumed
     import fcntl

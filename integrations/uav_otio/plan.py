@@ -35,7 +35,6 @@ import opentimelineio as otio
 
 from .conform import MediaSearch
 from .exports import grid_aligned_start
-from .hashing import compute_settings_hash
 from .jobs import (  # noqa: F401  (re-exported: the plan's public names)
     DEFAULT_HANDLES,
     ClipPlace,
@@ -59,6 +58,7 @@ from .media import (  # noqa: F401  (re-exported: the plan's public names)
     url_to_path,
 )
 from .ranges import _disabled_by, _Ranges, _track_kind, _used_media_frames, enclosing_track  # noqa: F401
+from uav.io.provenance import settings_hash as compute_settings_hash
 from uav.shots.shot_list import ShotList
 from .shots import resolve_clip_settings
 from .validation import check_times, short_media_error

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 from uav.events import Event
 from uav.executors.base import result_event
 from uav.io.atomic import atomic_output
+from uav.io.provenance import settings_hash as compute_settings_hash
 
 from .captions import caption_jobs, with_caption
-from .hashing import compute_settings_hash
 from .manifest import MANIFEST_NAME, PARTIAL_MARK, Manifest, OutputOwnershipError, clean_partials, output_size, owner_id
 from .upscaler_renderer import UpscalerRenderer, _read_sequence  # noqa: F401  (re-exported: published here first)
 
