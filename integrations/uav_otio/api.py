@@ -267,10 +267,8 @@ def preview_timeline(
     # planned exactly as plan_file plans it for this output: an .otioz unpacks into a
     # temporary folder removed at exit, never into the media folder
     plan = _plan(read_timeline(input_path, **vars(reading or Reading())), planning or Planning(), mdir, output)
-    preview = Preview(plan, written=list(targets))
     # the decision render_plan makes, on the manifest as it is now (read only; a
     # folder that does not exist yet holds nothing, so everything would render)
     pending = {id(job) for job, _ in jobs_to_render(plan, Manifest(mdir), model, owner, force=force)}
-    preview.render = [job for job in plan.jobs if id(job) in pending]
-    preview.cached = [job for job in plan.jobs if id(job) not in pending]
-    return preview
+    return Preview(plan, render=[job for job in plan.jobs if id(job) in pending],
+                   cached=[job for job in plan.jobs if id(job) not in pending], written=list(targets))

@@ -183,8 +183,7 @@ def parse_adapter_options(items: list[str] | tuple[str, ...] | None) -> dict[str
         try:
             out[key] = json.loads(text)
         except ValueError:
-            lowered = text.lower()
-            out[key] = {"true": True, "false": False}.get(lowered, text)
+            out[key] = {"true": True, "false": False}.get(text.lower(), text)
     return out
 
 
