@@ -20,7 +20,7 @@ from .manifest import Manifest
 from .params import Planning, Reading, Rendering, group
 from .plan import plan_timeline
 from .relink import absolutize_media_urls, relink_plan
-from .render import Listeners, RenderReport, Renderer, jobs_to_render, render_hash, render_plan
+from .render import RenderReport, Renderer, jobs_to_render, render_plan
 from uav.shots.shot_list import ShotList, load_shot_list
 from .timeline_files import (LoadedTimeline, TimelineReadError, read_timeline, refuse_overwriting_input,
                              timeline_owner, write_timeline)
@@ -29,12 +29,6 @@ from .validation import check_plan
 
 __all__ = ["LoadedTimeline", "Planning", "Preview", "Reading", "Rendering", "TimelineReadError", "UpscaleResult",
            "plan_file", "preview_timeline", "read_timeline", "upscale_timeline", "write_timeline"]
-
-
-def _load_shots(shots: str | Path | ShotList | None) -> ShotList | None:
-    if shots is None or isinstance(shots, ShotList):
-        return shots
-    return load_shot_list(shots)
 
 
 def plan_file(
@@ -67,18 +61,15 @@ def plan_file(
                  adapter_options=adapter_options)
     what = group(Planning, planning, "planning", handles=handles, shots=shots, overrides=overrides, name_by=name_by,
                  ext=ext, search_paths=search_paths)
-    loaded = path if isinstance(path, LoadedTimeline) else _read(path, read)
+    loaded = path if isinstance(path, LoadedTimeline) else read_timeline(path, **vars(read))
     return loaded, _plan(loaded, what, media_dir, output)
 
 
-def _read(path: str | Path, read: Reading, extract_dir: Path | None = None) -> LoadedTimeline:
-    return read_timeline(path, timeline_name=read.timeline_name, extract_dir=extract_dir,
-                         adapter_name=read.adapter_name, rate=read.rate, adapter_options=read.adapter_options)
-
-
 def _plan(loaded: LoadedTimeline, what: Planning, media_dir: str | Path | None, output: str | Path | None) -> Plan:
+    shots = what.shots
     plan = plan_timeline(
-        loaded.timeline, handles=what.handles, media_dir=media_dir, shot_list=_load_shots(what.shots),
+        loaded.timeline, handles=what.handles, media_dir=media_dir,
+        shot_list=shots if shots is None or isinstance(shots, ShotList) else load_shot_list(shots),
         overrides=what.overrides, base_dir=loaded.base_dir, name_by=what.name_by, ext=what.ext,
         owner=timeline_owner(output, loaded.path) if output is not None else None, search_paths=what.search_paths,
     )
@@ -186,43 +177,36 @@ def upscale_timeline(
                 codec=codec, model=model, force=force, executor=executor, captioner_options=captioner_options,
                 on_caption=on_caption)
     try:
-        return _upscale_timeline(timeline, output, mdir, read, what, how, Listeners(progress, on_job, on_event),
-                                 base_dir=base_dir, downgrade=downgrade)
+        if isinstance(timeline, otio.schema.Timeline):
+            loaded = LoadedTimeline(timeline, None, Path(base_dir) if base_dir is not None else None)
+        else:
+            input_path = Path(timeline)
+            extract = mdir / f".{input_path.stem}.otioz-source" if input_path.suffix.lower() == ".otioz" else None
+            refuse_overwriting_input(output, input_path)
+            loaded = read_timeline(input_path, extract_dir=extract, **vars(read))
+            if base_dir is not None:
+                loaded.base_dir = Path(base_dir)
+        plan = _plan(loaded, what, mdir, output)
+        tl, bdir, input_path = loaded.timeline, loaded.base_dir, loaded.path
+        renderer = how.renderer
+        if renderer is None:
+            renderer = UpscalerRenderer(weights=how.weights, device=how.device, dtype=how.dtype, codec=how.codec)
+        model = how.model if how.model is not None else (getattr(renderer, "model", None) or {})
+        report = render_plan(plan, renderer, media_dir=mdir, model=model, force=how.force, progress=progress,
+                             on_job=on_job, owner=timeline_owner(output, input_path), executor=how.executor,
+                             on_event=on_event, captioner_options=how.captioner_options, on_caption=how.on_caption)
+        relinked = relink_plan(tl, plan, report)
+        if bdir is not None and Path(output).resolve().parent != bdir.resolve():
+            # Relative links to the original media would break next to the new file.
+            absolutize_media_urls(tl, bdir)
+        written, problems = write_timeline(tl, output, input_path=input_path, downgrade=downgrade)
+        return UpscaleResult(tl, plan, report, written, list(plan.warnings) + problems, relinked)
     except BaseException:
         for folder in made:  # deepest first
             with contextlib.suppress(OSError):
                 if folder.is_dir() and Manifest(folder).discard_if_empty():
                     folder.rmdir()  # only when empty: finished renders are kept
         raise
-
-
-def _upscale_timeline(timeline: str | Path | otio.schema.Timeline, output: str | Path, mdir: Path, read: Reading,
-                      what: Planning, how: Rendering, tell: Listeners, *, base_dir: str | Path | None,
-                      downgrade: bool) -> UpscaleResult:
-    if isinstance(timeline, otio.schema.Timeline):
-        loaded = LoadedTimeline(timeline, None, Path(base_dir) if base_dir is not None else None)
-    else:
-        input_path = Path(timeline)
-        extract = mdir / f".{input_path.stem}.otioz-source" if input_path.suffix.lower() == ".otioz" else None
-        refuse_overwriting_input(output, input_path)
-        loaded = _read(input_path, read, extract)
-        if base_dir is not None:
-            loaded.base_dir = Path(base_dir)
-    plan = _plan(loaded, what, mdir, output)
-    tl, bdir, input_path = loaded.timeline, loaded.base_dir, loaded.path
-    renderer = how.renderer
-    if renderer is None:
-        renderer = UpscalerRenderer(weights=how.weights, device=how.device, dtype=how.dtype, codec=how.codec)
-    model = how.model if how.model is not None else (getattr(renderer, "model", None) or {})
-    report = render_plan(plan, renderer, media_dir=mdir, model=model, force=how.force, progress=tell.progress,
-                         on_job=tell.on_job, owner=timeline_owner(output, input_path), executor=how.executor,
-                         on_event=tell.on_event, captioner_options=how.captioner_options, on_caption=how.on_caption)
-    relinked = relink_plan(tl, plan, report)
-    if bdir is not None and Path(output).resolve().parent != bdir.resolve():
-        # Relative links to the original media would break next to the new file.
-        absolutize_media_urls(tl, bdir)
-    written, problems = write_timeline(tl, output, input_path=input_path, downgrade=downgrade)
-    return UpscaleResult(tl, plan, report, written, list(plan.warnings) + problems, relinked)
 
 
 @dataclass
@@ -282,16 +266,9 @@ def preview_timeline(
     owner = timeline_owner(output, input_path)
     # planned exactly as plan_file plans it for this output: an .otioz unpacks into a
     # temporary folder removed at exit, never into the media folder
-    plan = _plan(_read(input_path, reading or Reading()), planning or Planning(), mdir, output)
-    preview = Preview(plan, written=list(targets))
-    model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
-    hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}
+    plan = _plan(read_timeline(input_path, **vars(reading or Reading())), planning or Planning(), mdir, output)
     # the decision render_plan makes, on the manifest as it is now (read only; a
     # folder that does not exist yet holds nothing, so everything would render)
-    if mdir.is_dir():
-        pending = {id(job) for job, _ in jobs_to_render(plan, Manifest(mdir), hashes, owner, force=force)}
-    else:
-        pending = {id(job) for job in plan.jobs}
-    preview.render = [job for job in plan.jobs if id(job) in pending]
-    preview.cached = [job for job in plan.jobs if id(job) not in pending]
-    return preview
+    pending = {id(job) for job, _ in jobs_to_render(plan, Manifest(mdir), model, owner, force=force)}
+    return Preview(plan, render=[job for job in plan.jobs if id(job) in pending],
+                   cached=[job for job in plan.jobs if id(job) not in pending], written=list(targets))

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from uav.io.provenance import settings_hash as compute_settings_hash
 from uav.settings import AUTO_PROMPT
 
-from .hashing import compute_settings_hash
 from .manifest import Manifest
 
 if TYPE_CHECKING:

@@ -353,11 +353,8 @@ def _dry_run(timeline: Path, output: Path, media_dir: Path, *, console: Any, as_
     """``timeline upscale --dry-run``: every check of a real run, the plan, nothing written."""
     from .api import preview_timeline
 
-    if renderer is not None:
-        _load_renderer(renderer)
-        model = None
-    else:  # finds and checks the weights folder, device and codec; loads nothing
-        model = default_renderer().model
+    # built as the run builds it: the default renderer checks weights folder, device and codec, and loads nothing
+    _, model = _renderer_for(renderer, default_renderer, None, console)
     preview = preview_timeline(timeline, output, media_dir, model=model, force=force, reading=planning.reading(),
                                planning=planning.planning(overrides, codec))
     if as_json:

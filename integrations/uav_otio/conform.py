@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -215,13 +215,14 @@ class _Outcome:
 
 @dataclass
 class MediaSearch:
-    """Finds offline media under ``search_paths`` (searched recursively, once).
+    """Finds offline media under ``search_paths`` (searched recursively, once; ``None`` or
+    empty: nothing is searched).
 
     Raises:
         ValueError: a search path is not an existing folder.
     """
 
-    search_paths: Sequence[Path] = ()
+    search_paths: Iterable[str | Path] | None = ()
     relinked: list[Relink] = field(default_factory=list)
     _offline: dict[int, str] = field(default_factory=dict, init=False, repr=False)
     _by_name: dict[str, list[Path]] | None = field(default=None, init=False, repr=False)
@@ -230,20 +231,14 @@ class MediaSearch:
     _spans: dict[Path, MediaSpan | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        given = [self.search_paths] if isinstance(self.search_paths, (str, Path)) else self.search_paths or ()
         paths = []
-        for p in self.search_paths or ():
+        for p in given:
             folder = Path(p).expanduser()
             if not folder.is_dir():
                 raise ValueError(f"search path {str(p)!r} is not a folder")
             paths.append(folder.resolve())
         self.search_paths = tuple(paths)
-
-    @classmethod
-    def from_paths(cls, search_paths: Iterable[str | Path] | None) -> MediaSearch:
-        """A search over ``search_paths`` (``None`` or empty: nothing is searched)."""
-        if isinstance(search_paths, (str, Path)):
-            search_paths = [search_paths]
-        return cls(tuple(Path(p) for p in (search_paths or ())))
 
     # ------------------------------------------------------------------ index
 

@@ -7,7 +7,7 @@ here never let a rate SMPTE timecode cannot count stop a plan or a render.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,7 @@ class ClipPlace:
     record_seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"track": self.track, "index": self.index, "record_timecode": self.record_timecode,
-                "record_seconds": self.record_seconds}
+        return asdict(self)
 
     def describe(self) -> str:
         at = self.record_timecode or f"{self.record_seconds:.3f} s"

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from uav.io.atomic import TEMP_MARK, clean_stale_temporaries, process_alive, temporary_path
+from uav.io.provenance import settings_hash as compute_settings_hash
 
-from .hashing import compute_settings_hash
 
 try:  # POSIX; on Windows the lock is a no-op and one process per folder is assumed
     import fcntl
@@ -80,19 +80,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def clean_partials(media_dir: str | Path) -> list[Path]:
-    """Remove temporary files left by interrupted runs; returns what was removed.
-
-    Only temporaries of uav's own naming whose process is gone are removed (see
-    :func:`uav.io.atomic.clean_stale_temporaries`): a run rendering into the same
-    folder right now keeps its files.
-    """
-    return clean_stale_temporaries(media_dir)
+#: remove the temporaries of interrupted runs from a media folder (a run rendering there now keeps its own)
+clean_partials = clean_stale_temporaries
 
 
 def _owners(entry: Mapping[str, Any]) -> set[str]:
     return {str(o) for o in entry.get("owners") or ()}
-
 
 
 def output_size(path: Path) -> int | None:
@@ -103,6 +96,7 @@ def output_size(path: Path) -> int | None:
     if path.is_dir():
         return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     return None
+
 
 class Manifest:
     """The record of finished outputs in a media folder, and of their owners.

@@ -183,10 +183,6 @@ def source_reference(clip: otio.schema.Clip) -> otio.core.MediaReference:
     return clip.media_reference
 
 
-def _frames(t: otio.opentime.RationalTime, rate: float) -> float:
-    return t.value_rescaled_to(rate)
-
-
 class _Skip(Exception):
     """Internal: this clip cannot be rendered, for the reason given."""
 
@@ -207,8 +203,8 @@ def _media_source(ref: otio.core.MediaReference, base_dir: Path | None, probe: b
         if rate <= 0:
             raise _Skip("image sequence without a frame rate")
         if ar is not None:
-            start = int(round(_frames(ar.start_time, rate)))
-            end = start + int(round(_frames(ar.duration, rate)))
+            start = int(round(ar.start_time.value_rescaled_to(rate)))
+            end = start + int(round(ar.duration.value_rescaled_to(rate)))
         else:
             start, end = 0, ref.number_of_images_in_sequence()
         src = MediaSource(
@@ -234,15 +230,6 @@ def _media_source(ref: otio.core.MediaReference, base_dir: Path | None, probe: b
     raise _Skip(f"unsupported media reference type {type(ref).__name__}")
 
 
-
-
-def _probed(path: Path) -> ProbeResult:
-    try:
-        return probe_media(path)
-    except (OSError, ValueError) as exc:
-        raise _Skip(f"cannot read media: {exc}") from None
-
-
 def _file_source(ref: otio.schema.ExternalReference, base_dir: Path | None, probe: bool) -> MediaSource:
     """A movie file: its range from the reference, checked against the file itself when
     probing (a file shorter than the timeline says keeps only the frames it holds, and
@@ -254,12 +241,15 @@ def _file_source(ref: otio.schema.ExternalReference, base_dir: Path | None, prob
     ar = ref.available_range
     if probe and not path.is_file():
         raise _Skip(f"media file not found: {str(path)!r}")
-    info = _probed(path) if probe else None
+    try:
+        info = probe_media(path) if probe else None
+    except (OSError, ValueError) as exc:
+        raise _Skip(f"cannot read media: {exc}") from None
     declared_end = None
     if ar is not None:
         rate = float(ar.start_time.rate)
-        start = int(round(_frames(ar.start_time, rate)))
-        end = start + int(round(_frames(ar.duration, rate)))
+        start = int(round(ar.start_time.value_rescaled_to(rate)))
+        end = start + int(round(ar.duration.value_rescaled_to(rate)))
         if info is not None and info.frames < end - start:
             declared_end, end = end, start + info.frames
     elif info is not None:

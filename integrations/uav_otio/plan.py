@@ -23,6 +23,7 @@ builds a plan and the naming of its outputs.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ import opentimelineio as otio
 
 from .conform import MediaSearch
 from .exports import grid_aligned_start
-from .hashing import compute_settings_hash
 from .jobs import (  # noqa: F401  (re-exported: the plan's public names)
     DEFAULT_HANDLES,
     ClipPlace,
@@ -58,6 +58,7 @@ from .media import (  # noqa: F401  (re-exported: the plan's public names)
     url_to_path,
 )
 from .ranges import _disabled_by, _Ranges, _track_kind, _used_media_frames, enclosing_track  # noqa: F401
+from uav.io.provenance import settings_hash as compute_settings_hash
 from uav.shots.shot_list import ShotList
 from .shots import resolve_clip_settings
 from .validation import check_times, short_media_error
@@ -89,14 +90,11 @@ def _places(timeline: otio.schema.Timeline, clips: list[otio.schema.Clip],
     points at one clip."""
     rate = None
     for clip in clips:
-        try:
+        with contextlib.suppress(Exception):  # a clip without a range; try the next one
             rate = clip.trimmed_range().duration.rate
             break
-        except Exception:  # a clip without a range; try the next one
-            continue
-    origin = timeline.global_start_time.to_seconds() if timeline.global_start_time is not None else 0.0
-    if timeline.global_start_time is not None:
-        rate = timeline.global_start_time.rate
+    start = timeline.global_start_time  # places count from it, at its rate
+    origin, rate = (start.to_seconds(), start.rate) if start is not None else (0.0, rate)
     out: dict[int, tuple[str, ClipPlace]] = {}
     counts: dict[str, int] = {}
     for clip in clips:
@@ -253,7 +251,7 @@ def plan_timeline(
     check_times(timeline)
     plan = Plan(handles=handles, media_dir=mdir)
     ranges = _Ranges()
-    walk = _Walk(timeline, ranges, MediaSearch.from_paths(search_paths),
+    walk = _Walk(timeline, ranges, MediaSearch(search_paths),
                  Path(base_dir) if base_dir is not None else None, probe, shot_list, overrides)
     clips = list(timeline.find_clips())
     places = _places(timeline, clips, ranges)

@@ -142,9 +142,8 @@ def _snap(x: float) -> float:
     return float(r) if abs(x - r) < 1e-2 else x
 
 
-def _used_media_frames(clip: otio.schema.Clip, rate: float, ranges: _Ranges | None = None) -> tuple[int, int]:
+def _used_media_frames(clip: otio.schema.Clip, rate: float, ranges: _Ranges) -> tuple[int, int]:
     """``[start, end)`` media frames the cut samples from the clip's media."""
-    ranges = ranges or _Ranges()
     lo, hi = _window(clip)
     # current interval is in the coordinates of ``item``'s parent chain; m, c map
     # clip presentation time x to those coordinates as m * x + c
@@ -217,12 +216,12 @@ def _enabled(item: Any) -> bool:
     return not (hasattr(fcp, "get") and str(fcp.get("enabled", "")).upper() == "FALSE")
 
 
-def _disabled_by(clip: otio.schema.Clip, ranges: _Ranges | None = None) -> str | None:
+def _disabled_by(clip: otio.schema.Clip, ranges: _Ranges) -> str | None:
     """Why ``clip`` is off in the edit (itself or a container), or ``None``; ``ranges``
     remembers each container's answer."""
     item: Any = clip
     while item is not None:
-        on = _enabled(item) if ranges is None or item is clip else ranges.enabled(item)
+        on = _enabled(item) if item is clip else ranges.enabled(item)
         if not on:
             return "clip is disabled" if item is clip else f"enclosing {type(item).__name__} {item.name!r} is disabled"
         item = item.parent()

@@ -47,14 +47,10 @@ __all__ = [
 ]
 
 
-def _downgrade_map() -> dict[str, int]:
-    # OTIO 0.14 is the last release whose Clip (schema 1) has one media reference.
-    return dict(otio.versioning.fetch_map("OTIO_CORE", "0.14.0"))
-
-
 #: schema versions to pass as ``target_schema_versions`` when writing ``.otio`` for
-#: readers that know one media reference per clip (they get the active one)
-DOWNGRADE_SCHEMA_VERSIONS: dict[str, int] = _downgrade_map()
+#: readers that know one media reference per clip (they get the active one): OTIO 0.14
+#: is the last release whose Clip (schema 1) has one media reference
+DOWNGRADE_SCHEMA_VERSIONS: dict[str, int] = dict(otio.versioning.fetch_map("OTIO_CORE", "0.14.0"))
 
 
 def _sequence_reference(folder: Path, job: RenderJob) -> otio.schema.ImageSequenceReference:
@@ -138,11 +134,10 @@ def relink_plan(timeline: otio.schema.Timeline, plan: Plan, report: RenderReport
     """
     relinked: set[int] = set()
     for use in plan.uses:
-        job = use.job
+        job, clip = use.job, use.clip
         result = report.for_job(job) if job is not None else None
-        if job is None or result is None:
+        if result is None:
             continue
-        clip = use.clip
         refs = dict(clip.media_references())
         original_key = otio.schema.Clip.DEFAULT_MEDIA_KEY
         if original_key not in refs and clip.active_media_reference_key != UPSCALED_KEY:

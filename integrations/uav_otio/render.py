@@ -19,6 +19,7 @@ never replaced with other content (:class:`OutputOwnershipError`).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 from uav.events import Event
 from uav.executors.base import result_event
 from uav.io.atomic import atomic_output
+from uav.io.provenance import settings_hash as compute_settings_hash
 
 from .captions import caption_jobs, with_caption
-from .hashing import compute_settings_hash
 from .manifest import MANIFEST_NAME, PARTIAL_MARK, Manifest, OutputOwnershipError, clean_partials, output_size, owner_id
 from .upscaler_renderer import UpscalerRenderer, _read_sequence  # noqa: F401  (re-exported: published here first)
 
@@ -92,10 +93,7 @@ class RenderReport:
         return [r for r in self.results if r.status == "cached"]
 
     def for_job(self, job: RenderJob) -> JobResult | None:
-        for r in self.results:
-            if r.job is job:
-                return r
-        return None
+        return next((r for r in self.results if r.job is job), None)
 
 
 def render_hash(job: RenderJob, model: Mapping[str, Any] | None) -> str:
@@ -103,11 +101,11 @@ def render_hash(job: RenderJob, model: Mapping[str, Any] | None) -> str:
     return compute_settings_hash({"settings_hash": job.settings_hash, "model": dict(model or {})})
 
 
-def jobs_to_render(plan: Plan, manifest: Manifest, hashes: Mapping[int, str], owner: str | None, *,
+def jobs_to_render(plan: Plan, manifest: Manifest, model: Mapping[str, Any] | None, owner: str | None, *,
                    force: bool = False) -> list[tuple[RenderJob, str]]:
     """``(job, render_hash)`` of every job not already done, after checking that none
     would replace a file another timeline relies on (all checked before any render:
-    a run that would stop half-way is worse). ``hashes`` maps ``id(job)`` to its hash.
+    a run that would stop half-way is worse).
 
     Raises:
         ValueError: a job without an output name.
@@ -117,7 +115,7 @@ def jobs_to_render(plan: Plan, manifest: Manifest, hashes: Mapping[int, str], ow
     for job in plan.jobs:
         if not job.output_name:
             raise ValueError("every job needs an output name; plan it with plan_timeline")
-        rh = hashes[id(job)]
+        rh = render_hash(job, model)
         if not force and manifest.is_current(job.output_name, rh):
             continue
         why = manifest.conflict(job.output_name, rh, owner)
@@ -144,22 +142,16 @@ class Listeners:
     def listening(self) -> bool:
         return self.progress is not None or self.on_event is not None
 
-    def __call__(self, event: Event) -> None:
-        if event.stage in JOB_STATES:
-            self.job_state(event.job, event.stage)
-        elif event.stage == "progress":
-            self.frames(event.job, event.index, event.total)
-        self.event(event)
-
-    def job_state(self, job: RenderJob, state: str) -> None:
-        if self.on_job is not None:
+    def __call__(self, event: Event, job: Any = None) -> None:
+        """Tell each listener its part of ``event``, about ``job`` (default ``event.job``; an
+        executor's events name its Job, the listeners get the ``RenderJob`` it carries):
+        its state (an executor's ``start`` is ``rendering``), its frames, the event itself."""
+        job = event.job if job is None else job
+        state = "rendering" if event.stage == "start" else event.stage
+        if job is not None and state in JOB_STATES and self.on_job is not None:
             self.on_job(job, state)
-
-    def frames(self, job: RenderJob, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(job, done, total)
-
-    def event(self, event: Event) -> None:
+        elif job is not None and event.stage == "progress" and self.progress is not None:
+            self.progress(job, event.index, event.total)
         if self.on_event is not None:
             self.on_event(event)
 
@@ -230,68 +222,73 @@ def render_plan(
     if mdir is None:
         raise ValueError("media_dir is required: pass it here or to plan_timeline")
     mdir.mkdir(parents=True, exist_ok=True)
-    who = owner_id(owner)
     model_rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in dict(model or {}).items()}
     report = RenderReport(removed_partials=clean_partials(mdir))
-    manifest = Manifest(mdir)
-    hashes = {id(job): render_hash(job, model_rec) for job in plan.jobs}
-    todo = jobs_to_render(plan, manifest, hashes, who, force=force)
+    books = _Books(Manifest(mdir), report, model_rec, owner_id(owner), Listeners(progress, on_job, on_event))
+    todo = jobs_to_render(plan, books.manifest, model_rec, books.owner, force=force)
     for job in plan.jobs:
         job.output_path = mdir / job.output_name
     # every caption before the first render: a captioner that cannot work fails before any
     # upscaling, and its model is freed before the upscaler needs the memory
-    captions = caption_jobs(plan, [job for job, _ in todo], manifest, options=captioner_options,
+    captions = caption_jobs(plan, [job for job, _ in todo], books.manifest, options=captioner_options,
                             on_caption=on_caption)
-    tell = Listeners(progress, on_job, on_event)
     if executor is not None:
-        _render_with_executor(plan, todo, renderer, executor, manifest, report, model_rec, who, tell, captions)
-        manifest.release(who, keep={job.output_name for job in plan.jobs})
+        _render_with_executor(plan, todo, renderer, executor, books, captions)
+        books.manifest.release(books.owner, keep={job.output_name for job in plan.jobs})
         return report
-    pending = {id(job) for job, _ in todo}
+    pending = {id(job): rh for job, rh in todo}
+    tell = books.tell
     for job in plan.jobs:
-        out = mdir / job.output_name
-        rh = hashes[id(job)]
         if id(job) not in pending:
-            manifest.adopt(job.output_name, who)
-            report.results.append(JobResult(job, "cached", rh, model_rec, _recorded_caption(manifest, job)))
-            tell(Event.of("cached", job=job))
+            books.cached(job)
             continue
-        manifest.claim(job.output_name, render_hash=rh, settings_hash=job.settings_hash, owner=who)
+        books.claim(job, pending[id(job)])
         tell(Event.of("rendering", job=job))
         cb = (lambda done, total, _job=job: tell(Event.of("progress", done, total, _job))) if tell.listening else None
         caption = captions.get(id(job))
         try:
-            renderer(job, with_caption(job.settings, caption), out, progress=cb)
+            renderer(job, with_caption(job.settings, caption), job.output_path, progress=cb)
         except Exception:
             # a failed render leaves nothing to resume; a killed one (no chance to get
             # here) leaves its claim, which lets its owner take the name back
-            manifest.unclaim(job.output_name)
+            books.manifest.unclaim(job.output_name)
             raise
-        if output_size(out) is None:
-            raise RuntimeError(f"the renderer returned without writing {str(out)!r}")
-        _record(manifest, job, rh, model_rec, out, who, caption)
-        report.results.append(JobResult(job, "rendered", rh, model_rec, caption))
-        tell(Event.of("rendered", job=job))
-    manifest.release(who, keep={job.output_name for job in plan.jobs})
+        if output_size(job.output_path) is None:
+            raise RuntimeError(f"the renderer returned without writing {str(job.output_path)!r}")
+        books.rendered(job, pending[id(job)], caption)
+    books.manifest.release(books.owner, keep={job.output_name for job in plan.jobs})
     return report
 
 
-def _recorded_caption(manifest: Manifest, job: RenderJob) -> dict[str, Any] | None:
-    """The caption a cached ``prompt=auto`` output was rendered with, as its entry records it."""
-    entry = manifest.outputs.get(job.output_name) or {}
-    caption = entry.get("caption")
-    return dict(caption) if isinstance(caption, dict) else None
+@dataclass
+class _Books:
+    """Where one :func:`render_plan` call records each job's outcome: the media folder's
+    manifest, the report and the listeners."""
 
+    manifest: Manifest
+    report: RenderReport
+    model: dict[str, Any]
+    owner: str | None
+    tell: Listeners
 
-def _record(manifest: Manifest, job: RenderJob, rh: str, model_rec: dict[str, Any], out: Path, who: Any,
-            caption: dict[str, Any] | None = None) -> None:
-    manifest.record(
-        job.output_name,
-        {
+    def claim(self, job: RenderJob, rh: str) -> None:
+        self.manifest.claim(job.output_name, render_hash=rh, settings_hash=job.settings_hash, owner=self.owner)
+
+    def cached(self, job: RenderJob) -> None:
+        """``job``'s output is current: the owner relies on it too, with the caption its entry records."""
+        self.manifest.adopt(job.output_name, self.owner)
+        caption = (self.manifest.outputs.get(job.output_name) or {}).get("caption")
+        self.report.results.append(JobResult(job, "cached", render_hash(job, self.model), self.model,
+                                             dict(caption) if isinstance(caption, dict) else None))
+        self.tell(Event.of("cached", job=job))
+
+    def rendered(self, job: RenderJob, rh: str, caption: dict[str, Any] | None) -> None:
+        """``job``'s output is written: its entry replaces the claim."""
+        entry = {
             "render_hash": rh,
             "settings_hash": job.settings_hash,
             "settings": job.settings,
-            "model": model_rec,
+            "model": self.model,
             "media": job.media.identity,
             "range": [job.start, job.end],
             "rate": job.rate,
@@ -299,80 +296,63 @@ def _record(manifest: Manifest, job: RenderJob, rh: str, model_rec: dict[str, An
             "timecode": job.timecode,
             "start_seconds": job.start_seconds,
             "clips": list(job.clip_names),
-            "size": output_size(out),
+            "size": output_size(job.output_path),
             "rendered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **({"caption": caption} if caption is not None else {}),
-        },
-        owner=who,
-    )
+        }
+        self.manifest.record(job.output_name, entry, owner=self.owner)
+        self.report.results.append(JobResult(job, "rendered", rh, self.model, caption))
+        self.tell(Event.of("rendered", job=job))
 
 
-class PlanRendererFactory:
-    """Builds, in each executor worker, a renderer of generic jobs from a timeline renderer.
+def _worker_renderer(renderer: Renderer | str) -> Callable[..., None]:
+    """A renderer of the executor's generic jobs, built in each worker (the executor gets
+    ``functools.partial(_worker_renderer, renderer)`` as its factory) from a timeline renderer.
 
     ``renderer`` is a timeline renderer (``renderer(job, settings, output_path,
     progress=None)``) that pickles (e.g. a :class:`UpscalerRenderer` before its first
     use: its model loads in the worker), or a ``"module:callable"`` spec imported there.
     """
+    render = renderer
+    if isinstance(render, str):
+        import importlib
 
-    def __init__(self, renderer: Renderer | str) -> None:
-        self.renderer = renderer
+        module, _, attr = render.partition(":")
+        render = getattr(importlib.import_module(module), attr)
+        render = render() if isinstance(render, type) else render
 
-    def __call__(self) -> Callable[..., None]:
-        render = self.renderer
-        if isinstance(render, str):
-            import importlib
+    def run(job: Any, progress: Callable[[int, int], None] | None = None) -> None:
+        render(job.payload, dict(job.settings), job.output, progress=progress)
 
-            module, _, attr = render.partition(":")
-            render = getattr(importlib.import_module(module), attr)
-            render = render() if isinstance(render, type) else render
-
-        def run(job: Any, progress: Callable[[int, int], None] | None = None) -> None:
-            render(job.payload, dict(job.settings), job.output, progress=progress)
-
-        return run
+    return run
 
 
 def _render_with_executor(plan: Plan, todo: list[tuple[RenderJob, str]], renderer: Renderer | str, executor: Any,
-                          manifest: Manifest, report: RenderReport, model_rec: dict[str, Any], who: Any,
-                          tell: Listeners, captions: Mapping[int, dict[str, Any]] | None = None) -> None:
+                          books: _Books, captions: Mapping[int, dict[str, Any]]) -> None:
     from uav.executors import Job
 
     hashes = {id(job): rh for job, rh in todo}
     for job in plan.jobs:
         if id(job) not in hashes:
-            manifest.adopt(job.output_name, who)
-            report.results.append(JobResult(job, "cached", render_hash(job, model_rec), model_rec,
-                                            _recorded_caption(manifest, job)))
-            tell(Event.of("cached", job=job))
+            books.cached(job)
     jobs = []
     for job, rh in todo:
-        manifest.claim(job.output_name, render_hash=rh, settings_hash=job.settings_hash, owner=who)
+        books.claim(job, rh)
         jobs.append(Job(name=job.output_name, source=str(job.media.path), output=Path(job.output_path or ""),
                         start=job.first_index, end=job.end_index, frames=job.frames,
-                        settings=with_caption(job.settings, (captions or {}).get(id(job))),
-                        payload=job))
+                        settings=with_caption(job.settings, captions.get(id(job))), payload=job))
+    tell = books.tell
 
     def events(event: Event) -> None:
-        # the executor's events name its Job; the timeline's callbacks get the RenderJob it carries
-        job = event.job.payload if event.job is not None else None
-        if job is not None and event.stage == "start":
-            tell.job_state(job, "rendering")
-        elif job is not None and event.stage == "progress":
-            tell.frames(job, event.index, event.total)
-        tell.event(event)
+        tell(event, event.job.payload if event.job is not None else None)
 
     # the driver: results come back here, and only here is the manifest written
-    for result in executor.run(jobs, PlanRendererFactory(renderer), on_event=events):
+    for result in executor.run(jobs, functools.partial(_worker_renderer, renderer), on_event=events):
         job = result.job.payload
-        report.runs.append(result)
-        tell.event(result_event(result))
+        books.report.runs.append(result)
+        tell(result_event(result))
         if not result.ok:
-            manifest.unclaim(job.output_name)
+            books.manifest.unclaim(job.output_name)
             tell(Event.of("failed", job=job))
             continue
-        rh = hashes[id(job)]
-        caption = (captions or {}).get(id(job))
-        _record(manifest, job, rh, model_rec, Path(job.output_path), who, caption)
-        report.results.append(JobResult(job, "rendered", rh, model_rec, caption))
-        tell(Event.of("rendered", job=job))
+        books.rendered(job, hashes[id(job)], captions.get(id(job)))

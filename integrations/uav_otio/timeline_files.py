@@ -183,8 +183,7 @@ def parse_adapter_options(items: list[str] | tuple[str, ...] | None) -> dict[str
         try:
             out[key] = json.loads(text)
         except ValueError:
-            lowered = text.lower()
-            out[key] = {"true": True, "false": False}.get(lowered, text)
+            out[key] = {"true": True, "false": False}.get(text.lower(), text)
     return out
 
 
@@ -448,13 +447,11 @@ def write_timeline(
     for path in output_paths(output, input_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_path(path)
-        kwargs: dict[str, Any] = {}
-        if path.suffix.lower() == ".otio" and downgrade:
-            kwargs["target_schema_versions"] = DOWNGRADE_SCHEMA_VERSIONS
         try:
             if path.suffix.lower() == ".otio":
                 with adapter_output_to_stderr():
-                    otio.adapters.write_to_file(timeline, str(tmp), **kwargs)
+                    otio.adapters.write_to_file(timeline, str(tmp),
+                                                target_schema_versions=DOWNGRADE_SCHEMA_VERSIONS if downgrade else None)
             else:
                 refusal = sequence_refusal(timeline, path)
                 if refusal is not None:
@@ -469,7 +466,7 @@ def write_timeline(
                     problems.append(f"refused: {path.suffix} cannot place every clip: {exc}; {str(path)!r} not written")
                     continue
                 with adapter_output_to_stderr():
-                    otio.adapters.write_to_file(handed, str(tmp), **kwargs)
+                    otio.adapters.write_to_file(handed, str(tmp))
                 refusal = check_written(tmp, timeline)
                 if refusal is not None:
                     with contextlib.suppress(OSError):
