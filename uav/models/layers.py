@@ -21,6 +21,7 @@ frames <-> batch reshapes are views and no activation is copied to change its or
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from typing import Iterator, Sequence
 
@@ -83,14 +84,20 @@ def cat_channels(parts: Sequence[Tensor], layout: str | None = None) -> Tensor:
     concatenation does not change the layout the blocks run in."""
     first = parts[0]
     layout = layout or layout_of(first) or "ncdhw"
-    shape = list(first.shape)
-    shape[1] = sum(p.shape[1] for p in parts)
-    out = empty_clip(shape, layout, dtype=first.dtype, device=first.device)
-    start = 0
-    for p in parts:
-        out[:, start:start + p.shape[1]].copy_(p)
-        start += p.shape[1]
+    bounds = _channel_bounds(parts)
+    out = empty_clip((first.shape[0], bounds[-1], *first.shape[2:]), layout, dtype=first.dtype, device=first.device)
+    for p, a, b in zip(parts, bounds, bounds[1:]):
+        out[:, a:b].copy_(p)
     return out
+
+
+def check_video(name: str, t: Tensor, channels: int) -> None:
+    """Raise ``ValueError`` unless ``t`` is a 5-D ``(B, C, T, H, W)`` tensor with ``channels`` channels."""
+    if not torch.is_tensor(t) or t.ndim != 5:
+        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+        raise ValueError(f"{name}: expected a 5-D tensor (B, C, T, H, W), got {got}")
+    if t.shape[1] != channels:
+        raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]} (shape {tuple(t.shape)})")
 
 
 def inference() -> bool:
@@ -221,10 +228,8 @@ def _group_affine(mean: Tensor, m2: Tensor, n: Tensor, norm: nn.GroupNorm) -> tu
 
 
 def _channel_bounds(parts: Sequence[Tensor]) -> list[int]:
-    bounds = [0]
-    for p in parts:
-        bounds.append(bounds[-1] + p.shape[1])
-    return bounds
+    """Where each part's channels start in the parts' concatenation, then where the last ends."""
+    return list(itertools.accumulate((p.shape[1] for p in parts), initial=0))
 
 
 def _moments(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
@@ -319,11 +324,9 @@ def pointwise_conv(conv: InflatedConv3d, x: Tensor | Sequence[Tensor], residual:
         return _pointwise_conv_add(conv, parts, residual, bias)
     # a compiled graph takes the matmuls out of place (in place on views, it would copy their bases)
     eager = eager_inference()
-    out, start = residual, 0
-    for i, part in enumerate(parts):
-        w = conv.weight[:, start:start + part.shape[1], 0, 0]
-        start += part.shape[1]
-        out = _accumulate_matmul(out, w, part, inplace=eager and (inplace or i > 0))
+    bounds, out = _channel_bounds(parts), residual
+    for i, (part, a, b) in enumerate(zip(parts, bounds, bounds[1:])):
+        out = _accumulate_matmul(out, conv.weight[:, a:b, 0, 0], part, inplace=eager and (inplace or i > 0))
     if bias and conv.bias is not None:
         b = conv.bias.view(1, -1, 1, 1, 1)
         out = out.add_(b) if eager else out + b
@@ -333,13 +336,11 @@ def pointwise_conv(conv: InflatedConv3d, x: Tensor | Sequence[Tensor], residual:
 def _pointwise_conv_add(conv: InflatedConv3d, parts: Sequence[Tensor], residual: Tensor, bias: bool) -> Tensor:
     """``residual + conv(cat(parts))`` out of place (autograd; layouts a matmul cannot accumulate
     into), one convolution per part with its input channels of the weight: no concatenation."""
-    out, start = residual, 0
-    for i, part in enumerate(parts):
-        weight = conv.weight[:, start:start + part.shape[1]]
-        start += part.shape[1]
+    bounds, out = _channel_bounds(parts), residual
+    for i, (part, a, b) in enumerate(zip(parts, bounds, bounds[1:])):
         # the layer's bias once (or never); a None bias would mean the layer's own
-        b = conv.bias if (i == 0 and bias) or conv.bias is None else torch.zeros_like(conv.bias)
-        out = out + conv(part, b, weight)
+        part_bias = conv.bias if (i == 0 and bias) or conv.bias is None else torch.zeros_like(conv.bias)
+        out = out + conv(part, part_bias, conv.weight[:, a:b])
     return out
 
 
