@@ -58,7 +58,7 @@ def _resnet(self: Any, x: Tensor, temb: Tensor | None = None) -> Tensor:
     if temb is not None and self.time_emb_proj is not None:
         h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
     h = self.conv2(F.silu(self.norm2(h)))
-    if self.conv_shortcut is not None:
+    if getattr(self, "conv_shortcut", None) is not None:  # ResnetBlock3DCNN has none
         x = self.conv_shortcut(x)
     return x + h
 
@@ -66,14 +66,6 @@ def _resnet(self: Any, x: Tensor, temb: Tensor | None = None) -> Tensor:
 def _resnet_plus(self: Any, x: Tensor, temb: Tensor | None = None) -> Tensor:
     x = _resnet(self, x, temb)
     return x + self.conv_3d(F.silu(self.norm_3d(x)))
-
-
-def _resnet_cnn(self: Any, x: Tensor, temb: Tensor | None = None) -> Tensor:
-    h = self.conv1(F.silu(self.norm1(x)))
-    if temb is not None and self.time_emb_proj is not None:
-        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
-    h = self.conv2(F.silu(self.norm2(h)))
-    return x + h
 
 
 # ---------------------------------------------------------------------------- transformer.py
@@ -246,7 +238,7 @@ _PUBLISHED: tuple[tuple[type, str, Any], ...] = (
     (_layers.Upsample3D, "forward", _upsample),
     (_layers.ResnetBlock3D, "forward", _resnet),
     (_layers.ResnetBlock3DPlus, "forward", _resnet_plus),
-    (_layers.ResnetBlock3DCNN, "forward", _resnet_cnn),
+    (_layers.ResnetBlock3DCNN, "forward", _resnet),
     (_transformer.Attention, "forward", _attention),
     (_transformer.GEGLU, "forward", _geglu),
     (_transformer.FeedForward, "forward", _feed_forward),
