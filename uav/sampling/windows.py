@@ -112,6 +112,7 @@ def uniform_segment_plan(num_frames: int, window: int = 8, overlap: int = 2) -> 
         raise ValueError(f"overlap must be smaller than window ({window}), got {overlap}")
 
     windows = tuple(even_spans(t, window, overlap))
+
     band = torch.zeros((len(windows), window), dtype=torch.float64)
     totals = torch.zeros(t, dtype=torch.float64)
     for k, (s, e) in enumerate(windows):
