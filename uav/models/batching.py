@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 from contextvars import ContextVar
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
@@ -58,15 +58,20 @@ _CARRIER: ContextVar[bool] = ContextVar("uav_item_carrier", default=False)
 
 
 @contextlib.contextmanager
-def memory_saving(enabled: bool) -> Iterator[None]:
-    """Run the blocks per item and the transformers' per-pixel work in pieces (``True``, the
-    default) or on the whole batch at once (``False``: the reference the same-numbers tests
-    compare with)."""
-    token = _ENABLED.set(enabled)
+def _setting(var: ContextVar[Any], value: Any) -> Iterator[None]:
+    """``var`` set to ``value`` while the block runs."""
+    token = var.set(value)
     try:
         yield
     finally:
-        _ENABLED.reset(token)
+        var.reset(token)
+
+
+def memory_saving(enabled: bool) -> ContextManager[None]:
+    """Run the blocks per item and the transformers' per-pixel work in pieces (``True``, the
+    default) or on the whole batch at once (``False``: the reference the same-numbers tests
+    compare with)."""
+    return _setting(_ENABLED, enabled)
 
 
 def active() -> bool:
@@ -89,13 +94,8 @@ def allocation_class() -> str:
     return "item" if _ITEM_DEPTH.get() > 0 else "batch"
 
 
-@contextlib.contextmanager
-def _one_item() -> Iterator[None]:
-    token = _ITEM_DEPTH.set(_ITEM_DEPTH.get() + 1)
-    try:
-        yield
-    finally:
-        _ITEM_DEPTH.reset(token)
+def _one_item() -> ContextManager[None]:
+    return _setting(_ITEM_DEPTH, _ITEM_DEPTH.get() + 1)
 
 
 def per_item(fn: Callable[..., Tensor], inputs: Sequence[Tensor], temb: Tensor, *,
@@ -130,11 +130,8 @@ def per_item(fn: Callable[..., Tensor], inputs: Sequence[Tensor], temb: Tensor, 
 def _batch_like(y: Tensor, batch: int) -> Tensor:
     """An uninitialised ``batch``-item tensor shaped and laid out like the one-item ``y``
     (made outside the item's bookkeeping: it carries the batch)."""
-    token = _CARRIER.set(True)
-    try:
+    with _setting(_CARRIER, True):
         return empty_clip((batch, *y.shape[1:]), layout_of(y) or "ncdhw", dtype=y.dtype, device=y.device)
-    finally:
-        _CARRIER.reset(token)
 
 
 def write_back(target: Tensor, result: Tensor) -> None:

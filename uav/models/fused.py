@@ -97,11 +97,6 @@ def _pixels_flat(t: Tensor) -> bool:
     return t.dim() != 5 or t.shape[3] == 1 or t.stride(3) == t.shape[4] * t.stride(4)
 
 
-def _broken(err: Exception) -> None:
-    _STATE["broken"] = True
-    log.warning("fused GroupNorm/GEGLU kernels unavailable (%s: %s); using the aten path", type(err).__name__, err)
-
-
 # ------------------------------------------------------------------------------------------------ kernels
 @_jit
 def _moments_kernel(x_ptr, mean_ptr, m2_ptr, C, T, HW, span, sxb, sxc, sxt, sxp,
@@ -384,5 +379,6 @@ def guarded(fn: Any, *args: Any) -> Any:
     except Exception as err:  # noqa: BLE001 - a compiler or driver failure of Triton: fall back once
         if isinstance(err, (torch.cuda.OutOfMemoryError, KeyboardInterrupt)):
             raise
-        _broken(err)
+        _STATE["broken"] = True
+        log.warning("fused GroupNorm/GEGLU kernels unavailable (%s: %s); using the aten path", type(err).__name__, err)
         return None

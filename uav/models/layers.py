@@ -21,6 +21,8 @@ frames <-> batch reshapes are views and no activation is copied to change its or
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 from typing import Iterator, Sequence
 
 import torch
@@ -82,14 +84,20 @@ def cat_channels(parts: Sequence[Tensor], layout: str | None = None) -> Tensor:
     concatenation does not change the layout the blocks run in."""
     first = parts[0]
     layout = layout or layout_of(first) or "ncdhw"
-    shape = list(first.shape)
-    shape[1] = sum(p.shape[1] for p in parts)
-    out = empty_clip(shape, layout, dtype=first.dtype, device=first.device)
-    start = 0
-    for p in parts:
-        out[:, start:start + p.shape[1]].copy_(p)
-        start += p.shape[1]
+    bounds = _channel_bounds(parts)
+    out = empty_clip((first.shape[0], bounds[-1], *first.shape[2:]), layout, dtype=first.dtype, device=first.device)
+    for p, a, b in zip(parts, bounds, bounds[1:]):
+        out[:, a:b].copy_(p)
     return out
+
+
+def check_video(name: str, t: Tensor, channels: int) -> None:
+    """Raise ``ValueError`` unless ``t`` is a 5-D ``(B, C, T, H, W)`` tensor with ``channels`` channels."""
+    if not torch.is_tensor(t) or t.ndim != 5:
+        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+        raise ValueError(f"{name}: expected a 5-D tensor (B, C, T, H, W), got {got}")
+    if t.shape[1] != channels:
+        raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]} (shape {tuple(t.shape)})")
 
 
 def inference() -> bool:
@@ -140,15 +148,7 @@ def _group_norm_affine(x: Tensor, norm: nn.GroupNorm, per_frame: bool) -> tuple[
     b, c, t = x.shape[:3]
     groups = norm.num_groups
     xg = x.unflatten(1, (groups, c // groups))  # (B, G, C/G, T, H, W): a view in every layout
-    dims = (2, 4, 5) if per_frame else (2, 3, 4, 5)
-    if x.dtype in (torch.float32, torch.float64):
-        var, mean = torch.var_mean(xg, dim=dims, correction=0, keepdim=True)
-    else:
-        # half inputs: sums accumulated and returned in fp32, still without an fp32 copy of x
-        n = x.shape[1] // groups * x.shape[3] * x.shape[4] * (1 if per_frame else t)
-        mean = xg.sum(dim=dims, dtype=torch.float32, keepdim=True) / n
-        var = torch.linalg.vector_norm(xg, 2, dim=dims, dtype=torch.float32, keepdim=True).square() / n
-        var = (var - mean.square()).clamp_min(0)
+    mean, var = _moments(xg, (2, 4, 5) if per_frame else (2, 3, 4, 5))
     shape = (1, groups, c // groups, 1, 1, 1)
     scale = (var + norm.eps).rsqrt()
     if norm.weight is not None:
@@ -228,22 +228,20 @@ def _group_affine(mean: Tensor, m2: Tensor, n: Tensor, norm: nn.GroupNorm) -> tu
 
 
 def _channel_bounds(parts: Sequence[Tensor]) -> list[int]:
-    bounds = [0]
-    for p in parts:
-        bounds.append(bounds[-1] + p.shape[1])
-    return bounds
+    """Where each part's channels start in the parts' concatenation, then where the last ends."""
+    return list(itertools.accumulate((p.shape[1] for p in parts), initial=0))
 
 
-def _channel_moments(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per batch item and channel: the mean and (biased) variance over frames and pixels, fp32
-    (fp64 for fp64 input), read from ``x`` in whatever layout it is."""
-    dims = (2, 3, 4)
+def _moments(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """The mean and (biased) variance of ``x`` over ``dims`` (kept, size 1), fp32 (fp64 for fp64
+    input), read from ``x`` in whatever layout it is."""
     if x.dtype in (torch.float32, torch.float64):
-        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
         return mean, var
-    n = x.shape[2] * x.shape[3] * x.shape[4]
-    mean = x.sum(dim=dims, dtype=torch.float32) / n
-    var = torch.linalg.vector_norm(x, 2, dim=dims, dtype=torch.float32).square() / n
+    # half inputs: sums accumulated and returned in fp32, still without an fp32 copy of x
+    n = math.prod(x.shape[d] for d in dims)
+    mean = x.sum(dim=dims, dtype=torch.float32, keepdim=True) / n
+    var = torch.linalg.vector_norm(x, 2, dim=dims, dtype=torch.float32, keepdim=True).square() / n
     return mean, (var - mean.square()).clamp_min(0)
 
 
@@ -251,9 +249,9 @@ def _group_norm_affine_parts(parts: Sequence[Tensor], norm: nn.GroupNorm) -> tup
     """fp32 ``scale`` and ``shift`` ``(B, C, 1, 1, 1)`` of ``norm`` on the channel concatenation of
     ``parts``: the group moments combined from the channels' (every channel counts once: each
     covers the same frames and pixels)."""
-    moments = [_channel_moments(p) for p in parts]
-    mean = torch.cat([m for m, _ in moments], dim=1)[..., None]
-    var = torch.cat([v for _, v in moments], dim=1)[..., None]
+    moments = [_moments(p, (2, 3, 4)) for p in parts]
+    mean = torch.cat([m for m, _ in moments], dim=1).flatten(2)
+    var = torch.cat([v for _, v in moments], dim=1).flatten(2)
     scale, shift = _group_affine(mean, var, torch.ones_like(mean), norm)
     return scale[..., None, None], shift[..., None, None]
 
@@ -310,12 +308,6 @@ class InflatedConv3d(nn.Conv2d):
                                         self.dilation, self.groups), x.shape[2])
 
 
-def _frame_layouts_match(a: Tensor, b: Tensor) -> bool:
-    cl = torch.channels_last
-    return (a.is_contiguous() and b.is_contiguous()) or (
-        a.is_contiguous(memory_format=cl) and b.is_contiguous(memory_format=cl))
-
-
 def pointwise_conv(conv: InflatedConv3d, x: Tensor | Sequence[Tensor], residual: Tensor, *, bias: bool = True,
                    inplace: bool = True) -> Tensor:
     """``residual + conv(x)`` for a 1x1 per-frame convolution (``bias=False``: without its bias);
@@ -332,11 +324,9 @@ def pointwise_conv(conv: InflatedConv3d, x: Tensor | Sequence[Tensor], residual:
         return _pointwise_conv_add(conv, parts, residual, bias)
     # a compiled graph takes the matmuls out of place (in place on views, it would copy their bases)
     eager = eager_inference()
-    out, start = residual, 0
-    for i, part in enumerate(parts):
-        w = conv.weight[:, start:start + part.shape[1], 0, 0]
-        start += part.shape[1]
-        out = _accumulate_matmul(out, w, part, inplace=eager and (inplace or i > 0))
+    bounds, out = _channel_bounds(parts), residual
+    for i, (part, a, b) in enumerate(zip(parts, bounds, bounds[1:])):
+        out = _accumulate_matmul(out, conv.weight[:, a:b, 0, 0], part, inplace=eager and (inplace or i > 0))
     if bias and conv.bias is not None:
         b = conv.bias.view(1, -1, 1, 1, 1)
         out = out.add_(b) if eager else out + b
@@ -346,13 +336,11 @@ def pointwise_conv(conv: InflatedConv3d, x: Tensor | Sequence[Tensor], residual:
 def _pointwise_conv_add(conv: InflatedConv3d, parts: Sequence[Tensor], residual: Tensor, bias: bool) -> Tensor:
     """``residual + conv(cat(parts))`` out of place (autograd; layouts a matmul cannot accumulate
     into), one convolution per part with its input channels of the weight: no concatenation."""
-    out, start = residual, 0
-    for i, part in enumerate(parts):
-        weight = conv.weight[:, start:start + part.shape[1]]
-        start += part.shape[1]
+    bounds, out = _channel_bounds(parts), residual
+    for i, (part, a, b) in enumerate(zip(parts, bounds, bounds[1:])):
         # the layer's bias once (or never); a None bias would mean the layer's own
-        b = conv.bias if (i == 0 and bias) or conv.bias is None else torch.zeros_like(conv.bias)
-        out = out + conv(part, b, weight)
+        part_bias = conv.bias if (i == 0 and bias) or conv.bias is None else torch.zeros_like(conv.bias)
+        out = out + conv(part, part_bias, conv.weight[:, a:b])
     return out
 
 
@@ -362,9 +350,12 @@ def _matmul_layout(x: Tensor, residual: Tensor) -> str | None:
     if x.is_contiguous() and residual.is_contiguous():
         return "ncdhw"
     frames, res = _frames_view(x), _frames_view(residual)
-    if frames is None or res is None or not _frame_layouts_match(frames, res):
+    if frames is None or res is None:
         return None
-    return "frames" if frames.is_contiguous() else "channels_last"
+    for layout, fmt in (("frames", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        if frames.is_contiguous(memory_format=fmt) and res.is_contiguous(memory_format=fmt):
+            return layout
+    return None
 
 
 def _accumulate_matmul(acc: Tensor, w: Tensor, x: Tensor, *, inplace: bool) -> Tensor:

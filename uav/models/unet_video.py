@@ -22,7 +22,7 @@ from torch import nn
 
 from uav.models.batching import active as saving_memory, per_item
 from uav.models.layers import (LAYOUTS, Downsample3D, InflatedConv3d, ResnetBlock3D, Upsample3D, cat_channels,
-                               group_norm)
+                               check_video, group_norm)
 from uav.models.temporal import ROPE_DIM, RotaryEmbedding, TemporalModule3D, install_rope_alias_hooks
 from uav.models.transformer import CrossAttentionSpec, transformer_stack
 from uav.models import MAX_NOISE_LEVEL
@@ -191,9 +191,7 @@ class _PathSpec:
     def down_path(self, kinds: Sequence[str], channels: Sequence[int], heads: Sequence[int],
                   cross_only: Sequence[bool], temporal_idx: Sequence[int]) -> tuple[nn.ModuleList, nn.ModuleList]:
         blocks, temporal = nn.ModuleList(), nn.ModuleList()
-        out_ch = channels[0]
-        for i, kind in enumerate(kinds):
-            in_ch, out_ch = out_ch, channels[i]
+        for i, (kind, in_ch, out_ch) in enumerate(zip(kinds, [channels[0], *channels], channels)):
             blocks.append(DownBlock3D(
                 in_ch, out_ch, temb_channels=self.temb, num_layers=self.layers, groups=self.groups, eps=self.eps,
                 add_downsample=i < len(channels) - 1,
@@ -207,9 +205,7 @@ class _PathSpec:
         blocks, temporal = nn.ModuleList(), nn.ModuleList()
         rev_ch, rev_heads, rev_cross = list(reversed(channels)), list(reversed(heads)), list(reversed(cross_only))
         n_blocks = len(channels)
-        out_ch = rev_ch[0]
-        for i, kind in enumerate(kinds):
-            prev_ch, out_ch = out_ch, rev_ch[i]
+        for i, (kind, prev_ch, out_ch) in enumerate(zip(kinds, [rev_ch[0], *rev_ch], rev_ch)):
             in_ch = rev_ch[min(i + 1, n_blocks - 1)]
             blocks.append(UpBlock3D(
                 in_ch, prev_ch, out_ch, temb_channels=self.temb, num_layers=self.layers + 1, groups=self.groups,
@@ -374,14 +370,8 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, sample: Tensor, low_res: Tensor, context: Tensor | None) -> None:
-        latent_ch = self.config.out_channels
-        lr_ch = self.config.in_channels - latent_ch
-        for name, t, ch in (("sample", sample, latent_ch), ("low_res", low_res, lr_ch)):
-            if not torch.is_tensor(t) or t.ndim != 5:
-                got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-                raise ValueError(f"{name}: expected a 5-D tensor (B, C, T, H, W), got {got}")
-            if t.shape[1] != ch:
-                raise ValueError(f"{name}: expected {ch} channels, got {t.shape[1]} (shape {tuple(t.shape)})")
+        check_video("sample", sample, self.config.out_channels)
+        check_video("low_res", low_res, self.config.in_channels - self.config.out_channels)
         if sample.shape[0] != low_res.shape[0] or sample.shape[2:] != low_res.shape[2:]:
             raise ValueError(
                 "sample and low_res must share batch, frames and size: "
@@ -422,7 +412,7 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
         # sampling loop hands them over on the host). Compiled graphs skip the check, and
         # so do fake tensors (the memory model), which carry no values.
         uniform = labels.numel() == 1
-        if not torch.compiler.is_compiling() and not _is_fake(labels) and labels.device.type == "cpu":
+        if not torch.compiler.is_compiling() and not isinstance(labels, FakeTensor) and labels.device.type == "cpu":
             self._check_levels(labels)
             uniform = uniform or bool((labels == labels.reshape(-1)[0]).all())
         return labels.long().reshape(-1).to(device, non_blocking=True), uniform
@@ -434,10 +424,6 @@ class UNetVideoModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"class_labels: noise level must be in [0, {self.config.max_noise_level}], got {labels.tolist()}"
             )
-
-
-def _is_fake(t: Tensor) -> bool:
-    return isinstance(t, FakeTensor)
 
 
 def _check_config(down_types, up_types, channels, act_fn, linear_proj, dual, center, pad, mid_scale, n_class) -> None:

@@ -31,6 +31,7 @@ from uav.models.layers import (
     add_as,
     batch_to_frames,
     cat_channels,
+    check_video,
     frames_to_batch,
     group_norm,
     to_layout,
@@ -157,11 +158,9 @@ class Encoder(nn.Module):
     def __init__(self, in_channels: int, latent_channels: int, channels: Sequence[int], layers: int, groups: int) -> None:
         super().__init__()
         self.conv_in = InflatedConv3d(in_channels, channels[0], 3, padding=1)
-        self.down_blocks = nn.ModuleList()
-        out_ch = channels[0]
-        for i, ch in enumerate(channels):
-            in_ch, out_ch = out_ch, ch
-            self.down_blocks.append(DownEncoderBlock3D(in_ch, out_ch, layers, groups, i < len(channels) - 1))
+        self.down_blocks = nn.ModuleList(
+            DownEncoderBlock3D(in_ch, out_ch, layers, groups, i < len(channels) - 1)
+            for i, (in_ch, out_ch) in enumerate(zip([channels[0], *channels], channels)))
         self.mid_block = MidBlock(channels[-1], groups, plus=False)
         self.conv_norm_out = nn.GroupNorm(groups, channels[-1], eps=1e-6)
         self.conv_out = InflatedConv3d(channels[-1], 2 * latent_channels, 3, padding=1)
@@ -217,11 +216,9 @@ class Decoder(nn.Module):
             self.condition_fuse = SFTFusion(condition_channels, channels[-1])
         self.mid_block = MidBlock(channels[-1], groups, plus=plus)
         rev = list(reversed(channels))
-        self.up_blocks = nn.ModuleList()
-        out_ch = rev[0]
-        for i, ch in enumerate(rev):
-            in_ch, out_ch = out_ch, ch
-            self.up_blocks.append(UpDecoderBlock3D(in_ch, out_ch, layers + 1, groups, i < len(rev) - 1, plus))
+        self.up_blocks = nn.ModuleList(
+            UpDecoderBlock3D(in_ch, out_ch, layers + 1, groups, i < len(rev) - 1, plus)
+            for i, (in_ch, out_ch) in enumerate(zip([rev[0], *rev], rev)))
         self.conv_norm_out = nn.GroupNorm(groups, channels[0], eps=1e-6)
         self.conv_out = InflatedConv3d(channels[0], out_channels, 3, padding=1)
 
@@ -295,18 +292,18 @@ class AutoencoderKLVideo(ModelMixin, ConfigMixin):
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def encode(self, x: Tensor, return_dict: bool = True) -> EncoderOutput | tuple[DiagonalGaussianDistribution]:
-        _check_video("x", x, self.config.in_channels)
+        check_video("x", x, self.config.in_channels)
         posterior = DiagonalGaussianDistribution(self.quant_conv(self.encoder(x)))
         return EncoderOutput(latent_dist=posterior) if return_dict else (posterior,)
 
     def decode(
         self, z: Tensor, img: Tensor | None = None, w_lr: float | Tensor = 1.0, return_dict: bool = True
     ) -> DecoderOutput | tuple[Tensor]:
-        _check_video("z", z, self.config.latent_channels)
+        check_video("z", z, self.config.latent_channels)
         if self.is_conditioned:
             if img is None:
                 raise ValueError("img: the vae_video decoder needs the low-res clip (B, 3, T, h, w) at latent size")
-            _check_video("img", img, 3)
+            check_video("img", img, 3)
             if img.shape[0] != z.shape[0] or img.shape[2:] != z.shape[2:]:
                 raise ValueError(
                     f"img must match z in batch, frames and size: got img {tuple(img.shape)}, z {tuple(z.shape)}"
@@ -320,11 +317,3 @@ class AutoencoderKLVideo(ModelMixin, ConfigMixin):
         post = self.encode(x).latent_dist
         z = post.sample(generator=generator) if sample_posterior else post.mode()
         return self.decode(z, img, w_lr)
-
-
-def _check_video(name: str, t: Tensor, channels: int) -> None:
-    if not torch.is_tensor(t) or t.ndim != 5:
-        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-        raise ValueError(f"{name}: expected a 5-D tensor (B, C, T, H, W), got {got}")
-    if t.shape[1] != channels:
-        raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]} (shape {tuple(t.shape)})")

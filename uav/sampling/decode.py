@@ -59,26 +59,25 @@ def decode_chunks(
         yield from _overlapped(vae, latents, low_res, chunk=chunk, overlap=overlap, w_lr=w_lr, tile=tile,
                                tile_overlap=tile_overlap, recovery=recovery)
         return
-    param = next(vae.parameters())
-    vae_dtype, vae_device = param.dtype, param.device
-    # multiplication by the Python double 1/s, exactly as published
-    inv_scale = 1.0 / vae.config.scaling_factor
     num_frames = latents.shape[2]
-    h, w = latents.shape[-2:]
-    plan = _tile_plan(vae, h, w, tile, tile_overlap)
+    plan = _tile_plan(vae, *latents.shape[-2:], tile, tile_overlap)
     for start in range(0, num_frames, chunk):
         end = min(start + chunk, num_frames)
         if recovery is not None:
             yield start, _decode_recovering(vae, latents, low_res, start, end, w_lr, tile_overlap, recovery)
             continue
-        z = (latents[:, :, start:end] * inv_scale).to(device=vae_device, dtype=vae_dtype)
-        img = low_res[:, :, start:end].to(device=z.device, dtype=vae_dtype)
-        with torch.no_grad():
-            if plan is None:
-                out = vae.decode(z, img, w_lr).sample.float()
-            else:
-                out = _decode_tiled(vae, z, img, w_lr, plan)
-        yield start, out.clamp(-1.0, 1.0)
+        yield start, _decode(vae, latents, low_res, start, end, w_lr, plan).clamp(-1.0, 1.0)
+
+
+def _decode(vae: torch.nn.Module, latents: Tensor, low_res: Tensor, start: int, end: int, w_lr: float,
+            plan: list | None) -> Tensor:
+    """Frames ``[start, end)`` decoded in one call (or its spatial tiles), fp32, not clamped."""
+    p = next(vae.parameters())
+    # multiplication by the Python double 1/s, exactly as published
+    z = (latents[:, :, start:end] * (1.0 / vae.config.scaling_factor)).to(device=p.device, dtype=p.dtype)
+    img = low_res[:, :, start:end].to(device=z.device, dtype=p.dtype)
+    with torch.no_grad():
+        return vae.decode(z, img, w_lr).sample.float() if plan is None else _decode_tiled(vae, z, img, w_lr, plan)
 
 
 def _tile_plan(vae: torch.nn.Module, h: int, w: int, tile: int | None, overlap: int) -> list | None:
@@ -93,25 +92,16 @@ def _tile_plan(vae: torch.nn.Module, h: int, w: int, tile: int | None, overlap: 
 def _decode_recovering(vae: torch.nn.Module, latents: Tensor, low_res: Tensor, start: int, end: int, w_lr: float,
                        tile_overlap: int, recovery: Recovery) -> Tensor:
     """Frames ``[start, end)`` decoded in pieces of the recovery's current chunk and tile."""
-    inv_scale = 1.0 / vae.config.scaling_factor
     h, w = latents.shape[-2:]
     parts: list[Tensor] = []
     s = start
     while s < end:
         e = min(s + recovery.decode_chunk, end)
         plan = _tile_plan(vae, h, w, recovery.decode_tile, tile_overlap)
-
-        def run(net: torch.nn.Module) -> Tensor:
-            p = next(net.parameters())
-            z = (latents[:, :, s:e] * inv_scale).to(device=p.device, dtype=p.dtype)
-            img = low_res[:, :, s:e].to(device=z.device, dtype=p.dtype)
-            with torch.no_grad():
-                return net.decode(z, img, w_lr).sample.float() if plan is None else \
-                    _decode_tiled(net, z, img, w_lr, plan)
-
         failed = False
         try:
-            out = recovery.finite(run, vae, where="decoded frames", network="VAE decoder")
+            out = recovery.finite(lambda net: _decode(net, latents, low_res, s, e, w_lr, plan), vae,
+                                  where="decoded frames", network="VAE decoder")
         except OUT_OF_MEMORY:
             failed = True
         if failed:

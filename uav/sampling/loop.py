@@ -179,13 +179,11 @@ class _MergedModel:
     store: ClipStore | None
 
     def __call__(self, latents: Tensor, t: int, *, guided: bool, full: bool) -> Tensor:
-        calls = _WindowCalls(self.unet, latents, self.low_res, self.text if guided else self.text[-1:], t=t,
-                             noise_level=self.noise_level, guided=guided, windows=self.windows, tiles=self.tiles,
-                             recovery=self.recovery, xfer=self.xfer, cache=self.cache, full=full)
+        calls = _WindowCalls(self, latents, t, guided=guided, full=full)
         shape = (2 if guided else 1,) + tuple(latents.shape[1:])
         v = self.store.zeros(shape) if self.store is not None else \
             torch.zeros(shape, dtype=torch.float32, device=latents.device)
-        for k, (s, e), pred in calls.predictions(self.window_batch):
+        for k, (s, e), pred in calls.predictions():
             v[:, :, s:e].add_(pred.to(device=latents.device, dtype=torch.float32) * self.weights[k])
         return v
 
@@ -202,37 +200,25 @@ def _guide(v: Tensor, guided: bool, cfg: bool, scale: float, delta: Tensor | Non
     return v, delta
 
 
-@dataclass
-class _Launched:
-    """A group of windows whose U-Net call is queued; ``pending`` brings its results home."""
-
-    group: list[int]
-    pending: Pending
-
-
 class _WindowCalls:
     """One step's U-Net calls over the windows, pipelined one group deep (see the module docstring)."""
 
-    def __init__(self, unet: torch.nn.Module, latents: Tensor, low_res: Tensor, text: Tensor, *, t: int,
-                 noise_level: int, guided: bool, windows: Sequence[tuple[int, int]],
-                 tiles: Sequence[Tile] | None, recovery: Recovery | None, xfer: Transfers,
-                 cache: StepCache | None, full: bool) -> None:
-        self.unet, self.latents, self.low_res, self.text = unet, latents, low_res, text
-        self.t, self.noise_level, self.guided, self.windows, self.tiles = t, noise_level, guided, windows, tiles
-        self.recovery, self.xfer, self.cache, self.full = recovery, xfer, cache, full
-        self.state_device = latents.device
-        self.device = next(unet.parameters()).device
+    def __init__(self, run: _MergedModel, latents: Tensor, t: int, *, guided: bool, full: bool) -> None:
+        self.run, self.latents, self.t, self.guided, self.full = run, latents, t, guided, full
+        self.windows, self.recovery, self.xfer, self.cache = run.windows, run.recovery, run.xfer, run.cache
+        # the text rows of this step's calls: [negative, positive] when guided, else the last
+        self.text = run.text if guided else run.text[-1:]
         self._ahead: tuple[tuple[int, ...], tuple[Tensor, Tensor, Tensor | None]] | None = None
 
-    def predictions(self, window_batch: int) -> Iterator[tuple[int, tuple[int, int], Tensor]]:
+    def predictions(self) -> Iterator[tuple[int, tuple[int, int], Tensor]]:
         """Yield ``(k, window, prediction on the state device)`` with the CFG rows ``[uncond, cond]``."""
         order = list(range(len(self.windows)))
-        pending: _Launched | None = None
+        pending: tuple[list[int], Pending] | None = None
         while order:
-            group = self._group(order, window_batch)
+            group = self._group(order)
             rest = [k for k in order if k not in group]
             try:
-                launched = self._launch(group, self._group(rest, window_batch) if rest else None)
+                launched = self._launch(group, self._group(rest) if rest else None)
             except OUT_OF_MEMORY:
                 if self.recovery is None or len(group) == 1:
                     raise  # the caller's policy takes over (latent tiles)
@@ -246,14 +232,14 @@ class _WindowCalls:
         if pending is not None:
             yield from self._resolve(pending)
 
-    def _group(self, order: list[int], window_batch: int) -> list[int]:
-        batch = self.recovery.window_batch if self.recovery is not None else window_batch
+    def _group(self, order: list[int]) -> list[int]:
+        batch = self.recovery.window_batch if self.recovery is not None else self.run.window_batch
         length = self.windows[order[0]][1] - self.windows[order[0]][0]
         return [k for k in order if self.windows[k][1] - self.windows[k][0] == length][:batch]
 
     def _inputs(self, group: list[int]) -> tuple[Tensor, Tensor, Tensor | None]:
         """The group's latents, noised low-res clip and kept deep feature, on the U-Net's device."""
-        dtype = next(self.unet.parameters()).dtype
+        dtype = next(self.run.unet.parameters()).dtype
 
         def take(x: Tensor) -> Tensor:
             return self.xfer.to_device(torch.cat([x[:, :, self.windows[k][0]:self.windows[k][1]] for k in group]),
@@ -263,24 +249,24 @@ class _WindowCalls:
         if self.cache is not None and not self.full:
             kept = self.cache.feature(tuple(group), self.guided)
             feature = None if kept is None else self.xfer.to_device(kept, dtype)
-        return take(self.latents), take(self.low_res), feature
+        return take(self.latents), take(self.run.low_res), feature
 
-    def _launch(self, group: list[int], upcoming: list[int] | None) -> _Launched:
+    def _launch(self, group: list[int], upcoming: list[int] | None) -> tuple[list[int], Pending]:
         if self._ahead is not None and self._ahead[0] == tuple(group):
             inputs = self._ahead[1]
         else:
             inputs = self._inputs(group)
         self._ahead = None
-        out, feature = self._call(self.unet, group, *inputs)
+        out, feature = self._call(self.run.unet, group, *inputs)
         if upcoming is not None:  # its copies overlap this call on the GPU
             self._ahead = (tuple(upcoming), self._inputs(upcoming))
-        dtype = next(self.unet.parameters()).dtype
+        dtype = next(self.run.unet.parameters()).dtype
         flag = torch.isfinite(out).all() if self.recovery is not None and self.recovery.checks(dtype) else None
-        if self.state_device.type == "cpu":
-            return _Launched(group, self.xfer.to_host(out, feature, flag))
+        if self.latents.device.type == "cpu":
+            return group, self.xfer.to_host(out, feature, flag)
         # the clip state is on the device too: only the flag travels to the host
         flag_copy = self.xfer.to_host(flag)
-        return _Launched(group, Pending((out, feature, flag_copy.tensors[0]), flag_copy.event))
+        return group, Pending((out, feature, flag_copy.tensors[0]), flag_copy.event)
 
     def _call(self, net: torch.nn.Module, group: list[int], sample: Tensor, cond: Tensor,
               feature: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -289,25 +275,26 @@ class _WindowCalls:
         if self.guided:  # window-major batch, [uncond, cond] per window: both see the same inputs
             sample, cond = sample.repeat_interleave(2, dim=0), cond.repeat_interleave(2, dim=0)
         ctx = self.text.to(dtype).repeat(len(group), 1, 1)
-        if self.tiles:
-            return _tiled_call(net, sample, cond, ctx, self.t, self.noise_level, self.tiles), None
+        if self.run.tiles:
+            return _tiled_call(net, sample, cond, ctx, self.t, self.run.noise_level, self.run.tiles), None
         if self.cache is None:
-            return _unet_call(net, sample, cond, ctx, self.t, self.noise_level), None
+            return _unet_call(net, sample, cond, ctx, self.t, self.run.noise_level), None
         self.cache.calls["full" if feature is None else "cached"] += 1
-        return _deep_call(net, sample, cond, ctx, self.t, self.noise_level,
+        return _deep_call(net, sample, cond, ctx, self.t, self.run.noise_level,
                           deep_feature=None if feature is None else feature.to(dtype), keep=feature is None)
 
-    def _resolve(self, launched: _Launched) -> Iterator[tuple[int, tuple[int, int], Tensor]]:
-        out, feature, flag = launched.pending.wait()
+    def _resolve(self, launched: tuple[list[int], Pending]) -> Iterator[tuple[int, tuple[int, int], Tensor]]:
+        group, pending = launched
+        out, feature, flag = pending.wait()
         if flag is not None and not bool(flag):  # a host copy: reading it waits for nothing more
             assert self.recovery is not None
-            wider = self.recovery.wider(self.unet)
+            wider = self.recovery.wider(self.run.unet)
             self.recovery.non_finite("U-Net output", next(wider.parameters()).dtype)
-            out, feature = self._recompute(wider, launched.group)
+            out, feature = self._recompute(wider, group)
         if feature is not None and self.cache is not None:
-            self.cache.keep(tuple(launched.group), feature, self.guided)
+            self.cache.keep(tuple(group), feature, self.guided)
         b = self.text.shape[0]
-        for j, k in enumerate(launched.group):
+        for j, k in enumerate(group):
             yield k, self.windows[k], out[j * b:(j + 1) * b]
 
     def _recompute(self, net: torch.nn.Module, group: list[int]) -> tuple[Tensor, Tensor | None]:
@@ -318,7 +305,8 @@ class _WindowCalls:
         if not bool(torch.isfinite(out).all()):
             raise NonFiniteError("the U-Net gives NaN/inf even in a wider dtype: the weights or inputs are broken "
                                  "(try `uav weights verify`)")
-        return out.to(self.state_device), None if feature is None else feature.to(self.state_device)
+        device = self.latents.device
+        return out.to(device), None if feature is None else feature.to(device)
 
 
 def _unet_call(unet: torch.nn.Module, sample: Tensor, cond: Tensor, ctx: Tensor, t: int, noise_level: int) -> Tensor:

@@ -171,17 +171,15 @@ class Recovery:
         if self.latent_tile is not None:
             tiles = plan(self.latent_tile)  # learnt on an earlier pipeline tile
         while True:
-            failed = False
             try:
                 return run(tiles)
             except OUT_OF_MEMORY:
-                failed = True
-            if failed:
-                free_memory()
-                tiles = plan(self.shrink_latent_tile(*size, start=start_tile))
-                if generator is not None:
-                    generator.set_state(state)
-                restart()
+                pass  # retried outside the handler, which holds the failed call's frames
+            free_memory()
+            tiles = plan(self.shrink_latent_tile(*size, start=start_tile))
+            if generator is not None:
+                generator.set_state(state)
+            restart()
 
     # -------------------------------------------------------------- non-finite values
     def checks(self, dtype: torch.dtype) -> bool:

@@ -48,11 +48,10 @@ def _build_scheduler(cls: type, scheduler_or_config: Any, argname: str) -> Any:
     if isinstance(scheduler_or_config, cls):
         # A private copy: set_timesteps mutates the scheduler, and callers may share theirs.
         return copy.deepcopy(scheduler_or_config)
-    if isinstance(scheduler_or_config, Mapping):
-        return cls.from_config(_filtered_config(cls, scheduler_or_config))
-    config = getattr(scheduler_or_config, "config", None)
+    # a config mapping, or another diffusers scheduler: the wanted class from its shared settings
+    config = scheduler_or_config if isinstance(scheduler_or_config, Mapping) else \
+        getattr(scheduler_or_config, "config", None)
     if isinstance(config, Mapping):
-        # Another diffusers scheduler: rebuild the wanted class from its shared settings.
         return cls.from_config(_filtered_config(cls, config))
     raise TypeError(
         f"{argname} must be a diffusers {cls.__name__} or its config mapping, "

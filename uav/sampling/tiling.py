@@ -77,8 +77,9 @@ def official_tile_plan(
     return tiles
 
 
-def _feather_axis(length: int, tile_size: int, overlap: int) -> list[tuple[int, int]]:
-    """Evenly spread ``[start, end)`` spans of ``tile_size`` overlapping by >= ``overlap``."""
+def even_spans(length: int, tile_size: int, overlap: int) -> list[tuple[int, int]]:
+    """The fewest ``[start, end)`` spans of ``tile_size`` that overlap by >= ``overlap``, evenly
+    spread over ``length`` (one span when it fits): feathered tiles and uniform windows."""
     if length <= tile_size:
         return [(0, length)]
     n = math.ceil((length - overlap) / (tile_size - overlap))
@@ -119,9 +120,9 @@ def feather_tile_plan(
         raise ValueError(f"overlap must be smaller than tile_size ({tile_size}), got {overlap}")
     ramp = overlap * scale
     tiles = []
-    for y0, y1 in _feather_axis(height, tile_size, overlap):
+    for y0, y1 in even_spans(height, tile_size, overlap):
         wy = _ramp(y0, y1, height, ramp, scale)
-        for x0, x1 in _feather_axis(width, tile_size, overlap):
+        for x0, x1 in even_spans(width, tile_size, overlap):
             wx = _ramp(x0, x1, width, ramp, scale)
             tiles.append(Tile(region=(y0, y1, x0, x1), weight=torch.outer(wy, wx).to(torch.float32)))
     return tiles

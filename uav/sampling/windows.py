@@ -11,20 +11,16 @@ feathered alternative; :func:`merge_windows` applies either plan.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
 from uav.protocols import SegmentPlan, int_arg
+from uav.sampling.tiling import even_spans
 
 Tensor = torch.Tensor
 
 __all__ = ["official_segment_plan", "uniform_segment_plan", "merge_windows"]
-
-
-def _unique_in_order(calls: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    return tuple(dict.fromkeys(calls))
 
 
 def official_segment_plan(num_frames: int, window: int = 8, stride: int = 6) -> SegmentPlan:
@@ -59,7 +55,7 @@ def official_segment_plan(num_frames: int, window: int = 8, stride: int = 6) -> 
             found.append((e - window, e) if e - s < window else (s, e))
         calls = tuple(found)
 
-    windows = _unique_in_order(calls)
+    windows = tuple(dict.fromkeys(calls))  # unique, in order
     index = {win: k for k, win in enumerate(windows)}
     # Track, per frame, each unique window's share of the running blend (float64, as the
     # dense matrix this replaced: halving and adding 0.5 in the same order).
@@ -115,12 +111,7 @@ def uniform_segment_plan(num_frames: int, window: int = 8, overlap: int = 2) -> 
     if overlap >= window:
         raise ValueError(f"overlap must be smaller than window ({window}), got {overlap}")
 
-    if t <= window:
-        windows: tuple[tuple[int, int], ...] = ((0, t),)
-    else:
-        n = math.ceil((t - overlap) / (window - overlap))
-        starts = [round(k * (t - window) / (n - 1)) for k in range(n)]
-        windows = tuple((s, s + window) for s in starts)
+    windows = tuple(even_spans(t, window, overlap))
 
     band = torch.zeros((len(windows), window), dtype=torch.float64)
     totals = torch.zeros(t, dtype=torch.float64)
