@@ -103,6 +103,7 @@ class _Half(torch.nn.Module):
         return self.block(x.half()).float()
 
 
+@pytest.mark.slow  # 11 s on 2 cores: the full suite runs it, the quick loop does not
 def test_the_decoder_stays_fp32_half_precision_exceeds_fp16_noise(parity_vae, caplog):
     """The bound: the published decoder's output moves by ``noise`` when its input latents are
     rounded to fp16 (what an fp16 U-Net hands it). On the parity fixtures fp32 is the lowest

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 16 s on 2 cores: the full suite runs it, the quick loop does not
 def test_the_memory_check_runs_on_the_cpu_with_the_tiny_networks(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory_check.py"), "--device", "cpu", "--tiny",
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,

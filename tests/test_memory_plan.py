@@ -98,6 +98,7 @@ def test_without_a_budget_the_published_settings_run_untouched():
     assert "no GPU" in Budget(None, "cpu: no GPU memory budget").source
 
 
+@pytest.mark.slow  # 14 s on 2 cores: the full suite runs it, the quick loop does not
 def test_a_big_card_keeps_the_published_numerics_and_batches_windows():
     plan = _plan(80)
     assert plan.fits and plan.estimate.peak_gib <= 0.9 * 80
@@ -131,6 +132,7 @@ def test_doctor_chooses_settings_that_fit_the_card(minute_clips, clip, card):
         assert set(doc["changed"]) <= {"window_batch", "decode_chunk", "text_encoder_placement", "vae_placement"}
 
 
+@pytest.mark.slow  # 45 s on 2 cores: the full suite runs it, the quick loop does not
 def test_the_per_pixel_model_is_the_trace_of_the_chosen_shape():
     from uav.memory import _unet_call
     from uav.models import UNetVideoModel
@@ -184,7 +186,8 @@ def _tiny_budget(card: int, height: int, width: int, frames: int) -> float:
     return (tiny[0] + share * tiny[1]) / 0.9
 
 
-@pytest.mark.parametrize("card", CARDS)
+# the 24 GiB case traces the largest shapes (28 s); the quick loop checks the three smaller cards
+@pytest.mark.parametrize("card", [pytest.param(24, marks=pytest.mark.slow), *CARDS[1:]])
 def test_chosen_settings_give_the_frames_of_the_same_settings_by_hand(upscaler, card, one_thread):
     clip = moving_pattern(frames=6, height=48, width=80)
     common = dict(prompt="a cat", num_inference_steps=1, seed=5)

@@ -106,6 +106,7 @@ def _traced_peak(config, b: int, t: int, h: int, w: int, saving: bool = True) ->
         return traced_working_set(UNetVideoModel, config, torch.float32, _unet_call(b, t, h, w, torch.float32))[1]
 
 
+@pytest.mark.slow  # 14 s on 2 cores: the full suite runs it, the quick loop does not
 def test_an_items_transients_do_not_grow_with_the_batch():
     # the tiny U-Net's peak is at its finest up block, 32 channels: per item it saves there from 4 items on
     saving, batched = _traced_peak(TINY_UNET_CONFIG, 4, 8, 32, 32), _traced_peak(TINY_UNET_CONFIG, 4, 8, 32, 32, False)

@@ -56,6 +56,7 @@ def test_the_committed_cpu_results_meet_the_issue():
         assert 0 < wl["glue_bytes_ratio_compiled"] < 1
 
 
+@pytest.mark.slow  # 10 s on 2 cores: the full suite runs it, the quick loop does not
 def test_compiled_glue_counts_inductors_fused_kernels():
     """Inductor's kernels of one compiled block move fewer glue bytes than its eager operations,
     and the norms feeding attention are counted (attention is opaque, its inputs stay live)."""

@@ -82,6 +82,7 @@ def test_guidance_reuse_is_exact_when_the_difference_holds():
     assert torch.allclose(run(2), run(None), atol=1e-5)
 
 
+@pytest.mark.slow  # 15 s on 2 cores: the full suite runs it, the quick loop does not
 def test_fast_upscale_runs_through_the_library(tmp_path):
     from uav import VideoUpscaler
     from uav.weights import make_tiny_release

@@ -34,7 +34,10 @@ def vfr_clip(tmp_path_factory):
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-@pytest.mark.parametrize("case", ["plugins", "missing input", "vfr input", "weights", "usage error"])
+# each case starts the CLI (6-9 s on 2 cores): the quick loop runs two of them, the full suite all
+@pytest.mark.parametrize("case", [pytest.param("plugins", marks=pytest.mark.slow), "missing input",
+                                  pytest.param("vfr input", marks=pytest.mark.slow),
+                                  pytest.param("weights", marks=pytest.mark.slow), "usage error"])
 def test_json_to_a_full_device_is_one_line(case, vfr_clip, tmp_path):
     args = {
         "plugins": ["plugins", "--json"],
